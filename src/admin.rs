@@ -1,0 +1,87 @@
+//! The admin listener (its own address, never proxied): `/metrics`,
+//! `/healthz`, `/readyz` (503 while draining; it keeps answering during the
+//! drain), `/config` (effective config, secrets redacted).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::proxy::state::Shared;
+
+/// Serves until `proxy_done` turns true (the proxy has drained).
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut proxy_done: watch::Receiver<bool>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = proxy_done.changed() => if *proxy_done.borrow() { break } else { continue },
+        };
+        let shared = shared.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| answer(shared.clone(), req));
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let json = "application/json";
+    Ok(match req.uri().path() {
+        "/metrics" => {
+            let (body, content_type) = shared.metrics.render();
+            reply(StatusCode::OK, &content_type, body)
+        }
+        "/healthz" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
+            let generation = shared.current.load();
+            let draining = shared.is_draining();
+            let upstream = &generation.policy.upstream;
+            let body = serde_json::json!({
+                "status": if draining { "draining" } else { "ready" },
+                "upstream": { "url": format!("{}://{}{}", upstream.scheme, upstream.authority, upstream.base_path) },
+                "redis": { "status": "not_configured" },
+            });
+            let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+            reply(status, json, body.to_string())
+        }
+        "/config" => {
+            let generation = shared.current.load();
+            match serde_json::to_string_pretty(&*generation.policy.effective) {
+                Ok(text) => reply(StatusCode::OK, json, text),
+                Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "cannot render config\n"),
+            }
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics /healthz /readyz /config\n"),
+    })
+}

@@ -1,0 +1,89 @@
+//! `palisade check`: validate, print the compiled route table, never listen.
+
+use std::process::ExitCode;
+
+use super::{Cli, EXIT_CONFIG};
+use crate::config::{self, Env, Policy};
+use crate::config::units::{format_duration, format_size};
+
+/// Runs `check`.
+pub fn check(cli: &Cli) -> ExitCode {
+    let path = cli.config_path();
+    match config::load_file(&path, &Env::from_process().lenient_secrets()) {
+        Ok(policy) => {
+            for var in &policy.unset_secret_vars {
+                eprintln!(
+                    "warning: secret variable {var} is not set; checked with a placeholder (`palisade run` refuses to start until it is set)"
+                );
+            }
+            print!("{}", route_table(&policy));
+            println!("{}: OK ({} routes)", path.display(), policy.routes.routes().len());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+/// The route table as aligned text columns.
+pub fn route_table(policy: &Policy) -> String {
+    let mut rows = vec![[
+        "#".to_string(),
+        "NAME".into(),
+        "METHODS".into(),
+        "PATTERN".into(),
+        "AUTH".into(),
+        "LIMITS".into(),
+        "TIMEOUT".into(),
+        "MAX BODY".into(),
+    ]];
+    for (i, route) in policy.routes.routes().iter().enumerate() {
+        let methods = route.methods.as_ref().map_or_else(
+            || "*".to_string(),
+            |ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
+        );
+        let limits = if route.rate_limits.is_empty() {
+            "-".to_string()
+        } else {
+            route
+                .rate_limits
+                .iter()
+                .map(|l| {
+                    let mut text = format!("{}:{}/{}", l.by_label, l.limit, format_duration(l.per));
+                    if l.burst != l.limit {
+                        text.push_str(&format!(" burst {}", l.burst));
+                    }
+                    if l.shadow {
+                        text.push_str(" (shadow)");
+                    }
+                    text
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut auth = route.auth.to_string();
+        if let Some(tenant) = &route.tenant {
+            auth.push_str(&format!(" tenant {{{}}}={}", tenant.param, tenant.claim));
+        }
+        rows.push([
+            (i + 1).to_string(),
+            route.name.to_string(),
+            methods,
+            route.pattern.to_string(),
+            auth,
+            limits,
+            format_duration(route.timeout),
+            format_size(route.max_body),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

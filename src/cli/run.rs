@@ -1,0 +1,52 @@
+//! `palisade run`: load, listen, serve until SIGTERM/SIGINT, drain, exit 0.
+
+use std::process::ExitCode;
+
+use super::{Cli, EXIT_BIND, EXIT_CONFIG, runtime, shutdown_signal};
+use crate::config::{self, Env};
+use crate::observe::logging;
+use crate::proxy::server::{self, StartError};
+
+/// Runs the sidecar.
+pub fn run(cli: &Cli) -> ExitCode {
+    let path = cli.config_path();
+    let policy = match config::load_file(&path, &Env::from_process()) {
+        Ok(policy) => policy,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let (json, level) = cli.log_settings(policy.log.json, &policy.log.level);
+    logging::init(json, &level);
+    let runtime = match runtime(policy.server.workers) {
+        Ok(rt) => rt,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match server::start(policy).await {
+            Ok(server) => server,
+            Err(error) => return start_failure(&error),
+        };
+        tokio::spawn(crate::reload::watch(server.shared.clone(), path));
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; draining");
+        server.shutdown();
+        server.wait().await;
+        tracing::info!("stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Logs a start-up failure and picks its exit code.
+pub fn start_failure(error: &StartError) -> ExitCode {
+    tracing::error!(error = %error, "cannot start");
+    eprintln!("palisade: {error}");
+    match error {
+        StartError::Bind { .. } => ExitCode::from(EXIT_BIND),
+        _ => ExitCode::from(EXIT_CONFIG),
+    }
+}

@@ -1,0 +1,439 @@
+//! The serde mirror of `policy.toml`: every key of SPEC §2, unknown keys
+//! refused, spec defaults filled in. After deserialization this value *is*
+//! the effective config (what `/config` prints); `compile.rs` turns it into
+//! the runtime [`crate::config::Policy`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::values::{Dur, OneOrMany, Secret, Size, Text, TextList};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub server: ServerFile,
+    pub admin: AdminFile,
+    pub upstream: UpstreamFile,
+    pub log: LogFile,
+    pub auth: AuthFile,
+    pub ratelimit: RateLimitFile,
+    pub cors: Option<CorsFile>,
+    pub security_headers: SecurityHeadersFile,
+    pub request_id: RequestIdFile,
+    pub defaults: DefaultsFile,
+    pub routes: Vec<Spanned<RouteFile>>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerFile {
+    pub listen: Spanned<Text>,
+    pub tls: Option<TlsFile>,
+    pub environment: Spanned<Text>,
+    pub header_read_timeout: Dur,
+    pub idle_timeout: Dur,
+    pub max_header_bytes: Size,
+    pub max_uri_bytes: Size,
+    pub max_connections: usize,
+    pub trusted_proxies: Vec<Spanned<Text>>,
+    pub shutdown_grace: Dur,
+    pub workers: usize,
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        Self {
+            listen: Spanned::new(0..0, Text::from("0.0.0.0:8080")),
+            tls: None,
+            environment: Spanned::new(0..0, Text::from("production")),
+            header_read_timeout: Dur::secs(10),
+            idle_timeout: Dur::secs(60),
+            max_header_bytes: Size(16 * 1024),
+            max_uri_bytes: Size(8 * 1024),
+            max_connections: 10_000,
+            trusted_proxies: Vec::new(),
+            shutdown_grace: Dur::secs(20),
+            workers: 0,
+        }
+    }
+}
+
+/// `[server] tls = { cert, key }`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: Text,
+    pub key: Text,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminFile {
+    pub listen: Spanned<Text>,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        Self {
+            listen: Spanned::new(0..0, Text::from("127.0.0.1:9901")),
+        }
+    }
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamFile {
+    pub url: Spanned<Text>,
+    pub connect_timeout: Dur,
+    pub pool_idle_timeout: Dur,
+    pub pool_max_idle: usize,
+    pub preserve_host: bool,
+    pub ca_file: Option<Text>,
+    pub retry: RetryFile,
+    pub circuit_breaker: BreakerFile,
+}
+
+impl Default for UpstreamFile {
+    fn default() -> Self {
+        Self {
+            url: Spanned::new(0..0, Text::from("http://127.0.0.1:8000")),
+            connect_timeout: Dur::secs(2),
+            pool_idle_timeout: Dur::secs(90),
+            pool_max_idle: 64,
+            preserve_host: true,
+            ca_file: None,
+            retry: RetryFile::default(),
+            circuit_breaker: BreakerFile::default(),
+        }
+    }
+}
+
+/// `[upstream.retry]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryFile {
+    pub attempts: u32,
+    pub on: Vec<Spanned<Text>>,
+    pub backoff: Dur,
+    pub max_backoff: Dur,
+    pub budget_percent: u32,
+}
+
+impl Default for RetryFile {
+    fn default() -> Self {
+        Self {
+            attempts: 1,
+            on: vec![
+                Spanned::new(0..0, Text::from("connect-failure")),
+                Spanned::new(0..0, Text::from("503")),
+            ],
+            backoff: Dur::millis(25),
+            max_backoff: Dur::millis(250),
+            budget_percent: 20,
+        }
+    }
+}
+
+/// `[upstream.circuit_breaker]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerFile {
+    pub enabled: bool,
+    pub failure_percent: u32,
+    pub min_requests: u32,
+    pub window: Dur,
+    pub open_for: Dur,
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerFile {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_percent: 50,
+            min_requests: 20,
+            window: Dur::secs(10),
+            open_for: Dur::secs(5),
+            half_open_probes: 3,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogFile {
+    pub format: Spanned<Text>,
+    pub level: Text,
+    pub access_log: bool,
+}
+
+impl Default for LogFile {
+    fn default() -> Self {
+        Self {
+            format: Spanned::new(0..0, Text::from("json")),
+            level: Text::from("info"),
+            access_log: true,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFile {
+    pub jwt: Option<JwtFile>,
+    pub secrets: BTreeMap<String, Spanned<SecretFile>>,
+}
+
+/// `[auth.jwt]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtFile {
+    pub hs256_secret: Option<Secret>,
+    pub jwks_url: Option<Text>,
+    pub jwks_file: Option<Text>,
+    pub algorithms: Vec<Spanned<Text>>,
+    pub issuer: Option<Text>,
+    pub audiences: Vec<Text>,
+    pub leeway: Dur,
+    pub require: Vec<Text>,
+    pub sources: Vec<Spanned<Text>>,
+    pub forward_claims: BTreeMap<String, Spanned<Text>>,
+    pub cache_ttl: Dur,
+    pub jwks_refresh: Dur,
+}
+
+impl Default for JwtFile {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            jwks_url: None,
+            jwks_file: None,
+            algorithms: vec![Spanned::new(0..0, Text::from("HS256"))],
+            issuer: None,
+            audiences: Vec::new(),
+            leeway: Dur::secs(30),
+            require: vec![Text::from("exp"), Text::from("sub")],
+            sources: vec![Spanned::new(0..0, Text::from("header:Authorization"))],
+            forward_claims: BTreeMap::new(),
+            cache_ttl: Dur::secs(60),
+            jwks_refresh: Dur::secs(300),
+        }
+    }
+}
+
+/// `[auth.secrets.NAME]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretFile {
+    pub header: Text,
+    pub value: Option<Secret>,
+    pub values: Option<Vec<Secret>>,
+}
+
+/// `[ratelimit]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitFile {
+    pub backend: Spanned<Text>,
+    pub redis_url: Secret,
+    pub redis_cluster: Vec<Secret>,
+    pub redis_timeout: Dur,
+    pub on_redis_error: Spanned<Text>,
+    pub ipv6_prefix: Spanned<u8>,
+    pub key_prefix: Text,
+    pub headers: Spanned<Text>,
+}
+
+impl Default for RateLimitFile {
+    fn default() -> Self {
+        Self {
+            backend: Spanned::new(0..0, Text::from("memory")),
+            redis_url: Secret("redis://127.0.0.1:6379".into()),
+            redis_cluster: Vec::new(),
+            redis_timeout: Dur::millis(50),
+            on_redis_error: Spanned::new(0..0, Text::from("local")),
+            ipv6_prefix: Spanned::new(0..0, 64),
+            key_prefix: Text::from("palisade:"),
+            headers: Spanned::new(0..0, Text::from("both")),
+        }
+    }
+}
+
+/// `[cors]` (absent: no CORS headers at all, preflights go to routes).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsFile {
+    pub allow_origins: Spanned<TextList>,
+    pub allow_credentials: bool,
+    pub allow_methods: TextList,
+    pub allow_headers: TextList,
+    pub expose_headers: TextList,
+    pub max_age: Dur,
+}
+
+impl Default for CorsFile {
+    fn default() -> Self {
+        Self {
+            allow_origins: Spanned::new(0..0, TextList::default()),
+            allow_credentials: false,
+            allow_methods: TextList::from(&["GET", "POST", "PUT", "PATCH", "DELETE"][..]),
+            allow_headers: TextList::from(&["Authorization", "Content-Type", "X-Request-Id"][..]),
+            expose_headers: TextList::from(
+                &["X-Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After"][..],
+            ),
+            max_age: Dur::secs(600),
+        }
+    }
+}
+
+/// `[security_headers]`: the defaults are the SPEC's; `""` omits a header.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeadersFile {
+    pub x_content_type_options: Text,
+    pub x_frame_options: Text,
+    pub x_xss_protection: Text,
+    pub referrer_policy: Text,
+    pub content_security_policy: Text,
+    pub strict_transport_security: Text,
+    pub permissions_policy: Text,
+    pub cross_origin_opener_policy: Text,
+    pub remove_response_headers: Vec<Text>,
+}
+
+impl Default for SecurityHeadersFile {
+    fn default() -> Self {
+        Self {
+            x_content_type_options: Text::from("nosniff"),
+            x_frame_options: Text::from("DENY"),
+            x_xss_protection: Text::from("0"),
+            referrer_policy: Text::from("no-referrer"),
+            content_security_policy: Text::from("default-src 'none'; frame-ancestors 'none'"),
+            strict_transport_security: Text::from("max-age=63072000; includeSubDomains"),
+            permissions_policy: Text::default(),
+            cross_origin_opener_policy: Text::default(),
+            remove_response_headers: vec![Text::from("Server"), Text::from("X-Powered-By")],
+        }
+    }
+}
+
+/// A route's `security_headers = { ... }`: only the keys it sets override.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeadersOverride {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x_content_type_options: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x_frame_options: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x_xss_protection: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub referrer_policy: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_security_policy: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strict_transport_security: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions_policy: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_origin_opener_policy: Option<Text>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remove_response_headers: Option<Vec<Text>>,
+}
+
+/// `[request_id]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestIdFile {
+    pub header: Spanned<Text>,
+    pub trust_incoming: bool,
+}
+
+impl Default for RequestIdFile {
+    fn default() -> Self {
+        Self {
+            header: Spanned::new(0..0, Text::from("X-Request-Id")),
+            trust_incoming: true,
+        }
+    }
+}
+
+/// `[defaults]`: what every route inherits unless it sets its own.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefaultsFile {
+    pub auth: Spanned<OneOrMany>,
+    pub timeout: Dur,
+    pub max_body: Size,
+    pub rate_limits: Vec<Spanned<RateLimitRuleFile>>,
+}
+
+impl Default for DefaultsFile {
+    fn default() -> Self {
+        Self {
+            auth: Spanned::new(0..0, OneOrMany(vec!["jwt".into()])),
+            timeout: Dur::secs(30),
+            max_body: Size(1 << 20),
+            rate_limits: Vec::new(),
+        }
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub name: Spanned<Text>,
+    pub path: Spanned<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Spanned<Vec<Text>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Spanned<OneOrMany>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<Size>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<Vec<Spanned<RateLimitRuleFile>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Spanned<TenantFile>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_headers: Option<SecurityHeadersOverride>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_claims: Option<BTreeMap<String, Spanned<Text>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<Spanned<Text>>,
+}
+
+/// `tenant = { param, claim }`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFile {
+    pub param: Text,
+    pub claim: Text,
+}
+
+/// One entry of `rate_limits`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitRuleFile {
+    pub by: Text,
+    pub limit: u32,
+    pub per: Dur,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    #[serde(default)]
+    pub shadow: bool,
+}

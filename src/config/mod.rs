@@ -1,0 +1,16 @@
+//! `policy.toml`: parsed into a serde mirror (`file`), then compiled once
+//! into the runtime [`Policy`] (`compile`). Nothing on the request path
+//! parses a config string.
+
+pub mod compile;
+pub mod error;
+pub mod expand;
+pub mod file;
+pub mod values;
+pub mod units;
+
+pub use compile::{
+    LogPolicy, Policy, ServerPolicy, UpstreamPolicy, load_file, load_str, load_text_at,
+};
+pub use error::ConfigError;
+pub use expand::Env;

@@ -1,0 +1,188 @@
+//! Every metric of SPEC §4, in a registry owned by one server (never the
+//! process-global one), so parallel tests and several servers in one process
+//! never collide. Labels are bounded: route *names*, never raw paths.
+
+use prometheus::{
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Metric names, one constant each (dashboards depend on them).
+pub mod names {
+    pub const REQUESTS_TOTAL: &str = "palisade_requests_total";
+    pub const REQUEST_DURATION: &str = "palisade_request_duration_seconds";
+    pub const UPSTREAM_DURATION: &str = "palisade_upstream_duration_seconds";
+    pub const IN_FLIGHT: &str = "palisade_requests_in_flight";
+    pub const AUTH_FAILURES: &str = "palisade_auth_failures_total";
+    pub const RATELIMIT_DECISIONS: &str = "palisade_ratelimit_decisions_total";
+    pub const RATELIMIT_BACKEND_ERRORS: &str = "palisade_ratelimit_backend_errors_total";
+    pub const REJECTIONS: &str = "palisade_rejections_total";
+    pub const UPSTREAM_ERRORS: &str = "palisade_upstream_errors_total";
+    pub const UPSTREAM_RETRIES: &str = "palisade_upstream_retries_total";
+    pub const CIRCUIT_STATE: &str = "palisade_circuit_state";
+    pub const CONFIG_RELOADS: &str = "palisade_config_reloads_total";
+    pub const CONFIG_LAST_RELOAD: &str = "palisade_config_last_reload_success_timestamp_seconds";
+    pub const BUILD_INFO: &str = "palisade_build_info";
+}
+
+/// The route label used before a route is known (400, 404, 405, 414, 431).
+pub const NO_ROUTE_LABEL: &str = "-";
+
+/// All of palisade's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// `route, method, status`.
+    pub requests_total: IntCounterVec,
+    /// `route`.
+    pub request_duration: HistogramVec,
+    /// `route`.
+    pub upstream_duration: HistogramVec,
+    /// Requests being served now.
+    pub in_flight: IntGauge,
+    /// `route, reason`.
+    pub auth_failures: IntCounterVec,
+    /// `route, by, decision, mode`.
+    pub ratelimit_decisions: IntCounterVec,
+    /// `backend`.
+    pub ratelimit_backend_errors: IntCounterVec,
+    /// `route, reason`.
+    pub rejections: IntCounterVec,
+    /// `route, kind`.
+    pub upstream_errors: IntCounterVec,
+    /// `route`.
+    pub upstream_retries: IntCounterVec,
+    /// `upstream`: 0 closed, 1 half-open, 2 open.
+    pub circuit_state: IntGaugeVec,
+    /// `result`.
+    pub config_reloads: IntCounterVec,
+    /// Unix time of the last successful load.
+    pub config_last_reload: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str) -> prometheus::Result<HistogramVec> {
+    let buckets = vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["route"])?;
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> prometheus::Result<Self> {
+        use names::*;
+        let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        let in_flight = IntGauge::new(IN_FLIGHT, "Requests being served now")?;
+        registry.register(Box::new(in_flight.clone()))?;
+        let circuit_state = IntGaugeVec::new(
+            Opts::new(CIRCUIT_STATE, "Upstream circuit breaker: 0 closed, 1 half-open, 2 open"),
+            &["upstream"],
+        )?;
+        registry.register(Box::new(circuit_state.clone()))?;
+        let config_last_reload = Gauge::new(CONFIG_LAST_RELOAD, "Unix time of the last successful config load")?;
+        registry.register(Box::new(config_last_reload.clone()))?;
+        let build_info = IntGaugeVec::new(Opts::new(BUILD_INFO, "palisade build information"), &["version"])?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Ok(Self {
+            requests_total: counter(&registry, REQUESTS_TOTAL, "Requests answered", &["route", "method", "status"])?,
+            request_duration: histogram(&registry, REQUEST_DURATION, "Time from request to end of response")?,
+            upstream_duration: histogram(&registry, UPSTREAM_DURATION, "Time until the upstream's response headers")?,
+            in_flight,
+            auth_failures: counter(&registry, AUTH_FAILURES, "Authentication failures", &["route", "reason"])?,
+            ratelimit_decisions: counter(&registry, RATELIMIT_DECISIONS, "Rate-limit decisions", &["route", "by", "decision", "mode"])?,
+            ratelimit_backend_errors: counter(&registry, RATELIMIT_BACKEND_ERRORS, "Rate-limit backend errors", &["backend"])?,
+            rejections: counter(&registry, REJECTIONS, "Requests rejected by policy", &["route", "reason"])?,
+            upstream_errors: counter(&registry, UPSTREAM_ERRORS, "Failed upstream exchanges", &["route", "kind"])?,
+            upstream_retries: counter(&registry, UPSTREAM_RETRIES, "Upstream retries", &["route"])?,
+            circuit_state,
+            config_reloads: counter(&registry, CONFIG_RELOADS, "Config reloads", &["result"])?,
+            config_last_reload,
+            registry,
+        })
+    }
+
+    /// Records a successful config load now.
+    pub fn mark_config_loaded(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.config_last_reload.set(now);
+    }
+
+    /// The Prometheus text exposition and its content type.
+    pub fn render(&self) -> (Vec<u8>, String) {
+        let encoder = TextEncoder::new();
+        let mut buf = Vec::with_capacity(16 * 1024);
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        (buf, encoder.format_type().to_string())
+    }
+}
+
+/// A bounded `method` label: standard methods as-is, anything else `OTHER`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_name() {
+        let metrics = Metrics::new().unwrap();
+        metrics.requests_total.with_label_values(&["r", "GET", "200"]).inc();
+        metrics.request_duration.with_label_values(&["r"]).observe(0.1);
+        metrics.upstream_duration.with_label_values(&["r"]).observe(0.1);
+        metrics.auth_failures.with_label_values(&["r", "missing"]).inc();
+        metrics.ratelimit_decisions.with_label_values(&["r", "ip", "allow", "enforce"]).inc();
+        metrics.ratelimit_backend_errors.with_label_values(&["redis"]).inc();
+        metrics.rejections.with_label_values(&["-", "path"]).inc();
+        metrics.upstream_errors.with_label_values(&["r", "connect"]).inc();
+        metrics.upstream_retries.with_label_values(&["r"]).inc();
+        metrics.circuit_state.with_label_values(&["u"]).set(0);
+        metrics.config_reloads.with_label_values(&["success"]).inc();
+        let (body, content_type) = metrics.render();
+        let text = String::from_utf8(body).unwrap();
+        assert!(content_type.starts_with("text/plain"));
+        for name in [
+            names::REQUESTS_TOTAL, names::REQUEST_DURATION, names::UPSTREAM_DURATION, names::IN_FLIGHT,
+            names::AUTH_FAILURES, names::RATELIMIT_DECISIONS, names::RATELIMIT_BACKEND_ERRORS,
+            names::REJECTIONS, names::UPSTREAM_ERRORS, names::UPSTREAM_RETRIES, names::CIRCUIT_STATE,
+            names::CONFIG_RELOADS, names::CONFIG_LAST_RELOAD, names::BUILD_INFO,
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "OTHER");
+    }
+}

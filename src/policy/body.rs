@@ -1,0 +1,97 @@
+//! The streamed body limit: counts request bytes as they flow to the
+//! upstream and fails the stream the moment `max_body` is passed, so the
+//! upstream request is aborted (never completed with a truncated body) and
+//! nothing is ever buffered whole.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Shared between the body (in the client's hands) and the pipeline, which
+/// needs to know afterwards why a send failed and how much came in.
+#[derive(Debug, Default)]
+pub struct BodyProgress {
+    /// Bytes received from the client so far.
+    pub bytes: AtomicU64,
+    /// The limit was passed.
+    pub overflowed: AtomicBool,
+    /// The client's body ended cleanly.
+    pub complete: AtomicBool,
+}
+
+/// Why the request body stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// More than `max_body` bytes.
+    #[error("request body exceeds the route's max_body")]
+    TooLarge,
+    /// The client connection failed mid-body.
+    #[error("client body stream failed: {0}")]
+    Client(#[from] hyper::Error),
+}
+
+pin_project_lite::pin_project! {
+    /// A client body with a byte cap.
+    pub struct LimitedBody {
+        #[pin]
+        inner: Incoming,
+        limit: u64,
+        seen: u64,
+        progress: Arc<BodyProgress>,
+    }
+}
+
+impl LimitedBody {
+    /// Wraps `inner`, failing once more than `limit` bytes have passed.
+    pub fn new(inner: Incoming, limit: u64, progress: Arc<BodyProgress>) -> Self {
+        Self {
+            inner,
+            limit,
+            seen: 0,
+            progress,
+        }
+    }
+}
+
+impl Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        match ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.seen += data.len() as u64;
+                    this.progress.bytes.store(*this.seen, Ordering::Relaxed);
+                    if *this.seen > *this.limit {
+                        this.progress.overflowed.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(BodyError::TooLarge)));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Client(e)))),
+            None => {
+                this.progress.complete.store(true, Ordering::Relaxed);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,167 @@
+//! CORS: an exact-origin allowlist. Preflights are answered by palisade
+//! (204, no auth, upstream never contacted); actual responses, errors
+//! included, get the CORS headers so a browser can read a 401 or 429.
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request};
+
+/// `[cors]`, compiled.
+#[derive(Debug, Clone)]
+pub struct CorsPolicy {
+    /// Exact allowed origins (`Origin` is compared byte for byte).
+    pub origins: Vec<HeaderValue>,
+    /// `["*"]` (only legal without credentials).
+    pub any_origin: bool,
+    /// Send `Access-Control-Allow-Credentials: true`.
+    pub credentials: bool,
+    /// `Access-Control-Allow-Methods` value.
+    pub allow_methods: HeaderValue,
+    /// `Access-Control-Allow-Headers` value.
+    pub allow_headers: HeaderValue,
+    /// `Access-Control-Expose-Headers` value, if any.
+    pub expose_headers: Option<HeaderValue>,
+    /// `Access-Control-Max-Age` in seconds.
+    pub max_age: HeaderValue,
+}
+
+/// A preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
+/// Returns the method the browser wants to use.
+pub fn preflight_method<B>(req: &Request<B>) -> Option<Method> {
+    if req.method() != Method::OPTIONS || !req.headers().contains_key(header::ORIGIN) {
+        return None;
+    }
+    let wanted = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    Method::from_bytes(wanted.as_bytes()).ok()
+}
+
+impl CorsPolicy {
+    /// Whether `origin` may read responses.
+    pub fn allows(&self, origin: &HeaderValue) -> bool {
+        self.any_origin || self.origins.iter().any(|o| o == origin)
+    }
+
+    fn allow_origin_value(&self, origin: &HeaderValue) -> HeaderValue {
+        if self.any_origin && !self.credentials {
+            HeaderValue::from_static("*")
+        } else {
+            origin.clone()
+        }
+    }
+
+    /// Headers of the 204 answer to a preflight from `origin`.
+    pub fn preflight_headers(&self, origin: &HeaderValue, headers: &mut HeaderMap) {
+        add_vary(headers, "Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+        if !self.allows(origin) {
+            return;
+        }
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
+        if self.credentials {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.allow_methods.clone());
+        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, self.allow_headers.clone());
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
+    }
+
+    /// CORS headers of an actual response to a request carrying `origin`.
+    pub fn response_headers(&self, origin: &HeaderValue, headers: &mut HeaderMap) {
+        add_vary(headers, "Origin");
+        if !self.allows(origin) {
+            // Never let the upstream's own CORS answer through for an origin
+            // the policy refuses.
+            headers.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
+            headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+            return;
+        }
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
+        if self.credentials {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+        if let Some(expose) = &self.expose_headers {
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+        }
+    }
+}
+
+/// Merges `names` into `Vary`, keeping what is there (`*` stays `*`).
+pub fn add_vary(headers: &mut HeaderMap, names: &str) {
+    let existing: Vec<String> = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if existing.iter().any(|s| s == "*") {
+        return;
+    }
+    let mut merged = existing.clone();
+    for name in names.split(',').map(str::trim) {
+        if !merged.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            merged.push(name.to_string());
+        }
+    }
+    if merged.len() == existing.len() {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(&merged.join(", ")) {
+        headers.insert(header::VARY, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(any: bool, credentials: bool) -> CorsPolicy {
+        CorsPolicy {
+            origins: vec![HeaderValue::from_static("https://app.example.com")],
+            any_origin: any,
+            credentials,
+            allow_methods: HeaderValue::from_static("GET, POST"),
+            allow_headers: HeaderValue::from_static("Authorization"),
+            expose_headers: Some(HeaderValue::from_static("X-Request-Id")),
+            max_age: HeaderValue::from_static("600"),
+        }
+    }
+
+    #[test]
+    fn allowed_origin_gets_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        let origin = HeaderValue::from_static("https://app.example.com");
+        policy(false, true).response_headers(&origin, &mut headers);
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
+        assert_eq!(headers[header::VARY], "Accept-Encoding, Origin");
+    }
+
+    #[test]
+    fn disallowed_origin_gets_none() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        let origin = HeaderValue::from_static("https://evil.example");
+        policy(false, true).response_headers(&origin, &mut headers);
+        assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+        assert_eq!(headers[header::VARY], "Origin");
+    }
+
+    #[test]
+    fn wildcard_without_credentials() {
+        let mut headers = HeaderMap::new();
+        let origin = HeaderValue::from_static("https://any.example");
+        policy(true, false).response_headers(&origin, &mut headers);
+        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let mut vary_star = HeaderMap::new();
+        vary_star.insert(header::VARY, HeaderValue::from_static("*"));
+        add_vary(&mut vary_star, "Origin");
+        assert_eq!(vary_star[header::VARY], "*");
+    }
+}

@@ -1,0 +1,201 @@
+//! What the upstream is told about the client: the client IP (through
+//! `trusted_proxies`), `X-Forwarded-*`, and identity headers it can trust
+//! because palisade strips every client-sent copy first.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Whether `ip` belongs to a trusted proxy. IPv4-mapped IPv6 counts as IPv4.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// The client IP: the peer unless it is a trusted proxy; then the
+/// right-most `X-Forwarded-For` entry that is not a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if trusted.is_empty() || !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut hops = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    let mut client = peer;
+    while let Some(hop) = hops.pop() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            // A malformed hop ends the chain we can believe.
+            break;
+        };
+        client = ip.to_canonical();
+        if !is_trusted(client, trusted) {
+            break;
+        }
+    }
+    client
+}
+
+/// Appends the peer to `X-Forwarded-For` and sets `-Proto` / `-Host`.
+/// A trusted proxy's `X-Forwarded-Proto` / `-Host` are kept.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    client_https: bool,
+    host: Option<&HeaderValue>,
+) {
+    let peer_text = peer.to_canonical().to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => {
+            let joined = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("{joined}, {peer_text}")
+        }
+        _ => peer_text,
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        let proto = if client_https { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+/// Whether the client reached us over HTTPS: TLS on our listener, or a
+/// trusted proxy saying `X-Forwarded-Proto: https`.
+pub fn client_is_https(tls: bool, peer_trusted: bool, headers: &HeaderMap) -> bool {
+    tls || (peer_trusted
+        && headers
+            .get(&X_FORWARDED_PROTO)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")))
+}
+
+/// Header names no client may send upstream: every `forward_claims` target
+/// and every shared-secret header. Compared ignoring case and `_` vs `-`.
+#[derive(Debug, Clone, Default)]
+pub struct StrippedHeaders {
+    names: Vec<Vec<u8>>,
+}
+
+fn normalize(byte: u8) -> u8 {
+    match byte {
+        b'_' => b'-',
+        b => b.to_ascii_lowercase(),
+    }
+}
+
+impl StrippedHeaders {
+    /// Adds a name (any spelling).
+    pub fn add(&mut self, name: &str) {
+        let normalized: Vec<u8> = name.bytes().map(normalize).collect();
+        if !self.names.contains(&normalized) {
+            self.names.push(normalized);
+        }
+    }
+
+    /// Whether `name` is one of them in any spelling.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.iter().any(|n| {
+            n.len() == name.len() && n.iter().zip(name.bytes()).all(|(a, b)| *a == normalize(b))
+        })
+    }
+
+    /// Removes every such header from a client request.
+    pub fn strip(&self, headers: &mut HeaderMap) {
+        if self.names.is_empty() {
+            return;
+        }
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| self.contains(name.as_str()))
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        let peer: IpAddr = "1.2.3.4".parse().unwrap();
+        assert_eq!(client_ip(peer, &headers, &nets(&["10.0.0.0/8"])), peer);
+        assert_eq!(client_ip(peer, &headers, &[]), peer);
+    }
+
+    #[test]
+    fn trusted_chain_is_walked_from_the_right() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 7.7.7.7, 10.0.0.2"),
+        );
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = client_ip(peer, &headers, &nets(&["10.0.0.0/8"]));
+        assert_eq!(ip, "7.7.7.7".parse::<IpAddr>().unwrap());
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(mapped, &headers, &nets(&["10.0.0.0/8"])), ip);
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("9.9.9.9"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let host = HeaderValue::from_static("api.example.com");
+        set_forwarded(&mut headers, "1.2.3.4".parse().unwrap(), false, false, Some(&host));
+        assert_eq!(headers["x-forwarded-for"], "9.9.9.9, 1.2.3.4");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "api.example.com");
+    }
+
+    #[test]
+    fn strips_identity_headers_in_any_spelling() {
+        let mut set = StrippedHeaders::default();
+        set.add("X-User-Id");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user-id", HeaderValue::from_static("admin"));
+        headers.insert("x_user_id", HeaderValue::from_static("admin"));
+        headers.insert("x-user-idx", HeaderValue::from_static("kept"));
+        set.strip(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-user-idx"));
+    }
+}

@@ -1,0 +1,13 @@
+//! Each policy stage: a type compiled at load time plus one check or apply
+//! function, called by `proxy::pipeline::handle` in SPEC §3 order.
+
+pub mod auth;
+pub mod body;
+pub mod cors;
+pub mod forward;
+pub mod headers;
+pub mod limits;
+pub mod ratelimit;
+pub mod request_id;
+pub mod sanitize;
+pub mod tenant;

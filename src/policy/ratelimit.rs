@@ -1,0 +1,60 @@
+//! Rate-limit rules as compiled from `rate_limits = [...]`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+
+/// What a limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// Client IP (after `trusted_proxies`; IPv6 grouped by prefix).
+    Ip,
+    /// The verified `sub`; anonymous requests fall back to the IP.
+    User,
+    /// The tenant claim.
+    Tenant(String),
+    /// A request header's value.
+    Header(HeaderName),
+    /// One bucket for the whole route.
+    Route,
+}
+
+/// One compiled limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitRule {
+    /// What it counts by.
+    pub by: LimitKey,
+    /// `by` as written (metric label).
+    pub by_label: Arc<str>,
+    /// Requests per `per` (the sustained rate).
+    pub limit: u32,
+    /// The period of `limit`.
+    pub per: Duration,
+    /// How many a full bucket admits at once.
+    pub burst: u32,
+    /// Counted and reported, never enforced.
+    pub shadow: bool,
+}
+
+impl LimitKey {
+    /// Parses `by`. `tenant_claim` is the route's `tenant.claim`, if any.
+    pub fn parse(by: &str, tenant_claim: Option<&str>) -> Result<Self, String> {
+        Ok(match by {
+            "ip" => Self::Ip,
+            "user" => Self::User,
+            "route" => Self::Route,
+            "tenant" => Self::Tenant(tenant_claim.unwrap_or("restaurant_id").to_string()),
+            other => match other.strip_prefix("header:") {
+                Some(name) => Self::Header(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    format!("\"{other}\": \"{name}\" is not a valid header name")
+                })?),
+                None => {
+                    return Err(format!(
+                        "unknown rate-limit key \"{other}\"; accepted: \"ip\", \"user\", \"tenant\", \"header:NAME\", \"route\""
+                    ));
+                }
+            },
+        })
+    }
+}

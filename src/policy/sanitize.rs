@@ -1,0 +1,177 @@
+//! Path sanitization (SPEC §3 "Canonical path"): the one canonical form of
+//! the path used for route matching, tenant parameters, rate-limit keys and
+//! what the upstream receives, so palisade and the upstream never disagree
+//! about which resource was asked for. Anything ambiguous is refused (400):
+//! dot segments raw or encoded, encoded `/` `\` `%`, NUL, raw `\`, bad escapes.
+
+use std::fmt;
+
+/// Why a path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathRejection {
+    /// Not an absolute path (`*`, empty).
+    NotAbsolute,
+    /// A `.` or `..` segment, raw or percent-encoded.
+    DotSegment,
+    /// `%2F`: would be a different path to a decoding upstream.
+    EncodedSlash,
+    /// `%5C`: some servers treat `\` as `/`.
+    EncodedBackslash,
+    /// `%25`: double encoding is refused outright.
+    EncodedPercent,
+    /// `%00` or a raw NUL / control byte.
+    Nul,
+    /// A raw `\`.
+    Backslash,
+    /// `%` not followed by two hex digits.
+    BadEscape,
+}
+
+impl fmt::Display for PathRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NotAbsolute => "the path must start with \"/\"",
+            Self::DotSegment => "the path has a \".\" or \"..\" segment",
+            Self::EncodedSlash => "the path has an encoded \"/\" (%2F)",
+            Self::EncodedBackslash => "the path has an encoded \"\\\" (%5C)",
+            Self::EncodedPercent => "the path has an encoded \"%\" (%25): double encoding is refused",
+            Self::Nul => "the path has a NUL or control character",
+            Self::Backslash => "the path has a backslash",
+            Self::BadEscape => "the path has an invalid percent-escape",
+        })
+    }
+}
+
+const fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// The canonical form of `path` (no query): unreserved escapes decoded,
+/// other escapes' hex upper-cased, runs of `/` merged, trailing `/` kept.
+pub fn canonicalize(path: &str) -> Result<String, PathRejection> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathRejection::NotAbsolute);
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).copied().and_then(hex_value),
+                    bytes.get(i + 2).copied().and_then(hex_value),
+                ) else {
+                    return Err(PathRejection::BadEscape);
+                };
+                let value = hi << 4 | lo;
+                match value {
+                    b'/' => return Err(PathRejection::EncodedSlash),
+                    b'\\' => return Err(PathRejection::EncodedBackslash),
+                    b'%' => return Err(PathRejection::EncodedPercent),
+                    0x00..=0x1f | 0x7f => return Err(PathRejection::Nul),
+                    v if is_unreserved(v) => out.push(v),
+                    v => out.extend_from_slice(&[
+                        b'%',
+                        HEX_UPPER[(v >> 4) as usize],
+                        HEX_UPPER[(v & 0xf) as usize],
+                    ]),
+                }
+                i += 3;
+                continue;
+            }
+            b'\\' => return Err(PathRejection::Backslash),
+            0x00..=0x1f | 0x7f => return Err(PathRejection::Nul),
+            b'/' if out.last() == Some(&b'/') => {}
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    if out[1..]
+        .split(|&b| b == b'/')
+        .any(|seg| seg == b"." || seg == b"..")
+    {
+        return Err(PathRejection::DotSegment);
+    }
+    // Only ASCII was added and non-ASCII input bytes were copied whole, so
+    // this is valid UTF-8 whenever the input was.
+    String::from_utf8(out).map_err(|_| PathRejection::BadEscape)
+}
+
+/// Decodes a canonical segment's remaining escapes (for comparing a
+/// captured `{param}` with a claim). Lossy on invalid UTF-8.
+pub fn decode_segment(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PathRejection::*;
+
+    #[test]
+    fn canonical_forms() {
+        let cases = [
+            ("/", "/"),
+            ("/api/x", "/api/x"),
+            ("/api/%65mbeddings/x", "/api/embeddings/x"),
+            ("/a%2Db%7Ec%5fd", "/a-b~c_d"),
+            ("/a%3ab", "/a%3Ab"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("//a///b//", "/a/b/"),
+            ("/trailing/", "/trailing/"),
+            ("/.well-known/jwks.json", "/.well-known/jwks.json"),
+            ("/a%20b", "/a%20b"),
+            ("/a...b/...", "/a...b/..."),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(canonicalize(input).as_deref(), Ok(expected), "{input}");
+        }
+    }
+
+    #[test]
+    fn tricks_are_refused() {
+        let cases = [
+            ("/a/../b", DotSegment),
+            ("/a/./b", DotSegment),
+            ("/a/..", DotSegment),
+            ("/a/%2e%2E/b", DotSegment),
+            ("/a/%2e/b", DotSegment),
+            ("/a/.%2e", DotSegment),
+            ("/a%2fb", EncodedSlash),
+            ("/a%2Fb", EncodedSlash),
+            ("/a%5cb", EncodedBackslash),
+            ("/a%252e%252e", EncodedPercent),
+            ("/a%00", Nul),
+            ("/a\\b", Backslash),
+            ("/a%zz", BadEscape),
+            ("/a%2", BadEscape),
+            ("/a%", BadEscape),
+            ("*", NotAbsolute),
+            ("/a\tb", Nul),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(canonicalize(input), Err(expected), "{input}");
+        }
+    }
+
+    #[test]
+    fn decodes_param_values() {
+        assert_eq!(decode_segment("r%20one"), "r one");
+        assert_eq!(decode_segment("plain"), "plain");
+    }
+}

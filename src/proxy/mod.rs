@@ -1,0 +1,10 @@
+//! The proxy: listeners, the request pipeline, the upstream client, and the
+//! one place rejections become responses.
+
+pub mod pipeline;
+pub mod reject;
+pub mod respond;
+pub mod response_body;
+pub mod server;
+pub mod state;
+pub mod upstream;

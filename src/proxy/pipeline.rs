@@ -1,0 +1,277 @@
+//! `handle`: the one function to read. It takes one policy snapshot and runs
+//! every stage in SPEC §3 order with early returns:
+//!
+//! request ID → identity-header stripping → URI and header limits → path
+//! sanitization → route match → CORS preflight → authentication → tenant
+//! check → rate limits → body limit (streamed) → upstream (timeout) →
+//! response headers (security, request ID, CORS) → access log and metrics.
+//!
+//! It never returns `Err` to hyper (that would abort the connection).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use super::reject::Reject;
+use super::respond;
+use super::response_body::ResponseBody;
+use super::state::{Generation, Shared};
+use super::upstream::ClientSide;
+use crate::observe::access::{AccessRecord, InFlight};
+use crate::observe::metrics::NO_ROUTE_LABEL;
+use crate::policy::body::BodyProgress;
+use crate::policy::{cors, forward, limits, sanitize};
+use crate::route::{Lookup, Route};
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// TCP peer.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Per-request context, filled in as stages run and read by the response
+/// stage and the access record. No stage looks anything up twice.
+struct RequestCtx {
+    request_id: HeaderValue,
+    route: Option<Arc<Route>>,
+    client_ip: IpAddr,
+    peer_trusted: bool,
+    https: bool,
+    origin: Option<HeaderValue>,
+    path: String,
+    preflight: bool,
+    upstream_time: Option<std::time::Duration>,
+    body: Arc<BodyProgress>,
+}
+
+/// Serves one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let in_flight = InFlight::enter(shared.metrics.clone());
+    let generation = shared.current.load_full();
+    let policy = &generation.policy;
+
+    let request_id = policy.request_id.resolve(req.headers());
+    let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or(""));
+    let trusted = &policy.server.trusted_proxies;
+    let peer_trusted = !trusted.is_empty() && forward::is_trusted(conn.peer.ip(), trusted);
+    let mut ctx = RequestCtx {
+        client_ip: forward::client_ip(conn.peer.ip(), req.headers(), trusted),
+        https: forward::client_is_https(conn.tls, peer_trusted, req.headers()),
+        peer_trusted,
+        origin: req.headers().get(header::ORIGIN).cloned(),
+        request_id,
+        route: None,
+        path: String::new(),
+        preflight: false,
+        upstream_time: None,
+        body: Arc::new(BodyProgress::default()),
+    };
+    let method = req.method().clone();
+    let raw_path = req.uri().path().to_string();
+
+    let outcome = process(&generation, conn, &mut ctx, req).instrument(span.clone()).await;
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(reject) => {
+            let _entered = span.enter();
+            reject_response(&shared, &ctx, &reject, policy.server.production)
+        }
+    };
+    finish_headers(&generation, &ctx, &mut response);
+
+    let record = AccessRecord {
+        metrics: shared.metrics.clone(),
+        in_flight,
+        access_log: policy.log.access_log,
+        start,
+        request_id: ctx.request_id.clone(),
+        method,
+        path: if ctx.path.is_empty() { raw_path } else { ctx.path },
+        route: ctx.route.as_ref().map_or_else(|| NO_ROUTE_LABEL.into(), |r| r.name.clone()),
+        status: response.status(),
+        upstream_time: ctx.upstream_time,
+        client_ip: ctx.client_ip,
+        user: None,
+        body_in: ctx.body.clone(),
+    };
+    response.body_mut().set_record(record);
+    Ok(response)
+}
+
+/// The request-side stages, in order. `Err` is palisade's own answer.
+async fn process(
+    generation: &Generation,
+    conn: ConnInfo,
+    ctx: &mut RequestCtx,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Reject> {
+    let policy = &generation.policy;
+
+    // Identity-header stripping: before anything else reads headers.
+    policy.stripped_headers.strip(req.headers_mut());
+
+    // URI and header limits.
+    if limits::uri_len(req.uri()) > policy.server.max_uri_bytes {
+        return Err(Reject::UriTooLong);
+    }
+    if limits::header_block_len(req.headers()) > policy.server.max_header_bytes {
+        return Err(Reject::HeaderTooLarge);
+    }
+
+    // Path sanitization.
+    ctx.path = sanitize::canonicalize(req.uri().path()).map_err(Reject::BadPath)?;
+
+    // CORS preflight: matched with the method the browser intends to use.
+    if let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin) {
+        if let Some(intended) = cors::preflight_method(&req) {
+            if let Lookup::Found(route, _) = policy.routes.lookup(&intended, &ctx.path) {
+                if route.cors {
+                    ctx.route = Some(route);
+                    ctx.preflight = true;
+                    let mut response = respond::empty(StatusCode::NO_CONTENT);
+                    cors_policy.preflight_headers(origin, response.headers_mut());
+                    return Ok(response);
+                }
+            }
+        }
+    }
+
+    // Route match.
+    let (route, _params) = match policy.routes.lookup(req.method(), &ctx.path) {
+        Lookup::Found(route, params) => (route, params),
+        Lookup::MethodNotAllowed(allow) => return Err(Reject::MethodNotAllowed(allow)),
+        Lookup::NotFound => return Err(Reject::NoRoute),
+    };
+    ctx.route = Some(route.clone());
+
+    // Body limit, declared: refuse before reading a byte.
+    if let Some(length) = declared_length(&req) {
+        if length > route.max_body {
+            return Err(Reject::BodyTooLarge);
+        }
+    }
+
+    // Upstream.
+    let upstream_path = strip_prefix(&ctx.path, route.strip_prefix.as_deref());
+    let client = ClientSide {
+        peer: conn.peer.ip(),
+        peer_trusted: ctx.peer_trusted,
+        https: ctx.https,
+    };
+    let result = generation
+        .upstream
+        .send(
+            req,
+            upstream_path,
+            &client,
+            (&policy.request_id.header, &ctx.request_id),
+            route.max_body,
+            ctx.body.clone(),
+            route.timeout,
+        )
+        .await;
+    let exchange = result?;
+    ctx.upstream_time = Some(exchange.elapsed);
+    Ok(exchange.response.map(ResponseBody::upstream))
+}
+
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The path the upstream receives: the canonical path minus `strip_prefix`
+/// (on a segment boundary).
+fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
+    let Some(prefix) = prefix else { return path };
+    match path.strip_prefix(prefix) {
+        Some("") => "/",
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => path,
+    }
+}
+
+/// Counts and logs a rejection, then builds its response.
+fn reject_response(shared: &Shared, ctx: &RequestCtx, reject: &Reject, production: bool) -> Response<ResponseBody> {
+    let route = ctx.route.as_ref().map_or(NO_ROUTE_LABEL, |r| &*r.name);
+    let shape = reject.problem();
+    if let Some(reason) = shape.rejection_reason {
+        shared.metrics.rejections.with_label_values(&[route, reason]).inc();
+    }
+    match reject {
+        Reject::Timeout => {
+            shared.metrics.upstream_errors.with_label_values(&[route, "timeout"]).inc();
+        }
+        Reject::UpstreamConnect(_) => {
+            shared.metrics.upstream_errors.with_label_values(&[route, "connect"]).inc();
+        }
+        Reject::UpstreamReset(_) => {
+            shared.metrics.upstream_errors.with_label_values(&[route, "reset"]).inc();
+        }
+        _ => {}
+    }
+    if shape.status.is_server_error() {
+        tracing::warn!(route, status = shape.status.as_u16(), detail = %reject.specific_detail(), "request failed");
+    } else {
+        tracing::info!(route, status = shape.status.as_u16(), detail = %reject.specific_detail(), "request rejected");
+    }
+    respond::problem(reject, &ctx.request_id, production)
+}
+
+/// Response headers on every response, errors included: security headers,
+/// the request ID, CORS.
+fn finish_headers(generation: &Generation, ctx: &RequestCtx, response: &mut Response<ResponseBody>) {
+    let policy = &generation.policy;
+    let headers = response.headers_mut();
+    match &ctx.route {
+        Some(route) => route.security_headers.apply(headers, ctx.https),
+        None => policy.security_headers.apply(headers, ctx.https),
+    }
+    headers.insert(policy.request_id.header.clone(), ctx.request_id.clone());
+    if ctx.preflight {
+        return;
+    }
+    if let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin) {
+        if ctx.route.as_ref().is_none_or(|r| r.cors) {
+            cors_policy.response_headers(origin, headers);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn strip_prefix_on_segment_boundary() {
+        assert_eq!(strip_prefix("/api/users", Some("/api")), "/users");
+        assert_eq!(strip_prefix("/api", Some("/api")), "/");
+        assert_eq!(strip_prefix("/apix/users", Some("/api")), "/apix/users");
+        assert_eq!(strip_prefix("/api/users", None), "/api/users");
+    }
+
+    #[test]
+    fn declared_length_parses() {
+        let req = Request::builder().header("content-length", "42").body(()).unwrap();
+        assert_eq!(declared_length(&req), Some(42));
+        let req = Request::builder().method(Method::GET).body(()).unwrap();
+        assert_eq!(declared_length(&req), None);
+    }
+}

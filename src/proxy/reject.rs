@@ -1,0 +1,93 @@
+//! The one error type of the request path. Every stage's failure becomes a
+//! `Reject`; `respond::problem` is the single place that maps it to a
+//! status, a metric reason and an RFC 9457 body.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::policy::sanitize::PathRejection;
+
+/// Why palisade answered instead of the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    /// 400: ambiguous or malicious path.
+    BadPath(PathRejection),
+    /// 414.
+    UriTooLong,
+    /// 431.
+    HeaderTooLarge,
+    /// 404: deny by default.
+    NoRoute,
+    /// 405 with this `Allow` value.
+    MethodNotAllowed(String),
+    /// 413: declared or streamed body over `max_body`.
+    BodyTooLarge,
+    /// 400: the client's body stream broke before it was complete.
+    ClientBodyAborted,
+    /// 504: no response headers within the route's timeout.
+    Timeout,
+    /// 502: could not connect (the detail names the cause in development).
+    UpstreamConnect(String),
+    /// 502: the upstream broke the exchange.
+    UpstreamReset(String),
+    /// 503: palisade is draining and closes this connection.
+    Unavailable,
+}
+
+/// How a `Reject` reads on the wire and in metrics.
+pub struct Problem {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// `palisade_rejections_total` reason, when it counts as a rejection.
+    pub rejection_reason: Option<&'static str>,
+    /// Short stable slug for `type`.
+    pub slug: &'static str,
+    /// RFC 9457 `title`.
+    pub title: &'static str,
+    /// `detail` in production: never reveals internals.
+    pub generic_detail: &'static str,
+    /// `Retry-After`, if any.
+    pub retry_after: Option<Duration>,
+}
+
+impl Reject {
+    /// The wire and metric shape of this rejection.
+    pub fn problem(&self) -> Problem {
+        use Reject::*;
+        let p = |status, reason, slug, title, detail| Problem {
+            status,
+            rejection_reason: reason,
+            slug,
+            title,
+            generic_detail: detail,
+            retry_after: None,
+        };
+        match self {
+            BadPath(_) => p(StatusCode::BAD_REQUEST, Some("path"), "bad-path", "Bad Request", "The request path is not acceptable."),
+            UriTooLong => p(StatusCode::URI_TOO_LONG, Some("uri_too_long"), "uri-too-long", "URI Too Long", "The request URI is too long."),
+            HeaderTooLarge => p(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, Some("header_too_large"), "header-too-large", "Request Header Fields Too Large", "The request headers are too large."),
+            NoRoute => p(StatusCode::NOT_FOUND, Some("no_route"), "not-found", "Not Found", "No route matches this request."),
+            MethodNotAllowed(_) => p(StatusCode::METHOD_NOT_ALLOWED, Some("method"), "method-not-allowed", "Method Not Allowed", "This method is not allowed on this path."),
+            BodyTooLarge => p(StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"), "body-too-large", "Content Too Large", "The request body is too large."),
+            ClientBodyAborted => p(StatusCode::BAD_REQUEST, None, "body-aborted", "Bad Request", "The request body ended before it was complete."),
+            Timeout => p(StatusCode::GATEWAY_TIMEOUT, Some("timeout"), "timeout", "Gateway Timeout", "The upstream did not answer in time."),
+            UpstreamConnect(_) => p(StatusCode::BAD_GATEWAY, None, "upstream-unreachable", "Bad Gateway", "The upstream could not be reached."),
+            UpstreamReset(_) => p(StatusCode::BAD_GATEWAY, None, "upstream-error", "Bad Gateway", "The upstream failed to answer."),
+            Unavailable => p(StatusCode::SERVICE_UNAVAILABLE, None, "unavailable", "Service Unavailable", "The service is shutting down."),
+        }
+    }
+
+    /// What failed, for development mode and logs (never secrets).
+    pub fn specific_detail(&self) -> String {
+        use Reject::*;
+        match self {
+            BadPath(why) => format!("Rejected path: {why}."),
+            MethodNotAllowed(allow) => format!("Allowed methods: {allow}."),
+            UpstreamConnect(why) => format!("Could not connect to the upstream: {why}."),
+            UpstreamReset(why) => format!("The upstream exchange failed: {why}."),
+            Timeout => "No upstream response headers within the route's timeout.".into(),
+            other => other.problem().generic_detail.to_string(),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Listeners: accept under `max_connections`, finish TLS, serve HTTP/1.1 and
+//! HTTP/2 (ALPN, or h2c with prior knowledge) with hyper-util's auto builder
+//! and its timers; on shutdown stop accepting, drain for `shutdown_grace`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use super::pipeline::{ConnInfo, handle};
+use super::state::{Generation, Shared};
+use super::upstream::Upstream;
+use crate::admin;
+use crate::config::Policy;
+use crate::observe::metrics::Metrics;
+
+/// Why the server could not start (exit code 3 for binds, 1 otherwise).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TLS files unreadable or invalid.
+    #[error("server.tls: {0}")]
+    Tls(String),
+    /// The upstream client could not be built.
+    #[error("{0}")]
+    Upstream(String),
+    /// Metrics registration failed (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running palisade: its bound addresses and the handle to stop it.
+pub struct Server {
+    /// Where the proxy listener is bound.
+    pub proxy_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    /// Shared state (reload swaps its generation).
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    proxy_task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+}
+
+/// Builds the generation (policy + upstream client) for a policy.
+pub fn generation(policy: Policy) -> Result<Generation, StartError> {
+    let upstream = Upstream::new(&policy.upstream).map_err(StartError::Upstream)?;
+    Ok(Generation {
+        policy: Arc::new(policy),
+        upstream: Arc::new(upstream),
+    })
+}
+
+/// Loads TLS material into an acceptor offering h2 and http/1.1.
+pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, StartError> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| StartError::Tls(format!("cert {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| StartError::Tls(format!("key {}: {e}", key.display())))?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| StartError::Tls(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds both listeners and starts serving.
+pub async fn start(policy: Policy) -> Result<Server, StartError> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let metrics = Arc::new(Metrics::new()?);
+    metrics.mark_config_loaded();
+    let proxy_listen = policy.server.listen;
+    let admin_listen = policy.admin_listen;
+    let tls = match &policy.server.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let shared = Arc::new(Shared::new(generation(policy)?, metrics));
+    let proxy = TcpListener::bind(proxy_listen).await.map_err(|source| StartError::Bind {
+        what: "server.listen",
+        addr: proxy_listen,
+        source,
+    })?;
+    let admin = TcpListener::bind(admin_listen).await.map_err(|source| StartError::Bind {
+        what: "admin.listen",
+        addr: admin_listen,
+        source,
+    })?;
+    let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind { what: "server.listen", addr: proxy_listen, source })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { what: "admin.listen", addr: admin_listen, source })?;
+    let (stop, stop_rx) = watch::channel(false);
+    let (proxy_done_tx, proxy_done_rx) = watch::channel(false);
+    let proxy_task = tokio::spawn(serve_proxy(proxy, shared.clone(), tls, stop_rx.clone(), proxy_done_tx));
+    let admin_task = tokio::spawn(admin::serve(admin, shared.clone(), proxy_done_rx));
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "palisade listening");
+    Ok(Server {
+        proxy_addr,
+        admin_addr,
+        shared,
+        stop,
+        proxy_task,
+        admin_task,
+    })
+}
+
+impl Server {
+    /// Starts the drain: `/readyz` turns 503, the listener stops accepting,
+    /// in-flight requests finish up to `shutdown_grace`.
+    pub fn shutdown(&self) {
+        self.shared.start_draining();
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until the drain is over and both listeners are closed.
+    pub async fn wait(self) {
+        let _ = self.proxy_task.await;
+        let _ = self.admin_task.await;
+    }
+}
+
+fn connection_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
+    let generation = shared.current.load();
+    let server = &generation.policy.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper answers 431 itself past its buffer; keep that buffer above our
+    // own limits so the pipeline answers first with a proper problem body.
+    let buffer = (server.max_header_bytes + server.max_uri_bytes + 4096).max(8192);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(buffer)
+        .max_headers(256)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(server.idle_timeout.min(Duration::from_secs(20))))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+async fn serve_proxy(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+    done: watch::Sender<bool>,
+) {
+    let (max_connections, grace, handshake_timeout) = {
+        let generation = shared.current.load();
+        let s = &generation.policy.server;
+        (s.max_connections, s.shutdown_grace, s.header_read_timeout)
+    };
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let builder = connection_builder(&shared);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, peer, shared, tls, builder, watcher, handshake_timeout).await;
+        });
+    }
+    drop(listener);
+    tracing::info!(grace = ?grace, "draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown_grace passed; closing remaining connections"),
+    }
+    let _ = done.send(true);
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    handshake_timeout: Duration,
+) {
+    let conn = ConnInfo { peer, tls: tls.is_some() };
+    let service = service_fn(move |req| handle(shared.clone(), conn, req));
+    let result = match tls {
+        None => {
+            watcher
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
+                .await
+        }
+        Some(acceptor) => {
+            let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            watcher
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service).into_owned())
+                .await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, error = %error, "connection ended with an error");
+    }
+}

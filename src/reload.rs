@@ -1,0 +1,112 @@
+//! Hot reload: SIGHUP, or a change of the config file on disk (the parent
+//! directory is watched, so editors that replace the file and Kubernetes
+//! ConfigMap symlink swaps are seen). A valid file replaces the generation
+//! atomically (in-flight requests finish under the old one); an invalid one
+//! is logged and counted, and the old policy stays.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::config::{self, Env};
+use crate::proxy::server::generation;
+use crate::proxy::state::{Generation, Shared};
+
+/// Runs until the process ends.
+pub async fn watch(shared: Arc<Shared>, path: PathBuf) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let _watcher = file_watcher(&path, tx);
+    let mut last_text = std::fs::read(&path).unwrap_or_default();
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let hup_recv = async {
+            match hup.as_mut() {
+                Some(signal) => signal.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_recv = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = hup_recv => {
+                tracing::info!("SIGHUP: reloading the config");
+                reload(&shared, &path);
+                last_text = std::fs::read(&path).unwrap_or_default();
+            }
+            event = rx.recv() => {
+                if event.is_none() {
+                    return;
+                }
+                // Let an editor finish writing, and fold bursts of events.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                while rx.try_recv().is_ok() {}
+                let text = std::fs::read(&path).unwrap_or_default();
+                if text != last_text {
+                    tracing::info!("config file changed: reloading");
+                    reload(&shared, &path);
+                    last_text = text;
+                }
+            }
+        }
+    }
+}
+
+fn file_watcher(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|error| tracing::warn!(%error, "cannot watch the config file; SIGHUP still reloads"))
+    .ok()?;
+    watcher
+        .watch(dir, notify::RecursiveMode::NonRecursive)
+        .map_err(|error| tracing::warn!(%error, "cannot watch the config directory; SIGHUP still reloads"))
+        .ok()?;
+    Some(watcher)
+}
+
+/// Loads, validates and swaps in the file at `path`; returns whether it did.
+pub fn reload(shared: &Shared, path: &Path) -> bool {
+    let metrics = &shared.metrics;
+    let policy = match config::load_file(path, &Env::from_process()) {
+        Ok(policy) => policy,
+        Err(error) => {
+            tracing::error!(error = %error, "config reload failed; keeping the current policy");
+            metrics.config_reloads.with_label_values(&["failure"]).inc();
+            return false;
+        }
+    };
+    let current = shared.current.load_full();
+    let old = &current.policy;
+    if policy.server.listen != old.server.listen || policy.admin_listen != old.admin_listen {
+        tracing::warn!("listener addresses changed in the config; they take effect after a restart");
+    }
+    let same_upstream = serde_json::to_value(&policy.effective.upstream).ok()
+        == serde_json::to_value(&old.effective.upstream).ok();
+    let next = if same_upstream {
+        Generation {
+            policy: Arc::new(policy),
+            upstream: current.upstream.clone(),
+        }
+    } else {
+        match generation(policy) {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::error!(error = %error, "config reload failed; keeping the current policy");
+                metrics.config_reloads.with_label_values(&["failure"]).inc();
+                return false;
+            }
+        }
+    };
+    shared.current.store(Arc::new(next));
+    metrics.config_reloads.with_label_values(&["success"]).inc();
+    metrics.mark_config_loaded();
+    tracing::info!("config reloaded");
+    true
+}

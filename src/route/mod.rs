@@ -1,0 +1,7 @@
+//! Routes: compiled patterns and the first-match table (SPEC §2 "Routes").
+
+pub mod pattern;
+pub mod table;
+
+pub use pattern::{Params, Pattern};
+pub use table::{Lookup, Route, RouteTable};

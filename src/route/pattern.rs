@@ -1,0 +1,249 @@
+//! Route patterns: literal segments, `*` (one segment), `{name}` (one
+//! segment, captured) and `**` (zero or more segments, last only). Parsed
+//! once at load; matching walks the canonical path's segments without
+//! allocating unless the pattern captures.
+
+use std::fmt;
+
+/// One segment of a compiled pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Must equal this text exactly (canonical form).
+    Literal(Box<str>),
+    /// `*`: any one non-empty segment.
+    Any,
+    /// `{name}`: any one non-empty segment, captured under `name`.
+    Param(Box<str>),
+    /// `**`: zero or more segments (always last).
+    Rest,
+}
+
+/// A compiled route pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    text: String,
+    segments: Vec<Segment>,
+}
+
+/// Captured `{name}` values of one match, in pattern order.
+pub type Params = Vec<(Box<str>, String)>;
+
+impl Pattern {
+    /// Parses a pattern already in canonical form (see `policy::sanitize`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some(body) = text.strip_prefix('/') else {
+            return Err(format!("pattern \"{text}\" must start with \"/\""));
+        };
+        let raw: Vec<&str> = body.split('/').collect();
+        let mut segments = Vec::with_capacity(raw.len());
+        for (i, seg) in raw.iter().enumerate() {
+            let last = i + 1 == raw.len();
+            let parsed = match *seg {
+                "**" if last => Segment::Rest,
+                "**" => {
+                    return Err(format!(
+                        "pattern \"{text}\": \"**\" is only allowed as the last segment"
+                    ));
+                }
+                "*" => Segment::Any,
+                s if s.starts_with('{') && s.ends_with('}') => {
+                    let name = &s[1..s.len() - 1];
+                    if name.is_empty()
+                        || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    {
+                        return Err(format!(
+                            "pattern \"{text}\": parameter \"{s}\" must be {{name}} with letters, digits or _"
+                        ));
+                    }
+                    if segments
+                        .iter()
+                        .any(|p| matches!(p, Segment::Param(n) if &**n == name))
+                    {
+                        return Err(format!(
+                            "pattern \"{text}\": parameter {{{name}}} appears twice"
+                        ));
+                    }
+                    Segment::Param(name.into())
+                }
+                s if s.contains('*') || s.contains('{') || s.contains('}') => {
+                    return Err(format!(
+                        "pattern \"{text}\": segment \"{s}\" mixes text with a wildcard; use a whole segment: *, {{name}} or ** (last)"
+                    ));
+                }
+                s if s.is_empty() && !last => {
+                    return Err(format!("pattern \"{text}\" has an empty segment (\"//\")"));
+                }
+                s => Segment::Literal(s.into()),
+            };
+            segments.push(parsed);
+        }
+        Ok(Self {
+            text: text.to_string(),
+            segments,
+        })
+    }
+
+    /// The pattern as written (canonical).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The compiled segments.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Names of the `{name}` captures.
+    pub fn param_names(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().filter_map(|s| match s {
+            Segment::Param(n) => Some(&**n),
+            _ => None,
+        })
+    }
+
+    fn captures(&self) -> bool {
+        self.segments.iter().any(|s| matches!(s, Segment::Param(_)))
+    }
+
+    /// Whether `path` (canonical, starting with `/`) matches; captures go
+    /// into `params` only on success.
+    pub fn matches(&self, path: &str, params: &mut Params) -> bool {
+        let Some(body) = path.strip_prefix('/') else {
+            return false;
+        };
+        let mut parts = body.split('/');
+        let capture = self.captures();
+        let mut captured: Params = Vec::new();
+        for seg in &self.segments {
+            match seg {
+                Segment::Rest => {
+                    params.extend(captured);
+                    return true;
+                }
+                Segment::Literal(lit) => match parts.next() {
+                    Some(part) if part == &**lit => {}
+                    _ => return false,
+                },
+                Segment::Any => match parts.next() {
+                    Some(part) if !part.is_empty() => {}
+                    _ => return false,
+                },
+                Segment::Param(name) => match parts.next() {
+                    Some(part) if !part.is_empty() => {
+                        if capture {
+                            captured.push((name.clone(), part.to_string()));
+                        }
+                    }
+                    _ => return false,
+                },
+            }
+        }
+        if parts.next().is_some() {
+            return false;
+        }
+        params.extend(captured);
+        true
+    }
+
+    /// Whether every path `other` matches is also matched by `self` (used to
+    /// refuse routes that an earlier route makes unreachable).
+    pub fn covers(&self, other: &Pattern) -> bool {
+        covers(&self.segments, &other.segments)
+    }
+}
+
+fn covers(a: &[Segment], b: &[Segment]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(Segment::Rest), _) => true,
+        (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some(sa), Some(sb)) => {
+            let head = match (sa, sb) {
+                (Segment::Rest, _) => true,
+                (_, Segment::Rest) => false,
+                (Segment::Literal(x), Segment::Literal(y)) => x == y,
+                (Segment::Literal(_), _) => false,
+                (Segment::Any | Segment::Param(_), Segment::Literal(y)) => !y.is_empty(),
+                (Segment::Any | Segment::Param(_), Segment::Any | Segment::Param(_)) => true,
+            };
+            head && covers(&a[1..], &b[1..])
+        }
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Pattern {
+        Pattern::parse(text).unwrap()
+    }
+
+    fn m(pattern: &str, path: &str) -> bool {
+        p(pattern).matches(path, &mut Vec::new())
+    }
+
+    #[test]
+    fn literal_and_wildcards() {
+        assert!(m("/health", "/health"));
+        assert!(!m("/health", "/health/"));
+        assert!(!m("/health", "/healthz"));
+        assert!(m("/users/*", "/users/42"));
+        assert!(!m("/users/*", "/users/"));
+        assert!(!m("/users/*", "/users/42/x"));
+        assert!(m("/", "/"));
+        assert!(!m("/", "/a"));
+    }
+
+    #[test]
+    fn double_star_matches_zero_or_more() {
+        assert!(m("/api/**", "/api"));
+        assert!(m("/api/**", "/api/"));
+        assert!(m("/api/**", "/api/a/b/c"));
+        assert!(!m("/api/**", "/apix"));
+        assert!(m("/**", "/"));
+        assert!(m("/**", "/anything/at/all"));
+    }
+
+    #[test]
+    fn params_are_captured() {
+        let pat = p("/api/restaurants/{restaurant_id}/**");
+        let mut params = Vec::new();
+        assert!(pat.matches("/api/restaurants/r1/menu", &mut params));
+        assert_eq!(params, vec![("restaurant_id".into(), "r1".to_string())]);
+        let mut none = Vec::new();
+        assert!(!pat.matches("/api/restaurants", &mut none));
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn bad_patterns_are_refused() {
+        assert!(Pattern::parse("api").is_err());
+        assert!(Pattern::parse("/**/x").is_err());
+        assert!(Pattern::parse("/a*b").is_err());
+        assert!(Pattern::parse("/{}").is_err());
+        assert!(Pattern::parse("/{a-b}").is_err());
+        assert!(Pattern::parse("/{id}/{id}").is_err());
+        assert!(Pattern::parse("/a//b").is_err());
+    }
+
+    #[test]
+    fn coverage() {
+        assert!(p("/**").covers(&p("/api/x")));
+        assert!(p("/api/**").covers(&p("/api")));
+        assert!(p("/api/**").covers(&p("/api/**")));
+        assert!(p("/api/*").covers(&p("/api/{id}")));
+        assert!(p("/api/{id}").covers(&p("/api/x")));
+        assert!(!p("/api").covers(&p("/api/**")));
+        assert!(!p("/api/*").covers(&p("/api/**")));
+        assert!(!p("/api/x").covers(&p("/api/*")));
+        assert!(!p("/api/*").covers(&p("/api/x/y")));
+        assert!(!p("/a/**").covers(&p("/b/**")));
+    }
+}

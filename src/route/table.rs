@@ -1,0 +1,225 @@
+//! The compiled route table: matched against the canonical path in file
+//! order, first match wins; a route whose `methods` exclude the request's
+//! method does not match, so a later route may take it; 405 only when some
+//! pattern matched but no route accepted the method.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+
+use super::pattern::{Params, Pattern};
+use crate::policy::auth::AuthRequirement;
+use crate::policy::headers::SecurityHeaders;
+use crate::policy::ratelimit::RateLimitRule;
+use crate::policy::tenant::TenantRule;
+
+/// One compiled route: everything the request path needs, resolved from the
+/// route's own keys and `[defaults]` at load time.
+#[derive(Debug)]
+pub struct Route {
+    /// Unique name; the `route` label of every metric.
+    pub name: Arc<str>,
+    /// What paths it takes.
+    pub pattern: Pattern,
+    /// `None` = every method.
+    pub methods: Option<Vec<Method>>,
+    /// Who may call it.
+    pub auth: AuthRequirement,
+    /// Path parameter that must equal a verified claim.
+    pub tenant: Option<TenantRule>,
+    /// Total deadline for the upstream's response headers, retries included.
+    pub timeout: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body: u64,
+    /// Every one must admit the request.
+    pub rate_limits: Vec<RateLimitRule>,
+    /// Whether `[cors]` applies to this route.
+    pub cors: bool,
+    /// The route's security headers (defaults merged with its overrides).
+    pub security_headers: Arc<SecurityHeaders>,
+    /// Whether `[upstream.retry]` applies.
+    pub retry: bool,
+    /// Verified claim (dotted path) → header sent upstream.
+    pub forward_claims: Vec<(String, HeaderName)>,
+    /// Removed from the front of the canonical path before forwarding.
+    pub strip_prefix: Option<String>,
+}
+
+impl Route {
+    /// Whether this route takes `method`.
+    pub fn accepts(&self, method: &Method) -> bool {
+        self.methods
+            .as_ref()
+            .is_none_or(|methods| methods.contains(method))
+    }
+
+    /// Whether an earlier route `self` leaves nothing for `later` to take.
+    pub fn shadows(&self, later: &Route) -> bool {
+        let methods_covered = match (&self.methods, &later.methods) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.iter().all(|m| mine.contains(m)),
+        };
+        methods_covered && self.pattern.covers(&later.pattern)
+    }
+}
+
+/// What the table says about a request.
+#[derive(Debug)]
+pub enum Lookup {
+    /// This route takes it, with these captures.
+    Found(Arc<Route>, Params),
+    /// Some patterns matched but none took the method; the `Allow` value.
+    MethodNotAllowed(String),
+    /// No pattern matched.
+    NotFound,
+}
+
+/// Routes in file order.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Builds the table, refusing a route that an earlier one shadows. The
+    /// error is (index of the shadowed route, index of the earlier one).
+    pub fn new(routes: Vec<Route>) -> Result<Self, (usize, usize)> {
+        for (later_idx, later) in routes.iter().enumerate() {
+            if let Some(earlier_idx) = routes[..later_idx]
+                .iter()
+                .position(|earlier| earlier.shadows(later))
+            {
+                return Err((later_idx, earlier_idx));
+            }
+        }
+        Ok(Self {
+            routes: routes.into_iter().map(Arc::new).collect(),
+        })
+    }
+
+    /// The routes in match order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// First route whose pattern matches `path` and whose methods take `method`.
+    pub fn lookup(&self, method: &Method, path: &str) -> Lookup {
+        let mut pattern_matched = false;
+        let mut params = Vec::new();
+        for route in &self.routes {
+            if !route.pattern.matches(path, &mut params) {
+                continue;
+            }
+            if route.accepts(method) {
+                return Lookup::Found(route.clone(), params);
+            }
+            params.clear();
+            pattern_matched = true;
+        }
+        if !pattern_matched {
+            return Lookup::NotFound;
+        }
+        Lookup::MethodNotAllowed(self.allow_header(path))
+    }
+
+    fn allow_header(&self, path: &str) -> String {
+        let mut allowed: Vec<&str> = Vec::new();
+        let mut scratch = Vec::new();
+        for route in &self.routes {
+            if !route.pattern.matches(path, &mut scratch) {
+                continue;
+            }
+            scratch.clear();
+            for method in route.methods.iter().flatten() {
+                if !allowed.contains(&method.as_str()) {
+                    allowed.push(method.as_str());
+                }
+            }
+        }
+        allowed.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::auth::AuthRequirement;
+
+    fn route(name: &str, path: &str, methods: Option<&[&str]>) -> Route {
+        Route {
+            name: name.into(),
+            pattern: Pattern::parse(path).unwrap(),
+            methods: methods.map(|ms| ms.iter().map(|m| m.parse().unwrap()).collect()),
+            auth: AuthRequirement::none(),
+            tenant: None,
+            timeout: Duration::from_secs(1),
+            max_body: 1024,
+            rate_limits: Vec::new(),
+            cors: true,
+            security_headers: Arc::new(SecurityHeaders::default()),
+            retry: true,
+            forward_claims: Vec::new(),
+            strip_prefix: None,
+        }
+    }
+
+    fn found(table: &RouteTable, method: Method, path: &str) -> Option<String> {
+        match table.lookup(&method, path) {
+            Lookup::Found(r, _) => Some(r.name.to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn first_match_wins_and_methods_fall_through() {
+        let table = RouteTable::new(vec![
+            route("read", "/items/**", Some(&["GET"])),
+            route("write", "/items/**", Some(&["POST"])),
+            route("rest", "/**", None),
+        ])
+        .unwrap();
+        assert_eq!(found(&table, Method::GET, "/items/1").as_deref(), Some("read"));
+        assert_eq!(found(&table, Method::POST, "/items/1").as_deref(), Some("write"));
+        assert_eq!(found(&table, Method::DELETE, "/items/1").as_deref(), Some("rest"));
+        assert_eq!(found(&table, Method::GET, "/other").as_deref(), Some("rest"));
+    }
+
+    #[test]
+    fn not_found_and_method_not_allowed() {
+        let table = RouteTable::new(vec![
+            route("health", "/health", Some(&["GET", "HEAD"])),
+            route("hook", "/health", Some(&["POST"])),
+        ])
+        .unwrap();
+        assert!(matches!(table.lookup(&Method::GET, "/nope"), Lookup::NotFound));
+        match table.lookup(&Method::DELETE, "/health") {
+            Lookup::MethodNotAllowed(allow) => assert_eq!(allow, "GET, HEAD, POST"),
+            other => panic!("expected 405, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shadowed_routes_are_refused() {
+        let err = RouteTable::new(vec![route("all", "/**", None), route("api", "/api/**", None)])
+            .unwrap_err();
+        assert_eq!(err, (1, 0));
+        let err = RouteTable::new(vec![
+            route("get", "/a/*", Some(&["GET", "POST"])),
+            route("get2", "/a/{id}", Some(&["GET"])),
+        ])
+        .unwrap_err();
+        assert_eq!(err, (1, 0));
+        // Methods not covered: the later route still takes something.
+        assert!(
+            RouteTable::new(vec![
+                route("get", "/a/**", Some(&["GET"])),
+                route("any", "/a/**", None),
+            ])
+            .is_ok()
+        );
+        // Pattern not covered.
+        assert!(RouteTable::new(vec![route("x", "/api", None), route("y", "/api/**", None)]).is_ok());
+    }
+}
