@@ -19,7 +19,11 @@ use tokio::sync::watch;
 use crate::proxy::state::Shared;
 
 /// Serves until `proxy_done` turns true (the proxy has drained).
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut proxy_done: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut proxy_done: watch::Receiver<bool>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -41,7 +45,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut proxy_done: w
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| answer(shared.clone(), req));
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -55,7 +61,10 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     response
 }
 
-async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let json = "application/json";
     Ok(match req.uri().path() {
         "/metrics" => {
@@ -72,16 +81,28 @@ async fn answer(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
                 "upstream": { "url": format!("{}://{}{}", upstream.scheme, upstream.authority, upstream.base_path) },
                 "redis": { "status": "not_configured" },
             });
-            let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+            let status = if draining {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
             reply(status, json, body.to_string())
         }
         "/config" => {
             let generation = shared.current.load();
             match serde_json::to_string_pretty(&*generation.policy.effective) {
                 Ok(text) => reply(StatusCode::OK, json, text),
-                Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "cannot render config\n"),
+                Err(_) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    "cannot render config\n",
+                ),
             }
         }
-        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics /healthz /readyz /config\n"),
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics /healthz /readyz /config\n",
+        ),
     })
 }

@@ -56,7 +56,10 @@ pub async fn watch(shared: Arc<Shared>, path: PathBuf) {
 
 fn file_watcher(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::Watcher;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
             let _ = tx.send(());
@@ -85,7 +88,9 @@ pub fn reload(shared: &Shared, path: &Path) -> bool {
     let current = shared.current.load_full();
     let old = &current.policy;
     if policy.server.listen != old.server.listen || policy.admin_listen != old.admin_listen {
-        tracing::warn!("listener addresses changed in the config; they take effect after a restart");
+        tracing::warn!(
+            "listener addresses changed in the config; they take effect after a restart"
+        );
     }
     let same_upstream = serde_json::to_value(&policy.effective.upstream).ok()
         == serde_json::to_value(&old.effective.upstream).ok();

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use super::{Cli, EXIT_CONFIG};
-use crate::config::{self, Env, Policy};
 use crate::config::units::{format_duration, format_size};
+use crate::config::{self, Env, Policy};
 
 /// Runs `check`.
 pub fn check(cli: &Cli) -> ExitCode {
@@ -17,7 +17,11 @@ pub fn check(cli: &Cli) -> ExitCode {
                 );
             }
             print!("{}", route_table(&policy));
-            println!("{}: OK ({} routes)", path.display(), policy.routes.routes().len());
+            println!(
+                "{}: OK ({} routes)",
+                path.display(),
+                policy.routes.routes().len()
+            );
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -78,10 +82,16 @@ pub fn route_table(policy: &Policy) -> String {
             format_size(route.max_body),
         ]);
     }
-    let widths: Vec<usize> = (0..8).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
-        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }

@@ -76,7 +76,18 @@ pub fn demo(cli: &Cli) -> ExitCode {
         };
         let generation = server.shared.current.load_full();
         let (proxy_addr, admin_addr) = (reachable(server.proxy_addr), reachable(server.admin_addr));
-        println!("{}", banner(&generation.policy, proxy_addr, admin_addr, echo_addr, &generated, token.as_deref(), &text));
+        println!(
+            "{}",
+            banner(
+                &generation.policy,
+                proxy_addr,
+                admin_addr,
+                echo_addr,
+                &generated,
+                token.as_deref(),
+                &text
+            )
+        );
         shutdown_signal().await;
         server.shutdown();
         server.wait().await;
@@ -94,14 +105,17 @@ fn reachable(mut addr: SocketAddr) -> SocketAddr {
 
 fn random_hex(bytes: usize) -> String {
     let mut rng = rand::rng();
-    (0..bytes).map(|_| format!("{:02x}", rng.random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rng.random::<u8>()))
+        .collect()
 }
 
 /// Rewrites the upstream to the echo server.
 fn point_at(mut policy: Policy, echo: SocketAddr) -> Policy {
     if let Ok(authority) = Authority::try_from(echo.to_string()) {
         policy.upstream.scheme = Scheme::HTTP;
-        policy.upstream.host_header = HeaderValue::from_str(authority.as_str()).unwrap_or(policy.upstream.host_header);
+        policy.upstream.host_header =
+            HeaderValue::from_str(authority.as_str()).unwrap_or(policy.upstream.host_header);
         policy.upstream.authority = authority;
         policy.upstream.base_path = String::new();
         policy.upstream.ca_file = None;
@@ -133,12 +147,23 @@ fn demo_token(policy: &Policy, text: &str, env: &Env) -> Option<String> {
         }
         for (claim, _) in &route.forward_claims {
             if claim != "sub" && !claims.iter().any(|(c, _)| c == claim) {
-                let sample = if claim == "role" { "authenticated" } else { DEMO_TENANT };
+                let sample = if claim == "role" {
+                    "authenticated"
+                } else {
+                    DEMO_TENANT
+                };
                 claims.push((claim.clone(), sample.into()));
             }
         }
     }
-    mint(secret.as_bytes(), "demo-user", &claims, Duration::from_secs(3600), text).ok()
+    mint(
+        secret.as_bytes(),
+        "demo-user",
+        &claims,
+        Duration::from_secs(3600),
+        text,
+    )
+    .ok()
 }
 
 fn example_path(route: &crate::route::Route) -> String {
@@ -169,16 +194,28 @@ fn banner(
     let mut out = String::new();
     let _ = writeln!(out, "\npalisade demo is running");
     let _ = writeln!(out, "  proxy     http://{proxy}");
-    let _ = writeln!(out, "  admin     http://{admin}  (/metrics /healthz /readyz /config)");
-    let _ = writeln!(out, "  upstream  http://{echo}  (built-in echo: shows what palisade forwarded)");
+    let _ = writeln!(
+        out,
+        "  admin     http://{admin}  (/metrics /healthz /readyz /config)"
+    );
+    let _ = writeln!(
+        out,
+        "  upstream  http://{echo}  (built-in echo: shows what palisade forwarded)"
+    );
     if !generated.is_empty() {
-        let _ = writeln!(out, "\nThese environment variables were unset; generated development values are used:");
+        let _ = writeln!(
+            out,
+            "\nThese environment variables were unset; generated development values are used:"
+        );
         for (name, value) in generated {
             let _ = writeln!(out, "  export {name}={value}");
         }
     }
     if let Some(token) = token {
-        let _ = writeln!(out, "\nA development token (HS256, sub=demo-user, valid 1h):\n  export TOKEN={token}");
+        let _ = writeln!(
+            out,
+            "\nA development token (HS256, sub=demo-user, valid 1h):\n  export TOKEN={token}"
+        );
     }
     let _ = writeln!(out, "\nTry (paste the export lines above first):");
     for route in policy.routes.routes() {
@@ -197,7 +234,9 @@ fn banner(
         }
         let mut auth_note = route.auth.to_string();
         match route.auth.methods.first() {
-            Some(AuthMethod::Jwt) if token.is_some() => line.push_str(" -H \"Authorization: Bearer $TOKEN\""),
+            Some(AuthMethod::Jwt) if token.is_some() => {
+                line.push_str(" -H \"Authorization: Bearer $TOKEN\"")
+            }
             Some(AuthMethod::Secret(name)) => {
                 if let Some(secret) = policy.effective.auth.secrets.get(&**name) {
                     let var = env_var_at(text, &["auth", "secrets", name, "value"])
@@ -215,12 +254,26 @@ fn banner(
         let _ = writeln!(out, "  {line} http://{proxy}{path}");
     }
     let _ = writeln!(out, "\nAnd what palisade refuses:");
-    if let Some(route) = policy.routes.routes().iter().find(|r| r.auth.accepts_jwt() && !r.auth.anonymous) {
-        let _ = writeln!(out, "  curl -i http://{proxy}{}                  # 401: no token", example_path(route));
+    if let Some(route) = policy
+        .routes
+        .routes()
+        .iter()
+        .find(|r| r.auth.accepts_jwt() && !r.auth.anonymous)
+    {
+        let _ = writeln!(
+            out,
+            "  curl -i http://{proxy}{}                  # 401: no token",
+            example_path(route)
+        );
     }
-    let _ = writeln!(out, "  curl -i --path-as-is 'http://{proxy}/api/%2e%2e/admin'  # 400: path trick");
-    let _ = writeln!(out, "  curl -s http://{admin}/metrics | grep '^palisade_requests_total'");
+    let _ = writeln!(
+        out,
+        "  curl -i --path-as-is 'http://{proxy}/api/%2e%2e/admin'  # 400: path trick"
+    );
+    let _ = writeln!(
+        out,
+        "  curl -s http://{admin}/metrics | grep '^palisade_requests_total'"
+    );
     let _ = writeln!(out, "\nCtrl-C stops it.");
     out
 }
-

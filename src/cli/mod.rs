@@ -19,7 +19,12 @@ pub const EXIT_BIND: u8 = 3;
 
 /// palisade: a policy-enforcing reverse-proxy sidecar.
 #[derive(Debug, Parser)]
-#[command(name = "palisade", version, about, args_conflicts_with_subcommands = false)]
+#[command(
+    name = "palisade",
+    version,
+    about,
+    args_conflicts_with_subcommands = false
+)]
 pub struct Cli {
     /// Policy file [default: $PALISADE_CONFIG, else ./policy.toml].
     #[arg(long, global = true, value_name = "PATH")]
@@ -73,7 +78,10 @@ impl Cli {
             Some(LogFormat::Pretty) => false,
             None => json,
         };
-        (json, self.log_level.clone().unwrap_or_else(|| level.to_string()))
+        (
+            json,
+            self.log_level.clone().unwrap_or_else(|| level.to_string()),
+        )
     }
 }
 
@@ -97,7 +105,9 @@ pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
         workers
     };
     if workers == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
@@ -111,7 +121,10 @@ pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {},

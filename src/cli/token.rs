@@ -52,20 +52,38 @@ pub fn env_var_at(config_text: &str, keys: &[&str]) -> Option<String> {
 /// `iss` / first `aud` from the config, so minted tokens pass its checks.
 fn config_claims(config_text: &str) -> Map<String, Value> {
     let mut claims = Map::new();
-    let Ok(value) = toml::from_str::<toml::Value>(config_text) else { return claims };
-    let Some(jwt) = value.get("auth").and_then(|a| a.get("jwt")) else { return claims };
+    let Ok(value) = toml::from_str::<toml::Value>(config_text) else {
+        return claims;
+    };
+    let Some(jwt) = value.get("auth").and_then(|a| a.get("jwt")) else {
+        return claims;
+    };
     if let Some(issuer) = jwt.get("issuer").and_then(|v| v.as_str()) {
         claims.insert("iss".into(), Value::from(issuer));
     }
-    if let Some(aud) = jwt.get("audiences").and_then(|v| v.as_array()).and_then(|a| a.first()).and_then(|v| v.as_str()) {
+    if let Some(aud) = jwt
+        .get("audiences")
+        .and_then(|v| v.as_array())
+        .and_then(|a| a.first())
+        .and_then(|v| v.as_str())
+    {
         claims.insert("aud".into(), Value::from(aud));
     }
     claims
 }
 
 /// Signs the claims: `sub`, `iat`, `exp`, config `iss`/`aud`, then extras.
-pub fn mint(secret: &[u8], sub: &str, extra: &[(String, Value)], ttl: Duration, config_text: &str) -> Result<String, String> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?.as_secs();
+pub fn mint(
+    secret: &[u8],
+    sub: &str,
+    extra: &[(String, Value)],
+    ttl: Duration,
+    config_text: &str,
+) -> Result<String, String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
     let mut claims = config_claims(config_text);
     claims.insert("sub".into(), Value::from(sub));
     claims.insert("iat".into(), Value::from(now));
@@ -73,8 +91,12 @@ pub fn mint(secret: &[u8], sub: &str, extra: &[(String, Value)], ttl: Duration, 
     for (key, value) in extra {
         claims.insert(key.clone(), value.clone());
     }
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-        .map_err(|e| e.to_string())
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Parses `K=V` pairs.
@@ -82,7 +104,9 @@ pub fn parse_claims(pairs: &[String]) -> Result<Vec<(String, Value)>, String> {
     pairs
         .iter()
         .map(|pair| {
-            let (key, raw) = pair.split_once('=').ok_or_else(|| format!("--claim {pair}: write K=V"))?;
+            let (key, raw) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("--claim {pair}: write K=V"))?;
             let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::from(raw));
             Ok((key.to_string(), value))
         })
@@ -92,8 +116,14 @@ pub fn parse_claims(pairs: &[String]) -> Result<Vec<(String, Value)>, String> {
 /// Runs `token`.
 pub fn token(cli: &Cli, args: &TokenArgs) -> ExitCode {
     let config_text = std::fs::read_to_string(cli.config_path()).unwrap_or_default();
-    let Some(var) = args.secret_env.clone().or_else(|| secret_var_of(&config_text)) else {
-        eprintln!("palisade token: no secret: pass --secret-env VAR, or set auth.jwt.hs256_secret = \"${{VAR}}\" in the config");
+    let Some(var) = args
+        .secret_env
+        .clone()
+        .or_else(|| secret_var_of(&config_text))
+    else {
+        eprintln!(
+            "palisade token: no secret: pass --secret-env VAR, or set auth.jwt.hs256_secret = \"${{VAR}}\" in the config"
+        );
         return ExitCode::from(2);
     };
     let Ok(secret) = std::env::var(&var) else {
@@ -134,13 +164,17 @@ mod tests {
     fn finds_the_secret_variable() {
         let text = "[auth.jwt]\nhs256_secret = \"${SUPABASE_JWT_SECRET}\"\n";
         assert_eq!(secret_var_of(text).as_deref(), Some("SUPABASE_JWT_SECRET"));
-        assert_eq!(secret_var_of("[auth.jwt]\nhs256_secret = \"${S:-x}\"").as_deref(), Some("S"));
+        assert_eq!(
+            secret_var_of("[auth.jwt]\nhs256_secret = \"${S:-x}\"").as_deref(),
+            Some("S")
+        );
         assert_eq!(secret_var_of(""), None);
     }
 
     #[test]
     fn claims_parse_as_json_or_string() {
-        let claims = parse_claims(&["role=admin".into(), "n=5".into(), "tags=[\"a\"]".into()]).unwrap();
+        let claims =
+            parse_claims(&["role=admin".into(), "n=5".into(), "tags=[\"a\"]".into()]).unwrap();
         assert_eq!(claims[0].1, Value::from("admin"));
         assert_eq!(claims[1].1, Value::from(5));
         assert!(claims[2].1.is_array());

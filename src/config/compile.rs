@@ -165,7 +165,12 @@ struct Compiler<'a> {
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 impl Compiler<'_> {
-    fn err(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         let span = (span != (0..0)).then_some(span);
         ConfigError::at_span(self.label, self.text, span, Some(key.into()), message)
     }
@@ -216,7 +221,11 @@ impl Compiler<'_> {
 
     fn header_name(&self, value: &Spanned<Text>, key: &str) -> Result<HeaderName> {
         HeaderName::from_bytes(value.get_ref().as_str().as_bytes()).map_err(|_| {
-            self.err(value.span(), key, format!("\"{}\" is not a valid header name", value.get_ref()))
+            self.err(
+                value.span(),
+                key,
+                format!("\"{}\" is not a valid header name", value.get_ref()),
+            )
         })
     }
 
@@ -230,7 +239,9 @@ impl Compiler<'_> {
                 return Err(self.err(
                     s.environment.span(),
                     "server.environment",
-                    format!("unknown environment \"{other}\"; accepted: \"production\", \"development\""),
+                    format!(
+                        "unknown environment \"{other}\"; accepted: \"production\", \"development\""
+                    ),
                 ));
             }
         };
@@ -244,7 +255,9 @@ impl Compiler<'_> {
                     self.err(
                         entry.span(),
                         format!("server.trusted_proxies[{i}]"),
-                        format!("\"{text}\" is not a CIDR; write e.g. \"10.0.0.0/8\" or \"192.168.1.5\""),
+                        format!(
+                            "\"{text}\" is not a CIDR; write e.g. \"10.0.0.0/8\" or \"192.168.1.5\""
+                        ),
                     )
                 })?;
             trusted_proxies.push(net);
@@ -262,7 +275,12 @@ impl Compiler<'_> {
         }
         Ok(ServerPolicy {
             listen,
-            tls: s.tls.as_ref().map(|t| (PathBuf::from(t.cert.as_str()), PathBuf::from(t.key.as_str()))),
+            tls: s.tls.as_ref().map(|t| {
+                (
+                    PathBuf::from(t.cert.as_str()),
+                    PathBuf::from(t.key.as_str()),
+                )
+            }),
             production,
             header_read_timeout: s.header_read_timeout.0,
             idle_timeout: s.idle_timeout.0,
@@ -295,7 +313,8 @@ impl Compiler<'_> {
             return Err(bad("must not have a query"));
         }
         let base_path = uri.path().trim_end_matches('/').to_string();
-        let host_header = HeaderValue::from_str(authority.as_str()).map_err(|_| bad("has an invalid host"))?;
+        let host_header =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| bad("has an invalid host"))?;
         for (i, on) in u.retry.on.iter().enumerate() {
             let value = on.get_ref().as_str();
             if !["connect-failure", "502", "503", "504", "reset"].contains(&value) {
@@ -307,14 +326,26 @@ impl Compiler<'_> {
             }
         }
         if u.retry.budget_percent > 100 {
-            return Err(self.err(0..0, "upstream.retry.budget_percent", "must be between 0 and 100"));
+            return Err(self.err(
+                0..0,
+                "upstream.retry.budget_percent",
+                "must be between 0 and 100",
+            ));
         }
         let cb = &u.circuit_breaker;
         if !(1..=100).contains(&cb.failure_percent) {
-            return Err(self.err(0..0, "upstream.circuit_breaker.failure_percent", "must be between 1 and 100"));
+            return Err(self.err(
+                0..0,
+                "upstream.circuit_breaker.failure_percent",
+                "must be between 1 and 100",
+            ));
         }
         if cb.half_open_probes == 0 {
-            return Err(self.err(0..0, "upstream.circuit_breaker.half_open_probes", "must be at least 1"));
+            return Err(self.err(
+                0..0,
+                "upstream.circuit_breaker.half_open_probes",
+                "must be at least 1",
+            ));
         }
         Ok(UpstreamPolicy {
             scheme,
@@ -355,10 +386,15 @@ impl Compiler<'_> {
     fn auth(&self, file: &FileConfig) -> Result<()> {
         if let Some(jwt) = &file.auth.jwt {
             const ALGORITHMS: [&str; 10] = [
-                "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
+                "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384",
+                "EdDSA",
             ];
             if jwt.algorithms.is_empty() {
-                return Err(self.err(0..0, "auth.jwt.algorithms", "must list at least one algorithm"));
+                return Err(self.err(
+                    0..0,
+                    "auth.jwt.algorithms",
+                    "must list at least one algorithm",
+                ));
             }
             for (i, alg) in jwt.algorithms.iter().enumerate() {
                 let name = alg.get_ref().as_str();
@@ -371,25 +407,44 @@ impl Compiler<'_> {
                 }
                 let symmetric = name.starts_with("HS");
                 if symmetric && jwt.hs256_secret.is_none() {
-                    return Err(self.err(alg.span(), format!("auth.jwt.algorithms[{i}]"), format!("{name} needs auth.jwt.hs256_secret")));
+                    return Err(self.err(
+                        alg.span(),
+                        format!("auth.jwt.algorithms[{i}]"),
+                        format!("{name} needs auth.jwt.hs256_secret"),
+                    ));
                 }
                 if !symmetric && jwt.jwks_url.is_none() && jwt.jwks_file.is_none() {
-                    return Err(self.err(alg.span(), format!("auth.jwt.algorithms[{i}]"), format!("{name} needs auth.jwt.jwks_url or auth.jwt.jwks_file")));
+                    return Err(self.err(
+                        alg.span(),
+                        format!("auth.jwt.algorithms[{i}]"),
+                        format!("{name} needs auth.jwt.jwks_url or auth.jwt.jwks_file"),
+                    ));
                 }
             }
             if let Some(secret) = &jwt.hs256_secret {
                 if secret.0.is_empty() {
-                    return Err(self.err(0..0, "auth.jwt.hs256_secret", "is empty; set the environment variable it names"));
+                    return Err(self.err(
+                        0..0,
+                        "auth.jwt.hs256_secret",
+                        "is empty; set the environment variable it names",
+                    ));
                 }
             }
             if jwt.sources.is_empty() {
-                return Err(self.err(0..0, "auth.jwt.sources", "must list at least one token source"));
+                return Err(self.err(
+                    0..0,
+                    "auth.jwt.sources",
+                    "must list at least one token source",
+                ));
             }
             for (i, source) in jwt.sources.iter().enumerate() {
                 let text = source.get_ref().as_str();
                 let ok = ["header:", "cookie:", "supabase-cookie:"]
                     .iter()
-                    .any(|prefix| text.strip_prefix(prefix).is_some_and(|rest| !rest.is_empty()));
+                    .any(|prefix| {
+                        text.strip_prefix(prefix)
+                            .is_some_and(|rest| !rest.is_empty())
+                    });
                 if !ok {
                     return Err(self.err(
                         source.span(),
@@ -403,15 +458,30 @@ impl Compiler<'_> {
         for (name, secret) in &file.auth.secrets {
             let key = format!("auth.secrets.{name}");
             let s = secret.get_ref();
-            HeaderName::from_bytes(s.header.as_str().as_bytes())
-                .map_err(|_| self.err(secret.span(), format!("{key}.header"), format!("\"{}\" is not a valid header name", s.header)))?;
+            HeaderName::from_bytes(s.header.as_str().as_bytes()).map_err(|_| {
+                self.err(
+                    secret.span(),
+                    format!("{key}.header"),
+                    format!("\"{}\" is not a valid header name", s.header),
+                )
+            })?;
             let values: Vec<&str> = match (&s.value, &s.values) {
                 (Some(v), None) => vec![v.0.as_str()],
                 (None, Some(vs)) => vs.iter().map(|v| v.0.as_str()).collect(),
-                _ => return Err(self.err(secret.span(), key, "set exactly one of `value` or `values`")),
+                _ => {
+                    return Err(self.err(
+                        secret.span(),
+                        key,
+                        "set exactly one of `value` or `values`",
+                    ));
+                }
             };
             if values.is_empty() || values.iter().any(|v| v.is_empty()) {
-                return Err(self.err(secret.span(), key, "secret values must not be empty (is the environment variable set?)"));
+                return Err(self.err(
+                    secret.span(),
+                    key,
+                    "secret values must not be empty (is the environment variable set?)",
+                ));
             }
         }
         Ok(())
@@ -424,7 +494,12 @@ impl Compiler<'_> {
     ) -> Result<Vec<(String, HeaderName)>> {
         claims
             .iter()
-            .map(|(claim, header)| Ok((claim.clone(), self.header_name(header, &format!("{key}.{claim}"))?)))
+            .map(|(claim, header)| {
+                Ok((
+                    claim.clone(),
+                    self.header_name(header, &format!("{key}.{claim}"))?,
+                ))
+            })
             .collect()
     }
 
@@ -437,20 +512,44 @@ impl Compiler<'_> {
                 Err(self.err(
                     value.span(),
                     key,
-                    format!("unknown value \"{}\"; accepted: {}", value.get_ref(), accepted.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ")),
+                    format!(
+                        "unknown value \"{}\"; accepted: {}",
+                        value.get_ref(),
+                        accepted
+                            .iter()
+                            .map(|a| format!("\"{a}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 ))
             }
         };
         one_of(&r.backend, "ratelimit.backend", &["memory", "redis"])?;
-        one_of(&r.on_redis_error, "ratelimit.on_redis_error", &["local", "allow", "deny"])?;
-        one_of(&r.headers, "ratelimit.headers", &["legacy", "draft", "both", "none"])?;
+        one_of(
+            &r.on_redis_error,
+            "ratelimit.on_redis_error",
+            &["local", "allow", "deny"],
+        )?;
+        one_of(
+            &r.headers,
+            "ratelimit.headers",
+            &["legacy", "draft", "both", "none"],
+        )?;
         if !(1..=128).contains(r.ipv6_prefix.get_ref()) {
-            return Err(self.err(r.ipv6_prefix.span(), "ratelimit.ipv6_prefix", "must be between 1 and 128"));
+            return Err(self.err(
+                r.ipv6_prefix.span(),
+                "ratelimit.ipv6_prefix",
+                "must be between 1 and 128",
+            ));
         }
         let urls = std::iter::once(&r.redis_url).chain(r.redis_cluster.iter());
         for url in urls {
             if !(url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
-                return Err(self.err(r.backend.span(), "ratelimit.redis_url", "must start with redis:// or rediss://"));
+                return Err(self.err(
+                    r.backend.span(),
+                    "ratelimit.redis_url",
+                    "must start with redis:// or rediss://",
+                ));
             }
         }
         Ok(())
@@ -473,7 +572,9 @@ impl Compiler<'_> {
             let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
                 && !origin.trim_end_matches('/').ends_with("://")
                 && !origin.ends_with('/')
-                && origin.parse::<http::Uri>().is_ok_and(|u| u.path() == "/" && u.query().is_none());
+                && origin
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.path() == "/" && u.query().is_none());
             if !valid && origin != "null" {
                 return Err(self.err(
                     span,
@@ -481,20 +582,36 @@ impl Compiler<'_> {
                     format!("\"{origin}\" is not an origin; write scheme://host[:port] with no path or trailing slash, e.g. \"https://app.example.com\""),
                 ));
             }
-            origins.push(HeaderValue::from_str(origin).map_err(|_| self.err(span.clone(), "cors.allow_origins", format!("\"{origin}\" is not a valid header value")))?);
+            origins.push(HeaderValue::from_str(origin).map_err(|_| {
+                self.err(
+                    span.clone(),
+                    "cors.allow_origins",
+                    format!("\"{origin}\" is not a valid header value"),
+                )
+            })?);
         }
         for method in &c.allow_methods.0 {
-            Method::from_bytes(method.as_bytes())
-                .map_err(|_| self.err(0..0, "cors.allow_methods", format!("\"{method}\" is not an HTTP method")))?;
+            Method::from_bytes(method.as_bytes()).map_err(|_| {
+                self.err(
+                    0..0,
+                    "cors.allow_methods",
+                    format!("\"{method}\" is not an HTTP method"),
+                )
+            })?;
         }
-        for (list, key) in [(&c.allow_headers.0, "cors.allow_headers"), (&c.expose_headers.0, "cors.expose_headers")] {
+        for (list, key) in [
+            (&c.allow_headers.0, "cors.allow_headers"),
+            (&c.expose_headers.0, "cors.expose_headers"),
+        ] {
             for name in list {
-                HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| self.err(0..0, key, format!("\"{name}\" is not a valid header name")))?;
+                HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    self.err(0..0, key, format!("\"{name}\" is not a valid header name"))
+                })?;
             }
         }
         let join = |list: &[String], key: &str| {
-            HeaderValue::from_str(&list.join(", ")).map_err(|_| self.err(0..0, key, "contains characters not allowed in a header"))
+            HeaderValue::from_str(&list.join(", "))
+                .map_err(|_| self.err(0..0, key, "contains characters not allowed in a header"))
         };
         Ok(Some(CorsPolicy {
             origins,
@@ -523,7 +640,11 @@ impl Compiler<'_> {
         ];
         let value = |name: &str, text: &Text| {
             HeaderValue::from_str(text.as_str()).map_err(|_| {
-                self.err(0..0, format!("{key}.{}", name.replace('-', "_")), format!("\"{text}\" is not a valid header value"))
+                self.err(
+                    0..0,
+                    format!("{key}.{}", name.replace('-', "_")),
+                    format!("\"{text}\" is not a valid header value"),
+                )
             })
         };
         let mut always = Vec::new();
@@ -535,15 +656,28 @@ impl Compiler<'_> {
         let hsts = if s.strict_transport_security.as_str().is_empty() {
             None
         } else {
-            Some(value("strict-transport-security", &s.strict_transport_security)?)
+            Some(value(
+                "strict-transport-security",
+                &s.strict_transport_security,
+            )?)
         };
         let mut remove = Vec::new();
         for name in &s.remove_response_headers {
-            remove.push(HeaderName::from_bytes(name.as_str().as_bytes()).map_err(|_| {
-                self.err(0..0, format!("{key}.remove_response_headers"), format!("\"{name}\" is not a valid header name"))
-            })?);
+            remove.push(
+                HeaderName::from_bytes(name.as_str().as_bytes()).map_err(|_| {
+                    self.err(
+                        0..0,
+                        format!("{key}.remove_response_headers"),
+                        format!("\"{name}\" is not a valid header name"),
+                    )
+                })?,
+            );
         }
-        Ok(SecurityHeaders { always, hsts, remove })
+        Ok(SecurityHeaders {
+            always,
+            hsts,
+            remove,
+        })
     }
 
     fn rate_limits(
@@ -556,7 +690,8 @@ impl Compiler<'_> {
         for (i, rule) in rules.iter().enumerate() {
             let r = rule.get_ref();
             let key = format!("{key}[{i}]");
-            let by = LimitKey::parse(r.by.as_str(), tenant_claim).map_err(|m| self.err(rule.span(), format!("{key}.by"), m))?;
+            let by = LimitKey::parse(r.by.as_str(), tenant_claim)
+                .map_err(|m| self.err(rule.span(), format!("{key}.by"), m))?;
             if r.limit == 0 {
                 return Err(self.err(rule.span(), format!("{key}.limit"), "must be at least 1"));
             }
@@ -593,9 +728,23 @@ impl Compiler<'_> {
         let mut names = HashSet::new();
         let mut routes = Vec::new();
         for (i, spanned) in file.routes.iter().enumerate() {
-            let route = self.route(i, spanned, file, &default_auth, &global_claims, base_headers)?;
+            let route = self.route(
+                i,
+                spanned,
+                file,
+                &default_auth,
+                &global_claims,
+                base_headers,
+            )?;
             if !names.insert(route.name.clone()) {
-                return Err(self.err(spanned.get_ref().name.span(), format!("routes[{i}].name"), format!("route name \"{}\" is used twice; names must be unique", route.name)));
+                return Err(self.err(
+                    spanned.get_ref().name.span(),
+                    format!("routes[{i}].name"),
+                    format!(
+                        "route name \"{}\" is used twice; names must be unique",
+                        route.name
+                    ),
+                ));
             }
             routes.push(route);
         }
@@ -625,34 +774,62 @@ impl Compiler<'_> {
         let r = spanned.get_ref();
         let key = format!("routes[{i}]");
         let name = r.name.get_ref().as_str();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
-            return Err(self.err(r.name.span(), format!("{key}.name"), format!("\"{name}\" is not a route name; use letters, digits, - _ . :")));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            return Err(self.err(
+                r.name.span(),
+                format!("{key}.name"),
+                format!("\"{name}\" is not a route name; use letters, digits, - _ . :"),
+            ));
         }
         let path_text = r.path.get_ref().as_str();
-        let canonical = sanitize::canonicalize(path_text)
-            .map_err(|why| self.err(r.path.span(), format!("{key}.path"), format!("\"{path_text}\": {why}")))?;
-        let pattern = Pattern::parse(&canonical).map_err(|m| self.err(r.path.span(), format!("{key}.path"), m))?;
+        let canonical = sanitize::canonicalize(path_text).map_err(|why| {
+            self.err(
+                r.path.span(),
+                format!("{key}.path"),
+                format!("\"{path_text}\": {why}"),
+            )
+        })?;
+        let pattern = Pattern::parse(&canonical)
+            .map_err(|m| self.err(r.path.span(), format!("{key}.path"), m))?;
         let methods = match &r.methods {
             None => None,
             Some(list) => {
                 let mut methods = Vec::new();
                 for m in list.get_ref() {
                     let upper = m.as_str().to_ascii_uppercase();
-                    let method = Method::from_bytes(upper.as_bytes())
-                        .map_err(|_| self.err(list.span(), format!("{key}.methods"), format!("\"{m}\" is not an HTTP method")))?;
+                    let method = Method::from_bytes(upper.as_bytes()).map_err(|_| {
+                        self.err(
+                            list.span(),
+                            format!("{key}.methods"),
+                            format!("\"{m}\" is not an HTTP method"),
+                        )
+                    })?;
                     methods.push(method);
                 }
                 if methods.is_empty() {
-                    return Err(self.err(list.span(), format!("{key}.methods"), "is empty; leave it out to accept every method"));
+                    return Err(self.err(
+                        list.span(),
+                        format!("{key}.methods"),
+                        "is empty; leave it out to accept every method",
+                    ));
                 }
                 Some(methods)
             }
         };
         let auth = match &r.auth {
-            Some(a) => AuthRequirement::parse(&a.get_ref().0).map_err(|m| self.err(a.span(), format!("{key}.auth"), m))?,
+            Some(a) => AuthRequirement::parse(&a.get_ref().0)
+                .map_err(|m| self.err(a.span(), format!("{key}.auth"), m))?,
             None => default_auth.clone(),
         };
-        let auth_span = r.auth.as_ref().map(|a| a.span()).unwrap_or_else(|| spanned.span());
+        let auth_span = r
+            .auth
+            .as_ref()
+            .map(|a| a.span())
+            .unwrap_or_else(|| spanned.span());
         if auth.accepts_jwt() && file.auth.jwt.is_none() {
             return Err(self.err(auth_span, format!("{key}.auth"), format!(
                 "route \"{name}\" requires a JWT (auth = \"{auth}\"{}) but [auth.jwt] is not configured; add [auth.jwt], or set auth = \"none\" explicitly to run without auth",
@@ -661,15 +838,29 @@ impl Compiler<'_> {
         }
         for secret in auth.secret_names() {
             if !file.auth.secrets.contains_key(secret) {
-                return Err(self.err(auth_span.clone(), format!("{key}.auth"), format!("secret \"{secret}\" is not defined; add [auth.secrets.{secret}]")));
+                return Err(self.err(
+                    auth_span.clone(),
+                    format!("{key}.auth"),
+                    format!("secret \"{secret}\" is not defined; add [auth.secrets.{secret}]"),
+                ));
             }
         }
         let tenant = match &r.tenant {
             None => None,
             Some(t) => {
-                let rule = TenantRule { param: t.get_ref().param.as_str().to_string(), claim: t.get_ref().claim.as_str().to_string() };
+                let rule = TenantRule {
+                    param: t.get_ref().param.as_str().to_string(),
+                    claim: t.get_ref().claim.as_str().to_string(),
+                };
                 if !pattern.param_names().any(|p| p == rule.param) {
-                    return Err(self.err(t.span(), format!("{key}.tenant.param"), format!("\"{}\" is not a {{param}} of the path \"{path_text}\"", rule.param)));
+                    return Err(self.err(
+                        t.span(),
+                        format!("{key}.tenant.param"),
+                        format!(
+                            "\"{}\" is not a {{param}} of the path \"{path_text}\"",
+                            rule.param
+                        ),
+                    ));
                 }
                 if !auth.accepts_jwt() {
                     return Err(self.err(t.span(), format!("{key}.tenant"), "tenant scoping needs a verified JWT claim; the route's auth must include \"jwt\""));
@@ -680,11 +871,18 @@ impl Compiler<'_> {
         let tenant_claim = tenant.as_ref().map(|t| t.claim.as_str());
         let rate_limits = match &r.rate_limits {
             Some(rules) => self.rate_limits(rules, &format!("{key}.rate_limits"), tenant_claim)?,
-            None => self.rate_limits(&file.defaults.rate_limits, "defaults.rate_limits", tenant_claim)?,
+            None => self.rate_limits(
+                &file.defaults.rate_limits,
+                "defaults.rate_limits",
+                tenant_claim,
+            )?,
         };
         let security_headers = match &r.security_headers {
             None => Arc::new(base_headers.clone()),
-            Some(overrides) => Arc::new(self.security_headers(&merge_headers(&file.security_headers, overrides), &format!("{key}.security_headers"))?),
+            Some(overrides) => Arc::new(self.security_headers(
+                &merge_headers(&file.security_headers, overrides),
+                &format!("{key}.security_headers"),
+            )?),
         };
         let forward_claims = match &r.forward_claims {
             Some(claims) => self.forward_claims(claims, &format!("{key}.forward_claims"))?,
@@ -695,7 +893,13 @@ impl Compiler<'_> {
             Some(p) => {
                 let text = p.get_ref().as_str();
                 if !text.starts_with('/') || text.len() < 2 || text.ends_with('/') {
-                    return Err(self.err(p.span(), format!("{key}.strip_prefix"), format!("\"{text}\" must start with \"/\" and not end with \"/\", e.g. \"/api\"")));
+                    return Err(self.err(
+                        p.span(),
+                        format!("{key}.strip_prefix"),
+                        format!(
+                            "\"{text}\" must start with \"/\" and not end with \"/\", e.g. \"/api\""
+                        ),
+                    ));
                 }
                 Some(text.to_string())
             }
@@ -726,10 +930,19 @@ fn merge_headers(base: &SecurityHeadersFile, o: &SecurityHeadersOverride) -> Sec
         x_xss_protection: pick(&o.x_xss_protection, &base.x_xss_protection),
         referrer_policy: pick(&o.referrer_policy, &base.referrer_policy),
         content_security_policy: pick(&o.content_security_policy, &base.content_security_policy),
-        strict_transport_security: pick(&o.strict_transport_security, &base.strict_transport_security),
+        strict_transport_security: pick(
+            &o.strict_transport_security,
+            &base.strict_transport_security,
+        ),
         permissions_policy: pick(&o.permissions_policy, &base.permissions_policy),
-        cross_origin_opener_policy: pick(&o.cross_origin_opener_policy, &base.cross_origin_opener_policy),
-        remove_response_headers: o.remove_response_headers.clone().unwrap_or_else(|| base.remove_response_headers.clone()),
+        cross_origin_opener_policy: pick(
+            &o.cross_origin_opener_policy,
+            &base.cross_origin_opener_policy,
+        ),
+        remove_response_headers: o
+            .remove_response_headers
+            .clone()
+            .unwrap_or_else(|| base.remove_response_headers.clone()),
     }
 }
 
@@ -742,7 +955,12 @@ fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
         }
     }
     for route in &file.routes {
-        for header in route.get_ref().forward_claims.iter().flat_map(|m| m.values()) {
+        for header in route
+            .get_ref()
+            .forward_claims
+            .iter()
+            .flat_map(|m| m.values())
+        {
             set.add(header.get_ref().as_str());
         }
     }

@@ -20,7 +20,13 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// An error located by a byte span of the source text.
-    pub fn at_span(path: &str, text: &str, span: Option<Range<usize>>, key: Option<String>, message: impl Into<String>) -> Self {
+    pub fn at_span(
+        path: &str,
+        text: &str,
+        span: Option<Range<usize>>,
+        key: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             path: path.to_string(),
             position: span.map(|s| line_col(text, s.start)),
@@ -86,6 +92,9 @@ mod tests {
             message: "bad".into(),
         };
         assert_eq!(e.to_string(), "p.toml:3:5: routes[0].auth: bad");
-        assert_eq!(ConfigError::plain("p.toml", "gone").to_string(), "p.toml: gone");
+        assert_eq!(
+            ConfigError::plain("p.toml", "gone").to_string(),
+            "p.toml: gone"
+        );
     }
 }

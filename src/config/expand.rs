@@ -78,9 +78,9 @@ pub fn expand(text: &str, env: &Env) -> Result<String, String> {
             rest = &after[1..];
             continue;
         }
-        let body_end = after
-            .find('}')
-            .ok_or_else(|| format!("unterminated \"${{\" in \"{text}\"; write ${{VAR}} or ${{VAR:-default}}"))?;
+        let body_end = after.find('}').ok_or_else(|| {
+            format!("unterminated \"${{\" in \"{text}\"; write ${{VAR}} or ${{VAR:-default}}")
+        })?;
         let body = &after[2..body_end];
         let (name, default) = match body.find(":-") {
             Some(i) => (&body[..i], Some(&body[i + 2..])),
@@ -182,6 +182,9 @@ mod tests {
         let text = "a = \"${X}\"\nb = \"${Y:-1}\"\nc = \"${Z}${X}\"";
         assert_eq!(required_vars(text), vec!["X".to_string(), "Z".to_string()]);
         let toml_text = "# c = \"${IN_COMMENT}\"\na = \"${X}\"\n[t]\nb = [\"${Y}\"]\n";
-        assert_eq!(required_vars_of_toml(toml_text), vec!["X".to_string(), "Y".to_string()]);
+        assert_eq!(
+            required_vars_of_toml(toml_text),
+            vec!["X".to_string(), "Y".to_string()]
+        );
     }
 }

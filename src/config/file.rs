@@ -287,7 +287,12 @@ impl Default for CorsFile {
             allow_methods: TextList::from(&["GET", "POST", "PUT", "PATCH", "DELETE"][..]),
             allow_headers: TextList::from(&["Authorization", "Content-Type", "X-Request-Id"][..]),
             expose_headers: TextList::from(
-                &["X-Request-Id", "RateLimit", "RateLimit-Policy", "Retry-After"][..],
+                &[
+                    "X-Request-Id",
+                    "RateLimit",
+                    "RateLimit-Policy",
+                    "Retry-After",
+                ][..],
             ),
             max_age: Dur::secs(600),
         }

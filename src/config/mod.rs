@@ -6,8 +6,8 @@ pub mod compile;
 pub mod error;
 pub mod expand;
 pub mod file;
-pub mod values;
 pub mod units;
+pub mod values;
 
 pub use compile::{
     LogPolicy, Policy, ServerPolicy, UpstreamPolicy, load_file, load_str, load_text_at,

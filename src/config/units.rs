@@ -16,7 +16,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         ));
     }
     humantime::parse_duration(trimmed).map_err(|e| {
-        format!("invalid duration \"{trimmed}\" ({e}); expected e.g. \"250ms\", \"30s\", \"5m\", \"1h\"")
+        format!(
+            "invalid duration \"{trimmed}\" ({e}); expected e.g. \"250ms\", \"30s\", \"5m\", \"1h\""
+        )
     })
 }
 
@@ -62,7 +64,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MB" | "mb" => 1_000_000,
         "GB" | "gb" => 1_000_000_000,
         "" => return Err(format!("size \"{trimmed}\" has no unit; {accepted}")),
-        other => return Err(format!("unknown size unit \"{other}\" in \"{trimmed}\"; {accepted}")),
+        other => {
+            return Err(format!(
+                "unknown size unit \"{other}\" in \"{trimmed}\"; {accepted}"
+            ));
+        }
     };
     number
         .checked_mul(multiplier)

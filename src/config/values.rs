@@ -32,25 +32,28 @@ pub(crate) fn with_env<T>(env: &Env, f: impl FnOnce() -> T) -> (T, Vec<String>) 
 }
 
 fn expand_secret<E: de::Error>(raw: &str) -> Result<String, E> {
-    LOAD_ENV.with(|cell| {
-        let env = cell.borrow();
-        if !env.is_lenient_for_secrets() {
-            return expand(raw, &env);
-        }
-        let mut patched = env.clone();
-        for var in super::expand::required_vars(raw) {
-            if env.get(&var).is_none() {
-                patched.set(&var, format!("<unset:{var}>"));
-                UNSET_SECRETS.with(|list| list.borrow_mut().push(var));
+    LOAD_ENV
+        .with(|cell| {
+            let env = cell.borrow();
+            if !env.is_lenient_for_secrets() {
+                return expand(raw, &env);
             }
-        }
-        expand(raw, &patched)
-    })
-    .map_err(E::custom)
+            let mut patched = env.clone();
+            for var in super::expand::required_vars(raw) {
+                if env.get(&var).is_none() {
+                    patched.set(&var, format!("<unset:{var}>"));
+                    UNSET_SECRETS.with(|list| list.borrow_mut().push(var));
+                }
+            }
+            expand(raw, &patched)
+        })
+        .map_err(E::custom)
 }
 
 fn expand_here<E: de::Error>(raw: &str) -> Result<String, E> {
-    LOAD_ENV.with(|cell| expand(raw, &cell.borrow())).map_err(E::custom)
+    LOAD_ENV
+        .with(|cell| expand(raw, &cell.borrow()))
+        .map_err(E::custom)
 }
 
 // === impl Text ===
@@ -161,7 +164,9 @@ pub struct Size(pub u64);
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = Text::deserialize(d)?;
-        units::parse_size(&text.0).map(Size).map_err(de::Error::custom)
+        units::parse_size(&text.0)
+            .map(Size)
+            .map_err(de::Error::custom)
     }
 }
 
@@ -246,7 +251,9 @@ impl<'de> Deserialize<'de> for OneOrMany {
                     items.push(item.0);
                 }
                 if items.is_empty() {
-                    return Err(de::Error::custom("the list is empty; give at least one value"));
+                    return Err(de::Error::custom(
+                        "the list is empty; give at least one value",
+                    ));
                 }
                 Ok(OneOrMany(items))
             }

@@ -65,7 +65,12 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
     registry.register(Box::new(metric.clone()))?;
     Ok(metric)
@@ -73,7 +78,8 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> prom
 
 fn histogram(registry: &Registry, name: &str, help: &str) -> prometheus::Result<HistogramVec> {
     let buckets = vec![
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        60.0,
     ];
     let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), &["route"])?;
     registry.register(Box::new(metric.clone()))?;
@@ -86,29 +92,80 @@ impl Metrics {
         use names::*;
         let registry = Registry::new();
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let in_flight = IntGauge::new(IN_FLIGHT, "Requests being served now")?;
         registry.register(Box::new(in_flight.clone()))?;
         let circuit_state = IntGaugeVec::new(
-            Opts::new(CIRCUIT_STATE, "Upstream circuit breaker: 0 closed, 1 half-open, 2 open"),
+            Opts::new(
+                CIRCUIT_STATE,
+                "Upstream circuit breaker: 0 closed, 1 half-open, 2 open",
+            ),
             &["upstream"],
         )?;
         registry.register(Box::new(circuit_state.clone()))?;
-        let config_last_reload = Gauge::new(CONFIG_LAST_RELOAD, "Unix time of the last successful config load")?;
+        let config_last_reload = Gauge::new(
+            CONFIG_LAST_RELOAD,
+            "Unix time of the last successful config load",
+        )?;
         registry.register(Box::new(config_last_reload.clone()))?;
-        let build_info = IntGaugeVec::new(Opts::new(BUILD_INFO, "palisade build information"), &["version"])?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(BUILD_INFO, "palisade build information"),
+            &["version"],
+        )?;
         registry.register(Box::new(build_info.clone()))?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Ok(Self {
-            requests_total: counter(&registry, REQUESTS_TOTAL, "Requests answered", &["route", "method", "status"])?,
-            request_duration: histogram(&registry, REQUEST_DURATION, "Time from request to end of response")?,
-            upstream_duration: histogram(&registry, UPSTREAM_DURATION, "Time until the upstream's response headers")?,
+            requests_total: counter(
+                &registry,
+                REQUESTS_TOTAL,
+                "Requests answered",
+                &["route", "method", "status"],
+            )?,
+            request_duration: histogram(
+                &registry,
+                REQUEST_DURATION,
+                "Time from request to end of response",
+            )?,
+            upstream_duration: histogram(
+                &registry,
+                UPSTREAM_DURATION,
+                "Time until the upstream's response headers",
+            )?,
             in_flight,
-            auth_failures: counter(&registry, AUTH_FAILURES, "Authentication failures", &["route", "reason"])?,
-            ratelimit_decisions: counter(&registry, RATELIMIT_DECISIONS, "Rate-limit decisions", &["route", "by", "decision", "mode"])?,
-            ratelimit_backend_errors: counter(&registry, RATELIMIT_BACKEND_ERRORS, "Rate-limit backend errors", &["backend"])?,
-            rejections: counter(&registry, REJECTIONS, "Requests rejected by policy", &["route", "reason"])?,
-            upstream_errors: counter(&registry, UPSTREAM_ERRORS, "Failed upstream exchanges", &["route", "kind"])?,
+            auth_failures: counter(
+                &registry,
+                AUTH_FAILURES,
+                "Authentication failures",
+                &["route", "reason"],
+            )?,
+            ratelimit_decisions: counter(
+                &registry,
+                RATELIMIT_DECISIONS,
+                "Rate-limit decisions",
+                &["route", "by", "decision", "mode"],
+            )?,
+            ratelimit_backend_errors: counter(
+                &registry,
+                RATELIMIT_BACKEND_ERRORS,
+                "Rate-limit backend errors",
+                &["backend"],
+            )?,
+            rejections: counter(
+                &registry,
+                REJECTIONS,
+                "Requests rejected by policy",
+                &["route", "reason"],
+            )?,
+            upstream_errors: counter(
+                &registry,
+                UPSTREAM_ERRORS,
+                "Failed upstream exchanges",
+                &["route", "kind"],
+            )?,
             upstream_retries: counter(&registry, UPSTREAM_RETRIES, "Upstream retries", &["route"])?,
             circuit_state,
             config_reloads: counter(&registry, CONFIG_RELOADS, "Config reloads", &["result"])?,
@@ -161,14 +218,35 @@ mod tests {
     #[test]
     fn renders_every_metric_name() {
         let metrics = Metrics::new().unwrap();
-        metrics.requests_total.with_label_values(&["r", "GET", "200"]).inc();
-        metrics.request_duration.with_label_values(&["r"]).observe(0.1);
-        metrics.upstream_duration.with_label_values(&["r"]).observe(0.1);
-        metrics.auth_failures.with_label_values(&["r", "missing"]).inc();
-        metrics.ratelimit_decisions.with_label_values(&["r", "ip", "allow", "enforce"]).inc();
-        metrics.ratelimit_backend_errors.with_label_values(&["redis"]).inc();
+        metrics
+            .requests_total
+            .with_label_values(&["r", "GET", "200"])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&["r"])
+            .observe(0.1);
+        metrics
+            .upstream_duration
+            .with_label_values(&["r"])
+            .observe(0.1);
+        metrics
+            .auth_failures
+            .with_label_values(&["r", "missing"])
+            .inc();
+        metrics
+            .ratelimit_decisions
+            .with_label_values(&["r", "ip", "allow", "enforce"])
+            .inc();
+        metrics
+            .ratelimit_backend_errors
+            .with_label_values(&["redis"])
+            .inc();
         metrics.rejections.with_label_values(&["-", "path"]).inc();
-        metrics.upstream_errors.with_label_values(&["r", "connect"]).inc();
+        metrics
+            .upstream_errors
+            .with_label_values(&["r", "connect"])
+            .inc();
         metrics.upstream_retries.with_label_values(&["r"]).inc();
         metrics.circuit_state.with_label_values(&["u"]).set(0);
         metrics.config_reloads.with_label_values(&["success"]).inc();
@@ -176,13 +254,26 @@ mod tests {
         let text = String::from_utf8(body).unwrap();
         assert!(content_type.starts_with("text/plain"));
         for name in [
-            names::REQUESTS_TOTAL, names::REQUEST_DURATION, names::UPSTREAM_DURATION, names::IN_FLIGHT,
-            names::AUTH_FAILURES, names::RATELIMIT_DECISIONS, names::RATELIMIT_BACKEND_ERRORS,
-            names::REJECTIONS, names::UPSTREAM_ERRORS, names::UPSTREAM_RETRIES, names::CIRCUIT_STATE,
-            names::CONFIG_RELOADS, names::CONFIG_LAST_RELOAD, names::BUILD_INFO,
+            names::REQUESTS_TOTAL,
+            names::REQUEST_DURATION,
+            names::UPSTREAM_DURATION,
+            names::IN_FLIGHT,
+            names::AUTH_FAILURES,
+            names::RATELIMIT_DECISIONS,
+            names::RATELIMIT_BACKEND_ERRORS,
+            names::REJECTIONS,
+            names::UPSTREAM_ERRORS,
+            names::UPSTREAM_RETRIES,
+            names::CIRCUIT_STATE,
+            names::CONFIG_RELOADS,
+            names::CONFIG_LAST_RELOAD,
+            names::BUILD_INFO,
         ] {
             assert!(text.contains(name), "{name} missing");
         }
-        assert_eq!(method_label(&http::Method::from_bytes(b"BREW").unwrap()), "OTHER");
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"BREW").unwrap()),
+            "OTHER"
+        );
     }
 }

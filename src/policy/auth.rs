@@ -34,7 +34,8 @@ impl AuthRequirement {
 
     /// Parses the values of `auth` (one string or a list, any-of).
     pub fn parse(values: &[String]) -> Result<Self, String> {
-        let accepted = "accepted: \"none\", \"optional\", \"jwt\", \"secret:NAME\", or a list of them";
+        let accepted =
+            "accepted: \"none\", \"optional\", \"jwt\", \"secret:NAME\", or a list of them";
         if values.len() == 1 && values[0] == "none" {
             return Ok(Self::none());
         }

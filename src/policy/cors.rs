@@ -50,19 +50,31 @@ impl CorsPolicy {
 
     /// Headers of the 204 answer to a preflight from `origin`.
     pub fn preflight_headers(&self, origin: &HeaderValue, headers: &mut HeaderMap) {
-        add_vary(headers, "Origin, Access-Control-Request-Method, Access-Control-Request-Headers");
+        add_vary(
+            headers,
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        );
         if !self.allows(origin) {
             return;
         }
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            self.allow_origin_value(origin),
+        );
         if self.credentials {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
             );
         }
-        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.allow_methods.clone());
-        headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, self.allow_headers.clone());
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            self.allow_methods.clone(),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            self.allow_headers.clone(),
+        );
         headers.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
     }
 
@@ -76,7 +88,10 @@ impl CorsPolicy {
             headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
             return;
         }
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin_value(origin));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            self.allow_origin_value(origin),
+        );
         if self.credentials {
             headers.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -138,7 +153,10 @@ mod tests {
         headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         let origin = HeaderValue::from_static("https://app.example.com");
         policy(false, true).response_headers(&origin, &mut headers);
-        assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+        assert_eq!(
+            headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
         assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_CREDENTIALS], "true");
         assert_eq!(headers[header::VARY], "Accept-Encoding, Origin");
     }
@@ -146,7 +164,10 @@ mod tests {
     #[test]
     fn disallowed_origin_gets_none() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
         let origin = HeaderValue::from_static("https://evil.example");
         policy(false, true).response_headers(&origin, &mut headers);
         assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));

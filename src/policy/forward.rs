@@ -180,7 +180,13 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("9.9.9.9"));
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let host = HeaderValue::from_static("api.example.com");
-        set_forwarded(&mut headers, "1.2.3.4".parse().unwrap(), false, false, Some(&host));
+        set_forwarded(
+            &mut headers,
+            "1.2.3.4".parse().unwrap(),
+            false,
+            false,
+            Some(&host),
+        );
         assert_eq!(headers["x-forwarded-for"], "9.9.9.9, 1.2.3.4");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "api.example.com");

@@ -82,7 +82,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_tokens() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         headers.append(header::CONNECTION, HeaderValue::from_static("x-other-hop"));
         headers.insert("x-secret-hop", HeaderValue::from_static("1"));
         headers.insert("x-other-hop", HeaderValue::from_static("1"));

@@ -46,9 +46,11 @@ impl LimitKey {
             "route" => Self::Route,
             "tenant" => Self::Tenant(tenant_claim.unwrap_or("restaurant_id").to_string()),
             other => match other.strip_prefix("header:") {
-                Some(name) => Self::Header(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    format!("\"{other}\": \"{name}\" is not a valid header name")
-                })?),
+                Some(name) => {
+                    Self::Header(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                        format!("\"{other}\": \"{name}\" is not a valid header name")
+                    })?)
+                }
                 None => {
                     return Err(format!(
                         "unknown rate-limit key \"{other}\"; accepted: \"ip\", \"user\", \"tenant\", \"header:NAME\", \"route\""

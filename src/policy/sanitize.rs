@@ -34,7 +34,9 @@ impl fmt::Display for PathRejection {
             Self::DotSegment => "the path has a \".\" or \"..\" segment",
             Self::EncodedSlash => "the path has an encoded \"/\" (%2F)",
             Self::EncodedBackslash => "the path has an encoded \"\\\" (%5C)",
-            Self::EncodedPercent => "the path has an encoded \"%\" (%25): double encoding is refused",
+            Self::EncodedPercent => {
+                "the path has an encoded \"%\" (%25): double encoding is refused"
+            }
             Self::Nul => "the path has a NUL or control character",
             Self::Backslash => "the path has a backslash",
             Self::BadEscape => "the path has an invalid percent-escape",

@@ -83,7 +83,9 @@ pub async fn handle(
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
 
-    let outcome = process(&generation, conn, &mut ctx, req).instrument(span.clone()).await;
+    let outcome = process(&generation, conn, &mut ctx, req)
+        .instrument(span.clone())
+        .await;
     let mut response = match outcome {
         Ok(response) => response,
         Err(reject) => {
@@ -92,6 +94,13 @@ pub async fn handle(
         }
     };
     finish_headers(&generation, &ctx, &mut response);
+    if let (Some(elapsed), Some(route)) = (ctx.upstream_time, &ctx.route) {
+        shared
+            .metrics
+            .upstream_duration
+            .with_label_values(&[&*route.name])
+            .observe(elapsed.as_secs_f64());
+    }
 
     let record = AccessRecord {
         metrics: shared.metrics.clone(),
@@ -100,8 +109,15 @@ pub async fn handle(
         start,
         request_id: ctx.request_id.clone(),
         method,
-        path: if ctx.path.is_empty() { raw_path } else { ctx.path },
-        route: ctx.route.as_ref().map_or_else(|| NO_ROUTE_LABEL.into(), |r| r.name.clone()),
+        path: if ctx.path.is_empty() {
+            raw_path
+        } else {
+            ctx.path
+        },
+        route: ctx
+            .route
+            .as_ref()
+            .map_or_else(|| NO_ROUTE_LABEL.into(), |r| r.name.clone()),
         status: response.status(),
         upstream_time: ctx.upstream_time,
         client_ip: ctx.client_ip,
@@ -208,21 +224,42 @@ fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
 }
 
 /// Counts and logs a rejection, then builds its response.
-fn reject_response(shared: &Shared, ctx: &RequestCtx, reject: &Reject, production: bool) -> Response<ResponseBody> {
+fn reject_response(
+    shared: &Shared,
+    ctx: &RequestCtx,
+    reject: &Reject,
+    production: bool,
+) -> Response<ResponseBody> {
     let route = ctx.route.as_ref().map_or(NO_ROUTE_LABEL, |r| &*r.name);
     let shape = reject.problem();
     if let Some(reason) = shape.rejection_reason {
-        shared.metrics.rejections.with_label_values(&[route, reason]).inc();
+        shared
+            .metrics
+            .rejections
+            .with_label_values(&[route, reason])
+            .inc();
     }
     match reject {
         Reject::Timeout => {
-            shared.metrics.upstream_errors.with_label_values(&[route, "timeout"]).inc();
+            shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&[route, "timeout"])
+                .inc();
         }
         Reject::UpstreamConnect(_) => {
-            shared.metrics.upstream_errors.with_label_values(&[route, "connect"]).inc();
+            shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&[route, "connect"])
+                .inc();
         }
         Reject::UpstreamReset(_) => {
-            shared.metrics.upstream_errors.with_label_values(&[route, "reset"]).inc();
+            shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&[route, "reset"])
+                .inc();
         }
         _ => {}
     }
@@ -236,7 +273,11 @@ fn reject_response(shared: &Shared, ctx: &RequestCtx, reject: &Reject, productio
 
 /// Response headers on every response, errors included: security headers,
 /// the request ID, CORS.
-fn finish_headers(generation: &Generation, ctx: &RequestCtx, response: &mut Response<ResponseBody>) {
+fn finish_headers(
+    generation: &Generation,
+    ctx: &RequestCtx,
+    response: &mut Response<ResponseBody>,
+) {
     let policy = &generation.policy;
     let headers = response.headers_mut();
     match &ctx.route {
@@ -269,7 +310,10 @@ mod tests {
 
     #[test]
     fn declared_length_parses() {
-        let req = Request::builder().header("content-length", "42").body(()).unwrap();
+        let req = Request::builder()
+            .header("content-length", "42")
+            .body(())
+            .unwrap();
         assert_eq!(declared_length(&req), Some(42));
         let req = Request::builder().method(Method::GET).body(()).unwrap();
         assert_eq!(declared_length(&req), None);

@@ -21,7 +21,11 @@ struct ProblemBody<'a> {
 
 /// The problem+json response for `reject`. In production `detail` is
 /// generic; in development it says what failed.
-pub fn problem(reject: &Reject, request_id: &HeaderValue, production: bool) -> Response<ResponseBody> {
+pub fn problem(
+    reject: &Reject,
+    request_id: &HeaderValue,
+    production: bool,
+) -> Response<ResponseBody> {
     let shape = reject.problem();
     let specific;
     let detail = if production {
@@ -41,7 +45,10 @@ pub fn problem(reject: &Reject, request_id: &HeaderValue, production: bool) -> R
     let mut response = Response::new(ResponseBody::local(Bytes::from(json)));
     *response.status_mut() = shape.status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Reject::MethodNotAllowed(allow) = reject {
         if let Ok(value) = HeaderValue::from_str(allow) {
@@ -49,7 +56,10 @@ pub fn problem(reject: &Reject, request_id: &HeaderValue, production: bool) -> R
         }
     }
     if let Some(wait) = shape.retry_after {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs().max(1)),
+        );
     }
     response
 }
@@ -77,7 +87,10 @@ mod tests {
         let reject = Reject::UpstreamConnect("connection refused to 10.1.2.3:8000".into());
         let prod = problem(&reject, &id, true);
         assert_eq!(prod.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(prod.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            prod.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
         let json = body_json(prod).await;
         assert_eq!(json["status"], 502);
         assert_eq!(json["request_id"], "rid-1");

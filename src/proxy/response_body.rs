@@ -67,8 +67,12 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = match &mut self.inner {
-            Inner::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BoxError::from)),
-            Inner::Local(body) => ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(|never| match never {})),
+            Inner::Upstream(body) => {
+                ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BoxError::from))
+            }
+            Inner::Local(body) => {
+                ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(|never| match never {}))
+            }
         };
         match &polled {
             Some(Ok(frame)) => {

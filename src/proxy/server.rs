@@ -71,11 +71,15 @@ pub fn generation(policy: Policy) -> Result<Generation, StartError> {
 }
 
 /// Loads TLS material into an acceptor offering h2 and http/1.1.
-pub fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, StartError> {
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<TlsAcceptor, StartError> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| StartError::Tls(format!("cert {}: {e}", cert.display())))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| StartError::Tls(format!("key {}: {e}", key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| StartError::Tls(format!("key {}: {e}", key.display())))?;
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
@@ -96,21 +100,39 @@ pub async fn start(policy: Policy) -> Result<Server, StartError> {
         None => None,
     };
     let shared = Arc::new(Shared::new(generation(policy)?, metrics));
-    let proxy = TcpListener::bind(proxy_listen).await.map_err(|source| StartError::Bind {
+    let proxy = TcpListener::bind(proxy_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "server.listen",
+            addr: proxy_listen,
+            source,
+        })?;
+    let admin = TcpListener::bind(admin_listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "admin.listen",
+            addr: admin_listen,
+            source,
+        })?;
+    let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind {
         what: "server.listen",
         addr: proxy_listen,
         source,
     })?;
-    let admin = TcpListener::bind(admin_listen).await.map_err(|source| StartError::Bind {
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
         what: "admin.listen",
         addr: admin_listen,
         source,
     })?;
-    let proxy_addr = proxy.local_addr().map_err(|source| StartError::Bind { what: "server.listen", addr: proxy_listen, source })?;
-    let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { what: "admin.listen", addr: admin_listen, source })?;
     let (stop, stop_rx) = watch::channel(false);
     let (proxy_done_tx, proxy_done_rx) = watch::channel(false);
-    let proxy_task = tokio::spawn(serve_proxy(proxy, shared.clone(), tls, stop_rx.clone(), proxy_done_tx));
+    let proxy_task = tokio::spawn(serve_proxy(
+        proxy,
+        shared.clone(),
+        tls,
+        stop_rx.clone(),
+        proxy_done_tx,
+    ));
     let admin_task = tokio::spawn(admin::serve(admin, shared.clone(), proxy_done_rx));
     tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "palisade listening");
     Ok(Server {
@@ -204,7 +226,16 @@ async fn serve_proxy(
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(stream, peer, shared, tls, builder, watcher, handshake_timeout).await;
+            serve_connection(
+                stream,
+                peer,
+                shared,
+                tls,
+                builder,
+                watcher,
+                handshake_timeout,
+            )
+            .await;
         });
     }
     drop(listener);
@@ -225,28 +256,40 @@ async fn serve_connection(
     watcher: hyper_util::server::graceful::Watcher,
     handshake_timeout: Duration,
 ) {
-    let conn = ConnInfo { peer, tls: tls.is_some() };
+    let conn = ConnInfo {
+        peer,
+        tls: tls.is_some(),
+    };
     let service = service_fn(move |req| handle(shared.clone(), conn, req));
     let result = match tls {
         None => {
             watcher
-                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
+                .watch(
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned(),
+                )
                 .await
         }
         Some(acceptor) => {
-            let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
+            let tls_stream =
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
             watcher
-                .watch(builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service).into_owned())
+                .watch(
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
+                        .into_owned(),
+                )
                 .await
         }
     };

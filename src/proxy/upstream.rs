@@ -34,7 +34,11 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Upstream({}://{})", self.policy.scheme, self.policy.authority)
+        write!(
+            f,
+            "Upstream({}://{})",
+            self.policy.scheme, self.policy.authority
+        )
     }
 }
 
@@ -97,7 +101,8 @@ impl Upstream {
     /// The upstream URI for a canonical path (after `strip_prefix`) and query.
     fn uri(&self, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
         let base = &self.policy.base_path;
-        let mut pq = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        let mut pq =
+            String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
         pq.push_str(base);
         pq.push_str(path);
         if let Some(q) = query {
@@ -143,12 +148,17 @@ impl Upstream {
         );
         match (&client_host, self.policy.preserve_host) {
             (Some(host), true) => parts.headers.insert(header::HOST, host.clone()),
-            _ => parts.headers.insert(header::HOST, self.policy.host_header.clone()),
+            _ => parts
+                .headers
+                .insert(header::HOST, self.policy.host_header.clone()),
         };
-        parts.headers.insert(request_id.0.clone(), request_id.1.clone());
+        parts
+            .headers
+            .insert(request_id.0.clone(), request_id.1.clone());
         parts.uri = self.uri(path, parts.uri.query())?;
         parts.version = Version::HTTP_11;
-        let request = Request::from_parts(parts, LimitedBody::new(body, max_body, progress.clone()));
+        let request =
+            Request::from_parts(parts, LimitedBody::new(body, max_body, progress.clone()));
         let started = Instant::now();
         let result = tokio::time::timeout(deadline, self.client.request(request)).await;
         let elapsed = started.elapsed();

@@ -180,10 +180,22 @@ mod tests {
             route("rest", "/**", None),
         ])
         .unwrap();
-        assert_eq!(found(&table, Method::GET, "/items/1").as_deref(), Some("read"));
-        assert_eq!(found(&table, Method::POST, "/items/1").as_deref(), Some("write"));
-        assert_eq!(found(&table, Method::DELETE, "/items/1").as_deref(), Some("rest"));
-        assert_eq!(found(&table, Method::GET, "/other").as_deref(), Some("rest"));
+        assert_eq!(
+            found(&table, Method::GET, "/items/1").as_deref(),
+            Some("read")
+        );
+        assert_eq!(
+            found(&table, Method::POST, "/items/1").as_deref(),
+            Some("write")
+        );
+        assert_eq!(
+            found(&table, Method::DELETE, "/items/1").as_deref(),
+            Some("rest")
+        );
+        assert_eq!(
+            found(&table, Method::GET, "/other").as_deref(),
+            Some("rest")
+        );
     }
 
     #[test]
@@ -193,7 +205,10 @@ mod tests {
             route("hook", "/health", Some(&["POST"])),
         ])
         .unwrap();
-        assert!(matches!(table.lookup(&Method::GET, "/nope"), Lookup::NotFound));
+        assert!(matches!(
+            table.lookup(&Method::GET, "/nope"),
+            Lookup::NotFound
+        ));
         match table.lookup(&Method::DELETE, "/health") {
             Lookup::MethodNotAllowed(allow) => assert_eq!(allow, "GET, HEAD, POST"),
             other => panic!("expected 405, got {other:?}"),
@@ -202,8 +217,11 @@ mod tests {
 
     #[test]
     fn shadowed_routes_are_refused() {
-        let err = RouteTable::new(vec![route("all", "/**", None), route("api", "/api/**", None)])
-            .unwrap_err();
+        let err = RouteTable::new(vec![
+            route("all", "/**", None),
+            route("api", "/api/**", None),
+        ])
+        .unwrap_err();
         assert_eq!(err, (1, 0));
         let err = RouteTable::new(vec![
             route("get", "/a/*", Some(&["GET", "POST"])),
@@ -220,6 +238,8 @@ mod tests {
             .is_ok()
         );
         // Pattern not covered.
-        assert!(RouteTable::new(vec![route("x", "/api", None), route("y", "/api/**", None)]).is_ok());
+        assert!(
+            RouteTable::new(vec![route("x", "/api", None), route("y", "/api/**", None)]).is_ok()
+        );
     }
 }

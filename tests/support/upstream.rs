@@ -1,0 +1,232 @@
+//! The upstream test server. It records every request it receives (and
+//! whether its body arrived complete) and behaves according to headers:
+//! `x-test-delay-ms`, `x-test-status`, `x-test-stream-bytes`; otherwise it
+//! echoes the request as JSON. It always sends `Server` and `X-Powered-By`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+    pub body_sha256: String,
+    /// The body stream ended cleanly (false: it broke off).
+    pub complete: bool,
+}
+
+/// A running upstream test server.
+#[derive(Clone)]
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<Recorded>>>,
+    first_body_bytes: Arc<Mutex<Option<mpsc::UnboundedSender<usize>>>>,
+}
+
+/// Deterministic streamed content: byte i is (i * 7 + 3) mod 251.
+pub fn pattern_bytes(start: usize, len: usize) -> Vec<u8> {
+    (start..start + len)
+        .map(|i| ((i * 7 + 3) % 251) as u8)
+        .collect()
+}
+
+/// Hex sha256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = Sha256::digest(data);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl TestUpstream {
+    /// Starts on 127.0.0.1 port 0.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = Self {
+            addr: listener.local_addr().unwrap(),
+            log: Arc::default(),
+            first_body_bytes: Arc::default(),
+        };
+        let server = upstream.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| server.clone().handle(req));
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        upstream
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// How many requests reached it.
+    pub fn count(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Notifies (with the byte count) when a request body's first bytes arrive.
+    pub fn notify_first_body_bytes(&self) -> mpsc::UnboundedReceiver<usize> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.first_body_bytes.lock().unwrap() = Some(tx);
+        rx
+    }
+
+    async fn handle(
+        self,
+        req: Request<Incoming>,
+    ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+        let (parts, mut body) = req.into_parts();
+        let mut hasher = Sha256::new();
+        let mut body_len = 0;
+        let mut complete = true;
+        let mut notified = false;
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        hasher.update(data);
+                        body_len += data.len();
+                        if !notified && !data.is_empty() {
+                            notified = true;
+                            if let Some(tx) = self.first_body_bytes.lock().unwrap().as_ref() {
+                                let _ = tx.send(data.len());
+                            }
+                        }
+                    }
+                }
+                Some(Err(_)) => {
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        let body_sha256: String = hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let recorded = Recorded {
+            method: parts.method.to_string(),
+            uri: parts.uri.to_string(),
+            headers: parts.headers.clone(),
+            body_len,
+            body_sha256: body_sha256.clone(),
+            complete,
+        };
+        self.log.lock().unwrap().push(recorded);
+        let header = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        if let Some(ms) = header("x-test-delay-ms").and_then(|v| v.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let status = header("x-test-status")
+            .and_then(|v| v.parse::<u16>().ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::OK);
+        let body: BoxBody<Bytes, Infallible> = if let Some(total) =
+            header("x-test-stream-bytes").and_then(|v| v.parse::<usize>().ok())
+        {
+            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+            tokio::spawn(async move {
+                let chunk = 64 * 1024;
+                let mut sent = 0;
+                while sent < total {
+                    let len = chunk.min(total - sent);
+                    if tx
+                        .send(Ok(Frame::data(Bytes::from(pattern_bytes(sent, len)))))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    sent += len;
+                }
+            });
+            BodyExt::boxed(StreamBody::new(tokio_stream_from(rx)))
+        } else {
+            let headers: serde_json::Map<String, serde_json::Value> = parts
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        serde_json::Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+                    )
+                })
+                .collect();
+            let echo = serde_json::json!({
+                "method": parts.method.as_str(),
+                "uri": parts.uri.to_string(),
+                "headers": headers,
+                "body_len": body_len,
+                "body_sha256": body_sha256,
+            });
+            Full::new(Bytes::from(echo.to_string())).boxed()
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert("server", "test-upstream".parse().unwrap());
+        headers.insert("x-powered-by", "tests".parse().unwrap());
+        headers.insert("content-type", "application/json".parse().unwrap());
+        Ok(response)
+    }
+}
+
+/// An `mpsc::Receiver` as a `Stream` (no tokio-stream dependency).
+fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl futures_core_stream::Stream<Item = T> {
+    futures_core_stream::from_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A minimal `Stream` adapter over a poll function.
+mod futures_core_stream {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    pub use http_body_util::StreamBody as _;
+
+    /// Re-exported trait used by `StreamBody`.
+    pub use futures_core::Stream;
+
+    pub struct FromFn<F>(F);
+
+    impl<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin> Stream for FromFn<F> {
+        type Item = T;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            (self.0)(cx)
+        }
+    }
+
+    pub fn from_fn<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin>(f: F) -> FromFn<F> {
+        FromFn(f)
+    }
+}
