@@ -350,18 +350,6 @@ async fn request_body_is_streamed_not_buffered() {
     assert_eq!(upstream.requests()[0].body_len, 2048);
 }
 
-struct ReceiverStream(tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::convert::Infallible>>);
-
-impl futures_core::Stream for ReceiverStream {
-    type Item = Result<Frame<Bytes>, std::convert::Infallible>;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
-    }
-}
-
 #[tokio::test]
 async fn strip_prefix_and_canonical_path_reach_the_upstream() {
     let (upstream, server) = setup(OPEN).await;

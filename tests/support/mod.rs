@@ -18,7 +18,7 @@ use palisade::config::{Env, load_str};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use upstream::{Recorded, TestUpstream};
+pub use upstream::{ReceiverStream, TestUpstream};
 
 /// The JWT secret test configs use.
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789abcdef";

@@ -171,7 +171,7 @@ impl TestUpstream {
                     sent += len;
                 }
             });
-            BodyExt::boxed(StreamBody::new(tokio_stream_from(rx)))
+            BodyExt::boxed(StreamBody::new(ReceiverStream(rx)))
         } else {
             let headers: serde_json::Map<String, serde_json::Value> = parts
                 .headers
@@ -202,31 +202,15 @@ impl TestUpstream {
     }
 }
 
-/// An `mpsc::Receiver` as a `Stream` (no tokio-stream dependency).
-fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl futures_core_stream::Stream<Item = T> {
-    futures_core_stream::from_fn(move |cx| rx.poll_recv(cx))
-}
+/// An `mpsc::Receiver` as a `Stream`, for streamed bodies.
+pub struct ReceiverStream<T>(pub mpsc::Receiver<T>);
 
-/// A minimal `Stream` adapter over a poll function.
-mod futures_core_stream {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    pub use http_body_util::StreamBody as _;
-
-    /// Re-exported trait used by `StreamBody`.
-    pub use futures_core::Stream;
-
-    pub struct FromFn<F>(F);
-
-    impl<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin> Stream for FromFn<F> {
-        type Item = T;
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-            (self.0)(cx)
-        }
-    }
-
-    pub fn from_fn<T, F: FnMut(&mut Context<'_>) -> Poll<Option<T>> + Unpin>(f: F) -> FromFn<F> {
-        FromFn(f)
+impl<T> futures_core::Stream for ReceiverStream<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
     }
 }

@@ -1,0 +1,355 @@
+//! The binary as operators run it: `check`, exit codes, JSON logs with the
+//! access line, `token`, and SIGTERM draining.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+fn palisade() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.env_remove("RUST_LOG").env_remove("PALISADE_CONFIG");
+    cmd
+}
+
+fn write_config(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("palisade-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn check_accepts_the_shipped_policy_and_prints_the_routes() {
+    let out = palisade()
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policy.toml"),
+        ])
+        .env("SUPABASE_JWT_SECRET", "x")
+        .env("VAPI_WEBHOOK_SECRET", "y")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["health", "embeddings", "restaurant", "vapi-webhook", "api"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+    assert!(stdout.contains("/api/restaurants/{restaurant_id}/**"));
+    assert!(stdout.contains("256KiB"));
+}
+
+#[test]
+fn check_names_a_misspelt_key_and_its_line() {
+    let dir = temp_dir("misspelt");
+    let path = write_config(
+        &dir,
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurll = \"http://x\"\n",
+    );
+    let out = palisade()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:5:1:", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("urll"), "{stderr}");
+}
+
+#[test]
+fn check_fails_on_an_unset_variable() {
+    let dir = temp_dir("unset");
+    let path = write_config(
+        &dir,
+        "[upstream]\nurl = \"${PALISADE_TEST_UNSET_VAR}\"\n[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n",
+    );
+    let out = palisade()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PALISADE_TEST_UNSET_VAR"));
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let out = palisade().args(["frobnicate"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = palisade().args(["token"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "--sub is required");
+}
+
+#[test]
+fn config_error_on_run_exits_1() {
+    let dir = temp_dir("badrun");
+    let path = write_config(&dir, "[server]\nlisten = \"not-an-address\"\n");
+    let out = palisade().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn taken_port_exits_3() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = temp_dir("taken");
+    let text = format!(
+        "[server]\nlisten = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n",
+        taken.local_addr().unwrap()
+    );
+    let path = write_config(&dir, &text);
+    let out = palisade()
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn token_mints_a_verifiable_hs256_jwt() {
+    let out = palisade()
+        .args([
+            "token",
+            "--sub",
+            "user-1",
+            "--claim",
+            "restaurant_id=r9",
+            "--ttl",
+            "5m",
+            "--secret-env",
+            "MY_SECRET",
+        ])
+        .env("MY_SECRET", JWT_SECRET)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(JWT_SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(data.claims["sub"], "user-1");
+    assert_eq!(data.claims["restaurant_id"], "r9");
+    let exp = data.claims["exp"].as_u64().unwrap();
+    assert!(exp > now() && exp <= now() + 300);
+}
+
+/// A palisade process whose stdout lines are collected.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Process {
+    fn start(config: &std::path::Path) -> Self {
+        let mut child = palisade()
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for a line containing `needle`.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no line with {needle}; saw {:#?}", self.seen));
+            self.seen.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn addresses(&mut self) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        let line = self.wait_for("palisade listening");
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        (
+            json["proxy"].as_str().unwrap().parse().unwrap(),
+            json["admin"].as_str().unwrap().parse().unwrap(),
+        )
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn rest(mut self) -> (Option<i32>, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        (status.code(), std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn process_config(upstream: std::net::SocketAddr, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{upstream}\"\n[[routes]]\nname = \"all\"\npath = \"/**\"\nauth = \"none\"\n"
+    )
+}
+
+#[tokio::test]
+async fn json_logs_with_access_line_and_request_id_on_every_request_line() {
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir("logs");
+    let path = write_config(&dir, &process_config(upstream.addr, ""));
+    let mut process = Process::start(&path);
+    let (proxy, _admin) = process.addresses();
+    let reply = get_with(
+        proxy,
+        "/hello?x=1",
+        &[
+            ("x-request-id", "log-test-id-1"),
+            ("cookie", "session=do-not-log"),
+            ("authorization", "Bearer do-not-log-either"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let closed_path = get_with(proxy, "/%2e%2e/etc", &[("x-request-id", "log-test-id-2")]).await;
+    assert_eq!(closed_path.status, StatusCode::BAD_REQUEST);
+    let access = process.wait_for("log-test-id-2");
+    process.signal("TERM");
+    let (code, lines) = process.rest();
+    assert_eq!(code, Some(0));
+    let mut access_lines = Vec::new();
+    for line in &lines {
+        let json: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(!line.contains("do-not-log"), "a secret was logged: {line}");
+        if json["target"] == "palisade::access" {
+            access_lines.push(json);
+        }
+    }
+    assert!(access.contains("log-test-id-2"));
+    let first = access_lines
+        .iter()
+        .find(|l| l["request_id"] == "log-test-id-1")
+        .expect("access line");
+    for field in [
+        "request_id",
+        "method",
+        "path",
+        "route",
+        "status",
+        "duration_ms",
+        "upstream_ms",
+        "client_ip",
+        "bytes_in",
+        "bytes_out",
+    ] {
+        assert!(
+            first.get(field).is_some(),
+            "access line lacks {field}: {first}"
+        );
+    }
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["route"], "all");
+    assert_eq!(first["client_ip"], "127.0.0.1");
+    // Every line logged while serving the rejected request carries its id.
+    let rejected: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("request rejected"))
+        .collect();
+    assert!(!rejected.is_empty());
+    assert!(
+        rejected
+            .iter()
+            .all(|l| l.contains("\"request_id\":\"log-test-id-2\"")),
+        "{rejected:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir("drain");
+    let path = write_config(&dir, &process_config(upstream.addr, ""));
+    let mut process = Process::start(&path);
+    let (proxy, admin) = process.addresses();
+    assert_eq!(get(admin, "/readyz").await.status, StatusCode::OK);
+    let mut arrived = upstream.notify_first_body_bytes();
+    let in_flight = tokio::spawn(async move {
+        let req = http::Request::post("/slow")
+            .header("x-test-delay-ms", "1500")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"payload",
+            )))
+            .unwrap();
+        send(proxy, req).await
+    });
+    tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+        .await
+        .unwrap();
+    process.signal("TERM");
+    process.wait_for("draining");
+    // The admin listener keeps answering during the drain, with 503.
+    let ready = get(admin, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json()["status"], "draining");
+    // New connections are refused.
+    assert!(tokio::net::TcpStream::connect(proxy).await.is_err());
+    // The in-flight request finishes.
+    assert_eq!(in_flight.await.unwrap().status, StatusCode::OK);
+    let (code, _) = process.rest();
+    assert_eq!(code, Some(0));
+}
