@@ -1,5 +1,6 @@
 //! The binary as operators run it: `check`, exit codes, JSON logs with the
 //! access line, `token`, and SIGTERM draining.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use http::StatusCode;
-use support::*;
+use support::{JWT_SECRET, TestUpstream, get, get_with, now, send};
 
 fn palisade() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
@@ -341,7 +342,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         .await
         .unwrap();
     process.signal("TERM");
-    process.wait_for("draining");
+    process.wait_for("draining connections");
     // The admin listener keeps answering during the drain, with 503.
     let ready = get(admin, "/readyz").await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);

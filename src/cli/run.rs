@@ -33,8 +33,8 @@ pub fn run(cli: &Cli) -> ExitCode {
         };
         tokio::spawn(crate::reload::watch(server.shared.clone(), path));
         shutdown_signal().await;
-        tracing::info!("shutdown requested; draining");
         server.shutdown();
+        tracing::info!("shutdown requested; readiness is now 503");
         server.wait().await;
         tracing::info!("stopped");
         ExitCode::SUCCESS

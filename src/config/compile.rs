@@ -421,14 +421,14 @@ impl Compiler<'_> {
                     ));
                 }
             }
-            if let Some(secret) = &jwt.hs256_secret {
-                if secret.0.is_empty() {
-                    return Err(self.err(
-                        0..0,
-                        "auth.jwt.hs256_secret",
-                        "is empty; set the environment variable it names",
-                    ));
-                }
+            if let Some(secret) = &jwt.hs256_secret
+                && secret.0.is_empty()
+            {
+                return Err(self.err(
+                    0..0,
+                    "auth.jwt.hs256_secret",
+                    "is empty; set the environment variable it names",
+                ));
             }
             if jwt.sources.is_empty() {
                 return Err(self.err(

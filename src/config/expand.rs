@@ -68,9 +68,9 @@ pub fn expand(text: &str, env: &Env) -> Result<String, String> {
     while let Some(pos) = rest.find('$') {
         out.push_str(&rest[..pos]);
         let after = &rest[pos..];
-        if after.starts_with("$${") {
+        if let Some(escaped) = after.strip_prefix("$${") {
             out.push_str("${");
-            rest = &after[3..];
+            rest = escaped;
             continue;
         }
         if !after.starts_with("${") {

@@ -24,10 +24,8 @@ impl SecurityHeaders {
         for (name, value) in &self.always {
             headers.insert(name.clone(), value.clone());
         }
-        if client_https {
-            if let Some(hsts) = &self.hsts {
-                headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-            }
+        if client_https && let Some(hsts) = &self.hsts {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
 }

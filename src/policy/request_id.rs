@@ -23,12 +23,11 @@ pub fn is_valid(id: &[u8]) -> bool {
 impl RequestIdPolicy {
     /// The ID of this request.
     pub fn resolve(&self, headers: &HeaderMap) -> HeaderValue {
-        if self.trust_incoming {
-            if let Some(incoming) = headers.get(&self.header) {
-                if is_valid(incoming.as_bytes()) {
-                    return incoming.clone();
-                }
-            }
+        if self.trust_incoming
+            && let Some(incoming) = headers.get(&self.header)
+            && is_valid(incoming.as_bytes())
+        {
+            return incoming.clone();
         }
         new_id()
     }

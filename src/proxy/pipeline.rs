@@ -152,18 +152,16 @@ async fn process(
     ctx.path = sanitize::canonicalize(req.uri().path()).map_err(Reject::BadPath)?;
 
     // CORS preflight: matched with the method the browser intends to use.
-    if let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin) {
-        if let Some(intended) = cors::preflight_method(&req) {
-            if let Lookup::Found(route, _) = policy.routes.lookup(&intended, &ctx.path) {
-                if route.cors {
-                    ctx.route = Some(route);
-                    ctx.preflight = true;
-                    let mut response = respond::empty(StatusCode::NO_CONTENT);
-                    cors_policy.preflight_headers(origin, response.headers_mut());
-                    return Ok(response);
-                }
-            }
-        }
+    if let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin)
+        && let Some(intended) = cors::preflight_method(&req)
+        && let Lookup::Found(route, _) = policy.routes.lookup(&intended, &ctx.path)
+        && route.cors
+    {
+        ctx.route = Some(route);
+        ctx.preflight = true;
+        let mut response = respond::empty(StatusCode::NO_CONTENT);
+        cors_policy.preflight_headers(origin, response.headers_mut());
+        return Ok(response);
     }
 
     // Route match.
@@ -175,10 +173,10 @@ async fn process(
     ctx.route = Some(route.clone());
 
     // Body limit, declared: refuse before reading a byte.
-    if let Some(length) = declared_length(&req) {
-        if length > route.max_body {
-            return Err(Reject::BodyTooLarge);
-        }
+    if let Some(length) = declared_length(&req)
+        && length > route.max_body
+    {
+        return Err(Reject::BodyTooLarge);
     }
 
     // Upstream.
@@ -288,10 +286,10 @@ fn finish_headers(
     if ctx.preflight {
         return;
     }
-    if let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin) {
-        if ctx.route.as_ref().is_none_or(|r| r.cors) {
-            cors_policy.response_headers(origin, headers);
-        }
+    if let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin)
+        && ctx.route.as_ref().is_none_or(|r| r.cors)
+    {
+        cors_policy.response_headers(origin, headers);
     }
 }
 

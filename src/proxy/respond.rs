@@ -50,10 +50,10 @@ pub fn problem(
         HeaderValue::from_static("application/problem+json"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Reject::MethodNotAllowed(allow) = reject {
-        if let Ok(value) = HeaderValue::from_str(allow) {
-            headers.insert(header::ALLOW, value);
-        }
+    if let Reject::MethodNotAllowed(allow) = reject
+        && let Ok(value) = HeaderValue::from_str(allow)
+    {
+        headers.insert(header::ALLOW, value);
     }
     if let Some(wait) = shape.retry_after {
         headers.insert(

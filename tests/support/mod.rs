@@ -1,7 +1,7 @@
 //! Integration-test helpers: a recording upstream test server, palisade
 //! started in-process on port 0 from a config string, and clients (hyper,
 //! and raw bytes on a socket for what HTTP clients would normalise).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod upstream;
 

@@ -287,3 +287,13 @@ fn the_shipped_policy_compiles() {
         ["health", "embeddings", "restaurant", "vapi-webhook", "api"]
     );
 }
+
+#[test]
+fn the_readme_shows_the_shipped_policy_verbatim() {
+    let readme = include_str!("../../../README.md");
+    let policy = include_str!("../../../policy.toml");
+    assert!(
+        readme.contains(policy),
+        "README.md must embed policy.toml unchanged; update both together"
+    );
+}
