@@ -67,6 +67,7 @@ pub fn canonicalize(path: &str) -> Result<String, PathRejection> {
         return Err(PathRejection::NotAbsolute);
     }
     let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
+    let mut had_escapes = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -79,6 +80,7 @@ pub fn canonicalize(path: &str) -> Result<String, PathRejection> {
                     return Err(PathRejection::BadEscape);
                 };
                 let value = hi << 4 | lo;
+                had_escapes = true;
                 match value {
                     b'/' => return Err(PathRejection::EncodedSlash),
                     b'\\' => return Err(PathRejection::EncodedBackslash),
@@ -101,11 +103,21 @@ pub fn canonicalize(path: &str) -> Result<String, PathRejection> {
         }
         i += 1;
     }
-    if out[1..]
-        .split(|&b| b == b'/')
-        .any(|seg| seg == b"." || seg == b"..")
-    {
+    // A dot segment, also with `;params` (Tomcat and Jetty read `..;/` as `../`).
+    let is_dot = |seg: &[u8]| {
+        let name = seg.split(|&b| b == b';').next().unwrap_or(seg);
+        name == b"." || name == b".."
+    };
+    if out[1..].split(|&b| b == b'/').any(is_dot) {
         return Err(PathRejection::DotSegment);
+    }
+    // Escapes must decode to valid UTF-8: overlong forms such as `%C0%AE`
+    // (a '.') are how some servers were tricked into traversal.
+    if had_escapes
+        && std::str::from_utf8(&percent_encoding::percent_decode(&out).collect::<Vec<u8>>())
+            .is_err()
+    {
+        return Err(PathRejection::BadEscape);
     }
     // Only ASCII was added and non-ASCII input bytes were copied whole, so
     // this is valid UTF-8 whenever the input was.
@@ -139,6 +151,8 @@ mod tests {
             ("/.well-known/jwks.json", "/.well-known/jwks.json"),
             ("/a%20b", "/a%20b"),
             ("/a...b/...", "/a...b/..."),
+            ("/a/..x;y", "/a/..x;y"),
+            ("/matrix;v=1/x", "/matrix;v=1/x"),
         ];
         for (input, expected) in cases {
             assert_eq!(canonicalize(input).as_deref(), Ok(expected), "{input}");
@@ -165,6 +179,10 @@ mod tests {
             ("/a%", BadEscape),
             ("*", NotAbsolute),
             ("/a\tb", Nul),
+            ("/a/..;/b", DotSegment),
+            ("/a/.;x/b", DotSegment),
+            ("/a/%c0%ae%c0%ae/b", BadEscape),
+            ("/a/%ff", BadEscape),
         ];
         for (input, expected) in cases {
             assert_eq!(canonicalize(input), Err(expected), "{input}");

@@ -82,6 +82,20 @@ impl TestUpstream {
         self.log.lock().unwrap().clone()
     }
 
+    /// Waits (up to 10 s) until at least `n` requests were recorded.
+    pub async fn wait_for_count(&self, n: usize) -> Vec<Recorded> {
+        for _ in 0..1000 {
+            if self.count() >= n {
+                return self.requests();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the upstream recorded {} requests, expected {n}",
+            self.count()
+        );
+    }
+
     /// How many requests reached it.
     pub fn count(&self) -> usize {
         self.log.lock().unwrap().len()
