@@ -76,12 +76,31 @@ async fn answer(
             let generation = shared.current.load();
             let draining = shared.is_draining();
             let upstream = &generation.policy.upstream;
+            let jwks = generation
+                .policy
+                .auth
+                .jwt
+                .as_ref()
+                .and_then(|j| j.jwks.as_ref());
+            let jwks_ready = jwks.is_none_or(|store| store.is_ready());
+            let status_text = match (draining, jwks_ready) {
+                (true, _) => "draining",
+                (false, false) => "starting",
+                (false, true) => "ready",
+            };
             let body = serde_json::json!({
-                "status": if draining { "draining" } else { "ready" },
+                "status": status_text,
                 "upstream": { "url": format!("{}://{}{}", upstream.scheme, upstream.authority, upstream.base_path) },
+                "jwks": match jwks {
+                    None => serde_json::json!({ "status": "not_configured" }),
+                    Some(store) => serde_json::json!({
+                        "status": if store.is_ready() { "loaded" } else { "pending" },
+                        "keys": store.keys().len(),
+                    }),
+                },
                 "redis": { "status": "not_configured" },
             });
-            let status = if draining {
+            let status = if draining || !jwks_ready {
                 StatusCode::SERVICE_UNAVAILABLE
             } else {
                 StatusCode::OK

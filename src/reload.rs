@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::{self, Env};
-use crate::proxy::server::generation;
+use crate::proxy::server::{generation, start_background};
 use crate::proxy::state::{Generation, Shared};
 
 /// Runs until the process ends.
@@ -109,6 +109,12 @@ pub fn reload(shared: &Shared, path: &Path) -> bool {
             }
         }
     };
+    let old_jwks = old.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());
+    let new_jwks = next.policy.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());
+    if let (Some(old_store), Some(new_store)) = (old_jwks, new_jwks) {
+        new_store.adopt(old_store);
+    }
+    start_background(&next);
     shared.current.store(Arc::new(next));
     metrics.config_reloads.with_label_values(&["success"]).inc();
     metrics.mark_config_loaded();

@@ -18,10 +18,14 @@ use toml::Spanned;
 use super::error::ConfigError;
 use super::expand::Env;
 use super::file::{
-    FileConfig, RateLimitRuleFile, RouteFile, SecurityHeadersFile, SecurityHeadersOverride,
+    FileConfig, JwtFile, RateLimitRuleFile, RouteFile, SecurityHeadersFile, SecurityHeadersOverride,
 };
 use super::values::{Text, with_env};
-use crate::policy::auth::AuthRequirement;
+use crate::policy::auth::jwks::{JwksSource, JwksStore};
+use crate::policy::auth::jwt::{JwtSettings, JwtVerifier};
+use crate::policy::auth::secret::SecretCheck;
+use crate::policy::auth::sources::TokenSource;
+use crate::policy::auth::{AuthPolicy, AuthRequirement};
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forward::StrippedHeaders;
 use crate::policy::headers::SecurityHeaders;
@@ -30,6 +34,7 @@ use crate::policy::request_id::RequestIdPolicy;
 use crate::policy::sanitize;
 use crate::policy::tenant::TenantRule;
 use crate::route::{Pattern, Route, RouteTable};
+use jsonwebtoken::Algorithm;
 
 /// The whole compiled policy: one immutable snapshot shared by every
 /// request that starts while it is current.
@@ -49,6 +54,8 @@ pub struct Policy {
     pub log: LogPolicy,
     /// `[request_id]`.
     pub request_id: RequestIdPolicy,
+    /// `[auth]`: the JWT verifier and shared secrets.
+    pub auth: AuthPolicy,
     /// Headers stripped from every client request (identity + secrets).
     pub stripped_headers: StrippedHeaders,
     /// `[cors]`, if configured.
@@ -134,8 +141,8 @@ pub fn load_file(path: &Path, env: &Env) -> Result<Policy, ConfigError> {
 /// resolved against its directory).
 pub fn load_text_at(path: &Path, text: &str, env: &Env) -> Result<Policy, ConfigError> {
     let label = path.display().to_string();
-    let mut policy = load_str(text, &label, env)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut policy = compile_text(text, &label, env, &base)?;
     policy.source = path.to_path_buf();
     if let Some((cert, key)) = policy.server.tls.take() {
         policy.server.tls = Some((base.join(cert), base.join(key)));
@@ -146,13 +153,18 @@ pub fn load_text_at(path: &Path, text: &str, env: &Env) -> Result<Policy, Config
     Ok(policy)
 }
 
-/// Parses and compiles policy text; `label` names it in errors.
+/// Parses and compiles policy text; `label` names it in errors. Relative
+/// file paths (`jwks_file`) are taken from the working directory.
 pub fn load_str(text: &str, label: &str, env: &Env) -> Result<Policy, ConfigError> {
+    compile_text(text, label, env, Path::new(""))
+}
+
+fn compile_text(text: &str, label: &str, env: &Env, base: &Path) -> Result<Policy, ConfigError> {
     let (parsed, unset_secret_vars) = with_env(env, || toml::from_str(text));
     let file: FileConfig = parsed.map_err(|e: toml::de::Error| {
         ConfigError::at_span(label, text, e.span(), None, e.message().trim().to_string())
     })?;
-    let mut policy = Compiler { label, text }.compile(file)?;
+    let mut policy = Compiler { label, text, base }.compile(file)?;
     policy.unset_secret_vars = unset_secret_vars;
     Ok(policy)
 }
@@ -160,6 +172,7 @@ pub fn load_str(text: &str, label: &str, env: &Env) -> Result<Policy, ConfigErro
 struct Compiler<'a> {
     label: &'a str,
     text: &'a str,
+    base: &'a Path,
 }
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -184,7 +197,7 @@ impl Compiler<'_> {
             header: self.header_name(&file.request_id.header, "request_id.header")?,
             trust_incoming: file.request_id.trust_incoming,
         };
-        self.auth(&file)?;
+        let auth = self.auth(&file)?;
         self.ratelimit(&file)?;
         let cors = self.cors(&file)?;
         let base_headers = self.security_headers(&file.security_headers, "security_headers")?;
@@ -198,6 +211,7 @@ impl Compiler<'_> {
             upstream,
             log,
             request_id,
+            auth,
             stripped_headers,
             cors,
             security_headers: base_headers,
@@ -383,91 +397,25 @@ impl Compiler<'_> {
         })
     }
 
-    fn auth(&self, file: &FileConfig) -> Result<()> {
-        if let Some(jwt) = &file.auth.jwt {
-            const ALGORITHMS: [&str; 10] = [
-                "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384",
-                "EdDSA",
-            ];
-            if jwt.algorithms.is_empty() {
-                return Err(self.err(
-                    0..0,
-                    "auth.jwt.algorithms",
-                    "must list at least one algorithm",
-                ));
-            }
-            for (i, alg) in jwt.algorithms.iter().enumerate() {
-                let name = alg.get_ref().as_str();
-                if !ALGORITHMS.contains(&name) {
-                    return Err(self.err(
-                        alg.span(),
-                        format!("auth.jwt.algorithms[{i}]"),
-                        format!("unknown algorithm \"{name}\" (\"none\" is never allowed); accepted: {}", ALGORITHMS.join(" ")),
-                    ));
-                }
-                let symmetric = name.starts_with("HS");
-                if symmetric && jwt.hs256_secret.is_none() {
-                    return Err(self.err(
-                        alg.span(),
-                        format!("auth.jwt.algorithms[{i}]"),
-                        format!("{name} needs auth.jwt.hs256_secret"),
-                    ));
-                }
-                if !symmetric && jwt.jwks_url.is_none() && jwt.jwks_file.is_none() {
-                    return Err(self.err(
-                        alg.span(),
-                        format!("auth.jwt.algorithms[{i}]"),
-                        format!("{name} needs auth.jwt.jwks_url or auth.jwt.jwks_file"),
-                    ));
-                }
-            }
-            if let Some(secret) = &jwt.hs256_secret
-                && secret.0.is_empty()
-            {
-                return Err(self.err(
-                    0..0,
-                    "auth.jwt.hs256_secret",
-                    "is empty; set the environment variable it names",
-                ));
-            }
-            if jwt.sources.is_empty() {
-                return Err(self.err(
-                    0..0,
-                    "auth.jwt.sources",
-                    "must list at least one token source",
-                ));
-            }
-            for (i, source) in jwt.sources.iter().enumerate() {
-                let text = source.get_ref().as_str();
-                let ok = ["header:", "cookie:", "supabase-cookie:"]
-                    .iter()
-                    .any(|prefix| {
-                        text.strip_prefix(prefix)
-                            .is_some_and(|rest| !rest.is_empty())
-                    });
-                if !ok {
-                    return Err(self.err(
-                        source.span(),
-                        format!("auth.jwt.sources[{i}]"),
-                        format!("unknown token source \"{text}\"; accepted: \"header:NAME\", \"cookie:NAME\", \"supabase-cookie:NAME\""),
-                    ));
-                }
-            }
-            self.forward_claims(&jwt.forward_claims, "auth.jwt.forward_claims")?;
-        }
+    fn auth(&self, file: &FileConfig) -> Result<AuthPolicy> {
+        let jwt = match &file.auth.jwt {
+            Some(jwt) => Some(Arc::new(self.jwt(jwt)?)),
+            None => None,
+        };
+        let mut secrets = Vec::new();
         for (name, secret) in &file.auth.secrets {
             let key = format!("auth.secrets.{name}");
             let s = secret.get_ref();
-            HeaderName::from_bytes(s.header.as_str().as_bytes()).map_err(|_| {
+            let header = HeaderName::from_bytes(s.header.as_str().as_bytes()).map_err(|_| {
                 self.err(
                     secret.span(),
                     format!("{key}.header"),
                     format!("\"{}\" is not a valid header name", s.header),
                 )
             })?;
-            let values: Vec<&str> = match (&s.value, &s.values) {
-                (Some(v), None) => vec![v.0.as_str()],
-                (None, Some(vs)) => vs.iter().map(|v| v.0.as_str()).collect(),
+            let values: Vec<String> = match (&s.value, &s.values) {
+                (Some(v), None) => vec![v.0.clone()],
+                (None, Some(vs)) => vs.iter().map(|v| v.0.clone()).collect(),
                 _ => {
                     return Err(self.err(
                         secret.span(),
@@ -483,8 +431,146 @@ impl Compiler<'_> {
                     "secret values must not be empty (is the environment variable set?)",
                 ));
             }
+            secrets.push(SecretCheck::new(name, header, values));
         }
-        Ok(())
+        Ok(AuthPolicy { jwt, secrets })
+    }
+
+    fn jwt(&self, jwt: &JwtFile) -> Result<JwtVerifier> {
+        const ALGORITHMS: [&str; 10] = [
+            "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256", "ES384",
+            "EdDSA",
+        ];
+        if jwt.algorithms.is_empty() {
+            return Err(self.err(
+                0..0,
+                "auth.jwt.algorithms",
+                "must list at least one algorithm",
+            ));
+        }
+        let mut algorithms = Vec::new();
+        for (i, alg) in jwt.algorithms.iter().enumerate() {
+            let name = alg.get_ref().as_str();
+            let key = format!("auth.jwt.algorithms[{i}]");
+            if !ALGORITHMS.contains(&name) {
+                return Err(self.err(
+                    alg.span(),
+                    key,
+                    format!(
+                        "unknown algorithm \"{name}\" (\"none\" is never allowed); accepted: {}",
+                        ALGORITHMS.join(" ")
+                    ),
+                ));
+            }
+            let symmetric = name.starts_with("HS");
+            if symmetric && jwt.hs256_secret.is_none() {
+                return Err(self.err(
+                    alg.span(),
+                    key,
+                    format!("{name} needs auth.jwt.hs256_secret"),
+                ));
+            }
+            if !symmetric && jwt.jwks_url.is_none() && jwt.jwks_file.is_none() {
+                return Err(self.err(
+                    alg.span(),
+                    key,
+                    format!("{name} needs auth.jwt.jwks_url or auth.jwt.jwks_file"),
+                ));
+            }
+            algorithms.push(name.parse::<Algorithm>().map_err(|_| {
+                self.err(
+                    alg.span(),
+                    format!("auth.jwt.algorithms[{i}]"),
+                    "unsupported",
+                )
+            })?);
+        }
+        if let Some(secret) = &jwt.hs256_secret
+            && secret.0.is_empty()
+        {
+            return Err(self.err(
+                0..0,
+                "auth.jwt.hs256_secret",
+                "is empty; set the environment variable it names",
+            ));
+        }
+        if jwt.sources.is_empty() {
+            return Err(self.err(
+                0..0,
+                "auth.jwt.sources",
+                "must list at least one token source",
+            ));
+        }
+        let mut sources = Vec::new();
+        for (i, source) in jwt.sources.iter().enumerate() {
+            let text = source.get_ref().as_str();
+            let parsed = TokenSource::parse(text)
+                .ok()
+                .filter(|s| !matches!(s, TokenSource::Cookie(n) | TokenSource::SupabaseCookie(n) if n.is_empty()))
+                .ok_or_else(|| {
+                    self.err(
+                        source.span(),
+                        format!("auth.jwt.sources[{i}]"),
+                        format!("unknown token source \"{text}\"; accepted: \"header:NAME\", \"cookie:NAME\", \"supabase-cookie:NAME\""),
+                    )
+                })?;
+            sources.push(parsed);
+        }
+        self.forward_claims(&jwt.forward_claims, "auth.jwt.forward_claims")?;
+        let jwks_source = match (&jwt.jwks_url, &jwt.jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    0..0,
+                    "auth.jwt.jwks_url",
+                    "set jwks_url or jwks_file, not both",
+                ));
+            }
+            (Some(url), None) => {
+                let uri: http::Uri = url.as_str().parse().map_err(|_| {
+                    self.err(0..0, "auth.jwt.jwks_url", format!("\"{url}\" is not a URL"))
+                })?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none()
+                {
+                    return Err(self.err(
+                        0..0,
+                        "auth.jwt.jwks_url",
+                        format!("\"{url}\" must be an http(s) URL"),
+                    ));
+                }
+                Some(JwksSource::Url(uri))
+            }
+            (None, Some(file)) => Some(JwksSource::File(self.base.join(file.as_str()))),
+            (None, None) => None,
+        };
+        let jwks = match jwks_source {
+            None => None,
+            Some(source) => {
+                let key = if matches!(source, JwksSource::File(_)) {
+                    "auth.jwt.jwks_file"
+                } else {
+                    "auth.jwt.jwks_url"
+                };
+                Some(Arc::new(
+                    JwksStore::new(source, jwt.jwks_refresh.0)
+                        .map_err(|m| self.err(0..0, key, m))?,
+                ))
+            }
+        };
+        Ok(JwtVerifier::new(JwtSettings {
+            hs_secret: jwt.hs256_secret.as_ref().map(|s| s.0.as_bytes().to_vec()),
+            algorithms,
+            jwks,
+            issuer: jwt.issuer.as_ref().map(|i| i.as_str().to_string()),
+            audiences: jwt
+                .audiences
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
+            leeway: jwt.leeway.0,
+            require: jwt.require.iter().map(|c| c.as_str().to_string()).collect(),
+            sources,
+            cache_ttl: jwt.cache_ttl.0,
+        }))
     }
 
     fn forward_claims(

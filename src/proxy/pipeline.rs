@@ -24,7 +24,8 @@ use super::response_body::ResponseBody;
 use super::state::{Generation, Shared};
 use super::upstream::ClientSide;
 use crate::observe::access::{AccessRecord, InFlight};
-use crate::observe::metrics::NO_ROUTE_LABEL;
+use crate::observe::metrics::{Metrics, NO_ROUTE_LABEL};
+use crate::policy::auth::{self, claims};
 use crate::policy::body::BodyProgress;
 use crate::policy::{cors, forward, limits, sanitize};
 use crate::route::{Lookup, Route};
@@ -49,6 +50,7 @@ struct RequestCtx {
     origin: Option<HeaderValue>,
     path: String,
     preflight: bool,
+    user: Option<String>,
     upstream_time: Option<std::time::Duration>,
     body: Arc<BodyProgress>,
 }
@@ -77,13 +79,14 @@ pub async fn handle(
         route: None,
         path: String::new(),
         preflight: false,
+        user: None,
         upstream_time: None,
         body: Arc::new(BodyProgress::default()),
     };
     let method = req.method().clone();
     let raw_path = req.uri().path().to_string();
 
-    let outcome = process(&generation, conn, &mut ctx, req)
+    let outcome = process(&generation, &shared.metrics, conn, &mut ctx, req)
         .instrument(span.clone())
         .await;
     let mut response = match outcome {
@@ -121,7 +124,7 @@ pub async fn handle(
         status: response.status(),
         upstream_time: ctx.upstream_time,
         client_ip: ctx.client_ip,
-        user: None,
+        user: ctx.user.take(),
         body_in: ctx.body.clone(),
     };
     response.body_mut().set_record(record);
@@ -131,13 +134,20 @@ pub async fn handle(
 /// The request-side stages, in order. `Err` is palisade's own answer.
 async fn process(
     generation: &Generation,
+    metrics: &Metrics,
     conn: ConnInfo,
     ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Reject> {
     let policy = &generation.policy;
 
-    // Identity-header stripping: before anything else reads headers.
+    // Identity-header stripping: before anything else reads headers. The
+    // shared-secret headers are captured first: they are checked, never forwarded.
+    let presented_secrets = if policy.auth.secrets.is_empty() {
+        Vec::new()
+    } else {
+        policy.auth.capture_secrets(req.headers())
+    };
     policy.stripped_headers.strip(req.headers_mut());
 
     // URI and header limits.
@@ -165,12 +175,68 @@ async fn process(
     }
 
     // Route match.
-    let (route, _params) = match policy.routes.lookup(req.method(), &ctx.path) {
+    let (route, params) = match policy.routes.lookup(req.method(), &ctx.path) {
         Lookup::Found(route, params) => (route, params),
         Lookup::MethodNotAllowed(allow) => return Err(Reject::MethodNotAllowed(allow)),
         Lookup::NotFound => return Err(Reject::NoRoute),
     };
     ctx.route = Some(route.clone());
+
+    // Authentication.
+    let identity = match auth::authenticate(
+        &policy.auth,
+        &route.auth,
+        req.headers(),
+        &presented_secrets,
+    )
+    .await
+    {
+        Ok(identity) => identity,
+        Err(denied) => {
+            let reason = denied.reason.as_str();
+            metrics
+                .auth_failures
+                .with_label_values(&[&*route.name, reason])
+                .inc();
+            tracing::warn!(route = &*route.name, client_ip = %ctx.client_ip, reason, "authentication failed");
+            return Err(Reject::Unauthorized(denied));
+        }
+    };
+    ctx.user = identity.subject().map(str::to_string);
+
+    // Tenant check.
+    if let Some(rule) = &route.tenant {
+        let in_path = params
+            .iter()
+            .find(|(name, _)| **name == *rule.param)
+            .map(|(_, v)| sanitize::decode_segment(v));
+        let in_token = identity
+            .claims()
+            .and_then(|c| claims::lookup(c, &rule.claim))
+            .map(claims::as_text);
+        if in_path.is_none() || in_path != in_token {
+            tracing::warn!(route = &*route.name, client_ip = %ctx.client_ip, user = ctx.user.as_deref(), "tenant mismatch");
+            return Err(Reject::TenantMismatch);
+        }
+    }
+
+    // Verified claims become identity headers (client copies were stripped).
+    if let Some(verified) = identity.claims() {
+        for (claim, header) in &route.forward_claims {
+            let Some(value) = claims::lookup(verified, claim) else {
+                continue;
+            };
+            match HeaderValue::from_str(&claims::as_text(value)) {
+                Ok(value) => {
+                    req.headers_mut().insert(header.clone(), value);
+                }
+                Err(_) => tracing::warn!(
+                    claim = claim.as_str(),
+                    "claim is not a valid header value; not forwarded"
+                ),
+            }
+        }
+    }
 
     // Body limit, declared: refuse before reading a byte.
     if let Some(length) = declared_length(&req)

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::policy::auth::Denied;
 use crate::policy::sanitize::PathRejection;
 
 /// Why palisade answered instead of the upstream.
@@ -21,6 +22,10 @@ pub enum Reject {
     NoRoute,
     /// 405 with this `Allow` value.
     MethodNotAllowed(String),
+    /// 401: missing or invalid credentials.
+    Unauthorized(Denied),
+    /// 403: the tenant in the path is not the caller's.
+    TenantMismatch,
     /// 413: declared or streamed body over `max_body`.
     BodyTooLarge,
     /// 400: the client's body stream broke before it was complete.
@@ -99,6 +104,20 @@ impl Reject {
                 "Method Not Allowed",
                 "This method is not allowed on this path.",
             ),
+            Unauthorized(_) => p(
+                StatusCode::UNAUTHORIZED,
+                None,
+                "unauthorized",
+                "Unauthorized",
+                "Valid credentials are required.",
+            ),
+            TenantMismatch => p(
+                StatusCode::FORBIDDEN,
+                Some("tenant"),
+                "forbidden",
+                "Forbidden",
+                "This resource belongs to another tenant.",
+            ),
             BodyTooLarge => p(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Some("body_too_large"),
@@ -153,6 +172,10 @@ impl Reject {
             UpstreamConnect(why) => format!("Could not connect to the upstream: {why}."),
             UpstreamReset(why) => format!("The upstream exchange failed: {why}."),
             Timeout => "No upstream response headers within the route's timeout.".into(),
+            Unauthorized(denied) => format!("Authentication failed: {}.", denied.reason.as_str()),
+            TenantMismatch => {
+                "The tenant in the path does not match the token's tenant claim.".into()
+            }
             other => other.problem().generic_detail.to_string(),
         }
     }

@@ -50,10 +50,18 @@ pub fn problem(
         HeaderValue::from_static("application/problem+json"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Reject::MethodNotAllowed(allow) = reject
-        && let Ok(value) = HeaderValue::from_str(allow)
-    {
-        headers.insert(header::ALLOW, value);
+    match reject {
+        Reject::MethodNotAllowed(allow) => {
+            if let Ok(value) = HeaderValue::from_str(allow) {
+                headers.insert(header::ALLOW, value);
+            }
+        }
+        Reject::Unauthorized(denied) => {
+            if let Some(challenge) = denied.challenge.header_value() {
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+            }
+        }
+        _ => {}
     }
     if let Some(wait) = shape.retry_after {
         headers.insert(

@@ -70,6 +70,19 @@ pub fn generation(policy: Policy) -> Result<Generation, StartError> {
     })
 }
 
+/// Starts what a generation needs in the background (JWKS refresh).
+pub fn start_background(generation: &Generation) {
+    if let Some(store) = generation
+        .policy
+        .auth
+        .jwt
+        .as_ref()
+        .and_then(|j| j.jwks.as_ref())
+    {
+        store.spawn_refresher();
+    }
+}
+
 /// Loads TLS material into an acceptor offering h2 and http/1.1.
 pub fn tls_acceptor(
     cert: &std::path::Path,
@@ -99,7 +112,9 @@ pub async fn start(policy: Policy) -> Result<Server, StartError> {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
     };
-    let shared = Arc::new(Shared::new(generation(policy)?, metrics));
+    let first = generation(policy)?;
+    start_background(&first);
+    let shared = Arc::new(Shared::new(first, metrics));
     let proxy = TcpListener::bind(proxy_listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -1,0 +1,211 @@
+//! Authentication: who may call a route. Compiled at load (`AuthPolicy`),
+//! evaluated once per request by [`authenticate`]: any one accepted proof
+//! suffices; with `optional`, no credentials at all means anonymous, but
+//! credentials that fail are always a 401.
+
+pub mod cache;
+pub mod claims;
+pub mod jwks;
+pub mod jwt;
+pub mod requirement;
+pub mod secret;
+pub mod sources;
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue};
+use serde_json::{Map, Value};
+
+pub use requirement::{AuthMethod, AuthRequirement};
+
+/// Why authentication failed: the `reason` label and log field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credentials (or `Authorization` that is not `Bearer <token>`).
+    Missing,
+    /// Not a well-formed JWT (or an unreadable session cookie).
+    Malformed,
+    /// Signature does not verify.
+    BadSignature,
+    /// `exp` passed (beyond leeway).
+    Expired,
+    /// `nbf` or `iat` in the future (beyond leeway).
+    NotYetValid,
+    /// `iss` differs from `issuer`.
+    WrongIssuer,
+    /// `aud` not among `audiences`.
+    WrongAudience,
+    /// A `require`d claim is absent.
+    MissingClaim,
+    /// No key with the token's `kid`, even after a refresh.
+    UnknownKid,
+    /// `alg` not allowed (incl. `none`), or not the key's algorithm.
+    AlgNotAllowed,
+    /// A shared secret that matches no configured value.
+    BadSecret,
+}
+
+impl AuthFailure {
+    /// The metric label / log reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::MissingClaim => "missing_claim",
+            Self::UnknownKid => "unknown_kid",
+            Self::AlgNotAllowed => "alg_not_allowed",
+            Self::BadSecret => "bad_secret",
+        }
+    }
+}
+
+/// The `WWW-Authenticate` challenge a 401 carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// Secret-only routes: no challenge.
+    None,
+    /// `Bearer realm="palisade"`.
+    Bearer,
+    /// `Bearer realm="palisade", error="invalid_token"`.
+    InvalidToken,
+}
+
+impl Challenge {
+    /// The header value, if any.
+    pub fn header_value(self) -> Option<HeaderValue> {
+        match self {
+            Self::None => None,
+            Self::Bearer => Some(HeaderValue::from_static("Bearer realm=\"palisade\"")),
+            Self::InvalidToken => Some(HeaderValue::from_static(
+                "Bearer realm=\"palisade\", error=\"invalid_token\"",
+            )),
+        }
+    }
+}
+
+/// Who the caller proved to be.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// No credentials on an `optional` or `none` route.
+    Anonymous,
+    /// A verified JWT's claims.
+    Jwt(Arc<Map<String, Value>>),
+    /// A shared secret (by name).
+    Secret(Arc<str>),
+}
+
+impl Identity {
+    /// The verified claims, if a JWT was used.
+    pub fn claims(&self) -> Option<&Map<String, Value>> {
+        match self {
+            Self::Jwt(claims) => Some(claims),
+            _ => None,
+        }
+    }
+
+    /// The `sub` claim (the `user` of logs and rate limits).
+    pub fn subject(&self) -> Option<&str> {
+        self.claims()?.get("sub")?.as_str()
+    }
+}
+
+/// `[auth]`, compiled.
+#[derive(Debug, Default)]
+pub struct AuthPolicy {
+    /// `[auth.jwt]`, if configured.
+    pub jwt: Option<Arc<jwt::JwtVerifier>>,
+    /// `[auth.secrets.*]` in name order.
+    pub secrets: Vec<secret::SecretCheck>,
+}
+
+/// Shared-secret header values the client presented, captured before the
+/// identity-header stripping removes them (aligned with `AuthPolicy::secrets`).
+pub type PresentedSecrets = Vec<Option<HeaderValue>>;
+
+impl AuthPolicy {
+    /// Takes the secret headers' values out of the request.
+    pub fn capture_secrets(&self, headers: &HeaderMap) -> PresentedSecrets {
+        self.secrets
+            .iter()
+            .map(|s| headers.get(&s.header).cloned())
+            .collect()
+    }
+}
+
+/// A failed authentication: why, and which challenge to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied {
+    /// The reason (metric label).
+    pub reason: AuthFailure,
+    /// The challenge of the 401.
+    pub challenge: Challenge,
+}
+
+/// Evaluates a route's requirement against the request.
+pub async fn authenticate(
+    policy: &AuthPolicy,
+    requirement: &AuthRequirement,
+    headers: &HeaderMap,
+    presented: &PresentedSecrets,
+) -> Result<Identity, Denied> {
+    if requirement.is_none() {
+        return Ok(Identity::Anonymous);
+    }
+    let mut first_failure: Option<AuthFailure> = None;
+    let mut token_failed = false;
+    for method in &requirement.methods {
+        let outcome = match method {
+            AuthMethod::Jwt => match &policy.jwt {
+                None => Err(AuthFailure::Missing),
+                Some(verifier) => match verifier.token_from(headers) {
+                    Ok(None) => Err(AuthFailure::Missing),
+                    Err(failure) => {
+                        token_failed = true;
+                        Err(failure)
+                    }
+                    Ok(Some(token)) => {
+                        let verified = verifier.verify(&token).await.map(Identity::Jwt);
+                        token_failed |= verified.is_err();
+                        verified
+                    }
+                },
+            },
+            AuthMethod::Secret(name) => {
+                let index = policy.secrets.iter().position(|s| s.name == *name);
+                match index.and_then(|i| presented.get(i).cloned().flatten().map(|v| (i, v))) {
+                    None => Err(AuthFailure::Missing),
+                    Some((i, value)) => policy.secrets[i]
+                        .check(&value)
+                        .map(|()| Identity::Secret(name.clone())),
+                }
+            }
+        };
+        match outcome {
+            Ok(identity) => return Ok(identity),
+            Err(AuthFailure::Missing) => {}
+            Err(failure) => {
+                first_failure.get_or_insert(failure);
+            }
+        }
+    }
+    let challenge = if !requirement.accepts_jwt() {
+        Challenge::None
+    } else if token_failed {
+        Challenge::InvalidToken
+    } else {
+        Challenge::Bearer
+    };
+    match first_failure {
+        None if requirement.anonymous => Ok(Identity::Anonymous),
+        None => Err(Denied {
+            reason: AuthFailure::Missing,
+            challenge,
+        }),
+        Some(reason) => Err(Denied { reason, challenge }),
+    }
+}
