@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use http::StatusCode;
-use support::{JWT_SECRET, TestUpstream, get, get_with, now, send};
+use support::{HOOK_SECRET, JWT_SECRET, TestUpstream, get, get_with, now, send, token};
 
 fn palisade() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
@@ -353,4 +353,197 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert_eq!(in_flight.await.unwrap().status, StatusCode::OK);
     let (code, _) = process.rest();
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn tokens_and_secrets_never_appear_in_output_at_any_level() {
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir("secrecy");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nenvironment = \"development\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n\
+         [auth.jwt]\nhs256_secret = \"${{JWT_SECRET}}\"\nsources = [\"header:Authorization\", \"cookie:sb-access-token\"]\n\
+         [auth.secrets.hook]\nheader = \"X-Hook-Secret\"\nvalue = \"${{HOOK_SECRET}}\"\n\
+         [[routes]]\nname = \"hook\"\npath = \"/hook\"\nauth = \"secret:hook\"\n[[routes]]\nname = \"api\"\npath = \"/**\"\n",
+        upstream.addr
+    );
+    let path = write_config(&dir, &text);
+    for level in ["trace", "debug", "info"] {
+        let mut child = palisade()
+            .args(["run", "--log-level", level, "--config"])
+            .arg(&path)
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("HOOK_SECRET", HOOK_SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let collect = |stream: Box<dyn std::io::Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = BufReader::new(stream).read_to_string_lossy(&mut text);
+                text
+            })
+        };
+        let (tx, rx) = mpsc::channel::<String>();
+        let out_thread = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let err_thread = collect(Box::new(stderr));
+        let line = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("listening line");
+            if line.contains("palisade listening") {
+                break line;
+            }
+        };
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let proxy: std::net::SocketAddr = json["proxy"].as_str().unwrap().parse().unwrap();
+        let good = token(serde_json::json!({"sub": "u", "exp": now() + 600}));
+        let expired = token(serde_json::json!({"sub": "u", "exp": now() - 600}));
+        let cookie = format!("sb-access-token={expired}");
+        get_with(proxy, "/a", &[("authorization", &format!("Bearer {good}"))]).await;
+        get_with(
+            proxy,
+            "/a",
+            &[("authorization", &format!("Bearer {expired}"))],
+        )
+        .await;
+        get_with(proxy, "/a", &[("cookie", &cookie)]).await;
+        get_with(proxy, "/hook", &[("x-hook-secret", HOOK_SECRET)]).await;
+        get_with(proxy, "/hook", &[("x-hook-secret", "wrong-secret-attempt")]).await;
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let _ = child.wait();
+        let output = out_thread.join().unwrap() + &err_thread.join().unwrap();
+        assert!(
+            output.contains("authentication failed"),
+            "{level}: the failures were logged"
+        );
+        for secret in [
+            good.as_str(),
+            expired.as_str(),
+            JWT_SECRET,
+            HOOK_SECRET,
+            "wrong-secret-attempt",
+        ] {
+            assert!(
+                !output.contains(secret),
+                "{level}: a secret appeared in the output"
+            );
+        }
+        // Not even a recognisable piece of a token.
+        let signature = good.rsplit('.').next().unwrap();
+        assert!(
+            !output.contains(signature),
+            "{level}: a token signature appeared"
+        );
+    }
+}
+
+trait ReadLossy {
+    fn read_to_string_lossy(&mut self, out: &mut String) -> std::io::Result<usize>;
+}
+
+impl<R: std::io::Read> ReadLossy for BufReader<R> {
+    fn read_to_string_lossy(&mut self, out: &mut String) -> std::io::Result<usize> {
+        let mut bytes = Vec::new();
+        let n = std::io::Read::read_to_end(self, &mut bytes)?;
+        out.push_str(&String::from_utf8_lossy(&bytes));
+        Ok(n)
+    }
+}
+
+#[test]
+fn demo_serves_and_its_printed_curl_lines_work() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is needed to check the demo's printed lines");
+    }
+    let mut child = palisade()
+        .args([
+            "demo",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/policy.toml"),
+        ])
+        .env_remove("SUPABASE_JWT_SECRET")
+        .env_remove("VAPI_WEBHOOK_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut banner = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the demo banner");
+        let done = line.contains("Ctrl-C stops it");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = banner.join("\n");
+    assert!(text.contains("generated development values"), "{text}");
+    let exports: Vec<String> = banner
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("export "))
+        .map(String::from)
+        .collect();
+    assert!(
+        exports.iter().any(|e| e.starts_with("export TOKEN=")),
+        "{text}"
+    );
+    let curls: Vec<(String, Option<String>)> = banner
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("curl "))
+        .map(|l| match l.split_once("  # ") {
+            Some((cmd, comment)) => (cmd.trim().to_string(), Some(comment.to_string())),
+            None => (l.to_string(), None),
+        })
+        .collect();
+    assert!(curls.len() >= 6, "{text}");
+    for (cmd, comment) in &curls {
+        let script = format!("{}\n{cmd}", exports.join("\n"));
+        let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+        let output = String::from_utf8_lossy(&out.stdout).to_string();
+        if cmd.contains("/metrics") {
+            assert!(
+                output.contains("palisade_requests_total"),
+                "{cmd}: {output}"
+            );
+            continue;
+        }
+        let status: u16 = output
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{cmd}: {output}"));
+        match comment.as_deref() {
+            Some(c) if c.starts_with("401") => assert_eq!(status, 401, "{cmd}"),
+            Some(c) if c.starts_with("400") => assert_eq!(status, 400, "{cmd}"),
+            _ => assert_eq!(status, 200, "{cmd}: {output}"),
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
