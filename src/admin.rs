@@ -98,7 +98,11 @@ async fn answer(
                         "keys": store.keys().len(),
                     }),
                 },
-                "redis": { "status": "not_configured" },
+                "redis": match generation.ratelimit.redis() {
+                    None => serde_json::json!({ "status": "not_configured" }),
+                    Some(redis) if redis.is_degraded() => serde_json::json!({ "status": "degraded", "fallback": format!("{:?}", generation.policy.ratelimit.on_redis_error).to_lowercase() }),
+                    Some(_) => serde_json::json!({ "status": "ok" }),
+                },
             });
             let status = if draining || !jwks_ready {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{self, Env};
 use crate::proxy::server::{generation, start_background};
-use crate::proxy::state::{Generation, Shared};
+use crate::proxy::state::Shared;
 
 /// Runs until the process ends.
 pub async fn watch(shared: Arc<Shared>, path: PathBuf) {
@@ -94,19 +94,13 @@ pub fn reload(shared: &Shared, path: &Path) -> bool {
     }
     let same_upstream = serde_json::to_value(&policy.effective.upstream).ok()
         == serde_json::to_value(&old.effective.upstream).ok();
-    let next = if same_upstream {
-        Generation {
-            policy: Arc::new(policy),
-            upstream: current.upstream.clone(),
-        }
-    } else {
-        match generation(policy) {
-            Ok(next) => next,
-            Err(error) => {
-                tracing::error!(error = %error, "config reload failed; keeping the current policy");
-                metrics.config_reloads.with_label_values(&["failure"]).inc();
-                return false;
-            }
+    let reuse = same_upstream.then(|| current.upstream.clone());
+    let next = match generation(policy, &shared.persistent, reuse) {
+        Ok(next) => next,
+        Err(error) => {
+            tracing::error!(error = %error, "config reload failed; keeping the current policy");
+            metrics.config_reloads.with_label_values(&["failure"]).inc();
+            return false;
         }
     };
     let old_jwks = old.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());

@@ -29,7 +29,9 @@ use crate::policy::auth::{AuthPolicy, AuthRequirement};
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forward::StrippedHeaders;
 use crate::policy::headers::SecurityHeaders;
-use crate::policy::ratelimit::{LimitKey, RateLimitRule};
+use crate::policy::ratelimit::{
+    HeaderMode, LimitKey, OnRedisError, RateLimitRule, RateLimitSettings,
+};
 use crate::policy::request_id::RequestIdPolicy;
 use crate::policy::sanitize;
 use crate::policy::tenant::TenantRule;
@@ -56,6 +58,8 @@ pub struct Policy {
     pub request_id: RequestIdPolicy,
     /// `[auth]`: the JWT verifier and shared secrets.
     pub auth: AuthPolicy,
+    /// `[ratelimit]`.
+    pub ratelimit: RateLimitSettings,
     /// Headers stripped from every client request (identity + secrets).
     pub stripped_headers: StrippedHeaders,
     /// `[cors]`, if configured.
@@ -198,7 +202,7 @@ impl Compiler<'_> {
             trust_incoming: file.request_id.trust_incoming,
         };
         let auth = self.auth(&file)?;
-        self.ratelimit(&file)?;
+        let ratelimit = self.ratelimit(&file)?;
         let cors = self.cors(&file)?;
         let base_headers = self.security_headers(&file.security_headers, "security_headers")?;
         let routes = self.routes(&file, &base_headers)?;
@@ -212,6 +216,7 @@ impl Compiler<'_> {
             log,
             request_id,
             auth,
+            ratelimit,
             stripped_headers,
             cors,
             security_headers: base_headers,
@@ -589,11 +594,11 @@ impl Compiler<'_> {
             .collect()
     }
 
-    fn ratelimit(&self, file: &FileConfig) -> Result<()> {
+    fn ratelimit(&self, file: &FileConfig) -> Result<RateLimitSettings> {
         let r = &file.ratelimit;
         let one_of = |value: &Spanned<Text>, key: &str, accepted: &[&str]| {
             if accepted.contains(&value.get_ref().as_str()) {
-                Ok(())
+                Ok(value.get_ref().as_str().to_string())
             } else {
                 Err(self.err(
                     value.span(),
@@ -610,17 +615,30 @@ impl Compiler<'_> {
                 ))
             }
         };
-        one_of(&r.backend, "ratelimit.backend", &["memory", "redis"])?;
-        one_of(
+        let backend = one_of(&r.backend, "ratelimit.backend", &["memory", "redis"])?;
+        let on_redis_error = match one_of(
             &r.on_redis_error,
             "ratelimit.on_redis_error",
             &["local", "allow", "deny"],
-        )?;
-        one_of(
+        )?
+        .as_str()
+        {
+            "allow" => OnRedisError::Allow,
+            "deny" => OnRedisError::Deny,
+            _ => OnRedisError::Local,
+        };
+        let headers = match one_of(
             &r.headers,
             "ratelimit.headers",
             &["legacy", "draft", "both", "none"],
-        )?;
+        )?
+        .as_str()
+        {
+            "legacy" => HeaderMode::Legacy,
+            "draft" => HeaderMode::Draft,
+            "none" => HeaderMode::None,
+            _ => HeaderMode::Both,
+        };
         if !(1..=128).contains(r.ipv6_prefix.get_ref()) {
             return Err(self.err(
                 r.ipv6_prefix.span(),
@@ -628,17 +646,35 @@ impl Compiler<'_> {
                 "must be between 1 and 128",
             ));
         }
-        let urls = std::iter::once(&r.redis_url).chain(r.redis_cluster.iter());
-        for url in urls {
+        for (key, url) in std::iter::once(("ratelimit.redis_url", &r.redis_url)).chain(
+            r.redis_cluster
+                .iter()
+                .map(|u| ("ratelimit.redis_cluster", u)),
+        ) {
             if !(url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
                 return Err(self.err(
                     r.backend.span(),
-                    "ratelimit.redis_url",
+                    key,
                     "must start with redis:// or rediss://",
                 ));
             }
         }
-        Ok(())
+        if r.redis_timeout.0.is_zero() {
+            return Err(self.err(0..0, "ratelimit.redis_timeout", "must be longer than 0s"));
+        }
+        Ok(RateLimitSettings {
+            redis: (backend == "redis").then(|| {
+                (
+                    r.redis_url.0.clone(),
+                    r.redis_cluster.iter().map(|u| u.0.clone()).collect(),
+                )
+            }),
+            redis_timeout: r.redis_timeout.0,
+            on_redis_error,
+            ipv6_prefix: *r.ipv6_prefix.get_ref(),
+            key_prefix: r.key_prefix.as_str().to_string(),
+            headers,
+        })
     }
 
     fn cors(&self, file: &FileConfig) -> Result<Option<CorsPolicy>> {
@@ -991,6 +1027,7 @@ impl Compiler<'_> {
             }
         };
         Ok(Route {
+            id: i,
             name: name.into(),
             pattern,
             methods,

@@ -27,6 +27,7 @@ use crate::observe::access::{AccessRecord, InFlight};
 use crate::observe::metrics::{Metrics, NO_ROUTE_LABEL};
 use crate::policy::auth::{self, claims};
 use crate::policy::body::BodyProgress;
+use crate::policy::ratelimit::{KeyInputs, RateHeaders, Verdict};
 use crate::policy::{cors, forward, limits, sanitize};
 use crate::route::{Lookup, Route};
 
@@ -51,6 +52,7 @@ struct RequestCtx {
     path: String,
     preflight: bool,
     user: Option<String>,
+    rate_headers: Option<RateHeaders>,
     upstream_time: Option<std::time::Duration>,
     body: Arc<BodyProgress>,
 }
@@ -80,6 +82,7 @@ pub async fn handle(
         path: String::new(),
         preflight: false,
         user: None,
+        rate_headers: None,
         upstream_time: None,
         body: Arc::new(BodyProgress::default()),
     };
@@ -220,6 +223,22 @@ async fn process(
         }
     }
 
+    // Rate limits.
+    if !route.rate_limits.is_empty() {
+        let inputs = KeyInputs {
+            client_ip: ctx.client_ip,
+            identity: &identity,
+            headers: req.headers(),
+        };
+        let outcome = generation.ratelimit.check(&route, &inputs, metrics).await;
+        ctx.rate_headers = outcome.headers;
+        match outcome.verdict {
+            Verdict::Allowed => {}
+            Verdict::Denied(wait) => return Err(Reject::RateLimited(wait)),
+            Verdict::Unavailable => return Err(Reject::RateLimitUnavailable),
+        }
+    }
+
     // Verified claims become identity headers (client copies were stripped).
     if let Some(verified) = identity.claims() {
         for (claim, header) in &route.forward_claims {
@@ -349,6 +368,9 @@ fn finish_headers(
         None => policy.security_headers.apply(headers, ctx.https),
     }
     headers.insert(policy.request_id.header.clone(), ctx.request_id.clone());
+    if let Some(rate) = &ctx.rate_headers {
+        rate.apply(headers);
+    }
     if ctx.preflight {
         return;
     }

@@ -26,6 +26,10 @@ pub enum Reject {
     Unauthorized(Denied),
     /// 403: the tenant in the path is not the caller's.
     TenantMismatch,
+    /// 429: a rate limit refused it; retry after this long.
+    RateLimited(Duration),
+    /// 503: the rate-limit backend failed and `on_redis_error = "deny"`.
+    RateLimitUnavailable,
     /// 413: declared or streamed body over `max_body`.
     BodyTooLarge,
     /// 400: the client's body stream broke before it was complete.
@@ -117,6 +121,23 @@ impl Reject {
                 "forbidden",
                 "Forbidden",
                 "This resource belongs to another tenant.",
+            ),
+            RateLimited(wait) => Problem {
+                retry_after: Some(*wait),
+                ..p(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    None,
+                    "rate-limited",
+                    "Too Many Requests",
+                    "Too many requests; retry later.",
+                )
+            },
+            RateLimitUnavailable => p(
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                "ratelimit-unavailable",
+                "Service Unavailable",
+                "Rate limiting is unavailable; retry later.",
             ),
             BodyTooLarge => p(
                 StatusCode::PAYLOAD_TOO_LARGE,

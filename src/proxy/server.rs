@@ -18,11 +18,13 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::pipeline::{ConnInfo, handle};
-use super::state::{Generation, Shared};
+use super::state::{Generation, Persistent, Shared};
 use super::upstream::Upstream;
 use crate::admin;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
+use crate::policy::ratelimit::RateLimitEngine;
+use crate::policy::ratelimit::redis::RedisBackend;
 
 /// Why the server could not start (exit code 3 for binds, 1 otherwise).
 #[derive(Debug, thiserror::Error)]
@@ -61,12 +63,52 @@ pub struct Server {
     admin_task: JoinHandle<()>,
 }
 
-/// Builds the generation (policy + upstream client) for a policy.
-pub fn generation(policy: Policy) -> Result<Generation, StartError> {
-    let upstream = Upstream::new(&policy.upstream).map_err(StartError::Upstream)?;
+/// Builds the generation (policy, upstream client, rate limiting) for a
+/// policy, reusing the persistent state it shares with earlier generations.
+pub fn generation(
+    policy: Policy,
+    persistent: &Persistent,
+    upstream: Option<Arc<Upstream>>,
+) -> Result<Generation, StartError> {
+    let upstream = match upstream {
+        Some(upstream) => upstream,
+        None => Arc::new(Upstream::new(&policy.upstream).map_err(StartError::Upstream)?),
+    };
+    let redis = match &policy.ratelimit.redis {
+        None => None,
+        Some((url, cluster)) => {
+            let identity = if cluster.is_empty() {
+                url.clone()
+            } else {
+                cluster.join(",")
+            };
+            let mut slot = persistent
+                .redis
+                .lock()
+                .map_err(|_| StartError::Upstream("redis state poisoned".into()))?;
+            match slot.as_ref().filter(|r| r.identity == identity) {
+                Some(existing) => Some(existing.clone()),
+                None => {
+                    let backend = Arc::new(
+                        RedisBackend::new(url, cluster, policy.ratelimit.redis_timeout)
+                            .map_err(StartError::Upstream)?,
+                    );
+                    *slot = Some(backend.clone());
+                    Some(backend)
+                }
+            }
+        }
+    };
+    let ratelimit = RateLimitEngine::new(
+        policy.ratelimit.clone(),
+        policy.routes.routes(),
+        &persistent.limiters,
+        redis,
+    );
     Ok(Generation {
         policy: Arc::new(policy),
-        upstream: Arc::new(upstream),
+        upstream,
+        ratelimit,
     })
 }
 
@@ -112,9 +154,11 @@ pub async fn start(policy: Policy) -> Result<Server, StartError> {
         Some((cert, key)) => Some(tls_acceptor(cert, key)?),
         None => None,
     };
-    let first = generation(policy)?;
+    let persistent = Arc::new(Persistent::default());
+    persistent.limiters.spawn_evictor(Duration::from_secs(60));
+    let first = generation(policy, &persistent, None)?;
     start_background(&first);
-    let shared = Arc::new(Shared::new(first, metrics));
+    let shared = Arc::new(Shared::new(first, metrics, persistent));
     let proxy = TcpListener::bind(proxy_listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -6,9 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
+use std::sync::Mutex;
+
 use super::upstream::Upstream;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
+use crate::policy::ratelimit::RateLimitEngine;
+use crate::policy::ratelimit::local::LimiterRegistry;
+use crate::policy::ratelimit::redis::RedisBackend;
 
 /// One loaded policy and the upstream client built for it. A request takes
 /// one snapshot at its start and finishes under it.
@@ -18,6 +23,18 @@ pub struct Generation {
     pub policy: Arc<Policy>,
     /// The pooled client for `policy.upstream`.
     pub upstream: Arc<Upstream>,
+    /// Rate limiting for `policy`'s routes.
+    pub ratelimit: RateLimitEngine,
+}
+
+/// State that outlives config generations: rate-limit buckets (so an
+/// unchanged limit keeps its state across a reload) and the Redis connection.
+#[derive(Debug, Default)]
+pub struct Persistent {
+    /// Memory-backend limiters by limit identity.
+    pub limiters: Arc<LimiterRegistry>,
+    /// The Redis backend of the current config, reused while it is unchanged.
+    pub redis: Mutex<Option<Arc<RedisBackend>>>,
 }
 
 /// State shared by listeners, requests, admin and reload.
@@ -27,15 +44,18 @@ pub struct Shared {
     pub current: ArcSwap<Generation>,
     /// The server's own registry.
     pub metrics: Arc<Metrics>,
+    /// What survives reloads.
+    pub persistent: Arc<Persistent>,
     draining: AtomicBool,
 }
 
 impl Shared {
     /// Wraps the first generation.
-    pub fn new(generation: Generation, metrics: Arc<Metrics>) -> Self {
+    pub fn new(generation: Generation, metrics: Arc<Metrics>, persistent: Arc<Persistent>) -> Self {
         Self {
             current: ArcSwap::from_pointee(generation),
             metrics,
+            persistent,
             draining: AtomicBool::new(false),
         }
     }

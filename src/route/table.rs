@@ -18,6 +18,8 @@ use crate::policy::tenant::TenantRule;
 /// route's own keys and `[defaults]` at load time.
 #[derive(Debug)]
 pub struct Route {
+    /// Position in the table (indexes per-route runtime state).
+    pub id: usize,
     /// Unique name; the `route` label of every metric.
     pub name: Arc<str>,
     /// What paths it takes.
@@ -95,7 +97,14 @@ impl RouteTable {
             }
         }
         Ok(Self {
-            routes: routes.into_iter().map(Arc::new).collect(),
+            routes: routes
+                .into_iter()
+                .enumerate()
+                .map(|(id, mut route)| {
+                    route.id = id;
+                    Arc::new(route)
+                })
+                .collect(),
         })
     }
 
@@ -149,6 +158,7 @@ mod tests {
 
     fn route(name: &str, path: &str, methods: Option<&[&str]>) -> Route {
         Route {
+            id: 0,
             name: name.into(),
             pattern: Pattern::parse(path).unwrap(),
             methods: methods.map(|ms| ms.iter().map(|m| m.parse().unwrap()).collect()),

@@ -1,0 +1,490 @@
+//! Rate limits (`[ratelimit]`, route `rate_limits`): GCRA per limit, keyed
+//! by ip / user / tenant / header / route. Every enforced limit must admit a
+//! request; shadow limits are counted and reported but never reject.
+//! Backends: governor in memory (per instance), or Redis (shared, exact),
+//! with `on_redis_error` deciding what happens when Redis cannot answer.
+
+pub mod gcra;
+pub mod local;
+pub mod redis;
+pub mod rule;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::DefaultClock;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use ipnet::Ipv6Net;
+use sha2::{Digest, Sha256};
+
+use self::gcra::{Gcra, ceil_secs};
+use self::local::{KeyedLimiter, LimiterRegistry};
+use self::redis::{RedisBackend, RedisFailure};
+pub use self::rule::{LimitKey, RateLimitRule};
+use crate::observe::metrics::Metrics;
+use crate::policy::auth::{Identity, claims};
+use crate::route::Route;
+
+/// `headers = ...`: which rate-limit headers responses carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMode {
+    /// `X-RateLimit-*`.
+    Legacy,
+    /// `RateLimit`, `RateLimit-Policy`.
+    Draft,
+    /// Both sets.
+    Both,
+    /// None.
+    None,
+}
+
+/// `on_redis_error = ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// The per-instance memory limiter with the same limits.
+    Local,
+    /// Admit.
+    Allow,
+    /// 503.
+    Deny,
+}
+
+/// `[ratelimit]`, compiled.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// `backend = "redis"`: the URL and cluster nodes (secrets: never printed).
+    pub redis: Option<(String, Vec<String>)>,
+    /// Bound on each Redis decision.
+    pub redis_timeout: Duration,
+    /// What a Redis failure means.
+    pub on_redis_error: OnRedisError,
+    /// IPv6 clients are grouped by this prefix.
+    pub ipv6_prefix: u8,
+    /// Prefix of every Redis key.
+    pub key_prefix: String,
+    /// Which headers to send.
+    pub headers: HeaderMode,
+}
+
+/// One limit of one route, ready to decide.
+struct CompiledLimit {
+    rule: RateLimitRule,
+    gcra: Gcra,
+    local: Arc<KeyedLimiter>,
+    key_base: String,
+    name: String,
+}
+
+/// The outcome of a request's rate limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every enforced limit admitted it.
+    Allowed,
+    /// Refused; retry after this long.
+    Denied(Duration),
+    /// Redis failed with `on_redis_error = "deny"`.
+    Unavailable,
+}
+
+/// What the rate-limit headers say (for the most restrictive limit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateHeaders {
+    mode: HeaderMode,
+    name: String,
+    limit: u32,
+    window_secs: u64,
+    remaining: u32,
+    reset_secs: u64,
+}
+
+static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+impl RateHeaders {
+    /// Sets the headers on a response.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both) {
+            headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit));
+            headers.insert(
+                X_RATELIMIT_REMAINING.clone(),
+                HeaderValue::from(self.remaining),
+            );
+            headers.insert(
+                X_RATELIMIT_RESET.clone(),
+                HeaderValue::from(self.reset_secs),
+            );
+        }
+        if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
+            let policy = format!("\"{}\";q={};w={}", self.name, self.limit, self.window_secs);
+            let state = format!(
+                "\"{}\";r={};t={}",
+                self.name, self.remaining, self.reset_secs
+            );
+            if let (Ok(policy), Ok(state)) = (
+                HeaderValue::from_str(&policy),
+                HeaderValue::from_str(&state),
+            ) {
+                headers.insert(RATELIMIT_POLICY.clone(), policy);
+                headers.insert(RATELIMIT.clone(), state);
+            }
+        }
+    }
+}
+
+/// The decision and the headers to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateOutcome {
+    /// Admit or not.
+    pub verdict: Verdict,
+    /// Headers for every response of the route (none for shadow-only routes).
+    pub headers: Option<RateHeaders>,
+}
+
+/// What keys are made of.
+pub struct KeyInputs<'a> {
+    /// Client IP after `trusted_proxies`.
+    pub client_ip: IpAddr,
+    /// Who the caller proved to be.
+    pub identity: &'a Identity,
+    /// Request headers (for `header:NAME`).
+    pub headers: &'a HeaderMap,
+}
+
+/// One limit's decision, whichever backend made it.
+#[derive(Debug, Clone, Copy)]
+struct LimitResult {
+    allowed: bool,
+    remaining: u32,
+    retry_after_us: i64,
+    reset_us: i64,
+}
+
+/// Rate limiting for one policy generation.
+pub struct RateLimitEngine {
+    settings: RateLimitSettings,
+    redis: Option<Arc<RedisBackend>>,
+    routes: Vec<Vec<CompiledLimit>>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for RateLimitEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RateLimitEngine(redis: {})", self.redis.is_some())
+    }
+}
+
+impl RateLimitEngine {
+    /// Resolves every route's limits against the registry (state survives
+    /// reloads for unchanged limits) and the Redis backend, if any.
+    pub fn new(
+        settings: RateLimitSettings,
+        routes: &[Arc<Route>],
+        registry: &LimiterRegistry,
+        redis: Option<Arc<RedisBackend>>,
+    ) -> Self {
+        let compiled = routes
+            .iter()
+            .map(|route| {
+                route
+                    .rate_limits
+                    .iter()
+                    .map(|rule| {
+                        let gcra = Gcra::new(rule.limit, rule.per, rule.burst);
+                        let id = (
+                            route.name.to_string(),
+                            rule.by_label.to_string(),
+                            rule.limit,
+                            rule.per,
+                            rule.burst,
+                        );
+                        CompiledLimit {
+                            local: registry.get_or_create(id, gcra),
+                            key_base: format!(
+                                "{}{{{}}}:{}:{}:{}:{}:",
+                                settings.key_prefix,
+                                route.name,
+                                rule.by_label,
+                                rule.limit,
+                                rule.per.as_micros(),
+                                rule.burst
+                            ),
+                            name: format!("{}.{}", route.name, rule.by_label),
+                            gcra,
+                            rule: rule.clone(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Self {
+            settings,
+            redis,
+            routes: compiled,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// The Redis backend, if configured.
+    pub fn redis(&self) -> Option<&Arc<RedisBackend>> {
+        self.redis.as_ref()
+    }
+
+    /// Decides a request on `route`.
+    pub async fn check(
+        &self,
+        route: &Route,
+        inputs: &KeyInputs<'_>,
+        metrics: &Metrics,
+    ) -> RateOutcome {
+        let Some(limits) = self.routes.get(route.id).filter(|l| !l.is_empty()) else {
+            return RateOutcome {
+                verdict: Verdict::Allowed,
+                headers: None,
+            };
+        };
+        let keys: Vec<String> = limits
+            .iter()
+            .map(|l| format!("{}{}", l.key_base, self.key_value(&l.rule.by, inputs)))
+            .collect();
+        let results = match &self.redis {
+            None => self.local(limits, &keys),
+            Some(redis) => {
+                let request: Vec<(String, Gcra, bool)> = limits
+                    .iter()
+                    .zip(&keys)
+                    .map(|(l, k)| (k.clone(), l.gcra, !l.rule.shadow))
+                    .collect();
+                match redis.decide(&request).await {
+                    Ok(decision) => limits
+                        .iter()
+                        .zip(&decision.limits)
+                        .map(|(l, r)| LimitResult {
+                            allowed: r.allowed,
+                            remaining: l.gcra.remaining(r.tat, decision.now),
+                            retry_after_us: if r.allowed {
+                                0
+                            } else {
+                                l.gcra.decide(Some(r.tat), decision.now).retry_after_us
+                            },
+                            reset_us: l.gcra.reset_us(r.tat, decision.now),
+                        })
+                        .map(Some)
+                        .collect(),
+                    Err(failure) => {
+                        if !matches!(failure, RedisFailure::CoolingDown) {
+                            metrics
+                                .ratelimit_backend_errors
+                                .with_label_values(&["redis"])
+                                .inc();
+                            tracing::warn!(error = %failure, fallback = ?self.settings.on_redis_error, "rate-limit backend failed");
+                        }
+                        match self.settings.on_redis_error {
+                            OnRedisError::Local => self.local(limits, &keys),
+                            OnRedisError::Allow => {
+                                return RateOutcome {
+                                    verdict: Verdict::Allowed,
+                                    headers: None,
+                                };
+                            }
+                            OnRedisError::Deny => {
+                                return RateOutcome {
+                                    verdict: Verdict::Unavailable,
+                                    headers: None,
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.conclude(route, limits, &results, metrics)
+    }
+
+    /// The memory backend: enforced limits first, stopping at the first
+    /// refusal; shadow limits only when the request is admitted.
+    fn local(&self, limits: &[CompiledLimit], keys: &[String]) -> Vec<Option<LimitResult>> {
+        let mut results = vec![None; limits.len()];
+        let enforced = limits.iter().enumerate().filter(|(_, l)| !l.rule.shadow);
+        let shadow = limits.iter().enumerate().filter(|(_, l)| l.rule.shadow);
+        for (i, limit) in enforced.chain(shadow) {
+            let outcome = local::check(&limit.local, limit.gcra, &self.clock, &keys[i]);
+            let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+            results[i] = Some(LimitResult {
+                allowed: outcome.allowed,
+                remaining: outcome.remaining,
+                retry_after_us: micros(outcome.retry_after),
+                reset_us: micros(outcome.reset),
+            });
+            if !outcome.allowed && !limit.rule.shadow {
+                break;
+            }
+        }
+        results
+    }
+
+    fn conclude(
+        &self,
+        route: &Route,
+        limits: &[CompiledLimit],
+        results: &[Option<LimitResult>],
+        metrics: &Metrics,
+    ) -> RateOutcome {
+        let mut denied: Option<(usize, i64)> = None;
+        let mut tightest: Option<usize> = None;
+        for (i, (limit, result)) in limits.iter().zip(results).enumerate() {
+            let Some(result) = result else { continue };
+            let mode = if limit.rule.shadow {
+                "shadow"
+            } else {
+                "enforce"
+            };
+            let decision = if result.allowed { "allow" } else { "deny" };
+            metrics
+                .ratelimit_decisions
+                .with_label_values(&[&*route.name, &*limit.rule.by_label, decision, mode])
+                .inc();
+            if limit.rule.shadow {
+                if !result.allowed {
+                    tracing::info!(
+                        route = &*route.name,
+                        by = &*limit.rule.by_label,
+                        "shadow rate limit would refuse this request"
+                    );
+                }
+                continue;
+            }
+            if !result.allowed && denied.is_none_or(|(_, wait)| result.retry_after_us > wait) {
+                denied = Some((i, result.retry_after_us));
+            }
+            let tighter = tightest.is_none_or(|t| {
+                let best = results[t].map_or((u32::MAX, 0), |r| (r.remaining, r.reset_us));
+                (result.remaining, -result.reset_us) < (best.0, -best.1)
+            });
+            if tighter {
+                tightest = Some(i);
+            }
+        }
+        let shown = denied.map(|(i, _)| i).or(tightest);
+        let headers = match (self.settings.headers, shown) {
+            (HeaderMode::None, _) | (_, None) => None,
+            (mode, Some(i)) => results[i].map(|r| RateHeaders {
+                mode,
+                name: limits[i].name.clone(),
+                limit: limits[i].rule.limit,
+                window_secs: limits[i].rule.per.as_secs().max(1),
+                remaining: if r.allowed { r.remaining } else { 0 },
+                reset_secs: ceil_secs(r.reset_us),
+            }),
+        };
+        let verdict = match denied {
+            Some((_, wait)) => Verdict::Denied(Duration::from_secs(ceil_secs(wait).max(1))),
+            None => Verdict::Allowed,
+        };
+        RateOutcome { verdict, headers }
+    }
+
+    fn key_value(&self, by: &LimitKey, inputs: &KeyInputs<'_>) -> String {
+        let ip = || {
+            format!(
+                "ip:{}",
+                ip_bucket(inputs.client_ip, self.settings.ipv6_prefix)
+            )
+        };
+        match by {
+            LimitKey::Ip => ip(),
+            LimitKey::Route => "route".into(),
+            LimitKey::User => inputs
+                .identity
+                .subject()
+                .map_or_else(ip, |sub| format!("user:{}", bounded(sub))),
+            LimitKey::Tenant(claim) => inputs
+                .identity
+                .claims()
+                .and_then(|c| claims::lookup(c, claim))
+                .map_or_else(ip, |v| format!("tenant:{}", bounded(&claims::as_text(v)))),
+            LimitKey::Header(name) => inputs.headers.get(name).map_or_else(ip, |v| {
+                format!("header:{}", bounded(&String::from_utf8_lossy(v.as_bytes())))
+            }),
+        }
+    }
+}
+
+/// IPv4 as is; IPv6 grouped by `prefix` (so one client cannot rotate
+/// through its /64 to escape a limit).
+pub fn ip_bucket(ip: IpAddr, prefix: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => Ipv6Net::new(v6, prefix.min(128))
+            .map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
+    }
+}
+
+/// Long or odd key material is hashed so keys stay short and printable.
+fn bounded(value: &str) -> String {
+    if value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+    {
+        value.to_string()
+    } else {
+        let digest = Sha256::digest(value.as_bytes());
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_is_grouped_by_prefix_and_mapped_ipv4_is_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(ip_bucket(a, 64), ip_bucket(b, 64));
+        assert_ne!(ip_bucket(a, 128), ip_bucket(b, 128));
+        assert_eq!(
+            ip_bucket("::ffff:10.1.2.3".parse().unwrap(), 64),
+            "10.1.2.3"
+        );
+        assert_eq!(ip_bucket("10.1.2.3".parse().unwrap(), 64), "10.1.2.3");
+    }
+
+    #[test]
+    fn key_material_is_bounded() {
+        assert_eq!(bounded("user-1"), "user-1");
+        assert_eq!(bounded(&"x".repeat(100)).len(), 32);
+        assert_eq!(bounded("a{b}").len(), 32);
+        assert_eq!(bounded("with space").len(), 32);
+    }
+
+    #[test]
+    fn headers_render_both_forms() {
+        let headers = RateHeaders {
+            mode: HeaderMode::Both,
+            name: "api.ip".into(),
+            limit: 10,
+            window_secs: 60,
+            remaining: 4,
+            reset_secs: 6,
+        };
+        let mut map = HeaderMap::new();
+        headers.apply(&mut map);
+        assert_eq!(map["x-ratelimit-limit"], "10");
+        assert_eq!(map["x-ratelimit-remaining"], "4");
+        assert_eq!(map["x-ratelimit-reset"], "6");
+        assert_eq!(map["ratelimit-policy"], "\"api.ip\";q=10;w=60");
+        assert_eq!(map["ratelimit"], "\"api.ip\";r=4;t=6");
+        let mut legacy = HeaderMap::new();
+        RateHeaders {
+            mode: HeaderMode::Legacy,
+            ..headers
+        }
+        .apply(&mut legacy);
+        assert!(!legacy.contains_key("ratelimit"));
+    }
+}

@@ -1,0 +1,334 @@
+//! The Redis backend: one Lua script evaluates **all** of a request's limits
+//! in one round trip, atomically, on Redis' own clock (`TIME`), so any number
+//! of palisade instances share each bucket exactly. Keys carry a TTL so idle
+//! buckets expire. One multiplexed connection serves every request.
+//!
+//! Outages: every call is bounded by `redis_timeout`; after an error Redis is
+//! skipped for a cool-down (1 s, doubling to 30 s while errors go on), so an
+//! outage never makes every request wait. One request probes when a
+//! cool-down ends; its success ends the outage.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::OnceCell;
+
+use super::gcra::Gcra;
+
+/// The script. Arguments per key: emission interval (µs), burst, enforce
+/// (1) or shadow (0). A request is admitted when every enforced limit
+/// admits it; only then are the admitting buckets updated. Returns
+/// `[now, admitted, (allowed_i, tat_i)...]`.
+pub const GCRA_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = #KEYS
+local prev, cand, ok = {}, {}, {}
+local admit = 1
+for i = 1, n do
+  local T = tonumber(ARGV[3 * i - 2])
+  local burst = tonumber(ARGV[3 * i - 1])
+  local stored = redis.call('GET', KEYS[i])
+  local tat = now
+  if stored then
+    tat = math.max(tonumber(stored), now)
+  end
+  prev[i] = tat
+  cand[i] = tat + T
+  if now < cand[i] - T * burst then
+    ok[i] = 0
+    if ARGV[3 * i] == '1' then admit = 0 end
+  else
+    ok[i] = 1
+  end
+end
+local out = {now, admit}
+for i = 1, n do
+  local tat = prev[i]
+  if admit == 1 and ok[i] == 1 then
+    tat = cand[i]
+    redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+  end
+  out[#out + 1] = ok[i]
+  out[#out + 1] = tat
+end
+return out
+"#;
+
+/// The answer for one limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisLimitResult {
+    /// This limit alone would admit the request.
+    pub allowed: bool,
+    /// The bucket's `tat` after the call (µs, Redis clock).
+    pub tat: i64,
+}
+
+/// The answer for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisDecision {
+    /// Redis' clock (µs).
+    pub now: i64,
+    /// Every enforced limit admitted it.
+    pub admitted: bool,
+    /// Per limit, in call order.
+    pub limits: Vec<RedisLimitResult>,
+}
+
+/// Why a decision could not come from Redis.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisFailure {
+    /// In a cool-down after an error: Redis was not asked.
+    #[error("redis skipped during cool-down")]
+    CoolingDown,
+    /// Past `redis_timeout`.
+    #[error("redis timed out")]
+    Timeout,
+    /// Redis answered with an error, or the connection failed.
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A reply the script never gives.
+    #[error("unexpected redis reply")]
+    BadReply,
+}
+
+enum Target {
+    Single(ConnectionManager),
+    Cluster(Box<(ClusterClient, OnceCell<ClusterConnection>)>),
+}
+
+/// Cool-down state after errors.
+#[derive(Debug)]
+pub struct Health {
+    skip_until: Option<Instant>,
+    backoff: Duration,
+    probing: bool,
+}
+
+/// First cool-down after an error.
+pub const MIN_COOLDOWN: Duration = Duration::from_secs(1);
+/// Longest cool-down.
+pub const MAX_COOLDOWN: Duration = Duration::from_secs(30);
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            skip_until: None,
+            backoff: MIN_COOLDOWN,
+            probing: false,
+        }
+    }
+}
+
+impl Health {
+    /// Whether to ask Redis now. While cooling down: no; when the cool-down
+    /// is over, yes for exactly one probe at a time.
+    pub fn should_try(&mut self, now: Instant) -> bool {
+        match self.skip_until {
+            None => true,
+            Some(until) if now < until => false,
+            Some(_) if self.probing => false,
+            Some(_) => {
+                self.probing = true;
+                true
+            }
+        }
+    }
+
+    /// Redis answered: the outage (if any) is over.
+    pub fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Redis failed: skip it for the current back-off, then double it.
+    pub fn failed(&mut self, now: Instant) {
+        self.skip_until = Some(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_COOLDOWN);
+        self.probing = false;
+    }
+
+    /// Whether Redis is being skipped now.
+    pub fn is_degraded(&self, now: Instant) -> bool {
+        self.skip_until.is_some_and(|until| now < until) || self.probing
+    }
+}
+
+/// A shared Redis (or Redis Cluster) target.
+pub struct RedisBackend {
+    /// What it points at (for reuse across reloads; the URL may hold a password).
+    pub identity: String,
+    target: Target,
+    script: redis::Script,
+    timeout: Duration,
+    health: Mutex<Health>,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RedisBackend")
+    }
+}
+
+impl RedisBackend {
+    /// Connects lazily: creating it never waits for Redis.
+    pub fn new(url: &str, cluster: &[String], timeout: Duration) -> Result<Self, String> {
+        let target = if cluster.is_empty() {
+            let client =
+                redis::Client::open(url).map_err(|e| format!("ratelimit.redis_url: {e}"))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
+                .set_response_timeout(None)
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            Target::Single(
+                ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(|e| format!("ratelimit.redis_url: {e}"))?,
+            )
+        } else {
+            let client = ClusterClient::builder(cluster.to_vec())
+                .connection_timeout(timeout.max(Duration::from_millis(250)))
+                .build()
+                .map_err(|e| format!("ratelimit.redis_cluster: {e}"))?;
+            Target::Cluster(Box::new((client, OnceCell::new())))
+        };
+        let identity = if cluster.is_empty() {
+            url.to_string()
+        } else {
+            cluster.join(",")
+        };
+        Ok(Self {
+            identity,
+            target,
+            script: redis::Script::new(GCRA_SCRIPT),
+            timeout,
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    /// Whether Redis is currently being skipped after errors.
+    pub fn is_degraded(&self) -> bool {
+        self.health
+            .lock()
+            .map_or(true, |h| h.is_degraded(Instant::now()))
+    }
+
+    /// Evaluates the limits (`(key, gcra, enforced)`) in one round trip.
+    pub async fn decide(
+        &self,
+        limits: &[(String, Gcra, bool)],
+    ) -> Result<RedisDecision, RedisFailure> {
+        let allowed = self
+            .health
+            .lock()
+            .is_ok_and(|mut h| h.should_try(Instant::now()));
+        if !allowed {
+            return Err(RedisFailure::CoolingDown);
+        }
+        let result = match tokio::time::timeout(self.timeout, self.invoke(limits)).await {
+            Ok(result) => result,
+            Err(_) => Err(RedisFailure::Timeout),
+        };
+        if let Ok(mut health) = self.health.lock() {
+            match &result {
+                Ok(_) => health.succeeded(),
+                Err(_) => health.failed(Instant::now()),
+            }
+        }
+        result
+    }
+
+    async fn invoke(&self, limits: &[(String, Gcra, bool)]) -> Result<RedisDecision, RedisFailure> {
+        let mut invocation = self.script.prepare_invoke();
+        for (key, gcra, enforced) in limits {
+            invocation
+                .key(key)
+                .arg(gcra.emission_us)
+                .arg(gcra.burst)
+                .arg(if *enforced { "1" } else { "0" });
+        }
+        let reply: Vec<i64> = match &self.target {
+            Target::Single(manager) => {
+                let mut conn = manager.clone();
+                invocation.invoke_async(&mut conn).await?
+            }
+            Target::Cluster(cluster) => {
+                let (client, cell) = &**cluster;
+                let conn = cell
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await?;
+                let mut conn = conn.clone();
+                invocation.invoke_async(&mut conn).await?
+            }
+        };
+        parse_reply(&reply, limits.len())
+    }
+}
+
+fn parse_reply(reply: &[i64], limits: usize) -> Result<RedisDecision, RedisFailure> {
+    if reply.len() != 2 + 2 * limits {
+        return Err(RedisFailure::BadReply);
+    }
+    Ok(RedisDecision {
+        now: reply[0],
+        admitted: reply[1] == 1,
+        limits: reply[2..]
+            .chunks_exact(2)
+            .map(|pair| RedisLimitResult {
+                allowed: pair[0] == 1,
+                tat: pair[1],
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cool_down_grows_and_allows_one_probe() {
+        let mut health = Health::default();
+        let t0 = Instant::now();
+        assert!(health.should_try(t0));
+        health.failed(t0);
+        assert!(!health.should_try(t0 + Duration::from_millis(999)));
+        assert!(health.is_degraded(t0 + Duration::from_millis(500)));
+        // The cool-down is over: one probe, the others keep skipping.
+        assert!(health.should_try(t0 + MIN_COOLDOWN));
+        assert!(!health.should_try(t0 + MIN_COOLDOWN));
+        let t1 = t0 + MIN_COOLDOWN;
+        health.failed(t1);
+        assert!(!health.should_try(t1 + Duration::from_millis(1999)));
+        assert!(health.should_try(t1 + Duration::from_secs(2)));
+        // It doubles up to 30 s and no further.
+        let mut t = t1 + Duration::from_secs(2);
+        for _ in 0..10 {
+            health.failed(t);
+            t += MAX_COOLDOWN;
+            assert!(health.should_try(t));
+        }
+        health.failed(t);
+        assert!(health.should_try(t + MAX_COOLDOWN));
+        // Success ends the outage.
+        health.succeeded();
+        assert!(!health.is_degraded(t));
+        assert!(health.should_try(t));
+    }
+
+    #[test]
+    fn replies_are_checked() {
+        let decision = parse_reply(&[100, 1, 1, 200, 0, 300], 2).unwrap();
+        assert!(decision.admitted);
+        assert_eq!(
+            decision.limits[1],
+            RedisLimitResult {
+                allowed: false,
+                tat: 300
+            }
+        );
+        assert!(parse_reply(&[100, 1, 1], 2).is_err());
+    }
+}
