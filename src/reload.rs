@@ -76,8 +76,13 @@ fn file_watcher(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::Re
 
 /// Loads, validates and swaps in the file at `path`; returns whether it did.
 pub fn reload(shared: &Shared, path: &Path) -> bool {
+    reload_with_env(shared, path, &Env::from_process())
+}
+
+/// [`reload`] with an explicit environment (tests).
+pub fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     let metrics = &shared.metrics;
-    let policy = match config::load_file(path, &Env::from_process()) {
+    let policy = match config::load_file(path, env) {
         Ok(policy) => policy,
         Err(error) => {
             tracing::error!(error = %error, "config reload failed; keeping the current policy");

@@ -3,6 +3,8 @@
 //! and raw bytes on a socket for what HTTP clients would normalise).
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod process;
+pub mod redis;
 pub mod upstream;
 
 use std::net::SocketAddr;

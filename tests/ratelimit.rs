@@ -1,0 +1,581 @@
+//! Issue 5: rate limiting over real sockets with real Redis servers started
+//! by the tests: GCRA bursts and headers, exactness across four palisade
+//! processes, Redis outages (local / allow / deny, recovery), restarts,
+//! reloads, Redis Cluster.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+use support::process::{Process, temp_dir, write_config};
+use support::redis::{RedisCluster, RedisServer};
+use support::*;
+
+fn config(backend: &str, routes: &str) -> String {
+    let timeout = if backend.contains("redis_timeout") {
+        ""
+    } else {
+        "redis_timeout = \"50ms\""
+    };
+    format!(
+        "[upstream]\nurl = \"{{UPSTREAM}}\"\n[ratelimit]\n{backend}\n{timeout}\n\
+         [auth.jwt]\nhs256_secret = \"${{JWT_SECRET}}\"\n[defaults]\nauth = \"none\"\n{routes}"
+    )
+}
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "limited"
+path = "/limited/**"
+rate_limits = [{ by = "ip", limit = 10, per = "1m", burst = 5 }]
+[[routes]]
+name = "two"
+path = "/two/**"
+rate_limits = [{ by = "ip", limit = 100, per = "1m" }, { by = "route", limit = 60, per = "1h", burst = 3 }]
+[[routes]]
+name = "shadowed"
+path = "/shadowed/**"
+rate_limits = [{ by = "ip", limit = 1, per = "1h", burst = 1, shadow = true }]
+[[routes]]
+name = "per-client"
+path = "/keyed/**"
+rate_limits = [{ by = "header:X-Client", limit = 1, per = "1h", burst = 2 }]
+[[routes]]
+name = "per-user"
+path = "/users/**"
+auth = "optional"
+rate_limits = [{ by = "user", limit = 1, per = "1h", burst = 1 }]
+[[routes]]
+name = "free"
+path = "/**"
+"#;
+
+async fn burst_and_headers(server: &palisade::Server, upstream: &TestUpstream) {
+    let before = upstream.count();
+    for remaining in (0..5).rev() {
+        let reply = get(server.proxy_addr, "/limited/x").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("x-ratelimit-limit"), Some("10"));
+        assert_eq!(
+            reply.header("x-ratelimit-remaining"),
+            Some(remaining.to_string().as_str())
+        );
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"limited.ip\";q=10;w=60")
+        );
+        assert!(
+            reply
+                .header("ratelimit")
+                .unwrap()
+                .starts_with(&format!("\"limited.ip\";r={remaining};t="))
+        );
+    }
+    let refused = get(server.proxy_addr, "/limited/x").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!(
+        (5..=6).contains(&retry),
+        "one every 6 s: Retry-After {retry}"
+    );
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+    let reset: u64 = refused
+        .header("x-ratelimit-reset")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((29..=30).contains(&reset), "full again in 30 s: {reset}");
+    assert_eq!(
+        upstream.count() - before,
+        5,
+        "the refused request never reached the upstream"
+    );
+    // A route without limits has no rate-limit headers.
+    let free = get(server.proxy_addr, "/free").await;
+    assert!(free.header("x-ratelimit-limit").is_none() && free.header("ratelimit").is_none());
+}
+
+#[tokio::test]
+async fn memory_backend_burst_then_sustained_rate_with_headers() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(&config("backend = \"memory\"", ROUTES), upstream.addr).await;
+    burst_and_headers(&server, &upstream).await;
+    let scrape = metrics(&server).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "palisade_ratelimit_decisions_total{by=\"ip\",decision=\"allow\",mode=\"enforce\",route=\"limited\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "palisade_ratelimit_decisions_total{by=\"ip\",decision=\"deny\",mode=\"enforce\",route=\"limited\"}"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn redis_backend_gives_the_same_answers() {
+    let redis = RedisServer::start();
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(
+        &config(
+            &format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url()),
+            ROUTES,
+        ),
+        upstream.addr,
+    )
+    .await;
+    burst_and_headers(&server, &upstream).await;
+    // The bucket lives in Redis, with a TTL so idle keys expire.
+    let keys = redis.cli(&["--scan", "--pattern", "palisade:*"]);
+    let key = keys
+        .lines()
+        .find(|k| k.contains("limited"))
+        .expect("a bucket key in redis");
+    let ttl: i64 = redis.cli(&["pttl", key]).trim().parse().unwrap();
+    assert!(ttl > 0 && ttl <= 31_000, "ttl {ttl}");
+}
+
+async fn most_restrictive_and_shadow(backend: &str) {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(&config(backend, ROUTES), upstream.addr).await;
+    // Two limits: the route-wide one (burst 3) is the most restrictive.
+    for remaining in (0..3).rev() {
+        let reply = get(server.proxy_addr, "/two/x").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some("\"two.route\";q=60;w=3600")
+        );
+        assert_eq!(
+            reply.header("x-ratelimit-remaining"),
+            Some(remaining.to_string().as_str())
+        );
+    }
+    assert_eq!(
+        get(server.proxy_addr, "/two/x").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Shadow limits never reject and never show in headers, but are counted.
+    for _ in 0..3 {
+        let reply = get(server.proxy_addr, "/shadowed/x").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.header("x-ratelimit-limit").is_none());
+    }
+    let scrape = metrics(&server).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "palisade_ratelimit_decisions_total{by=\"ip\",decision=\"deny\",mode=\"shadow\",route=\"shadowed\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &scrape,
+            "palisade_ratelimit_decisions_total{by=\"ip\",decision=\"allow\",mode=\"shadow\",route=\"shadowed\"}"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn most_restrictive_limit_and_shadow_mode_memory() {
+    most_restrictive_and_shadow("backend = \"memory\"").await;
+}
+
+#[tokio::test]
+async fn most_restrictive_limit_and_shadow_mode_redis() {
+    let redis = RedisServer::start();
+    most_restrictive_and_shadow(&format!(
+        "backend = \"redis\"\nredis_url = \"{}\"",
+        redis.url()
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn keys_by_header_and_user() {
+    let redis = RedisServer::start();
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(
+        &config(
+            &format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url()),
+            ROUTES,
+        ),
+        upstream.addr,
+    )
+    .await;
+    for client in ["a", "b"] {
+        for _ in 0..2 {
+            assert_eq!(
+                get_with(server.proxy_addr, "/keyed/x", &[("x-client", client)])
+                    .await
+                    .status,
+                StatusCode::OK
+            );
+        }
+        assert_eq!(
+            get_with(server.proxy_addr, "/keyed/x", &[("x-client", client)])
+                .await
+                .status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    let alice = token(serde_json::json!({"sub": "alice", "exp": now() + 600}));
+    let bob = token(serde_json::json!({"sub": "bob", "exp": now() + 600}));
+    for user in [&alice, &bob] {
+        let auth = format!("Bearer {user}");
+        assert_eq!(
+            get_with(server.proxy_addr, "/users/x", &[("authorization", &auth)])
+                .await
+                .status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get_with(server.proxy_addr, "/users/x", &[("authorization", &auth)])
+                .await
+                .status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+    // Anonymous callers fall back to their IP.
+    assert_eq!(
+        get(server.proxy_addr, "/users/x").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(server.proxy_addr, "/users/x").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn a_palisade_restart_does_not_reset_a_redis_bucket() {
+    let redis = RedisServer::start();
+    let upstream = TestUpstream::start().await;
+    let text = config(
+        &format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url()),
+        ROUTES,
+    );
+    let first = start_palisade(&text, upstream.addr).await;
+    for _ in 0..5 {
+        assert_eq!(
+            get(first.proxy_addr, "/limited/x").await.status,
+            StatusCode::OK
+        );
+    }
+    first.shutdown();
+    first.wait().await;
+    let second = start_palisade(&text, upstream.addr).await;
+    assert_eq!(
+        get(second.proxy_addr, "/limited/x").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn memory_state_survives_a_reload_for_unchanged_limits() {
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir("reload-limits");
+    let text = config("backend = \"memory\"", ROUTES)
+        .replace("{UPSTREAM}", &format!("http://{}", upstream.addr));
+    let text =
+        format!("[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{text}");
+    let path = write_config(&dir, &text);
+    let policy = palisade::config::load_file(&path, &test_env()).unwrap();
+    let server = palisade::start(policy).await.unwrap();
+    for _ in 0..5 {
+        get(server.proxy_addr, "/limited/x").await;
+    }
+    assert_eq!(
+        get(server.proxy_addr, "/limited/x").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Same limits, another route added: the bucket keeps its state.
+    let grown = text.replace(
+        "[[routes]]\nname = \"free\"",
+        "[[routes]]\nname = \"extra\"\npath = \"/extra\"\n[[routes]]\nname = \"free\"",
+    );
+    std::fs::write(&path, &grown).unwrap();
+    assert!(reload_with(&server, &path));
+    assert_eq!(
+        get(server.proxy_addr, "/limited/x").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A changed limit starts fresh.
+    std::fs::write(&path, grown.replace("burst = 5", "burst = 6")).unwrap();
+    assert!(reload_with(&server, &path));
+    assert_eq!(
+        get(server.proxy_addr, "/limited/x").await.status,
+        StatusCode::OK
+    );
+}
+
+fn reload_with(server: &palisade::Server, path: &std::path::Path) -> bool {
+    palisade::reload::reload_with_env(&server.shared, path, &test_env())
+}
+
+async fn outage_config(redis: &RedisServer, on_error: &str) -> (TestUpstream, palisade::Server) {
+    let upstream = TestUpstream::start().await;
+    let backend = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\non_redis_error = \"{on_error}\"",
+        redis.url()
+    );
+    let server = start_palisade(&config(&backend, ROUTES), upstream.addr).await;
+    (upstream, server)
+}
+
+#[tokio::test]
+async fn redis_down_with_local_fallback_keeps_limiting_and_recovers() {
+    let mut redis = RedisServer::start();
+    let (_upstream, server) = outage_config(&redis, "local").await;
+    let (_upstream2, peer) = outage_config(&redis, "local").await;
+    for _ in 0..2 {
+        assert_eq!(
+            get(server.proxy_addr, "/limited/x").await.status,
+            StatusCode::OK
+        );
+    }
+    redis.kill();
+    // The local limiter takes over with the same limits: a full burst of 5, then 429.
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(get(server.proxy_addr, "/limited/x").await.status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[5..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS)
+    );
+    // Redis was asked once, then skipped during the cool-down: at most a
+    // probe or two out of 30 requests ever waited for it.
+    let scrape = metrics(&server).await;
+    let errors = sample(
+        &scrape,
+        "palisade_ratelimit_backend_errors_total{backend=\"redis\"}",
+    );
+    assert!(
+        (1.0..=3.0).contains(&errors),
+        "{errors} backend errors for 30 requests"
+    );
+    let ready = get(server.admin_addr, "/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::OK,
+        "the fallback serves: still ready"
+    );
+    assert_eq!(ready.json()["redis"]["status"], "degraded");
+    // Redis comes back: shared limiting resumes without restarting palisade.
+    redis.restart();
+    wait_for_shared_limiting(&server, &peer).await;
+}
+
+/// Polls until one instance's consumption is visible to the other again
+/// (the cool-down ends within 30 s).
+async fn wait_for_shared_limiting(a: &palisade::Server, b: &palisade::Server) {
+    for round in 0..200 {
+        let client = format!("recovery-{round}");
+        let first = get_with(a.proxy_addr, "/keyed/x", &[("x-client", &client)])
+            .await
+            .status;
+        let second = get_with(a.proxy_addr, "/keyed/x", &[("x-client", &client)])
+            .await
+            .status;
+        let third = get_with(b.proxy_addr, "/keyed/x", &[("x-client", &client)])
+            .await
+            .status;
+        if first == StatusCode::OK
+            && second == StatusCode::OK
+            && third == StatusCode::TOO_MANY_REQUESTS
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("shared limiting never resumed after Redis came back");
+}
+
+#[tokio::test]
+async fn hanging_redis_costs_at_most_a_probe_per_cool_down() {
+    let redis = RedisServer::start();
+    let (_upstream, server) = outage_config(&redis, "local").await;
+    assert_eq!(
+        get(server.proxy_addr, "/limited/x").await.status,
+        StatusCode::OK
+    );
+    redis.pause(true);
+    for _ in 0..20 {
+        let status = get(server.proxy_addr, "/limited/x").await.status;
+        assert!(status == StatusCode::OK || status == StatusCode::TOO_MANY_REQUESTS);
+    }
+    let scrape = metrics(&server).await;
+    let errors = sample(
+        &scrape,
+        "palisade_ratelimit_backend_errors_total{backend=\"redis\"}",
+    );
+    assert!(
+        (1.0..=3.0).contains(&errors),
+        "every request waited for a hung Redis: {errors} timeouts for 20 requests"
+    );
+    redis.pause(false);
+}
+
+#[tokio::test]
+async fn redis_down_with_deny_is_503_and_with_allow_is_200() {
+    let mut redis = RedisServer::start();
+    let (deny_upstream, deny) = outage_config(&redis, "deny").await;
+    let (_allow_upstream, allow) = outage_config(&redis, "allow").await;
+    redis.kill();
+    let refused = get(deny.proxy_addr, "/limited/x").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(deny_upstream.count(), 0);
+    for _ in 0..10 {
+        assert_eq!(
+            get(allow.proxy_addr, "/limited/x").await.status,
+            StatusCode::OK
+        );
+    }
+    // Routes without limits never touch Redis.
+    assert_eq!(get(deny.proxy_addr, "/free").await.status, StatusCode::OK);
+}
+
+// === exactness across processes ===
+
+fn process_config(upstream: SocketAddr, redis: &str, burst: u32) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nworkers = 2\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n[upstream]\nurl = \"http://{upstream}\"\n\
+         [ratelimit]\nbackend = \"redis\"\nredis_url = \"{redis}\"\nredis_timeout = \"2s\"\non_redis_error = \"deny\"\n\
+         [defaults]\nauth = \"none\"\n\
+         [[routes]]\nname = \"exact\"\npath = \"/exact/**\"\nrate_limits = [{{ by = \"header:X-Round\", limit = 1, per = \"1h\", burst = {burst} }}]\n\
+         [[routes]]\nname = \"steady\"\npath = \"/steady/**\"\nrate_limits = [{{ by = \"header:X-Round\", limit = 1, per = \"3s\", burst = 4 }}]\n"
+    )
+}
+
+async fn hammer(
+    instances: &[SocketAddr],
+    path: &str,
+    round: &str,
+    requests: usize,
+) -> (usize, usize) {
+    let mut tasks = Vec::new();
+    for i in 0..requests {
+        let addr = instances[i % instances.len()];
+        let (path, round) = (path.to_string(), round.to_string());
+        tasks.push(tokio::spawn(async move {
+            get_with(addr, &path, &[("x-round", &round)]).await.status
+        }));
+    }
+    let mut ok = 0;
+    let mut limited = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    (ok, limited)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_processes_admit_exactly_the_burst() {
+    let redis = RedisServer::start();
+    let upstream = TestUpstream::start().await;
+    let burst = 37;
+    let dir = temp_dir("exact");
+    let path = write_config(&dir, &process_config(upstream.addr, &redis.url(), burst));
+    let mut processes: Vec<Process> = (0..4).map(|_| Process::start(&path)).collect();
+    let instances: Vec<SocketAddr> = processes.iter_mut().map(|p| p.addresses().0).collect();
+    for round in 0..4 {
+        let (ok, limited) = hammer(&instances, "/exact/x", &format!("round-{round}"), 160).await;
+        assert_eq!(
+            ok, burst as usize,
+            "round {round}: {ok} admitted, {limited} limited"
+        );
+        assert_eq!(ok + limited, 160);
+    }
+    // Then the sustained rate: burst 4, one more every 3 s, shared by all four.
+    let (ok, _) = hammer(&instances, "/steady/x", "steady", 40).await;
+    assert_eq!(ok, 4);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (ok, _) = hammer(&instances, "/steady/x", "steady", 40).await;
+    assert_eq!(ok, 1, "one emission interval later, exactly one more");
+    for process in &processes {
+        process.signal("TERM");
+    }
+    for process in processes {
+        assert_eq!(process.rest().0, Some(0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_limits_hold() {
+    let cluster = RedisCluster::start();
+    let upstream = TestUpstream::start().await;
+    let nodes = cluster
+        .urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let backend = format!(
+        "backend = \"redis\"\nredis_cluster = [{nodes}]\nredis_timeout = \"2s\"\non_redis_error = \"deny\""
+    );
+    let server = start_palisade(&config(&backend, ROUTES), upstream.addr).await;
+    let addrs = [server.proxy_addr];
+    // Each client's bucket holds exactly (a route's buckets share one slot).
+    for client in ["c1", "c2", "c3", "c4", "c5", "c6"] {
+        let mut ok = 0;
+        for _ in 0..5 {
+            if get_with(addrs[0], "/keyed/x", &[("x-client", client)])
+                .await
+                .status
+                == StatusCode::OK
+            {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 2, "{client}");
+    }
+    for remaining in (0..5).rev() {
+        let reply = get(server.proxy_addr, "/limited/x").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.header("x-ratelimit-remaining"),
+            Some(remaining.to_string().as_str())
+        );
+    }
+    assert_eq!(
+        get(server.proxy_addr, "/limited/x").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let scrape = metrics(&server).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "palisade_ratelimit_backend_errors_total{backend=\"redis\"}"
+        ),
+        0.0
+    );
+}
