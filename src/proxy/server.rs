@@ -231,7 +231,6 @@ fn connection_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(buffer)
-        .max_headers(256)
         .keep_alive(true);
     builder
         .http2()

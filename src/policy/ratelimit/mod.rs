@@ -73,7 +73,9 @@ struct CompiledLimit {
     gcra: Gcra,
     local: Arc<KeyedLimiter>,
     key_base: String,
-    name: String,
+    name: Arc<str>,
+    /// `RateLimit-Policy`, fixed per limit.
+    policy: HeaderValue,
 }
 
 /// The outcome of a request's rate limits.
@@ -91,9 +93,9 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateHeaders {
     mode: HeaderMode,
-    name: String,
+    name: Arc<str>,
+    policy: HeaderValue,
     limit: u32,
-    window_secs: u64,
     remaining: u32,
     reset_secs: u64,
 }
@@ -119,16 +121,12 @@ impl RateHeaders {
             );
         }
         if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
-            let policy = format!("\"{}\";q={};w={}", self.name, self.limit, self.window_secs);
+            headers.insert(RATELIMIT_POLICY.clone(), self.policy.clone());
             let state = format!(
                 "\"{}\";r={};t={}",
                 self.name, self.remaining, self.reset_secs
             );
-            if let (Ok(policy), Ok(state)) = (
-                HeaderValue::from_str(&policy),
-                HeaderValue::from_str(&state),
-            ) {
-                headers.insert(RATELIMIT_POLICY.clone(), policy);
+            if let Ok(state) = HeaderValue::from_str(&state) {
                 headers.insert(RATELIMIT.clone(), state);
             }
         }
@@ -212,7 +210,15 @@ impl RateLimitEngine {
                                 rule.per.as_micros(),
                                 rule.burst
                             ),
-                            name: format!("{}.{}", route.name, rule.by_label),
+                            name: format!("{}.{}", route.name, rule.by_label).into(),
+                            policy: HeaderValue::from_str(&format!(
+                                "\"{}.{}\";q={};w={}",
+                                route.name,
+                                rule.by_label,
+                                rule.limit,
+                                rule.per.as_secs().max(1)
+                            ))
+                            .unwrap_or_else(|_| HeaderValue::from_static("\"limit\"")),
                             gcra,
                             rule: rule.clone(),
                         }
@@ -375,7 +381,7 @@ impl RateLimitEngine {
                 mode,
                 name: limits[i].name.clone(),
                 limit: limits[i].rule.limit,
-                window_secs: limits[i].rule.per.as_secs().max(1),
+                policy: limits[i].policy.clone(),
                 remaining: if r.allowed { r.remaining } else { 0 },
                 reset_secs: ceil_secs(r.reset_us),
             }),
@@ -468,7 +474,7 @@ mod tests {
             mode: HeaderMode::Both,
             name: "api.ip".into(),
             limit: 10,
-            window_secs: 60,
+            policy: HeaderValue::from_static("\"api.ip\";q=10;w=60"),
             remaining: 4,
             reset_secs: 6,
         };
