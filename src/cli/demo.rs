@@ -68,7 +68,7 @@ pub fn demo(cli: &Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let policy = point_at(policy, echo_addr);
+        let policy = redis_or_memory(point_at(policy, echo_addr)).await;
         let token = demo_token(&policy, &text, &env);
         let server = match start_with_fallback(policy).await {
             Ok(server) => server,
@@ -121,6 +121,28 @@ fn point_at(mut policy: Policy, echo: SocketAddr) -> Policy {
         policy.upstream.ca_file = None;
         let effective = Arc::make_mut(&mut policy.effective);
         effective.upstream.url = toml::Spanned::new(0..0, format!("http://{echo}").as_str().into());
+    }
+    policy
+}
+
+/// A configured Redis that does not answer is replaced by the memory
+/// backend, with a warning, so the demo runs anywhere.
+async fn redis_or_memory(mut policy: Policy) -> Policy {
+    let Some((url, cluster)) = policy.ratelimit.redis.clone() else { return policy };
+    let target = cluster.first().cloned().unwrap_or(url);
+    let reachable = match target.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned()) {
+        Some(authority) => {
+            let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(6379));
+            matches!(
+                tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await,
+                Ok(Ok(_))
+            )
+        }
+        None => false,
+    };
+    if !reachable {
+        eprintln!("warning: Redis is not reachable; the demo uses the memory rate-limit backend instead");
+        policy.ratelimit.redis = None;
     }
     policy
 }
