@@ -653,3 +653,42 @@ async fn connection_cap_queues_extra_clients_and_admin_stays_up() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn keep_alive_lasts_idle_timeout_not_header_read_timeout() {
+    let upstream = TestUpstream::start().await;
+    let config = CONFIG.replace(
+        "header_read_timeout = \"1s\"",
+        "header_read_timeout = \"1s\"\nidle_timeout = \"3s\"",
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let n = stream.read(&mut buf).await.unwrap();
+    assert_eq!(raw_status(&String::from_utf8_lossy(&buf[..n])), 200);
+    // Idle for longer than header_read_timeout: the connection stays usable.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    stream
+        .write_all(b"GET /second HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(
+        n > 0,
+        "closed after header_read_timeout although idle_timeout is longer"
+    );
+    assert_eq!(raw_status(&String::from_utf8_lossy(&buf[..n])), 200);
+    // Past idle_timeout it is closed.
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("closed within idle_timeout");
+    assert!(
+        matches!(closed, Ok(0) | Err(_)),
+        "still open after idle_timeout"
+    );
+    assert_eq!(upstream.count(), 2);
+}

@@ -128,20 +128,36 @@ fn point_at(mut policy: Policy, echo: SocketAddr) -> Policy {
 /// A configured Redis that does not answer is replaced by the memory
 /// backend, with a warning, so the demo runs anywhere.
 async fn redis_or_memory(mut policy: Policy) -> Policy {
-    let Some((url, cluster)) = policy.ratelimit.redis.clone() else { return policy };
+    let Some((url, cluster)) = policy.ratelimit.redis.clone() else {
+        return policy;
+    };
     let target = cluster.first().cloned().unwrap_or(url);
-    let reachable = match target.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned()) {
+    let reachable = match target
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().cloned())
+    {
         Some(authority) => {
-            let addr = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(6379));
+            let addr = format!(
+                "{}:{}",
+                authority.host(),
+                authority.port_u16().unwrap_or(6379)
+            );
             matches!(
-                tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await,
+                tokio::time::timeout(
+                    Duration::from_millis(500),
+                    tokio::net::TcpStream::connect(addr)
+                )
+                .await,
                 Ok(Ok(_))
             )
         }
         None => false,
     };
     if !reachable {
-        eprintln!("warning: Redis is not reachable; the demo uses the memory rate-limit backend instead");
+        eprintln!(
+            "warning: Redis is not reachable; the demo uses the memory rate-limit backend instead"
+        );
         policy.ratelimit.redis = None;
     }
     policy

@@ -1,6 +1,7 @@
 //! The proxy: listeners, the request pipeline, the upstream client, and the
 //! one place rejections become responses.
 
+pub mod conn;
 pub mod pipeline;
 pub mod reject;
 pub mod respond;

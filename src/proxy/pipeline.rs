@@ -18,6 +18,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
+use super::conn::InFlightRequest;
 use super::reject::Reject;
 use super::respond;
 use super::response_body::ResponseBody;
@@ -61,6 +62,7 @@ struct RequestCtx {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
+    in_flight_on_conn: InFlightRequest,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
@@ -130,7 +132,7 @@ pub async fn handle(
         user: ctx.user.take(),
         body_in: ctx.body.clone(),
     };
-    response.body_mut().set_record(record);
+    response.body_mut().set_record(record, in_flight_on_conn);
     Ok(response)
 }
 

@@ -10,6 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use super::conn::InFlightRequest;
 use crate::observe::access::AccessRecord;
 
 /// Boxed error type of response bodies.
@@ -25,6 +26,7 @@ pub struct ResponseBody {
     inner: Inner,
     bytes_out: u64,
     record: Option<Box<AccessRecord>>,
+    connection: Option<InFlightRequest>,
 }
 
 impl ResponseBody {
@@ -34,6 +36,7 @@ impl ResponseBody {
             inner: Inner::Local(Full::new(bytes)),
             bytes_out: 0,
             record: None,
+            connection: None,
         }
     }
 
@@ -43,18 +46,22 @@ impl ResponseBody {
             inner: Inner::Upstream(body),
             bytes_out: 0,
             record: None,
+            connection: None,
         }
     }
 
-    /// Attaches the record to finish when the body ends.
-    pub fn set_record(&mut self, record: AccessRecord) {
+    /// Attaches the record to finish when the body ends, and the marker
+    /// that keeps the connection from counting as idle until then.
+    pub fn set_record(&mut self, record: AccessRecord, connection: InFlightRequest) {
         self.record = Some(Box::new(record));
+        self.connection = Some(connection);
     }
 
     fn finish(&mut self) {
         if let Some(record) = self.record.take() {
             record.finish(self.bytes_out);
         }
+        self.connection = None;
     }
 }
 

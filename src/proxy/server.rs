@@ -9,7 +9,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +16,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use super::conn::{Activity, Expiry, TrackedIo};
 use super::pipeline::{ConnInfo, handle};
 use super::state::{Generation, Persistent, Shared};
 use super::upstream::Upstream;
@@ -229,8 +229,13 @@ fn connection_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(server.header_read_timeout)
+        // Head and idle deadlines are tracked per connection (proxy::conn):
+        // hyper's own timer would also cut idle keep-alive connections.
+        .header_read_timeout(None)
         .max_buf_size(buffer)
+        // Above hyper's default of 100 so that header floods reach the
+        // pipeline's own 431 (counted, with problem+json and security headers).
+        .max_headers(256)
         .keep_alive(true);
     builder
         .http2()
@@ -249,14 +254,20 @@ async fn serve_proxy(
     mut stop: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) {
-    let (max_connections, grace, handshake_timeout) = {
+    let (max_connections, grace, timeouts) = {
         let generation = shared.current.load();
         let s = &generation.policy.server;
-        (s.max_connections, s.shutdown_grace, s.header_read_timeout)
+        let max = u32::try_from(s.max_connections)
+            .unwrap_or(u32::MAX >> 3)
+            .min(Semaphore::MAX_PERMITS as u32);
+        (
+            max,
+            s.shutdown_grace,
+            (s.header_read_timeout, s.idle_timeout),
+        )
     };
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let permits = Arc::new(Semaphore::new(max_connections as usize));
     let builder = connection_builder(&shared);
-    let graceful = GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -278,80 +289,108 @@ async fn serve_proxy(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let builder = builder.clone();
-        let shared = shared.clone();
+        let connection = Connection {
+            peer,
+            shared: shared.clone(),
+            builder: builder.clone(),
+            stop: stop.clone(),
+            timeouts,
+        };
         let tls = tls.clone();
-        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(
-                stream,
-                peer,
-                shared,
-                tls,
-                builder,
-                watcher,
-                handshake_timeout,
-            )
-            .await;
+            connection.serve(stream, tls).await;
         });
     }
     drop(listener);
     tracing::info!(grace = ?grace, "draining connections");
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown_grace passed; closing remaining connections"),
+    // Every connection holds a permit: all permits back means all closed.
+    match tokio::time::timeout(grace, permits.acquire_many(max_connections)).await {
+        Ok(_) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!("shutdown_grace passed; closing remaining connections"),
     }
     let _ = done.send(true);
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+/// One accepted connection and what it needs to serve it.
+struct Connection {
     peer: SocketAddr,
     shared: Arc<Shared>,
-    tls: Option<TlsAcceptor>,
     builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-    handshake_timeout: Duration,
-) {
-    let conn = ConnInfo {
-        peer,
-        tls: tls.is_some(),
-    };
-    let service = service_fn(move |req| handle(shared.clone(), conn, req));
-    let result = match tls {
-        None => {
-            watcher
-                .watch(
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned(),
-                )
-                .await
-        }
-        Some(acceptor) => {
-            let tls_stream =
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
+    stop: watch::Receiver<bool>,
+    /// `(header_read_timeout, idle_timeout)`.
+    timeouts: (Duration, Duration),
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        let activity = Activity::new();
+        let tracked = TrackedIo::new(stream, activity.clone());
+        match tls {
+            None => self.drive(tracked, activity, false).await,
+            Some(acceptor) => {
+                match tokio::time::timeout(self.timeouts.0, acceptor.accept(tracked)).await {
+                    Ok(Ok(tls_stream)) => self.drive(tls_stream, activity, true).await,
                     Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
+                        tracing::debug!(peer = %self.peer, %error, "TLS handshake failed")
                     }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            watcher
-                .watch(
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls_stream), service)
-                        .into_owned(),
-                )
-                .await
+                    Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+                }
+            }
         }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, error = %error, "connection ended with an error");
+    }
+
+    /// Serves HTTP on `io` until the client leaves, a deadline passes, or
+    /// the server drains (then in-flight requests finish first).
+    async fn drive<I>(mut self, io: I, activity: Arc<Activity>, tls: bool)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let info = ConnInfo {
+            peer: self.peer,
+            tls,
+        };
+        let shared = self.shared.clone();
+        let tracker = activity.clone();
+        let service =
+            service_fn(move |req| handle(shared.clone(), info, tracker.request_started(), req));
+        let conn = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let mut closing = false;
+        if *self.stop.borrow() {
+            conn.as_mut().graceful_shutdown();
+            closing = true;
+        }
+        let (header_timeout, idle_timeout) = self.timeouts;
+        loop {
+            let deadline = match activity.check(header_timeout, idle_timeout) {
+                Ok(at) => at,
+                Err(Expiry::SlowHead) => {
+                    tracing::debug!(peer = %self.peer, "request head not complete within header_read_timeout; closing");
+                    return;
+                }
+                Err(Expiry::Idle) if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    tokio::time::Instant::now() + idle_timeout
+                }
+                Err(Expiry::Idle) => return,
+            };
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(peer = %self.peer, %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.stop.changed(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
     }
 }
