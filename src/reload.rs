@@ -13,41 +13,62 @@ use crate::config::{self, Env};
 use crate::proxy::server::{generation, start_background};
 use crate::proxy::state::Shared;
 
-/// Runs until the process ends.
-pub async fn watch(shared: Arc<Shared>, path: PathBuf) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-    let _watcher = file_watcher(&path, tx);
-    let mut last_text = std::fs::read(&path).unwrap_or_default();
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
+/// The config file's watch, registered before the server starts so that no
+/// edit made after start-up can be missed.
+pub struct ConfigWatch {
+    path: PathBuf,
+    events: mpsc::UnboundedReceiver<()>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    last_text: Vec<u8>,
+}
+
+impl ConfigWatch {
+    /// Watches `path`'s directory (editors replace files; ConfigMaps swap symlinks).
+    pub fn new(path: PathBuf) -> Self {
+        let (tx, events) = mpsc::unbounded_channel::<()>();
+        let watcher = file_watcher(&path, tx);
+        let last_text = std::fs::read(&path).unwrap_or_default();
+        Self {
+            path,
+            events,
+            _watcher: watcher,
+            last_text,
+        }
+    }
+
+    /// Reloads on SIGHUP and on changes of the file; runs until the process ends.
+    pub async fn run(mut self, shared: Arc<Shared>) {
         #[cfg(unix)]
-        let hup_recv = async {
-            match hup.as_mut() {
-                Some(signal) => signal.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let hup_recv = std::future::pending::<Option<()>>();
-        tokio::select! {
-            _ = hup_recv => {
-                tracing::info!("SIGHUP: reloading the config");
-                reload(&shared, &path);
-                last_text = std::fs::read(&path).unwrap_or_default();
-            }
-            event = rx.recv() => {
-                if event.is_none() {
-                    return;
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hup_recv = async {
+                match hup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
                 }
-                // Let an editor finish writing, and fold bursts of events.
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                while rx.try_recv().is_ok() {}
-                let text = std::fs::read(&path).unwrap_or_default();
-                if text != last_text {
-                    tracing::info!("config file changed: reloading");
-                    reload(&shared, &path);
-                    last_text = text;
+            };
+            #[cfg(not(unix))]
+            let hup_recv = std::future::pending::<Option<()>>();
+            tokio::select! {
+                _ = hup_recv => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    reload(&shared, &self.path);
+                    self.last_text = std::fs::read(&self.path).unwrap_or_default();
+                }
+                event = self.events.recv() => {
+                    if event.is_none() {
+                        return;
+                    }
+                    // Let an editor finish writing, and fold bursts of events.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    while self.events.try_recv().is_ok() {}
+                    let text = std::fs::read(&self.path).unwrap_or_default();
+                    if text != self.last_text {
+                        tracing::info!("config file changed: reloading");
+                        reload(&shared, &self.path);
+                        self.last_text = text;
+                    }
                 }
             }
         }

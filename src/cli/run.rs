@@ -27,11 +27,12 @@ pub fn run(cli: &Cli) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let watch = crate::reload::ConfigWatch::new(path);
         let server = match server::start(policy).await {
             Ok(server) => server,
             Err(error) => return start_failure(&error),
         };
-        tokio::spawn(crate::reload::watch(server.shared.clone(), path));
+        tokio::spawn(watch.run(server.shared.clone()));
         shutdown_signal().await;
         server.shutdown();
         tracing::info!("shutdown requested; readiness is now 503");

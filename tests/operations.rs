@@ -1,0 +1,201 @@
+//! SPEC §5 operations: hot reload (SIGHUP, file change, Kubernetes ConfigMap
+//! symlink swap, invalid edits) and the HTTPS listener (ALPN h2/http1.1, HSTS).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use support::process::{Process, temp_dir};
+use support::*;
+
+fn policy_text(upstream: std::net::SocketAddr, routes: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{upstream}\"\n[defaults]\nauth = \"none\"\n{routes}"
+    )
+}
+
+const ONE_ROUTE: &str = "[[routes]]\nname = \"old\"\npath = \"/old/**\"\n";
+const TWO_ROUTES: &str = "[[routes]]\nname = \"old\"\npath = \"/old/**\"\n[[routes]]\nname = \"new\"\npath = \"/new/**\"\n";
+
+/// Replaces a file the way editors do: write a sibling, rename over it.
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn until_status(addr: std::net::SocketAddr, path: &str, status: StatusCode) {
+    for _ in 0..300 {
+        if get(addr, path).await.status == status {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{path} never answered {status}");
+}
+
+async fn reloads(admin: std::net::SocketAddr, result: &str) -> f64 {
+    let scrape = String::from_utf8(get(admin, "/metrics").await.body.to_vec()).unwrap();
+    sample(
+        &scrape,
+        &format!("palisade_config_reloads_total{{result=\"{result}\"}}"),
+    )
+}
+
+#[tokio::test]
+async fn file_change_reloads_and_an_invalid_edit_keeps_the_old_policy() {
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir("reload-file");
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, policy_text(upstream.addr, ONE_ROUTE)).unwrap();
+    let mut process = Process::start(&path);
+    let (proxy, admin) = process.addresses();
+    assert_eq!(get(proxy, "/new/x").await.status, StatusCode::NOT_FOUND);
+    replace_file(&path, &policy_text(upstream.addr, TWO_ROUTES));
+    until_status(proxy, "/new/x", StatusCode::OK).await;
+    assert!(reloads(admin, "success").await >= 1.0);
+    // A broken edit: logged, counted, and the running policy stays.
+    replace_file(
+        &path,
+        &policy_text(upstream.addr, "[[routes]]\nname = \"x\"\npathh = \"/**\"\n"),
+    );
+    process.wait_for("config reload failed");
+    assert!(reloads(admin, "failure").await >= 1.0);
+    assert_eq!(get(proxy, "/new/x").await.status, StatusCode::OK);
+    assert_eq!(get(admin, "/readyz").await.status, StatusCode::OK);
+    process.signal("TERM");
+    assert_eq!(process.rest().0, Some(0));
+}
+
+#[tokio::test]
+async fn sighup_reloads_even_an_unchanged_file() {
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir("reload-hup");
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, policy_text(upstream.addr, ONE_ROUTE)).unwrap();
+    let mut process = Process::start(&path);
+    let (_proxy, admin) = process.addresses();
+    let before = reloads(admin, "success").await;
+    process.signal("HUP");
+    process.wait_for("config reloaded");
+    assert_eq!(reloads(admin, "success").await, before + 1.0);
+    let scrape = String::from_utf8(get(admin, "/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        sample(
+            &scrape,
+            "palisade_config_last_reload_success_timestamp_seconds"
+        ) > 1.0e9
+    );
+    process.signal("TERM");
+    assert_eq!(process.rest().0, Some(0));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn configmap_symlink_swap_is_seen() {
+    use std::os::unix::fs::symlink;
+    let upstream = TestUpstream::start().await;
+    // The layout Kubernetes mounts: policy.toml -> ..data/policy.toml, ..data -> ..v1
+    let dir = temp_dir("reload-configmap");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("..v1")).unwrap();
+    std::fs::write(
+        dir.join("..v1/policy.toml"),
+        policy_text(upstream.addr, ONE_ROUTE),
+    )
+    .unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    symlink("..data/policy.toml", dir.join("policy.toml")).unwrap();
+    let mut process = Process::start(&dir.join("policy.toml"));
+    let (proxy, _admin) = process.addresses();
+    assert_eq!(get(proxy, "/new/x").await.status, StatusCode::NOT_FOUND);
+    // The update: a new version directory, then an atomic swap of ..data.
+    std::fs::create_dir_all(dir.join("..v2")).unwrap();
+    std::fs::write(
+        dir.join("..v2/policy.toml"),
+        policy_text(upstream.addr, TWO_ROUTES),
+    )
+    .unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    until_status(proxy, "/new/x", StatusCode::OK).await;
+    process.signal("TERM");
+    assert_eq!(process.rest().0, Some(0));
+}
+
+fn tls_client(
+    h2: bool,
+) -> hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ca.crt"
+    ))
+    .unwrap();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only();
+    // ALPN offers exactly one protocol, so the server's choice is observable.
+    let connector = if h2 {
+        builder.enable_http2().build()
+    } else {
+        builder.enable_http1().build()
+    };
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(h2)
+        .build(connector)
+}
+
+#[tokio::test]
+async fn https_listener_negotiates_h2_and_http11_and_sends_hsts() {
+    let upstream = TestUpstream::start().await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"{fixtures}/tls.crt\", key = \"{fixtures}/tls.key\" }}\n[upstream]\nurl = \"{{UPSTREAM}}\"\n[defaults]\nauth = \"none\"\n[[routes]]\nname = \"all\"\npath = \"/**\"\n"
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    let url = format!("https://localhost:{}/secure", server.proxy_addr.port());
+    for (h2, version) in [
+        (true, http::Version::HTTP_2),
+        (false, http::Version::HTTP_11),
+    ] {
+        let client = tls_client(h2);
+        let response = client
+            .request(Request::get(&url).body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["strict-transport-security"],
+            "max-age=63072000; includeSubDomains"
+        );
+        let _ = response.into_body().collect().await;
+    }
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|r| r.headers["x-forwarded-proto"] == "https")
+    );
+    // Plain HTTP to the TLS port is not served.
+    let plain = raw(server.proxy_addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+}
