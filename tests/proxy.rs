@@ -497,3 +497,46 @@ async fn metrics_are_labelled_by_route_name_with_bounded_labels() {
         201.0
     );
 }
+
+const WEBSOCKET_HANDSHAKE: &[u8] = b"GET /api/socket HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunnelled() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (upstream, server) = setup(OPEN).await;
+    let mut stream = tokio::net::TcpStream::connect(server.proxy_addr)
+        .await
+        .unwrap();
+    stream.write_all(WEBSOCKET_HANDSHAKE).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(head.contains("x-request-id"), "{head}");
+    let seen = &upstream.requests()[0].headers;
+    assert_eq!(seen["upgrade"], "websocket");
+    assert_eq!(seen["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+    // Bytes flow both ways through the tunnel.
+    for message in [&b"hello"[..], b"second frame"] {
+        stream.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, message.to_ascii_uppercase());
+    }
+}
+
+#[tokio::test]
+async fn upgrade_requests_pass_the_request_policy_first() {
+    let upstream = TestUpstream::start().await;
+    let config = "[upstream]\nurl = \"{UPSTREAM}\"\n[auth.jwt]\nhs256_secret = \"${JWT_SECRET}\"\n[[routes]]\nname = \"api\"\npath = \"/api/**\"\n";
+    let server = start_palisade(config, upstream.addr).await;
+    let handshake = String::from_utf8_lossy(WEBSOCKET_HANDSHAKE)
+        .replace("Connection: Upgrade", "Connection: Upgrade, close");
+    let response = raw(server.proxy_addr, handshake.as_bytes()).await;
+    assert_eq!(raw_status(&response), 401);
+    assert_eq!(upstream.count(), 0);
+}

@@ -132,7 +132,20 @@ impl Upstream {
         deadline: Duration,
     ) -> Result<Exchange, Reject> {
         let (mut parts, body) = req.into_parts();
+        let upgrade = requested_upgrade(&parts);
         strip_hop_by_hop(&mut parts.headers);
+        let client_upgrade = match &upgrade {
+            Some(protocol) => {
+                // WebSocket and other upgrades: the request-side policy has
+                // passed; ask the upstream to switch protocols too.
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, protocol.clone());
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            }
+            None => None,
+        };
         let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
                 .uri
@@ -166,11 +179,64 @@ impl Upstream {
             Err(_) => Err(Reject::Timeout),
             Ok(Err(error)) => Err(classify(&error, &progress)),
             Ok(Ok(mut response)) => {
-                strip_hop_by_hop(response.headers_mut());
+                let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                match (client_upgrade, switching) {
+                    (Some(client_side), true) => {
+                        let protocol = response.headers().get(header::UPGRADE).cloned();
+                        strip_hop_by_hop(response.headers_mut());
+                        if let Some(protocol) = protocol {
+                            response
+                                .headers_mut()
+                                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                            response.headers_mut().insert(header::UPGRADE, protocol);
+                        }
+                        tunnel(client_side, hyper::upgrade::on(&mut response));
+                    }
+                    _ => strip_hop_by_hop(response.headers_mut()),
+                }
                 Ok(Exchange { response, elapsed })
             }
         }
     }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade`
+/// plus `Upgrade`), if any.
+fn requested_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let wants = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if wants {
+        parts.headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// Splices the client's and the upstream's upgraded connections until
+/// either side closes.
+fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (client, upstream) = tokio::join!(client, upstream);
+        match (client, upstream) {
+            (Ok(client), Ok(upstream)) => {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                {
+                    tracing::debug!(%error, "upgraded connection ended");
+                }
+            }
+            (Err(error), _) | (_, Err(error)) => tracing::debug!(%error, "upgrade failed"),
+        }
+    });
 }
 
 /// Maps a client error to the rejection the client should see.

@@ -69,7 +69,7 @@ impl TestUpstream {
                 tokio::spawn(async move {
                     let service = service_fn(move |req| server.clone().handle(req));
                     let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });
             }
@@ -110,8 +110,11 @@ impl TestUpstream {
 
     async fn handle(
         self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
     ) -> Result<Response<BoxBody<Bytes, Infallible>>, Infallible> {
+        if let Some(protocol) = req.headers().get("upgrade").cloned() {
+            return Ok(self.upgrade(&mut req, protocol));
+        }
         let (parts, mut body) = req.into_parts();
         let mut hasher = Sha256::new();
         let mut body_len = 0;
@@ -213,6 +216,46 @@ impl TestUpstream {
         headers.insert("x-powered-by", "tests".parse().unwrap());
         headers.insert("content-type", "application/json".parse().unwrap());
         Ok(response)
+    }
+}
+
+impl TestUpstream {
+    /// Switches protocols and echoes every byte back, uppercased, so a test
+    /// can tell the upstream answered.
+    fn upgrade(
+        &self,
+        req: &mut Request<Incoming>,
+        protocol: http::HeaderValue,
+    ) -> Response<BoxBody<Bytes, Infallible>> {
+        self.log.lock().unwrap().push(Recorded {
+            method: req.method().to_string(),
+            uri: req.uri().to_string(),
+            headers: req.headers().clone(),
+            body_len: 0,
+            body_sha256: String::new(),
+            complete: true,
+        });
+        let on_upgrade = hyper::upgrade::on(req);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut io = TokioIo::new(upgraded);
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut response = Response::new(Full::new(Bytes::new()).boxed());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        response.headers_mut().insert("upgrade", protocol);
+        response
+            .headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        response
     }
 }
 
