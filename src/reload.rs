@@ -81,8 +81,13 @@ fn file_watcher(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::Re
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    // Only events about the config file itself, or Kubernetes' `..data`
+    // symlink swap, matter: other files in the directory (a log written next
+    // to the config, say) must not make every write re-read the policy.
+    let name = path.file_name().map(|n| n.to_os_string());
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        let Ok(event) = event else { return };
+        if concerns_config(&event.paths, name.as_deref()) {
             let _ = tx.send(());
         }
     })
@@ -93,6 +98,15 @@ fn file_watcher(path: &Path, tx: mpsc::UnboundedSender<()>) -> Option<notify::Re
         .map_err(|error| tracing::warn!(%error, "cannot watch the config directory; SIGHUP still reloads"))
         .ok()?;
     Some(watcher)
+}
+
+/// Whether a directory event touches the config file (or a Kubernetes
+/// `..data`-style entry its symlink goes through).
+fn concerns_config(paths: &[PathBuf], config_name: Option<&std::ffi::OsStr>) -> bool {
+    paths.iter().any(|p| match p.file_name() {
+        Some(file) => Some(file) == config_name || file.to_string_lossy().starts_with(".."),
+        None => false,
+    })
 }
 
 /// Loads, validates and swaps in the file at `path`; returns whether it did.
@@ -140,4 +154,27 @@ pub fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     metrics.mark_config_loaded();
     tracing::info!("config reloaded");
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_config_and_configmap_entries_matter() {
+        let name = Some(std::ffi::OsStr::new("policy.toml"));
+        let event = |p: &str| vec![PathBuf::from(p)];
+        assert!(concerns_config(&event("/etc/palisade/policy.toml"), name));
+        assert!(concerns_config(&event("/etc/palisade/..data"), name));
+        assert!(concerns_config(
+            &event("/etc/palisade/..2026_11_28_10_00_00.123"),
+            name
+        ));
+        assert!(!concerns_config(&event("/etc/palisade/access.log"), name));
+        assert!(!concerns_config(
+            &event("/etc/palisade/policy.toml.swp"),
+            name
+        ));
+        assert!(!concerns_config(&[], name));
+    }
 }
