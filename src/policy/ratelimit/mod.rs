@@ -264,7 +264,7 @@ impl RateLimitEngine {
                     .zip(&keys)
                     .map(|(l, k)| (k.clone(), l.gcra, !l.rule.shadow))
                     .collect();
-                match redis.decide(&request).await {
+                match redis.decide(request).await {
                     Ok(decision) => limits
                         .iter()
                         .zip(&decision.limits)

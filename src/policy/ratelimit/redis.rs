@@ -3,60 +3,82 @@
 //! of palisade instances share each bucket exactly. Keys carry a TTL so idle
 //! buckets expire. One multiplexed connection serves every request.
 //!
+//! Under load, decisions are batched: while calls are in flight, newly
+//! queued requests are collected and sent together in one script call, which
+//! processes them in order (so exactness is unchanged) and shares the
+//! script's fixed costs (`TIME`, invocation, round trip) across the batch.
+//! With no contention a request goes alone, without waiting.
+//!
 //! Outages: every call is bounded by `redis_timeout`; after an error Redis is
 //! skipped for a cool-down (1 s, doubling to 30 s while errors go on), so an
 //! outage never makes every request wait. One request probes when a
 //! cool-down ends; its success ends the outage.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, mpsc, oneshot};
 
 use super::gcra::Gcra;
 
-/// The script. Arguments per key: emission interval (µs), burst, enforce
-/// (1) or shadow (0). A request is admitted when every enforced limit
-/// admits it; only then are the admitting buckets updated. Returns
-/// `[now, admitted, (allowed_i, tat_i)...]`.
+/// The script. `ARGV[1]` is the number of requests; then, per request, its
+/// number of limits followed by three arguments per limit: emission interval
+/// (µs), burst, enforce (1) or shadow (0). `KEYS` are every request's keys in
+/// order. A request is admitted when every enforced limit admits it; only
+/// then are its admitting buckets updated. Returns
+/// `[now, (admitted, (allowed_i, tat_i)...)...]`.
 pub const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n = #KEYS
-local prev, cand, ok = {}, {}, {}
-local admit = 1
-for i = 1, n do
-  local T = tonumber(ARGV[3 * i - 2])
-  local burst = tonumber(ARGV[3 * i - 1])
-  local stored = redis.call('GET', KEYS[i])
-  local tat = now
-  if stored then
-    tat = math.max(tonumber(stored), now)
+local out = {now}
+local k = 0
+local a = 2
+for r = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local prev, cand, ok = {}, {}, {}
+  local admit = 1
+  for i = 1, n do
+    local T = tonumber(ARGV[a])
+    local burst = tonumber(ARGV[a + 1])
+    local stored = redis.call('GET', KEYS[k + i])
+    local tat = now
+    if stored then
+      tat = math.max(tonumber(stored), now)
+    end
+    prev[i] = tat
+    cand[i] = tat + T
+    if now < cand[i] - T * burst then
+      ok[i] = 0
+      if ARGV[a + 2] == '1' then admit = 0 end
+    else
+      ok[i] = 1
+    end
+    a = a + 3
   end
-  prev[i] = tat
-  cand[i] = tat + T
-  if now < cand[i] - T * burst then
-    ok[i] = 0
-    if ARGV[3 * i] == '1' then admit = 0 end
-  else
-    ok[i] = 1
+  out[#out + 1] = admit
+  for i = 1, n do
+    local tat = prev[i]
+    if admit == 1 and ok[i] == 1 then
+      tat = cand[i]
+      redis.call('SET', KEYS[k + i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+    end
+    out[#out + 1] = ok[i]
+    out[#out + 1] = tat
   end
-end
-local out = {now, admit}
-for i = 1, n do
-  local tat = prev[i]
-  if admit == 1 and ok[i] == 1 then
-    tat = cand[i]
-    redis.call('SET', KEYS[i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
-  end
-  out[#out + 1] = ok[i]
-  out[#out + 1] = tat
+  k = k + n
 end
 return out
 "#;
+
+/// Most requests one script call decides.
+pub const MAX_BATCH: usize = 64;
+/// Script calls in flight at once per batcher.
+pub const MAX_IN_FLIGHT: usize = 4;
 
 /// The answer for one limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +112,21 @@ pub enum RedisFailure {
     /// Redis answered with an error, or the connection failed.
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The batch this request was in failed.
+    #[error("redis error: {0}")]
+    Batch(String),
     /// A reply the script never gives.
     #[error("unexpected redis reply")]
     BadReply,
+}
+
+/// The limits of one request: `(key, gcra, enforced)`.
+pub type LimitRequest = Vec<(String, Gcra, bool)>;
+
+/// A request waiting in a batch.
+struct Pending {
+    limits: LimitRequest,
+    reply: oneshot::Sender<Result<RedisDecision, String>>,
 }
 
 enum Target {
@@ -156,14 +190,22 @@ impl Health {
     }
 }
 
+/// The connection and the script, shared by the batch drivers.
+struct Connection {
+    target: Target,
+    script: redis::Script,
+}
+
 /// A shared Redis (or Redis Cluster) target.
 pub struct RedisBackend {
     /// What it points at (for reuse across reloads; the URL may hold a password).
     pub identity: String,
-    target: Target,
-    script: redis::Script,
+    connection: Arc<Connection>,
+    cluster: bool,
     timeout: Duration,
     health: Mutex<Health>,
+    /// One batcher per hash slot tag (one in all for a single node).
+    batchers: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -176,8 +218,7 @@ impl RedisBackend {
     /// Connects lazily: creating it never waits for Redis.
     pub fn new(url: &str, cluster: &[String], timeout: Duration) -> Result<Self, String> {
         let target = if cluster.is_empty() {
-            let client =
-                redis::Client::open(url).map_err(|e| format!("ratelimit.redis_url: {e}"))?;
+            let client = redis::Client::open(url).map_err(|e| format!("ratelimit.redis_url: {e}"))?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
                 .set_response_timeout(None)
@@ -194,40 +235,29 @@ impl RedisBackend {
                 .map_err(|e| format!("ratelimit.redis_cluster: {e}"))?;
             Target::Cluster(Box::new((client, OnceCell::new())))
         };
-        let identity = if cluster.is_empty() {
-            url.to_string()
-        } else {
-            cluster.join(",")
-        };
+        let identity = if cluster.is_empty() { url.to_string() } else { cluster.join(",") };
         Ok(Self {
             identity,
-            target,
-            script: redis::Script::new(GCRA_SCRIPT),
+            connection: Arc::new(Connection { target, script: redis::Script::new(GCRA_SCRIPT) }),
+            cluster: !cluster.is_empty(),
             timeout,
             health: Mutex::new(Health::default()),
+            batchers: Mutex::new(HashMap::new()),
         })
     }
 
     /// Whether Redis is currently being skipped after errors.
     pub fn is_degraded(&self) -> bool {
-        self.health
-            .lock()
-            .map_or(true, |h| h.is_degraded(Instant::now()))
+        self.health.lock().map_or(true, |h| h.is_degraded(Instant::now()))
     }
 
-    /// Evaluates the limits (`(key, gcra, enforced)`) in one round trip.
-    pub async fn decide(
-        &self,
-        limits: &[(String, Gcra, bool)],
-    ) -> Result<RedisDecision, RedisFailure> {
-        let allowed = self
-            .health
-            .lock()
-            .is_ok_and(|mut h| h.should_try(Instant::now()));
+    /// Evaluates one request's limits, atomically, within `redis_timeout`.
+    pub async fn decide(&self, limits: LimitRequest) -> Result<RedisDecision, RedisFailure> {
+        let allowed = self.health.lock().is_ok_and(|mut h| h.should_try(Instant::now()));
         if !allowed {
             return Err(RedisFailure::CoolingDown);
         }
-        let result = match tokio::time::timeout(self.timeout, self.invoke(limits)).await {
+        let result = match tokio::time::timeout(self.timeout, self.submit(limits)).await {
             Ok(result) => result,
             Err(_) => Err(RedisFailure::Timeout),
         };
@@ -240,14 +270,78 @@ impl RedisBackend {
         result
     }
 
-    async fn invoke(&self, limits: &[(String, Gcra, bool)]) -> Result<RedisDecision, RedisFailure> {
+    async fn submit(&self, limits: LimitRequest) -> Result<RedisDecision, RedisFailure> {
+        let tag = if self.cluster { limits.first().map_or("", |(key, _, _)| hash_tag(key)) } else { "" };
+        let (reply, answer) = oneshot::channel();
+        let sender = {
+            let mut batchers = self.batchers.lock().map_err(|_| RedisFailure::BadReply)?;
+            batchers
+                .entry(tag.to_string())
+                .or_insert_with(|| spawn_batcher(self.connection.clone()))
+                .clone()
+        };
+        sender.send(Pending { limits, reply }).map_err(|_| RedisFailure::BadReply)?;
+        match answer.await {
+            Ok(Ok(decision)) => Ok(decision),
+            Ok(Err(message)) => Err(RedisFailure::Batch(message)),
+            Err(_) => Err(RedisFailure::BadReply),
+        }
+    }
+}
+
+/// The `{tag}` Redis Cluster hashes a key by.
+fn hash_tag(key: &str) -> &str {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}').map(|len| &key[open + 1..open + 1 + len]))
+        .unwrap_or(key)
+}
+
+/// Collects queued requests into batches: at most `MAX_IN_FLIGHT` script
+/// calls at once; whatever queues up meanwhile goes in the next call.
+fn spawn_batcher(connection: Arc<Connection>) -> mpsc::UnboundedSender<Pending> {
+    let (sender, mut queue) = mpsc::unbounded_channel::<Pending>();
+    tokio::spawn(async move {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        while let Some(first) = queue.recv().await {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            let connection = connection.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match connection.invoke(&batch).await {
+                    Ok(decisions) => {
+                        for (pending, decision) in batch.into_iter().zip(decisions) {
+                            let _ = pending.reply.send(Ok(decision));
+                        }
+                    }
+                    Err(error) => {
+                        let message = error.to_string();
+                        for pending in batch {
+                            let _ = pending.reply.send(Err(message.clone()));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    sender
+}
+
+impl Connection {
+    async fn invoke(&self, batch: &[Pending]) -> Result<Vec<RedisDecision>, RedisFailure> {
         let mut invocation = self.script.prepare_invoke();
-        for (key, gcra, enforced) in limits {
-            invocation
-                .key(key)
-                .arg(gcra.emission_us)
-                .arg(gcra.burst)
-                .arg(if *enforced { "1" } else { "0" });
+        invocation.arg(batch.len());
+        for pending in batch {
+            invocation.arg(pending.limits.len());
+            for (key, gcra, enforced) in &pending.limits {
+                invocation.key(key).arg(gcra.emission_us).arg(gcra.burst).arg(if *enforced { "1" } else { "0" });
+            }
         }
         let reply: Vec<i64> = match &self.target {
             Target::Single(manager) => {
@@ -256,32 +350,35 @@ impl RedisBackend {
             }
             Target::Cluster(cluster) => {
                 let (client, cell) = &**cluster;
-                let conn = cell
-                    .get_or_try_init(|| client.get_async_connection())
-                    .await?;
+                let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
                 let mut conn = conn.clone();
                 invocation.invoke_async(&mut conn).await?
             }
         };
-        parse_reply(&reply, limits.len())
+        parse_reply(&reply, batch.iter().map(|p| p.limits.len()))
     }
 }
 
-fn parse_reply(reply: &[i64], limits: usize) -> Result<RedisDecision, RedisFailure> {
-    if reply.len() != 2 + 2 * limits {
-        return Err(RedisFailure::BadReply);
+fn parse_reply(reply: &[i64], limits_per_request: impl Iterator<Item = usize>) -> Result<Vec<RedisDecision>, RedisFailure> {
+    let (&now, mut rest) = reply.split_first().ok_or(RedisFailure::BadReply)?;
+    let mut decisions = Vec::new();
+    for limits in limits_per_request {
+        let (&admitted, tail) = rest.split_first().ok_or(RedisFailure::BadReply)?;
+        if tail.len() < 2 * limits {
+            return Err(RedisFailure::BadReply);
+        }
+        let (pairs, tail) = tail.split_at(2 * limits);
+        decisions.push(RedisDecision {
+            now,
+            admitted: admitted == 1,
+            limits: pairs
+                .chunks_exact(2)
+                .map(|pair| RedisLimitResult { allowed: pair[0] == 1, tat: pair[1] })
+                .collect(),
+        });
+        rest = tail;
     }
-    Ok(RedisDecision {
-        now: reply[0],
-        admitted: reply[1] == 1,
-        limits: reply[2..]
-            .chunks_exact(2)
-            .map(|pair| RedisLimitResult {
-                allowed: pair[0] == 1,
-                tat: pair[1],
-            })
-            .collect(),
-    })
+    if rest.is_empty() { Ok(decisions) } else { Err(RedisFailure::BadReply) }
 }
 
 #[cfg(test)]
@@ -320,15 +417,19 @@ mod tests {
 
     #[test]
     fn replies_are_checked() {
-        let decision = parse_reply(&[100, 1, 1, 200, 0, 300], 2).unwrap();
-        assert!(decision.admitted);
-        assert_eq!(
-            decision.limits[1],
-            RedisLimitResult {
-                allowed: false,
-                tat: 300
-            }
-        );
-        assert!(parse_reply(&[100, 1, 1], 2).is_err());
+        let decisions = parse_reply(&[100, 1, 1, 200, 0, 300, 0, 0, 400], [2, 1].into_iter()).unwrap();
+        assert_eq!(decisions.len(), 2);
+        assert!(decisions[0].admitted);
+        assert_eq!(decisions[0].limits[1], RedisLimitResult { allowed: false, tat: 300 });
+        assert!(!decisions[1].admitted);
+        assert_eq!(decisions[1].now, 100);
+        assert!(parse_reply(&[100, 1, 1], [2].into_iter()).is_err());
+        assert!(parse_reply(&[100, 1, 1, 200, 9], [1].into_iter()).is_err());
+    }
+
+    #[test]
+    fn cluster_hash_tags() {
+        assert_eq!(hash_tag("palisade:{api}:ip:10"), "api");
+        assert_eq!(hash_tag("no-tag"), "no-tag");
     }
 }
