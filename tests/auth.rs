@@ -132,6 +132,19 @@ async fn expect_401(
     );
 }
 
+/// A token presented to `/api/x` is refused with 401, counted under `reason`.
+async fn refused(server: &palisade::Server, token: &str, reason: &str) {
+    expect_401(
+        server,
+        "/api/x",
+        &[("authorization", &bearer(token))],
+        INVALID,
+    )
+    .await;
+    let series = format!("palisade_auth_failures_total{{reason=\"{reason}\",route=\"api\"}}");
+    assert_eq!(sample(&metrics(server).await, &series), 1.0, "{reason}");
+}
+
 const INVALID: Option<&str> = Some("Bearer realm=\"palisade\", error=\"invalid_token\"");
 
 #[tokio::test]
@@ -741,20 +754,7 @@ async fn algorithm_confusion_is_refused() {
     )
     .await;
     wait_ready(&both).await;
-    expect_401(
-        &both,
-        "/api/x",
-        &[("authorization", &bearer(&confused))],
-        INVALID,
-    )
-    .await;
-    assert_eq!(
-        sample(
-            &metrics(&both).await,
-            "palisade_auth_failures_total{reason=\"bad_signature\",route=\"api\"}"
-        ),
-        1.0
-    );
+    refused(&both, &confused, "bad_signature").await;
     // With only RS256 allowed: the algorithm is refused.
     let rsa_only = start_palisade(
         &jwks_config(jwks.addr, "[\"RS256\"]").replace("hs256_secret = \"${JWT_SECRET}\"\n", ""),
@@ -797,20 +797,7 @@ async fn algorithm_confusion_is_refused() {
     )
     .await;
     wait_ready(&es_and_rs).await;
-    expect_401(
-        &es_and_rs,
-        "/api/x",
-        &[("authorization", &bearer(&misfit))],
-        INVALID,
-    )
-    .await;
-    assert_eq!(
-        sample(
-            &metrics(&es_and_rs).await,
-            "palisade_auth_failures_total{reason=\"alg_not_allowed\",route=\"api\"}"
-        ),
-        1.0
-    );
+    refused(&es_and_rs, &misfit, "alg_not_allowed").await;
     assert_eq!(
         sample(
             &metrics(&rsa_only).await,

@@ -39,20 +39,28 @@ fn check_accepts_the_shipped_policy_and_prints_the_routes() {
     assert!(stdout.contains("256KiB"));
 }
 
-#[test]
-fn check_names_a_misspelt_key_and_its_line() {
-    let dir = temp_dir("misspelt");
-    let path = write_config(
-        &dir,
-        "[server]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurll = \"http://x\"\n",
-    );
+/// Runs `palisade check` on a config; returns the exit code, stderr and path.
+fn check(name: &str, text: &str) -> (Option<i32>, String, std::path::PathBuf) {
+    let path = write_config(&temp_dir(name), text);
     let out = palisade()
         .args(["check", "--config"])
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path,
+    )
+}
+
+#[test]
+fn check_names_a_misspelt_key_and_its_line() {
+    let (code, stderr, path) = check(
+        "misspelt",
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[upstream]\nurll = \"http://x\"\n",
+    );
+    assert_eq!(code, Some(1));
     assert!(
         stderr.contains(&format!("{}:5:1:", path.display())),
         "{stderr}"
@@ -62,18 +70,10 @@ fn check_names_a_misspelt_key_and_its_line() {
 
 #[test]
 fn check_fails_on_an_unset_variable() {
-    let dir = temp_dir("unset");
-    let path = write_config(
-        &dir,
-        "[upstream]\nurl = \"${PALISADE_TEST_UNSET_VAR}\"\n[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n",
-    );
-    let out = palisade()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PALISADE_TEST_UNSET_VAR"));
+    let text = "[upstream]\nurl = \"${PALISADE_TEST_UNSET_VAR}\"\n[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n";
+    let (code, stderr, _) = check("unset", text);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("PALISADE_TEST_UNSET_VAR"), "{stderr}");
 }
 
 #[test]

@@ -53,6 +53,14 @@ name = "free"
 path = "/**"
 "#;
 
+/// palisade with the Redis backend on `redis` and the test routes.
+async fn with_redis(redis: &RedisServer) -> (TestUpstream, palisade::Server) {
+    let upstream = TestUpstream::start().await;
+    let backend = format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url());
+    let server = start_palisade(&config(&backend, ROUTES), upstream.addr).await;
+    (upstream, server)
+}
+
 async fn burst_and_headers(server: &palisade::Server, upstream: &TestUpstream) {
     let before = upstream.count();
     for remaining in (0..5).rev() {
@@ -127,15 +135,7 @@ async fn memory_backend_burst_then_sustained_rate_with_headers() {
 #[tokio::test]
 async fn redis_backend_gives_the_same_answers() {
     let redis = RedisServer::start();
-    let upstream = TestUpstream::start().await;
-    let server = start_palisade(
-        &config(
-            &format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url()),
-            ROUTES,
-        ),
-        upstream.addr,
-    )
-    .await;
+    let (upstream, server) = with_redis(&redis).await;
     burst_and_headers(&server, &upstream).await;
     // The bucket lives in Redis, with a TTL so idle keys expire.
     let keys = redis.cli(&["--scan", "--pattern", "palisade:*"]);
@@ -208,15 +208,7 @@ async fn most_restrictive_limit_and_shadow_mode_redis() {
 #[tokio::test]
 async fn keys_by_header_and_user() {
     let redis = RedisServer::start();
-    let upstream = TestUpstream::start().await;
-    let server = start_palisade(
-        &config(
-            &format!("backend = \"redis\"\nredis_url = \"{}\"", redis.url()),
-            ROUTES,
-        ),
-        upstream.addr,
-    )
-    .await;
+    let (_upstream, server) = with_redis(&redis).await;
     for client in ["a", "b"] {
         for _ in 0..2 {
             assert_eq!(

@@ -218,7 +218,8 @@ impl RedisBackend {
     /// Connects lazily: creating it never waits for Redis.
     pub fn new(url: &str, cluster: &[String], timeout: Duration) -> Result<Self, String> {
         let target = if cluster.is_empty() {
-            let client = redis::Client::open(url).map_err(|e| format!("ratelimit.redis_url: {e}"))?;
+            let client =
+                redis::Client::open(url).map_err(|e| format!("ratelimit.redis_url: {e}"))?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
                 .set_response_timeout(None)
@@ -235,10 +236,17 @@ impl RedisBackend {
                 .map_err(|e| format!("ratelimit.redis_cluster: {e}"))?;
             Target::Cluster(Box::new((client, OnceCell::new())))
         };
-        let identity = if cluster.is_empty() { url.to_string() } else { cluster.join(",") };
+        let identity = if cluster.is_empty() {
+            url.to_string()
+        } else {
+            cluster.join(",")
+        };
         Ok(Self {
             identity,
-            connection: Arc::new(Connection { target, script: redis::Script::new(GCRA_SCRIPT) }),
+            connection: Arc::new(Connection {
+                target,
+                script: redis::Script::new(GCRA_SCRIPT),
+            }),
             cluster: !cluster.is_empty(),
             timeout,
             health: Mutex::new(Health::default()),
@@ -248,12 +256,17 @@ impl RedisBackend {
 
     /// Whether Redis is currently being skipped after errors.
     pub fn is_degraded(&self) -> bool {
-        self.health.lock().map_or(true, |h| h.is_degraded(Instant::now()))
+        self.health
+            .lock()
+            .map_or(true, |h| h.is_degraded(Instant::now()))
     }
 
     /// Evaluates one request's limits, atomically, within `redis_timeout`.
     pub async fn decide(&self, limits: LimitRequest) -> Result<RedisDecision, RedisFailure> {
-        let allowed = self.health.lock().is_ok_and(|mut h| h.should_try(Instant::now()));
+        let allowed = self
+            .health
+            .lock()
+            .is_ok_and(|mut h| h.should_try(Instant::now()));
         if !allowed {
             return Err(RedisFailure::CoolingDown);
         }
@@ -271,7 +284,11 @@ impl RedisBackend {
     }
 
     async fn submit(&self, limits: LimitRequest) -> Result<RedisDecision, RedisFailure> {
-        let tag = if self.cluster { limits.first().map_or("", |(key, _, _)| hash_tag(key)) } else { "" };
+        let tag = if self.cluster {
+            limits.first().map_or("", |(key, _, _)| hash_tag(key))
+        } else {
+            ""
+        };
         let (reply, answer) = oneshot::channel();
         let sender = {
             let mut batchers = self.batchers.lock().map_err(|_| RedisFailure::BadReply)?;
@@ -280,7 +297,9 @@ impl RedisBackend {
                 .or_insert_with(|| spawn_batcher(self.connection.clone()))
                 .clone()
         };
-        sender.send(Pending { limits, reply }).map_err(|_| RedisFailure::BadReply)?;
+        sender
+            .send(Pending { limits, reply })
+            .map_err(|_| RedisFailure::BadReply)?;
         match answer.await {
             Ok(Ok(decision)) => Ok(decision),
             Ok(Err(message)) => Err(RedisFailure::Batch(message)),
@@ -292,7 +311,11 @@ impl RedisBackend {
 /// The `{tag}` Redis Cluster hashes a key by.
 fn hash_tag(key: &str) -> &str {
     key.find('{')
-        .and_then(|open| key[open + 1..].find('}').map(|len| &key[open + 1..open + 1 + len]))
+        .and_then(|open| {
+            key[open + 1..]
+                .find('}')
+                .map(|len| &key[open + 1..open + 1 + len])
+        })
         .unwrap_or(key)
 }
 
@@ -303,7 +326,9 @@ fn spawn_batcher(connection: Arc<Connection>) -> mpsc::UnboundedSender<Pending> 
     tokio::spawn(async move {
         let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         while let Some(first) = queue.recv().await {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match queue.try_recv() {
@@ -340,7 +365,11 @@ impl Connection {
         for pending in batch {
             invocation.arg(pending.limits.len());
             for (key, gcra, enforced) in &pending.limits {
-                invocation.key(key).arg(gcra.emission_us).arg(gcra.burst).arg(if *enforced { "1" } else { "0" });
+                invocation
+                    .key(key)
+                    .arg(gcra.emission_us)
+                    .arg(gcra.burst)
+                    .arg(if *enforced { "1" } else { "0" });
             }
         }
         let reply: Vec<i64> = match &self.target {
@@ -350,7 +379,9 @@ impl Connection {
             }
             Target::Cluster(cluster) => {
                 let (client, cell) = &**cluster;
-                let conn = cell.get_or_try_init(|| client.get_async_connection()).await?;
+                let conn = cell
+                    .get_or_try_init(|| client.get_async_connection())
+                    .await?;
                 let mut conn = conn.clone();
                 invocation.invoke_async(&mut conn).await?
             }
@@ -359,7 +390,10 @@ impl Connection {
     }
 }
 
-fn parse_reply(reply: &[i64], limits_per_request: impl Iterator<Item = usize>) -> Result<Vec<RedisDecision>, RedisFailure> {
+fn parse_reply(
+    reply: &[i64],
+    limits_per_request: impl Iterator<Item = usize>,
+) -> Result<Vec<RedisDecision>, RedisFailure> {
     let (&now, mut rest) = reply.split_first().ok_or(RedisFailure::BadReply)?;
     let mut decisions = Vec::new();
     for limits in limits_per_request {
@@ -373,12 +407,19 @@ fn parse_reply(reply: &[i64], limits_per_request: impl Iterator<Item = usize>) -
             admitted: admitted == 1,
             limits: pairs
                 .chunks_exact(2)
-                .map(|pair| RedisLimitResult { allowed: pair[0] == 1, tat: pair[1] })
+                .map(|pair| RedisLimitResult {
+                    allowed: pair[0] == 1,
+                    tat: pair[1],
+                })
                 .collect(),
         });
         rest = tail;
     }
-    if rest.is_empty() { Ok(decisions) } else { Err(RedisFailure::BadReply) }
+    if rest.is_empty() {
+        Ok(decisions)
+    } else {
+        Err(RedisFailure::BadReply)
+    }
 }
 
 #[cfg(test)]
@@ -417,10 +458,17 @@ mod tests {
 
     #[test]
     fn replies_are_checked() {
-        let decisions = parse_reply(&[100, 1, 1, 200, 0, 300, 0, 0, 400], [2, 1].into_iter()).unwrap();
+        let decisions =
+            parse_reply(&[100, 1, 1, 200, 0, 300, 0, 0, 400], [2, 1].into_iter()).unwrap();
         assert_eq!(decisions.len(), 2);
         assert!(decisions[0].admitted);
-        assert_eq!(decisions[0].limits[1], RedisLimitResult { allowed: false, tat: 300 });
+        assert_eq!(
+            decisions[0].limits[1],
+            RedisLimitResult {
+                allowed: false,
+                tat: 300
+            }
+        );
         assert!(!decisions[1].admitted);
         assert_eq!(decisions[1].now, 100);
         assert!(parse_reply(&[100, 1, 1], [2].into_iter()).is_err());
