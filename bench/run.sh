@@ -5,10 +5,12 @@
 # interleaved round by round, medians reported. wrk runs on CPU 0; proxies,
 # upstream and Redis share CPU 1. Everything listens on 127.0.0.1 and is
 # stopped by PID at the end.
-#   usage: bench/run.sh [ROUNDS=5] [SECONDS=5] [CONNECTIONS=64]
+#   usage: [REDIS_CPU=1] bench/run.sh [ROUNDS=5] [SECONDS=5] [CONNECTIONS=64]
+# REDIS_CPU=0 moves Redis off the proxy's core (as in a deployment, where
+# Redis runs elsewhere), to see palisade's own cost of a Redis limit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${1:-5}; SECS=${2:-5}; CONNS=${3:-64}
+ROUNDS=${1:-5}; SECS=${2:-5}; CONNS=${3:-64}; REDIS_CPU=${REDIS_CPU:-1}
 for bin in wrk nginx redis-server taskset; do
   command -v "$bin" >/dev/null || { echo "missing $bin (apt-get install -y wrk nginx-light redis-server util-linux)"; exit 1; }
 done
@@ -30,7 +32,7 @@ http {
 }
 NGINX
 taskset -c 1 nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" & pids+=($!)
-taskset -c 1 redis-server --port "$RDS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null & pids+=($!)
+taskset -c "$REDIS_CPU" redis-server --port "$RDS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null & pids+=($!)
 cat > "$work/policy.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PAL"
@@ -76,4 +78,4 @@ for t in "${order[@]}"; do
   printf "%-16s %12s %10s %s\n" "$t" "$m" "$(python3 -c "print(f'{$m/$ngx:.2f}')")" "${results[$t]}"
 done
 free=$(echo "${results[palisade]}" | median); lim=$(echo "${results[palisade+redis]}" | median)
-python3 -c "print(f'\nOne Redis limit costs {100*(1-$lim/$free):.1f}% of palisade throughput at $CONNS connections.')"
+python3 -c "print(f'\nOne Redis limit costs {100*(1-$lim/$free):.1f}% of palisade throughput at $CONNS connections (Redis on CPU $REDIS_CPU).')"
