@@ -199,3 +199,52 @@ async fn https_listener_negotiates_h2_and_http11_and_sends_hsts() {
     let plain = raw(server.proxy_addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
     assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
 }
+
+#[tokio::test]
+async fn https_upstream_with_a_private_ca() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // An HTTPS upstream whose certificate only the test CA vouches for.
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let acceptor = palisade::proxy::server::tls_acceptor(
+        Path::new(&format!("{fixtures}/tls.crt")),
+        Path::new(&format!("{fixtures}/tls.key")),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                        Bytes::from_static(b"secret upstream"),
+                    )))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    let routes = "[defaults]\nauth = \"none\"\n[[routes]]\nname = \"all\"\npath = \"/**\"\n";
+    let trusting = format!(
+        "[upstream]\nurl = \"https://localhost:{port}\"\nca_file = \"{fixtures}/ca.crt\"\n{routes}"
+    );
+    let server = start_palisade(&trusting, "127.0.0.1:1".parse().unwrap()).await;
+    let reply = get(server.proxy_addr, "/x").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(&reply.body[..], b"secret upstream");
+    // Without the CA the certificate is not trusted: 502, never a silent downgrade.
+    let untrusting = format!("[upstream]\nurl = \"https://localhost:{port}\"\n{routes}");
+    let server = start_palisade(&untrusting, "127.0.0.1:1".parse().unwrap()).await;
+    assert_eq!(
+        get(server.proxy_addr, "/x").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}

@@ -472,6 +472,8 @@ async fn metrics_are_labelled_by_route_name_with_bounded_labels() {
         "palisade_request_duration_seconds_count{route=\"api\"} 1",
         "palisade_upstream_duration_seconds_count{route=\"api\"} 1",
         "palisade_requests_in_flight 0",
+        "palisade_circuit_state{upstream=",
+        "palisade_config_last_reload_success_timestamp_seconds",
         "palisade_build_info{version=",
     ] {
         assert!(before.contains(expected), "missing {expected} in\n{before}");

@@ -156,6 +156,11 @@ pub async fn start(policy: Policy) -> Result<Server, StartError> {
     };
     let persistent = Arc::new(Persistent::default());
     persistent.limiters.spawn_evictor(Duration::from_secs(60));
+    // No breaker has tripped yet: the upstream's circuit reads closed (0).
+    metrics
+        .circuit_state
+        .with_label_values(&[policy.upstream.authority.as_str()])
+        .set(0);
     let first = generation(policy, &persistent, None)?;
     start_background(&first);
     let shared = Arc::new(Shared::new(first, metrics, persistent));
