@@ -571,3 +571,32 @@ async fn redis_cluster_limits_hold() {
         0.0
     );
 }
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let redis = RedisServer::start_tls();
+    let upstream = TestUpstream::start().await;
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ca.crt");
+    let trusted = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nredis_ca_file = \"{ca}\"\non_redis_error = \"deny\"\nredis_timeout = \"2s\"",
+        redis.url()
+    );
+    let server = start_palisade(&config(&trusted, ROUTES), upstream.addr).await;
+    burst_and_headers(&server, &upstream).await;
+    assert!(
+        redis
+            .cli(&["--scan", "--pattern", "palisade:*"])
+            .contains("limited"),
+        "the bucket lives in the TLS Redis"
+    );
+    // Without the CA the server's certificate is refused: no silent plaintext.
+    let untrusted = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\non_redis_error = \"deny\"",
+        redis.url()
+    );
+    let refusing = start_palisade(&config(&untrusted, ROUTES), upstream.addr).await;
+    assert_eq!(
+        get(refusing.proxy_addr, "/limited/x").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}

@@ -670,6 +670,20 @@ impl Compiler<'_> {
                 )
             }),
             redis_timeout: r.redis_timeout.0,
+            redis_ca: match &r.redis_ca_file {
+                None => None,
+                Some(file) => {
+                    let path = self.base.join(file.as_str());
+                    let pem = std::fs::read(&path).map_err(|e| {
+                        self.err(
+                            0..0,
+                            "ratelimit.redis_ca_file",
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    Some(pem)
+                }
+            },
             on_redis_error,
             ipv6_prefix: *r.ipv6_prefix.get_ref(),
             key_prefix: r.key_prefix.as_str().to_string(),

@@ -246,6 +246,9 @@ pub struct RateLimitFile {
     pub redis_url: Secret,
     pub redis_cluster: Vec<Secret>,
     pub redis_timeout: Dur,
+    /// PEM CA bundle for `rediss://` with a private CA (else the public web roots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_ca_file: Option<Text>,
     pub on_redis_error: Spanned<Text>,
     pub ipv6_prefix: Spanned<u8>,
     pub key_prefix: Text,
@@ -259,6 +262,7 @@ impl Default for RateLimitFile {
             redis_url: Secret("redis://127.0.0.1:6379".into()),
             redis_cluster: Vec::new(),
             redis_timeout: Dur::millis(50),
+            redis_ca_file: None,
             on_redis_error: Spanned::new(0..0, Text::from("local")),
             ipv6_prefix: Spanned::new(0..0, 64),
             key_prefix: Text::from("palisade:"),

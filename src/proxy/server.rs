@@ -90,8 +90,13 @@ pub fn generation(
                 Some(existing) => Some(existing.clone()),
                 None => {
                     let backend = Arc::new(
-                        RedisBackend::new(url, cluster, policy.ratelimit.redis_timeout)
-                            .map_err(StartError::Upstream)?,
+                        RedisBackend::new(
+                            url,
+                            cluster,
+                            policy.ratelimit.redis_timeout,
+                            policy.ratelimit.redis_ca.as_deref(),
+                        )
+                        .map_err(StartError::Upstream)?,
                     );
                     *slot = Some(backend.clone());
                     Some(backend)

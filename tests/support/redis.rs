@@ -34,6 +34,11 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: PathBuf,
     extra: Vec<String>,
+    tls: bool,
+}
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 impl RedisServer {
@@ -42,26 +47,54 @@ impl RedisServer {
         Self::start_with(free_port(), Vec::new())
     }
 
+    /// TLS only (`rediss://`), with the test CA's `localhost` certificate.
+    pub fn start_tls() -> Self {
+        let port = free_port();
+        let extra = [
+            "--tls-port",
+            &port.to_string(),
+            "--tls-auth-clients",
+            "no",
+            "--tls-cert-file",
+            &fixture("tls.crt"),
+            "--tls-key-file",
+            &fixture("tls.key"),
+            "--tls-ca-cert-file",
+            &fixture("ca.crt"),
+        ]
+        .map(String::from)
+        .to_vec();
+        Self::start_with(port, extra)
+    }
+
     fn start_with(port: u16, extra: Vec<String>) -> Self {
         require_binary("redis-server");
         let dir =
             std::env::temp_dir().join(format!("palisade-redis-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        let tls = extra.iter().any(|a| a == "--tls-port");
         let mut server = Self {
             port,
             child: None,
             dir,
             extra,
+            tls,
         };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
+        // A TLS server listens only on its --tls-port.
+        let plain_port = if self.tls {
+            "0".to_string()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new("redis-server")
             .args([
                 "--port",
-                &self.port.to_string(),
+                &plain_port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -88,6 +121,9 @@ impl RedisServer {
 
     /// Whether it answers PING now.
     pub fn ping(&self) -> bool {
+        if self.tls {
+            return self.cli(&["ping"]).contains("PONG");
+        }
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
@@ -101,7 +137,11 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.tls {
+            format!("rediss://localhost:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
     }
 
     /// SIGKILL: Redis is gone.
@@ -131,11 +171,12 @@ impl RedisServer {
     /// Runs a redis-cli command against it.
     pub fn cli(&self, args: &[&str]) -> String {
         require_binary("redis-cli");
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string()]);
+        if self.tls {
+            cmd.args(["--tls", "--cacert", &fixture("ca.crt")]);
+        }
+        let out = cmd.args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }

@@ -57,6 +57,8 @@ pub struct RateLimitSettings {
     pub redis: Option<(String, Vec<String>)>,
     /// Bound on each Redis decision.
     pub redis_timeout: Duration,
+    /// CA bundle (PEM bytes, read at load) for `rediss://` with a private CA.
+    pub redis_ca: Option<Vec<u8>>,
     /// What a Redis failure means.
     pub on_redis_error: OnRedisError,
     /// IPv6 clients are grouped by this prefix.

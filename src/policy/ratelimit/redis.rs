@@ -216,10 +216,22 @@ impl std::fmt::Debug for RedisBackend {
 
 impl RedisBackend {
     /// Connects lazily: creating it never waits for Redis.
-    pub fn new(url: &str, cluster: &[String], timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        url: &str,
+        cluster: &[String],
+        timeout: Duration,
+        ca: Option<&[u8]>,
+    ) -> Result<Self, String> {
+        let certificates = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca.map(<[u8]>::to_vec),
+        };
         let target = if cluster.is_empty() {
-            let client =
-                redis::Client::open(url).map_err(|e| format!("ratelimit.redis_url: {e}"))?;
+            let client = match ca {
+                Some(_) => redis::Client::build_with_tls(url, certificates()),
+                None => redis::Client::open(url),
+            }
+            .map_err(|e| format!("ratelimit.redis_url: {e}"))?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(timeout.max(Duration::from_millis(250))))
                 .set_response_timeout(None)
@@ -230,8 +242,12 @@ impl RedisBackend {
                     .map_err(|e| format!("ratelimit.redis_url: {e}"))?,
             )
         } else {
-            let client = ClusterClient::builder(cluster.to_vec())
-                .connection_timeout(timeout.max(Duration::from_millis(250)))
+            let mut builder = ClusterClient::builder(cluster.to_vec())
+                .connection_timeout(timeout.max(Duration::from_millis(250)));
+            if ca.is_some() {
+                builder = builder.certs(certificates());
+            }
+            let client = builder
                 .build()
                 .map_err(|e| format!("ratelimit.redis_cluster: {e}"))?;
             Target::Cluster(Box::new((client, OnceCell::new())))
@@ -241,12 +257,14 @@ impl RedisBackend {
         } else {
             cluster.join(",")
         };
+        let connection = Arc::new(Connection {
+            target,
+            script: redis::Script::new(GCRA_SCRIPT),
+        });
+        connection.warm_up();
         Ok(Self {
             identity,
-            connection: Arc::new(Connection {
-                target,
-                script: redis::Script::new(GCRA_SCRIPT),
-            }),
+            connection,
             cluster: !cluster.is_empty(),
             timeout,
             health: Mutex::new(Health::default()),
@@ -359,6 +377,37 @@ fn spawn_batcher(connection: Arc<Connection>) -> mpsc::UnboundedSender<Pending> 
 }
 
 impl Connection {
+    /// Connects and loads the script in the background, so the first
+    /// request does not pay for the connection (and TLS) within `redis_timeout`.
+    fn warm_up(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let connection = self.clone();
+        runtime.spawn(async move {
+            let loaded = tokio::time::timeout(Duration::from_secs(5), async {
+                match &connection.target {
+                    Target::Single(manager) => {
+                        connection.script.load_async(&mut manager.clone()).await
+                    }
+                    Target::Cluster(cluster) => {
+                        let (client, cell) = &**cluster;
+                        let conn = cell
+                            .get_or_try_init(|| client.get_async_connection())
+                            .await?;
+                        connection.script.load_async(&mut conn.clone()).await
+                    }
+                }
+            })
+            .await;
+            match loaded {
+                Ok(Ok(_)) => tracing::debug!("redis connected; rate-limit script loaded"),
+                Ok(Err(error)) => tracing::warn!(%error, "redis is not reachable yet"),
+                Err(_) => tracing::warn!("redis did not answer within 5s"),
+            }
+        });
+    }
+
     async fn invoke(&self, batch: &[Pending]) -> Result<Vec<RedisDecision>, RedisFailure> {
         let mut invocation = self.script.prepare_invoke();
         invocation.arg(batch.len());
