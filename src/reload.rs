@@ -20,6 +20,9 @@ pub struct ConfigWatch {
     events: mpsc::UnboundedReceiver<()>,
     _watcher: Option<notify::RecommendedWatcher>,
     last_text: Vec<u8>,
+    /// Registered at once: a SIGHUP's default action would end the process.
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
 }
 
 impl ConfigWatch {
@@ -33,13 +36,15 @@ impl ConfigWatch {
             events,
             _watcher: watcher,
             last_text,
+            #[cfg(unix)]
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok(),
         }
     }
 
     /// Reloads on SIGHUP and on changes of the file; runs until the process ends.
     pub async fn run(mut self, shared: Arc<Shared>) {
         #[cfg(unix)]
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hup = self.hangup.take();
         loop {
             #[cfg(unix)]
             let hup_recv = async {
@@ -135,7 +140,7 @@ pub fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     let same_upstream = serde_json::to_value(&policy.effective.upstream).ok()
         == serde_json::to_value(&old.effective.upstream).ok();
     let reuse = same_upstream.then(|| current.upstream.clone());
-    let next = match generation(policy, &shared.persistent, reuse) {
+    let next = match generation(policy, &shared.persistent, &shared.metrics, reuse) {
         Ok(next) => next,
         Err(error) => {
             tracing::error!(error = %error, "config reload failed; keeping the current policy");

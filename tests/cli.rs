@@ -455,9 +455,19 @@ fn demo_serves_and_its_printed_curl_lines_work() {
 
 #[test]
 fn palisade_config_names_the_default_file() {
-    let path = write_config(&temp_dir("envdefault"), "[server]\nlisten = \"127.0.0.1:0\"\nlisten = \"twice\"\n");
-    let out = palisade().arg("check").env("PALISADE_CONFIG", &path).output().unwrap();
+    let path = write_config(
+        &temp_dir("envdefault"),
+        "[server]\nlisten = \"127.0.0.1:0\"\nlisten = \"twice\"\n",
+    );
+    let out = palisade()
+        .arg("check")
+        .env("PALISADE_CONFIG", &path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&path.display().to_string()), "the error names the file from $PALISADE_CONFIG: {stderr}");
+    assert!(
+        stderr.contains(&path.display().to_string()),
+        "the error names the file from $PALISADE_CONFIG: {stderr}"
+    );
 }

@@ -15,7 +15,7 @@ use http::uri::{Authority, Scheme};
 use rand::RngExt;
 
 use super::token::{env_var_at, mint, secret_var_of};
-use super::{Cli, EXIT_CONFIG, echo, runtime, shutdown_signal};
+use super::{Cli, EXIT_CONFIG, ShutdownSignals, echo, runtime};
 use crate::config::expand::required_vars_of_toml;
 use crate::config::{self, Env, Policy};
 use crate::observe::logging;
@@ -61,6 +61,7 @@ pub fn demo(cli: &Cli) -> ExitCode {
         }
     };
     rt.block_on(async move {
+        let signals = ShutdownSignals::register();
         let echo_addr = match echo::start().await {
             Ok(addr) => addr,
             Err(e) => {
@@ -88,7 +89,7 @@ pub fn demo(cli: &Cli) -> ExitCode {
                 &text
             )
         );
-        shutdown_signal().await;
+        signals.wait().await;
         server.shutdown();
         server.wait().await;
         ExitCode::SUCCESS

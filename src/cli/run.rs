@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::{Cli, EXIT_BIND, EXIT_CONFIG, runtime, shutdown_signal};
+use super::{Cli, EXIT_BIND, EXIT_CONFIG, ShutdownSignals, runtime};
 use crate::config::{self, Env};
 use crate::observe::logging;
 use crate::proxy::server::{self, StartError};
@@ -27,13 +27,14 @@ pub fn run(cli: &Cli) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let signals = ShutdownSignals::register();
         let watch = crate::reload::ConfigWatch::new(path);
         let server = match server::start(policy).await {
             Ok(server) => server,
             Err(error) => return start_failure(&error),
         };
         tokio::spawn(watch.run(server.shared.clone()));
-        shutdown_signal().await;
+        signals.wait().await;
         server.shutdown();
         tracing::info!("shutdown requested; readiness is now 503");
         server.wait().await;

@@ -35,6 +35,8 @@ use crate::policy::ratelimit::{
 use crate::policy::request_id::RequestIdPolicy;
 use crate::policy::sanitize;
 use crate::policy::tenant::TenantRule;
+use crate::proxy::breaker::BreakerSettings;
+use crate::proxy::retry::RetrySettings;
 use crate::route::{Pattern, Route, RouteTable};
 use jsonwebtoken::Algorithm;
 
@@ -120,6 +122,10 @@ pub struct UpstreamPolicy {
     pub preserve_host: bool,
     /// Private CA for an https upstream.
     pub ca_file: Option<PathBuf>,
+    /// `[upstream.retry]`.
+    pub retry: RetrySettings,
+    /// `[upstream.circuit_breaker]`.
+    pub breaker: BreakerSettings,
 }
 
 /// `[log]`, compiled.
@@ -376,6 +382,32 @@ impl Compiler<'_> {
             pool_max_idle: u.pool_max_idle,
             preserve_host: u.preserve_host,
             ca_file: u.ca_file.as_ref().map(|p| PathBuf::from(p.as_str())),
+            retry: RetrySettings {
+                attempts: u.retry.attempts,
+                on_connect_failure: u
+                    .retry
+                    .on
+                    .iter()
+                    .any(|o| o.get_ref().as_str() == "connect-failure"),
+                on_reset: u.retry.on.iter().any(|o| o.get_ref().as_str() == "reset"),
+                on_status: u
+                    .retry
+                    .on
+                    .iter()
+                    .filter_map(|o| o.get_ref().as_str().parse().ok())
+                    .collect(),
+                backoff: u.retry.backoff.0,
+                max_backoff: u.retry.max_backoff.0,
+                budget_percent: u.retry.budget_percent,
+            },
+            breaker: BreakerSettings {
+                enabled: cb.enabled,
+                failure_percent: cb.failure_percent,
+                min_requests: cb.min_requests,
+                window: cb.window.0,
+                open_for: cb.open_for.0,
+                half_open_probes: cb.half_open_probes,
+            },
         })
     }
 

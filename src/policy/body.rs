@@ -95,3 +95,66 @@ impl Body for LimitedBody {
         self.inner.size_hint()
     }
 }
+
+pin_project_lite::pin_project! {
+    /// What the upstream client sends: the client's body streamed through
+    /// the limit, or a small body kept in memory so a retry can replay it.
+    #[project = UpstreamBodyProj]
+    pub enum UpstreamBody {
+        /// Streamed, sent once.
+        Stream { #[pin] body: LimitedBody },
+        /// Buffered (at most `retry::MAX_REPLAY_BYTES`), replayable.
+        Replay { #[pin] body: http_body_util::Full<Bytes> },
+    }
+}
+
+impl UpstreamBody {
+    /// A replayable body.
+    pub fn replay(bytes: Bytes) -> Self {
+        Self::Replay {
+            body: http_body_util::Full::new(bytes),
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.project() {
+            UpstreamBodyProj::Stream { body } => body.poll_frame(cx),
+            UpstreamBodyProj::Replay { body } => {
+                body.poll_frame(cx).map_err(|never| match never {})
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Stream { body } => body.is_end_stream(),
+            Self::Replay { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Stream { body } => body.size_hint(),
+            Self::Replay { body } => body.size_hint(),
+        }
+    }
+}
+
+/// Reads a small body whole (for replay), still enforcing `limit`.
+pub async fn collect_for_replay(
+    inner: Incoming,
+    limit: u64,
+    progress: Arc<BodyProgress>,
+) -> Result<Bytes, BodyError> {
+    use http_body_util::BodyExt;
+    let collected = LimitedBody::new(inner, limit, progress).collect().await?;
+    Ok(collected.to_bytes())
+}

@@ -1,11 +1,13 @@
 //! The proxy: listeners, the request pipeline, the upstream client, and the
 //! one place rejections become responses.
 
+pub mod breaker;
 pub mod conn;
 pub mod pipeline;
 pub mod reject;
 pub mod respond;
 pub mod response_body;
+pub mod retry;
 pub mod server;
 pub mod state;
 pub mod upstream;

@@ -23,7 +23,7 @@ use super::reject::Reject;
 use super::respond;
 use super::response_body::ResponseBody;
 use super::state::{Generation, Shared};
-use super::upstream::ClientSide;
+use super::upstream::{Attempt, ClientSide};
 use crate::observe::access::{AccessRecord, InFlight};
 use crate::observe::metrics::{Metrics, NO_ROUTE_LABEL};
 use crate::policy::auth::{self, claims};
@@ -280,9 +280,14 @@ async fn process(
             upstream_path,
             &client,
             (&policy.request_id.header, &ctx.request_id),
-            route.max_body,
             ctx.body.clone(),
-            route.timeout,
+            Attempt {
+                retry: route.retry,
+                max_body: route.max_body,
+                deadline: route.timeout,
+                metrics,
+                route: &route.name,
+            },
         )
         .await;
     let exchange = result?;

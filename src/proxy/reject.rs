@@ -40,6 +40,8 @@ pub enum Reject {
     UpstreamConnect(String),
     /// 502: the upstream broke the exchange.
     UpstreamReset(String),
+    /// 503: the upstream's circuit is open; retry after this long.
+    CircuitOpen(Duration),
     /// 503: palisade is draining and closes this connection.
     Unavailable,
 }
@@ -130,6 +132,16 @@ impl Reject {
                     "rate-limited",
                     "Too Many Requests",
                     "Too many requests; retry later.",
+                )
+            },
+            CircuitOpen(wait) => Problem {
+                retry_after: Some(*wait),
+                ..p(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    "circuit-open",
+                    "Service Unavailable",
+                    "The upstream is failing; retry later.",
                 )
             },
             RateLimitUnavailable => p(

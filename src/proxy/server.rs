@@ -68,11 +68,17 @@ pub struct Server {
 pub fn generation(
     policy: Policy,
     persistent: &Persistent,
+    metrics: &Metrics,
     upstream: Option<Arc<Upstream>>,
 ) -> Result<Generation, StartError> {
     let upstream = match upstream {
         Some(upstream) => upstream,
-        None => Arc::new(Upstream::new(&policy.upstream).map_err(StartError::Upstream)?),
+        None => {
+            let gauge = metrics
+                .circuit_state
+                .with_label_values(&[policy.upstream.authority.as_str()]);
+            Arc::new(Upstream::new(&policy.upstream, Some(gauge)).map_err(StartError::Upstream)?)
+        }
     };
     let redis = match &policy.ratelimit.redis {
         None => None,
@@ -161,12 +167,7 @@ pub async fn start(policy: Policy) -> Result<Server, StartError> {
     };
     let persistent = Arc::new(Persistent::default());
     persistent.limiters.spawn_evictor(Duration::from_secs(60));
-    // No breaker has tripped yet: the upstream's circuit reads closed (0).
-    metrics
-        .circuit_state
-        .with_label_values(&[policy.upstream.authority.as_str()])
-        .set(0);
-    let first = generation(policy, &persistent, None)?;
+    let first = generation(policy, &persistent, &metrics, None)?;
     start_background(&first);
     let shared = Arc::new(Shared::new(first, metrics, persistent));
     let proxy = TcpListener::bind(proxy_listen)

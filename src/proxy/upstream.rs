@@ -10,26 +10,48 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use prometheus::IntGauge;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::breaker::Breaker;
 use super::reject::Reject;
+use super::retry::{self, RetryBudget};
 use crate::config::UpstreamPolicy;
-use crate::policy::body::{BodyProgress, LimitedBody};
+use crate::observe::metrics::Metrics;
+use crate::policy::body::{BodyError, BodyProgress, LimitedBody, UpstreamBody, collect_for_replay};
 use crate::policy::forward;
 use crate::policy::headers::strip_hop_by_hop;
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, LimitedBody>;
+type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
-/// The pooled client and where it points.
+/// The pooled client and where it points, with the upstream's breaker and
+/// retry budget (kept across reloads that leave `[upstream]` unchanged).
 pub struct Upstream {
     client: HttpClient,
     policy: UpstreamPolicy,
+    breaker: Breaker,
+    budget: RetryBudget,
+}
+
+/// What a route asks of one exchange.
+pub struct Attempt<'a> {
+    /// Retries allowed on this route (`retry = false` turns them off).
+    pub retry: bool,
+    /// `max_body` of the route.
+    pub max_body: u64,
+    /// The route's total deadline for response headers, retries included.
+    pub deadline: Duration,
+    /// Metrics, and the route label for them.
+    pub metrics: &'a Metrics,
+    /// The route's name.
+    pub route: &'a str,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -62,7 +84,7 @@ pub struct Exchange {
 
 impl Upstream {
     /// Builds the pooled client.
-    pub fn new(policy: &UpstreamPolicy) -> Result<Self, String> {
+    pub fn new(policy: &UpstreamPolicy, circuit_gauge: Option<IntGauge>) -> Result<Self, String> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -94,6 +116,8 @@ impl Upstream {
             .build(connector);
         Ok(Self {
             client,
+            breaker: Breaker::new(policy.breaker.clone(), circuit_gauge),
+            budget: RetryBudget::new(policy.retry.budget_percent),
             policy: policy.clone(),
         })
     }
@@ -118,19 +142,22 @@ impl Upstream {
             .map_err(|_| Reject::NoRoute)
     }
 
-    /// Sends the request upstream and waits, up to `deadline`, for the
-    /// response headers. The body streams through `LimitedBody`.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends the request upstream and waits, up to the route's deadline,
+    /// for the response headers: through the breaker, retried when the
+    /// request can be replayed and the outcome is one `[upstream.retry]`
+    /// names. The response body is never cut; only its headers are timed.
     pub async fn send(
         &self,
         req: Request<Incoming>,
         path: &str,
         client: &ClientSide,
         request_id: (&header::HeaderName, &HeaderValue),
-        max_body: u64,
         progress: Arc<BodyProgress>,
-        deadline: Duration,
+        attempt: Attempt<'_>,
     ) -> Result<Exchange, Reject> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + attempt.deadline;
+        self.budget.deposit();
         let (mut parts, body) = req.into_parts();
         let upgrade = requested_upgrade(&parts);
         strip_hop_by_hop(&mut parts.headers);
@@ -168,34 +195,113 @@ impl Upstream {
         parts
             .headers
             .insert(request_id.0.clone(), request_id.1.clone());
-        parts.uri = self.uri(path, parts.uri.query())?;
-        parts.version = Version::HTTP_11;
-        let request =
-            Request::from_parts(parts, LimitedBody::new(body, max_body, progress.clone()));
-        let started = Instant::now();
-        let result = tokio::time::timeout(deadline, self.client.request(request)).await;
-        let elapsed = started.elapsed();
-        match result {
-            Err(_) => Err(Reject::Timeout),
-            Ok(Err(error)) => Err(classify(&error, &progress)),
-            Ok(Ok(mut response)) => {
-                let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-                match (client_upgrade, switching) {
-                    (Some(client_side), true) => {
-                        let protocol = response.headers().get(header::UPGRADE).cloned();
-                        strip_hop_by_hop(response.headers_mut());
-                        if let Some(protocol) = protocol {
-                            response
-                                .headers_mut()
-                                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                            response.headers_mut().insert(header::UPGRADE, protocol);
-                        }
-                        tunnel(client_side, hyper::upgrade::on(&mut response));
-                    }
-                    _ => strip_hop_by_hop(response.headers_mut()),
-                }
-                Ok(Exchange { response, elapsed })
+        let uri = self.uri(path, parts.uri.query())?;
+
+        // A small body is read whole so that a retry can send it again.
+        let settings = &self.policy.retry;
+        let retries_allowed = attempt.retry
+            && settings.attempts > 0
+            && upgrade.is_none()
+            && retry::idempotent(&parts.method, &parts.headers);
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let replayable = retries_allowed
+            && (body.is_end_stream() || declared.is_some_and(|n| n <= retry::MAX_REPLAY_BYTES));
+        let mut streamed = None;
+        let replay = if replayable {
+            let read = collect_for_replay(body, attempt.max_body, progress.clone());
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(bytes)) => Some(bytes),
+                Ok(Err(BodyError::TooLarge)) => return Err(Reject::BodyTooLarge),
+                Ok(Err(BodyError::Client(_))) => return Err(Reject::ClientBodyAborted),
+                Err(_) => return Err(Reject::Timeout),
             }
+        } else {
+            streamed = Some(UpstreamBody::Stream {
+                body: LimitedBody::new(body, attempt.max_body, progress.clone()),
+            });
+            None
+        };
+
+        let mut tries = 0;
+        loop {
+            let pass = self
+                .breaker
+                .admit(std::time::Instant::now())
+                .map_err(Reject::CircuitOpen)?;
+            let body = match (&replay, streamed.take()) {
+                (Some(bytes), _) => UpstreamBody::replay(bytes.clone()),
+                (None, Some(stream)) => stream,
+                (None, None) => return Err(Reject::Timeout),
+            };
+            let mut request = Request::new(body);
+            *request.method_mut() = parts.method.clone();
+            *request.uri_mut() = uri.clone();
+            *request.version_mut() = Version::HTTP_11;
+            *request.headers_mut() = parts.headers.clone();
+            let outcome =
+                match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+                    Err(_) => Err(Reject::Timeout),
+                    Ok(Err(error)) => Err(classify(&error, &progress)),
+                    Ok(Ok(response)) => Ok(response),
+                };
+            let upstream_failed = match &outcome {
+                Ok(response) => response.status().is_server_error(),
+                Err(reject) => matches!(
+                    reject,
+                    Reject::Timeout | Reject::UpstreamConnect(_) | Reject::UpstreamReset(_)
+                ),
+            };
+            self.breaker
+                .record(pass, !upstream_failed, std::time::Instant::now());
+            let retryable = match &outcome {
+                Ok(response) => settings.on_status.contains(&response.status().as_u16()),
+                Err(Reject::UpstreamConnect(_)) => settings.on_connect_failure,
+                Err(Reject::UpstreamReset(_)) => settings.on_reset,
+                Err(_) => false,
+            };
+            let more = replay.is_some() && retryable && tries < settings.attempts;
+            if more && self.budget.withdraw() {
+                let wait = retry::backoff(settings, tries);
+                if tokio::time::Instant::now() + wait < deadline {
+                    tries += 1;
+                    attempt
+                        .metrics
+                        .upstream_retries
+                        .with_label_values(&[attempt.route])
+                        .inc();
+                    tracing::debug!(
+                        route = attempt.route,
+                        try_number = tries + 1,
+                        "retrying the upstream exchange"
+                    );
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            let mut response = outcome?;
+            let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+            match (client_upgrade, switching) {
+                (Some(client_side), true) => {
+                    let protocol = response.headers().get(header::UPGRADE).cloned();
+                    strip_hop_by_hop(response.headers_mut());
+                    if let Some(protocol) = protocol {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                        response.headers_mut().insert(header::UPGRADE, protocol);
+                    }
+                    tunnel(client_side, hyper::upgrade::on(&mut response));
+                }
+                _ => strip_hop_by_hop(response.headers_mut()),
+            }
+            return Ok(Exchange {
+                response,
+                elapsed: started.elapsed(),
+            });
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct TestUpstream {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<Recorded>>>,
     first_body_bytes: Arc<Mutex<Option<mpsc::UnboundedSender<usize>>>>,
+    /// Requests seen per `x-test-key`, for `x-test-fail-first`.
+    seen_by_key: Arc<Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 /// Deterministic streamed content: byte i is (i * 7 + 3) mod 251.
@@ -61,6 +63,7 @@ impl TestUpstream {
             addr: listener.local_addr().unwrap(),
             log: Arc::default(),
             first_body_bytes: Arc::default(),
+            seen_by_key: Arc::default(),
         };
         let server = upstream.clone();
         tokio::spawn(async move {
@@ -165,10 +168,22 @@ impl TestUpstream {
         if let Some(ms) = header("x-test-delay-ms").and_then(|v| v.parse().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let status = header("x-test-status")
+        let mut status = header("x-test-status")
             .and_then(|v| v.parse::<u16>().ok())
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::OK);
+        // `x-test-fail-first: N`: the first N requests of an `x-test-key` get 503.
+        if let (Some(n), Some(key)) = (
+            header("x-test-fail-first").and_then(|v| v.parse::<usize>().ok()),
+            header("x-test-key"),
+        ) {
+            let mut seen = self.seen_by_key.lock().unwrap();
+            let count = seen.entry(key).or_insert(0);
+            *count += 1;
+            if *count <= n {
+                status = StatusCode::SERVICE_UNAVAILABLE;
+            }
+        }
         let body: BoxBody<Bytes, Infallible> = if let Some(total) =
             header("x-test-stream-bytes").and_then(|v| v.parse::<usize>().ok())
         {

@@ -1,0 +1,190 @@
+//! Retries and the circuit breaker toward the upstream, over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::upstream::sha256_hex;
+use support::*;
+
+const CONFIG: &str = r#"
+[upstream]
+url = "{UPSTREAM}"
+[upstream.retry]
+attempts = 2
+on = ["connect-failure", "503"]
+backoff = "1ms"
+max_backoff = "5ms"
+[upstream.circuit_breaker]
+enabled = false
+failure_percent = 50
+min_requests = 4
+window = "10s"
+open_for = "1s"
+half_open_probes = 1
+[defaults]
+auth = "none"
+[[routes]]
+name = "no-retry"
+path = "/once/**"
+retry = false
+[[routes]]
+name = "api"
+path = "/**"
+"#;
+
+fn failing(key: &str, times: &str) -> [(&'static str, String); 2] {
+    [
+        ("x-test-fail-first", times.to_string()),
+        ("x-test-key", key.to_string()),
+    ]
+}
+
+async fn get_failing(addr: std::net::SocketAddr, path: &str, key: &str, times: &str) -> Reply {
+    let headers = failing(key, times);
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    get_with(addr, path, &refs).await
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_on_503() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CONFIG, upstream.addr).await;
+    let reply = get_failing(server.proxy_addr, "/items", "get-1", "2").await;
+    assert_eq!(reply.status, StatusCode::OK, "third try succeeded");
+    assert_eq!(upstream.count(), 3);
+    let scrape = metrics(&server).await;
+    assert_eq!(
+        sample(&scrape, "palisade_upstream_retries_total{route=\"api\"}"),
+        2.0
+    );
+    // Attempts are bounded: three failures in a row pass the last 503 through.
+    let reply = get_failing(server.proxy_addr, "/items", "get-2", "5").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.count(), 6);
+}
+
+#[tokio::test]
+async fn non_idempotent_requests_are_not_retried() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CONFIG, upstream.addr).await;
+    let mut req = Request::post("/orders");
+    for (k, v) in failing("post-1", "1") {
+        req = req.header(k, v);
+    }
+    let reply = send(
+        server.proxy_addr,
+        req.body(Full::new(Bytes::from_static(b"{}"))).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.count(), 1);
+    // With an Idempotency-Key the small body is replayed intact.
+    let body = Bytes::from(vec![b'x'; 10_000]);
+    let mut req = Request::post("/orders").header("idempotency-key", "order-42");
+    for (k, v) in failing("post-2", "1") {
+        req = req.header(k, v);
+    }
+    let reply = send(
+        server.proxy_addr,
+        req.body(Full::new(body.clone())).unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen[1..]
+            .iter()
+            .all(|r| r.body_sha256 == sha256_hex(&body) && r.complete)
+    );
+}
+
+#[tokio::test]
+async fn retry_false_and_large_bodies_are_sent_once() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CONFIG, upstream.addr).await;
+    assert_eq!(
+        get_failing(server.proxy_addr, "/once/x", "route-off", "1")
+            .await
+            .status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(upstream.count(), 1);
+    // A PUT whose body is over 64 KiB streams, so it is never replayed.
+    let mut req = Request::put("/big");
+    for (k, v) in failing("big", "1") {
+        req = req.header(k, v);
+    }
+    let reply = send(
+        server.proxy_addr,
+        req.body(Full::new(Bytes::from(vec![0u8; 100_000])))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn connect_failures_are_retried_then_502() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = start_palisade(CONFIG, closed).await;
+    assert_eq!(
+        get(server.proxy_addr, "/x").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    let scrape = metrics(&server).await;
+    assert_eq!(
+        sample(&scrape, "palisade_upstream_retries_total{route=\"api\"}"),
+        2.0
+    );
+}
+
+#[tokio::test]
+async fn the_breaker_opens_serves_503_and_recovers() {
+    let upstream = TestUpstream::start().await;
+    let config = CONFIG
+        .replace("attempts = 2", "attempts = 0")
+        .replace("enabled = false", "enabled = true");
+    let server = start_palisade(&config, upstream.addr).await;
+    let circuit = |scrape: &str| {
+        sample(
+            scrape,
+            &format!("palisade_circuit_state{{upstream=\"{}\"}}", upstream.addr),
+        )
+    };
+    assert_eq!(circuit(&metrics(&server).await), 0.0);
+    for _ in 0..4 {
+        assert_eq!(
+            get_with(server.proxy_addr, "/x", &[("x-test-status", "500")])
+                .await
+                .status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+    // Open: answered by palisade, the upstream is left alone.
+    let refused = get(server.proxy_addr, "/x").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(upstream.count(), 4);
+    assert_eq!(circuit(&metrics(&server).await), 2.0);
+    // After open_for one probe goes through; it succeeds and closes the circuit.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get(server.proxy_addr, "/x").await.status, StatusCode::OK);
+    assert_eq!(circuit(&metrics(&server).await), 0.0);
+    assert_eq!(get(server.proxy_addr, "/x").await.status, StatusCode::OK);
+    assert_eq!(upstream.count(), 6);
+}
