@@ -132,6 +132,17 @@ async fn expect_401(
     );
 }
 
+/// The status of `GET /api/x` with `token` as a Bearer credential.
+async fn bearer_status(server: &palisade::Server, token: &str) -> StatusCode {
+    get_with(
+        server.proxy_addr,
+        "/api/x",
+        &[("authorization", &bearer(token))],
+    )
+    .await
+    .status
+}
+
 /// A token presented to `/api/x` is refused with 401, counted under `reason`.
 async fn refused(server: &palisade::Server, token: &str, reason: &str) {
     expect_401(
@@ -645,39 +656,15 @@ async fn jwks_rotation_without_restart_and_outage_tolerance() {
     assert_eq!(ready["jwks"]["status"], "loaded");
     // Supabase's migration case: an HS256 token and an ES256 token both work.
     let es = es256_token("es256-a.pem", "key-a", &claims());
+    assert_eq!(bearer_status(&server, &es).await, StatusCode::OK);
     assert_eq!(
-        get_with(
-            server.proxy_addr,
-            "/api/x",
-            &[("authorization", &bearer(&es))]
-        )
-        .await
-        .status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        get_with(
-            server.proxy_addr,
-            "/api/x",
-            &[("authorization", &bearer(&token(claims())))]
-        )
-        .await
-        .status,
+        bearer_status(&server, &token(claims())).await,
         StatusCode::OK
     );
     // A new key appears in the JWKS after start-up: accepted without a restart.
     jwks.set_keys(vec![jwk("es256-a"), jwk("es256-b")]);
     let rotated = es256_token("es256-b.pem", "key-b", &claims());
-    assert_eq!(
-        get_with(
-            server.proxy_addr,
-            "/api/x",
-            &[("authorization", &bearer(&rotated))]
-        )
-        .await
-        .status,
-        StatusCode::OK
-    );
+    assert_eq!(bearer_status(&server, &rotated).await, StatusCode::OK);
     // An unknown kid after the refresh is 401 unknown_kid, and does not refetch again within 10 s.
     let fetches = jwks.fetches();
     let unknown = es256_token("es256-b.pem", "key-zzz", &claims());
@@ -711,16 +698,7 @@ async fn jwks_rotation_without_restart_and_outage_tolerance() {
         "key-a",
         &with(claims(), "sub", json!("user-2")),
     );
-    assert_eq!(
-        get_with(
-            server.proxy_addr,
-            "/api/x",
-            &[("authorization", &bearer(&fresh))]
-        )
-        .await
-        .status,
-        StatusCode::OK
-    );
+    assert_eq!(bearer_status(&server, &fresh).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -778,16 +756,7 @@ async fn algorithm_confusion_is_refused() {
         &EncodingKey::from_rsa_pem(&fixture("rsa.pem")).unwrap(),
     )
     .unwrap();
-    assert_eq!(
-        get_with(
-            rsa_only.proxy_addr,
-            "/api/x",
-            &[("authorization", &bearer(&genuine))]
-        )
-        .await
-        .status,
-        StatusCode::OK
-    );
+    assert_eq!(bearer_status(&rsa_only, &genuine).await, StatusCode::OK);
     // An ES256 token naming the RSA key's kid: the key type does not fit.
     let misfit = es256_token("es256-a.pem", "rsa-1", &claims());
     let es_and_rs = start_palisade(
