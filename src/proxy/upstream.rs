@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
@@ -211,7 +212,11 @@ impl Upstream {
         let replayable = retries_allowed
             && (body.is_end_stream() || declared.is_some_and(|n| n <= retry::MAX_REPLAY_BYTES));
         let mut streamed = None;
-        let replay = if replayable {
+        let replay = if replayable && body.is_end_stream() {
+            // No body at all (most GETs): nothing to read before sending.
+            progress.complete.store(true, Ordering::Relaxed);
+            Some(Bytes::new())
+        } else if replayable {
             let read = collect_for_replay(body, attempt.max_body, progress.clone());
             match tokio::time::timeout_at(deadline, read).await {
                 Ok(Ok(bytes)) => Some(bytes),
