@@ -42,8 +42,6 @@ pub enum Reject {
     UpstreamReset(String),
     /// 503: the upstream's circuit is open; retry after this long.
     CircuitOpen(Duration),
-    /// 503: palisade is draining and closes this connection.
-    Unavailable,
 }
 
 /// How a `Reject` reads on the wire and in metrics.
@@ -185,13 +183,6 @@ impl Reject {
                 "upstream-error",
                 "Bad Gateway",
                 "The upstream failed to answer.",
-            ),
-            Unavailable => p(
-                StatusCode::SERVICE_UNAVAILABLE,
-                None,
-                "unavailable",
-                "Service Unavailable",
-                "The service is shutting down.",
             ),
         }
     }
