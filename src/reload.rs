@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::{self, Env};
-use crate::proxy::server::{generation, start_background};
+use crate::proxy::server::{generation, start_background, tls_acceptor};
 use crate::proxy::state::Shared;
 
 /// The config file's watch, registered before the server starts so that no
@@ -139,6 +139,25 @@ pub fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     }
     let same_upstream = serde_json::to_value(&policy.effective.upstream).ok()
         == serde_json::to_value(&old.effective.upstream).ok();
+    // TLS files are re-read on every reload (certificates rotate in place).
+    let acceptor = match (&policy.server.tls, shared.tls.load().is_some()) {
+        (Some((cert, key)), true) => match tls_acceptor(cert, key) {
+            Ok(acceptor) => Some(Arc::new(acceptor)),
+            Err(error) => {
+                tracing::error!(error = %error, "config reload failed; keeping the current policy");
+                metrics.config_reloads.with_label_values(&["failure"]).inc();
+                return false;
+            }
+        },
+        (tls, listening_tls) => {
+            if tls.is_some() != listening_tls {
+                tracing::warn!(
+                    "server.tls was added or removed; that takes effect after a restart"
+                );
+            }
+            None
+        }
+    };
     let reuse = same_upstream.then(|| current.upstream.clone());
     let next = match generation(policy, &shared.persistent, &shared.metrics, reuse) {
         Ok(next) => next,
@@ -154,6 +173,9 @@ pub fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
         new_store.adopt(old_store);
     }
     start_background(&next);
+    if let Some(acceptor) = acceptor {
+        shared.tls.store(Some(acceptor));
+    }
     shared.current.store(Arc::new(next));
     metrics.config_reloads.with_label_values(&["success"]).inc();
     metrics.mark_config_loaded();

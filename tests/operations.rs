@@ -248,3 +248,83 @@ async fn https_upstream_with_a_private_ca() {
         StatusCode::BAD_GATEWAY
     );
 }
+
+/// The certificate the listener presents to a new TLS connection.
+async fn presented_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ca.crt"
+    ))
+    .unwrap();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn certificate_der(file: &str) -> Vec<u8> {
+    let pem = std::fs::read(format!(
+        "{}/tests/fixtures/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_reload_rotates_the_tls_certificate_in_place() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let dir = temp_dir("tls-rotation");
+    std::fs::copy(format!("{fixtures}/tls.crt"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(format!("{fixtures}/tls.key"), dir.join("key.pem")).unwrap();
+    let upstream = TestUpstream::start().await;
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[defaults]\nauth = \"none\"\n[[routes]]\nname = \"all\"\npath = \"/**\"\n",
+        upstream.addr
+    );
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, text).unwrap();
+    let server = palisade::start(palisade::config::load_file(&path, &test_env()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        presented_certificate(server.proxy_addr).await,
+        certificate_der("tls.crt")
+    );
+    // cert-manager style: the files are replaced, the config is unchanged.
+    std::fs::copy(format!("{fixtures}/tls2.crt"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(format!("{fixtures}/tls2.key"), dir.join("key.pem")).unwrap();
+    assert!(palisade::reload::reload_with_env(
+        &server.shared,
+        &path,
+        &test_env()
+    ));
+    assert_eq!(
+        presented_certificate(server.proxy_addr).await,
+        certificate_der("tls2.crt")
+    );
+    // A broken key file fails the reload and the current certificate stays.
+    std::fs::write(dir.join("key.pem"), "not a key").unwrap();
+    assert!(!palisade::reload::reload_with_env(
+        &server.shared,
+        &path,
+        &test_env()
+    ));
+    assert_eq!(
+        presented_certificate(server.proxy_addr).await,
+        certificate_der("tls2.crt")
+    );
+}

@@ -196,10 +196,10 @@ pub async fn start(policy: Policy) -> Result<Server, StartError> {
     })?;
     let (stop, stop_rx) = watch::channel(false);
     let (proxy_done_tx, proxy_done_rx) = watch::channel(false);
+    shared.tls.store(tls.map(Arc::new));
     let proxy_task = tokio::spawn(serve_proxy(
         proxy,
         shared.clone(),
-        tls,
         stop_rx.clone(),
         proxy_done_tx,
     ));
@@ -261,7 +261,6 @@ fn connection_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
 async fn serve_proxy(
     listener: TcpListener,
     shared: Arc<Shared>,
-    tls: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) {
@@ -307,7 +306,8 @@ async fn serve_proxy(
             stop: stop.clone(),
             timeouts,
         };
-        let tls = tls.clone();
+        // The certificate current at accept time (a reload may rotate it).
+        let tls = shared.tls.load_full();
         tokio::spawn(async move {
             let _permit = permit;
             connection.serve(stream, tls).await;
@@ -334,7 +334,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+    async fn serve(self, stream: TcpStream, tls: Option<Arc<TlsAcceptor>>) {
         let activity = Activity::new();
         let tracked = TrackedIo::new(stream, activity.clone());
         match tls {

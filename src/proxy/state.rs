@@ -38,7 +38,6 @@ pub struct Persistent {
 }
 
 /// State shared by listeners, requests, admin and reload.
-#[derive(Debug)]
 pub struct Shared {
     /// The current generation.
     pub current: ArcSwap<Generation>,
@@ -46,7 +45,20 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// What survives reloads.
     pub persistent: Arc<Persistent>,
+    /// The HTTPS listener's certificate; re-read from its files on reload
+    /// (`None`: the listener is plain HTTP, fixed until a restart).
+    pub tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
     draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("current", &self.current)
+            .field("tls", &self.tls.load().is_some())
+            .field("draining", &self.is_draining())
+            .finish()
+    }
 }
 
 impl Shared {
@@ -56,6 +68,7 @@ impl Shared {
             current: ArcSwap::from_pointee(generation),
             metrics,
             persistent,
+            tls: arc_swap::ArcSwapOption::empty(),
             draining: AtomicBool::new(false),
         }
     }
