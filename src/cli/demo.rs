@@ -52,7 +52,7 @@ pub fn demo(cli: &Cli) -> ExitCode {
         }
     };
     let (json, level) = cli.log_settings(false, &policy.log.level);
-    logging::init(json, &level);
+    let _log = logging::init(json, &level);
     let rt = match runtime(policy.server.workers) {
         Ok(rt) => rt,
         Err(e) => {

@@ -18,7 +18,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         }
     };
     let (json, level) = cli.log_settings(policy.log.json, &policy.log.level);
-    logging::init(json, &level);
+    let _log = logging::init(json, &level);
     let runtime = match runtime(policy.server.workers) {
         Ok(rt) => rt,
         Err(error) => {

@@ -16,23 +16,39 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `level`.
 /// Returns false if one was already installed (tests, a second call).
-pub fn init(json: bool, level: &str) -> bool {
+pub fn init(json: bool, level: &str) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Lines are handed to a writer thread: no write syscall on the request
+    // path. Not lossy: a stalled stdout slows logging down, it never drops lines.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("palisade-log")
+        .finish(std::io::stdout());
     let registry = tracing_subscriber::registry().with(filter);
-    if json {
-        registry.with(JsonLayer).try_init().is_ok()
+    let installed = if json {
+        registry.with(JsonLayer { writer }).try_init().is_ok()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stdout))
+            .with(tracing_subscriber::fmt::layer().with_writer(writer))
             .try_init()
             .is_ok()
+    };
+    LogGuard {
+        _worker: installed.then_some(guard),
     }
 }
 
+/// Keeps the log writer thread; dropping it (at exit) flushes pending lines.
+pub struct LogGuard {
+    _worker: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
 /// Writes one JSON object per event.
-pub struct JsonLayer;
+pub struct JsonLayer {
+    writer: tracing_appender::non_blocking::NonBlocking,
+}
 
 struct SpanFields(Map<String, Value>);
 
@@ -101,6 +117,6 @@ where
         }
         let mut text = Value::Object(line).to_string();
         text.push('\n');
-        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        let _ = self.writer.clone().write_all(text.as_bytes());
     }
 }
