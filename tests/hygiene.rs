@@ -692,3 +692,26 @@ async fn keep_alive_lasts_idle_timeout_not_header_read_timeout() {
     );
     assert_eq!(upstream.count(), 2);
 }
+
+#[tokio::test]
+async fn a_body_cut_short_by_the_client_never_completes_upstream() {
+    let (upstream, server) = setup().await;
+    let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
+    // A POST (not replayable) announcing 1000 bytes; the client stops after 10.
+    stream
+        .write_all(b"POST /upload/x HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert_eq!(raw_status(&text), 400, "{text}");
+    assert!(text.contains("application/problem+json"), "{text}");
+    let seen = upstream.wait_for_count(1).await;
+    assert!(
+        !seen[0].complete,
+        "the upstream got a complete request from a broken body: {seen:#?}"
+    );
+    assert_eq!(seen[0].body_len, 10);
+}
