@@ -46,25 +46,15 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for extra in named {
-            headers.remove(extra);
-        }
-        // Several Connection lines are possible; the loop above saw the first.
-        let more: Vec<HeaderName> = headers
+    if headers.contains_key(header::CONNECTION) {
+        // Every token of every Connection line names a hop-by-hop header.
+        let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .skip(1)
             .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
             .collect();
-        for extra in more {
+        for extra in named {
             headers.remove(extra);
         }
     }

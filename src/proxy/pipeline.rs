@@ -89,7 +89,9 @@ pub async fn handle(
         body: Arc::new(BodyProgress::default()),
     };
     let method = req.method().clone();
-    let raw_path = req.uri().path().to_string();
+    // A refcount, not a copy: the raw path is only written out when the
+    // request was refused before its canonical path existed.
+    let raw_uri = req.uri().clone();
 
     let outcome = process(&generation, &shared.metrics, conn, &mut ctx, req)
         .instrument(span.clone())
@@ -118,7 +120,7 @@ pub async fn handle(
         request_id: ctx.request_id.clone(),
         method,
         path: if ctx.path.is_empty() {
-            raw_path
+            raw_uri.path().to_string()
         } else {
             ctx.path
         },
@@ -260,7 +262,7 @@ async fn process(
     }
 
     // Body limit, declared: refuse before reading a byte.
-    if let Some(length) = declared_length(&req)
+    if let Some(length) = limits::declared_length(req.headers())
         && length > route.max_body
     {
         return Err(Reject::BodyTooLarge);
@@ -293,13 +295,6 @@ async fn process(
     let exchange = result?;
     ctx.upstream_time = Some(exchange.elapsed);
     Ok(exchange.response.map(ResponseBody::upstream))
-}
-
-fn declared_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
 }
 
 /// The path the upstream receives: the canonical path minus `strip_prefix`
@@ -391,7 +386,6 @@ fn finish_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::Method;
 
     #[test]
     fn strip_prefix_on_segment_boundary() {
@@ -399,16 +393,5 @@ mod tests {
         assert_eq!(strip_prefix("/api", Some("/api")), "/");
         assert_eq!(strip_prefix("/apix/users", Some("/api")), "/apix/users");
         assert_eq!(strip_prefix("/api/users", None), "/api/users");
-    }
-
-    #[test]
-    fn declared_length_parses() {
-        let req = Request::builder()
-            .header("content-length", "42")
-            .body(())
-            .unwrap();
-        assert_eq!(declared_length(&req), Some(42));
-        let req = Request::builder().method(Method::GET).body(()).unwrap();
-        assert_eq!(declared_length(&req), None);
     }
 }

@@ -83,11 +83,7 @@ pub fn generation(
     let redis = match &policy.ratelimit.redis {
         None => None,
         Some((url, cluster)) => {
-            let identity = if cluster.is_empty() {
-                url.clone()
-            } else {
-                cluster.join(",")
-            };
+            let identity = RedisBackend::identity_of(url, cluster);
             let mut slot = persistent
                 .redis
                 .lock()

@@ -27,8 +27,8 @@ use super::retry::{self, RetryBudget};
 use crate::config::UpstreamPolicy;
 use crate::observe::metrics::Metrics;
 use crate::policy::body::{BodyError, BodyProgress, LimitedBody, UpstreamBody, collect_for_replay};
-use crate::policy::forward;
 use crate::policy::headers::strip_hop_by_hop;
+use crate::policy::{forward, limits};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
@@ -204,11 +204,7 @@ impl Upstream {
             && settings.attempts > 0
             && upgrade.is_none()
             && retry::idempotent(&parts.method, &parts.headers);
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = limits::declared_length(&parts.headers);
         let replayable = retries_allowed
             && (body.is_end_stream() || declared.is_some_and(|n| n <= retry::MAX_REPLAY_BYTES));
         let mut streamed = None;

@@ -201,7 +201,6 @@ pub struct RedisBackend {
     /// What it points at (for reuse across reloads; the URL may hold a password).
     pub identity: String,
     connection: Arc<Connection>,
-    cluster: bool,
     timeout: Duration,
     health: Mutex<Health>,
     /// One batcher per hash slot tag (one in all for a single node).
@@ -252,11 +251,7 @@ impl RedisBackend {
                 .map_err(|e| format!("ratelimit.redis_cluster: {e}"))?;
             Target::Cluster(Box::new((client, OnceCell::new())))
         };
-        let identity = if cluster.is_empty() {
-            url.to_string()
-        } else {
-            cluster.join(",")
-        };
+        let identity = Self::identity_of(url, cluster);
         let connection = Arc::new(Connection {
             target,
             script: redis::Script::new(GCRA_SCRIPT),
@@ -265,11 +260,20 @@ impl RedisBackend {
         Ok(Self {
             identity,
             connection,
-            cluster: !cluster.is_empty(),
             timeout,
             health: Mutex::new(Health::default()),
             batchers: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// What a backend for these settings points at: reused across reloads
+    /// while it stays the same.
+    pub fn identity_of(url: &str, cluster: &[String]) -> String {
+        if cluster.is_empty() {
+            url.to_string()
+        } else {
+            cluster.join(",")
+        }
     }
 
     /// Whether Redis is currently being skipped after errors.
@@ -302,7 +306,7 @@ impl RedisBackend {
     }
 
     async fn submit(&self, limits: LimitRequest) -> Result<RedisDecision, RedisFailure> {
-        let tag = if self.cluster {
+        let tag = if matches!(self.connection.target, Target::Cluster(_)) {
             limits.first().map_or("", |(key, _, _)| hash_tag(key))
         } else {
             ""
