@@ -95,6 +95,8 @@ const PATH_TRICKS: &[&str] = &[
     "/api/..;/admin",
     "/api/.;/admin",
     "/api/%2e%2e;/admin",
+    "/matrix;v=1/x",
+    "/api;/admin",
     "/api/%c0%ae%c0%ae/admin",
     "/api/x/..%2F",
     "/api/%0d%0aSet-Cookie:x=1",
@@ -164,7 +166,6 @@ async fn innocent_paths_pass_in_canonical_form() {
         ("/a.b/c..d/...", "/a.b/c..d/..."),
         ("/~user/%7Eother", "/~user/~other"),
         ("//double//slashes///", "/double/slashes/"),
-        ("/matrix;v=1/x", "/matrix;v=1/x"),
     ]
     .map(|(a, b)| (a.to_string(), b.to_string()));
     for (i, (path, expected)) in cases.iter().enumerate() {

@@ -35,7 +35,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .collect::<Vec<_>>();
     let mut client = peer;
     while let Some(hop) = hops.pop() {
-        let Ok(ip) = hop.parse::<IpAddr>() else {
+        let Some(ip) = parse_hop(hop) else {
             // A malformed hop ends the chain we can believe.
             break;
         };
@@ -47,8 +47,87 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
-/// Appends the peer to `X-Forwarded-For` and sets `-Proto` / `-Host`.
-/// A trusted proxy's `X-Forwarded-Proto` / `-Host` are kept.
+/// One `X-Forwarded-For` entry: an address, optionally with a port as
+/// load balancers append them (`1.2.3.4:5555`, `[2001:db8::1]:443`,
+/// `[2001:db8::1]`). Anything else is `None`.
+pub fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|port| port.parse::<u16>().is_ok());
+        return port_ok
+            .then(|| inside.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6))
+            .flatten();
+    }
+    let (addr, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    addr.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// Headers that tell a backend who the client is, which host or scheme it
+/// used, or which URL it asked for. Only a trusted proxy may send them:
+/// from any other peer they are removed (SPEC §3), in any spelling.
+const CLIENT_CLAIMED: [&str; 14] = [
+    "forwarded",
+    "x-real-ip",
+    "true-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "front-end-https",
+    "x-url-scheme",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-host",
+    "x-original-host",
+];
+
+/// The `X-Forwarded-*` headers palisade itself sets.
+const SET_BY_PALISADE: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// Removes what a client may not claim about itself. From a peer outside
+/// `trusted_proxies`: every [`CLIENT_CLAIMED`] header, and any header that
+/// spells one of them or an `X-Forwarded-*` palisade sets with `_` for
+/// `-` (CGI-style servers read `X_Forwarded_For` as `X-Forwarded-For`).
+/// From a trusted peer only the `_` spellings go.
+pub fn remove_client_claimed(headers: &mut HeaderMap, peer_trusted: bool) {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            let underscored = name.contains('_');
+            if !peer_trusted || underscored {
+                let listed = |list: &[&str]| list.iter().any(|l| same_name(l, name));
+                listed(&CLIENT_CLAIMED) || (underscored && listed(&SET_BY_PALISADE))
+            } else {
+                false
+            }
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+}
+
+/// Whether two header names are the same ignoring case and `_` vs `-`.
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| normalize(x) == normalize(y))
+}
+
+/// Sets `X-Forwarded-For` (appended to from a trusted proxy, else the peer
+/// alone) and `-Proto` / `-Host`. A trusted proxy's `X-Forwarded-Proto` /
+/// `-Host` are kept.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
@@ -57,7 +136,12 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
 ) {
     let peer_text = peer.to_canonical().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    let believed = if peer_trusted {
+        headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
+    } else {
+        None
+    };
+    let xff = match believed {
         Some(existing) if !existing.trim().is_empty() => {
             let joined = headers
                 .get_all(&X_FORWARDED_FOR)
@@ -180,6 +264,16 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("9.9.9.9"));
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let host = HeaderValue::from_static("api.example.com");
+        let mut trusted = headers.clone();
+        set_forwarded(
+            &mut trusted,
+            "10.0.0.1".parse().unwrap(),
+            true,
+            false,
+            Some(&host),
+        );
+        assert_eq!(trusted["x-forwarded-for"], "9.9.9.9, 10.0.0.1");
+        assert_eq!(trusted["x-forwarded-proto"], "https");
         set_forwarded(
             &mut headers,
             "1.2.3.4".parse().unwrap(),
@@ -187,9 +281,56 @@ mod tests {
             false,
             Some(&host),
         );
-        assert_eq!(headers["x-forwarded-for"], "9.9.9.9, 1.2.3.4");
+        assert_eq!(headers["x-forwarded-for"], "1.2.3.4");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "api.example.com");
+    }
+
+    #[test]
+    fn hops_with_ports() {
+        let ip = |s: &str| parse_hop(s);
+        assert_eq!(ip("9.9.9.9:5555"), Some("9.9.9.9".parse().unwrap()));
+        assert_eq!(
+            ip("[2001:db8::1]:443"),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(ip("[2001:db8::1]"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(ip("2001:db8::1"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(ip("9.9.9.9:x"), None);
+        assert_eq!(ip("[9.9.9.9]:1"), None);
+        assert_eq!(ip("[2001:db8::1]:99999"), None);
+        assert_eq!(ip("unknown"), None);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 9.9.9.9:5555"),
+        );
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(
+            client_ip(peer, &headers, &nets(&["127.0.0.1/32"])),
+            "9.9.9.9".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn client_claimed_headers_only_from_trusted_peers() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "forwarded",
+            "x-real-ip",
+            "x-original-url",
+            "x_forwarded_for",
+            "x-kept",
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("1"));
+        }
+        let mut trusted = headers.clone();
+        remove_client_claimed(&mut trusted, true);
+        assert!(trusted.contains_key("forwarded") && trusted.contains_key("x-original-url"));
+        assert!(!trusted.contains_key("x_forwarded_for"));
+        remove_client_claimed(&mut headers, false);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-kept"));
     }
 
     #[test]

@@ -44,22 +44,43 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers and every header the `Connection` header names.
+/// Removes hop-by-hop headers and every header the `Connection` header
+/// names. For responses, where palisade sets its own headers afterwards.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        // Every token of every Connection line names a hop-by-hop header.
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-            .collect();
-        for extra in named {
-            headers.remove(extra);
-        }
-    }
+    remove_connection_nominated(headers, |_| false);
+    strip_fixed_hop_by_hop(headers);
+}
+
+/// Removes the fixed hop-by-hop headers only. For a request whose
+/// `Connection`-named headers were already removed by
+/// [`remove_connection_nominated`] before palisade added its own headers:
+/// nothing named in `Connection` may remove what palisade sets.
+pub fn strip_fixed_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
+    }
+}
+
+/// Removes every header the `Connection` header names, except hop-by-hop
+/// ones (removed later, after an `Upgrade` was read) and those `protected`
+/// says palisade sets or relies on. `Connection` itself stays until then.
+pub fn remove_connection_nominated(
+    headers: &mut HeaderMap,
+    protected: impl Fn(&HeaderName) -> bool,
+) {
+    if !headers.contains_key(header::CONNECTION) {
+        return;
+    }
+    // Every token of every Connection line names a hop-by-hop header.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !HOP_BY_HOP.contains(name) && !protected(name))
+        .collect();
+    for extra in named {
+        headers.remove(extra);
     }
 }
 
@@ -84,6 +105,25 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_cannot_remove_protected_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("upgrade, authorization, x-hop"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        remove_connection_nominated(&mut headers, |name| name == header::AUTHORIZATION);
+        assert!(headers.contains_key(header::AUTHORIZATION));
+        assert!(headers.contains_key(header::UPGRADE));
+        assert!(headers.contains_key(header::CONNECTION));
+        assert!(!headers.contains_key("x-hop"));
+        strip_fixed_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod cors;
 pub mod forward;
+pub mod head;
 pub mod headers;
 pub mod limits;
 pub mod ratelimit;

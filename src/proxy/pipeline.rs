@@ -1,7 +1,9 @@
 //! `handle`: the one function to read. It takes one policy snapshot and runs
 //! every stage in SPEC §3 order with early returns:
 //!
-//! request ID → identity-header stripping → URI and header limits → path
+//! request ID → client-header cleanup (`Connection`-named headers, cookie
+//! lines, headers only a trusted proxy may send) and identity-header
+//! stripping → URI and header limits → `Host` and method spelling → path
 //! sanitization → route match → CORS preflight → authentication → tenant
 //! check → rate limits → body limit (streamed) → upstream (timeout) →
 //! response headers (security, request ID, CORS) → access log and metrics.
@@ -29,7 +31,7 @@ use crate::observe::metrics::{Metrics, NO_ROUTE_LABEL};
 use crate::policy::auth::{self, claims};
 use crate::policy::body::BodyProgress;
 use crate::policy::ratelimit::{KeyInputs, RateHeaders, Verdict};
-use crate::policy::{cors, forward, limits, sanitize};
+use crate::policy::{cors, forward, head, limits, sanitize};
 use crate::route::{Lookup, Route};
 
 /// The connection a request arrived on.
@@ -148,6 +150,13 @@ async fn process(
 ) -> Result<Response<ResponseBody>, Reject> {
     let policy = &generation.policy;
 
+    // Client-header cleanup, before palisade reads or adds any header:
+    // what `Connection` names goes now (so it can never remove a header
+    // palisade sets later), cookie lines are joined, and what only a
+    // trusted proxy may claim is dropped from anyone else.
+    head::clean_client_headers(req.headers_mut(), &policy.request_id.header);
+    forward::remove_client_claimed(req.headers_mut(), ctx.peer_trusted);
+
     // Identity-header stripping: before anything else reads headers. The
     // shared-secret headers are captured first: they are checked, never forwarded.
     let presented_secrets = if policy.auth.secrets.is_empty() {
@@ -164,6 +173,10 @@ async fn process(
     if limits::header_block_len(req.headers()) > policy.server.max_header_bytes {
         return Err(Reject::HeaderTooLarge);
     }
+
+    // `Host` and method: one spelling each, as HTTP defines them.
+    head::check_host(req.version(), req.uri(), req.headers()).map_err(Reject::BadHead)?;
+    head::check_method(req.method(), policy.routes.known_methods()).map_err(Reject::BadHead)?;
 
     // Path sanitization.
     ctx.path = sanitize::canonicalize(req.uri().path()).map_err(Reject::BadPath)?;

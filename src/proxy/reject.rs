@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::policy::auth::Denied;
+use crate::policy::head::HeadRejection;
 use crate::policy::sanitize::PathRejection;
 
 /// Why palisade answered instead of the upstream.
@@ -14,6 +15,9 @@ use crate::policy::sanitize::PathRejection;
 pub enum Reject {
     /// 400: ambiguous or malicious path.
     BadPath(PathRejection),
+    /// 400: a `Host` or method that HTTP does not allow (RFC 9112 §3.2,
+    /// RFC 9110 §9.1).
+    BadHead(HeadRejection),
     /// 414.
     UriTooLong,
     /// 431.
@@ -79,6 +83,13 @@ impl Reject {
                 "bad-path",
                 "Bad Request",
                 "The request path is not acceptable.",
+            ),
+            BadHead(why) => p(
+                StatusCode::BAD_REQUEST,
+                Some(why.reason()),
+                "bad-request",
+                "Bad Request",
+                "The request is not acceptable.",
             ),
             UriTooLong => p(
                 StatusCode::URI_TOO_LONG,
@@ -192,6 +203,7 @@ impl Reject {
         use Reject::*;
         match self {
             BadPath(why) => format!("Rejected path: {why}."),
+            BadHead(why) => format!("Rejected request: {why}."),
             MethodNotAllowed(allow) => format!("Allowed methods: {allow}."),
             UpstreamConnect(why) => format!("Could not connect to the upstream: {why}."),
             UpstreamReset(why) => format!("The upstream exchange failed: {why}."),

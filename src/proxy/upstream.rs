@@ -27,7 +27,7 @@ use super::retry::{self, RetryBudget};
 use crate::config::UpstreamPolicy;
 use crate::observe::metrics::Metrics;
 use crate::policy::body::{BodyError, BodyProgress, LimitedBody, UpstreamBody, collect_for_replay};
-use crate::policy::headers::strip_hop_by_hop;
+use crate::policy::headers::{strip_fixed_hop_by_hop, strip_hop_by_hop};
 use crate::policy::{forward, limits};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
@@ -161,7 +161,8 @@ impl Upstream {
         self.budget.deposit();
         let (mut parts, body) = req.into_parts();
         let upgrade = requested_upgrade(&parts);
-        strip_hop_by_hop(&mut parts.headers);
+        // What `Connection` named went before palisade set its headers.
+        strip_fixed_hop_by_hop(&mut parts.headers);
         let client_upgrade = match &upgrade {
             Some(protocol) => {
                 // WebSocket and other upgrades: the request-side policy has

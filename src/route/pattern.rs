@@ -2,13 +2,19 @@
 //! segment, captured) and `**` (zero or more segments, last only). Parsed
 //! once at load; matching walks the canonical path's segments without
 //! allocating unless the pattern captures.
+//!
+//! Literal segments match ignoring ASCII case, and a trailing `/` is not
+//! significant: `/api/restaurants/{id}/**` also takes
+//! `/API/Restaurants/6/orders`, and `/admin` takes `/admin/`. Case-folding
+//! routers (Express, ASP.NET) and slash-tolerant ones would otherwise serve
+//! the protected resource for a spelling that fell through to a looser route.
 
 use std::fmt;
 
 /// One segment of a compiled pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
-    /// Must equal this text exactly (canonical form).
+    /// Must equal this text ignoring ASCII case (canonical form).
     Literal(Box<str>),
     /// `*`: any one non-empty segment.
     Any,
@@ -33,6 +39,11 @@ impl Pattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let Some(body) = text.strip_prefix('/') else {
             return Err(format!("pattern \"{text}\" must start with \"/\""));
+        };
+        // A trailing `/` is not significant (see the module doc).
+        let body = match body.strip_suffix('/') {
+            Some(trimmed) if !trimmed.is_empty() => trimmed,
+            _ => body,
         };
         let raw: Vec<&str> = body.split('/').collect();
         let mut segments = Vec::with_capacity(raw.len());
@@ -111,6 +122,7 @@ impl Pattern {
         let Some(body) = path.strip_prefix('/') else {
             return false;
         };
+        let body = body.strip_suffix('/').unwrap_or(body);
         let mut parts = body.split('/');
         let capture = self.captures();
         let mut captured: Params = Vec::new();
@@ -121,7 +133,7 @@ impl Pattern {
                     return true;
                 }
                 Segment::Literal(lit) => match parts.next() {
-                    Some(part) if part == &**lit => {}
+                    Some(part) if part.eq_ignore_ascii_case(lit) => {}
                     _ => return false,
                 },
                 Segment::Any => match parts.next() {
@@ -161,7 +173,7 @@ fn covers(a: &[Segment], b: &[Segment]) -> bool {
             let head = match (sa, sb) {
                 (Segment::Rest, _) => true,
                 (_, Segment::Rest) => false,
-                (Segment::Literal(x), Segment::Literal(y)) => x == y,
+                (Segment::Literal(x), Segment::Literal(y)) => x.eq_ignore_ascii_case(y),
                 (Segment::Literal(_), _) => false,
                 (Segment::Any | Segment::Param(_), Segment::Literal(y)) => !y.is_empty(),
                 (Segment::Any | Segment::Param(_), Segment::Any | Segment::Param(_)) => true,
@@ -192,7 +204,10 @@ mod tests {
     #[test]
     fn literal_and_wildcards() {
         assert!(m("/health", "/health"));
-        assert!(!m("/health", "/health/"));
+        assert!(m("/health", "/health/"));
+        assert!(m("/health/", "/health"));
+        assert!(m("/health", "/HEALTH"));
+        assert!(!m("/health", "/health//"));
         assert!(!m("/health", "/healthz"));
         assert!(m("/users/*", "/users/42"));
         assert!(!m("/users/*", "/users/"));
@@ -245,5 +260,7 @@ mod tests {
         assert!(!p("/api/x").covers(&p("/api/*")));
         assert!(!p("/api/*").covers(&p("/api/x/y")));
         assert!(!p("/a/**").covers(&p("/b/**")));
+        assert!(p("/API/**").covers(&p("/api/x")));
+        assert!(p("/a").covers(&p("/a/")));
     }
 }

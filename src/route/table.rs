@@ -82,7 +82,21 @@ pub enum Lookup {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
+    known_methods: Vec<Method>,
 }
+
+/// The methods RFC 9110 §9 and RFC 5789 define.
+const STANDARD_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::CONNECT,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::PATCH,
+];
 
 impl RouteTable {
     /// Builds the table, refusing a route that an earlier one shadows. The
@@ -96,7 +110,14 @@ impl RouteTable {
                 return Err((later_idx, earlier_idx));
             }
         }
+        let mut known_methods = STANDARD_METHODS.to_vec();
+        for method in routes.iter().flat_map(|r| r.methods.iter().flatten()) {
+            if !known_methods.contains(method) {
+                known_methods.push(method.clone());
+            }
+        }
         Ok(Self {
+            known_methods,
             routes: routes
                 .into_iter()
                 .enumerate()
@@ -106,6 +127,12 @@ impl RouteTable {
                 })
                 .collect(),
         })
+    }
+
+    /// The standard methods and every method a route names: a request
+    /// method equal to one of them only when case is ignored is refused.
+    pub fn known_methods(&self) -> &[Method] {
+        &self.known_methods
     }
 
     /// The routes in match order.

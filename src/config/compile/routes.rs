@@ -278,9 +278,21 @@ pub(super) fn merge_headers(
     }
 }
 
-/// Every `forward_claims` target and every shared-secret header.
+/// Method overrides Rails, Express and Laravel honour: the method palisade
+/// routed on must be the one the upstream runs.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+];
+
+/// Every `forward_claims` target, every shared-secret header and the
+/// method-override headers.
 pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
     let mut set = StrippedHeaders::default();
+    for name in METHOD_OVERRIDES {
+        set.add(name);
+    }
     if let Some(jwt) = &file.auth.jwt {
         for header in jwt.forward_claims.values() {
             set.add(header.get_ref().as_str());

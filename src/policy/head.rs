@@ -1,0 +1,231 @@
+//! The request head as HTTP defines it, checked before routing: exactly one
+//! valid `Host` that agrees with the target's authority (RFC 9112 §3.2; over
+//! HTTP/2, `host` agrees with `:authority`), no userinfo, methods in their
+//! one spelling (RFC 9110 §9.1), and the client's header lines cleaned so
+//! that palisade and the upstream read the same request: what `Connection`
+//! names, method overrides, and several `Cookie` lines joined into one.
+
+use std::fmt;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Uri, Version};
+
+use super::headers::remove_connection_nominated;
+
+/// Why a request head was refused (400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadRejection {
+    /// HTTP/1.1 without `Host`.
+    MissingHost,
+    /// More than one `Host` line.
+    DuplicateHost,
+    /// A `Host` or authority that is not `host[:port]` (userinfo, spaces).
+    BadHost,
+    /// `Host` disagrees with the absolute-form target or `:authority`.
+    HostMismatch,
+    /// A method that equals a known one only when case is ignored (`post`).
+    MethodCase,
+}
+
+impl HeadRejection {
+    /// The `palisade_rejections_total` reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::MethodCase => "method",
+            _ => "host",
+        }
+    }
+}
+
+impl fmt::Display for HeadRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::MissingHost => "an HTTP/1.1 request needs a Host header",
+            Self::DuplicateHost => "the request has more than one Host header",
+            Self::BadHost => "the Host or authority is not host[:port]",
+            Self::HostMismatch => "the Host header disagrees with the request target's authority",
+            Self::MethodCase => "the method is a case variant of a known method",
+        })
+    }
+}
+
+/// Checks `Host` against the version and the target's authority.
+pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), HeadRejection> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HeadRejection::DuplicateHost);
+    }
+    if let Some(host) = host {
+        let host = valid_authority(host.as_bytes())?;
+        if let Some(authority) = uri.authority() {
+            valid_authority(authority.as_str().as_bytes())?;
+            if !host.as_str().eq_ignore_ascii_case(authority.as_str()) {
+                return Err(HeadRejection::HostMismatch);
+            }
+        }
+        return Ok(());
+    }
+    match uri.authority() {
+        Some(authority) => valid_authority(authority.as_str().as_bytes()).map(|_| ()),
+        None if version == Version::HTTP_11 => Err(HeadRejection::MissingHost),
+        None => Ok(()),
+    }
+}
+
+/// `host[:port]`: an authority without userinfo.
+fn valid_authority(bytes: &[u8]) -> Result<Authority, HeadRejection> {
+    if bytes.is_empty() || bytes.contains(&b'@') {
+        return Err(HeadRejection::BadHost);
+    }
+    Authority::try_from(bytes).map_err(|_| HeadRejection::BadHost)
+}
+
+/// Refuses a method that equals one of `known` only when case is ignored:
+/// `post` would skip a `POST`-only route here and run as `POST` in a
+/// framework that upper-cases it.
+pub fn check_method(method: &Method, known: &[Method]) -> Result<(), HeadRejection> {
+    let text = method.as_str();
+    if known
+        .iter()
+        .any(|m| m != method && m.as_str().eq_ignore_ascii_case(text))
+    {
+        return Err(HeadRejection::MethodCase);
+    }
+    Ok(())
+}
+
+/// Headers palisade reads or sets on the forwarded request: the client's
+/// `Connection` can never remove them.
+const RELIED_ON: [HeaderName; 9] = [
+    header::HOST,
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::ORIGIN,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+];
+
+/// Cleans the client's header lines before anything reads them: removes
+/// what its `Connection` names (never a [`RELIED_ON`] header or the
+/// request-ID header; palisade's own headers are added after this, so
+/// nothing named there can remove them) and joins several `Cookie` lines
+/// with `; ` (RFC 9113 §8.2.3; frameworks that join repeated headers with
+/// `,` would otherwise read other cookies than palisade did).
+pub fn clean_client_headers(headers: &mut HeaderMap, request_id: &HeaderName) {
+    remove_connection_nominated(headers, |name| {
+        RELIED_ON.contains(name) || name == request_id
+    });
+    join_cookies(headers);
+}
+
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut lines = headers.get_all(header::COOKIE).iter();
+    if lines.next().is_none() || lines.next().is_none() {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for line in headers.get_all(header::COOKIE) {
+        let line = line.as_bytes().trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(line);
+    }
+    match HeaderValue::from_bytes(&joined) {
+        Ok(value) => {
+            headers.insert(header::COOKIE, value);
+        }
+        Err(_) => {
+            headers.remove(header::COOKIE);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_check(version: Version, uri: &str, hosts: &[&str]) -> Result<(), HeadRejection> {
+        let mut headers = HeaderMap::new();
+        for host in hosts {
+            headers.append(header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        check_host(version, &uri.parse().unwrap(), &headers)
+    }
+
+    #[test]
+    fn host_rules() {
+        use HeadRejection::*;
+        let h11 = Version::HTTP_11;
+        assert_eq!(host_check(h11, "/x", &["api.example.com"]), Ok(()));
+        assert_eq!(host_check(h11, "/x", &["api.example.com:8080"]), Ok(()));
+        assert_eq!(host_check(h11, "/x", &[]), Err(MissingHost));
+        assert_eq!(host_check(Version::HTTP_10, "/x", &[]), Ok(()));
+        assert_eq!(host_check(h11, "/x", &["a", "b"]), Err(DuplicateHost));
+        assert_eq!(host_check(h11, "/x", &["a", "a"]), Err(DuplicateHost));
+        assert_eq!(host_check(h11, "/x", &["user@a"]), Err(BadHost));
+        assert_eq!(host_check(h11, "/x", &[""]), Err(BadHost));
+        assert_eq!(host_check(h11, "/x", &["a b"]), Err(BadHost));
+        assert_eq!(host_check(h11, "http://a/x", &["A"]), Ok(()));
+        assert_eq!(host_check(h11, "http://a/x", &["b"]), Err(HostMismatch));
+        assert_eq!(host_check(h11, "http://u@a/x", &["a"]), Err(BadHost));
+        let h2 = Version::HTTP_2;
+        assert_eq!(host_check(h2, "http://legit/x", &[]), Ok(()));
+        assert_eq!(
+            host_check(h2, "http://legit/x", &["evil"]),
+            Err(HostMismatch)
+        );
+        assert_eq!(host_check(h2, "http://a@b/x", &[]), Err(BadHost));
+    }
+
+    #[test]
+    fn method_case_variants() {
+        let known = [
+            Method::GET,
+            Method::POST,
+            Method::from_bytes(b"PURGE").unwrap(),
+        ];
+        assert_eq!(check_method(&Method::POST, &known), Ok(()));
+        let lower = Method::from_bytes(b"post").unwrap();
+        assert_eq!(check_method(&lower, &known), Err(HeadRejection::MethodCase));
+        let purge = Method::from_bytes(b"Purge").unwrap();
+        assert_eq!(check_method(&purge, &known), Err(HeadRejection::MethodCase));
+        let other = Method::from_bytes(b"propfind").unwrap();
+        assert_eq!(check_method(&other, &known), Ok(()));
+    }
+
+    #[test]
+    fn cookie_lines_are_joined() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2; c=3"));
+        clean_client_headers(&mut headers, &HeaderName::from_static("x-request-id"));
+        let lines: Vec<_> = headers.get_all(header::COOKIE).iter().collect();
+        assert_eq!(lines, ["a=1; b=2; c=3"]);
+    }
+
+    #[test]
+    fn connection_cannot_name_relied_on_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Authorization, X-Request-Id, Host, X-Hop"),
+        );
+        for name in ["authorization", "x-request-id", "host", "x-hop"] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("v"));
+        }
+        clean_client_headers(&mut headers, &HeaderName::from_static("x-request-id"));
+        assert!(headers.contains_key("authorization"));
+        assert!(headers.contains_key("x-request-id"));
+        assert!(headers.contains_key("host"));
+        assert!(!headers.contains_key("x-hop"));
+    }
+}

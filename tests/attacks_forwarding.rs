@@ -1,0 +1,574 @@
+//! Issue 8, attacks on what the upstream is told: `Connection` removing
+//! palisade's headers, route bypass by spelling, client-claimed forwarding
+//! headers, `Host` and `:authority`, method spelling and overrides, cookie
+//! lines, request trailers. Each performs the attack over a real socket and
+//! asserts the status and what reached the upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const CONFIG: &str = r#"
+[upstream]
+url = "{UPSTREAM}"
+[auth.jwt]
+hs256_secret = "${JWT_SECRET}"
+forward_claims = { sub = "X-User-Id", restaurant_id = "X-Tenant-Id", role = "X-User-Role" }
+[auth.secrets.vapi]
+header = "X-Vapi-Secret"
+value = "${HOOK_SECRET}"
+[[routes]]
+name = "restaurant"
+path = "/api/restaurants/{restaurant_id}/**"
+tenant = { param = "restaurant_id", claim = "restaurant_id" }
+[[routes]]
+name = "admin"
+path = "/api/admin"
+auth = "secret:vapi"
+[[routes]]
+name = "vapi-webhook"
+path = "/webhooks/vapi/**"
+methods = ["POST"]
+auth = "secret:vapi"
+[[routes]]
+name = "purge"
+path = "/cache/**"
+methods = ["PURGE"]
+auth = "none"
+[[routes]]
+name = "open"
+path = "/open/**"
+auth = "none"
+[[routes]]
+name = "api"
+path = "/**"
+"#;
+
+async fn setup() -> (TestUpstream, palisade::Server) {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CONFIG, upstream.addr).await;
+    (upstream, server)
+}
+
+fn user_token(tenant: &str) -> String {
+    token(json!({
+        "sub": "user-5",
+        "exp": now() + 600,
+        "restaurant_id": tenant,
+        "role": "staff",
+    }))
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status line's code.
+async fn raw_status_of(server: &palisade::Server, request: String) -> u16 {
+    raw_status(&raw(server.proxy_addr, request.as_bytes()).await)
+}
+
+#[tokio::test]
+async fn connection_header_cannot_remove_verified_identity() {
+    let (upstream, server) = setup().await;
+    let token = user_token("5");
+    let request = format!(
+        "GET /anything HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         X-Request-Id: client-id-1\r\n\
+         Connection: keep-alive, X-User-Id, X-Tenant-Id, X-User-Role, Authorization, \
+         X-Request-Id, Host, X-Forwarded-For, X-Forwarded-Proto, X-Forwarded-Host, close\r\n\r\n"
+    );
+    assert_eq!(raw_status_of(&server, request).await, 200);
+    let seen = &upstream.wait_for_count(1).await[0];
+    assert_eq!(seen.headers["x-user-id"], "user-5");
+    assert_eq!(seen.headers["x-tenant-id"], "5");
+    assert_eq!(seen.headers["x-user-role"], "staff");
+    assert_eq!(seen.headers["authorization"], format!("Bearer {token}"));
+    assert_eq!(seen.headers["x-request-id"], "client-id-1");
+    assert_eq!(seen.headers["host"], "test");
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "test");
+}
+
+#[tokio::test]
+async fn connection_header_still_removes_other_named_headers() {
+    let (upstream, server) = setup().await;
+    let request = "GET /open/x HTTP/1.1\r\nHost: test\r\nX-Hop: secret-hop\r\n\
+                   Connection: X-Hop, close\r\n\r\n"
+        .to_string();
+    assert_eq!(raw_status_of(&server, request).await, 200);
+    let seen = &upstream.wait_for_count(1).await[0];
+    assert!(!seen.headers.contains_key("x-hop"));
+    assert!(!seen.headers.contains_key("connection"));
+}
+
+#[tokio::test]
+async fn case_and_semicolon_spellings_of_a_tenant_route_never_reach_a_looser_route() {
+    let (upstream, server) = setup().await;
+    let token = user_token("5");
+    let auth = [("authorization", format!("Bearer {token}"))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Case variants of the literals match the tenant route: 403, not 200.
+    for path in [
+        "/api/Restaurants/6/orders",
+        "/API/restaurants/6/orders",
+        "/Api/RESTAURANTS/6/orders",
+        "/api/restaurants/6/orders/",
+        "/api/rest%61urants/6/orders",
+    ] {
+        let reply = get_with(server.proxy_addr, path, &auth).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(reply.json()["status"], 403);
+    }
+    // `;` path parameters (raw or encoded) are refused outright.
+    for path in [
+        "/api/restaurants;x=1/6/orders",
+        "/api/restaurants;/6/orders",
+        "/api/restaurants%3B/6/orders",
+        "/api/restaurants/6;x/orders",
+    ] {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(raw_status_of(&server, request).await, 400, "{path}");
+    }
+    assert_eq!(upstream.count(), 0, "nothing reached the upstream");
+    // The tenant's own data in another spelling is still served.
+    let reply = get_with(server.proxy_addr, "/API/Restaurants/5/orders", &auth).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn trailing_slash_reaches_the_exact_route_not_the_catch_all() {
+    let (upstream, server) = setup().await;
+    let token = user_token("5");
+    // `/api/admin` needs the shared secret; a JWT is enough for `/**`.
+    for path in ["/api/admin", "/api/admin/", "/API/ADMIN/"] {
+        let reply = get_with(
+            server.proxy_addr,
+            path,
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    assert_eq!(upstream.count(), 0);
+}
+
+/// Palisade with `trusted_proxies` as given (the test client is 127.0.0.1).
+async fn with_trust(trusted: &str) -> (TestUpstream, palisade::Server) {
+    let upstream = TestUpstream::start().await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\ntrusted_proxies = [{trusted}]\n{}",
+        OPEN_CONFIG
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    (upstream, server)
+}
+
+const OPEN_CONFIG: &str = r#"
+[upstream]
+url = "{UPSTREAM}"
+[[routes]]
+name = "open"
+path = "/**"
+auth = "none"
+rate_limits = [{ by = "ip", limit = 1, per = "1h" }]
+"#;
+
+const CLAIMED: [(&str, &str); 16] = [
+    ("Forwarded", "for=10.0.0.1;proto=https"),
+    ("X-Real-IP", "10.0.0.1"),
+    ("True-Client-IP", "10.0.0.1"),
+    ("X-Forwarded-Port", "443"),
+    ("X-Forwarded-Prefix", "/admin"),
+    ("X-Forwarded-Server", "internal"),
+    ("X-Forwarded-Ssl", "on"),
+    ("X-Forwarded-Scheme", "https"),
+    ("Front-End-Https", "on"),
+    ("X-Url-Scheme", "https"),
+    ("X-Original-URL", "/admin"),
+    ("X-Rewrite-URL", "/admin"),
+    ("X-Host", "evil.example"),
+    ("X-Original-Host", "evil.example"),
+    ("X_Real_IP", "10.0.0.1"),
+    ("X_Forwarded_For", "10.0.0.1"),
+];
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_never_reach_the_upstream() {
+    let (upstream, server) = with_trust("").await;
+    let mut request =
+        String::from("GET /x HTTP/1.1\r\nHost: test\r\nX-Forwarded-For: 10.0.0.1\r\n");
+    for (name, value) in CLAIMED {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    assert_eq!(raw_status_of(&server, request).await, 200);
+    let seen = &upstream.wait_for_count(1).await[0];
+    for (name, _) in CLAIMED {
+        assert!(
+            !seen.headers.contains_key(name),
+            "{name} reached the upstream"
+        );
+    }
+    assert_eq!(seen.headers["x-forwarded-for"], "127.0.0.1");
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_a_trusted_proxy_are_kept_and_appended() {
+    let (upstream, server) = with_trust("\"127.0.0.1/32\"").await;
+    let reply = get_with(
+        server.proxy_addr,
+        "/x",
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("forwarded", "for=203.0.113.9"),
+            ("x-real-ip", "203.0.113.9"),
+            ("x_forwarded_for", "10.6.6.6"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = &upstream.wait_for_count(1).await[0];
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen.headers["forwarded"], "for=203.0.113.9");
+    assert_eq!(seen.headers["x-real-ip"], "203.0.113.9");
+    // The `_` spelling of a header palisade sets never passes.
+    assert!(!seen.headers.contains_key("x_forwarded_for"));
+}
+
+#[tokio::test]
+async fn forwarded_for_entries_with_ports_keep_clients_apart() {
+    let (upstream, server) = with_trust("\"127.0.0.1/32\"").await;
+    // limit = 1 per hour by ip: each distinct client gets exactly one.
+    for client in [
+        "9.9.9.9:5555",
+        "[2001:db8::1]:443",
+        "8.8.8.8:1",
+        "[2001:db9::2]",
+    ] {
+        let reply = get_with(server.proxy_addr, "/x", &[("x-forwarded-for", client)]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{client}");
+    }
+    // The same client again, with another port, is the same client.
+    let reply = get_with(
+        server.proxy_addr,
+        "/x",
+        &[("x-forwarded-for", "9.9.9.9:7777")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(upstream.count(), 4);
+}
+
+#[tokio::test]
+async fn http11_without_host_or_with_two_is_refused() {
+    let (upstream, server) = setup().await;
+    let cases = [
+        "GET /open/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /open/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        "GET /open/x HTTP/1.1\r\nHost: a\r\nHost: a\r\nConnection: close\r\n\r\n",
+        "GET http://legit/open/x HTTP/1.1\r\nHost: evil\r\nConnection: close\r\n\r\n",
+        "GET /open/x HTTP/1.1\r\nHost: user@evil\r\nConnection: close\r\n\r\n",
+    ];
+    for request in cases {
+        let response = raw(server.proxy_addr, request.as_bytes()).await;
+        assert_eq!(raw_status(&response), 400, "{request:?}");
+        assert!(
+            response.contains("application/problem+json"),
+            "{request:?}: {response}"
+        );
+    }
+    // HTTP/1.0 may omit Host.
+    let response = raw(
+        server.proxy_addr,
+        b"GET /open/x HTTP/1.0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&response), 200);
+    assert_eq!(upstream.count(), 1);
+    let scrape = metrics(&server).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "palisade_rejections_total{reason=\"host\",route=\"-\"}"
+        ),
+        5.0,
+        "{scrape}"
+    );
+}
+
+#[tokio::test]
+async fn case_variants_of_methods_are_refused() {
+    let (upstream, server) = setup().await;
+    let token = user_token("5");
+    for method in ["post", "Post", "Delete", "get", "purge"] {
+        let request = format!(
+            "{method} /webhooks/vapi/call-ended HTTP/1.1\r\nHost: test\r\n\
+             Authorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(raw_status_of(&server, request).await, 400, "{method}");
+    }
+    assert_eq!(upstream.count(), 0);
+    // The configured spelling still works, and an unknown method is routed.
+    let request = "PURGE /cache/x HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status_of(&server, request.into()).await, 200);
+    let request = format!(
+        "PROPFIND /x HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status_of(&server, request).await, 200);
+    let methods: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.method.clone())
+        .collect();
+    assert_eq!(methods, ["PURGE", "PROPFIND"]);
+}
+
+#[tokio::test]
+async fn lower_case_method_over_http2_is_refused() {
+    let (upstream, server) = setup().await;
+    let client = h2_client();
+    let token = user_token("5");
+    let req = Request::builder()
+        .method(http::Method::from_bytes(b"post").unwrap())
+        .uri(format!(
+            "http://{}/webhooks/vapi/call-ended",
+            server.proxy_addr
+        ))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn method_override_headers_never_reach_the_upstream() {
+    let (upstream, server) = setup().await;
+    let reply = get_with(
+        server.proxy_addr,
+        "/open/x",
+        &[
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("x-method-override", "DELETE"),
+            ("x_http_method_override", "DELETE"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = &upstream.wait_for_count(1).await[0];
+    for name in [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x_http_method_override",
+    ] {
+        assert!(!seen.headers.contains_key(name), "{name}");
+    }
+}
+
+fn h2_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+#[tokio::test]
+async fn http2_host_that_disagrees_with_authority_is_refused() {
+    let (upstream, server) = setup().await;
+    let client = h2_client();
+    let req = Request::get(format!("http://{}/open/x", server.proxy_addr))
+        .header("host", "evil.example")
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let req = Request::get(format!("http://user@{}/open/x", server.proxy_addr))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(upstream.count(), 0);
+    // The same authority twice is fine.
+    let req = Request::get(format!("http://{}/open/x", server.proxy_addr))
+        .header("host", server.proxy_addr.to_string())
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
+async fn http2_raw_non_ascii_path_is_refused() {
+    let (upstream, server) = setup().await;
+    let client = h2_client();
+    // The http crate lets raw bytes above 0x7F into a path (HTTP/1's
+    // request-line parser does not), so an HTTP/2 client can send them.
+    let uri = http::Uri::from_maybe_shared(Bytes::from(
+        format!("http://{}/open/caf\u{e9}", server.proxy_addr).into_bytes(),
+    ))
+    .expect("the http crate accepts raw non-ASCII path bytes");
+    let req = Request::get(uri).body(Full::default()).unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn http2_cookie_fields_reach_an_http1_upstream_as_one_line() {
+    let (upstream, server) = setup().await;
+    let client = h2_client();
+    let req = Request::get(format!("http://{}/open/x", server.proxy_addr))
+        .header("cookie", "a=1")
+        .header("cookie", "sb-access-token=abc")
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = &upstream.wait_for_count(1).await[0];
+    let lines: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(lines, ["a=1; sb-access-token=abc"]);
+}
+
+#[tokio::test]
+async fn http1_cookie_lines_are_joined_too() {
+    let (upstream, server) = setup().await;
+    let request = "GET /open/x HTTP/1.1\r\nHost: test\r\nCookie: a=1\r\nCookie: b=2\r\n\
+                   Connection: close\r\n\r\n";
+    assert_eq!(raw_status_of(&server, request.into()).await, 200);
+    let seen = &upstream.wait_for_count(1).await[0];
+    let lines: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(lines, ["a=1; b=2"]);
+}
+
+/// An upstream that records the raw bytes of each request it gets and
+/// answers 200; for what a parsing server would hide (trailers).
+#[derive(Clone, Default)]
+struct RawUpstream {
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl RawUpstream {
+    async fn start() -> (Self, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Self::default();
+        let seen = upstream.seen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move { Self::serve(stream, seen).await });
+            }
+        });
+        (upstream, addr)
+    }
+
+    async fn serve(mut stream: TcpStream, seen: Arc<Mutex<Vec<String>>>) {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+            let Ok(Ok(n)) = read else { break };
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+            if request_complete(&data) {
+                break;
+            }
+        }
+        seen.lock()
+            .unwrap()
+            .push(String::from_utf8_lossy(&data).into_owned());
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            .await;
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// A chunked request is complete after its last chunk and trailer section.
+fn request_complete(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.starts_with("0\r\n") && body.ends_with("\r\n\r\n")
+            || body.contains("\r\n0\r\n") && body.ends_with("\r\n\r\n");
+    }
+    true
+}
+
+#[tokio::test]
+async fn request_trailers_never_carry_identity_headers_upstream() {
+    let (upstream, addr) = RawUpstream::start().await;
+    let server = start_palisade(CONFIG, addr).await;
+    let request = "POST /open/upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\
+                   TE: trailers\r\nTrailer: X-User-Id\r\nConnection: close\r\n\r\n\
+                   5\r\nhello\r\n0\r\nX-User-Id: admin\r\nX-Tenant-Id: 6\r\n\r\n";
+    let response = raw(server.proxy_addr, request.as_bytes()).await;
+    assert_eq!(raw_status(&response), 200, "{response}");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1);
+    let wire = seen[0].to_ascii_lowercase();
+    assert!(wire.contains("hello"), "{wire}");
+    assert!(!wire.contains("x-user-id"), "{wire}");
+    assert!(!wire.contains("x-tenant-id"), "{wire}");
+}
+
+#[tokio::test]
+async fn identity_headers_are_set_once_whatever_the_client_sent() {
+    let (upstream, server) = setup().await;
+    let token = user_token("5");
+    // Two spellings and a duplicate of an identity header, plus the token.
+    let request = format!(
+        "GET /anything HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         X-User-Id: admin\r\nx-user-id: admin2\r\nX_User_Id: admin3\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status_of(&server, request).await, 200);
+    let seen = &upstream.wait_for_count(1).await[0];
+    let ids: Vec<_> = seen.headers.get_all("x-user-id").iter().collect();
+    assert_eq!(ids, ["user-5"]);
+    assert!(!seen.headers.contains_key("x_user_id"));
+}
+
+#[tokio::test]
+async fn upstream_body_from_h2_client_is_intact() {
+    // A sanity check that cleanup leaves ordinary HTTP/2 traffic alone.
+    let (upstream, server) = setup().await;
+    let client = h2_client();
+    let req = Request::post(format!("http://{}/open/post", server.proxy_addr))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"a\":1}")))
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let _ = response.into_body().collect().await.unwrap();
+    let seen = &upstream.wait_for_count(1).await[0];
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.body_len, 7);
+    assert_eq!(seen.headers["content-type"], "application/json");
+}
