@@ -17,6 +17,8 @@ pub mod cli;
 pub mod config;
 pub mod observe;
 pub mod policy;
+#[cfg(any(test, fuzzing))]
+pub mod props;
 pub mod proxy;
 pub mod reload;
 pub mod route;

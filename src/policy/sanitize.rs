@@ -3,7 +3,8 @@
 //! what the upstream receives, so palisade and the upstream never disagree
 //! about which resource was asked for. Anything ambiguous is refused (400):
 //! dot segments raw or encoded, encoded `/` `\` `%`, NUL, raw `\`, bad
-//! escapes, `;` path parameters (raw or `%3B`), raw spaces and non-ASCII.
+//! escapes, `;` path parameters (raw or `%3B`), raw characters a URI path
+//! cannot hold (space, non-ASCII, `"`, `<`, `{`, ...).
 
 use std::fmt;
 
@@ -30,9 +31,10 @@ pub enum PathRejection {
     /// `;params` out of a segment, so `/a;x/b` would be `/a/b` to them
     /// while routes saw another path.
     Semicolon,
-    /// A raw byte outside printable ASCII (HTTP/2 lets them through; an
-    /// HTTP/1 request line cannot carry them): escapes are the one spelling.
-    NonAscii,
+    /// A raw byte that a URI path cannot hold (RFC 3986 `pchar`): a space,
+    /// non-ASCII, `"`, `<`, `{`, `|`, ... HTTP/2 and lenient parsers let
+    /// some through; escapes are the one spelling.
+    BadCharacter,
 }
 
 impl fmt::Display for PathRejection {
@@ -49,9 +51,30 @@ impl fmt::Display for PathRejection {
             Self::Backslash => "the path has a backslash",
             Self::BadEscape => "the path has an invalid percent-escape",
             Self::Semicolon => "the path has a \";\" (path parameters are refused)",
-            Self::NonAscii => "the path has a raw space or non-ASCII byte",
+            Self::BadCharacter => "the path has a character a URI path cannot hold raw",
         })
     }
+}
+
+/// What RFC 3986 allows raw in a path besides `/` and `%`: unreserved,
+/// sub-delims (`;` is refused before this), `:` and `@`.
+const fn is_pchar(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+        )
 }
 
 const fn is_unreserved(b: u8) -> bool {
@@ -72,6 +95,16 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 /// The canonical form of `path` (no query): unreserved escapes decoded,
 /// other escapes' hex upper-cased, runs of `/` merged, trailing `/` kept.
 pub fn canonicalize(path: &str) -> Result<String, PathRejection> {
+    canonical_form(path, false)
+}
+
+/// The canonical form of a route pattern: as [`canonicalize`], with the
+/// pattern syntax's `{` and `}` allowed.
+pub fn canonicalize_pattern(pattern: &str) -> Result<String, PathRejection> {
+    canonical_form(pattern, true)
+}
+
+fn canonical_form(path: &str, pattern: bool) -> Result<String, PathRejection> {
     let bytes = path.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathRejection::NotAbsolute);
@@ -110,8 +143,10 @@ pub fn canonicalize(path: &str) -> Result<String, PathRejection> {
             b'\\' => return Err(PathRejection::Backslash),
             b';' => return Err(PathRejection::Semicolon),
             0x00..=0x1f | 0x7f => return Err(PathRejection::Nul),
-            b' ' | 0x80..=0xff => return Err(PathRejection::NonAscii),
             b'/' if out.last() == Some(&b'/') => {}
+            b'/' => out.push(b),
+            b'{' | b'}' if pattern => out.push(b),
+            _ if !is_pchar(b) => return Err(PathRejection::BadCharacter),
             _ => out.push(b),
         }
         i += 1;
@@ -192,8 +227,12 @@ mod tests {
             ("/api/restaurants;x=1/6", Semicolon),
             ("/api/restaurants;/6", Semicolon),
             ("/matrix%3bv=1/x", Semicolon),
-            ("/caf\u{e9}", NonAscii),
-            ("/a b", NonAscii),
+            ("/caf\u{e9}", BadCharacter),
+            ("/a b", BadCharacter),
+            ("/a<b", BadCharacter),
+            ("/a\"b", BadCharacter),
+            ("/{id}", BadCharacter),
+            ("/a|b", BadCharacter),
             ("/a/%c0%ae%c0%ae/b", BadEscape),
             ("/a/%ff", BadEscape),
         ];

@@ -114,7 +114,7 @@ impl Compiler<'_> {
             ));
         }
         let path_text = r.path.get_ref().as_str();
-        let canonical = sanitize::canonicalize(path_text).map_err(|why| {
+        let canonical = sanitize::canonicalize_pattern(path_text).map_err(|why| {
             self.err(
                 r.path.span(),
                 format!("{key}.path"),
