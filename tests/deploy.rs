@@ -158,7 +158,7 @@ fn docker_env(name: &str) -> String {
     instructions("ENV")
         .iter()
         .filter_map(|e| e.strip_prefix(&format!("{name}=")))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no ENV {name}"))
         .trim_matches('"')
         .to_string()
