@@ -18,6 +18,8 @@
 # sees ConfigMap updates). No HEALTHCHECK: orchestrators probe the admin
 # listener (see deploy/kubernetes/).
 #
+# The builder is Debian bookworm, whose glibc the distroless debian12 image
+# carries: move the two together (e.g. trixie with cc-debian13).
 # For reproducible builds, pin both base images by digest as well.
 
 ARG RUST_VERSION=1.95.0

@@ -219,6 +219,11 @@ fn dockerfile_builds_with_the_pinned_toolchain_into_distroless_nonroot() {
         "{}",
         froms[1]
     );
+    // The builder's glibc must be the one the final image carries.
+    assert!(
+        froms[0].contains("-bookworm") && froms[1].contains("-debian12"),
+        "builder and final image from the same Debian release: {froms:?}"
+    );
     let user = instructions("USER");
     let last = user.last().expect("USER");
     assert!(!["root", "0", "0:0"].contains(&last.as_str()), "{last}");
