@@ -1,8 +1,8 @@
-//! Per-connection deadlines. hyper's own header-read timer also runs while
-//! a keep-alive connection waits for its next request, which would make
-//! `header_read_timeout` (10 s) cut idle connections long before
-//! `idle_timeout` (60 s), and a load balancer keeping connections for 60 s
-//! would race those closes into 502s. So palisade tracks both itself:
+//! Per-connection deadlines and the connection cap. hyper's own header-read
+//! timer also runs while a keep-alive connection waits for its next request,
+//! which would make `header_read_timeout` (10 s) cut idle connections long
+//! before `idle_timeout` (60 s), and a load balancer keeping connections for
+//! 60 s would race those closes into 502s. So palisade tracks both itself:
 //!
 //! 1. a request head that has started but is not complete within
 //!    `header_read_timeout` ends the connection (slowloris);
@@ -11,6 +11,14 @@
 //!
 //! `TrackedIo` records activity on every read and write; requests are
 //! counted in flight from the service call until their response body ends.
+//! The watchdog is woken whenever a deadline may have moved earlier (a
+//! request ended, a new head began), not only when its last deadline passes.
+//!
+//! `TrackedIo` also owns the connection's [`ConnSlot`] under
+//! `server.max_connections`: the slot lives exactly as long as the socket,
+//! so a connection that hyper hands over to a tunnel (a WebSocket upgrade)
+//! keeps its slot until the tunnel ends. A tunnel is watched with
+//! [`TunnelWatch`] and closed after `idle_timeout` without a byte either way.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// What the watchdog knows about one connection.
@@ -32,6 +41,8 @@ pub struct Activity {
     /// Nanoseconds since `epoch` + 1 when an idle connection began receiving
     /// a request head; 0 when no head is pending.
     head_started: AtomicU64,
+    /// Woken when a deadline may have moved earlier.
+    changed: Notify,
 }
 
 /// Why the watchdog ends a connection.
@@ -51,6 +62,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
+            changed: Notify::new(),
         };
         Arc::new(activity)
     }
@@ -67,7 +79,21 @@ impl Activity {
             && self.head_started.load(Ordering::Relaxed) == 0
         {
             self.head_started.store(now + 1, Ordering::Relaxed);
+            // The head deadline may come before the idle deadline slept on.
+            self.changed.notify_one();
         }
+    }
+
+    /// Resolves when a deadline may have moved earlier (a request ended or
+    /// a new head began), so the watchdog recomputes it.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// When the connection will have seen no byte for `idle`.
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        let last = Duration::from_nanos(self.last_io.load(Ordering::Relaxed));
+        self.epoch + last + idle
     }
 
     /// A complete request head reached the service.
@@ -118,24 +144,150 @@ pub struct InFlightRequest(Arc<Activity>);
 
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let before = self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.saw_io(false);
+        if before == 1 {
+            // Idle from now: its deadline may be earlier than the one slept on.
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+// === impl TunnelWatch ===
+
+/// Carried in each request's extensions: what a tunnel made from this
+/// connection obeys. Every tunnelled byte passes the client socket, so the
+/// connection's own activity tells when the tunnel went idle.
+#[derive(Debug, Clone)]
+pub struct TunnelWatch {
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+}
+
+impl TunnelWatch {
+    /// Watches `activity` for `idle_timeout` (the connection's at accept).
+    pub fn new(activity: Arc<Activity>, idle_timeout: Duration) -> Self {
+        Self {
+            activity,
+            idle_timeout,
+        }
+    }
+
+    /// Resolves once no byte went either way for `idle_timeout`.
+    pub async fn idle(&self) {
+        loop {
+            let deadline = self.activity.idle_deadline(self.idle_timeout);
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+// === impl ConnLimit ===
+
+/// `server.max_connections`: how many client connections are served at
+/// once (more wait in the listen backlog). The maximum can change while
+/// connections are open (a reload): growing admits waiting ones at once,
+/// shrinking takes effect as connections close.
+#[derive(Debug)]
+pub struct ConnLimit {
+    open: AtomicUsize,
+    max: AtomicUsize,
+    freed: Notify,
+}
+
+impl ConnLimit {
+    /// A cap of `max` connections.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            max: AtomicUsize::new(max.max(1)),
+            freed: Notify::new(),
+        })
+    }
+
+    /// Changes the cap (a reload).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max.max(1), Ordering::SeqCst);
+        self.freed.notify_waiters();
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    fn try_acquire(self: &Arc<Self>) -> Option<ConnSlot> {
+        let max = self.max.load(Ordering::SeqCst);
+        self.open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnSlot(self.clone()))
+    }
+
+    /// Waits for a free slot.
+    pub async fn acquire(self: &Arc<Self>) -> ConnSlot {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so no release can slip between.
+            freed.as_mut().enable();
+            if let Some(slot) = self.try_acquire() {
+                return slot;
+            }
+            freed.await;
+        }
+    }
+
+    /// Waits until every connection (tunnels included) has closed.
+    pub async fn drained(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            freed.await;
+        }
+    }
+}
+
+/// One connection's place under `max_connections`, released on drop.
+#[derive(Debug)]
+pub struct ConnSlot(Arc<ConnLimit>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.freed.notify_waiters();
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A stream that reports its reads and writes to an [`Activity`].
+    /// A stream that reports its reads and writes to an [`Activity`], and
+    /// holds its connection's slot for as long as it lives (through an
+    /// upgrade too: hyper moves this stream into the tunnel).
     pub struct TrackedIo<T> {
         #[pin]
         inner: T,
         activity: Arc<Activity>,
+        _slot: ConnSlot,
     }
 }
 
 impl<T> TrackedIo<T> {
-    /// Wraps `inner`.
-    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+    /// Wraps `inner`, which owns `slot` from now on.
+    pub fn new(inner: T, activity: Arc<Activity>, slot: ConnSlot) -> Self {
+        Self {
+            inner,
+            activity,
+            _slot: slot,
+        }
     }
 }
 
@@ -234,6 +386,62 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(30)).await;
         assert_eq!(activity.check(HEAD, IDLE), Err(Expiry::Idle));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_is_woken_when_a_request_ends() {
+        let activity = Activity::new();
+        let request = activity.request_started();
+        let woken = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.changed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!woken.is_finished());
+        drop(request);
+        tokio::time::timeout(Duration::from_secs(1), woken)
+            .await
+            .expect("woken when the connection turns idle")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_is_idle_after_idle_timeout_without_bytes() {
+        let activity = Activity::new();
+        let watch = TunnelWatch::new(activity.clone(), Duration::from_secs(5));
+        let idle = tokio::spawn(async move { watch.idle().await });
+        tokio::time::advance(Duration::from_secs(4)).await;
+        activity.saw_io(false);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        tokio::task::yield_now().await;
+        assert!(!idle.is_finished(), "a byte restarts the idle clock");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::time::timeout(Duration::from_secs(1), idle)
+            .await
+            .expect("idle")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_connection_cap_can_grow_while_full() {
+        let limit = ConnLimit::new(1);
+        let first = limit.acquire().await;
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        limit.set_max(2);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a raised cap admits the waiter")
+            .unwrap();
+        assert_eq!(limit.open(), 2);
+        drop((first, second));
+        tokio::time::timeout(Duration::from_secs(5), limit.drained())
+            .await
+            .expect("drained");
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use std::sync::Mutex;
 
+use super::conn::ConnLimit;
 use super::upstream::Upstream;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
@@ -48,6 +49,8 @@ pub struct Shared {
     /// The HTTPS listener's certificate; re-read from its files on reload
     /// (`None`: the listener is plain HTTP, fixed until a restart).
     pub tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
+    /// `server.max_connections`, resized by reload.
+    pub connections: Arc<ConnLimit>,
     draining: AtomicBool,
 }
 
@@ -64,7 +67,9 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Wraps the first generation.
     pub fn new(generation: Generation, metrics: Arc<Metrics>, persistent: Arc<Persistent>) -> Self {
+        let connections = ConnLimit::new(generation.policy.server.max_connections);
         Self {
+            connections,
             current: ArcSwap::from_pointee(generation),
             metrics,
             persistent,
