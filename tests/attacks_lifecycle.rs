@@ -357,7 +357,9 @@ async fn a_slow_head_on_a_kept_alive_connection_gets_header_read_timeout() {
         .unwrap();
     let head = read_head(&mut stream).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    // A second head that never completes.
+    // Idle for a while (past header_read_timeout: the watchdog now waits
+    // for the idle deadline), then a second head that never completes.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     stream.write_all(b"GET /two HTTP/1.1\r\nHost: t\r\n").await.unwrap();
     closed_within(&mut stream, Duration::from_secs(15))
         .await
