@@ -91,7 +91,10 @@ async fn answered_within(stream: &mut TcpStream, window: Duration) -> bool {
 /// and counts the requests it read.
 async fn raw_upstream(
     reply: &'static [u8],
-) -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -139,7 +142,11 @@ async fn h2c_upgrade_is_dropped_and_never_tunnels() {
     assert_eq!(raw_status(&response), 200, "{response}");
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1);
-    assert!(!seen[0].headers.contains_key("upgrade"), "{:?}", seen[0].headers);
+    assert!(
+        !seen[0].headers.contains_key("upgrade"),
+        "{:?}",
+        seen[0].headers
+    );
     assert!(!seen[0].headers.contains_key("http2-settings"));
     // Nor does any other upgrade than a WebSocket handshake on GET.
     for request in [
@@ -160,7 +167,13 @@ async fn an_unasked_101_from_the_upstream_is_a_502_not_a_tunnel() {
         b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
     )
     .await;
-    let server = start_palisade(&format!("[upstream]\nurl = \"{{UPSTREAM}}\"\n[upstream.retry]\nattempts = 0\n{OPEN_ROUTES}"), addr).await;
+    let server = start_palisade(
+        &format!(
+            "[upstream]\nurl = \"{{UPSTREAM}}\"\n[upstream.retry]\nattempts = 0\n{OPEN_ROUTES}"
+        ),
+        addr,
+    )
+    .await;
     let response = raw(
         server.proxy_addr,
         b"GET /app HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
@@ -206,7 +219,10 @@ async fn a_storm_of_500s_does_not_open_the_breaker() {
         assert_eq!(reply.status, http::StatusCode::INTERNAL_SERVER_ERROR);
     }
     // Everyone else is still served: 500 is an answer, not ill health.
-    assert_eq!(get(server.proxy_addr, "/health").await.status, http::StatusCode::OK);
+    assert_eq!(
+        get(server.proxy_addr, "/health").await.status,
+        http::StatusCode::OK
+    );
     assert_eq!(upstream.count(), 11);
     // 503s from the upstream do count (11 successes in the window: 11 more
     // failures reach 50%).
@@ -267,7 +283,10 @@ async fn a_probe_whose_client_hangs_up_does_not_wedge_the_breaker() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, http::StatusCode::OK, "the breaker recovered");
-    assert_eq!(get(server.proxy_addr, "/x").await.status, http::StatusCode::OK);
+    assert_eq!(
+        get(server.proxy_addr, "/x").await.status,
+        http::StatusCode::OK
+    );
     assert!(upstream.count() >= 7);
 }
 
@@ -290,7 +309,11 @@ async fn held_tunnels_keep_their_connection_slots() {
         .await
         .unwrap();
     assert!(!answered_within(&mut third, Duration::from_secs(1)).await);
-    assert_eq!(upstream.count(), 2, "only the two handshakes reached the upstream");
+    assert_eq!(
+        upstream.count(),
+        2,
+        "only the two handshakes reached the upstream"
+    );
     // A tunnel ends: its slot serves the waiting connection.
     drop(first);
     let response = closed_within(&mut third, Duration::from_secs(10))
@@ -336,7 +359,10 @@ async fn a_chunked_response_with_a_content_length_loses_the_length() {
     assert_eq!(raw_status(&response), 200, "{response}");
     let lower = response.to_ascii_lowercase();
     assert!(!lower.contains("content-length: 3"), "{response}");
-    assert!(response.contains("hello world"), "the whole body: {response}");
+    assert!(
+        response.contains("hello world"),
+        "the whole body: {response}"
+    );
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
@@ -360,7 +386,10 @@ async fn a_slow_head_on_a_kept_alive_connection_gets_header_read_timeout() {
     // Idle for a while (past header_read_timeout: the watchdog now waits
     // for the idle deadline), then a second head that never completes.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stream.write_all(b"GET /two HTTP/1.1\r\nHost: t\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /two HTTP/1.1\r\nHost: t\r\n")
+        .await
+        .unwrap();
     closed_within(&mut stream, Duration::from_secs(15))
         .await
         .expect("the slow head is cut off");
@@ -395,21 +424,23 @@ impl CountingUpstream {
                 most.fetch_max(now, SeqCst);
                 let (open, requests) = (open.clone(), requests.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        requests.fetch_add(1, SeqCst);
-                        let delay = req
-                            .headers()
-                            .get("x-test-delay-ms")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(0);
-                        async move {
-                            tokio::time::sleep(Duration::from_millis(delay)).await;
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                            ))
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            requests.fetch_add(1, SeqCst);
+                            let delay = req
+                                .headers()
+                                .get("x-test-delay-ms")
+                                .and_then(|v| v.to_str().ok())
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0);
+                            async move {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
+                                Ok::<_, std::convert::Infallible>(http::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                                ))
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
@@ -436,7 +467,9 @@ async fn upstream_connections_are_capped_and_waiters_get_504_at_their_deadline()
     let server = start_palisade(config, upstream.addr).await;
     let proxy = server.proxy_addr;
     let delayed = |ms: &'static str| async move {
-        get_with(proxy, "/slow", &[("x-test-delay-ms", ms)]).await.status
+        get_with(proxy, "/slow", &[("x-test-delay-ms", ms)])
+            .await
+            .status
     };
     // Two at once: they take turns on one upstream socket.
     let (a, b) = tokio::join!(delayed("300"), delayed("300"));
@@ -600,7 +633,11 @@ async fn a_reload_to_an_unreachable_jwks_fails_and_keeps_the_keys() {
         sample(&scrape, "palisade_config_reloads_total{result=\"failure\"}"),
         1.0
     );
-    assert_eq!(authed().await.status, http::StatusCode::OK, "the old keys stay");
+    assert_eq!(
+        authed().await.status,
+        http::StatusCode::OK,
+        "the old keys stay"
+    );
     assert_eq!(
         get(server.admin_addr, "/readyz").await.status,
         http::StatusCode::OK
@@ -608,7 +645,10 @@ async fn a_reload_to_an_unreachable_jwks_fails_and_keeps_the_keys() {
     assert_eq!(upstream.count(), 2);
     // A reachable new source is loaded before the swap: no gap at all.
     let jwks = jwks_server(document).await;
-    write_policy(&dir, &text(format!("jwks_url = \"http://{jwks}/jwks.json\"")));
+    write_policy(
+        &dir,
+        &text(format!("jwks_url = \"http://{jwks}/jwks.json\"")),
+    );
     assert!(palisade::reload::reload_with_env(&server.shared, &path, &test_env()).await);
     assert_eq!(
         get(server.admin_addr, "/readyz").await.status,

@@ -191,9 +191,9 @@ impl Breaker {
                 Ok(self.ticket(Pass::Probe, now))
             }
             // Every probe is out; the others wait for their verdict.
-            Phase::HalfOpen { verdict_by, .. } => {
-                Err(verdict_by.saturating_duration_since(now).max(Duration::from_secs(1)))
-            }
+            Phase::HalfOpen { verdict_by, .. } => Err(verdict_by
+                .saturating_duration_since(now)
+                .max(Duration::from_secs(1))),
         }
     }
 

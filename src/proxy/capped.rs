@@ -92,7 +92,10 @@ where
                 Err(_) => return Err("no upstream connection slot became free".into()),
             };
             let io = inner.call(uri).await.map_err(Into::into)?;
-            Ok(CappedIo { inner: io, _slot: slot })
+            Ok(CappedIo {
+                inner: io,
+                _slot: slot,
+            })
         })
     }
 }
