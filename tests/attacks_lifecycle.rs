@@ -657,3 +657,36 @@ async fn a_reload_to_an_unreachable_jwks_fails_and_keeps_the_keys() {
     assert_eq!(authed().await.status, http::StatusCode::OK);
     assert_eq!(upstream.count(), 3);
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_redis_timeout_applies_it() {
+    let upstream = TestUpstream::start().await;
+    // A "Redis" that accepts connections and never answers.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_addr = hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = hole.accept().await {
+            held.push(stream);
+        }
+    });
+    let dir = support::process::temp_dir("lifecycle-reload-redis");
+    let text = |timeout: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[ratelimit]\nbackend = \"redis\"\nredis_url = \"redis://{hole_addr}\"\nredis_timeout = \"{timeout}\"\non_redis_error = \"deny\"\n[defaults]\nauth = \"none\"\n[[routes]]\nname = \"api\"\npath = \"/**\"\nrate_limits = [{{ by = \"ip\", limit = 100, per = \"1m\" }}]\n",
+            upstream.addr
+        )
+    };
+    let path = write_policy(&dir, &text("30s"));
+    let server = palisade::start(palisade::config::load_file(&path, &test_env()).unwrap())
+        .await
+        .unwrap();
+    write_policy(&dir, &text("100ms"));
+    assert!(palisade::reload::reload_with_env(&server.shared, &path, &test_env()).await);
+    // The new timeout decides: deny (503) well before the old 30 s.
+    let reply = tokio::time::timeout(Duration::from_secs(10), get(server.proxy_addr, "/x"))
+        .await
+        .expect("answered under the reloaded redis_timeout");
+    assert_eq!(reply.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.count(), 0);
+}

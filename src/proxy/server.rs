@@ -85,13 +85,20 @@ pub fn generation(
     let redis = match &policy.ratelimit.redis {
         None => None,
         Some((url, cluster)) => {
-            let identity = RedisBackend::identity_of(url, cluster);
+            let settings = (
+                RedisBackend::identity_of(url, cluster),
+                policy.ratelimit.redis_timeout,
+                policy.ratelimit.redis_ca.clone(),
+            );
             let mut slot = persistent
                 .redis
                 .lock()
                 .map_err(|_| StartError::Upstream("redis state poisoned".into()))?;
-            match slot.as_ref().filter(|r| r.identity == identity) {
-                Some(existing) => Some(existing.clone()),
+            match slot
+                .as_ref()
+                .filter(|(built_from, _)| *built_from == settings)
+            {
+                Some((_, existing)) => Some(existing.clone()),
                 None => {
                     let backend = Arc::new(
                         RedisBackend::new(
@@ -102,7 +109,7 @@ pub fn generation(
                         )
                         .map_err(StartError::Upstream)?,
                     );
-                    *slot = Some(backend.clone());
+                    *slot = Some((settings, backend.clone()));
                     Some(backend)
                 }
             }

@@ -34,9 +34,15 @@ pub struct Generation {
 pub struct Persistent {
     /// Memory-backend limiters by limit identity.
     pub limiters: Arc<LimiterRegistry>,
-    /// The Redis backend of the current config, reused while it is unchanged.
-    pub redis: Mutex<Option<Arc<RedisBackend>>>,
+    /// The Redis backend of the current config and what it was built from,
+    /// reused while that is unchanged.
+    pub redis: Mutex<Option<(RedisSettings, Arc<RedisBackend>)>>,
 }
+
+/// What a Redis backend is built from: its target, `redis_timeout` and CA.
+/// A reload that changes any of them builds a new backend (the timeout and
+/// CA are fixed in a backend, so reusing it would ignore the new values).
+pub type RedisSettings = (String, std::time::Duration, Option<Vec<u8>>);
 
 /// State shared by listeners, requests, admin and reload.
 pub struct Shared {
