@@ -690,3 +690,39 @@ async fn a_reload_that_changes_redis_timeout_applies_it() {
     assert_eq!(reply.status, http::StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(upstream.count(), 0);
 }
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed_too() {
+    let upstream = TestUpstream::start().await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"2s\"\nheader_read_timeout = \"60s\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\n{OPEN_ROUTES}"
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    let stream = TcpStream::connect(server.proxy_addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(
+                stream,
+            ))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            http::Request::get(format!("http://{}/h2", server.proxy_addr))
+                .body(http_body_util::Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    drop(response);
+    // The server ends the idle connection (GOAWAY, then close).
+    tokio::time::timeout(Duration::from_secs(15), connection)
+        .await
+        .expect("the idle HTTP/2 connection is closed by the server")
+        .unwrap()
+        .ok();
+    assert_eq!(upstream.count(), 1);
+}

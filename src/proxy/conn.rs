@@ -13,6 +13,9 @@
 //! counted in flight from the service call until their response body ends.
 //! The watchdog is woken whenever a deadline may have moved earlier (a
 //! request ended, a new head began), not only when its last deadline passes.
+//! On HTTP/2 only the idle deadline applies between requests: its control
+//! frames are not request heads (and palisade sends no keep-alive PINGs,
+//! whose round trips would keep an idle connection open forever).
 //!
 //! `TrackedIo` also owns the connection's [`ConnSlot`] under
 //! `server.max_connections`: the slot lives exactly as long as the socket,
@@ -22,7 +25,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -43,6 +46,9 @@ pub struct Activity {
     head_started: AtomicU64,
     /// Woken when a deadline may have moved earlier.
     changed: Notify,
+    /// HTTP/2: bytes between requests are frames (PING, WINDOW_UPDATE,
+    /// SETTINGS), not the start of a request head.
+    multiplexed: AtomicBool,
 }
 
 /// Why the watchdog ends a connection.
@@ -63,6 +69,7 @@ impl Activity {
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
             changed: Notify::new(),
+            multiplexed: AtomicBool::new(false),
         };
         Arc::new(activity)
     }
@@ -75,6 +82,7 @@ impl Activity {
         let now = self.now_nanos();
         self.last_io.store(now, Ordering::Relaxed);
         if read
+            && !self.multiplexed.load(Ordering::Relaxed)
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
         {
@@ -94,6 +102,12 @@ impl Activity {
     fn idle_deadline(&self, idle: Duration) -> Instant {
         let last = Duration::from_nanos(self.last_io.load(Ordering::Relaxed));
         self.epoch + last + idle
+    }
+
+    /// The connection speaks HTTP/2: from now on only the idle deadline
+    /// applies between requests (its control frames start no request head).
+    pub fn mark_http2(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
     }
 
     /// A complete request head reached the service.

@@ -259,8 +259,9 @@ fn connection_builder(generation: &Generation) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
-        .keep_alive_interval(Some(server.idle_timeout.min(Duration::from_secs(20))))
-        .keep_alive_timeout(Duration::from_secs(20));
+        // No keep-alive PINGs: their round trips count as activity, so an
+        // idle connection would never reach `idle_timeout` (proxy::conn).
+        .keep_alive_interval(None);
     builder
 }
 
@@ -359,6 +360,9 @@ impl Connection {
         let tracker = activity.clone();
         let tunnel = TunnelWatch::new(activity.clone(), self.timeouts.1);
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if req.version() == http::Version::HTTP_2 {
+                tracker.mark_http2();
+            }
             req.extensions_mut().insert(tunnel.clone());
             handle(shared.clone(), info, tracker.request_started(), req)
         });
