@@ -178,24 +178,23 @@ impl Upstream {
         let deadline = tokio::time::Instant::now() + attempt.deadline;
         self.budget.deposit();
         let (mut parts, body) = req.into_parts();
-        let upgrade = requested_websocket(&parts).then_some(());
+        let websocket = requested_websocket(&parts);
         strip_hop_by_hop(&mut parts.headers);
         // Never forwarded, whatever `Connection` says: only a WebSocket
         // handshake may switch protocols, and it is rebuilt below.
         parts.headers.remove(header::UPGRADE);
         parts.headers.remove(&HTTP2_SETTINGS);
         let tunnel_watch = parts.extensions.remove::<TunnelWatch>();
-        let client_upgrade = match &upgrade {
-            Some(()) => {
-                // The request-side policy has passed; ask the upstream to
-                // switch to WebSocket too.
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                parts.headers.insert(header::UPGRADE, WEBSOCKET.clone());
-                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-            }
-            None => None,
+        let client_upgrade = if websocket {
+            // The request-side policy has passed; ask the upstream to
+            // switch to WebSocket too.
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, WEBSOCKET.clone());
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
         };
         let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -225,7 +224,7 @@ impl Upstream {
         let settings = &self.policy.retry;
         let retries_allowed = attempt.retry
             && settings.attempts > 0
-            && upgrade.is_none()
+            && !websocket
             && retry::idempotent(&parts.method, &parts.headers);
         let declared = limits::declared_length(&parts.headers);
         let replayable = retries_allowed
