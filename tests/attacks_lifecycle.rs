@@ -726,3 +726,27 @@ async fn idle_http2_connections_are_closed_too() {
         .ok();
     assert_eq!(upstream.count(), 1);
 }
+
+#[tokio::test]
+async fn a_reload_of_workers_says_it_needs_a_restart() {
+    let upstream = TestUpstream::start().await;
+    let dir = support::process::temp_dir("lifecycle-reload-workers");
+    let text = |workers: u32| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nworkers = {workers}\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n{OPEN_ROUTES}",
+            upstream.addr
+        )
+    };
+    let path = write_policy(&dir, &text(1));
+    let mut process = support::process::Process::start(&path);
+    let (proxy, _admin) = process.addresses();
+    std::fs::write(&path, text(2)).unwrap();
+    process.signal("HUP");
+    let line = process.wait_for("server.workers changed");
+    assert!(line.contains("restart"), "{line}");
+    process.wait_for("config reloaded");
+    assert_eq!(get(proxy, "/x").await.status, http::StatusCode::OK);
+    assert_eq!(upstream.count(), 1);
+    process.signal("TERM");
+    assert_eq!(process.rest().0, Some(0));
+}
