@@ -750,3 +750,27 @@ async fn a_reload_of_workers_says_it_needs_a_restart() {
     process.signal("TERM");
     assert_eq!(process.rest().0, Some(0));
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_download_does_not_hold_the_upstream_forever() {
+    let upstream = TestUpstream::start().await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nidle_timeout = \"1s\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\nmax_connections = 1\n{OPEN_ROUTES}"
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    // The slow-read attack: ask for a large download, never read a byte.
+    let mut reader = TcpStream::connect(server.proxy_addr).await.unwrap();
+    reader
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\nx-test-stream-bytes: 1073741824\r\n\r\n")
+        .await
+        .unwrap();
+    upstream.wait_for_count(1).await;
+    // Once its writes have been blocked for idle_timeout, the connection is
+    // ended and the only upstream socket serves everyone else again.
+    let reply = tokio::time::timeout(Duration::from_secs(20), get(server.proxy_addr, "/next"))
+        .await
+        .expect("answered");
+    assert_eq!(reply.status, http::StatusCode::OK);
+    assert_eq!(upstream.count(), 2);
+    drop(reader);
+}

@@ -7,7 +7,12 @@
 //! 1. a request head that has started but is not complete within
 //!    `header_read_timeout` ends the connection (slowloris);
 //! 2. a connection with no request in flight and no bytes for
-//!    `idle_timeout` is closed gracefully.
+//!    `idle_timeout` is closed gracefully;
+//! 3. a connection whose client has taken nothing of a response for
+//!    `idle_timeout` while palisade had bytes for it (a write blocked that
+//!    long: a slow-read attack, which would hold the connection and an
+//!    upstream socket forever) is ended. A response that is merely quiet
+//!    (server-sent events between messages) blocks no write and is kept.
 //!
 //! `TrackedIo` records activity on every read and write; requests are
 //! counted in flight from the service call until their response body ends.
@@ -46,6 +51,9 @@ pub struct Activity {
     head_started: AtomicU64,
     /// Woken when a deadline may have moved earlier.
     changed: Notify,
+    /// Nanoseconds since `epoch` + 1 when a write to the client started
+    /// waiting on a full socket; 0 while writes go through.
+    write_blocked: AtomicU64,
     /// HTTP/2: bytes between requests are frames (PING, WINDOW_UPDATE,
     /// SETTINGS), not the start of a request head.
     multiplexed: AtomicBool,
@@ -58,6 +66,9 @@ pub enum Expiry {
     SlowHead,
     /// No request and no bytes for `idle_timeout`.
     Idle,
+    /// A write to the client blocked for `idle_timeout` with a request in
+    /// flight: the client stopped reading.
+    Stalled,
 }
 
 impl Activity {
@@ -70,6 +81,7 @@ impl Activity {
             head_started: AtomicU64::new(1),
             changed: Notify::new(),
             multiplexed: AtomicBool::new(false),
+            write_blocked: AtomicU64::new(0),
         };
         Arc::new(activity)
     }
@@ -90,6 +102,22 @@ impl Activity {
             // The head deadline may come before the idle deadline slept on.
             self.changed.notify_one();
         }
+    }
+
+    /// A write to the client could not proceed (its socket is full).
+    fn write_pending(&self) {
+        if self.write_blocked.load(Ordering::Relaxed) == 0 {
+            self.write_blocked
+                .store(self.now_nanos() + 1, Ordering::Relaxed);
+            // The stall deadline may come before the one slept on.
+            self.changed.notify_one();
+        }
+    }
+
+    /// A write to the client went through.
+    fn wrote(&self) {
+        self.write_blocked.store(0, Ordering::Relaxed);
+        self.saw_io(false);
     }
 
     /// Resolves when a deadline may have moved earlier (a request ended or
@@ -127,9 +155,17 @@ impl Activity {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let at = |n: u64| self.epoch + Duration::from_nanos(n);
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Ok(at(
-                now.saturating_add(nanos(idle_timeout.min(header_timeout)))
-            ));
+            let next = now.saturating_add(nanos(idle_timeout.min(header_timeout)));
+            let blocked = self.write_blocked.load(Ordering::Relaxed);
+            if blocked == 0 {
+                return Ok(at(next));
+            }
+            let deadline = (blocked - 1).saturating_add(nanos(idle_timeout));
+            return if now >= deadline {
+                Err(Expiry::Stalled)
+            } else {
+                Ok(at(deadline.min(next)))
+            };
         }
         let head = self.head_started.load(Ordering::Relaxed);
         if head > 0 {
@@ -329,8 +365,10 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write(cx, data);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.saw_io(false);
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => this.activity.wrote(),
+            Poll::Pending => this.activity.write_pending(),
+            _ => {}
         }
         result
     }
@@ -342,8 +380,10 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.saw_io(false);
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => this.activity.wrote(),
+            Poll::Pending => this.activity.write_pending(),
+            _ => {}
         }
         result
     }
@@ -456,6 +496,31 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), limit.drained())
             .await
             .expect("drained");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_a_response_is_cut_after_idle_timeout() {
+        let activity = Activity::new();
+        let _request = activity.request_started();
+        activity.write_pending();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(activity.check(HEAD, IDLE).is_ok());
+        // Progress (the client read a little) restarts the clock.
+        activity.wrote();
+        activity.write_pending();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(activity.check(HEAD, IDLE).is_ok());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(activity.check(HEAD, IDLE), Err(Expiry::Stalled));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_response_is_not_a_stall() {
+        let activity = Activity::new();
+        let _request = activity.request_started();
+        activity.wrote();
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(activity.check(HEAD, IDLE).is_ok(), "SSE between events");
     }
 
     #[tokio::test(start_paused = true)]

@@ -383,6 +383,10 @@ impl Connection {
                     tracing::debug!(peer = %self.peer, "request head not complete within header_read_timeout; closing");
                     return;
                 }
+                Err(Expiry::Stalled) => {
+                    tracing::debug!(peer = %self.peer, "the client read nothing of its response within idle_timeout; closing");
+                    return;
+                }
                 Err(Expiry::Idle) if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
