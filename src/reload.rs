@@ -3,6 +3,13 @@
 //! ConfigMap symlink swaps are seen). A valid file replaces the generation
 //! atomically (in-flight requests finish under the old one); an invalid one
 //! is logged and counted, and the old policy stays.
+//!
+//! Every setting applies to the next request or the next connection (the
+//! listener reads `[server]` from the current generation at each accept and
+//! `max_connections` is resized here); those that cannot (listen addresses,
+//! `workers`, the log format and level) are logged as needing a restart. A
+//! new JWKS source is loaded before the swap: if it cannot be, the reload
+//! fails, rather than swapping in an empty key set that refuses every token.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,7 +65,7 @@ impl ConfigWatch {
             tokio::select! {
                 _ = hup_recv => {
                     tracing::info!("SIGHUP: reloading the config");
-                    reload(&shared, &self.path);
+                    reload(&shared, &self.path).await;
                     self.last_text = std::fs::read(&self.path).unwrap_or_default();
                 }
                 event = self.events.recv() => {
@@ -71,7 +78,7 @@ impl ConfigWatch {
                     let text = std::fs::read(&self.path).unwrap_or_default();
                     if text != self.last_text {
                         tracing::info!("config file changed: reloading");
-                        reload(&shared, &self.path);
+                        reload(&shared, &self.path).await;
                         self.last_text = text;
                     }
                 }
@@ -115,12 +122,12 @@ fn concerns_config(paths: &[PathBuf], config_name: Option<&std::ffi::OsStr>) -> 
 }
 
 /// Loads, validates and swaps in the file at `path`; returns whether it did.
-pub fn reload(shared: &Shared, path: &Path) -> bool {
-    reload_with_env(shared, path, &Env::from_process())
+pub async fn reload(shared: &Shared, path: &Path) -> bool {
+    reload_with_env(shared, path, &Env::from_process()).await
 }
 
 /// [`reload`] with an explicit environment (tests).
-pub fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
+pub async fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     let metrics = &shared.metrics;
     let policy = match config::load_file(path, env) {
         Ok(policy) => policy,
@@ -135,6 +142,14 @@ pub fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     if policy.server.listen != old.server.listen || policy.admin_listen != old.admin_listen {
         tracing::warn!(
             "listener addresses changed in the config; they take effect after a restart"
+        );
+    }
+    if policy.server.workers != old.server.workers {
+        tracing::warn!("server.workers changed in the config; it takes effect after a restart");
+    }
+    if policy.log.json != old.log.json || policy.log.level != old.log.level {
+        tracing::warn!(
+            "log.format or log.level changed in the config; they take effect after a restart"
         );
     }
     let same_upstream = serde_json::to_value(&policy.effective.upstream).ok()
@@ -169,13 +184,29 @@ pub fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     };
     let old_jwks = old.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());
     let new_jwks = next.policy.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());
-    if let (Some(old_store), Some(new_store)) = (old_jwks, new_jwks) {
-        new_store.adopt(old_store);
+    if let Some(new_store) = new_jwks {
+        if let Some(old_store) = old_jwks {
+            new_store.adopt(old_store);
+        }
+        let same_source = old_jwks.is_some_and(|o| o.source == new_store.source);
+        // A new source's keys are loaded before the swap: swapping in an
+        // empty key set would refuse every token and fail readiness.
+        if !same_source
+            && !new_store.is_ready()
+            && let Err(error) = new_store.fetch().await
+        {
+            tracing::error!(%error, "config reload failed: the new JWKS could not be loaded; keeping the current policy");
+            metrics.config_reloads.with_label_values(&["failure"]).inc();
+            return false;
+        }
     }
     start_background(&next);
     if let Some(acceptor) = acceptor {
         shared.tls.store(Some(acceptor));
     }
+    shared
+        .connections
+        .set_max(next.policy.server.max_connections);
     shared.current.store(Arc::new(next));
     metrics.config_reloads.with_label_values(&["success"]).inc();
     metrics.mark_config_loaded();

@@ -300,22 +300,14 @@ async fn a_reload_rotates_the_tls_certificate_in_place() {
     // cert-manager style: the files are replaced, the config is unchanged.
     std::fs::copy(format!("{fixtures}/tls2.crt"), dir.join("cert.pem")).unwrap();
     std::fs::copy(format!("{fixtures}/tls2.key"), dir.join("key.pem")).unwrap();
-    assert!(palisade::reload::reload_with_env(
-        &server.shared,
-        &path,
-        &test_env()
-    ));
+    assert!(palisade::reload::reload_with_env(&server.shared, &path, &test_env()).await);
     assert_eq!(
         presented_certificate(server.proxy_addr).await,
         certificate_der("tls2.crt")
     );
     // A broken key file fails the reload and the current certificate stays.
     std::fs::write(dir.join("key.pem"), "not a key").unwrap();
-    assert!(!palisade::reload::reload_with_env(
-        &server.shared,
-        &path,
-        &test_env()
-    ));
+    assert!(!palisade::reload::reload_with_env(&server.shared, &path, &test_env()).await);
     assert_eq!(
         presented_certificate(server.proxy_addr).await,
         certificate_der("tls2.crt")

@@ -301,22 +301,22 @@ async fn memory_state_survives_a_reload_for_unchanged_limits() {
         "[[routes]]\nname = \"extra\"\npath = \"/extra\"\n[[routes]]\nname = \"free\"",
     );
     std::fs::write(&path, &grown).unwrap();
-    assert!(reload_with(&server, &path));
+    assert!(reload_with(&server, &path).await);
     assert_eq!(
         get(server.proxy_addr, "/limited/x").await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
     // A changed limit starts fresh.
     std::fs::write(&path, grown.replace("burst = 5", "burst = 6")).unwrap();
-    assert!(reload_with(&server, &path));
+    assert!(reload_with(&server, &path).await);
     assert_eq!(
         get(server.proxy_addr, "/limited/x").await.status,
         StatusCode::OK
     );
 }
 
-fn reload_with(server: &palisade::Server, path: &std::path::Path) -> bool {
-    palisade::reload::reload_with_env(&server.shared, path, &test_env())
+async fn reload_with(server: &palisade::Server, path: &std::path::Path) -> bool {
+    palisade::reload::reload_with_env(&server.shared, path, &test_env()).await
 }
 
 async fn outage_config(redis: &RedisServer, on_error: &str) -> (TestUpstream, palisade::Server) {

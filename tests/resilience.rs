@@ -164,10 +164,10 @@ async fn the_breaker_opens_serves_503_and_recovers() {
     assert_eq!(circuit(&metrics(&server).await), 0.0);
     for _ in 0..4 {
         assert_eq!(
-            get_with(server.proxy_addr, "/x", &[("x-test-status", "500")])
+            get_with(server.proxy_addr, "/x", &[("x-test-status", "503")])
                 .await
                 .status,
-            StatusCode::INTERNAL_SERVER_ERROR
+            StatusCode::SERVICE_UNAVAILABLE
         );
     }
     // Open: answered by palisade, the upstream is left alone.

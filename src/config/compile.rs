@@ -118,6 +118,10 @@ pub struct UpstreamPolicy {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept.
     pub pool_max_idle: usize,
+    /// Upstream sockets open at once (requests wait for one inside their
+    /// route's timeout); bounds what client connections times HTTP/2
+    /// streams could otherwise open.
+    pub max_connections: usize,
     /// Forward the client's `Host`.
     pub preserve_host: bool,
     /// Private CA for an https upstream.
@@ -365,6 +369,9 @@ impl Compiler<'_> {
                 "must be between 1 and 100",
             ));
         }
+        if u.max_connections == 0 {
+            return Err(self.err(0..0, "upstream.max_connections", "must be at least 1"));
+        }
         if cb.half_open_probes == 0 {
             return Err(self.err(
                 0..0,
@@ -380,6 +387,7 @@ impl Compiler<'_> {
             connect_timeout: u.connect_timeout.0,
             pool_idle_timeout: u.pool_idle_timeout.0,
             pool_max_idle: u.pool_max_idle,
+            max_connections: u.max_connections,
             preserve_host: u.preserve_host,
             ca_file: u.ca_file.as_ref().map(|p| PathBuf::from(p.as_str())),
             retry: RetrySettings {

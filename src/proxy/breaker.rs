@@ -4,12 +4,17 @@
 //! States and transitions:
 //! 1. **closed**: every exchange is counted in a sliding window (per-second
 //!    buckets). With at least `min_requests` counted and `failure_percent`
-//!    of them failed (5xx from the upstream, connect failures, resets,
-//!    timeouts), it opens.
+//!    of them failed, it opens. Only signs of ill health count as failures:
+//!    502/503/504 from the upstream, connect failures, resets, timeouts.
+//!    Any other status (a 500 a client provoked) is a success here.
 //! 2. **open**: nothing is sent for `open_for`; requests get 503 with
 //!    `Retry-After`. When the time is up it turns half-open.
 //! 3. **half-open**: `half_open_probes` requests go through as probes; one
 //!    failure re-opens it, that many successes close it (with a fresh window).
+//!    A probe reports through its [`Ticket`]: dropped without a verdict (its
+//!    client went away), it counts as a failure. Half-open has a deadline
+//!    too: if the verdicts are not in after `open_for`, new probes are sent
+//!    (the late verdicts still count), so it can never wait forever.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,13 +32,13 @@ pub struct BreakerSettings {
     pub min_requests: u32,
     /// Length of the sliding window.
     pub window: Duration,
-    /// How long it stays open.
+    /// How long it stays open; also how long half-open waits for verdicts.
     pub open_for: Duration,
     /// Probes that decide in half-open.
     pub half_open_probes: u32,
 }
 
-/// Permission to send one exchange.
+/// Which kind of permission an exchange got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pass {
     /// Closed (or disabled): counted in the window.
@@ -42,11 +47,25 @@ pub enum Pass {
     Probe,
 }
 
+/// Whether an upstream status is a sign of ill health (SPEC §2): 502, 503
+/// and 504 only. Any other status, 500 included, is an answer: a client can
+/// provoke it at will, so it must not open the upstream-wide breaker.
+pub fn status_is_failure(status: http::StatusCode) -> bool {
+    matches!(status.as_u16(), 502..=504)
+}
+
 #[derive(Debug)]
 enum Phase {
     Closed,
-    Open { until: Instant },
-    HalfOpen { probes_left: u32, successes: u32 },
+    Open {
+        until: Instant,
+    },
+    HalfOpen {
+        probes_left: u32,
+        successes: u32,
+        /// When more probes are sent if the verdicts are not all in.
+        verdict_by: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -63,6 +82,42 @@ pub struct Breaker {
     settings: BreakerSettings,
     state: Mutex<State>,
     gauge: Option<IntGauge>,
+}
+
+/// Permission to send one exchange. Report how it went with
+/// [`Ticket::record`]; dropped without a report (the request was abandoned
+/// mid-exchange), a probe counts as a failure, so half-open never waits for
+/// a verdict that will not come. An ordinary pass dropped counts as nothing:
+/// a client hanging up says nothing about the upstream.
+#[must_use = "a ticket reports its exchange's outcome"]
+#[derive(Debug)]
+pub struct Ticket<'a> {
+    breaker: &'a Breaker,
+    pass: Pass,
+    admitted_at: Instant,
+    reported: bool,
+}
+
+impl Ticket<'_> {
+    /// The kind of pass.
+    pub fn pass(&self) -> Pass {
+        self.pass
+    }
+
+    /// Records how the exchange went.
+    pub fn record(mut self, success: bool, now: Instant) {
+        self.reported = true;
+        self.breaker.record(self.pass, success, now);
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.reported && self.pass == Pass::Probe {
+            let now = Instant::now().max(self.admitted_at);
+            self.breaker.record(Pass::Probe, false, now);
+        }
+    }
 }
 
 impl Breaker {
@@ -88,39 +143,62 @@ impl Breaker {
         }
     }
 
+    fn ticket(&self, pass: Pass, now: Instant) -> Ticket<'_> {
+        Ticket {
+            breaker: self,
+            pass,
+            admitted_at: now,
+            reported: false,
+        }
+    }
+
     /// May an exchange be sent now? `Err` is how long until it might.
-    pub fn admit(&self, now: Instant) -> Result<Pass, Duration> {
+    pub fn admit(&self, now: Instant) -> Result<Ticket<'_>, Duration> {
         if !self.settings.enabled {
-            return Ok(Pass::Normal);
+            return Ok(self.ticket(Pass::Normal, now));
         }
         let Ok(mut state) = self.state.lock() else {
-            return Ok(Pass::Normal);
+            return Ok(self.ticket(Pass::Normal, now));
         };
+        let probes = self.settings.half_open_probes.max(1);
         match state.phase {
-            Phase::Closed => Ok(Pass::Normal),
+            Phase::Closed => Ok(self.ticket(Pass::Normal, now)),
             Phase::Open { until } if now < until => Err(until - now),
             Phase::Open { .. } => {
                 state.phase = Phase::HalfOpen {
-                    probes_left: self.settings.half_open_probes - 1,
+                    probes_left: probes - 1,
                     successes: 0,
+                    verdict_by: now + self.settings.open_for,
                 };
                 self.publish(1);
-                Ok(Pass::Probe)
+                Ok(self.ticket(Pass::Probe, now))
             }
             Phase::HalfOpen {
                 ref mut probes_left,
                 ..
             } if *probes_left > 0 => {
                 *probes_left -= 1;
-                Ok(Pass::Probe)
+                Ok(self.ticket(Pass::Probe, now))
+            }
+            // Every probe is out and the verdicts are overdue: probe again.
+            Phase::HalfOpen {
+                ref mut probes_left,
+                ref mut verdict_by,
+                ..
+            } if now >= *verdict_by => {
+                *probes_left = probes - 1;
+                *verdict_by = now + self.settings.open_for;
+                Ok(self.ticket(Pass::Probe, now))
             }
             // Every probe is out; the others wait for their verdict.
-            Phase::HalfOpen { .. } => Err(Duration::from_secs(1)),
+            Phase::HalfOpen { verdict_by, .. } => Err(verdict_by
+                .saturating_duration_since(now)
+                .max(Duration::from_secs(1))),
         }
     }
 
     /// Records how an admitted exchange went.
-    pub fn record(&self, pass: Pass, success: bool, now: Instant) {
+    fn record(&self, pass: Pass, success: bool, now: Instant) {
         if !self.settings.enabled {
             return;
         }
@@ -192,6 +270,17 @@ mod tests {
         }
     }
 
+    fn exchange(breaker: &Breaker, success: bool, now: Instant) {
+        breaker.admit(now).unwrap().record(success, now);
+    }
+
+    fn opened(breaker: &Breaker, t0: Instant) {
+        for _ in 0..4 {
+            exchange(breaker, false, t0);
+        }
+        assert!(breaker.admit(t0).is_err());
+    }
+
     #[test]
     fn opens_on_the_failure_share_then_probes_then_closes() {
         let gauge = IntGauge::new("g", "g").unwrap();
@@ -199,42 +288,101 @@ mod tests {
         let t0 = Instant::now();
         // 1 failure in 3: below min_requests, stays closed.
         for success in [true, false, true] {
-            breaker.record(breaker.admit(t0).unwrap(), success, t0);
+            exchange(&breaker, success, t0);
         }
         assert_eq!(gauge.get(), 0);
         // 2 failures in 4 = 50%: opens.
-        breaker.record(breaker.admit(t0).unwrap(), false, t0);
+        exchange(&breaker, false, t0);
         assert_eq!(gauge.get(), 2);
         assert_eq!(
-            breaker.admit(t0 + Duration::from_secs(1)),
-            Err(Duration::from_secs(4))
+            breaker.admit(t0 + Duration::from_secs(1)).err(),
+            Some(Duration::from_secs(4))
         );
         // After open_for: half-open, two probes, the third waits.
         let t1 = t0 + Duration::from_secs(5);
-        assert_eq!(breaker.admit(t1), Ok(Pass::Probe));
+        let first = breaker.admit(t1).unwrap();
+        assert_eq!(first.pass(), Pass::Probe);
         assert_eq!(gauge.get(), 1);
-        assert_eq!(breaker.admit(t1), Ok(Pass::Probe));
+        let second = breaker.admit(t1).unwrap();
+        assert_eq!(second.pass(), Pass::Probe);
         assert!(breaker.admit(t1).is_err());
-        breaker.record(Pass::Probe, true, t1);
-        breaker.record(Pass::Probe, true, t1);
+        first.record(true, t1);
+        second.record(true, t1);
         assert_eq!(gauge.get(), 0);
-        assert_eq!(breaker.admit(t1), Ok(Pass::Normal));
+        assert_eq!(breaker.admit(t1).unwrap().pass(), Pass::Normal);
     }
 
     #[test]
     fn a_failed_probe_reopens() {
         let breaker = Breaker::new(settings(), None);
         let t0 = Instant::now();
-        for _ in 0..4 {
-            breaker.record(breaker.admit(t0).unwrap(), false, t0);
-        }
+        opened(&breaker, t0);
         let t1 = t0 + Duration::from_secs(5);
-        assert_eq!(breaker.admit(t1), Ok(Pass::Probe));
-        breaker.record(Pass::Probe, false, t1);
+        breaker.admit(t1).unwrap().record(false, t1);
         assert_eq!(
-            breaker.admit(t1 + Duration::from_secs(1)),
-            Err(Duration::from_secs(4))
+            breaker.admit(t1 + Duration::from_secs(1)).err(),
+            Some(Duration::from_secs(4))
         );
+    }
+
+    #[test]
+    fn a_dropped_probe_counts_as_a_failure() {
+        let breaker = Breaker::new(settings(), None);
+        let t0 = Instant::now() + Duration::from_secs(100);
+        opened(&breaker, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        let probes = (breaker.admit(t1).unwrap(), breaker.admit(t1).unwrap());
+        assert!(breaker.admit(t1).is_err(), "every probe is out");
+        // Both probes' clients go away: no verdict is ever recorded.
+        drop(probes);
+        // Re-opened by the drop, and half-open again after open_for.
+        assert!(breaker.admit(t1 + Duration::from_secs(1)).is_err());
+        let t2 = t1 + Duration::from_secs(5);
+        assert_eq!(breaker.admit(t2).unwrap().pass(), Pass::Probe);
+    }
+
+    #[test]
+    fn a_dropped_normal_pass_counts_as_nothing() {
+        let breaker = Breaker::new(settings(), None);
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            drop(breaker.admit(t0).unwrap());
+        }
+        exchange(&breaker, false, t0);
+        assert_eq!(breaker.admit(t0).unwrap().pass(), Pass::Normal);
+    }
+
+    #[test]
+    fn half_open_without_verdicts_probes_again_after_its_deadline() {
+        let breaker = Breaker::new(settings(), None);
+        let t0 = Instant::now();
+        opened(&breaker, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        // Two probes out and never reported (leaked, hung): no verdict.
+        let hung = (breaker.admit(t1).unwrap(), breaker.admit(t1).unwrap());
+        assert!(breaker.admit(t1 + Duration::from_secs(4)).is_err());
+        // Past the half-open deadline new probes go out; they decide.
+        let t2 = t1 + Duration::from_secs(5);
+        let fresh = (breaker.admit(t2).unwrap(), breaker.admit(t2).unwrap());
+        assert_eq!(fresh.0.pass(), Pass::Probe);
+        fresh.0.record(true, t2);
+        fresh.1.record(true, t2);
+        assert_eq!(breaker.admit(t2).unwrap().pass(), Pass::Normal);
+        // The hung ones finally report after the close: ignored.
+        hung.0.record(false, t2);
+        hung.1.record(false, t2);
+        assert_eq!(breaker.admit(t2).unwrap().pass(), Pass::Normal);
+    }
+
+    #[test]
+    fn only_502_503_504_are_failures() {
+        use http::StatusCode;
+        for code in [502, 503, 504] {
+            assert!(status_is_failure(StatusCode::from_u16(code).unwrap()));
+        }
+        for code in [200, 400, 404, 429, 500, 501, 505, 599] {
+            assert!(!status_is_failure(StatusCode::from_u16(code).unwrap()));
+        }
     }
 
     #[test]
@@ -242,15 +390,15 @@ mod tests {
         let breaker = Breaker::new(settings(), None);
         let t0 = Instant::now();
         for _ in 0..3 {
-            breaker.record(breaker.admit(t0).unwrap(), false, t0);
+            exchange(&breaker, false, t0);
         }
         // 11 s later the three failures are out of the 10 s window.
         let later = t0 + Duration::from_secs(11);
         for _ in 0..4 {
-            breaker.record(breaker.admit(later).unwrap(), true, later);
+            exchange(&breaker, true, later);
         }
-        breaker.record(breaker.admit(later).unwrap(), false, later);
-        assert_eq!(breaker.admit(later), Ok(Pass::Normal));
+        exchange(&breaker, false, later);
+        assert_eq!(breaker.admit(later).unwrap().pass(), Pass::Normal);
     }
 
     #[test]
@@ -264,8 +412,8 @@ mod tests {
         );
         let t0 = Instant::now();
         for _ in 0..10 {
-            breaker.record(breaker.admit(t0).unwrap(), false, t0);
+            exchange(&breaker, false, t0);
         }
-        assert_eq!(breaker.admit(t0), Ok(Pass::Normal));
+        assert_eq!(breaker.admit(t0).unwrap().pass(), Pass::Normal);
     }
 }

@@ -1,24 +1,41 @@
-//! Per-connection deadlines. hyper's own header-read timer also runs while
-//! a keep-alive connection waits for its next request, which would make
-//! `header_read_timeout` (10 s) cut idle connections long before
-//! `idle_timeout` (60 s), and a load balancer keeping connections for 60 s
-//! would race those closes into 502s. So palisade tracks both itself:
+//! Per-connection deadlines and the connection cap. hyper's own header-read
+//! timer also runs while a keep-alive connection waits for its next request,
+//! which would make `header_read_timeout` (10 s) cut idle connections long
+//! before `idle_timeout` (60 s), and a load balancer keeping connections for
+//! 60 s would race those closes into 502s. So palisade tracks both itself:
 //!
 //! 1. a request head that has started but is not complete within
 //!    `header_read_timeout` ends the connection (slowloris);
 //! 2. a connection with no request in flight and no bytes for
-//!    `idle_timeout` is closed gracefully.
+//!    `idle_timeout` is closed gracefully;
+//! 3. a connection whose client has taken nothing of a response for
+//!    `idle_timeout` while palisade had bytes for it (a write blocked that
+//!    long: a slow-read attack, which would hold the connection and an
+//!    upstream socket forever) is ended. A response that is merely quiet
+//!    (server-sent events between messages) blocks no write and is kept.
 //!
 //! `TrackedIo` records activity on every read and write; requests are
 //! counted in flight from the service call until their response body ends.
+//! The watchdog is woken whenever a deadline may have moved earlier (a
+//! request ended, a new head began), not only when its last deadline passes.
+//! On HTTP/2 only the idle deadline applies between requests: its control
+//! frames are not request heads (and palisade sends no keep-alive PINGs,
+//! whose round trips would keep an idle connection open forever).
+//!
+//! `TrackedIo` also owns the connection's [`ConnSlot`] under
+//! `server.max_connections`: the slot lives exactly as long as the socket,
+//! so a connection that hyper hands over to a tunnel (a WebSocket upgrade)
+//! keeps its slot until the tunnel ends. A tunnel is watched with
+//! [`TunnelWatch`] and closed after `idle_timeout` without a byte either way.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// What the watchdog knows about one connection.
@@ -32,6 +49,14 @@ pub struct Activity {
     /// Nanoseconds since `epoch` + 1 when an idle connection began receiving
     /// a request head; 0 when no head is pending.
     head_started: AtomicU64,
+    /// Woken when a deadline may have moved earlier.
+    changed: Notify,
+    /// Nanoseconds since `epoch` + 1 when a write to the client started
+    /// waiting on a full socket; 0 while writes go through.
+    write_blocked: AtomicU64,
+    /// HTTP/2: bytes between requests are frames (PING, WINDOW_UPDATE,
+    /// SETTINGS), not the start of a request head.
+    multiplexed: AtomicBool,
 }
 
 /// Why the watchdog ends a connection.
@@ -41,6 +66,9 @@ pub enum Expiry {
     SlowHead,
     /// No request and no bytes for `idle_timeout`.
     Idle,
+    /// A write to the client blocked for `idle_timeout` with a request in
+    /// flight: the client stopped reading.
+    Stalled,
 }
 
 impl Activity {
@@ -51,6 +79,9 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
+            changed: Notify::new(),
+            multiplexed: AtomicBool::new(false),
+            write_blocked: AtomicU64::new(0),
         };
         Arc::new(activity)
     }
@@ -63,11 +94,48 @@ impl Activity {
         let now = self.now_nanos();
         self.last_io.store(now, Ordering::Relaxed);
         if read
+            && !self.multiplexed.load(Ordering::Relaxed)
             && self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
         {
             self.head_started.store(now + 1, Ordering::Relaxed);
+            // The head deadline may come before the idle deadline slept on.
+            self.changed.notify_one();
         }
+    }
+
+    /// A write to the client could not proceed (its socket is full).
+    fn write_pending(&self) {
+        if self.write_blocked.load(Ordering::Relaxed) == 0 {
+            self.write_blocked
+                .store(self.now_nanos() + 1, Ordering::Relaxed);
+            // The stall deadline may come before the one slept on.
+            self.changed.notify_one();
+        }
+    }
+
+    /// A write to the client went through.
+    fn wrote(&self) {
+        self.write_blocked.store(0, Ordering::Relaxed);
+        self.saw_io(false);
+    }
+
+    /// Resolves when a deadline may have moved earlier (a request ended or
+    /// a new head began), so the watchdog recomputes it.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// When the connection will have seen no byte for `idle`.
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        let last = Duration::from_nanos(self.last_io.load(Ordering::Relaxed));
+        self.epoch + last + idle
+    }
+
+    /// The connection speaks HTTP/2: from now on only the idle deadline
+    /// applies between requests (its control frames start no request head).
+    pub fn mark_http2(&self) {
+        self.multiplexed.store(true, Ordering::Relaxed);
     }
 
     /// A complete request head reached the service.
@@ -87,9 +155,17 @@ impl Activity {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let at = |n: u64| self.epoch + Duration::from_nanos(n);
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Ok(at(
-                now.saturating_add(nanos(idle_timeout.min(header_timeout)))
-            ));
+            let next = now.saturating_add(nanos(idle_timeout.min(header_timeout)));
+            let blocked = self.write_blocked.load(Ordering::Relaxed);
+            if blocked == 0 {
+                return Ok(at(next));
+            }
+            let deadline = (blocked - 1).saturating_add(nanos(idle_timeout));
+            return if now >= deadline {
+                Err(Expiry::Stalled)
+            } else {
+                Ok(at(deadline.min(next)))
+            };
         }
         let head = self.head_started.load(Ordering::Relaxed);
         if head > 0 {
@@ -118,24 +194,150 @@ pub struct InFlightRequest(Arc<Activity>);
 
 impl Drop for InFlightRequest {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let before = self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.saw_io(false);
+        if before == 1 {
+            // Idle from now: its deadline may be earlier than the one slept on.
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+// === impl TunnelWatch ===
+
+/// Carried in each request's extensions: what a tunnel made from this
+/// connection obeys. Every tunnelled byte passes the client socket, so the
+/// connection's own activity tells when the tunnel went idle.
+#[derive(Debug, Clone)]
+pub struct TunnelWatch {
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+}
+
+impl TunnelWatch {
+    /// Watches `activity` for `idle_timeout` (the connection's at accept).
+    pub fn new(activity: Arc<Activity>, idle_timeout: Duration) -> Self {
+        Self {
+            activity,
+            idle_timeout,
+        }
+    }
+
+    /// Resolves once no byte went either way for `idle_timeout`.
+    pub async fn idle(&self) {
+        loop {
+            let deadline = self.activity.idle_deadline(self.idle_timeout);
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+// === impl ConnLimit ===
+
+/// `server.max_connections`: how many client connections are served at
+/// once (more wait in the listen backlog). The maximum can change while
+/// connections are open (a reload): growing admits waiting ones at once,
+/// shrinking takes effect as connections close.
+#[derive(Debug)]
+pub struct ConnLimit {
+    open: AtomicUsize,
+    max: AtomicUsize,
+    freed: Notify,
+}
+
+impl ConnLimit {
+    /// A cap of `max` connections.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            max: AtomicUsize::new(max.max(1)),
+            freed: Notify::new(),
+        })
+    }
+
+    /// Changes the cap (a reload).
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max.max(1), Ordering::SeqCst);
+        self.freed.notify_waiters();
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    fn try_acquire(self: &Arc<Self>) -> Option<ConnSlot> {
+        let max = self.max.load(Ordering::SeqCst);
+        self.open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()
+            .map(|_| ConnSlot(self.clone()))
+    }
+
+    /// Waits for a free slot.
+    pub async fn acquire(self: &Arc<Self>) -> ConnSlot {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so no release can slip between.
+            freed.as_mut().enable();
+            if let Some(slot) = self.try_acquire() {
+                return slot;
+            }
+            freed.await;
+        }
+    }
+
+    /// Waits until every connection (tunnels included) has closed.
+    pub async fn drained(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            freed.await;
+        }
+    }
+}
+
+/// One connection's place under `max_connections`, released on drop.
+#[derive(Debug)]
+pub struct ConnSlot(Arc<ConnLimit>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.freed.notify_waiters();
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A stream that reports its reads and writes to an [`Activity`].
+    /// A stream that reports its reads and writes to an [`Activity`], and
+    /// holds its connection's slot for as long as it lives (through an
+    /// upgrade too: hyper moves this stream into the tunnel).
     pub struct TrackedIo<T> {
         #[pin]
         inner: T,
         activity: Arc<Activity>,
+        _slot: ConnSlot,
     }
 }
 
 impl<T> TrackedIo<T> {
-    /// Wraps `inner`.
-    pub fn new(inner: T, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+    /// Wraps `inner`, which owns `slot` from now on.
+    pub fn new(inner: T, activity: Arc<Activity>, slot: ConnSlot) -> Self {
+        Self {
+            inner,
+            activity,
+            _slot: slot,
+        }
     }
 }
 
@@ -163,8 +365,10 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write(cx, data);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.saw_io(false);
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => this.activity.wrote(),
+            Poll::Pending => this.activity.write_pending(),
+            _ => {}
         }
         result
     }
@@ -176,8 +380,10 @@ impl<T: AsyncWrite> AsyncWrite for TrackedIo<T> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.saw_io(false);
+        match result {
+            Poll::Ready(Ok(n)) if n > 0 => this.activity.wrote(),
+            Poll::Pending => this.activity.write_pending(),
+            _ => {}
         }
         result
     }
@@ -234,6 +440,87 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(30)).await;
         assert_eq!(activity.check(HEAD, IDLE), Err(Expiry::Idle));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_is_woken_when_a_request_ends() {
+        let activity = Activity::new();
+        let request = activity.request_started();
+        let woken = tokio::spawn({
+            let activity = activity.clone();
+            async move { activity.changed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!woken.is_finished());
+        drop(request);
+        tokio::time::timeout(Duration::from_secs(1), woken)
+            .await
+            .expect("woken when the connection turns idle")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tunnel_is_idle_after_idle_timeout_without_bytes() {
+        let activity = Activity::new();
+        let watch = TunnelWatch::new(activity.clone(), Duration::from_secs(5));
+        let idle = tokio::spawn(async move { watch.idle().await });
+        tokio::time::advance(Duration::from_secs(4)).await;
+        activity.saw_io(false);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        tokio::task::yield_now().await;
+        assert!(!idle.is_finished(), "a byte restarts the idle clock");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        tokio::time::timeout(Duration::from_secs(1), idle)
+            .await
+            .expect("idle")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_connection_cap_can_grow_while_full() {
+        let limit = ConnLimit::new(1);
+        let first = limit.acquire().await;
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.acquire().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        limit.set_max(2);
+        let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a raised cap admits the waiter")
+            .unwrap();
+        assert_eq!(limit.open(), 2);
+        drop((first, second));
+        tokio::time::timeout(Duration::from_secs(5), limit.drained())
+            .await
+            .expect("drained");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stops_reading_a_response_is_cut_after_idle_timeout() {
+        let activity = Activity::new();
+        let _request = activity.request_started();
+        activity.write_pending();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(activity.check(HEAD, IDLE).is_ok());
+        // Progress (the client read a little) restarts the clock.
+        activity.wrote();
+        activity.write_pending();
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(activity.check(HEAD, IDLE).is_ok());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(activity.check(HEAD, IDLE), Err(Expiry::Stalled));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_response_is_not_a_stall() {
+        let activity = Activity::new();
+        let _request = activity.request_started();
+        activity.wrote();
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(activity.check(HEAD, IDLE).is_ok(), "SSE between events");
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,6 +2,7 @@
 //! one place rejections become responses.
 
 pub mod breaker;
+pub mod capped;
 pub mod conn;
 pub mod pipeline;
 pub mod reject;

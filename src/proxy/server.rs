@@ -1,6 +1,8 @@
 //! Listeners: accept under `max_connections`, finish TLS, serve HTTP/1.1 and
 //! HTTP/2 (ALPN, or h2c with prior knowledge) with hyper-util's auto builder
 //! and its timers; on shutdown stop accepting, drain for `shutdown_grace`.
+//! Every `[server]` setting is read from the current generation when a
+//! connection is accepted, so a reload applies to the next connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,11 +14,11 @@ use hyper_util::server::conn::auto;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use super::conn::{Activity, Expiry, TrackedIo};
+use super::conn::{Activity, ConnSlot, Expiry, TrackedIo, TunnelWatch};
 use super::pipeline::{ConnInfo, handle};
 use super::state::{Generation, Persistent, Shared};
 use super::upstream::Upstream;
@@ -83,13 +85,20 @@ pub fn generation(
     let redis = match &policy.ratelimit.redis {
         None => None,
         Some((url, cluster)) => {
-            let identity = RedisBackend::identity_of(url, cluster);
+            let settings = (
+                RedisBackend::identity_of(url, cluster),
+                policy.ratelimit.redis_timeout,
+                policy.ratelimit.redis_ca.clone(),
+            );
             let mut slot = persistent
                 .redis
                 .lock()
                 .map_err(|_| StartError::Upstream("redis state poisoned".into()))?;
-            match slot.as_ref().filter(|r| r.identity == identity) {
-                Some(existing) => Some(existing.clone()),
+            match slot
+                .as_ref()
+                .filter(|(built_from, _)| *built_from == settings)
+            {
+                Some((_, existing)) => Some(existing.clone()),
                 None => {
                     let backend = Arc::new(
                         RedisBackend::new(
@@ -100,12 +109,14 @@ pub fn generation(
                         )
                         .map_err(StartError::Upstream)?,
                     );
-                    *slot = Some(backend.clone());
+                    *slot = Some((settings, backend.clone()));
                     Some(backend)
                 }
             }
         }
     };
+    let longest = policy.routes.routes().iter().map(|r| r.timeout).max();
+    upstream.set_slot_wait(longest.unwrap_or(Duration::from_secs(30)));
     let ratelimit = RateLimitEngine::new(
         policy.ratelimit.clone(),
         policy.routes.routes(),
@@ -226,8 +237,7 @@ impl Server {
     }
 }
 
-fn connection_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
-    let generation = shared.current.load();
+fn connection_builder(generation: &Generation) -> auto::Builder<TokioExecutor> {
     let server = &generation.policy.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 itself past its buffer; keep that buffer above our
@@ -249,8 +259,9 @@ fn connection_builder(shared: &Shared) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
-        .keep_alive_interval(Some(server.idle_timeout.min(Duration::from_secs(20))))
-        .keep_alive_timeout(Duration::from_secs(20));
+        // No keep-alive PINGs: their round trips count as activity, so an
+        // idle connection would never reach `idle_timeout` (proxy::conn).
+        .keep_alive_interval(None);
     builder
 }
 
@@ -260,26 +271,11 @@ async fn serve_proxy(
     mut stop: watch::Receiver<bool>,
     done: watch::Sender<bool>,
 ) {
-    let (max_connections, grace, timeouts) = {
-        let generation = shared.current.load();
-        let s = &generation.policy.server;
-        let max = u32::try_from(s.max_connections)
-            .unwrap_or(u32::MAX >> 3)
-            .min(Semaphore::MAX_PERMITS as u32);
-        (
-            max,
-            s.shutdown_grace,
-            (s.header_read_timeout, s.idle_timeout),
-        )
-    };
-    let permits = Arc::new(Semaphore::new(max_connections as usize));
-    let builder = connection_builder(&shared);
     loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
+        // A slot under `max_connections` first (the cap follows reloads):
+        // past it, new connections wait in the listen backlog.
+        let slot = tokio::select! {
+            slot = shared.connections.acquire() => slot,
             _ = stop.changed() => break,
         };
         let (stream, peer) = tokio::select! {
@@ -295,25 +291,26 @@ async fn serve_proxy(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        // The settings current at accept time: a reload applies to the next connection.
+        let generation = shared.current.load();
+        let server = &generation.policy.server;
         let connection = Connection {
             peer,
             shared: shared.clone(),
-            builder: builder.clone(),
+            builder: connection_builder(&generation),
             stop: stop.clone(),
-            timeouts,
+            timeouts: (server.header_read_timeout, server.idle_timeout),
         };
         // The certificate current at accept time (a reload may rotate it).
         let tls = shared.tls.load_full();
-        tokio::spawn(async move {
-            let _permit = permit;
-            connection.serve(stream, tls).await;
-        });
+        tokio::spawn(connection.serve(stream, slot, tls));
     }
     drop(listener);
+    let grace = shared.current.load().policy.server.shutdown_grace;
     tracing::info!(grace = ?grace, "draining connections");
-    // Every connection holds a permit: all permits back means all closed.
-    match tokio::time::timeout(grace, permits.acquire_many(max_connections)).await {
-        Ok(_) => tracing::info!("all connections drained"),
+    // Every connection (and every tunnel) holds a slot until it closes.
+    match tokio::time::timeout(grace, shared.connections.drained()).await {
+        Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!("shutdown_grace passed; closing remaining connections"),
     }
     let _ = done.send(true);
@@ -330,9 +327,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream, tls: Option<Arc<TlsAcceptor>>) {
+    async fn serve(self, stream: TcpStream, slot: ConnSlot, tls: Option<Arc<TlsAcceptor>>) {
         let activity = Activity::new();
-        let tracked = TrackedIo::new(stream, activity.clone());
+        // The socket owns the slot: it is released when the socket closes,
+        // after any tunnel made from this connection.
+        let tracked = TrackedIo::new(stream, activity.clone(), slot);
         match tls {
             None => self.drive(tracked, activity, false).await,
             Some(acceptor) => {
@@ -359,8 +358,14 @@ impl Connection {
         };
         let shared = self.shared.clone();
         let tracker = activity.clone();
-        let service =
-            service_fn(move |req| handle(shared.clone(), info, tracker.request_started(), req));
+        let tunnel = TunnelWatch::new(activity.clone(), self.timeouts.1);
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if req.version() == http::Version::HTTP_2 {
+                tracker.mark_http2();
+            }
+            req.extensions_mut().insert(tunnel.clone());
+            handle(shared.clone(), info, tracker.request_started(), req)
+        });
         let conn = self
             .builder
             .serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -378,6 +383,10 @@ impl Connection {
                     tracing::debug!(peer = %self.peer, "request head not complete within header_read_timeout; closing");
                     return;
                 }
+                Err(Expiry::Stalled) => {
+                    tracing::debug!(peer = %self.peer, "the client read nothing of its response within idle_timeout; closing");
+                    return;
+                }
                 Err(Expiry::Idle) if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
@@ -393,6 +402,8 @@ impl Connection {
                     return;
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
+                // A request ended or a head began: the deadline may be earlier.
+                _ = activity.changed() => {}
                 _ = self.stop.changed(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;

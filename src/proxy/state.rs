@@ -8,6 +8,7 @@ use arc_swap::ArcSwap;
 
 use std::sync::Mutex;
 
+use super::conn::ConnLimit;
 use super::upstream::Upstream;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
@@ -33,9 +34,15 @@ pub struct Generation {
 pub struct Persistent {
     /// Memory-backend limiters by limit identity.
     pub limiters: Arc<LimiterRegistry>,
-    /// The Redis backend of the current config, reused while it is unchanged.
-    pub redis: Mutex<Option<Arc<RedisBackend>>>,
+    /// The Redis backend of the current config and what it was built from,
+    /// reused while that is unchanged.
+    pub redis: Mutex<Option<(RedisSettings, Arc<RedisBackend>)>>,
 }
+
+/// What a Redis backend is built from: its target, `redis_timeout` and CA.
+/// A reload that changes any of them builds a new backend (the timeout and
+/// CA are fixed in a backend, so reusing it would ignore the new values).
+pub type RedisSettings = (String, std::time::Duration, Option<Vec<u8>>);
 
 /// State shared by listeners, requests, admin and reload.
 pub struct Shared {
@@ -48,6 +55,8 @@ pub struct Shared {
     /// The HTTPS listener's certificate; re-read from its files on reload
     /// (`None`: the listener is plain HTTP, fixed until a restart).
     pub tls: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
+    /// `server.max_connections`, resized by reload.
+    pub connections: Arc<ConnLimit>,
     draining: AtomicBool,
 }
 
@@ -64,7 +73,9 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     /// Wraps the first generation.
     pub fn new(generation: Generation, metrics: Arc<Metrics>, persistent: Arc<Persistent>) -> Self {
+        let connections = ConnLimit::new(generation.policy.server.max_connections);
         Self {
+            connections,
             current: ArcSwap::from_pointee(generation),
             metrics,
             persistent,

@@ -1,6 +1,10 @@
-//! The upstream side: one pooled keep-alive client per policy generation,
-//! the request rewrite (URI, `Host`, hop-by-hop, `X-Forwarded-*`), and the
-//! route's total deadline on the response headers.
+//! The upstream side: one pooled keep-alive client per policy generation
+//! (at most `[upstream] max_connections` sockets, see `capped`), the request
+//! rewrite (URI, `Host`, hop-by-hop, `X-Forwarded-*`), the route's total
+//! deadline on the response headers, and the one upgrade palisade tunnels:
+//! a WebSocket handshake (GET over HTTP/1.1); any other `Upgrade` (`h2c`
+//! above all, which would carry further requests past every policy) is
+//! dropped from the forwarded request.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,7 +25,9 @@ use prometheus::IntGauge;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::breaker::Breaker;
+use super::breaker::{self, Breaker};
+use super::capped::{Capped, SlotWait};
+use super::conn::TunnelWatch;
 use super::reject::Reject;
 use super::retry::{self, RetryBudget};
 use crate::config::UpstreamPolicy;
@@ -30,7 +36,7 @@ use crate::policy::body::{BodyError, BodyProgress, LimitedBody, UpstreamBody, co
 use crate::policy::headers::{strip_fixed_hop_by_hop, strip_hop_by_hop};
 use crate::policy::{forward, limits};
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
+type HttpClient = Client<HttpsConnector<Capped<HttpConnector>>, UpstreamBody>;
 
 /// The pooled client and where it points, with the upstream's breaker and
 /// retry budget (kept across reloads that leave `[upstream]` unchanged).
@@ -39,6 +45,7 @@ pub struct Upstream {
     policy: UpstreamPolicy,
     breaker: Breaker,
     budget: RetryBudget,
+    slot_wait: SlotWait,
 }
 
 /// What a route asks of one exchange.
@@ -108,7 +115,9 @@ impl Upstream {
                 hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
             }
         };
-        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
+        let slot_wait = SlotWait::default();
+        let capped = Capped::new(http, policy.max_connections, slot_wait.clone());
+        let connector = tls.https_or_http().enable_http1().wrap_connector(capped);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(policy.pool_idle_timeout)
             .pool_max_idle_per_host(policy.pool_max_idle)
@@ -120,7 +129,16 @@ impl Upstream {
             breaker: Breaker::new(policy.breaker.clone(), circuit_gauge),
             budget: RetryBudget::new(policy.retry.budget_percent),
             policy: policy.clone(),
+            slot_wait,
         })
+    }
+
+    /// Sets how long a connection attempt may wait for a free socket under
+    /// `max_connections`: the longest route timeout of the current policy
+    /// (a request gives up at its own deadline; this bounds the connects
+    /// the pool finishes in the background).
+    pub fn set_slot_wait(&self, longest_timeout: Duration) {
+        self.slot_wait.set(longest_timeout);
     }
 
     /// The upstream URI for a canonical path (after `strip_prefix`) and query.
@@ -160,20 +178,24 @@ impl Upstream {
         let deadline = tokio::time::Instant::now() + attempt.deadline;
         self.budget.deposit();
         let (mut parts, body) = req.into_parts();
-        let upgrade = requested_upgrade(&parts);
+        let websocket = requested_websocket(&parts);
         // What `Connection` named went before palisade set its headers.
         strip_fixed_hop_by_hop(&mut parts.headers);
-        let client_upgrade = match &upgrade {
-            Some(protocol) => {
-                // WebSocket and other upgrades: the request-side policy has
-                // passed; ask the upstream to switch protocols too.
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                parts.headers.insert(header::UPGRADE, protocol.clone());
-                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-            }
-            None => None,
+        // Never forwarded, whatever `Connection` says: only a WebSocket
+        // handshake may switch protocols, and it is rebuilt below.
+        parts.headers.remove(header::UPGRADE);
+        parts.headers.remove(&HTTP2_SETTINGS);
+        let tunnel_watch = parts.extensions.remove::<TunnelWatch>();
+        let client_upgrade = if websocket {
+            // The request-side policy has passed; ask the upstream to
+            // switch to WebSocket too.
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, WEBSOCKET.clone());
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
         };
         let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
             parts
@@ -203,7 +225,7 @@ impl Upstream {
         let settings = &self.policy.retry;
         let retries_allowed = attempt.retry
             && settings.attempts > 0
-            && upgrade.is_none()
+            && !websocket
             && retry::idempotent(&parts.method, &parts.headers);
         let declared = limits::declared_length(&parts.headers);
         let replayable = retries_allowed
@@ -230,7 +252,9 @@ impl Upstream {
 
         let mut tries = 0;
         loop {
-            let pass = self
+            // Dropped unreported (the client left mid-exchange), a probe
+            // counts as a failure: half-open never waits forever.
+            let ticket = self
                 .breaker
                 .admit(std::time::Instant::now())
                 .map_err(Reject::CircuitOpen)?;
@@ -250,15 +274,16 @@ impl Upstream {
                     Ok(Err(error)) => Err(classify(&error, &progress)),
                     Ok(Ok(response)) => Ok(response),
                 };
+            // SPEC §2: 502/503/504, connect failures, resets and timeouts
+            // only; a 500 a client provoked says nothing of the upstream.
             let upstream_failed = match &outcome {
-                Ok(response) => response.status().is_server_error(),
+                Ok(response) => breaker::status_is_failure(response.status()),
                 Err(reject) => matches!(
                     reject,
                     Reject::Timeout | Reject::UpstreamConnect(_) | Reject::UpstreamReset(_)
                 ),
             };
-            self.breaker
-                .record(pass, !upstream_failed, std::time::Instant::now());
+            ticket.record(!upstream_failed, std::time::Instant::now());
             let retryable = match &outcome {
                 Ok(response) => settings.on_status.contains(&response.status().as_u16()),
                 Err(Reject::UpstreamConnect(_)) => settings.on_connect_failure,
@@ -285,18 +310,25 @@ impl Upstream {
                 }
             }
             let mut response = outcome?;
+            drop_conflicting_length(response.headers_mut());
             let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
             match (client_upgrade, switching) {
-                (Some(client_side), true) => {
-                    let protocol = response.headers().get(header::UPGRADE).cloned();
+                (Some(client_side), true) if switched_to_websocket(response.headers()) => {
                     strip_hop_by_hop(response.headers_mut());
-                    if let Some(protocol) = protocol {
-                        response
-                            .headers_mut()
-                            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-                        response.headers_mut().insert(header::UPGRADE, protocol);
-                    }
-                    tunnel(client_side, hyper::upgrade::on(&mut response));
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    response
+                        .headers_mut()
+                        .insert(header::UPGRADE, WEBSOCKET.clone());
+                    tunnel(client_side, hyper::upgrade::on(&mut response), tunnel_watch);
+                }
+                // A switch nobody asked for (or to another protocol) never
+                // becomes a tunnel, nor reaches the client as a 101.
+                (_, true) => {
+                    return Err(Reject::UpstreamReset(
+                        "the upstream switched protocols unasked".into(),
+                    ));
                 }
                 _ => strip_hop_by_hop(response.headers_mut()),
             }
@@ -308,38 +340,75 @@ impl Upstream {
     }
 }
 
-/// The protocol an HTTP/1.1 request asks to switch to (`Connection: upgrade`
-/// plus `Upgrade`), if any.
-fn requested_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
-    if parts.version != Version::HTTP_11 {
-        return None;
-    }
-    let wants = parts
-        .headers
-        .get_all(header::CONNECTION)
+static HTTP2_SETTINGS: header::HeaderName = header::HeaderName::from_static("http2-settings");
+static WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
+
+/// Whether any comma-separated token of any `name` line equals `token`.
+fn has_token(headers: &http::HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    if wants {
-        parts.headers.get(header::UPGRADE).cloned()
-    } else {
-        None
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether the request is a WebSocket handshake palisade may tunnel: GET
+/// over HTTP/1.1 with `Connection: upgrade` and `Upgrade: websocket`
+/// (RFC 6455 §4.1). Nothing else ever switches protocols through palisade.
+fn requested_websocket(parts: &http::request::Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.method == http::Method::GET
+        && has_token(&parts.headers, header::CONNECTION, "upgrade")
+        && has_token(&parts.headers, header::UPGRADE, "websocket")
+}
+
+/// Whether a 101 switches to WebSocket, the protocol palisade asked for.
+fn switched_to_websocket(headers: &http::HeaderMap) -> bool {
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    matches!(
+        (values.next(), values.next()),
+        (Some(only), None) if only.as_bytes().eq_ignore_ascii_case(b"websocket")
+    )
+}
+
+/// RFC 9112 §6.3: a response with `Transfer-Encoding` is framed by it, and
+/// its `Content-Length` must go; passed on, it would make the client cut
+/// the body short (or read past it).
+fn drop_conflicting_length(headers: &mut http::HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
     }
 }
 
 /// Splices the client's and the upstream's upgraded connections until
-/// either side closes.
-fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// either side closes, or no byte went either way for the connection's
+/// `idle_timeout`. The client socket keeps its `max_connections` slot
+/// until then (it owns it), and so does the upstream socket its own.
+fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    watch: Option<TunnelWatch>,
+) {
     tokio::spawn(async move {
         let (client, upstream) = tokio::join!(client, upstream);
         match (client, upstream) {
             (Ok(client), Ok(upstream)) => {
                 let mut client = hyper_util::rt::TokioIo::new(client);
                 let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                {
-                    tracing::debug!(%error, "upgraded connection ended");
+                let idle = async {
+                    match &watch {
+                        Some(watch) => watch.idle().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                        if let Err(error) = copied {
+                            tracing::debug!(%error, "upgraded connection ended");
+                        }
+                    }
+                    () = idle => tracing::debug!("idle upgraded connection closed"),
                 }
             }
             (Err(error), _) | (_, Err(error)) => tracing::debug!(%error, "upgrade failed"),

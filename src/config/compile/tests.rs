@@ -297,3 +297,15 @@ fn the_readme_shows_the_shipped_policy_verbatim() {
         "README.md must embed policy.toml unchanged; update both together"
     );
 }
+
+#[test]
+fn upstream_max_connections_defaults_to_1024_and_is_shown() {
+    let policy = load(MINIMAL).unwrap();
+    assert_eq!(policy.upstream.max_connections, 1024);
+    let shown = serde_json::to_value(&*policy.effective).unwrap();
+    assert_eq!(shown["upstream"]["max_connections"], 1024);
+    let text = format!("[upstream]\nmax_connections = 8\n{MINIMAL}");
+    assert_eq!(load(&text).unwrap().upstream.max_connections, 8);
+    let text = format!("[upstream]\nmax_connections = 0\n{MINIMAL}");
+    assert!(err(&text).contains("upstream.max_connections"));
+}
