@@ -574,3 +574,44 @@ fn check_warns_about_header_limit_on_route_without_auth() {
     assert!(warnings[0].contains("\"open\""), "{stderr}");
     assert!(warnings[0].contains("header:X-Api-Key"), "{stderr}");
 }
+
+// === siblings ===
+
+#[tokio::test]
+async fn rejects_underscore_spelling_of_a_token_header_holding_another_token() {
+    let upstream = TestUpstream::start().await;
+    let policy = "[upstream]\nurl = \"{UPSTREAM}\"\n[auth.jwt]\nhs256_secret = \"${JWT_SECRET}\"\n\
+                sources = [\"header:X-Api-Token\"]\nforward_claims = { sub = \"X-User-Id\" }\n\
+                [[routes]]\nname = \"api\"\npath = \"/**\"\n";
+    let server = start_palisade(policy, upstream.addr).await;
+    let user = token(claims("user-1"));
+    // WSGI servers read X_Api_Token as X-Api-Token (HTTP_X_API_TOKEN).
+    let reply = attempt(
+        &server,
+        &[
+            ("x-api-token", text(&user)),
+            ("x_api_token", text(&forged_admin())),
+        ],
+    )
+    .await;
+    refused(&server, &upstream, &reply, "ambiguous").await;
+}
+
+#[tokio::test]
+async fn a_null_tenant_claim_matches_no_tenant_path() {
+    let upstream = TestUpstream::start().await;
+    let policy = "[upstream]\nurl = \"{UPSTREAM}\"\n[auth.jwt]\nhs256_secret = \"${JWT_SECRET}\"\n\
+                forward_claims = { restaurant_id = \"X-Tenant-Id\" }\n\
+                [[routes]]\nname = \"restaurant\"\npath = \"/api/restaurants/{restaurant_id}/**\"\n\
+                tenant = { param = \"restaurant_id\", claim = \"restaurant_id\" }\n";
+    let server = start_palisade(policy, upstream.addr).await;
+    let token = token(with(claims("user-1"), "restaurant_id", Value::Null));
+    let reply = get_with(
+        server.proxy_addr,
+        "/api/restaurants/null/orders",
+        &[("authorization", &bearer(&token))],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(upstream.count(), 0);
+}

@@ -219,6 +219,7 @@ async fn process(
         let in_token = identity
             .claims()
             .and_then(|c| claims::lookup(c, &rule.claim))
+            .filter(|v| !v.is_null())
             .map(claims::as_text);
         if in_path.is_none() || in_path != in_token {
             tracing::warn!(route = &*route.name, client_ip = %ctx.client_ip, user = ctx.user.as_deref(), "tenant mismatch");

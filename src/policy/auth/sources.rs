@@ -76,6 +76,15 @@ pub fn token_in(
                 for value in headers.get_all(name) {
                     found.offer(header_token(name, value.as_bytes()))?;
                 }
+                // CGI/WSGI servers read `X_Token` as `X-Token`: such a
+                // spelling carries a token too.
+                if name.as_str().contains('-') {
+                    for (other, value) in headers {
+                        if other != name && same_but_underscores(other.as_str(), name.as_str()) {
+                            found.offer(header_token(name, value.as_bytes()))?;
+                        }
+                    }
+                }
             }
             TokenSource::Cookie(_) => {
                 for value in &jar.slots[i].whole {
@@ -129,6 +138,14 @@ fn header_token(name: &HeaderName, raw: &[u8]) -> Option<String> {
         _ if value.is_empty() => None,
         _ => Some(value.to_string()),
     }
+}
+
+/// Header names (already lower-case) equal once `_` is read as `-`.
+fn same_but_underscores(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || matches!((x, y), (b'_', b'-') | (b'-', b'_')))
 }
 
 /// Bytes as text; anything not UTF-8 will fail verification as malformed.
@@ -573,6 +590,21 @@ mod tests {
             let pairs: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
             assert_eq!(find(&pairs), Ok(Some("t1".into())), "{case:?}");
         }
+    }
+
+    #[test]
+    fn an_underscore_spelling_of_a_token_header_is_a_carrier() {
+        let sources = [TokenSource::parse("header:X-Api-Token").unwrap()];
+        let find = |pairs: &[(&str, &str)]| token_in(&sources, &headers(pairs));
+        assert_eq!(
+            find(&[("x-api-token", "t1"), ("x_api_token", "t2")]),
+            Err(AuthFailure::Ambiguous)
+        );
+        assert_eq!(find(&[("x_api-token", "t1")]), Ok(Some("t1".into())));
+        assert_eq!(
+            find(&[("x-api-token", "t1"), ("x_api_token", "t1")]),
+            Ok(Some("t1".into()))
+        );
     }
 
     #[test]
