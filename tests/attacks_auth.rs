@@ -473,8 +473,8 @@ fn closed_port() -> u16 {
 #[tokio::test]
 async fn config_readyz_and_metrics_never_show_url_credentials() {
     let upstream = TestUpstream::start().await;
-    let text = url_config(upstream.addr, closed_port());
-    let policy = palisade::config::load_str(&text, "test.toml", &test_env()).unwrap();
+    let policy_text = url_config(upstream.addr, closed_port());
+    let policy = palisade::config::load_str(&policy_text, "test.toml", &test_env()).unwrap();
     let server = palisade::start(policy).await.unwrap();
     // A request goes through: the upstream sees no userinfo in Host either.
     let reply = get(server.proxy_addr, "/x").await;
