@@ -289,6 +289,26 @@ async fn rejects_token_cookies_split_over_cookie_lines_that_disagree() {
 }
 
 #[tokio::test]
+async fn rejects_disagreeing_token_cookies_sent_as_http2_cookie_crumbs() {
+    let (upstream, server) = setup("").await;
+    let user = token(claims("user-1"));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    // HTTP/2 clients send each cookie as its own `cookie` field (RFC 9113 §8.2.3).
+    let req = Request::get(format!("http://{}/api/x", server.proxy_addr))
+        .header("cookie", format!("sb-access-token={user}"))
+        .header("cookie", "theme=dark")
+        .header("cookie", format!("sb-access-token={}", forged_admin()))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
 async fn rejects_a_second_token_in_a_cookie_line_with_non_ascii_bytes() {
     let (upstream, server) = setup("").await;
     let user = token(claims("user-1"));
@@ -614,4 +634,28 @@ async fn a_null_tenant_claim_matches_no_tenant_path() {
     .await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
     assert_eq!(upstream.count(), 0);
+}
+
+#[test]
+fn check_warns_that_upstream_userinfo_is_never_sent() {
+    let dir = temp_dir("upstream-userinfo");
+    let path = write_config(
+        &dir,
+        &format!(
+            "[upstream]\nurl = \"http://operator:{UPSTREAM_PASSWORD}@127.0.0.1:8000\"\n\
+             [[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n"
+        ),
+    );
+    let out = palisade()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: upstream.url (\"http://<redacted>@127.0.0.1:8000\")"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(UPSTREAM_PASSWORD), "{stderr}");
 }
