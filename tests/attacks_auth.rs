@@ -659,3 +659,20 @@ fn check_warns_that_upstream_userinfo_is_never_sent() {
     );
     assert!(!stderr.contains(UPSTREAM_PASSWORD), "{stderr}");
 }
+
+#[test]
+fn config_parse_errors_never_show_url_credentials() {
+    // serde quotes the value it could not use; a URL there is redacted.
+    let text = format!(
+        "[ratelimit]\nredis_cluster = \"redis://:{UPSTREAM_PASSWORD}@10.0.0.1:7000\"\n\
+         [[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n"
+    );
+    let error = palisade::config::load_str(&text, "t.toml", &test_env())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("redis_cluster") || error.contains("t.toml:2"),
+        "{error}"
+    );
+    assert!(!error.contains(UPSTREAM_PASSWORD), "{error}");
+}

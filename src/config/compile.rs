@@ -172,7 +172,9 @@ pub fn load_str(text: &str, label: &str, env: &Env) -> Result<Policy, ConfigErro
 fn compile_text(text: &str, label: &str, env: &Env, base: &Path) -> Result<Policy, ConfigError> {
     let (parsed, unset_secret_vars) = with_env(env, || toml::from_str(text));
     let file: FileConfig = parsed.map_err(|e: toml::de::Error| {
-        ConfigError::at_span(label, text, e.span(), None, e.message().trim().to_string())
+        // serde's messages may quote a value, and a URL there may carry credentials.
+        let message = super::redact::urls_in(e.message().trim());
+        ConfigError::at_span(label, text, e.span(), None, message)
     })?;
     let mut policy = Compiler { label, text, base }.compile(file)?;
     policy.unset_secret_vars = unset_secret_vars;

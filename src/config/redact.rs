@@ -36,9 +36,42 @@ pub fn url(text: &str) -> String {
     out
 }
 
+/// `text` (an error message, say) with every URL in it redacted as by
+/// [`url`]: a URL runs from its scheme to the next whitespace, quote or
+/// backtick.
+pub fn urls_in(text: &str) -> String {
+    let ends = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let start = rest[..i]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |j| j + 1);
+        let end = rest[i..].find(ends).map_or(rest.len(), |j| i + j);
+        out.push_str(&rest[..start]);
+        out.push_str(&url(&rest[start..end]));
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::url;
+    use super::{url, urls_in};
+
+    #[test]
+    fn urls_inside_messages_are_redacted() {
+        assert_eq!(
+            urls_in("invalid type: string \"redis://:pw@h:6379\", expected a sequence"),
+            "invalid type: string \"redis://<redacted>@h:6379\", expected a sequence"
+        );
+        assert_eq!(
+            urls_in("a http://h/p?k=v and https://u@x end"),
+            "a http://h/p?<redacted> and https://<redacted>@x end"
+        );
+        assert_eq!(urls_in("no url here"), "no url here");
+    }
 
     #[test]
     fn userinfo_and_query_are_redacted() {
