@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use super::{Cli, EXIT_CONFIG};
 use crate::config::units::{format_duration, format_size};
 use crate::config::{self, Env, Policy};
+use crate::policy::ratelimit::LimitKey;
 
 /// Runs `check`.
 pub fn check(cli: &Cli) -> ExitCode {
@@ -15,6 +16,9 @@ pub fn check(cli: &Cli) -> ExitCode {
                 eprintln!(
                     "warning: secret variable {var} is not set; checked with a placeholder (`palisade run` refuses to start until it is set)"
                 );
+            }
+            for warning in warnings(&policy) {
+                eprintln!("warning: {warning}");
             }
             print!("{}", route_table(&policy));
             println!(
@@ -29,6 +33,40 @@ pub fn check(cli: &Cli) -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
     }
+}
+
+/// Policy that loads but probably does not do what its author meant.
+/// `check` prints these on stderr; they never fail the check.
+pub fn warnings(policy: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, route) in policy.routes.routes().iter().enumerate() {
+        // A client chooses its own headers: without authentication a
+        // per-header limit is escaped by sending a new value each time.
+        if !route.auth.anonymous {
+            continue;
+        }
+        for rule in &route.rate_limits {
+            if matches!(rule.by, LimitKey::Header(_)) && !rule.shadow {
+                out.push(format!(
+                    "routes[{i}] (\"{}\"): rate limit by = \"{}\" on a route with auth = \"{}\": \
+                     any client escapes it by sending a different header value; \
+                     add a by = \"ip\" limit or require authentication",
+                    route.name, rule.by_label, route.auth
+                ));
+            }
+        }
+    }
+    let url = policy.effective.upstream.url.get_ref();
+    if url
+        .as_str()
+        .parse::<http::Uri>()
+        .is_ok_and(|u| u.authority().is_some_and(|a| a.as_str().contains('@')))
+    {
+        out.push(format!(
+            "upstream.url (\"{url}\"): the userinfo is ignored; palisade never sends it to the upstream"
+        ));
+    }
+    out
 }
 
 /// The route table as aligned text columns.

@@ -176,7 +176,9 @@ pub fn load_str(text: &str, label: &str, env: &Env) -> Result<Policy, ConfigErro
 fn compile_text(text: &str, label: &str, env: &Env, base: &Path) -> Result<Policy, ConfigError> {
     let (parsed, unset_secret_vars) = with_env(env, || toml::from_str(text));
     let file: FileConfig = parsed.map_err(|e: toml::de::Error| {
-        ConfigError::at_span(label, text, e.span(), None, e.message().trim().to_string())
+        // serde's messages may quote a value, and a URL there may carry credentials.
+        let message = super::redact::urls_in(e.message().trim());
+        ConfigError::at_span(label, text, e.span(), None, message)
     })?;
     let mut policy = Compiler { label, text, base }.compile(file)?;
     policy.unset_secret_vars = unset_secret_vars;
@@ -325,11 +327,13 @@ impl Compiler<'_> {
     fn upstream(&self, file: &FileConfig) -> Result<UpstreamPolicy> {
         let u = &file.upstream;
         let text = u.url.get_ref().as_str();
+        // Errors show the URL redacted: its userinfo may hold a password.
+        let shown = u.url.get_ref().to_string();
         let bad = |why: &str| {
             self.err(
                 u.url.span(),
                 "upstream.url",
-                format!("\"{text}\" {why}; write e.g. \"http://127.0.0.1:8000\""),
+                format!("\"{shown}\" {why}; write e.g. \"http://127.0.0.1:8000\""),
             )
         };
         let uri: http::Uri = text.parse().map_err(|_| bad("is not a URL"))?;
@@ -337,7 +341,15 @@ impl Compiler<'_> {
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(bad("must use http or https"));
         }
-        let authority = uri.authority().cloned().ok_or_else(|| bad("has no host"))?;
+        let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
+        // Userinfo is never sent (it would otherwise end up in `Host`, in the
+        // circuit-state label and in `/readyz`): only host and port are kept.
+        let authority = match authority.as_str().rsplit_once('@') {
+            Some((_, host_port)) => {
+                Authority::try_from(host_port).map_err(|_| bad("has an invalid host"))?
+            }
+            None => authority.clone(),
+        };
         if uri.query().is_some() {
             return Err(bad("must not have a query"));
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::values::{Dur, OneOrMany, Secret, Size, Text, TextList};
+use super::values::{Dur, OneOrMany, Secret, Size, Text, TextList, Url};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -89,7 +89,7 @@ impl Default for AdminFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamFile {
-    pub url: Spanned<Text>,
+    pub url: Spanned<Url>,
     pub connect_timeout: Dur,
     pub pool_idle_timeout: Dur,
     pub pool_max_idle: usize,
@@ -103,7 +103,7 @@ pub struct UpstreamFile {
 impl Default for UpstreamFile {
     fn default() -> Self {
         Self {
-            url: Spanned::new(0..0, Text::from("http://127.0.0.1:8000")),
+            url: Spanned::new(0..0, Url::from("http://127.0.0.1:8000")),
             connect_timeout: Dur::secs(2),
             pool_idle_timeout: Dur::secs(90),
             pool_max_idle: 64,
@@ -199,7 +199,7 @@ pub struct AuthFile {
 #[serde(deny_unknown_fields, default)]
 pub struct JwtFile {
     pub hs256_secret: Option<Secret>,
-    pub jwks_url: Option<Text>,
+    pub jwks_url: Option<Url>,
     pub jwks_file: Option<Text>,
     pub algorithms: Vec<Spanned<Text>>,
     pub issuer: Option<Text>,

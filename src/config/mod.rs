@@ -6,6 +6,7 @@ pub mod compile;
 pub mod error;
 pub mod expand;
 pub mod file;
+pub mod redact;
 pub mod units;
 pub mod values;
 

@@ -123,6 +123,53 @@ impl Serialize for Secret {
     }
 }
 
+// === impl Url ===
+
+/// A URL from the config (after `${VAR}` expansion). Its userinfo and query
+/// string may carry credentials (`?apikey=...`), so everything that prints
+/// it (`Display`, `Debug`, `Serialize` for `/config`) goes through
+/// [`super::redact::url`]; only [`Url::as_str`] gives the real text.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Url(pub String);
+
+impl Url {
+    /// The URL as written (for connecting, never for printing).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Url {
+    fn from(s: &str) -> Self {
+        Url(s.to_string())
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&super::redact::url(&self.0))
+    }
+}
+
+impl fmt::Debug for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", super::redact::url(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Url {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        expand_here(&raw).map(Url)
+    }
+}
+
+impl Serialize for Url {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::redact::url(&self.0))
+    }
+}
+
 // === impl Dur ===
 
 /// A duration written with a unit (`"250ms"`).

@@ -203,15 +203,14 @@ async fn process(
     ctx.route = Some(route.clone());
 
     // Authentication.
-    let identity = match auth::authenticate(
-        &policy.auth,
-        &route.auth,
-        req.headers(),
-        &presented_secrets,
-    )
-    .await
-    {
-        Ok(identity) => identity,
+    let verified = auth::authenticate(&policy.auth, &route.auth, req.headers(), &presented_secrets)
+        .await
+        .and_then(|identity| {
+            let headers = auth::identity_headers(&identity, &route.forward_claims)?;
+            Ok((identity, headers))
+        });
+    let (identity, identity_headers) = match verified {
+        Ok(verified) => verified,
         Err(denied) => {
             let reason = denied.reason.as_str();
             metrics
@@ -233,6 +232,7 @@ async fn process(
         let in_token = identity
             .claims()
             .and_then(|c| claims::lookup(c, &rule.claim))
+            .filter(|v| !v.is_null())
             .map(claims::as_text);
         if in_path.is_none() || in_path != in_token {
             tracing::warn!(route = &*route.name, client_ip = %ctx.client_ip, user = ctx.user.as_deref(), "tenant mismatch");
@@ -257,21 +257,8 @@ async fn process(
     }
 
     // Verified claims become identity headers (client copies were stripped).
-    if let Some(verified) = identity.claims() {
-        for (claim, header) in &route.forward_claims {
-            let Some(value) = claims::lookup(verified, claim) else {
-                continue;
-            };
-            match HeaderValue::from_str(&claims::as_text(value)) {
-                Ok(value) => {
-                    req.headers_mut().insert(header.clone(), value);
-                }
-                Err(_) => tracing::warn!(
-                    claim = claim.as_str(),
-                    "claim is not a valid header value; not forwarded"
-                ),
-            }
-        }
+    for (header, value) in identity_headers {
+        req.headers_mut().insert(header, value);
     }
 
     // Body limit, declared: refuse before reading a byte.

@@ -1,7 +1,10 @@
 //! Reading verified claims: by name, or by dotted path into nested objects
 //! (`app_metadata.tenant`), rendered for headers (arrays and objects as JSON).
 
+use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
+
+use super::AuthFailure;
 
 /// The claim at `path`: a top-level name first (claims may contain dots),
 /// then a dotted path.
@@ -23,6 +26,35 @@ pub fn as_text(value: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// The identity headers a verified token yields on a route: one per
+/// `forward_claims` entry whose claim is present (`null` and `""` count as
+/// absent, as they do for `require`). A value that cannot be a header value
+/// (CR, LF, NUL or another control byte; whitespace at either end, which the
+/// receiver would trim) is `Malformed`: forwarding the request without the
+/// header would let a backend read a missing `X-Tenant-Id` as "no filter".
+pub fn identity_headers(
+    claims: &Map<String, Value>,
+    forward: &[(String, HeaderName)],
+) -> Result<Vec<(HeaderName, HeaderValue)>, AuthFailure> {
+    let mut out = Vec::with_capacity(forward.len());
+    for (claim, header) in forward {
+        let Some(value) = lookup(claims, claim).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let text = as_text(value);
+        if text.is_empty() {
+            continue;
+        }
+        let padded = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
+        if padded(text.as_bytes().first()) || padded(text.as_bytes().last()) {
+            return Err(AuthFailure::Malformed);
+        }
+        let value = HeaderValue::from_str(&text).map_err(|_| AuthFailure::Malformed)?;
+        out.push((header.clone(), value));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -48,5 +80,33 @@ mod tests {
         assert_eq!(as_text(lookup(&claims, "dotted.name").unwrap()), "d");
         assert!(lookup(&claims, "app_metadata.missing").is_none());
         assert!(lookup(&claims, "sub.x").is_none());
+    }
+
+    #[test]
+    fn identity_headers_refuse_what_cannot_be_a_header_value() {
+        let forward = vec![
+            ("sub".to_string(), HeaderName::from_static("x-user-id")),
+            ("tenant".to_string(), HeaderName::from_static("x-tenant-id")),
+        ];
+        let headers = |json: &str| {
+            let claims: Map<String, Value> = serde_json::from_str(json).unwrap();
+            identity_headers(&claims, &forward)
+        };
+        let ok = headers(r#"{"sub":"u1","tenant":"t1"}"#).unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[1].1, "t1");
+        // Absent, null and "" are not forwarded.
+        assert_eq!(headers(r#"{"sub":"u1","tenant":null}"#).unwrap().len(), 1);
+        assert_eq!(headers(r#"{"sub":"u1","tenant":""}"#).unwrap().len(), 1);
+        for bad in [
+            r#"{"sub":"u1\r\nX-Tenant-Id: t9"}"#,
+            r#"{"sub":"u1\nx"}"#,
+            r#"{"sub":"u1\u0000"}"#,
+            r#"{"sub":"u1\u007f"}"#,
+            r#"{"sub":" u1"}"#,
+            r#"{"sub":"u1\t"}"#,
+        ] {
+            assert_eq!(headers(bad).unwrap_err(), AuthFailure::Malformed, "{bad}");
+        }
     }
 }

@@ -127,12 +127,28 @@ impl KeySet {
 }
 
 /// Where keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum JwksSource {
     /// `jwks_file`.
     File(PathBuf),
     /// `jwks_url`.
     Url(Uri),
+}
+
+/// Shown with the URL's userinfo and query redacted (they may hold an API key).
+impl std::fmt::Display for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Url(uri) => f.write_str(&crate::config::redact::url(&uri.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "JwksSource({self})")
+    }
 }
 
 /// The current key set and how to refresh it.
@@ -151,7 +167,7 @@ impl std::fmt::Debug for JwksStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "JwksStore({:?}, {} keys)",
+            "JwksStore({}, {} keys)",
             self.source,
             self.keys.load().len()
         )

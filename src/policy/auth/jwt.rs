@@ -26,8 +26,12 @@ pub struct JwtVerifier {
     validations: HashMap<Algorithm, Validation>,
     /// The JWKS, when asymmetric algorithms are allowed.
     pub jwks: Option<Arc<JwksStore>>,
-    extra_required: Vec<String>,
-    require_iat: bool,
+    /// Every `require`d claim: absent, `null` or `""` counts as missing.
+    required: Vec<String>,
+    /// When set, `iss` must be present and equal (a string, not a list).
+    issuer: Option<String>,
+    /// When set, `aud` must be present and name one of them.
+    audiences: Vec<String>,
     leeway: u64,
     sources: Vec<TokenSource>,
     cache: TokenCache,
@@ -88,13 +92,9 @@ impl JwtVerifier {
             hs_key: settings.hs_secret.map(|s| DecodingKey::from_secret(&s)),
             validations,
             jwks: settings.jwks,
-            extra_required: settings
-                .require
-                .iter()
-                .filter(|c| !SPEC_CLAIMS.contains(&c.as_str()) && *c != "iat")
-                .cloned()
-                .collect(),
-            require_iat: settings.require.iter().any(|c| c == "iat"),
+            required: settings.require,
+            issuer: settings.issuer,
+            audiences: settings.audiences,
             leeway: settings.leeway.as_secs(),
             sources: settings.sources,
             cache: TokenCache::default(),
@@ -102,21 +102,25 @@ impl JwtVerifier {
         }
     }
 
-    /// The token of the first source that holds one.
+    /// The token the sources hold: every source is read, and two different
+    /// tokens are refused as ambiguous (see `sources`).
     pub fn token_from(&self, headers: &HeaderMap) -> Result<Option<String>, AuthFailure> {
-        for source in &self.sources {
-            if let Some(token) = source.extract(headers)? {
-                return Ok(Some(token));
-            }
-        }
-        Ok(None)
+        super::sources::token_in(&self.sources, headers)
     }
 
     /// Verifies `token`, from the cache when it was verified recently.
     pub async fn verify(&self, token: &str) -> Result<Arc<Map<String, Value>>, AuthFailure> {
         let key = cache::key(token);
         let now = Instant::now();
-        if let Some(claims) = self.cache.get(&key, now) {
+        let wall_now = unix_now();
+        // The cache entry never outlives `exp`; re-checking it on a hit also
+        // covers a wall clock that moved since the entry was made.
+        if let Some(claims) = self.cache.get(&key, now)
+            && claims
+                .get("exp")
+                .and_then(numeric_date)
+                .is_none_or(|exp| exp > wall_now)
+        {
             return Ok(claims);
         }
         let (alg, kid) = read_header(token)?;
@@ -147,36 +151,51 @@ impl JwtVerifier {
                 decode(token, &found.key, validation)?
             }
         };
-        let unix_now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.check_extra(&claims, unix_now)?;
+        self.check_extra(&claims, wall_now)?;
         let claims = Arc::new(claims);
-        let ttl = match claims.get("exp").and_then(Value::as_u64) {
-            Some(exp) => self
-                .cache_ttl
-                .min(Duration::from_secs(exp.saturating_sub(unix_now))),
+        // `exp` may be fractional: read as f64, so the entry ends at `exp`
+        // itself, not at a truncation or a rounding of it.
+        let ttl = match claims.get("exp").and_then(numeric_date) {
+            Some(exp) => Duration::try_from_secs_f64((exp - wall_now).max(0.0))
+                .map_or(self.cache_ttl, |left| left.min(self.cache_ttl)),
             None => self.cache_ttl,
         };
         self.cache.put(key, claims.clone(), now, ttl);
         Ok(claims)
     }
 
-    fn check_extra(&self, claims: &Map<String, Value>, unix_now: u64) -> Result<(), AuthFailure> {
-        match claims.get("iat") {
-            Some(iat) => {
-                let iat = iat.as_u64().ok_or(AuthFailure::Malformed)?;
-                if iat > unix_now + self.leeway {
-                    return Err(AuthFailure::NotYetValid);
-                }
-            }
-            None if self.require_iat => return Err(AuthFailure::MissingClaim),
-            None => {}
+    /// What `jsonwebtoken` leaves to us: dates as fractional NumericDates
+    /// (it rounds them), `iss`/`aud` present and matching when configured
+    /// (it checks them only when present and well-typed), `iat` not in the
+    /// future, and required claims present and not `null` or `""`.
+    fn check_extra(&self, claims: &Map<String, Value>, now: f64) -> Result<(), AuthFailure> {
+        let leeway = self.leeway as f64;
+        let date = |name: &str| match claims.get(name).filter(|v| !v.is_null()) {
+            None => Ok(None),
+            Some(value) => numeric_date(value).map(Some).ok_or(AuthFailure::Malformed),
+        };
+        if date("exp")?.is_some_and(|exp| exp + leeway < now) {
+            return Err(AuthFailure::Expired);
         }
+        if date("nbf")?.is_some_and(|nbf| nbf - leeway > now) {
+            return Err(AuthFailure::NotYetValid);
+        }
+        if date("iat")?.is_some_and(|iat| iat - leeway > now) {
+            return Err(AuthFailure::NotYetValid);
+        }
+        if let Some(issuer) = &self.issuer
+            && claims.get("iss").and_then(Value::as_str) != Some(issuer.as_str())
+        {
+            return Err(AuthFailure::WrongIssuer);
+        }
+        if !self.audiences.is_empty() && !audience_matches(claims.get("aud"), &self.audiences) {
+            return Err(AuthFailure::WrongAudience);
+        }
+        let blank = |v: &Value| v.is_null() || v.as_str().is_some_and(str::is_empty);
         if self
-            .extra_required
+            .required
             .iter()
-            .any(|c| super::claims::lookup(claims, c).is_none())
+            .any(|c| super::claims::lookup(claims, c).is_none_or(blank))
         {
             return Err(AuthFailure::MissingClaim);
         }
@@ -186,6 +205,30 @@ impl JwtVerifier {
     /// Number of cached verified tokens (for tests and benches).
     pub fn cached(&self) -> usize {
         self.cache.len()
+    }
+}
+
+/// Seconds since the epoch, with the fraction.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A NumericDate (RFC 7519 §2: seconds, possibly fractional).
+fn numeric_date(value: &Value) -> Option<f64> {
+    value.as_f64().filter(|f| f.is_finite())
+}
+
+/// `aud` names one of `audiences`: a string, or a list of strings.
+fn audience_matches(aud: Option<&Value>, audiences: &[String]) -> bool {
+    let names = |a: &str| audiences.iter().any(|w| w == a);
+    match aud {
+        Some(Value::String(a)) => names(a),
+        Some(Value::Array(items)) => {
+            items.iter().all(Value::is_string) && items.iter().filter_map(Value::as_str).any(names)
+        }
+        _ => false,
     }
 }
 
@@ -202,6 +245,11 @@ fn read_header(token: &str) -> Result<(Algorithm, Option<String>), AuthFailure> 
         .map_err(|_| AuthFailure::Malformed)?;
     let header: Map<String, Value> =
         serde_json::from_slice(&bytes).map_err(|_| AuthFailure::Malformed)?;
+    // RFC 7515 §4.1.11: extensions listed in `crit` must be understood, and
+    // palisade implements none, so a token that has one is refused.
+    if header.contains_key("crit") {
+        return Err(AuthFailure::Malformed);
+    }
     let alg = header
         .get("alg")
         .and_then(Value::as_str)

@@ -43,6 +43,10 @@ pub enum AuthFailure {
     AlgNotAllowed,
     /// A shared secret that matches no configured value.
     BadSecret,
+    /// Different tokens in two places (two `Authorization` lines, a token
+    /// cookie twice, a header and a cookie): palisade would verify one while
+    /// the backend might read the other.
+    Ambiguous,
 }
 
 impl AuthFailure {
@@ -60,6 +64,7 @@ impl AuthFailure {
             Self::UnknownKid => "unknown_kid",
             Self::AlgNotAllowed => "alg_not_allowed",
             Self::BadSecret => "bad_secret",
+            Self::Ambiguous => "ambiguous",
         }
     }
 }
@@ -144,6 +149,22 @@ pub struct Denied {
     pub reason: AuthFailure,
     /// The challenge of the 401.
     pub challenge: Challenge,
+}
+
+/// The identity headers for a route (its `forward_claims`), decided with
+/// authentication: a verified claim that cannot be a header value is a 401
+/// like any other broken token, never a request forwarded without it.
+pub fn identity_headers(
+    identity: &Identity,
+    forward: &[(String, http::HeaderName)],
+) -> Result<Vec<(http::HeaderName, HeaderValue)>, Denied> {
+    match identity.claims() {
+        None => Ok(Vec::new()),
+        Some(verified) => claims::identity_headers(verified, forward).map_err(|reason| Denied {
+            reason,
+            challenge: Challenge::InvalidToken,
+        }),
+    }
 }
 
 /// Evaluates a route's requirement against the request.

@@ -1,14 +1,30 @@
-//! Where a token is looked for, in configured order: `header:NAME` (Bearer
-//! scheme), `cookie:NAME`, and `supabase-cookie:NAME` — Supabase SSR's
-//! session cookie: `base64-` + base64url (padded or not) of JSON, or plain
-//! JSON in older versions, possibly split into `NAME.0`, `NAME.1`, ...
-//! (`NAME` itself wins; a missing chunk makes the session invalid). Its
-//! `access_token` is the token.
+//! Where a token is looked for: `header:NAME` (Bearer scheme), `cookie:NAME`,
+//! and `supabase-cookie:NAME` — Supabase SSR's session cookie: `base64-` +
+//! base64url (padded or not) of JSON, or plain JSON in older versions,
+//! possibly split into `NAME.0`, `NAME.1`, ... Its `access_token` is the token.
+//!
+//! palisade verifies one token and forwards `Authorization` and cookies
+//! unchanged, so it must never verify one credential while the backend reads
+//! another. Every place a configured source could carry a token is read,
+//! the way the most lenient backend parser would read it (cookie names with
+//! whitespace around them, percent-encoded names, quoted values, `,` as a
+//! separator, cookies over several `Cookie` lines, every `Authorization`
+//! line), and if two places hold different tokens the request is refused
+//! as ambiguous. The same token twice is fine. The `Cookie` lines are
+//! scanned once per request, whatever the number of sources or chunks.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName};
 
 use super::AuthFailure;
+
+/// Supabase splits a session at 3180 characters, so a real one has a few
+/// chunks; an index at or past this makes the session invalid (and bounds
+/// the work a request full of chunk cookies can cause).
+pub const MAX_SUPABASE_CHUNKS: usize = 32;
 
 /// One configured token source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,82 +54,247 @@ impl TokenSource {
         Err(format!("unknown token source \"{text}\""))
     }
 
-    /// The token this source holds: `Ok(None)` when it holds nothing,
-    /// `Err(Malformed)` when it holds something unreadable.
+    /// The token this source alone holds (see [`token_in`]).
     pub fn extract(&self, headers: &HeaderMap) -> Result<Option<String>, AuthFailure> {
-        match self {
-            Self::Header(name) => {
-                let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) else {
-                    return Ok(None);
-                };
-                let value = value.trim();
-                match value.split_once(' ') {
-                    Some((scheme, token))
-                        if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-                    {
-                        Ok(Some(token.trim().to_string()))
+        token_in(std::slice::from_ref(self), headers)
+    }
+}
+
+/// The one token `sources` hold in `headers`: `Ok(None)` when none holds
+/// one; `Err(Malformed)` when a carrier holds something unreadable (a
+/// broken Supabase session, too many chunks); `Err(Ambiguous)` when two
+/// carriers hold different tokens.
+pub fn token_in(
+    sources: &[TokenSource],
+    headers: &HeaderMap,
+) -> Result<Option<String>, AuthFailure> {
+    let jar = Jar::collect(sources, headers)?;
+    let mut found = Found::default();
+    for (i, source) in sources.iter().enumerate() {
+        match source {
+            TokenSource::Header(name) => {
+                for value in headers.get_all(name) {
+                    found.offer(header_token(name, value.as_bytes()))?;
+                }
+                // CGI/WSGI servers read `X_Token` as `X-Token`: such a
+                // spelling carries a token too.
+                if name.as_str().contains('-') {
+                    for (other, value) in headers {
+                        if other != name && same_but_underscores(other.as_str(), name.as_str()) {
+                            found.offer(header_token(name, value.as_bytes()))?;
+                        }
                     }
-                    // Another scheme (Basic, ...) on Authorization counts as no token.
-                    _ if name == header::AUTHORIZATION => Ok(None),
-                    _ if value.is_empty() => Ok(None),
-                    _ => Ok(Some(value.to_string())),
                 }
             }
-            Self::Cookie(name) => Ok(cookie(headers, name)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)),
-            Self::SupabaseCookie(name) => supabase_session(headers, name),
+            TokenSource::Cookie(_) => {
+                for value in &jar.slots[i].whole {
+                    found.offer((!value.is_empty()).then(|| lossy(value)))?;
+                }
+            }
+            TokenSource::SupabaseCookie(_) => {
+                for value in &jar.slots[i].whole {
+                    found.offer(supabase_session(value)?)?;
+                }
+                if let Some(joined) = jar.slots[i].joined_chunks()? {
+                    found.offer(supabase_session(&joined)?)?;
+                }
+            }
+        }
+    }
+    Ok(found.0)
+}
+
+/// The token found so far; a different one makes the request ambiguous.
+#[derive(Default)]
+struct Found(Option<String>);
+
+impl Found {
+    fn offer(&mut self, token: Option<String>) -> Result<(), AuthFailure> {
+        match (token, &self.0) {
+            (None, _) => Ok(()),
+            (Some(token), None) => {
+                self.0 = Some(token);
+                Ok(())
+            }
+            (Some(token), Some(seen)) if token == *seen => Ok(()),
+            (Some(_), Some(_)) => Err(AuthFailure::Ambiguous),
         }
     }
 }
 
-/// The value of cookie `name` across all `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The token in one line of a `header:NAME` source: the Bearer scheme's
+/// credentials; on headers other than `Authorization`, also a bare value.
+fn header_token(name: &HeaderName, raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let value = text.trim();
+    match value.split_once(' ') {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
+            Some(token.trim().to_string())
+        }
+        // Another scheme (Basic, ...) on Authorization counts as no token.
+        _ if name == header::AUTHORIZATION => None,
+        _ if value.is_empty() => None,
+        _ => Some(value.to_string()),
+    }
+}
+
+/// Header names (already lower-case) equal once `_` is read as `-`.
+fn same_but_underscores(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .all(|(x, y)| x == y || matches!((x, y), (b'_', b'-') | (b'-', b'_')))
+}
+
+/// Bytes as text; anything not UTF-8 will fail verification as malformed.
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// What the cookie sources found, in one pass over every `Cookie` line.
+struct Jar<'a> {
+    /// Aligned with the sources (header sources leave theirs empty).
+    slots: Vec<Slot<'a>>,
+}
+
+/// The cookies one cookie source saw: every value of `NAME`, and for a
+/// Supabase source every value of each `NAME.<i>` chunk.
+#[derive(Default)]
+struct Slot<'a> {
+    whole: Vec<&'a [u8]>,
+    chunks: BTreeMap<usize, Vec<&'a [u8]>>,
+}
+
+impl<'a> Jar<'a> {
+    fn collect(sources: &[TokenSource], headers: &'a HeaderMap) -> Result<Self, AuthFailure> {
+        let mut slots: Vec<Slot<'a>> = sources.iter().map(|_| Slot::default()).collect();
+        if !sources
+            .iter()
+            .any(|s| matches!(s, TokenSource::Cookie(_) | TokenSource::SupabaseCookie(_)))
+        {
+            return Ok(Self { slots });
+        }
+        for (name, value) in cookie_pairs(headers) {
+            for (source, slot) in sources.iter().zip(slots.iter_mut()) {
+                match source {
+                    TokenSource::Header(_) => {}
+                    TokenSource::Cookie(wanted) => {
+                        if *name == *wanted.as_bytes() {
+                            slot.whole.push(value);
+                        }
+                    }
+                    TokenSource::SupabaseCookie(wanted) => {
+                        if *name == *wanted.as_bytes() {
+                            slot.whole.push(value);
+                        } else if let Some(index) = chunk_index(&name, wanted.as_bytes())? {
+                            slot.chunks.entry(index).or_default().push(value);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Self { slots })
+    }
+}
+
+impl Slot<'_> {
+    /// The chunks joined in order: `None` without chunks; `Malformed` when
+    /// one is missing (`NAME.0`, `NAME.2` without `NAME.1`, or no `NAME.0`);
+    /// `Ambiguous` when one chunk comes with two different values.
+    fn joined_chunks(&self) -> Result<Option<Vec<u8>>, AuthFailure> {
+        if self.chunks.is_empty() {
+            return Ok(None);
+        }
+        let mut joined = Vec::new();
+        for (expected, (index, values)) in self.chunks.iter().enumerate() {
+            if *index != expected {
+                return Err(AuthFailure::Malformed);
+            }
+            let first = values.first().copied().unwrap_or_default();
+            if values.iter().any(|v| *v != first) {
+                return Err(AuthFailure::Ambiguous);
+            }
+            joined.extend_from_slice(first);
+        }
+        Ok(Some(joined))
+    }
+}
+
+/// Every `name=value` pair of every `Cookie` line, names and values read
+/// as leniently as backends do: split on `;` and `,`, surrounding
+/// whitespace trimmed (as Python's `str.strip` does), names percent-decoded
+/// (Rack, PHP), values unquoted. Lines with non-ASCII bytes are read too.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (Cow<'_, [u8]>, &[u8])> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
+        .flat_map(|line| line.as_bytes().split(|b| *b == b';' || *b == b','))
+        .filter_map(|pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let name = trim(&pair[..eq]);
+            let name = if name.contains(&b'%') {
+                let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(name).into();
+                Cow::Owned(trim(&decoded).to_vec())
+            } else {
+                Cow::Borrowed(name)
+            };
+            Some((name, unquote(trim(&pair[eq + 1..]))))
+        })
 }
 
-fn supabase_session(headers: &HeaderMap, name: &str) -> Result<Option<String>, AuthFailure> {
-    let raw = match cookie(headers, name) {
-        Some(whole) => whole.to_string(),
-        None => {
-            let mut joined = String::new();
-            let mut chunks = 0;
-            while let Some(chunk) = cookie(headers, &format!("{name}.{chunks}")) {
-                joined.push_str(chunk);
-                chunks += 1;
-            }
-            if chunks == 0 {
-                // A later chunk without NAME.0 is a broken session, not an absent one.
-                let prefix = format!("{name}.");
-                let orphan = headers
-                    .get_all(header::COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(|v| v.split(';'))
-                    .any(|pair| pair.trim().starts_with(&prefix));
-                return if orphan {
-                    Err(AuthFailure::Malformed)
-                } else {
-                    Ok(None)
-                };
-            }
-            // A gap (NAME.0, NAME.2 without NAME.1) makes the session invalid.
-            if cookie(headers, &format!("{name}.{}", chunks + 1)).is_some() {
-                return Err(AuthFailure::Malformed);
-            }
-            joined
-        }
+/// Whitespace around a cookie name or value: what `str.strip()` removes
+/// from a header read as Latin-1, and what HTTP calls whitespace.
+fn trim(bytes: &[u8]) -> &[u8] {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | 0x0b | 0x0c | 0x1c..=0x1f | 0x85 | 0xa0);
+    let start = bytes.iter().position(|b| !space(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !space(b))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// A value in double quotes without them (RFC 6265 allows the quotes;
+/// every common parser removes them).
+fn unquote(bytes: &[u8]) -> &[u8] {
+    match bytes {
+        [b'"', inner @ .., b'"'] => inner,
+        other => other,
+    }
+}
+
+/// `NAME.<i>` as a chunk index. Only a canonical decimal is a chunk; a
+/// spelling a reader might take for one (`NAME.01`) or an index past
+/// [`MAX_SUPABASE_CHUNKS`] makes the session invalid.
+fn chunk_index(name: &[u8], wanted: &[u8]) -> Result<Option<usize>, AuthFailure> {
+    let Some(rest) = name
+        .strip_prefix(wanted)
+        .and_then(|rest| rest.strip_prefix(b"."))
+    else {
+        return Ok(None);
     };
+    if rest.is_empty() || !rest.iter().all(u8::is_ascii_digit) {
+        return Ok(None);
+    }
+    if rest.len() > 1 && rest[0] == b'0' {
+        return Err(AuthFailure::Malformed);
+    }
+    let index = std::str::from_utf8(rest)
+        .ok()
+        .and_then(|digits| digits.parse::<usize>().ok())
+        .filter(|i| *i < MAX_SUPABASE_CHUNKS)
+        .ok_or(AuthFailure::Malformed)?;
+    Ok(Some(index))
+}
+
+/// The access token in a Supabase session cookie value (`None` if empty).
+fn supabase_session(raw: &[u8]) -> Result<Option<String>, AuthFailure> {
     if raw.is_empty() {
         return Ok(None);
     }
+    let raw = std::str::from_utf8(raw).map_err(|_| AuthFailure::Malformed)?;
     let json_text = match raw.strip_prefix("base64-") {
         Some(encoded) => {
             let trimmed = encoded.trim_end_matches('=');
@@ -123,7 +304,7 @@ fn supabase_session(headers: &HeaderMap, name: &str) -> Result<Option<String>, A
                 .map_err(|_| AuthFailure::Malformed)?;
             String::from_utf8(bytes).map_err(|_| AuthFailure::Malformed)?
         }
-        None => percent_encoding::percent_decode_str(&raw)
+        None => percent_encoding::percent_decode_str(raw)
             .decode_utf8()
             .map_err(|_| AuthFailure::Malformed)?
             .into_owned(),
@@ -262,12 +443,177 @@ mod tests {
             supabase(&[("cookie", &orphan)]),
             Err(AuthFailure::Malformed)
         );
-        // NAME itself wins over chunks.
-        let whole = b64(r#"{"access_token":"whole.tok.sig"}"#, false);
-        let both = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token={whole}");
-        assert_eq!(
-            supabase(&[("cookie", &both)]),
-            Ok(Some("whole.tok.sig".into()))
+        // NAME beside chunks: fine when they agree, ambiguous when not.
+        let same = format!(
+            "sb-ref-auth-token.0={a}; sb-ref-auth-token={encoded}; sb-ref-auth-token.1={b}"
         );
+        assert_eq!(
+            supabase(&[("cookie", &same)]),
+            Ok(Some("chunked.tok.sig".into()))
+        );
+        let whole = b64(r#"{"access_token":"whole.tok.sig"}"#, false);
+        let both =
+            format!("sb-ref-auth-token.0={a}; sb-ref-auth-token={whole}; sb-ref-auth-token.1={b}");
+        assert_eq!(supabase(&[("cookie", &both)]), Err(AuthFailure::Ambiguous));
+        // One chunk twice with different values.
+        let twice =
+            format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1={b}; sb-ref-auth-token.1=x");
+        assert_eq!(supabase(&[("cookie", &twice)]), Err(AuthFailure::Ambiguous));
+        // A non-canonical index is not silently skipped.
+        let padded = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.01={b}");
+        assert_eq!(
+            supabase(&[("cookie", &padded)]),
+            Err(AuthFailure::Malformed)
+        );
+    }
+
+    #[test]
+    fn supabase_chunk_count_is_bounded() {
+        let token = "t".repeat(120);
+        let encoded = b64(&format!(r#"{{"access_token":"{token}"}}"#), false);
+        // Up to the bound, chunks reassemble: here exactly MAX_SUPABASE_CHUNKS.
+        let n = MAX_SUPABASE_CHUNKS;
+        let len = encoded.len();
+        let within: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    "sb-ref-auth-token.{i}={}",
+                    &encoded[i * len / n..(i + 1) * len / n]
+                )
+            })
+            .collect();
+        assert_eq!(supabase(&[("cookie", &within.join("; "))]), Ok(Some(token)));
+        // An index at the bound, or 600 chunks, is refused at once.
+        let at_bound = format!("sb-ref-auth-token.0=a; sb-ref-auth-token.{MAX_SUPABASE_CHUNKS}=b");
+        assert_eq!(
+            supabase(&[("cookie", &at_bound)]),
+            Err(AuthFailure::Malformed)
+        );
+        let many: Vec<String> = (0..600)
+            .map(|i| format!("sb-ref-auth-token.{i}=x"))
+            .collect();
+        assert_eq!(
+            supabase(&[("cookie", &many.join("; "))]),
+            Err(AuthFailure::Malformed)
+        );
+        let huge = "sb-ref-auth-token.0=a; sb-ref-auth-token.99999999999999999999999=b";
+        assert_eq!(supabase(&[("cookie", huge)]), Err(AuthFailure::Malformed));
+    }
+
+    #[test]
+    fn many_unrelated_cookies_are_read_in_one_pass() {
+        let mut cookies: Vec<String> = (0..2000).map(|i| format!("c{i}=v{i}")).collect();
+        cookies.push("sb-access-token=tok".into());
+        let source = TokenSource::parse("cookie:sb-access-token").unwrap();
+        assert_eq!(
+            source.extract(&headers(&[("cookie", &cookies.join("; "))])),
+            Ok(Some("tok".into()))
+        );
+    }
+
+    fn all_sources() -> Vec<TokenSource> {
+        [
+            "header:Authorization",
+            "cookie:sb-access-token",
+            "supabase-cookie:sb-ref-auth-token",
+        ]
+        .iter()
+        .map(|s| TokenSource::parse(s).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn different_tokens_in_two_places_are_ambiguous() {
+        let sources = all_sources();
+        let find = |pairs: &[(&str, &str)]| token_in(&sources, &headers(pairs));
+        let session = format!(
+            "sb-ref-auth-token={}",
+            b64(r#"{"access_token":"t1"}"#, false)
+        );
+        let ambiguous: Vec<Vec<(&str, String)>> = vec![
+            vec![
+                ("authorization", "Bearer t1".into()),
+                ("authorization", "Bearer t2".into()),
+            ],
+            vec![("cookie", "sb-access-token=t1; sb-access-token=t2".into())],
+            vec![
+                ("cookie", "sb-access-token=t1".into()),
+                ("cookie", "sb-access-token=t2".into()),
+            ],
+            vec![
+                ("authorization", "Bearer t1".into()),
+                ("cookie", "sb-access-token=t2".into()),
+            ],
+            // Spellings lenient backends accept.
+            vec![("cookie", "sb-access-token=t1; sb-access-token =t2".into())],
+            vec![(
+                "cookie",
+                "sb-access-token=t1; \tsb-access-token\t=t2".into(),
+            )],
+            vec![("cookie", "sb-access-token=t1, sb-access-token=t2".into())],
+            vec![(
+                "cookie",
+                "sb-access-token=t1; sb%2Daccess%2Dtoken=t2".into(),
+            )],
+            vec![(
+                "cookie",
+                "sb-access-token=t1; sb-access-token=\"t2\"".into(),
+            )],
+            vec![
+                ("authorization", "Bearer t2".into()),
+                ("cookie", session.clone()),
+            ],
+        ];
+        for case in &ambiguous {
+            let pairs: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(find(&pairs), Err(AuthFailure::Ambiguous), "{case:?}");
+        }
+        let agreeing: Vec<Vec<(&str, String)>> = vec![
+            vec![
+                ("authorization", "Bearer t1".into()),
+                ("authorization", "Bearer t1".into()),
+            ],
+            vec![(
+                "cookie",
+                "sb-access-token=t1; sb-access-token=\"t1\"".into(),
+            )],
+            vec![
+                ("authorization", "Bearer t1".into()),
+                ("cookie", session.clone()),
+            ],
+            vec![
+                ("authorization", "Basic dXNlcg==".into()),
+                ("cookie", " sb-access-token = t1 ".into()),
+            ],
+        ];
+        for case in &agreeing {
+            let pairs: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            assert_eq!(find(&pairs), Ok(Some("t1".into())), "{case:?}");
+        }
+    }
+
+    #[test]
+    fn an_underscore_spelling_of_a_token_header_is_a_carrier() {
+        let sources = [TokenSource::parse("header:X-Api-Token").unwrap()];
+        let find = |pairs: &[(&str, &str)]| token_in(&sources, &headers(pairs));
+        assert_eq!(
+            find(&[("x-api-token", "t1"), ("x_api_token", "t2")]),
+            Err(AuthFailure::Ambiguous)
+        );
+        assert_eq!(find(&[("x_api-token", "t1")]), Ok(Some("t1".into())));
+        assert_eq!(
+            find(&[("x-api-token", "t1"), ("x_api_token", "t1")]),
+            Ok(Some("t1".into()))
+        );
+    }
+
+    #[test]
+    fn a_cookie_line_with_non_ascii_bytes_is_still_read() {
+        let mut map = headers(&[("authorization", "Bearer t1")]);
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_bytes(b"x=\xff; sb-access-token=t2").unwrap(),
+        );
+        assert_eq!(token_in(&all_sources(), &map), Err(AuthFailure::Ambiguous));
     }
 }

@@ -148,3 +148,111 @@ async fn verified_tokens_are_cached_until_exp() {
     v.verify(&short).await.unwrap();
     assert_eq!(v.cached(), 1);
 }
+
+fn now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[tokio::test]
+async fn absent_iss_or_aud_is_refused_when_configured() {
+    let v = verifier(&["exp", "sub"]);
+    let without = |claim: &str| {
+        let mut claims = good();
+        claims.as_object_mut().unwrap().remove(claim);
+        sign(claims)
+    };
+    assert_eq!(
+        v.verify(&without("iss")).await.unwrap_err(),
+        AuthFailure::WrongIssuer
+    );
+    assert_eq!(
+        v.verify(&without("aud")).await.unwrap_err(),
+        AuthFailure::WrongAudience
+    );
+    // Present but of another type, or a list holding the issuer among others.
+    for (claim, value, reason) in [
+        ("iss", json!(null), AuthFailure::WrongIssuer),
+        ("iss", json!(5), AuthFailure::WrongIssuer),
+        (
+            "iss",
+            json!(["https://evil.example", "https://issuer.example"]),
+            AuthFailure::WrongIssuer,
+        ),
+        ("aud", json!(null), AuthFailure::WrongAudience),
+        ("aud", json!(5), AuthFailure::WrongAudience),
+        ("aud", json!([]), AuthFailure::WrongAudience),
+        (
+            "aud",
+            json!(["authenticated", 5]),
+            AuthFailure::WrongAudience,
+        ),
+    ] {
+        assert_eq!(
+            v.verify(&sign(with(good(), claim, value.clone())))
+                .await
+                .unwrap_err(),
+            reason,
+            "{claim}: {value}"
+        );
+    }
+    // A list naming the audience is fine.
+    let listed = with(good(), "aud", json!(["other", "authenticated"]));
+    assert!(v.verify(&sign(listed)).await.is_ok());
+}
+
+#[tokio::test]
+async fn empty_or_null_required_claims_count_as_missing() {
+    let v = verifier(&["exp", "sub", "restaurant_id"]);
+    let ok = with(good(), "restaurant_id", json!("r1"));
+    for (claim, value) in [
+        ("sub", json!("")),
+        ("restaurant_id", json!("")),
+        ("restaurant_id", json!(null)),
+    ] {
+        assert_eq!(
+            v.verify(&sign(with(ok.clone(), claim, value.clone())))
+                .await
+                .unwrap_err(),
+            AuthFailure::MissingClaim,
+            "{claim}: {value}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_crit_header_parameter_is_refused() {
+    let v = verifier(&["exp"]);
+    let mut header = Header::new(Algorithm::HS256);
+    header.crit = Some(vec!["exp-ext".into()]);
+    header.extras.insert("exp-ext", true);
+    let token = jsonwebtoken::encode(&header, &good(), &EncodingKey::from_secret(SECRET)).unwrap();
+    assert_eq!(v.verify(&token).await.unwrap_err(), AuthFailure::Malformed);
+}
+
+#[tokio::test]
+async fn fractional_dates_are_read_as_numbers_and_bound_the_cache() {
+    let v = verifier(&["exp"]);
+    // A float iat is a valid NumericDate.
+    let iat = with(good(), "iat", json!(now_f64()));
+    assert!(v.verify(&sign(iat)).await.is_ok());
+    assert_eq!(v.cached(), 1);
+    // Expired 5.5 s ago: inside the leeway, so admitted, but never cached
+    // (the old `as_u64` read saw no exp and cached it for cache_ttl).
+    let past = with(good(), "exp", json!(now_f64() - 5.5));
+    assert!(v.verify(&sign(past)).await.is_ok());
+    assert_eq!(v.cached(), 1);
+    // Past exp + leeway by a fraction: expired, not rounded into validity.
+    let gone = with(good(), "exp", json!(now_f64() - 30.6));
+    assert_eq!(
+        v.verify(&sign(gone)).await.unwrap_err(),
+        AuthFailure::Expired
+    );
+    let future_iat = with(good(), "iat", json!(now_f64() + 90.5));
+    assert_eq!(
+        v.verify(&sign(future_iat)).await.unwrap_err(),
+        AuthFailure::NotYetValid
+    );
+}
