@@ -77,6 +77,24 @@ fn check_fails_on_an_unset_variable() {
 }
 
 #[test]
+fn check_passes_an_unset_redis_url_secret_with_a_warning() {
+    let text = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[ratelimit]\nbackend = \"redis\"\n\
+                redis_url = \"${PALISADE_TEST_UNSET_REDIS_URL}\"\n[[routes]]\nname = \"a\"\n\
+                path = \"/**\"\nauth = \"none\"\n";
+    let (code, stderr, _) = check("unset-redis", text);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning") && stderr.contains("PALISADE_TEST_UNSET_REDIS_URL"),
+        "{stderr}"
+    );
+    // A set value is still checked for its scheme.
+    let text = text.replace("${PALISADE_TEST_UNSET_REDIS_URL}", "http://redis");
+    let (code, stderr, _) = check("bad-redis", &text);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("ratelimit.redis_url"), "{stderr}");
+}
+
+#[test]
 fn usage_error_exits_2() {
     let out = palisade().args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));

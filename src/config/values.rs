@@ -31,6 +31,11 @@ pub(crate) fn with_env<T>(env: &Env, f: impl FnOnce() -> T) -> (T, Vec<String>) 
     (out, unset)
 }
 
+/// How an unset secret variable reads under [`Env::lenient_secrets`]
+/// (`<unset:NAME>`): checks of a value's form skip a value that starts with
+/// it, since only `check` produces one.
+pub(crate) const UNSET_PLACEHOLDER: &str = "<unset:";
+
 fn expand_secret<E: de::Error>(raw: &str) -> Result<String, E> {
     LOAD_ENV
         .with(|cell| {
@@ -41,7 +46,7 @@ fn expand_secret<E: de::Error>(raw: &str) -> Result<String, E> {
             let mut patched = env.clone();
             for var in super::expand::required_vars(raw) {
                 if env.get(&var).is_none() {
-                    patched.set(&var, format!("<unset:{var}>"));
+                    patched.set(&var, format!("{UNSET_PLACEHOLDER}{var}>"));
                     UNSET_SECRETS.with(|list| list.borrow_mut().push(var));
                 }
             }

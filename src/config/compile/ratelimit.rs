@@ -60,7 +60,8 @@ impl Compiler<'_> {
                 .iter()
                 .map(|u| ("ratelimit.redis_cluster", u)),
         ) {
-            if !(url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
+            let placeholder = url.0.starts_with(crate::config::values::UNSET_PLACEHOLDER);
+            if !(placeholder || url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
                 return Err(self.err(
                     r.backend.span(),
                     key,
