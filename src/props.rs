@@ -7,6 +7,8 @@
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Env, load_str};
+use crate::policy::auth::jwt::{JwtSettings, JwtVerifier};
+use crate::policy::auth::sources::{TokenSource, token_in};
 use crate::policy::forward::{StrippedHeaders, remove_client_claimed};
 use crate::policy::head::clean_client_headers;
 use crate::policy::headers::strip_fixed_hop_by_hop;
@@ -158,6 +160,69 @@ pub fn head(lines: &[(String, Vec<u8>)]) {
     }
 }
 
+/// Token sources the token property reads, one of each kind.
+const TOKEN_SOURCES: [&str; 4] = [
+    "header:Authorization",
+    "header:X-Api-Token",
+    "cookie:sb-access-token",
+    "supabase-cookie:sb-ref-auth-token",
+];
+
+/// Token extraction (bearer headers, cookies, Supabase session cookies and
+/// their chunks), after the pipeline joined the `Cookie` lines: no panic; a
+/// token found is non-empty; the same lines give the same answer.
+pub fn tokens(lines: &[(String, Vec<u8>)]) {
+    let sources: Vec<TokenSource> = TOKEN_SOURCES
+        .iter()
+        .filter_map(|s| TokenSource::parse(s).ok())
+        .collect();
+    let mut headers = HeaderMap::new();
+    for (name, value) in lines {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    clean_client_headers(&mut headers, &HeaderName::from_static("x-request-id"));
+    let found = token_in(&sources, &headers);
+    if let Ok(Some(token)) = &found {
+        assert!(!token.is_empty());
+    }
+    assert_eq!(found, token_in(&sources, &headers), "not deterministic");
+}
+
+thread_local! {
+    static RUNTIME: Option<tokio::runtime::Runtime> =
+        tokio::runtime::Builder::new_current_thread().build().ok();
+    static VERIFIER: JwtVerifier = JwtVerifier::new(JwtSettings {
+        hs_secret: Some(b"fuzzing-secret-0123456789abcdef".to_vec()),
+        algorithms: vec![jsonwebtoken::Algorithm::HS256],
+        jwks: None,
+        issuer: Some("https://issuer.example".into()),
+        audiences: vec!["authenticated".into()],
+        leeway: std::time::Duration::from_secs(30),
+        require: vec!["exp".into(), "sub".into()],
+        sources: Vec::new(),
+        cache_ttl: std::time::Duration::from_secs(60),
+    });
+}
+
+/// JWT header parsing and verification: any text is refused (the input
+/// cannot carry a valid HMAC), never a panic, whatever its header says
+/// (`alg: none`, `crit`, odd `kid`s, padding, huge numbers).
+pub fn jwt(token: &str) {
+    RUNTIME.with(|runtime| {
+        let Some(runtime) = runtime else { return };
+        VERIFIER.with(|verifier| {
+            let verdict = runtime.block_on(verifier.verify(token));
+            assert!(verdict.is_err(), "an unsigned token was accepted: {token}");
+        });
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -271,8 +336,110 @@ mod tests {
         (name, value)
     }
 
+    fn token_line() -> impl Strategy<Value = (String, Vec<u8>)> {
+        let name = prop_oneof![
+            Just("Authorization".to_string()),
+            Just("X-Api-Token".to_string()),
+            Just("x_api_token".to_string()),
+            Just("Cookie".to_string()),
+        ];
+        let cookie_name = prop_oneof![
+            Just("sb-access-token".to_string()),
+            Just(" sb-access-token ".to_string()),
+            Just("sb-ref-auth-token".to_string()),
+            "sb-ref-auth-token\\.[0-9]{1,3}",
+            "[a-z%-]{1,8}",
+        ];
+        let cookie_value = prop_oneof![
+            "[A-Za-z0-9._-]{0,12}",
+            "\"[^\"]{0,8}\"?",
+            "base64-[A-Za-z0-9_=-]{0,40}",
+            Just("base64-eyJhY2Nlc3NfdG9rZW4iOiJhLmIuYyJ9".to_string()),
+            Just("{\"access_token\":\"a.b.c\"}".to_string()),
+        ];
+        let cookie = (
+            prop::collection::vec((cookie_name, cookie_value), 1..6),
+            any::<bool>(),
+        )
+            .prop_map(|(pairs, semicolons)| {
+                pairs
+                    .into_iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(if semicolons { "; " } else { "," })
+                    .into_bytes()
+            });
+        let value = prop_oneof![
+            cookie,
+            "(Bearer|bearer|Basic) ?[A-Za-z0-9._-]{0,12}".prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..24),
+        ];
+        (name, value)
+    }
+
+    /// The jwt property is not vacuous: the same verifier accepts a token
+    /// signed with its secret.
+    #[test]
+    fn jwt_property_verifier_accepts_a_signed_token() {
+        let claims = serde_json::json!({
+            "sub": "u", "exp": 4_000_000_000u64,
+            "iss": "https://issuer.example", "aud": "authenticated",
+        });
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"fuzzing-secret-0123456789abcdef"),
+        )
+        .unwrap();
+        super::RUNTIME.with(|runtime| {
+            let runtime = runtime.as_ref().unwrap();
+            super::VERIFIER.with(|verifier| {
+                assert!(runtime.block_on(verifier.verify(&token)).is_ok());
+            });
+        });
+    }
+
+    fn jwt_text() -> impl Strategy<Value = String> {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = prop_oneof![
+            Just(r#"{"alg":"none"}"#.to_string()),
+            Just(r#"{"alg":"HS256","crit":["exp"]}"#.to_string()),
+            Just(r#"{"alg":"HS256","kid":"../../etc/passwd"}"#.to_string()),
+            Just(r#"{"alg":"RS256"}"#.to_string()),
+            Just(r#"{"alg":"HS256"}"#.to_string()),
+            "\\{[^}]{0,30}\\}",
+        ];
+        let payload = prop_oneof![
+            Just(
+                r#"{"sub":"u","exp":1e300,"iss":"https://issuer.example","aud":"authenticated"}"#
+                    .to_string()
+            ),
+            Just(r#"{"sub":"","exp":9999999999.5}"#.to_string()),
+            "\\{[^}]{0,30}\\}",
+        ];
+        let signature = "[A-Za-z0-9_-]{0,43}";
+        (header, payload, signature)
+            .prop_map(move |(h, p, s)| format!("{}.{}.{s}", engine.encode(h), engine.encode(p)))
+    }
+
     proptest! {
         #![proptest_config(config(3000))]
+        #[test]
+        fn token_property(lines in prop::collection::vec(token_line(), 0..8)) {
+            super::tokens(&lines);
+        }
+
+        #[test]
+        fn jwt_property(token in jwt_text()) {
+            super::jwt(&token);
+        }
+
+        #[test]
+        fn jwt_property_any_text(token in "[A-Za-z0-9._=-]{0,80}") {
+            super::jwt(&token);
+        }
+
         #[test]
         fn head_property(lines in prop::collection::vec(header_line(), 0..16)) {
             super::head(&lines);
