@@ -425,10 +425,24 @@ fn classify(error: &hyper_util::client::legacy::Error, progress: &BodyProgress) 
     if error.is_connect() {
         return Reject::UpstreamConnect(chain);
     }
-    if chain.contains("client body stream failed") {
+    if caused_by_client_body(error) {
         return Reject::ClientBodyAborted;
     }
     Reject::UpstreamReset(chain)
+}
+
+/// Whether the exchange failed because the client's body stream did (a
+/// [`BodyError`] somewhere in the chain): classified by type, so rewording
+/// a message can never turn the client's 400 into a 502.
+fn caused_by_client_body(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(inner) = current {
+        if inner.downcast_ref::<BodyError>().is_some() {
+            return true;
+        }
+        current = inner.source();
+    }
+    false
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
