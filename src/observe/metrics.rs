@@ -23,6 +23,23 @@ pub mod names {
     pub const CONFIG_RELOADS: &str = "palisade_config_reloads_total";
     pub const CONFIG_LAST_RELOAD: &str = "palisade_config_last_reload_success_timestamp_seconds";
     pub const BUILD_INFO: &str = "palisade_build_info";
+    /// Every name above (tests refuse to look up any other).
+    pub const ALL: [&str; 14] = [
+        REQUESTS_TOTAL,
+        REQUEST_DURATION,
+        UPSTREAM_DURATION,
+        IN_FLIGHT,
+        AUTH_FAILURES,
+        RATELIMIT_DECISIONS,
+        RATELIMIT_BACKEND_ERRORS,
+        REJECTIONS,
+        UPSTREAM_ERRORS,
+        UPSTREAM_RETRIES,
+        CIRCUIT_STATE,
+        CONFIG_RELOADS,
+        CONFIG_LAST_RELOAD,
+        BUILD_INFO,
+    ];
 }
 
 /// The route label used before a route is known (400, 404, 405, 414, 431).

@@ -142,7 +142,18 @@ pub async fn metrics(server: &palisade::Server) -> String {
 }
 
 /// The value of one sample line (`name{labels}`) in a scrape, 0 if absent.
+/// The metric name must be one palisade exports (a misspelt name would
+/// read 0 and make an `== 0.0` assertion pass by itself).
 pub fn sample(scrape: &str, series: &str) -> f64 {
+    let name = series.split('{').next().unwrap_or(series);
+    let family = ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name);
+    assert!(
+        palisade::observe::metrics::names::ALL.contains(&family),
+        "{name} is not a palisade metric"
+    );
     scrape
         .lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
