@@ -130,6 +130,31 @@ async fn memory_backend_burst_then_sustained_rate_with_headers() {
         ),
         1.0
     );
+    // The sustained rate: burst 1, then one every 2 s.
+    let steady = r#"
+[[routes]]
+name = "steady"
+path = "/**"
+rate_limits = [{ by = "ip", limit = 1, per = "2s", burst = 1 }]
+"#;
+    let server = start_palisade(&config("backend = \"memory\"", steady), upstream.addr).await;
+    let status = |server: &palisade::Server| {
+        let addr = server.proxy_addr;
+        async move { get(addr, "/x").await.status }
+    };
+    assert_eq!(status(&server).await, StatusCode::OK);
+    assert_eq!(status(&server).await, StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        status(&server).await,
+        StatusCode::OK,
+        "refilled after one interval"
+    );
+    assert_eq!(
+        status(&server).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "only one"
+    );
 }
 
 #[tokio::test]
