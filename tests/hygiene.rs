@@ -640,7 +640,24 @@ async fn connection_cap_queues_extra_clients_and_admin_stays_up() {
     // A third client waits in the backlog instead of being served or crashing anything.
     let addr = server.proxy_addr;
     let third = tokio::spawn(async move { get(addr, "/third").await.status });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Proof by order, not by a pause: the third request was sent first, yet
+    // later requests on a held connection are served while it is not.
+    tokio::task::yield_now().await;
+    for round in 0..3 {
+        let held_stream = &mut held[0];
+        held_stream
+            .write_all(format!("GET /held-again-{round} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 8192];
+        let n = held_stream.read(&mut buf).await.unwrap();
+        assert_eq!(raw_status(&String::from_utf8_lossy(&buf[..n])), 200);
+    }
+    let uris: Vec<String> = upstream.requests().into_iter().map(|r| r.uri).collect();
+    assert!(
+        !uris.contains(&"/third".to_string()),
+        "served past max_connections: {uris:?}"
+    );
     assert!(!third.is_finished(), "served past max_connections");
     assert_eq!(
         get(server.admin_addr, "/healthz").await.status,
