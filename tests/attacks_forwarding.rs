@@ -184,7 +184,15 @@ auth = "none"
 rate_limits = [{ by = "ip", limit = 1, per = "1h" }]
 "#;
 
-const CLAIMED: [(&str, &str); 16] = [
+const CLAIMED: [(&str, &str); 24] = [
+    ("X-Client-IP", "1.1.1.1"),
+    ("CF-Connecting-IP", "1.1.1.1"),
+    ("X-Cluster-Client-IP", "1.1.1.1"),
+    ("Fastly-Client-IP", "1.1.1.1"),
+    ("X-Forwarded", "for=1.1.1.1"),
+    ("Forwarded-For", "1.1.1.1"),
+    ("X-Forwarded-Uri", "/admin"),
+    ("X-Envoy-Original-Path", "/admin"),
     ("Forwarded", "for=10.0.0.1;proto=https"),
     ("X-Real-IP", "10.0.0.1"),
     ("True-Client-IP", "10.0.0.1"),

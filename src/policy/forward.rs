@@ -71,8 +71,10 @@ pub fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 /// Headers that tell a backend who the client is, which host or scheme it
 /// used, or which URL it asked for. Only a trusted proxy may send them:
-/// from any other peer they are removed (SPEC §3), in any spelling.
-const CLIENT_CLAIMED: [&str; 14] = [
+/// from any other peer they are removed (SPEC §3 lists the first fourteen;
+/// the rest are what CDNs, load balancers and client-IP libraries such as
+/// Node's `request-ip` and django-ipware read), in any spelling.
+const CLIENT_CLAIMED: [&str; 29] = [
     "forwarded",
     "x-real-ip",
     "true-client-ip",
@@ -87,6 +89,21 @@ const CLIENT_CLAIMED: [&str; 14] = [
     "x-rewrite-url",
     "x-host",
     "x-original-host",
+    "x-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "cf-connecting-ipv6",
+    "fastly-client-ip",
+    "akamai-client-ip",
+    "x-cluster-client-ip",
+    "x-forwarded",
+    "forwarded-for",
+    "x-original-forwarded-for",
+    "x-forwarded-uri",
+    "x-forwarded-path",
+    "x-envoy-original-path",
+    "x-envoy-external-address",
+    "x-appengine-user-ip",
 ];
 
 /// The `X-Forwarded-*` headers palisade itself sets.
