@@ -236,6 +236,41 @@ async fn rejects_bearer_plus_different_cookie_token() {
 }
 
 #[tokio::test]
+async fn rejects_another_authorization_scheme_beside_a_verified_cookie_token() {
+    // palisade verifies the cookie; the backend might read `Authorization`.
+    let user = token(claims("user-1"));
+    for credential in [
+        format!("Token {}", forged_admin()),
+        format!("JWT {}", forged_admin()),
+        "Basic YWRtaW46YWRtaW4=".to_string(),
+        forged_admin(),
+    ] {
+        let (upstream, server) = setup("").await;
+        let reply = attempt(
+            &server,
+            &[
+                ("authorization", text(&credential)),
+                ("cookie", text(&format!("sb-access-token={user}"))),
+            ],
+        )
+        .await;
+        refused(&server, &upstream, &reply, "ambiguous").await;
+    }
+    // The same token as a bearer beside its cookie is fine.
+    let (upstream, server) = setup("").await;
+    let reply = attempt(
+        &server,
+        &[
+            ("authorization", text(&bearer(&user))),
+            ("cookie", text(&format!("sb-access-token={user}"))),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
 async fn rejects_cookie_name_with_space_before_equals() {
     let (upstream, server) = setup("").await;
     let user = token(claims("user-1"));

@@ -101,6 +101,17 @@ pub fn token_in(
             }
         }
     }
+    // `Authorization` reaches the upstream unchanged: once a token is
+    // found, any other credential there (`Token <forged>`, `Basic ...`, a
+    // second bearer), configured as a source or not, is one the backend
+    // might read instead of the verified one.
+    if let Some(token) = &found.0
+        && headers.get_all(header::AUTHORIZATION).iter().any(|value| {
+            header_token(&header::AUTHORIZATION, value.as_bytes()).as_ref() != Some(token)
+        })
+    {
+        return Err(AuthFailure::Ambiguous);
+    }
     Ok(found.0)
 }
 
@@ -581,14 +592,17 @@ mod tests {
                 ("authorization", "Bearer t1".into()),
                 ("cookie", session.clone()),
             ],
-            vec![
-                ("authorization", "Basic dXNlcg==".into()),
-                ("cookie", " sb-access-token = t1 ".into()),
-            ],
+            vec![("cookie", " sb-access-token = t1 ".into())],
         ];
         for case in &agreeing {
             let pairs: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
             assert_eq!(find(&pairs), Ok(Some("t1".into())), "{case:?}");
+        }
+        // Another credential in `Authorization` beside a found token: the
+        // backend could read it instead.
+        for other in ["Basic dXNlcg==", "Token t2", "t1", "Bearer t2"] {
+            let pairs = [("authorization", other), ("cookie", "sb-access-token=t1")];
+            assert_eq!(find(&pairs), Err(AuthFailure::Ambiguous), "{other}");
         }
     }
 
