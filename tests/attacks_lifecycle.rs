@@ -774,3 +774,57 @@ async fn a_client_that_never_reads_its_download_does_not_hold_the_upstream_forev
     assert_eq!(upstream.count(), 2);
     drop(reader);
 }
+
+#[tokio::test]
+async fn stalled_uploads_time_out_without_opening_the_breaker() {
+    // An anonymous client announces a body, sends two bytes and stalls: the
+    // route's timeout fires (504), but that is the client's doing, not the
+    // upstream's, so the breaker must not count it.
+    let upstream = TestUpstream::start().await;
+    let config = BREAKER.replace(
+        "[[routes]]\nname = \"api\"",
+        "[[routes]]\nname = \"upload\"\npath = \"/upload/**\"\ntimeout = \"300ms\"\n[[routes]]\nname = \"api\"",
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
+        stream
+            .write_all(b"POST /upload/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    for stream in &mut stalled {
+        let head = read_head(stream).await;
+        assert!(head.starts_with("http/1.1 504"), "{head}");
+    }
+    let scrape = metrics(&server).await;
+    assert!(
+        scrape
+            .lines()
+            .any(|l| l.starts_with("palisade_circuit_state{") && l.ends_with(" 0")),
+        "{scrape}"
+    );
+    assert_eq!(
+        get(server.proxy_addr, "/health").await.status,
+        http::StatusCode::OK
+    );
+    // Timeouts with the body complete do count: a slow upstream opens it.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let reply = get_with(
+            server.proxy_addr,
+            "/upload/slow",
+            &[("x-test-delay-ms", "1000")],
+        )
+        .await;
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(statuses[0], 504, "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    assert_eq!(
+        get(server.proxy_addr, "/health").await.status,
+        http::StatusCode::SERVICE_UNAVAILABLE
+    );
+}

@@ -109,6 +109,16 @@ impl Ticket<'_> {
         self.reported = true;
         self.breaker.record(self.pass, success, now);
     }
+
+    /// Reports an exchange that says nothing of the upstream's health (the
+    /// client's own body stalled, broke or was too large): not a success,
+    /// not a failure. A probe's slot goes back, so another probe decides.
+    pub fn release(mut self) {
+        self.reported = true;
+        if self.pass == Pass::Probe {
+            self.breaker.release_probe();
+        }
+    }
 }
 
 impl Drop for Ticket<'_> {
@@ -194,6 +204,15 @@ impl Breaker {
             Phase::HalfOpen { verdict_by, .. } => Err(verdict_by
                 .saturating_duration_since(now)
                 .max(Duration::from_secs(1))),
+        }
+    }
+
+    /// A probe without a verdict: its slot is free for the next one.
+    fn release_probe(&self) {
+        if let Ok(mut state) = self.state.lock()
+            && let Phase::HalfOpen { probes_left, .. } = &mut state.phase
+        {
+            *probes_left += 1;
         }
     }
 
@@ -339,6 +358,25 @@ mod tests {
         assert!(breaker.admit(t1 + Duration::from_secs(1)).is_err());
         let t2 = t1 + Duration::from_secs(5);
         assert_eq!(breaker.admit(t2).unwrap().pass(), Pass::Probe);
+    }
+
+    #[test]
+    fn a_released_probe_neither_closes_nor_opens_and_frees_its_slot() {
+        let gauge = IntGauge::new("circuit", "test").unwrap();
+        let breaker = Breaker::new(settings(), Some(gauge.clone()));
+        let t0 = Instant::now() + Duration::from_secs(100);
+        opened(&breaker, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        let probes = (breaker.admit(t1).unwrap(), breaker.admit(t1).unwrap());
+        assert!(breaker.admit(t1).is_err(), "every probe is out");
+        // The client's own body stalled: no verdict, the slot comes back.
+        probes.0.release();
+        let again = breaker.admit(t1).unwrap();
+        assert_eq!(again.pass(), Pass::Probe);
+        assert_eq!(gauge.get(), 1, "still half-open");
+        again.record(true, t1);
+        probes.1.record(true, t1);
+        assert_eq!(gauge.get(), 0, "closed by two real verdicts");
     }
 
     #[test]

@@ -228,6 +228,7 @@ impl Upstream {
             && !websocket
             && retry::idempotent(&parts.method, &parts.headers);
         let declared = limits::declared_length(&parts.headers);
+        let body_was_empty = body.is_end_stream();
         let replayable = retries_allowed
             && (body.is_end_stream() || declared.is_some_and(|n| n <= retry::MAX_REPLAY_BYTES));
         let mut streamed = None;
@@ -275,15 +276,23 @@ impl Upstream {
                     Ok(Ok(response)) => Ok(response),
                 };
             // SPEC §2: 502/503/504, connect failures, resets and timeouts
-            // only; a 500 a client provoked says nothing of the upstream.
-            let upstream_failed = match &outcome {
-                Ok(response) => breaker::status_is_failure(response.status()),
-                Err(reject) => matches!(
-                    reject,
-                    Reject::Timeout | Reject::UpstreamConnect(_) | Reject::UpstreamReset(_)
-                ),
+            // only; a 500 a client provoked says nothing of the upstream, nor
+            // does a timeout or reset while the client's own body was still
+            // incomplete (a stalled upload), nor a body the client broke.
+            let client_body_done =
+                body_was_empty || replay.is_some() || progress.complete.load(Ordering::Relaxed);
+            let verdict = match &outcome {
+                Ok(response) => Some(!breaker::status_is_failure(response.status())),
+                Err(Reject::Timeout | Reject::UpstreamReset(_)) if !client_body_done => None,
+                Err(Reject::Timeout | Reject::UpstreamConnect(_) | Reject::UpstreamReset(_)) => {
+                    Some(false)
+                }
+                Err(_) => None,
             };
-            ticket.record(!upstream_failed, std::time::Instant::now());
+            match verdict {
+                Some(healthy) => ticket.record(healthy, std::time::Instant::now()),
+                None => ticket.release(),
+            }
             let retryable = match &outcome {
                 Ok(response) => settings.on_status.contains(&response.status().as_u16()),
                 Err(Reject::UpstreamConnect(_)) => settings.on_connect_failure,
