@@ -362,6 +362,32 @@ async fn lower_case_method_over_http2_is_refused() {
 }
 
 #[tokio::test]
+async fn method_override_query_parameter_is_refused() {
+    // `POST ...?_method=DELETE` would run as DELETE in Rails, Laravel,
+    // Symfony or Express method-override, past a DELETE-only route.
+    let (upstream, server) = setup().await;
+    let token = user_token("5");
+    for query in [
+        "_method=DELETE",
+        "%5Fmethod=DELETE",
+        "a=1&_METHOD=delete",
+        ".method=PUT",
+    ] {
+        let request = format!(
+            "POST /anything?{query} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(raw_status_of(&server, request).await, 400, "{query}");
+    }
+    assert_eq!(upstream.count(), 0);
+    let request = format!(
+        "POST /anything?method=fast HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status_of(&server, request).await, 200);
+}
+
+#[tokio::test]
 async fn method_override_headers_never_reach_the_upstream() {
     let (upstream, server) = setup().await;
     let reply = get_with(

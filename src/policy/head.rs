@@ -26,13 +26,16 @@ pub enum HeadRejection {
     HostMismatch,
     /// A method that equals a known one only when case is ignored (`post`).
     MethodCase,
+    /// A `_method` query parameter: Rails, Laravel, Symfony and Express
+    /// middleware would run another method than the one routed on.
+    MethodOverride,
 }
 
 impl HeadRejection {
     /// The `palisade_rejections_total` reason.
     pub fn reason(self) -> &'static str {
         match self {
-            Self::MethodCase => "method",
+            Self::MethodCase | Self::MethodOverride => "method",
             _ => "host",
         }
     }
@@ -46,6 +49,7 @@ impl fmt::Display for HeadRejection {
             Self::BadHost => "the Host or authority is not host[:port]",
             Self::HostMismatch => "the Host header disagrees with the request target's authority",
             Self::MethodCase => "the method is a case variant of a known method",
+            Self::MethodOverride => "the query has a _method parameter (method override)",
         })
     }
 }
@@ -92,6 +96,26 @@ pub fn check_method(method: &Method, known: &[Method]) -> Result<(), HeadRejecti
         .any(|m| m != method && m.as_str().eq_ignore_ascii_case(text))
     {
         return Err(HeadRejection::MethodCase);
+    }
+    Ok(())
+}
+
+/// Refuses a query with a `_method` parameter in any spelling a framework
+/// reads as one: percent-encoded (`%5Fmethod`), any case, after leading
+/// spaces, or with `.` or `[` for the `_` (PHP turns those into `_`).
+pub fn check_method_override(query: Option<&str>) -> Result<(), HeadRejection> {
+    let Some(query) = query else { return Ok(()) };
+    for pair in query.split(['&', ';']) {
+        let name = pair.split('=').next().unwrap_or(pair).replace('+', " ");
+        let decoded = percent_encoding::percent_decode_str(&name).decode_utf8_lossy();
+        let name = decoded.trim_start();
+        if name.len() >= 7
+            && matches!(name.as_bytes()[0], b'_' | b'.' | b'[')
+            && name[1..].to_ascii_lowercase().starts_with("method")
+            && name[7..].trim_start_matches(['[', ']', ' ']).is_empty()
+        {
+            return Err(HeadRejection::MethodOverride);
+        }
     }
     Ok(())
 }
@@ -200,6 +224,37 @@ mod tests {
         assert_eq!(check_method(&purge, &known), Err(HeadRejection::MethodCase));
         let other = Method::from_bytes(b"propfind").unwrap();
         assert_eq!(check_method(&other, &known), Ok(()));
+    }
+
+    #[test]
+    fn method_override_parameters() {
+        for query in [
+            "_method=DELETE",
+            "a=1&_METHOD=delete",
+            "%5Fmethod=DELETE",
+            "_%6Dethod=DELETE",
+            ".method=DELETE",
+            "+_method=DELETE",
+            "[method=DELETE",
+            "_method[]=DELETE",
+            "x=1;_method=PUT",
+        ] {
+            assert_eq!(
+                check_method_override(Some(query)),
+                Err(HeadRejection::MethodOverride),
+                "{query}"
+            );
+        }
+        for query in [
+            "method=DELETE",
+            "_methods=1",
+            "a=_method",
+            "x_method=1",
+            "page=2",
+        ] {
+            assert_eq!(check_method_override(Some(query)), Ok(()), "{query}");
+        }
+        assert_eq!(check_method_override(None), Ok(()));
     }
 
     #[test]

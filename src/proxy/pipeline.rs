@@ -177,6 +177,7 @@ async fn process(
     // `Host` and method: one spelling each, as HTTP defines them.
     head::check_host(req.version(), req.uri(), req.headers()).map_err(Reject::BadHead)?;
     head::check_method(req.method(), policy.routes.known_methods()).map_err(Reject::BadHead)?;
+    head::check_method_override(req.uri().query()).map_err(Reject::BadHead)?;
 
     // Path sanitization.
     ctx.path = sanitize::canonicalize(req.uri().path()).map_err(Reject::BadPath)?;
