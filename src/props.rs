@@ -12,7 +12,7 @@ use crate::policy::auth::sources::{TokenSource, token_in};
 use crate::policy::forward::{StrippedHeaders, remove_client_claimed};
 use crate::policy::head::clean_client_headers;
 use crate::policy::headers::strip_fixed_hop_by_hop;
-use crate::policy::sanitize::canonicalize;
+use crate::policy::sanitize::{canonicalize, fold_lookalikes};
 use crate::route::Pattern;
 
 /// Patterns the path property matches every accepted path against.
@@ -72,6 +72,9 @@ pub fn path(input: &str) {
         } else {
             i += 1;
         }
+    }
+    if let Some(Ok(folded)) = fold_lookalikes(&canonical) {
+        assert_eq!(canonicalize(&folded).as_deref(), Ok(folded.as_str()));
     }
     let forwarded = http::uri::PathAndQuery::try_from(canonical.as_str());
     assert_eq!(

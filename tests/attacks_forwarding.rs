@@ -147,6 +147,41 @@ async fn case_and_semicolon_spellings_of_a_tenant_route_never_reach_a_looser_rou
 }
 
 #[tokio::test]
+async fn lookalike_spellings_of_a_protected_route_never_reach_a_looser_one() {
+    // IIS/Windows trim trailing dots and spaces and `::$DATA`; Spring's
+    // trimming matchers and NFKC-normalising apps fold fullwidth forms and
+    // no-break spaces: each would serve the protected route.
+    let (upstream, server) = setup().await;
+    let token = user_token("5");
+    for path in [
+        "/webhooks/vapi./call-ended",
+        "/webhooks/vapi%20/call-ended",
+        "/webhooks%20/vapi/call-ended",
+        "/webhooks/vapi%2e/call-ended",
+        "/webhooks/vapi::$DATA/call-ended",
+        "/webhooks/vapi%C2%A0/call-ended",
+        "/webhooks/vapi%E2%80%8B/call-ended",
+        "/webhooks/vapi%EF%BC%8E/call-ended",
+        "/api/restaurants%EF%BC%8F6%EF%BC%8Forders",
+        "/api/restaurants./6/orders",
+        "/api/restaurants%20/6/orders",
+        "/open/%EF%BC%8E%EF%BC%8E/api/admin",
+    ] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(raw_status_of(&server, request).await, 400, "{path}");
+    }
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
+    // Lookalikes that fold onto the route they already match are served.
+    for path in ["/open/report.", "/open/caf%C3%A9", "/open/a%20b%20"] {
+        let reply = get(server.proxy_addr, path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn trailing_slash_reaches_the_exact_route_not_the_catch_all() {
     let (upstream, server) = setup().await;
     let token = user_token("5");

@@ -31,6 +31,12 @@ pub enum PathRejection {
     /// `;params` out of a segment, so `/a;x/b` would be `/a/b` to them
     /// while routes saw another path.
     Semicolon,
+    /// A spelling that folds onto another route than the path itself
+    /// matched: trailing dots or spaces in a segment, `::$DATA`, fullwidth
+    /// or other compatibility forms, invisible characters. IIS and Windows,
+    /// Spring's trimming matchers and NFKC-normalising apps would serve the
+    /// route it looks like.
+    Lookalike,
     /// A raw byte that a URI path cannot hold (RFC 3986 `pchar`): a space,
     /// non-ASCII, `"`, `<`, `{`, `|`, ... HTTP/2 and lenient parsers let
     /// some through; escapes are the one spelling.
@@ -51,6 +57,7 @@ impl fmt::Display for PathRejection {
             Self::Backslash => "the path has a backslash",
             Self::BadEscape => "the path has an invalid percent-escape",
             Self::Semicolon => "the path has a \";\" (path parameters are refused)",
+            Self::Lookalike => "the path is a lookalike spelling of another route's path",
             Self::BadCharacter => "the path has a character a URI path cannot hold raw",
         })
     }
@@ -169,6 +176,84 @@ fn canonical_form(path: &str, pattern: bool) -> Result<String, PathRejection> {
     String::from_utf8(out).map_err(|_| PathRejection::BadEscape)
 }
 
+/// The path a lenient server would read for a canonical path, when that
+/// differs from it: escapes decoded and NFKC-normalised (fullwidth `／`,
+/// `．`, no-break spaces), invisible characters dropped, and each segment's
+/// trailing dots and spaces and `::$DATA` suffix cut. `None` when nothing
+/// folds (the common case, checked without allocating); `Err` when the
+/// folded path is itself refused (a dot segment in disguise).
+pub fn fold_lookalikes(canonical: &str) -> Option<Result<String, PathRejection>> {
+    let suspicious = canonical.split('/').any(|segment| {
+        segment.ends_with('.')
+            || segment.ends_with("%20")
+            || segment.contains("::")
+            || segment
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0] == b'%' && matches!(w[1], b'8'..=b'9' | b'A'..=b'F'))
+    });
+    if !suspicious {
+        return None;
+    }
+    use unicode_normalization::UnicodeNormalization;
+    let decoded = percent_encoding::percent_decode_str(canonical).decode_utf8_lossy();
+    let normalized: String = decoded
+        .nfkc()
+        .filter(|c| !matches!(c, '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{AD}'))
+        .collect();
+    if normalized
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Some(Err(PathRejection::DotSegment));
+    }
+    let folded: Vec<String> = normalized
+        .split('/')
+        .map(|segment| {
+            let lower = segment.to_lowercase();
+            let segment = match lower.find("::$") {
+                Some(at) => &segment[..at],
+                None => segment,
+            };
+            segment.trim_end_matches(['.', ' ']).to_string()
+        })
+        .collect();
+    let mut rebuilt = String::with_capacity(canonical.len());
+    for (i, segment) in folded.iter().enumerate() {
+        if i > 0 {
+            rebuilt.push('/');
+        }
+        rebuilt.extend(percent_encoding::utf8_percent_encode(
+            segment,
+            RAW_IN_SEGMENT,
+        ));
+    }
+    let result = canonicalize(&rebuilt);
+    match &result {
+        Ok(path) if path == canonical => None,
+        _ => Some(result),
+    }
+}
+
+/// What is escaped when a folded path is written back: everything a path
+/// cannot hold raw, and `%` itself (a decoded `%` is not an escape).
+const RAW_IN_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
 /// Decodes a canonical segment's remaining escapes (for comparing a
 /// captured `{param}` with a claim). Lossy on invalid UTF-8.
 pub fn decode_segment(segment: &str) -> String {
@@ -239,6 +324,39 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(canonicalize(input), Err(expected), "{input}");
         }
+    }
+
+    #[test]
+    fn lookalikes_fold() {
+        let fold = |p: &str| fold_lookalikes(p);
+        assert_eq!(fold("/webhooks/vapi/x"), None);
+        assert_eq!(fold("/files/caf%C3%A9"), None);
+        assert_eq!(
+            fold("/webhooks/vapi./x"),
+            Some(Ok("/webhooks/vapi/x".into()))
+        );
+        assert_eq!(
+            fold("/webhooks/vapi%20/x"),
+            Some(Ok("/webhooks/vapi/x".into()))
+        );
+        assert_eq!(
+            fold("/webhooks/vapi::$DATA/x"),
+            Some(Ok("/webhooks/vapi/x".into()))
+        );
+        assert_eq!(
+            fold("/webhooks/vapi%C2%A0/x"),
+            Some(Ok("/webhooks/vapi/x".into()))
+        );
+        assert_eq!(
+            fold("/webhooks/vapi%E2%80%8B/x"),
+            Some(Ok("/webhooks/vapi/x".into()))
+        );
+        assert_eq!(
+            fold("/api/restaurants%EF%BC%8F6%EF%BC%8Forders"),
+            Some(Ok("/api/restaurants/6/orders".into()))
+        );
+        assert_eq!(fold("/a/%EF%BC%8E%EF%BC%8E/b"), Some(Err(DotSegment)));
+        assert_eq!(fold("/a/b."), Some(Ok("/a/b".into())));
     }
 
     #[test]

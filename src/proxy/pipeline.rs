@@ -181,6 +181,15 @@ async fn process(
 
     // Path sanitization.
     ctx.path = sanitize::canonicalize(req.uri().path()).map_err(Reject::BadPath)?;
+    // A spelling that a lenient server folds onto another path (trailing
+    // dots or spaces, fullwidth forms, invisible characters) must reach the
+    // route it looks like, or nothing.
+    if let Some(folded) = sanitize::fold_lookalikes(&ctx.path) {
+        let folded = folded.map_err(Reject::BadPath)?;
+        if !policy.routes.same_route(req.method(), &ctx.path, &folded) {
+            return Err(Reject::BadPath(sanitize::PathRejection::Lookalike));
+        }
+    }
 
     // CORS preflight: matched with the method the browser intends to use.
     if let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin)

@@ -135,6 +135,17 @@ impl RouteTable {
         &self.known_methods
     }
 
+    /// Whether `a` and `b` reach the same route for `method` (or both no
+    /// route): a lookalike spelling must not reach another route than the
+    /// one it looks like.
+    pub fn same_route(&self, method: &Method, a: &str, b: &str) -> bool {
+        let id = |path| match self.lookup(method, path) {
+            Lookup::Found(route, _) => Some(route.id),
+            Lookup::MethodNotAllowed(_) | Lookup::NotFound => None,
+        };
+        id(a) == id(b)
+    }
+
     /// The routes in match order.
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes

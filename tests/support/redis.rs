@@ -110,7 +110,9 @@ impl RedisServer {
             .spawn()
             .expect("redis-server starts");
         self.child = Some(child);
-        for _ in 0..500 {
+        // A bound, not a timing assertion: a loaded CI machine can take a
+        // while to start a process.
+        for _ in 0..3000 {
             if self.ping() {
                 return;
             }
