@@ -271,6 +271,25 @@ async fn rejects_another_authorization_scheme_beside_a_verified_cookie_token() {
 }
 
 #[tokio::test]
+async fn rejects_a_token_cookie_in_another_case_beside_a_bearer() {
+    // ASP.NET Core reads cookie names ignoring case.
+    let (upstream, server) = setup("").await;
+    let user = token(claims("user-1"));
+    let reply = attempt(
+        &server,
+        &[
+            ("authorization", text(&bearer(&user))),
+            (
+                "cookie",
+                text(&format!("SB-ACCESS-TOKEN={}", forged_admin())),
+            ),
+        ],
+    )
+    .await;
+    refused(&server, &upstream, &reply, "ambiguous").await;
+}
+
+#[tokio::test]
 async fn rejects_cookie_name_with_space_before_equals() {
     let (upstream, server) = setup("").await;
     let user = token(claims("user-1"));

@@ -191,13 +191,15 @@ impl<'a> Jar<'a> {
             for (source, slot) in sources.iter().zip(slots.iter_mut()) {
                 match source {
                     TokenSource::Header(_) => {}
+                    // Names compare ignoring ASCII case: some frameworks
+                    // (ASP.NET Core) read cookies that way.
                     TokenSource::Cookie(wanted) => {
-                        if *name == *wanted.as_bytes() {
+                        if name.eq_ignore_ascii_case(wanted.as_bytes()) {
                             slot.whole.push(value);
                         }
                     }
                     TokenSource::SupabaseCookie(wanted) => {
-                        if *name == *wanted.as_bytes() {
+                        if name.eq_ignore_ascii_case(wanted.as_bytes()) {
                             slot.whole.push(value);
                         } else if let Some(index) = chunk_index(&name, wanted.as_bytes())? {
                             slot.chunks.entry(index).or_default().push(value);
@@ -281,8 +283,9 @@ fn unquote(bytes: &[u8]) -> &[u8] {
 /// [`MAX_SUPABASE_CHUNKS`] makes the session invalid.
 fn chunk_index(name: &[u8], wanted: &[u8]) -> Result<Option<usize>, AuthFailure> {
     let Some(rest) = name
-        .strip_prefix(wanted)
-        .and_then(|rest| rest.strip_prefix(b"."))
+        .get(..wanted.len())
+        .filter(|prefix| prefix.eq_ignore_ascii_case(wanted))
+        .and_then(|_| name[wanted.len()..].strip_prefix(b"."))
     else {
         return Ok(None);
     };
