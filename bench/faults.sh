@@ -11,16 +11,11 @@
 #   usage: bench/faults.sh [SECONDS_PER_SCENARIO=12]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
+need wrk nginx redis-server redis-cli curl python3
 SECS=${1:-12}
-for bin in wrk nginx redis-server redis-cli curl python3; do
-  command -v "$bin" >/dev/null || { echo "missing $bin (apt-get install -y wrk nginx-light redis-server redis-tools curl)"; exit 1; }
-done
 cargo build --release --quiet
 BIN=$PWD/target/release/palisade
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 UP=$(port); PAL=$(port); ADM=$(port); RDS=$(port)
 
 # The upstream: NGINX answering a small JSON body.
@@ -32,7 +27,6 @@ http { access_log off;
 NGINX
 start_upstream() { nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" & upstream_pid=$!; pids+=("$upstream_pid"); }
 start_redis() { redis-server --port "$RDS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null & redis_pid=$!; pids+=("$redis_pid"); }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
 
 write_policy() {  # $1 = retry attempts
 cat > "$work/policy.toml" <<TOML
@@ -120,7 +114,7 @@ before_ok=$(series 'palisade_config_reloads_total{result="success"}')
 load "http://127.0.0.1:$PAL/free/x" "$SECS"
 sleep 1; for _ in $(seq 20); do kill -HUP "$pal_pid"; sleep 0.25; done
 report
-echo "  reloads succeeded: $(( $(series 'palisade_config_reloads_total{result="success"}') - before_ok ))"
+echo "  SIGHUPs sent: 20; reloads done: $(( $(series 'palisade_config_reloads_total{result="success"}') - before_ok )) (a SIGHUP arriving during a reload coalesces with it); failed: $(series 'palisade_config_reloads_total{result="failure"}')"
 
 echo "4. SIGTERM with 64 requests in flight (each held 1 s by a slow upstream)"
 SLOW=$(port)

@@ -8,16 +8,12 @@
 #   usage: bench/hostile.sh [CONNECTIONS=5000]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
+need python3
 CONNS=${1:-5000}
-command -v python3 >/dev/null || { echo "missing python3"; exit 1; }
 ulimit -n $((CONNS * 2 + 1024)) 2>/dev/null || true
 cargo build --release --quiet
 BIN=$PWD/target/release/palisade
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
 UP=$(port); PAL=$(port); ADM=$(port)
 
 python3 - "$UP" >/dev/null 2>&1 <<'PY' & pids+=($!)

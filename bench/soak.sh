@@ -8,17 +8,11 @@
 #   usage: bench/soak.sh [SECONDS=600]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
+need wrk python3 curl
 SECS=${1:-600}
-for bin in wrk python3 curl; do
-  command -v "$bin" >/dev/null || { echo "missing $bin (apt-get install -y wrk curl)"; exit 1; }
-done
 cargo build --release --quiet
 BIN=$PWD/target/release/palisade
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
 UP=$(port); PAL=$(port); ADM=$(port)
 
 # The upstream: answers 200 with a small body, and echoes WebSocket bytes

@@ -112,6 +112,20 @@ pub fn config(text: &str) {
     let _ = load_str(text, "fuzz.toml", &env);
 }
 
+/// The header lines that are valid names and values, in order.
+fn header_map(lines: &[(String, Vec<u8>)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in lines {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
 /// Identity headers palisade sets in the head property.
 const IDENTITY: [&str; 2] = ["x-user-id", "x-tenant-id"];
 
@@ -122,16 +136,7 @@ const IDENTITY: [&str; 2] = ["x-user-id", "x-tenant-id"];
 /// palisade set, no client-claimed forwarding header, one `Cookie` line,
 /// and no hop-by-hop header.
 pub fn head(lines: &[(String, Vec<u8>)]) {
-    let mut headers = HeaderMap::new();
-    for (name, value) in lines {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) else {
-            continue;
-        };
-        headers.append(name, value);
-    }
+    let mut headers = header_map(lines);
     let request_id = HeaderName::from_static("x-request-id");
     clean_client_headers(&mut headers, &request_id);
     remove_client_claimed(&mut headers, false);
@@ -179,16 +184,7 @@ pub fn tokens(lines: &[(String, Vec<u8>)]) {
         .iter()
         .filter_map(|s| TokenSource::parse(s).ok())
         .collect();
-    let mut headers = HeaderMap::new();
-    for (name, value) in lines {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) else {
-            continue;
-        };
-        headers.append(name, value);
-    }
+    let mut headers = header_map(lines);
     clean_client_headers(&mut headers, &HeaderName::from_static("x-request-id"));
     let found = token_in(&sources, &headers);
     if let Ok(Some(token)) = &found {
