@@ -28,7 +28,7 @@ use super::state::{Generation, Shared};
 use super::upstream::{Attempt, ClientSide};
 use crate::observe::access::{AccessRecord, InFlight};
 use crate::observe::metrics::{Metrics, NO_ROUTE_LABEL};
-use crate::policy::auth::{self, claims};
+use crate::policy::auth;
 use crate::policy::body::BodyProgress;
 use crate::policy::ratelimit::{KeyInputs, RateHeaders, Verdict};
 use crate::policy::{cors, forward, head, limits, sanitize};
@@ -219,35 +219,14 @@ async fn process(
             let headers = auth::identity_headers(&identity, &route.forward_claims)?;
             Ok((identity, headers))
         });
-    let (identity, identity_headers) = match verified {
-        Ok(verified) => verified,
-        Err(denied) => {
-            let reason = denied.reason.as_str();
-            metrics
-                .auth_failures
-                .with_label_values(&[&*route.name, reason])
-                .inc();
-            tracing::warn!(route = &*route.name, client_ip = %ctx.client_ip, reason, "authentication failed");
-            return Err(Reject::Unauthorized(denied));
-        }
-    };
+    let (identity, identity_headers) = verified.map_err(Reject::Unauthorized)?;
     ctx.user = identity.subject().map(str::to_string);
 
     // Tenant check.
-    if let Some(rule) = &route.tenant {
-        let in_path = params
-            .iter()
-            .find(|(name, _)| **name == *rule.param)
-            .map(|(_, v)| sanitize::decode_segment(v));
-        let in_token = identity
-            .claims()
-            .and_then(|c| claims::lookup(c, &rule.claim))
-            .filter(|v| !v.is_null())
-            .map(claims::as_text);
-        if in_path.is_none() || in_path != in_token {
-            tracing::warn!(route = &*route.name, client_ip = %ctx.client_ip, user = ctx.user.as_deref(), "tenant mismatch");
-            return Err(Reject::TenantMismatch);
-        }
+    if let Some(rule) = &route.tenant
+        && !rule.admits(&params, &identity)
+    {
+        return Err(Reject::TenantMismatch);
     }
 
     // Rate limits.
@@ -318,7 +297,7 @@ fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
     }
 }
 
-/// Counts and logs a rejection, then builds its response.
+/// Counts and logs a rejection (one log line each), then builds its response.
 fn reject_response(
     shared: &Shared,
     ctx: &RequestCtx,
@@ -326,42 +305,41 @@ fn reject_response(
     production: bool,
 ) -> Response<ResponseBody> {
     let route = ctx.route.as_ref().map_or(NO_ROUTE_LABEL, |r| &*r.name);
+    let metrics = &shared.metrics;
     let shape = reject.problem();
     if let Some(reason) = shape.rejection_reason {
-        shared
-            .metrics
-            .rejections
-            .with_label_values(&[route, reason])
+        metrics.rejections.with_label_values(&[route, reason]).inc();
+    }
+    let upstream_error = match reject {
+        Reject::Timeout => Some("timeout"),
+        Reject::UpstreamConnect(_) => Some("connect"),
+        Reject::UpstreamReset(_) => Some("reset"),
+        _ => None,
+    };
+    if let Some(kind) = upstream_error {
+        metrics
+            .upstream_errors
+            .with_label_values(&[route, kind])
             .inc();
     }
     match reject {
-        Reject::Timeout => {
-            shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&[route, "timeout"])
+        Reject::Unauthorized(denied) => {
+            let reason = denied.reason.as_str();
+            metrics
+                .auth_failures
+                .with_label_values(&[route, reason])
                 .inc();
+            tracing::warn!(route, client_ip = %ctx.client_ip, reason, "authentication failed");
         }
-        Reject::UpstreamConnect(_) => {
-            shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&[route, "connect"])
-                .inc();
+        Reject::TenantMismatch => {
+            tracing::warn!(route, client_ip = %ctx.client_ip, user = ctx.user.as_deref(), "tenant mismatch");
         }
-        Reject::UpstreamReset(_) => {
-            shared
-                .metrics
-                .upstream_errors
-                .with_label_values(&[route, "reset"])
-                .inc();
+        _ if shape.status.is_server_error() => {
+            tracing::warn!(route, status = shape.status.as_u16(), detail = %reject.specific_detail(), "request failed");
         }
-        _ => {}
-    }
-    if shape.status.is_server_error() {
-        tracing::warn!(route, status = shape.status.as_u16(), detail = %reject.specific_detail(), "request failed");
-    } else {
-        tracing::info!(route, status = shape.status.as_u16(), detail = %reject.specific_detail(), "request rejected");
+        _ => {
+            tracing::info!(route, status = shape.status.as_u16(), detail = %reject.specific_detail(), "request rejected");
+        }
     }
     respond::problem(reject, &ctx.request_id, production)
 }
