@@ -13,9 +13,9 @@ use crate::policy::body::BodyProgress;
 
 /// Keeps `palisade_requests_in_flight` right however a request ends
 /// (including the client vanishing mid-handler).
-pub struct InFlight(Arc<Metrics>);
+pub struct InFlightGauge(Arc<Metrics>);
 
-impl InFlight {
+impl InFlightGauge {
     /// Counts one request in.
     pub fn enter(metrics: Arc<Metrics>) -> Self {
         metrics.in_flight.inc();
@@ -23,7 +23,7 @@ impl InFlight {
     }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlightGauge {
     fn drop(&mut self) {
         self.0.in_flight.dec();
     }
@@ -32,7 +32,7 @@ impl Drop for InFlight {
 /// Everything the access line and the request metrics need.
 pub struct AccessRecord {
     pub metrics: Arc<Metrics>,
-    pub in_flight: InFlight,
+    pub in_flight: InFlightGauge,
     pub access_log: bool,
     pub start: Instant,
     pub request_id: HeaderValue,

@@ -139,10 +139,10 @@ impl Activity {
     }
 
     /// A complete request head reached the service.
-    pub fn request_started(self: &Arc<Self>) -> InFlightRequest {
+    pub fn request_started(self: &Arc<Self>) -> ConnRequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
-        InFlightRequest(self.clone())
+        ConnRequestGuard(self.clone())
     }
 
     /// When the watchdog should look again, or why the connection is over.
@@ -190,9 +190,9 @@ impl Activity {
 
 /// Held by a request until its response body ends.
 #[derive(Debug)]
-pub struct InFlightRequest(Arc<Activity>);
+pub struct ConnRequestGuard(Arc<Activity>);
 
-impl Drop for InFlightRequest {
+impl Drop for ConnRequestGuard {
     fn drop(&mut self) {
         let before = self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.saw_io(false);

@@ -20,13 +20,13 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use super::conn::InFlightRequest;
+use super::conn::ConnRequestGuard;
 use super::reject::Reject;
 use super::respond;
 use super::response_body::ResponseBody;
 use super::state::{Generation, Shared};
-use super::upstream::{Attempt, ClientSide};
-use crate::observe::access::{AccessRecord, InFlight};
+use super::upstream::{ClientSide, ExchangeSettings};
+use crate::observe::access::{AccessRecord, InFlightGauge};
 use crate::observe::metrics::{Metrics, NO_ROUTE_LABEL};
 use crate::policy::auth;
 use crate::policy::body::BodyProgress;
@@ -64,11 +64,11 @@ struct RequestCtx {
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
-    in_flight_on_conn: InFlightRequest,
+    in_flight_on_conn: ConnRequestGuard,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
-    let in_flight = InFlight::enter(shared.metrics.clone());
+    let in_flight = InFlightGauge::enter(shared.metrics.clone());
     let generation = shared.current.load_full();
     let policy = &generation.policy;
 
@@ -272,7 +272,7 @@ async fn process(
             &client,
             (&policy.request_id.header, &ctx.request_id),
             ctx.body.clone(),
-            Attempt {
+            ExchangeSettings {
                 retry: route.retry,
                 max_body: route.max_body,
                 deadline: route.timeout,

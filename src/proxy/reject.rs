@@ -1,6 +1,7 @@
 //! The one error type of the request path. Every stage's failure becomes a
-//! `Reject`; `respond::problem` is the single place that maps it to a
-//! status, a metric reason and an RFC 9457 body.
+//! `Reject`. [`Reject::problem`] says how it reads (status, metric reason,
+//! title, generic detail); `respond::problem` builds the RFC 9457 response
+//! from that; `pipeline::reject_response` records it (metrics, one log line).
 
 use std::time::Duration;
 

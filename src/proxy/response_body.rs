@@ -10,7 +10,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::conn::InFlightRequest;
+use super::conn::ConnRequestGuard;
 use crate::observe::access::AccessRecord;
 
 /// Boxed error type of response bodies.
@@ -26,7 +26,7 @@ pub struct ResponseBody {
     inner: Inner,
     bytes_out: u64,
     record: Option<Box<AccessRecord>>,
-    connection: Option<InFlightRequest>,
+    connection: Option<ConnRequestGuard>,
 }
 
 impl ResponseBody {
@@ -52,7 +52,7 @@ impl ResponseBody {
 
     /// Attaches the record to finish when the body ends, and the marker
     /// that keeps the connection from counting as idle until then.
-    pub fn set_record(&mut self, record: AccessRecord, connection: InFlightRequest) {
+    pub fn set_record(&mut self, record: AccessRecord, connection: ConnRequestGuard) {
         self.record = Some(Box::new(record));
         self.connection = Some(connection);
     }

@@ -44,9 +44,9 @@ pub enum StartError {
     /// TLS files unreadable or invalid.
     #[error("server.tls: {0}")]
     Tls(String),
-    /// The upstream client could not be built.
+    /// The upstream client or the Redis backend could not be built.
     #[error("{0}")]
-    Upstream(String),
+    Backend(String),
     /// Metrics registration failed (a bug).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -79,7 +79,7 @@ pub fn generation(
             let gauge = metrics
                 .circuit_state
                 .with_label_values(&[policy.upstream.authority.as_str()]);
-            Arc::new(Upstream::new(&policy.upstream, Some(gauge)).map_err(StartError::Upstream)?)
+            Arc::new(Upstream::new(&policy.upstream, Some(gauge)).map_err(StartError::Backend)?)
         }
     };
     let redis = match &policy.ratelimit.redis {
@@ -93,7 +93,7 @@ pub fn generation(
             let mut slot = persistent
                 .redis
                 .lock()
-                .map_err(|_| StartError::Upstream("redis state poisoned".into()))?;
+                .map_err(|_| StartError::Backend("redis state poisoned".into()))?;
             match slot
                 .as_ref()
                 .filter(|(built_from, _)| *built_from == settings)
@@ -107,7 +107,7 @@ pub fn generation(
                             policy.ratelimit.redis_timeout,
                             policy.ratelimit.redis_ca.as_deref(),
                         )
-                        .map_err(StartError::Upstream)?,
+                        .map_err(StartError::Backend)?,
                     );
                     *slot = Some((settings, backend.clone()));
                     Some(backend)

@@ -49,7 +49,7 @@ pub struct Upstream {
 }
 
 /// What a route asks of one exchange.
-pub struct Attempt<'a> {
+pub struct ExchangeSettings<'a> {
     /// Retries allowed on this route (`retry = false` turns them off).
     pub retry: bool,
     /// `max_body` of the route.
@@ -172,7 +172,7 @@ impl Upstream {
         client: &ClientSide,
         request_id: (&header::HeaderName, &HeaderValue),
         progress: Arc<BodyProgress>,
-        attempt: Attempt<'_>,
+        attempt: ExchangeSettings<'_>,
     ) -> Result<Exchange, Reject> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + attempt.deadline;
