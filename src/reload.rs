@@ -156,7 +156,7 @@ pub async fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
         == serde_json::to_value(&old.effective.upstream).ok();
     // TLS files are re-read on every reload (certificates rotate in place).
     let acceptor = match (&policy.server.tls, shared.tls.load().is_some()) {
-        (Some((cert, key)), true) => match tls_acceptor(cert, key) {
+        (Some(files), true) => match tls_acceptor(&files.cert, &files.key) {
             Ok(acceptor) => Some(Arc::new(acceptor)),
             Err(error) => {
                 tracing::error!(error = %error, "config reload failed; keeping the current policy");

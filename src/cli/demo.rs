@@ -3,6 +3,7 @@
 //! development values (said so on screen), starts palisade and prints a
 //! development token and ready-to-paste `curl` lines.
 
+use crate::policy::ratelimit::RedisTarget;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -129,7 +130,7 @@ fn point_at(mut policy: Policy, echo: SocketAddr) -> Policy {
 /// A configured Redis that does not answer is replaced by the memory
 /// backend, with a warning, so the demo runs anywhere.
 async fn redis_or_memory(mut policy: Policy) -> Policy {
-    let Some((url, cluster)) = policy.ratelimit.redis.clone() else {
+    let Some(RedisTarget { url, cluster }) = policy.ratelimit.redis.clone() else {
         return policy;
     };
     let target = cluster.first().cloned().unwrap_or(url);

@@ -75,12 +75,21 @@ pub struct Policy {
 }
 
 /// `[server]`, compiled.
+/// The HTTPS listener's certificate chain and private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerPolicy {
     /// Proxy listener.
     pub listen: SocketAddr,
-    /// `(cert, key)` PEM paths, resolved against the config's directory.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `server.tls`: PEM paths, resolved against the config's directory.
+    pub tls: Option<TlsFiles>,
     /// `environment = "production"`: generic error details.
     pub production: bool,
     /// Slow-header cut-off.
@@ -158,8 +167,11 @@ pub fn load_text_at(path: &Path, text: &str, env: &Env) -> Result<Policy, Config
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut policy = compile_text(text, &label, env, &base)?;
     policy.source = path.to_path_buf();
-    if let Some((cert, key)) = policy.server.tls.take() {
-        policy.server.tls = Some((base.join(cert), base.join(key)));
+    if let Some(files) = policy.server.tls.take() {
+        policy.server.tls = Some(TlsFiles {
+            cert: base.join(files.cert),
+            key: base.join(files.key),
+        });
     }
     if let Some(ca) = policy.upstream.ca_file.take() {
         policy.upstream.ca_file = Some(base.join(ca));
@@ -306,11 +318,9 @@ impl Compiler<'_> {
         }
         Ok(ServerPolicy {
             listen,
-            tls: s.tls.as_ref().map(|t| {
-                (
-                    PathBuf::from(t.cert.as_str()),
-                    PathBuf::from(t.key.as_str()),
-                )
+            tls: s.tls.as_ref().map(|t| TlsFiles {
+                cert: PathBuf::from(t.cert.as_str()),
+                key: PathBuf::from(t.key.as_str()),
             }),
             production,
             header_read_timeout: s.header_read_timeout.0,

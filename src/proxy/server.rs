@@ -25,8 +25,8 @@ use super::upstream::Upstream;
 use crate::admin;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
-use crate::policy::ratelimit::RateLimitEngine;
 use crate::policy::ratelimit::redis::RedisBackend;
+use crate::policy::ratelimit::{RateLimitEngine, RedisTarget};
 
 /// Why the server could not start (exit code 3 for binds, 1 otherwise).
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +84,7 @@ pub fn generation(
     };
     let redis = match &policy.ratelimit.redis {
         None => None,
-        Some((url, cluster)) => {
+        Some(RedisTarget { url, cluster }) => {
             let settings = (
                 RedisBackend::identity_of(url, cluster),
                 policy.ratelimit.redis_timeout,
@@ -169,7 +169,7 @@ pub async fn start(policy: Policy) -> Result<Server, StartError> {
     let proxy_listen = policy.server.listen;
     let admin_listen = policy.admin_listen;
     let tls = match &policy.server.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
         None => None,
     };
     let persistent = Arc::new(Persistent::default());
@@ -299,7 +299,10 @@ async fn serve_proxy(
             shared: shared.clone(),
             builder: connection_builder(&generation),
             stop: stop.clone(),
-            timeouts: (server.header_read_timeout, server.idle_timeout),
+            timeouts: ConnTimeouts {
+                header_read: server.header_read_timeout,
+                idle: server.idle_timeout,
+            },
         };
         // The certificate current at accept time (a reload may rotate it).
         let tls = shared.tls.load_full();
@@ -322,8 +325,15 @@ struct Connection {
     shared: Arc<Shared>,
     builder: auto::Builder<TokioExecutor>,
     stop: watch::Receiver<bool>,
-    /// `(header_read_timeout, idle_timeout)`.
-    timeouts: (Duration, Duration),
+    /// Read from the policy current when the connection was accepted.
+    timeouts: ConnTimeouts,
+}
+
+/// `server.header_read_timeout` and `server.idle_timeout`.
+#[derive(Debug, Clone, Copy)]
+struct ConnTimeouts {
+    header_read: Duration,
+    idle: Duration,
 }
 
 impl Connection {
@@ -335,7 +345,9 @@ impl Connection {
         match tls {
             None => self.drive(tracked, activity, false).await,
             Some(acceptor) => {
-                match tokio::time::timeout(self.timeouts.0, acceptor.accept(tracked)).await {
+                match tokio::time::timeout(self.timeouts.header_read, acceptor.accept(tracked))
+                    .await
+                {
                     Ok(Ok(tls_stream)) => self.drive(tls_stream, activity, true).await,
                     Ok(Err(error)) => {
                         tracing::debug!(peer = %self.peer, %error, "TLS handshake failed")
@@ -358,7 +370,7 @@ impl Connection {
         };
         let shared = self.shared.clone();
         let tracker = activity.clone();
-        let tunnel = TunnelWatch::new(activity.clone(), self.timeouts.1);
+        let tunnel = TunnelWatch::new(activity.clone(), self.timeouts.idle);
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             if req.version() == http::Version::HTTP_2 {
                 tracker.mark_http2();
@@ -375,7 +387,10 @@ impl Connection {
             conn.as_mut().graceful_shutdown();
             closing = true;
         }
-        let (header_timeout, idle_timeout) = self.timeouts;
+        let ConnTimeouts {
+            header_read: header_timeout,
+            idle: idle_timeout,
+        } = self.timeouts;
         loop {
             let deadline = match activity.check(header_timeout, idle_timeout) {
                 Ok(at) => at,

@@ -1,6 +1,7 @@
 //! `[ratelimit]` compiled into the rate-limit settings.
 
 use super::*;
+use crate::policy::ratelimit::RedisTarget;
 
 impl Compiler<'_> {
     pub(super) fn ratelimit(&self, file: &FileConfig) -> Result<RateLimitSettings> {
@@ -73,11 +74,9 @@ impl Compiler<'_> {
             return Err(self.err(0..0, "ratelimit.redis_timeout", "must be longer than 0s"));
         }
         Ok(RateLimitSettings {
-            redis: (backend == "redis").then(|| {
-                (
-                    r.redis_url.0.clone(),
-                    r.redis_cluster.iter().map(|u| u.0.clone()).collect(),
-                )
+            redis: (backend == "redis").then(|| RedisTarget {
+                url: r.redis_url.0.clone(),
+                cluster: r.redis_cluster.iter().map(|u| u.0.clone()).collect(),
             }),
             redis_timeout: r.redis_timeout.0,
             redis_ca: match &r.redis_ca_file {

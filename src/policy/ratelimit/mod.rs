@@ -50,11 +50,31 @@ pub enum OnRedisError {
     Deny,
 }
 
+/// Where the Redis backend is: `redis_url`, or the `redis_cluster` nodes.
+/// Both may hold credentials, so `Debug` never prints them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTarget {
+    /// `redis_url`.
+    pub url: String,
+    /// `redis_cluster` (empty: a single server).
+    pub cluster: Vec<String>,
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RedisTarget(<redacted>, {} cluster nodes)",
+            self.cluster.len()
+        )
+    }
+}
+
 /// `[ratelimit]`, compiled.
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
-    /// `backend = "redis"`: the URL and cluster nodes (secrets: never printed).
-    pub redis: Option<(String, Vec<String>)>,
+    /// `backend = "redis"`: where Redis is.
+    pub redis: Option<RedisTarget>,
     /// Bound on each Redis decision.
     pub redis_timeout: Duration,
     /// CA bundle (PEM bytes, read at load) for `rediss://` with a private CA.
