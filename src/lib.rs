@@ -22,5 +22,6 @@ pub mod props;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod shutdown;
 
 pub use proxy::server::{Server, StartError, start};

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::config::{self, Env};
-use crate::proxy::server::{generation, start_background, tls_acceptor};
+use crate::proxy::generation::{self, start_background};
+use crate::proxy::server::tls_acceptor;
 use crate::proxy::state::Shared;
 
 /// The config file's watch, registered before the server starts so that no
@@ -174,7 +175,7 @@ pub async fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
         }
     };
     let reuse = same_upstream.then(|| current.upstream.clone());
-    let next = match generation(policy, &shared.persistent, &shared.metrics, reuse) {
+    let next = match generation::build(policy, &shared.persistent, &shared.metrics, reuse) {
         Ok(next) => next,
         Err(error) => {
             tracing::error!(error = %error, "config reload failed; keeping the current policy");

@@ -16,7 +16,7 @@ use http::uri::{Authority, Scheme};
 use rand::RngExt;
 
 use super::token::{env_var_at, mint, secret_var_of};
-use super::{Cli, EXIT_CONFIG, ShutdownSignals, echo, runtime};
+use super::{Cli, EXIT_CONFIG, echo, runtime};
 use crate::config::expand::required_vars_of_toml;
 use crate::config::{self, Env, Policy};
 use crate::observe::logging;
@@ -62,7 +62,7 @@ pub fn demo(cli: &Cli) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let signals = ShutdownSignals::register();
+        let signals = crate::shutdown::ShutdownSignals::register();
         let echo_addr = match echo::start().await {
             Ok(addr) => addr,
             Err(e) => {

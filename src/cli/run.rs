@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::{Cli, EXIT_BIND, EXIT_CONFIG, ShutdownSignals, runtime};
+use super::{Cli, EXIT_BIND, EXIT_CONFIG, runtime};
 use crate::config::{self, Env};
 use crate::observe::logging;
 use crate::proxy::server::{self, StartError};
@@ -27,7 +27,7 @@ pub fn run(cli: &Cli) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let signals = ShutdownSignals::register();
+        let signals = crate::shutdown::ShutdownSignals::register();
         let watch = crate::reload::ConfigWatch::new(path);
         let server = match server::start(policy).await {
             Ok(server) => server,

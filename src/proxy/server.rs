@@ -19,14 +19,12 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use super::conn::{Activity, ConnSlot, Expiry, TrackedIo, TunnelWatch};
+use super::generation;
 use super::pipeline::{ConnInfo, handle};
 use super::state::{Generation, Persistent, Shared};
-use super::upstream::Upstream;
 use crate::admin;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
-use crate::policy::ratelimit::redis::RedisBackend;
-use crate::policy::ratelimit::{RateLimitEngine, RedisTarget};
 
 /// Why the server could not start (exit code 3 for binds, 1 otherwise).
 #[derive(Debug, thiserror::Error)]
@@ -65,84 +63,6 @@ pub struct Server {
     admin_task: JoinHandle<()>,
 }
 
-/// Builds the generation (policy, upstream client, rate limiting) for a
-/// policy, reusing the persistent state it shares with earlier generations.
-pub fn generation(
-    policy: Policy,
-    persistent: &Persistent,
-    metrics: &Metrics,
-    upstream: Option<Arc<Upstream>>,
-) -> Result<Generation, StartError> {
-    let upstream = match upstream {
-        Some(upstream) => upstream,
-        None => {
-            let gauge = metrics
-                .circuit_state
-                .with_label_values(&[policy.upstream.authority.as_str()]);
-            Arc::new(Upstream::new(&policy.upstream, Some(gauge)).map_err(StartError::Backend)?)
-        }
-    };
-    let redis = match &policy.ratelimit.redis {
-        None => None,
-        Some(RedisTarget { url, cluster }) => {
-            let settings = (
-                RedisBackend::identity_of(url, cluster),
-                policy.ratelimit.redis_timeout,
-                policy.ratelimit.redis_ca.clone(),
-            );
-            let mut slot = persistent
-                .redis
-                .lock()
-                .map_err(|_| StartError::Backend("redis state poisoned".into()))?;
-            match slot
-                .as_ref()
-                .filter(|(built_from, _)| *built_from == settings)
-            {
-                Some((_, existing)) => Some(existing.clone()),
-                None => {
-                    let backend = Arc::new(
-                        RedisBackend::new(
-                            url,
-                            cluster,
-                            policy.ratelimit.redis_timeout,
-                            policy.ratelimit.redis_ca.as_deref(),
-                        )
-                        .map_err(StartError::Backend)?,
-                    );
-                    *slot = Some((settings, backend.clone()));
-                    Some(backend)
-                }
-            }
-        }
-    };
-    let longest = policy.routes.routes().iter().map(|r| r.timeout).max();
-    upstream.set_slot_wait(longest.unwrap_or(Duration::from_secs(30)));
-    let ratelimit = RateLimitEngine::new(
-        policy.ratelimit.clone(),
-        policy.routes.routes(),
-        &persistent.limiters,
-        redis,
-    );
-    Ok(Generation {
-        policy: Arc::new(policy),
-        upstream,
-        ratelimit,
-    })
-}
-
-/// Starts what a generation needs in the background (JWKS refresh).
-pub fn start_background(generation: &Generation) {
-    if let Some(store) = generation
-        .policy
-        .auth
-        .jwt
-        .as_ref()
-        .and_then(|j| j.jwks.as_ref())
-    {
-        store.spawn_refresher();
-    }
-}
-
 /// Loads TLS material into an acceptor offering h2 and http/1.1.
 pub fn tls_acceptor(
     cert: &std::path::Path,
@@ -174,8 +94,8 @@ pub async fn start(policy: Policy) -> Result<Server, StartError> {
     };
     let persistent = Arc::new(Persistent::default());
     persistent.limiters.spawn_evictor(Duration::from_secs(60));
-    let first = generation(policy, &persistent, &metrics, None)?;
-    start_background(&first);
+    let first = generation::build(policy, &persistent, &metrics, None)?;
+    generation::start_background(&first);
     let shared = Arc::new(Shared::new(first, metrics, persistent));
     let proxy = TcpListener::bind(proxy_listen)
         .await

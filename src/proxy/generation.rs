@@ -1,0 +1,94 @@
+//! Building a policy generation: the compiled policy with the upstream
+//! client and the rate-limit engine it runs with, reusing what it shares
+//! with the generation before it (the upstream's breaker and pool when
+//! `[upstream]` is unchanged, a Redis backend built from the same settings,
+//! the memory limiters). Used at start-up and by every reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::server::StartError;
+use super::state::{Generation, Persistent};
+use super::upstream::Upstream;
+use crate::config::Policy;
+use crate::observe::metrics::Metrics;
+use crate::policy::ratelimit::redis::RedisBackend;
+use crate::policy::ratelimit::{RateLimitEngine, RedisTarget};
+
+/// Builds the generation (policy, upstream client, rate limiting) for a
+/// policy, reusing the persistent state it shares with earlier generations.
+pub fn build(
+    policy: Policy,
+    persistent: &Persistent,
+    metrics: &Metrics,
+    upstream: Option<Arc<Upstream>>,
+) -> Result<Generation, StartError> {
+    let upstream = match upstream {
+        Some(upstream) => upstream,
+        None => {
+            let gauge = metrics
+                .circuit_state
+                .with_label_values(&[policy.upstream.authority.as_str()]);
+            Arc::new(Upstream::new(&policy.upstream, Some(gauge)).map_err(StartError::Backend)?)
+        }
+    };
+    let redis = match &policy.ratelimit.redis {
+        None => None,
+        Some(RedisTarget { url, cluster }) => {
+            let settings = (
+                RedisBackend::identity_of(url, cluster),
+                policy.ratelimit.redis_timeout,
+                policy.ratelimit.redis_ca.clone(),
+            );
+            let mut slot = persistent
+                .redis
+                .lock()
+                .map_err(|_| StartError::Backend("redis state poisoned".into()))?;
+            match slot
+                .as_ref()
+                .filter(|(built_from, _)| *built_from == settings)
+            {
+                Some((_, existing)) => Some(existing.clone()),
+                None => {
+                    let backend = Arc::new(
+                        RedisBackend::new(
+                            url,
+                            cluster,
+                            policy.ratelimit.redis_timeout,
+                            policy.ratelimit.redis_ca.as_deref(),
+                        )
+                        .map_err(StartError::Backend)?,
+                    );
+                    *slot = Some((settings, backend.clone()));
+                    Some(backend)
+                }
+            }
+        }
+    };
+    let longest = policy.routes.routes().iter().map(|r| r.timeout).max();
+    upstream.set_slot_wait(longest.unwrap_or(Duration::from_secs(30)));
+    let ratelimit = RateLimitEngine::new(
+        policy.ratelimit.clone(),
+        policy.routes.routes(),
+        &persistent.limiters,
+        redis,
+    );
+    Ok(Generation {
+        policy: Arc::new(policy),
+        upstream,
+        ratelimit,
+    })
+}
+
+/// Starts what a generation needs in the background (JWKS refresh).
+pub fn start_background(generation: &Generation) {
+    if let Some(store) = generation
+        .policy
+        .auth
+        .jwt
+        .as_ref()
+        .and_then(|j| j.jwks.as_ref())
+    {
+        store.spawn_refresher();
+    }
+}
