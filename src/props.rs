@@ -250,6 +250,13 @@ mod tests {
             "[^\\x00-\\x7f]",
             Just("api".to_string()),
             Just("restaurants".to_string()),
+            // Lookalike folding: suffixes, trailing dots and spaces, and
+            // characters whose case forms differ in UTF-8 length.
+            Just("::$".to_string()),
+            Just("%20".to_string()),
+            Just("%C4%B0".to_string()),
+            Just("%C3%A9".to_string()),
+            Just("%EF%BC%8E".to_string()),
         ];
         prop::collection::vec(piece, 0..24).prop_map(|parts| {
             let mut text = String::from("/");
