@@ -121,7 +121,7 @@ pub fn remove_client_claimed(headers: &mut HeaderMap, peer_trusted: bool) {
             let name = name.as_str();
             let underscored = name.contains('_');
             if !peer_trusted || underscored {
-                let listed = |list: &[&str]| list.iter().any(|l| same_name(l, name));
+                let listed = |list: &[&str]| list.iter().any(|l| same_header_name(l, name));
                 listed(&CLIENT_CLAIMED) || (underscored && listed(&SET_BY_PALISADE))
             } else {
                 false
@@ -134,8 +134,9 @@ pub fn remove_client_claimed(headers: &mut HeaderMap, peer_trusted: bool) {
     }
 }
 
-/// Whether two header names are the same ignoring case and `_` vs `-`.
-fn same_name(a: &str, b: &str) -> bool {
+/// Whether two header names are the same ignoring case and `_` vs `-`, as
+/// CGI/WSGI servers read them (`X_Api_Token` is `X-Api-Token` there).
+pub fn same_header_name(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

@@ -20,6 +20,7 @@ use base64::Engine;
 use http::header::{self, HeaderMap, HeaderName};
 
 use super::AuthFailure;
+use crate::policy::forward::same_header_name;
 
 /// Supabase splits a session at 3180 characters, so a real one has a few
 /// chunks; an index at or past this makes the session invalid (and bounds
@@ -80,7 +81,7 @@ pub fn token_in(
                 // spelling carries a token too.
                 if name.as_str().contains('-') {
                     for (other, value) in headers {
-                        if other != name && same_but_underscores(other.as_str(), name.as_str()) {
+                        if other != name && same_header_name(other.as_str(), name.as_str()) {
                             found.offer(header_token(name, value.as_bytes()))?;
                         }
                     }
@@ -149,14 +150,6 @@ fn header_token(name: &HeaderName, raw: &[u8]) -> Option<String> {
         _ if value.is_empty() => None,
         _ => Some(value.to_string()),
     }
-}
-
-/// Header names (already lower-case) equal once `_` is read as `-`.
-fn same_but_underscores(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .all(|(x, y)| x == y || matches!((x, y), (b'_', b'-') | (b'-', b'_')))
 }
 
 /// Bytes as text; anything not UTF-8 will fail verification as malformed.
