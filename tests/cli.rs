@@ -229,17 +229,19 @@ async fn json_logs_with_access_line_and_request_id_on_every_request_line() {
     assert_eq!(first["status"], 200);
     assert_eq!(first["route"], "all");
     assert_eq!(first["client_ip"], "127.0.0.1");
-    // Every line logged while serving the rejected request carries its id.
+    // The rejected request is logged once: its access line names the
+    // problem and carries its id; no other line repeats it.
     let rejected: Vec<&String> = lines
         .iter()
-        .filter(|l| l.contains("request rejected"))
+        .filter(|l| l.contains("\"problem\":\"bad-path\""))
         .collect();
-    assert!(!rejected.is_empty());
-    assert!(
-        rejected
-            .iter()
-            .all(|l| l.contains("\"request_id\":\"log-test-id-2\"")),
-        "{rejected:?}"
+    assert_eq!(rejected.len(), 1, "{lines:?}");
+    assert!(rejected[0].contains("\"request_id\":\"log-test-id-2\""));
+    assert!(rejected[0].contains("\"status\":400"));
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("log-test-id-2")).count(),
+        1,
+        "one line for the rejected request: {lines:?}"
     );
 }
 
@@ -276,6 +278,35 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     assert_eq!(in_flight.await.unwrap().status, StatusCode::OK);
     let (code, _) = process.rest();
     assert_eq!(code, Some(0));
+}
+
+#[tokio::test]
+async fn without_access_log_a_rejection_is_still_logged_once() {
+    let upstream = TestUpstream::start().await;
+    let dir = temp_dir("no-access-log");
+    let config =
+        process_config(upstream.addr, "").replace("[admin]", "[log]\naccess_log = false\n[admin]");
+    let path = write_config(&dir, &config);
+    let mut process = Process::start(&path);
+    let (proxy, _admin) = process.addresses();
+    let served = get_with(proxy, "/fine", &[("x-request-id", "quiet-ok")]).await;
+    assert_eq!(served.status, StatusCode::OK);
+    let refused = get_with(proxy, "/a/%2e%2e/b", &[("x-request-id", "quiet-refused")]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    process.wait_for("quiet-refused");
+    process.signal("TERM");
+    let (code, lines) = process.rest();
+    assert_eq!(code, Some(0));
+    assert!(
+        !lines.iter().any(|l| l.contains("quiet-ok")),
+        "no access line: {lines:?}"
+    );
+    let refused: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("quiet-refused"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{lines:?}");
+    assert!(refused[0].contains("request rejected"), "{refused:?}");
 }
 
 #[tokio::test]
@@ -349,7 +380,7 @@ async fn tokens_and_secrets_never_appear_in_output_at_any_level() {
         let _ = child.wait();
         let output = out_thread.join().unwrap() + &err_thread.join().unwrap();
         assert!(
-            output.contains("authentication failed"),
+            output.contains("\"reason\":\"expired\""),
             "{level}: the failures were logged"
         );
         for secret in [

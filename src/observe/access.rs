@@ -1,5 +1,10 @@
-//! The end of every request: metrics and the access line, recorded once when
-//! the response body is finished (or abandoned), success or failure.
+//! The end of every request, the one place its metrics and its log lines
+//! are recorded: the stages only collect facts into a [`RequestRecord`];
+//! when the response body is finished (or abandoned) the record counts the
+//! request, its rejection, upstream errors, retries and rate-limit
+//! decisions, and writes one line: the access line, which carries the
+//! rejection when there is one (or, with `access_log = false`, a line for
+//! the rejection alone).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,16 +13,16 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, StatusCode};
 
-use super::metrics::{Metrics, method_label};
+use super::metrics::{Metrics, NO_ROUTE_LABEL, method_label};
 use crate::policy::body::BodyProgress;
+use crate::policy::ratelimit::RateDecision;
 
 /// Keeps `palisade_requests_in_flight` right however a request ends
 /// (including the client vanishing mid-handler).
-pub struct InFlightGauge(Arc<Metrics>);
+struct InFlightGauge(Arc<Metrics>);
 
 impl InFlightGauge {
-    /// Counts one request in.
-    pub fn enter(metrics: Arc<Metrics>) -> Self {
+    fn enter(metrics: Arc<Metrics>) -> Self {
         metrics.in_flight.inc();
         Self(metrics)
     }
@@ -29,52 +34,211 @@ impl Drop for InFlightGauge {
     }
 }
 
-/// Everything the access line and the request metrics need.
-pub struct AccessRecord {
-    pub metrics: Arc<Metrics>,
-    pub in_flight: InFlightGauge,
-    pub access_log: bool,
-    pub start: Instant,
-    pub request_id: HeaderValue,
-    pub method: Method,
-    pub path: String,
-    pub route: Arc<str>,
+/// Why palisade answered itself, as metrics and logs name it.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// `palisade_rejections_total` reason.
+    pub reason: Option<&'static str>,
+    /// `palisade_upstream_errors_total` kind.
+    pub upstream_error: Option<&'static str>,
+    /// `palisade_auth_failures_total` reason.
+    pub auth_reason: Option<&'static str>,
+    /// The problem's stable slug (`type` without its prefix).
+    pub slug: &'static str,
+    /// What failed (never a secret).
+    pub detail: String,
+    /// The status palisade answered with.
     pub status: StatusCode,
-    pub upstream_time: Option<Duration>,
-    pub client_ip: IpAddr,
-    pub user: Option<String>,
-    pub body_in: Arc<BodyProgress>,
 }
 
-impl AccessRecord {
-    /// Records metrics and writes the access line.
+impl Rejection {
+    /// Whether an operator must see it: a 401, a 403 or palisade's own 5xx.
+    pub fn is_warning(&self) -> bool {
+        matches!(self.status.as_u16(), 401 | 403) || self.status.is_server_error()
+    }
+}
+
+/// What one request did: filled in by the stages, recorded once.
+pub struct RequestRecord {
+    metrics: Arc<Metrics>,
+    _in_flight: InFlightGauge,
+    access_log: bool,
+    start: Instant,
+    /// The request ID.
+    pub request_id: HeaderValue,
+    /// The method as received.
+    pub method: Method,
+    /// The canonical path (the raw one when refused before it existed).
+    pub path: String,
+    /// The matched route's name.
+    pub route: Option<Arc<str>>,
+    /// The status sent.
+    pub status: StatusCode,
+    /// Time until the upstream's response headers.
+    pub upstream_time: Option<Duration>,
+    /// Retries of the upstream exchange.
+    pub retries: u32,
+    /// Client IP after `trusted_proxies`.
+    pub client_ip: IpAddr,
+    /// The verified `sub`.
+    pub user: Option<String>,
+    /// Request-body bytes in.
+    pub body_in: Arc<BodyProgress>,
+    /// Set when palisade answered itself.
+    pub rejection: Option<Rejection>,
+    /// What each rate limit decided.
+    pub rate_decisions: Vec<RateDecision>,
+    /// The rate-limit backend failed.
+    pub rate_backend_failed: bool,
+}
+
+impl RequestRecord {
+    /// Starts the record of a request (counted in flight from now).
+    pub fn begin(
+        metrics: Arc<Metrics>,
+        access_log: bool,
+        request_id: HeaderValue,
+        method: Method,
+        client_ip: IpAddr,
+    ) -> Self {
+        Self {
+            _in_flight: InFlightGauge::enter(metrics.clone()),
+            metrics,
+            access_log,
+            start: Instant::now(),
+            request_id,
+            method,
+            path: String::new(),
+            route: None,
+            status: StatusCode::OK,
+            upstream_time: None,
+            retries: 0,
+            client_ip,
+            user: None,
+            body_in: Arc::new(BodyProgress::default()),
+            rejection: None,
+            rate_decisions: Vec::new(),
+            rate_backend_failed: false,
+        }
+    }
+
+    /// Records the request's metrics and writes its line.
     pub fn finish(self, bytes_out: u64) {
         let elapsed = self.start.elapsed();
-        let route: &str = &self.route;
-        self.metrics
+        self.record_metrics(elapsed);
+        self.log(elapsed, bytes_out);
+    }
+
+    fn record_metrics(&self, elapsed: Duration) {
+        let metrics = &self.metrics;
+        let route = self.route.as_deref().unwrap_or(NO_ROUTE_LABEL);
+        metrics
             .requests_total
             .with_label_values(&[route, method_label(&self.method), self.status.as_str()])
             .inc();
-        self.metrics
+        metrics
             .request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+        if let (Some(time), Some(_)) = (self.upstream_time, &self.route) {
+            metrics
+                .upstream_duration
+                .with_label_values(&[route])
+                .observe(time.as_secs_f64());
+        }
+        if self.retries > 0 {
+            metrics
+                .upstream_retries
+                .with_label_values(&[route])
+                .inc_by(u64::from(self.retries));
+        }
+        for decision in &self.rate_decisions {
+            let verdict = if decision.allowed { "allow" } else { "deny" };
+            let mode = if decision.shadow { "shadow" } else { "enforce" };
+            metrics
+                .ratelimit_decisions
+                .with_label_values(&[route, &decision.by, verdict, mode])
+                .inc();
+        }
+        if self.rate_backend_failed {
+            metrics
+                .ratelimit_backend_errors
+                .with_label_values(&["redis"])
+                .inc();
+        }
+        let Some(rejection) = &self.rejection else {
+            return;
+        };
+        if let Some(reason) = rejection.reason {
+            metrics.rejections.with_label_values(&[route, reason]).inc();
+        }
+        if let Some(kind) = rejection.upstream_error {
+            metrics
+                .upstream_errors
+                .with_label_values(&[route, kind])
+                .inc();
+        }
+        if let Some(reason) = rejection.auth_reason {
+            metrics
+                .auth_failures
+                .with_label_values(&[route, reason])
+                .inc();
+        }
+    }
+
+    fn log(&self, elapsed: Duration, bytes_out: u64) {
+        let route = self.route.as_deref().unwrap_or(NO_ROUTE_LABEL);
+        let request_id = self.request_id.to_str().unwrap_or("");
+        let rejection = self.rejection.as_ref();
         if self.access_log {
-            tracing::info!(
-                target: "palisade::access",
-                request_id = self.request_id.to_str().unwrap_or(""),
-                method = self.method.as_str(),
-                path = self.path.as_str(),
-                route,
-                status = self.status.as_u16(),
-                duration_ms = elapsed.as_secs_f64() * 1000.0,
-                upstream_ms = self.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
-                client_ip = %self.client_ip,
-                user = self.user.as_deref(),
-                bytes_in = self.body_in.bytes.load(Ordering::Relaxed),
-                bytes_out,
-                "access"
-            );
+            // A refusal an operator must see (401, 403, palisade's own 5xx)
+            // is a warning; everything else is information.
+            macro_rules! access_line {
+                ($level:ident) => {
+                    tracing::$level!(
+                        target: "palisade::access",
+                        request_id,
+                        method = self.method.as_str(),
+                        path = self.path.as_str(),
+                        route,
+                        status = self.status.as_u16(),
+                        duration_ms = elapsed.as_secs_f64() * 1000.0,
+                        upstream_ms = self.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
+                        client_ip = %self.client_ip,
+                        user = self.user.as_deref(),
+                        bytes_in = self.body_in.bytes.load(Ordering::Relaxed),
+                        bytes_out,
+                        problem = rejection.map(|r| r.slug),
+                        reason = rejection.and_then(|r| r.auth_reason.or(r.reason)),
+                        detail = rejection.map(|r| r.detail.as_str()),
+                        "access"
+                    )
+                };
+            }
+            if rejection.is_some_and(Rejection::is_warning) {
+                access_line!(warn);
+            } else {
+                access_line!(info);
+            }
+            return;
+        }
+        let Some(rejection) = rejection else { return };
+        let status = self.status.as_u16();
+        let detail = rejection.detail.as_str();
+        let client_ip = &self.client_ip;
+        match rejection.slug {
+            _ if !rejection.is_warning() => {
+                tracing::info!(request_id, route, status, detail, "request rejected");
+            }
+            "unauthorized" => {
+                let reason = rejection.auth_reason;
+                tracing::warn!(request_id, route, %client_ip, reason, "authentication failed");
+            }
+            "forbidden" => {
+                let user = self.user.as_deref();
+                tracing::warn!(request_id, route, %client_ip, user, "tenant mismatch");
+            }
+            _ => tracing::warn!(request_id, route, status, detail, "request failed"),
         }
     }
 }

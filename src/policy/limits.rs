@@ -3,6 +3,43 @@
 
 use http::{HeaderMap, Uri};
 
+/// Which size limit a request broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitRejection {
+    /// 414: the request target is over `max_uri_bytes`.
+    UriTooLong,
+    /// 431: the header block is over `max_header_bytes`.
+    HeaderTooLarge,
+    /// 413: the declared body is over the route's `max_body`.
+    BodyTooLarge,
+}
+
+/// The URI and header-block limits (414, then 431), before anything reads
+/// the path or the headers.
+pub fn check_head(
+    uri: &Uri,
+    headers: &HeaderMap,
+    max_uri_bytes: usize,
+    max_header_bytes: usize,
+) -> Result<(), LimitRejection> {
+    if uri_len(uri) > max_uri_bytes {
+        return Err(LimitRejection::UriTooLong);
+    }
+    if header_block_len(headers) > max_header_bytes {
+        return Err(LimitRejection::HeaderTooLarge);
+    }
+    Ok(())
+}
+
+/// A declared `Content-Length` over `max_body`: refused before a byte of
+/// the body is read. (A streamed body is counted as it flows, in `body`.)
+pub fn check_declared_body(headers: &HeaderMap, max_body: u64) -> Result<(), LimitRejection> {
+    match declared_length(headers) {
+        Some(length) if length > max_body => Err(LimitRejection::BodyTooLarge),
+        _ => Ok(()),
+    }
+}
+
 /// The length of the request target as the client sent it (path + query).
 pub fn uri_len(uri: &Uri) -> usize {
     uri.path_and_query().map_or(0, |pq| pq.as_str().len())

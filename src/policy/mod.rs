@@ -7,6 +7,7 @@ pub mod cors;
 pub mod forward;
 pub mod head;
 pub mod headers;
+pub mod identity;
 pub mod limits;
 pub mod ratelimit;
 pub mod request_id;

@@ -105,6 +105,24 @@ pub fn canonicalize(path: &str) -> Result<String, PathRejection> {
     canonical_form(path, false)
 }
 
+/// The path stage: the canonical path routes match, or why there is none.
+/// A spelling that a lenient server folds onto another path (trailing dots
+/// or spaces, fullwidth forms, invisible characters) must reach the route
+/// it looks like, or nothing.
+pub fn route_path(
+    method: &http::Method,
+    raw: &str,
+    routes: &crate::route::RouteTable,
+) -> Result<String, PathRejection> {
+    let canonical = canonicalize(raw)?;
+    if let Some(folded) = fold_lookalikes(&canonical)
+        && !routes.same_route(method, &canonical, &folded?)
+    {
+        return Err(PathRejection::Lookalike);
+    }
+    Ok(canonical)
+}
+
 /// The canonical form of a route pattern: as [`canonicalize`], with the
 /// pattern syntax's `{` and `}` allowed.
 pub fn canonicalize_pattern(pattern: &str) -> Result<String, PathRejection> {

@@ -14,6 +14,23 @@ pub struct TenantRule {
     pub claim: String,
 }
 
+/// 403: the tenant in the path is not the caller's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantMismatch;
+
+/// The tenant stage: a route without a rule admits everyone it
+/// authenticated; a route with one admits only its own tenant.
+pub fn check(
+    rule: Option<&TenantRule>,
+    params: &Params,
+    identity: &Identity,
+) -> Result<(), TenantMismatch> {
+    match rule {
+        Some(rule) if !rule.admits(params, identity) => Err(TenantMismatch),
+        _ => Ok(()),
+    }
+}
+
 impl TenantRule {
     /// Whether the captured parameter (escapes decoded) equals the verified
     /// claim. No capture, no claim, or a `null` claim never match.

@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod capped;
 pub mod conn;
+pub mod ctx;
 pub mod generation;
 pub mod pipeline;
 pub mod reject;

@@ -1,7 +1,9 @@
 //! The one error type of the request path. Every stage's failure becomes a
-//! `Reject`. [`Reject::problem`] says how it reads (status, metric reason,
-//! title, generic detail); `respond::problem` builds the RFC 9457 response
-//! from that; `pipeline::reject_response` records it (metrics, one log line).
+//! `Reject` (each policy module's own rejection converts with `?`).
+//! [`Reject::describe`] is the one table of how each reads: status, metric
+//! labels, title, generic detail. `respond::problem` is the one function
+//! that turns a `Reject` into a response; `observe::access` records it
+//! (metrics and one log line) when the response ends.
 
 use std::time::Duration;
 
@@ -9,7 +11,10 @@ use http::StatusCode;
 
 use crate::policy::auth::Denied;
 use crate::policy::head::HeadRejection;
+use crate::policy::limits::LimitRejection;
+use crate::policy::ratelimit::RateRefusal;
 use crate::policy::sanitize::PathRejection;
+use crate::policy::tenant::TenantMismatch;
 
 /// Why palisade answered instead of the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,14 +52,64 @@ pub enum Reject {
     UpstreamReset(String),
     /// 503: the upstream's circuit is open; retry after this long.
     CircuitOpen(Duration),
+    /// 500: palisade could not build the upstream request (a bug, never
+    /// the client's doing).
+    Internal(&'static str),
+}
+
+impl From<PathRejection> for Reject {
+    fn from(why: PathRejection) -> Self {
+        Self::BadPath(why)
+    }
+}
+
+impl From<HeadRejection> for Reject {
+    fn from(why: HeadRejection) -> Self {
+        Self::BadHead(why)
+    }
+}
+
+impl From<LimitRejection> for Reject {
+    fn from(why: LimitRejection) -> Self {
+        match why {
+            LimitRejection::UriTooLong => Self::UriTooLong,
+            LimitRejection::HeaderTooLarge => Self::HeaderTooLarge,
+            LimitRejection::BodyTooLarge => Self::BodyTooLarge,
+        }
+    }
+}
+
+impl From<TenantMismatch> for Reject {
+    fn from(_: TenantMismatch) -> Self {
+        Self::TenantMismatch
+    }
+}
+
+impl From<RateRefusal> for Reject {
+    fn from(why: RateRefusal) -> Self {
+        match why {
+            RateRefusal::Limited(wait) => Self::RateLimited(wait),
+            RateRefusal::Unavailable => Self::RateLimitUnavailable,
+        }
+    }
+}
+
+impl From<Denied> for Reject {
+    fn from(denied: Denied) -> Self {
+        Self::Unauthorized(denied)
+    }
 }
 
 /// How a `Reject` reads on the wire and in metrics.
-pub struct Problem {
+pub struct Description {
     /// HTTP status.
     pub status: StatusCode,
     /// `palisade_rejections_total` reason, when it counts as a rejection.
     pub rejection_reason: Option<&'static str>,
+    /// `palisade_upstream_errors_total` kind, when the upstream failed.
+    pub upstream_error: Option<&'static str>,
+    /// `palisade_auth_failures_total` reason, when authentication failed.
+    pub auth_reason: Option<&'static str>,
     /// Short stable slug for `type`.
     pub slug: &'static str,
     /// RFC 9457 `title`.
@@ -67,11 +122,28 @@ pub struct Problem {
 
 impl Reject {
     /// The wire and metric shape of this rejection.
-    pub fn problem(&self) -> Problem {
+    pub fn describe(&self) -> Description {
+        let mut description = self.shape();
+        description.upstream_error = match self {
+            Reject::Timeout => Some("timeout"),
+            Reject::UpstreamConnect(_) => Some("connect"),
+            Reject::UpstreamReset(_) => Some("reset"),
+            _ => None,
+        };
+        if let Reject::Unauthorized(denied) = self {
+            description.auth_reason = Some(denied.reason.as_str());
+        }
+        description
+    }
+
+    /// Status, slug, title, detail and retry hint, one row per variant.
+    fn shape(&self) -> Description {
         use Reject::*;
-        let p = |status, reason, slug, title, detail| Problem {
+        let p = |status, reason, slug, title, detail| Description {
             status,
             rejection_reason: reason,
+            upstream_error: None,
+            auth_reason: None,
             slug,
             title,
             generic_detail: detail,
@@ -134,7 +206,7 @@ impl Reject {
                 "Forbidden",
                 "This resource belongs to another tenant.",
             ),
-            RateLimited(wait) => Problem {
+            RateLimited(wait) => Description {
                 retry_after: Some(*wait),
                 ..p(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -144,7 +216,7 @@ impl Reject {
                     "Too many requests; retry later.",
                 )
             },
-            CircuitOpen(wait) => Problem {
+            CircuitOpen(wait) => Description {
                 retry_after: Some(*wait),
                 ..p(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -196,6 +268,13 @@ impl Reject {
                 "Bad Gateway",
                 "The upstream failed to answer.",
             ),
+            Internal(_) => p(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                "internal-error",
+                "Internal Server Error",
+                "palisade could not forward this request.",
+            ),
         }
     }
 
@@ -213,7 +292,8 @@ impl Reject {
             TenantMismatch => {
                 "The tenant in the path does not match the token's tenant claim.".into()
             }
-            other => other.problem().generic_detail.to_string(),
+            Internal(why) => format!("Could not build the upstream request: {why}."),
+            other => other.shape().generic_detail.to_string(),
         }
     }
 }

@@ -1,5 +1,7 @@
-//! `Reject` → status + `application/problem+json` (RFC 9457). Building a
-//! response has no side effects; metrics are recorded by the pipeline.
+//! The one function that turns a `Reject` into its response: status,
+//! `application/problem+json` (RFC 9457) body and the headers its status
+//! needs (`Allow`, `WWW-Authenticate`, `Retry-After`). Building a response
+//! has no side effects; the request's record counts and logs it.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -26,7 +28,7 @@ pub fn problem(
     request_id: &HeaderValue,
     production: bool,
 ) -> Response<ResponseBody> {
-    let shape = reject.problem();
+    let shape = reject.describe();
     let specific;
     let detail = if production {
         shape.generic_detail

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::conn::ConnRequestGuard;
-use crate::observe::access::AccessRecord;
+use crate::observe::access::RequestRecord;
 
 /// Boxed error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -25,7 +25,7 @@ enum Inner {
 pub struct ResponseBody {
     inner: Inner,
     bytes_out: u64,
-    record: Option<Box<AccessRecord>>,
+    record: Option<Box<RequestRecord>>,
     connection: Option<ConnRequestGuard>,
 }
 
@@ -52,7 +52,7 @@ impl ResponseBody {
 
     /// Attaches the record to finish when the body ends, and the marker
     /// that keeps the connection from counting as idle until then.
-    pub fn set_record(&mut self, record: AccessRecord, connection: ConnRequestGuard) {
+    pub fn set_record(&mut self, record: RequestRecord, connection: ConnRequestGuard) {
         self.record = Some(Box::new(record));
         self.connection = Some(connection);
     }

@@ -22,7 +22,6 @@ use self::gcra::{Gcra, ceil_secs};
 use self::local::{KeyedLimiter, LimiterRegistry};
 use self::redis::{RedisBackend, RedisFailure};
 pub use self::rule::{LimitKey, RateLimitRule};
-use crate::observe::metrics::Metrics;
 use crate::policy::auth::{Identity, claims};
 use crate::route::Route;
 
@@ -101,9 +100,10 @@ struct CompiledLimit {
 }
 
 /// The outcome of a request's rate limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Verdict {
     /// Every enforced limit admitted it.
+    #[default]
     Allowed,
     /// Refused; retry after this long.
     Denied(Duration),
@@ -155,13 +155,49 @@ impl RateHeaders {
     }
 }
 
-/// The decision and the headers to send.
+/// Why the rate limits refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateRefusal {
+    /// 429: retry after this long.
+    Limited(Duration),
+    /// 503: Redis failed with `on_redis_error = "deny"`.
+    Unavailable,
+}
+
+impl Verdict {
+    /// `Ok` when admitted; the refusal otherwise.
+    pub fn admit(&self) -> Result<(), RateRefusal> {
+        match self {
+            Verdict::Allowed => Ok(()),
+            Verdict::Denied(wait) => Err(RateRefusal::Limited(*wait)),
+            Verdict::Unavailable => Err(RateRefusal::Unavailable),
+        }
+    }
+}
+
+/// One limit's decision, as `palisade_ratelimit_decisions_total` counts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateDecision {
+    /// The limit's `by` label.
+    pub by: Arc<str>,
+    /// Whether it admitted the request.
+    pub allowed: bool,
+    /// Whether it is a shadow limit.
+    pub shadow: bool,
+}
+
+/// The decision and the headers to send, and what each limit decided (for
+/// the metrics, recorded when the request ends).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RateOutcome {
     /// Admit or not.
     pub verdict: Verdict,
     /// Headers for every response of the route (none for shadow-only routes).
     pub headers: Option<RateHeaders>,
+    /// Each limit that decided.
+    pub decisions: Vec<RateDecision>,
+    /// Whether the Redis backend failed (cool-down skips excluded).
+    pub backend_failed: bool,
 }
 
 /// What keys are made of.
@@ -262,22 +298,15 @@ impl RateLimitEngine {
     }
 
     /// Decides a request on `route`.
-    pub async fn check(
-        &self,
-        route: &Route,
-        inputs: &KeyInputs<'_>,
-        metrics: &Metrics,
-    ) -> RateOutcome {
+    pub async fn check(&self, route: &Route, inputs: &KeyInputs<'_>) -> RateOutcome {
         let Some(limits) = self.routes.get(route.id).filter(|l| !l.is_empty()) else {
-            return RateOutcome {
-                verdict: Verdict::Allowed,
-                headers: None,
-            };
+            return RateOutcome::default();
         };
         let keys: Vec<String> = limits
             .iter()
             .map(|l| format!("{}{}", l.key_base, self.key_value(&l.rule.by, inputs)))
             .collect();
+        let mut backend_failed = false;
         let results = match &self.redis {
             None => self.local(limits, &keys),
             Some(redis) => {
@@ -303,25 +332,22 @@ impl RateLimitEngine {
                         .map(Some)
                         .collect(),
                     Err(failure) => {
-                        if !matches!(failure, RedisFailure::CoolingDown) {
-                            metrics
-                                .ratelimit_backend_errors
-                                .with_label_values(&["redis"])
-                                .inc();
+                        backend_failed = !matches!(failure, RedisFailure::CoolingDown);
+                        if backend_failed {
                             tracing::warn!(error = %failure, fallback = ?self.settings.on_redis_error, "rate-limit backend failed");
                         }
-                        match self.settings.on_redis_error {
-                            OnRedisError::Local => self.local(limits, &keys),
-                            OnRedisError::Allow => {
+                        let verdict = match self.settings.on_redis_error {
+                            OnRedisError::Local => None,
+                            OnRedisError::Allow => Some(Verdict::Allowed),
+                            OnRedisError::Deny => Some(Verdict::Unavailable),
+                        };
+                        match verdict {
+                            None => self.local(limits, &keys),
+                            Some(verdict) => {
                                 return RateOutcome {
-                                    verdict: Verdict::Allowed,
-                                    headers: None,
-                                };
-                            }
-                            OnRedisError::Deny => {
-                                return RateOutcome {
-                                    verdict: Verdict::Unavailable,
-                                    headers: None,
+                                    verdict,
+                                    backend_failed,
+                                    ..RateOutcome::default()
                                 };
                             }
                         }
@@ -329,7 +355,9 @@ impl RateLimitEngine {
                 }
             }
         };
-        self.conclude(route, limits, &results, metrics)
+        let mut outcome = self.conclude(route, limits, &results);
+        outcome.backend_failed = backend_failed;
+        outcome
     }
 
     /// The memory backend: enforced limits first, stopping at the first
@@ -359,22 +387,17 @@ impl RateLimitEngine {
         route: &Route,
         limits: &[CompiledLimit],
         results: &[Option<LimitResult>],
-        metrics: &Metrics,
     ) -> RateOutcome {
+        let mut decisions = Vec::with_capacity(limits.len());
         let mut denied: Option<(usize, i64)> = None;
         let mut tightest: Option<usize> = None;
         for (i, (limit, result)) in limits.iter().zip(results).enumerate() {
             let Some(result) = result else { continue };
-            let mode = if limit.rule.shadow {
-                "shadow"
-            } else {
-                "enforce"
-            };
-            let decision = if result.allowed { "allow" } else { "deny" };
-            metrics
-                .ratelimit_decisions
-                .with_label_values(&[&*route.name, &*limit.rule.by_label, decision, mode])
-                .inc();
+            decisions.push(RateDecision {
+                by: limit.rule.by_label.clone(),
+                allowed: result.allowed,
+                shadow: limit.rule.shadow,
+            });
             if limit.rule.shadow {
                 if !result.allowed {
                     tracing::info!(
@@ -412,7 +435,12 @@ impl RateLimitEngine {
             Some((_, wait)) => Verdict::Denied(Duration::from_secs(ceil_secs(wait).max(1))),
             None => Verdict::Allowed,
         };
-        RateOutcome { verdict, headers }
+        RateOutcome {
+            verdict,
+            headers,
+            decisions,
+            backend_failed: false,
+        }
     }
 
     fn key_value(&self, by: &LimitKey, inputs: &KeyInputs<'_>) -> String {

@@ -1,0 +1,157 @@
+//! Sending one prepared request: each try through the breaker, bounded by
+//! the route's total deadline on the response headers, and retried when
+//! the body can be replayed and the outcome is one `[upstream.retry]`
+//! names, within the retry budget.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::Upstream;
+use super::client::ClientFailure;
+use crate::policy::body::{BodyProgress, UpstreamBody};
+use crate::proxy::breaker;
+use crate::proxy::reject::Reject;
+use crate::proxy::retry;
+
+/// The rewritten request head, sent once or once per try.
+pub struct Head {
+    /// Method.
+    pub method: Method,
+    /// Upstream URI.
+    pub uri: Uri,
+    /// Rewritten headers.
+    pub headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&self, body: UpstreamBody) -> Request<UpstreamBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// The body as it will be sent: kept whole for replay, or streamed once.
+pub enum PreparedBody {
+    /// Read whole (at most `retry::MAX_REPLAY_BYTES`; empty for most GETs).
+    Replay(Bytes),
+    /// Streamed through the limit; sent once, never retried. `empty` when
+    /// the client sent no body at all.
+    Once { body: UpstreamBody, empty: bool },
+}
+
+impl Upstream {
+    /// Sends `head` with `body`, retrying a replayable body; counts retries
+    /// into `retries`.
+    pub(super) async fn exchange(
+        &self,
+        head: &Head,
+        body: PreparedBody,
+        progress: &BodyProgress,
+        deadline: Instant,
+        retries: &mut u32,
+    ) -> Result<Response<Incoming>, Reject> {
+        let bytes = match body {
+            PreparedBody::Once { body, empty } => {
+                return self.try_once(head, body, empty, progress, deadline).await;
+            }
+            PreparedBody::Replay(bytes) => bytes,
+        };
+        loop {
+            let body = UpstreamBody::replay(bytes.clone());
+            let outcome = self.try_once(head, body, true, progress, deadline).await;
+            if !self.retry_after(&outcome, *retries, deadline).await {
+                return outcome;
+            }
+            *retries += 1;
+            tracing::debug!(try_number = *retries + 1, "retrying the upstream exchange");
+        }
+    }
+
+    /// One try through the breaker. `body_done` says the client's body was
+    /// complete before it began (replayed or empty).
+    async fn try_once(
+        &self,
+        head: &Head,
+        body: UpstreamBody,
+        body_done: bool,
+        progress: &BodyProgress,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, Reject> {
+        // Dropped unreported (the client left mid-exchange), a probe counts
+        // as a failure: half-open never waits forever.
+        let ticket = self
+            .breaker
+            .admit(std::time::Instant::now())
+            .map_err(Reject::CircuitOpen)?;
+        let sent = self.client.request(head.request(body));
+        let outcome = match tokio::time::timeout_at(deadline, sent).await {
+            Err(_) => Err(Reject::Timeout),
+            Ok(Err(failure)) => Err(reject_for(failure, progress)),
+            Ok(Ok(response)) => Ok(response),
+        };
+        let body_done = body_done || progress.complete.load(Ordering::Relaxed);
+        match breaker_verdict(&outcome, body_done) {
+            Some(healthy) => ticket.record(healthy, std::time::Instant::now()),
+            None => ticket.release(),
+        }
+        outcome
+    }
+
+    /// Whether to try again after `outcome`; waits the backoff when so.
+    async fn retry_after(
+        &self,
+        outcome: &Result<Response<Incoming>, Reject>,
+        retries: u32,
+        deadline: Instant,
+    ) -> bool {
+        let settings = &self.policy.retry;
+        let retryable = match outcome {
+            Ok(response) => settings.on_status.contains(&response.status().as_u16()),
+            Err(Reject::UpstreamConnect(_)) => settings.on_connect_failure,
+            Err(Reject::UpstreamReset(_)) => settings.on_reset,
+            Err(_) => false,
+        };
+        if !retryable || retries >= settings.attempts || !self.budget.withdraw() {
+            return false;
+        }
+        let wait = retry::backoff(settings, retries);
+        if Instant::now() + wait >= deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+}
+
+/// The rejection the client sees for a failed try.
+fn reject_for(failure: ClientFailure, progress: &BodyProgress) -> Reject {
+    if progress.overflowed.load(Ordering::Relaxed) {
+        return Reject::BodyTooLarge;
+    }
+    match failure {
+        ClientFailure::Connect(why) => Reject::UpstreamConnect(why),
+        ClientFailure::ClientBody => Reject::ClientBodyAborted,
+        ClientFailure::Reset(why) => Reject::UpstreamReset(why),
+    }
+}
+
+/// What a try says of the upstream's health (SPEC §2): 502/503/504,
+/// connect failures, resets and timeouts only. A 500 a client provoked says
+/// nothing of the upstream, nor does a timeout or reset while the client's
+/// own body was still incomplete (a stalled upload), nor a body the client
+/// broke. `None`: no verdict.
+fn breaker_verdict(outcome: &Result<Response<Incoming>, Reject>, body_done: bool) -> Option<bool> {
+    match outcome {
+        Ok(response) => Some(!breaker::status_is_failure(response.status())),
+        Err(Reject::Timeout | Reject::UpstreamReset(_)) if !body_done => None,
+        Err(Reject::Timeout | Reject::UpstreamConnect(_) | Reject::UpstreamReset(_)) => Some(false),
+        Err(_) => None,
+    }
+}

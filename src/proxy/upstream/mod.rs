@@ -1,0 +1,155 @@
+//! The upstream side of an exchange, in the order it happens:
+//! `rewrite` (the request head the upstream receives), the body prepared
+//! for replay or streaming (here), `attempts` (breaker, deadline, retries),
+//! `upgrade` (the response as the client may see it; WebSocket tunnels),
+//! over `client` (the pooled connections).
+
+mod attempts;
+mod client;
+mod rewrite;
+mod upgrade;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use prometheus::IntGauge;
+
+use self::attempts::{Head, PreparedBody};
+use self::client::UpstreamClient;
+pub use self::rewrite::ForwardTarget;
+use super::breaker::Breaker;
+use super::reject::Reject;
+use super::retry::{self, RetryBudget};
+use crate::config::UpstreamPolicy;
+use crate::policy::body::{BodyError, BodyProgress, LimitedBody, UpstreamBody, collect_for_replay};
+use crate::policy::limits;
+
+/// The pooled client and where it points, with the upstream's breaker and
+/// retry budget (kept across reloads that leave `[upstream]` unchanged).
+pub struct Upstream {
+    client: UpstreamClient,
+    policy: UpstreamPolicy,
+    breaker: Breaker,
+    budget: RetryBudget,
+}
+
+/// What a route asks of one exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct ExchangeSettings {
+    /// Retries allowed on this route (`retry = false` turns them off).
+    pub retry: bool,
+    /// `max_body` of the route.
+    pub max_body: u64,
+    /// The route's total deadline for response headers, retries included.
+    pub deadline: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Upstream({}://{})",
+            self.policy.scheme, self.policy.authority
+        )
+    }
+}
+
+/// A successful exchange: the response and how long its headers took.
+pub struct Exchange {
+    /// The upstream's response (hop-by-hop headers removed).
+    pub response: Response<Incoming>,
+    /// Time until the response headers.
+    pub elapsed: Duration,
+}
+
+impl Upstream {
+    /// Builds the pooled client.
+    pub fn new(policy: &UpstreamPolicy, circuit_gauge: Option<IntGauge>) -> Result<Self, String> {
+        Ok(Self {
+            client: UpstreamClient::new(policy)?,
+            breaker: Breaker::new(policy.breaker.clone(), circuit_gauge),
+            budget: RetryBudget::new(policy.retry.budget_percent),
+            policy: policy.clone(),
+        })
+    }
+
+    /// Sets how long a connection attempt may wait for a free socket under
+    /// `max_connections`: the longest route timeout of the current policy
+    /// (a request gives up at its own deadline; this bounds the connects
+    /// the pool finishes in the background).
+    pub fn set_slot_wait(&self, longest_timeout: Duration) {
+        self.client.set_slot_wait(longest_timeout);
+    }
+
+    /// Sends the request upstream and waits, up to the route's deadline,
+    /// for the response headers. The response body is never cut; only its
+    /// headers are timed. Retries are counted into `retries`.
+    pub async fn send(
+        &self,
+        req: Request<Incoming>,
+        target: &ForwardTarget<'_>,
+        settings: ExchangeSettings,
+        progress: Arc<BodyProgress>,
+        retries: &mut u32,
+    ) -> Result<Exchange, Reject> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + settings.deadline;
+        self.budget.deposit();
+        let (parts, body) = req.into_parts();
+        let rewritten = rewrite::rewrite(parts, target, &self.policy)?;
+        let replayable = settings.retry
+            && self.policy.retry.attempts > 0
+            && rewritten.client_upgrade.is_none()
+            && retry::idempotent(&rewritten.parts.method, &rewritten.parts.headers);
+        let head = Head {
+            method: rewritten.parts.method,
+            uri: rewritten.uri,
+            headers: rewritten.parts.headers,
+        };
+        let body = prepare_body(body, &head, replayable, settings.max_body, &progress);
+        let body = tokio::time::timeout_at(deadline, body)
+            .await
+            .map_err(|_| Reject::Timeout)??;
+        let response = self
+            .exchange(&head, body, &progress, deadline, retries)
+            .await?;
+        let response =
+            upgrade::finish_response(response, rewritten.client_upgrade, rewritten.tunnel_watch)?;
+        Ok(Exchange {
+            response,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// A small body of a request that may be retried is read whole so a retry
+/// can send it again; any other body streams through the limit, once.
+async fn prepare_body(
+    body: Incoming,
+    head: &Head,
+    replayable: bool,
+    max_body: u64,
+    progress: &Arc<BodyProgress>,
+) -> Result<PreparedBody, Reject> {
+    let empty = body.is_end_stream();
+    let small =
+        limits::declared_length(&head.headers).is_some_and(|n| n <= retry::MAX_REPLAY_BYTES);
+    if replayable && empty {
+        // No body at all (most GETs): nothing to read before sending.
+        return Ok(PreparedBody::Replay(bytes::Bytes::new()));
+    }
+    if replayable && small {
+        return match collect_for_replay(body, max_body, progress.clone()).await {
+            Ok(bytes) => Ok(PreparedBody::Replay(bytes)),
+            Err(BodyError::TooLarge) => Err(Reject::BodyTooLarge),
+            Err(BodyError::Client(_)) => Err(Reject::ClientBodyAborted),
+        };
+    }
+    let body = UpstreamBody::Stream {
+        body: LimitedBody::new(body, max_body, progress.clone()),
+    };
+    Ok(PreparedBody::Once { body, empty })
+}

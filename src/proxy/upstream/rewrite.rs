@@ -1,0 +1,118 @@
+//! The request the upstream receives: hop-by-hop headers gone (what
+//! `Connection` named went on arrival), no `Upgrade` but a WebSocket
+//! handshake's (rebuilt here), `X-Forwarded-*` set, `Host` set, the
+//! request ID set, and the URI rebuilt from the canonical path.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Uri, Version};
+
+use super::upgrade::{self, WEBSOCKET};
+use crate::config::UpstreamPolicy;
+use crate::policy::forward;
+use crate::policy::headers::strip_fixed_hop_by_hop;
+use crate::proxy::conn::TunnelWatch;
+use crate::proxy::reject::Reject;
+
+/// Where a request goes and what the rewrite must know of its client.
+pub struct ForwardTarget<'a> {
+    /// The canonical path after `strip_prefix`.
+    pub path: &'a str,
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub peer_trusted: bool,
+    /// Whether the client reached us over HTTPS.
+    pub https: bool,
+    /// The request-ID header and its value.
+    pub request_id: (&'a HeaderName, &'a HeaderValue),
+}
+
+/// The rewritten request head, and the client side of a WebSocket
+/// handshake when the request is one.
+pub struct Rewritten {
+    /// The upstream URI.
+    pub uri: Uri,
+    /// Method, headers (version is always HTTP/1.1 upstream).
+    pub parts: Parts,
+    /// The client's half of the upgrade, for a WebSocket handshake.
+    pub client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// The idle watch of the client connection, for the tunnel.
+    pub tunnel_watch: Option<TunnelWatch>,
+}
+
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Rewrites the client's request head for `policy`'s upstream.
+pub fn rewrite(
+    mut parts: Parts,
+    target: &ForwardTarget<'_>,
+    policy: &UpstreamPolicy,
+) -> Result<Rewritten, Reject> {
+    let websocket = upgrade::requested_websocket(&parts);
+    let headers = &mut parts.headers;
+    strip_fixed_hop_by_hop(headers);
+    // Never forwarded, whatever `Connection` says: only a WebSocket
+    // handshake may switch protocols, and it is rebuilt below.
+    headers.remove(header::UPGRADE);
+    headers.remove(&HTTP2_SETTINGS);
+    let tunnel_watch = parts.extensions.remove::<TunnelWatch>();
+    let client_upgrade = if websocket {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, WEBSOCKET.clone());
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let client_host = headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    forward::set_forwarded(
+        headers,
+        target.peer,
+        target.peer_trusted,
+        target.https,
+        client_host.as_ref(),
+    );
+    let host = match client_host {
+        Some(host) if policy.preserve_host => host,
+        _ => policy.host_header.clone(),
+    };
+    headers.insert(header::HOST, host);
+    headers.insert(target.request_id.0.clone(), target.request_id.1.clone());
+    parts.version = Version::HTTP_11;
+    Ok(Rewritten {
+        uri: upstream_uri(policy, target.path, parts.uri.query())?,
+        parts,
+        client_upgrade,
+        tunnel_watch,
+    })
+}
+
+/// The upstream URI for a canonical path (after `strip_prefix`) and query.
+/// Both were validated on arrival and `base_path` at load, so a failure
+/// here is palisade's bug: a 500, never the client's 4xx.
+fn upstream_uri(policy: &UpstreamPolicy, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
+    let base = &policy.base_path;
+    let mut pq = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    pq.push_str(base);
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let pq = PathAndQuery::from_maybe_shared(pq)
+        .map_err(|_| Reject::Internal("the upstream path is not a valid URI"))?;
+    Uri::builder()
+        .scheme(policy.scheme.clone())
+        .authority(policy.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Reject::Internal("the upstream URI could not be built"))
+}
