@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
-use crate::config::{self, Env};
+use crate::config::{self, Env, Policy};
 use crate::proxy::generation::{self, start_background};
 use crate::proxy::server::tls_acceptor;
-use crate::proxy::state::Shared;
+use crate::proxy::state::{Generation, Shared};
 
 /// The config file's watch, registered before the server starts so that no
 /// edit made after start-up can be missed.
@@ -130,77 +131,35 @@ pub async fn reload(shared: &Shared, path: &Path) -> bool {
 /// [`reload`] with an explicit environment (tests).
 pub async fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     let metrics = &shared.metrics;
-    let policy = match config::load_file(path, env) {
-        Ok(policy) => policy,
-        Err(error) => {
-            tracing::error!(error = %error, "config reload failed; keeping the current policy");
-            metrics.config_reloads.with_label_values(&["failure"]).inc();
-            return false;
+    match try_reload(shared, path, env).await {
+        Ok(()) => {
+            metrics.config_reloads.with_label_values(&["success"]).inc();
+            metrics.mark_config_loaded();
+            tracing::info!("config reloaded");
+            true
         }
-    };
+        Err(error) => {
+            tracing::error!(%error, "config reload failed; keeping the current policy");
+            metrics.config_reloads.with_label_values(&["failure"]).inc();
+            false
+        }
+    }
+}
+
+/// Loads, validates and builds the next generation, then swaps it in; on
+/// any error nothing has changed.
+async fn try_reload(shared: &Shared, path: &Path, env: &Env) -> Result<(), String> {
+    let policy = config::load_file(path, env).map_err(|e| e.to_string())?;
     let current = shared.current.load_full();
     let old = &current.policy;
-    if policy.server.listen != old.server.listen || policy.admin_listen != old.admin_listen {
-        tracing::warn!(
-            "listener addresses changed in the config; they take effect after a restart"
-        );
-    }
-    if policy.server.workers != old.server.workers {
-        tracing::warn!("server.workers changed in the config; it takes effect after a restart");
-    }
-    if policy.log.json != old.log.json || policy.log.level != old.log.level {
-        tracing::warn!(
-            "log.format or log.level changed in the config; they take effect after a restart"
-        );
-    }
+    warn_restart_only(&policy, old);
     let same_upstream = serde_json::to_value(&policy.effective.upstream).ok()
         == serde_json::to_value(&old.effective.upstream).ok();
-    // TLS files are re-read on every reload (certificates rotate in place).
-    let acceptor = match (&policy.server.tls, shared.tls.load().is_some()) {
-        (Some(files), true) => match tls_acceptor(&files.cert, &files.key) {
-            Ok(acceptor) => Some(Arc::new(acceptor)),
-            Err(error) => {
-                tracing::error!(error = %error, "config reload failed; keeping the current policy");
-                metrics.config_reloads.with_label_values(&["failure"]).inc();
-                return false;
-            }
-        },
-        (tls, listening_tls) => {
-            if tls.is_some() != listening_tls {
-                tracing::warn!(
-                    "server.tls was added or removed; that takes effect after a restart"
-                );
-            }
-            None
-        }
-    };
+    let acceptor = reload_tls(shared, &policy)?;
     let reuse = same_upstream.then(|| current.upstream.clone());
-    let next = match generation::build(policy, &shared.persistent, &shared.metrics, reuse) {
-        Ok(next) => next,
-        Err(error) => {
-            tracing::error!(error = %error, "config reload failed; keeping the current policy");
-            metrics.config_reloads.with_label_values(&["failure"]).inc();
-            return false;
-        }
-    };
-    let old_jwks = old.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());
-    let new_jwks = next.policy.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());
-    if let Some(new_store) = new_jwks {
-        if let Some(old_store) = old_jwks {
-            new_store.adopt(old_store);
-        }
-        let same_source = old_jwks.is_some_and(|o| o.source == new_store.source);
-        // A new source's keys are loaded before the swap: swapping in an
-        // empty key set would refuse every token and fail readiness.
-        if !same_source
-            && !new_store.is_ready()
-            && let Err(error) = new_store.fetch().await
-        {
-            tracing::error!(%error, "config reload failed: the new JWKS could not be loaded; keeping the current policy");
-            metrics.config_reloads.with_label_values(&["failure"]).inc();
-            return false;
-        }
-    }
+    let next = generation::build(policy, &shared.persistent, &shared.metrics, reuse)
+        .map_err(|e| e.to_string())?;
+    carry_jwks(old, &next).await?;
     start_background(&next);
     if let Some(acceptor) = acceptor {
         shared.tls.store(Some(acceptor));
@@ -209,10 +168,64 @@ pub async fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
         .connections
         .set_max(next.policy.server.max_connections);
     shared.current.store(Arc::new(next));
-    metrics.config_reloads.with_label_values(&["success"]).inc();
-    metrics.mark_config_loaded();
-    tracing::info!("config reloaded");
-    true
+    Ok(())
+}
+
+/// Settings read only at start-up: changed, they are logged as needing a
+/// restart.
+fn warn_restart_only(new: &Policy, old: &Policy) {
+    if new.server.listen != old.server.listen || new.admin_listen != old.admin_listen {
+        tracing::warn!(
+            "listener addresses changed in the config; they take effect after a restart"
+        );
+    }
+    if new.server.workers != old.server.workers {
+        tracing::warn!("server.workers changed in the config; it takes effect after a restart");
+    }
+    if new.log.json != old.log.json || new.log.level != old.log.level {
+        tracing::warn!(
+            "log.format or log.level changed in the config; they take effect after a restart"
+        );
+    }
+}
+
+/// TLS files are re-read on every reload (certificates rotate in place).
+/// Adding or removing TLS needs a restart.
+fn reload_tls(shared: &Shared, policy: &Policy) -> Result<Option<Arc<TlsAcceptor>>, String> {
+    match (&policy.server.tls, shared.tls.load().is_some()) {
+        (Some(files), true) => tls_acceptor(&files.cert, &files.key)
+            .map(|acceptor| Some(Arc::new(acceptor)))
+            .map_err(|e| e.to_string()),
+        (tls, listening_tls) => {
+            if tls.is_some() != listening_tls {
+                tracing::warn!(
+                    "server.tls was added or removed; that takes effect after a restart"
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The JWKS store carries its keys over from the old generation; a new
+/// source's keys are loaded before the swap (swapping in an empty key set
+/// would refuse every token and fail readiness).
+async fn carry_jwks(old: &Policy, next: &Generation) -> Result<(), String> {
+    let old_jwks = old.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());
+    let Some(new_store) = next.policy.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref()) else {
+        return Ok(());
+    };
+    if let Some(old_store) = old_jwks {
+        new_store.adopt(old_store);
+    }
+    let same_source = old_jwks.is_some_and(|o| o.source == new_store.source);
+    if !same_source && !new_store.is_ready() {
+        new_store
+            .fetch()
+            .await
+            .map_err(|e| format!("the new JWKS could not be loaded: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! with `on_redis_error` deciding what happens when Redis cannot answer.
 
 pub mod gcra;
+mod headers;
+mod keys;
 pub mod local;
 pub mod redis;
 pub mod rule;
@@ -14,11 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::DefaultClock;
-use http::{HeaderMap, HeaderName, HeaderValue};
-use ipnet::Ipv6Net;
-use sha2::{Digest, Sha256};
+use http::{HeaderMap, HeaderValue};
 
 use self::gcra::{Gcra, ceil_secs};
+pub use self::headers::RateHeaders;
+use self::keys::bounded;
+pub use self::keys::ip_bucket;
 use self::local::{KeyedLimiter, LimiterRegistry};
 use self::redis::{RedisBackend, RedisFailure};
 pub use self::rule::{LimitKey, RateLimitRule};
@@ -109,50 +112,6 @@ pub enum Verdict {
     Denied(Duration),
     /// Redis failed with `on_redis_error = "deny"`.
     Unavailable,
-}
-
-/// What the rate-limit headers say (for the most restrictive limit).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateHeaders {
-    mode: HeaderMode,
-    name: Arc<str>,
-    policy: HeaderValue,
-    limit: u32,
-    remaining: u32,
-    reset_secs: u64,
-}
-
-static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
-static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
-
-impl RateHeaders {
-    /// Sets the headers on a response.
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        if matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both) {
-            headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit));
-            headers.insert(
-                X_RATELIMIT_REMAINING.clone(),
-                HeaderValue::from(self.remaining),
-            );
-            headers.insert(
-                X_RATELIMIT_RESET.clone(),
-                HeaderValue::from(self.reset_secs),
-            );
-        }
-        if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
-            headers.insert(RATELIMIT_POLICY.clone(), self.policy.clone());
-            let state = format!(
-                "\"{}\";r={};t={}",
-                self.name, self.remaining, self.reset_secs
-            );
-            if let Ok(state) = HeaderValue::from_str(&state) {
-                headers.insert(RATELIMIT.clone(), state);
-            }
-        }
-    }
 }
 
 /// Why the rate limits refused a request.
@@ -469,78 +428,5 @@ impl RateLimitEngine {
     }
 }
 
-/// IPv4 as is; IPv6 grouped by `prefix` (so one client cannot rotate
-/// through its /64 to escape a limit).
-pub fn ip_bucket(ip: IpAddr, prefix: u8) -> String {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => Ipv6Net::new(v6, prefix.min(128))
-            .map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
-    }
-}
-
-/// Long or odd key material is hashed so keys stay short and printable.
-fn bounded(value: &str) -> String {
-    if value.len() <= 64
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
-    {
-        value.to_string()
-    } else {
-        let digest = Sha256::digest(value.as_bytes());
-        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv6_is_grouped_by_prefix_and_mapped_ipv4_is_ipv4() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
-        assert_eq!(ip_bucket(a, 64), ip_bucket(b, 64));
-        assert_ne!(ip_bucket(a, 128), ip_bucket(b, 128));
-        assert_eq!(
-            ip_bucket("::ffff:10.1.2.3".parse().unwrap(), 64),
-            "10.1.2.3"
-        );
-        assert_eq!(ip_bucket("10.1.2.3".parse().unwrap(), 64), "10.1.2.3");
-    }
-
-    #[test]
-    fn key_material_is_bounded() {
-        assert_eq!(bounded("user-1"), "user-1");
-        assert_eq!(bounded(&"x".repeat(100)).len(), 32);
-        assert_eq!(bounded("a{b}").len(), 32);
-        assert_eq!(bounded("with space").len(), 32);
-    }
-
-    #[test]
-    fn headers_render_both_forms() {
-        let headers = RateHeaders {
-            mode: HeaderMode::Both,
-            name: "api.ip".into(),
-            limit: 10,
-            policy: HeaderValue::from_static("\"api.ip\";q=10;w=60"),
-            remaining: 4,
-            reset_secs: 6,
-        };
-        let mut map = HeaderMap::new();
-        headers.apply(&mut map);
-        assert_eq!(map["x-ratelimit-limit"], "10");
-        assert_eq!(map["x-ratelimit-remaining"], "4");
-        assert_eq!(map["x-ratelimit-reset"], "6");
-        assert_eq!(map["ratelimit-policy"], "\"api.ip\";q=10;w=60");
-        assert_eq!(map["ratelimit"], "\"api.ip\";r=4;t=6");
-        let mut legacy = HeaderMap::new();
-        RateHeaders {
-            mode: HeaderMode::Legacy,
-            ..headers
-        }
-        .apply(&mut legacy);
-        assert!(!legacy.contains_key("ratelimit"));
-    }
-}
+mod tests;

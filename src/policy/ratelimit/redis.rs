@@ -23,7 +23,10 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use tokio::sync::{OnceCell, mpsc, oneshot};
 
+pub use self::health::{Health, MAX_COOLDOWN, MIN_COOLDOWN};
 use super::gcra::Gcra;
+
+mod health;
 
 /// The script. `ARGV[1]` is the number of requests; then, per request, its
 /// number of limits followed by three arguments per limit: emission interval
@@ -132,62 +135,6 @@ struct Pending {
 enum Target {
     Single(ConnectionManager),
     Cluster(Box<(ClusterClient, OnceCell<ClusterConnection>)>),
-}
-
-/// Cool-down state after errors.
-#[derive(Debug)]
-pub struct Health {
-    skip_until: Option<Instant>,
-    backoff: Duration,
-    probing: bool,
-}
-
-/// First cool-down after an error.
-pub const MIN_COOLDOWN: Duration = Duration::from_secs(1);
-/// Longest cool-down.
-pub const MAX_COOLDOWN: Duration = Duration::from_secs(30);
-
-impl Default for Health {
-    fn default() -> Self {
-        Self {
-            skip_until: None,
-            backoff: MIN_COOLDOWN,
-            probing: false,
-        }
-    }
-}
-
-impl Health {
-    /// Whether to ask Redis now. While cooling down: no; when the cool-down
-    /// is over, yes for exactly one probe at a time.
-    pub fn should_try(&mut self, now: Instant) -> bool {
-        match self.skip_until {
-            None => true,
-            Some(until) if now < until => false,
-            Some(_) if self.probing => false,
-            Some(_) => {
-                self.probing = true;
-                true
-            }
-        }
-    }
-
-    /// Redis answered: the outage (if any) is over.
-    pub fn succeeded(&mut self) {
-        *self = Self::default();
-    }
-
-    /// Redis failed: skip it for the current back-off, then double it.
-    pub fn failed(&mut self, now: Instant) {
-        self.skip_until = Some(now + self.backoff);
-        self.backoff = (self.backoff * 2).min(MAX_COOLDOWN);
-        self.probing = false;
-    }
-
-    /// Whether Redis is being skipped now.
-    pub fn is_degraded(&self, now: Instant) -> bool {
-        self.skip_until.is_some_and(|until| now < until) || self.probing
-    }
 }
 
 /// The connection and the script, shared by the batch drivers.
@@ -476,61 +423,4 @@ fn parse_reply(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cool_down_grows_and_allows_one_probe() {
-        let mut health = Health::default();
-        let t0 = Instant::now();
-        assert!(health.should_try(t0));
-        health.failed(t0);
-        assert!(!health.should_try(t0 + Duration::from_millis(999)));
-        assert!(health.is_degraded(t0 + Duration::from_millis(500)));
-        // The cool-down is over: one probe, the others keep skipping.
-        assert!(health.should_try(t0 + MIN_COOLDOWN));
-        assert!(!health.should_try(t0 + MIN_COOLDOWN));
-        let t1 = t0 + MIN_COOLDOWN;
-        health.failed(t1);
-        assert!(!health.should_try(t1 + Duration::from_millis(1999)));
-        assert!(health.should_try(t1 + Duration::from_secs(2)));
-        // It doubles up to 30 s and no further.
-        let mut t = t1 + Duration::from_secs(2);
-        for _ in 0..10 {
-            health.failed(t);
-            t += MAX_COOLDOWN;
-            assert!(health.should_try(t));
-        }
-        health.failed(t);
-        assert!(health.should_try(t + MAX_COOLDOWN));
-        // Success ends the outage.
-        health.succeeded();
-        assert!(!health.is_degraded(t));
-        assert!(health.should_try(t));
-    }
-
-    #[test]
-    fn replies_are_checked() {
-        let decisions =
-            parse_reply(&[100, 1, 1, 200, 0, 300, 0, 0, 400], [2, 1].into_iter()).unwrap();
-        assert_eq!(decisions.len(), 2);
-        assert!(decisions[0].admitted);
-        assert_eq!(
-            decisions[0].limits[1],
-            RedisLimitResult {
-                allowed: false,
-                tat: 300
-            }
-        );
-        assert!(!decisions[1].admitted);
-        assert_eq!(decisions[1].now, 100);
-        assert!(parse_reply(&[100, 1, 1], [2].into_iter()).is_err());
-        assert!(parse_reply(&[100, 1, 1, 200, 9], [1].into_iter()).is_err());
-    }
-
-    #[test]
-    fn cluster_hash_tags() {
-        assert_eq!(hash_tag("palisade:{api}:ip:10"), "api");
-        assert_eq!(hash_tag("no-tag"), "no-tag");
-    }
-}
+mod tests;

@@ -1,0 +1,294 @@
+//! Unit tests of `sources`.
+
+use super::*;
+use http::HeaderValue;
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    map
+}
+
+fn supabase(pairs: &[(&str, &str)]) -> Result<Option<String>, AuthFailure> {
+    TokenSource::parse("supabase-cookie:sb-ref-auth-token")
+        .unwrap()
+        .extract(&headers(pairs))
+}
+
+#[test]
+fn bearer_header() {
+    let source = TokenSource::parse("header:Authorization").unwrap();
+    assert_eq!(
+        source.extract(&headers(&[("authorization", "Bearer abc")])),
+        Ok(Some("abc".into()))
+    );
+    assert_eq!(
+        source.extract(&headers(&[("authorization", "bearer  abc ")])),
+        Ok(Some("abc".into()))
+    );
+    assert_eq!(
+        source.extract(&headers(&[("authorization", "Basic dXNlcg==")])),
+        Ok(None)
+    );
+    assert_eq!(
+        source.extract(&headers(&[("authorization", "Bearer")])),
+        Ok(None)
+    );
+    assert_eq!(source.extract(&headers(&[])), Ok(None));
+    let custom = TokenSource::parse("header:X-Token").unwrap();
+    assert_eq!(
+        custom.extract(&headers(&[("x-token", "raw")])),
+        Ok(Some("raw".into()))
+    );
+}
+
+#[test]
+fn plain_cookie() {
+    let source = TokenSource::parse("cookie:sb-access-token").unwrap();
+    let map = headers(&[("cookie", "a=1; sb-access-token=tok; b=2")]);
+    assert_eq!(source.extract(&map), Ok(Some("tok".into())));
+    assert_eq!(source.extract(&headers(&[("cookie", "a=1")])), Ok(None));
+}
+
+fn b64(json: &str, pad: bool) -> String {
+    let engine = if pad {
+        base64::engine::general_purpose::URL_SAFE
+    } else {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+    };
+    format!("base64-{}", engine.encode(json))
+}
+
+#[test]
+fn supabase_session_forms() {
+    let json = r#"{"access_token":"eyJ.tok.sig","refresh_token":"r"}"#;
+    let cookie = format!("sb-ref-auth-token={}", b64(json, false));
+    assert_eq!(
+        supabase(&[("cookie", &cookie)]),
+        Ok(Some("eyJ.tok.sig".into()))
+    );
+    let padded = format!("sb-ref-auth-token={}", b64(json, true));
+    assert_eq!(
+        supabase(&[("cookie", &padded)]),
+        Ok(Some("eyJ.tok.sig".into()))
+    );
+    let plain = "sb-ref-auth-token=%7B%22access_token%22%3A%22old.tok.sig%22%7D";
+    assert_eq!(
+        supabase(&[("cookie", plain)]),
+        Ok(Some("old.tok.sig".into()))
+    );
+    let array = "sb-ref-auth-token=%5B%22arr.tok.sig%22%2C%22r%22%5D";
+    assert_eq!(
+        supabase(&[("cookie", array)]),
+        Ok(Some("arr.tok.sig".into()))
+    );
+    assert_eq!(supabase(&[("cookie", "other=1")]), Ok(None));
+    assert_eq!(
+        supabase(&[("cookie", "sb-ref-auth-token=base64-!!!")]),
+        Err(AuthFailure::Malformed)
+    );
+}
+
+#[test]
+fn supabase_chunks() {
+    let encoded = b64(r#"{"access_token":"chunked.tok.sig"}"#, false);
+    let (a, b) = encoded.split_at(encoded.len() / 2);
+    let cookies = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1={b}");
+    assert_eq!(
+        supabase(&[("cookie", &cookies)]),
+        Ok(Some("chunked.tok.sig".into()))
+    );
+    // Chunks in separate Cookie headers (HTTP/2 splits them).
+    let split = [
+        ("cookie", format!("sb-ref-auth-token.1={b}")),
+        ("cookie", format!("sb-ref-auth-token.0={a}")),
+    ];
+    let pairs: Vec<(&str, &str)> = split.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(supabase(&pairs), Ok(Some("chunked.tok.sig".into())));
+    // A missing chunk invalidates the session.
+    let gap = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.2={b}");
+    assert_eq!(supabase(&[("cookie", &gap)]), Err(AuthFailure::Malformed));
+    let orphan = format!("sb-ref-auth-token.1={b}");
+    assert_eq!(
+        supabase(&[("cookie", &orphan)]),
+        Err(AuthFailure::Malformed)
+    );
+    // NAME beside chunks: fine when they agree, ambiguous when not.
+    let same =
+        format!("sb-ref-auth-token.0={a}; sb-ref-auth-token={encoded}; sb-ref-auth-token.1={b}");
+    assert_eq!(
+        supabase(&[("cookie", &same)]),
+        Ok(Some("chunked.tok.sig".into()))
+    );
+    let whole = b64(r#"{"access_token":"whole.tok.sig"}"#, false);
+    let both =
+        format!("sb-ref-auth-token.0={a}; sb-ref-auth-token={whole}; sb-ref-auth-token.1={b}");
+    assert_eq!(supabase(&[("cookie", &both)]), Err(AuthFailure::Ambiguous));
+    // One chunk twice with different values.
+    let twice = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1={b}; sb-ref-auth-token.1=x");
+    assert_eq!(supabase(&[("cookie", &twice)]), Err(AuthFailure::Ambiguous));
+    // A non-canonical index is not silently skipped.
+    let padded = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.01={b}");
+    assert_eq!(
+        supabase(&[("cookie", &padded)]),
+        Err(AuthFailure::Malformed)
+    );
+}
+
+#[test]
+fn supabase_chunk_count_is_bounded() {
+    let token = "t".repeat(120);
+    let encoded = b64(&format!(r#"{{"access_token":"{token}"}}"#), false);
+    // Up to the bound, chunks reassemble: here exactly MAX_SUPABASE_CHUNKS.
+    let n = MAX_SUPABASE_CHUNKS;
+    let len = encoded.len();
+    let within: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                "sb-ref-auth-token.{i}={}",
+                &encoded[i * len / n..(i + 1) * len / n]
+            )
+        })
+        .collect();
+    assert_eq!(supabase(&[("cookie", &within.join("; "))]), Ok(Some(token)));
+    // An index at the bound, or 600 chunks, is refused at once.
+    let at_bound = format!("sb-ref-auth-token.0=a; sb-ref-auth-token.{MAX_SUPABASE_CHUNKS}=b");
+    assert_eq!(
+        supabase(&[("cookie", &at_bound)]),
+        Err(AuthFailure::Malformed)
+    );
+    let many: Vec<String> = (0..600)
+        .map(|i| format!("sb-ref-auth-token.{i}=x"))
+        .collect();
+    assert_eq!(
+        supabase(&[("cookie", &many.join("; "))]),
+        Err(AuthFailure::Malformed)
+    );
+    let huge = "sb-ref-auth-token.0=a; sb-ref-auth-token.99999999999999999999999=b";
+    assert_eq!(supabase(&[("cookie", huge)]), Err(AuthFailure::Malformed));
+}
+
+#[test]
+fn many_unrelated_cookies_are_read_in_one_pass() {
+    let mut cookies: Vec<String> = (0..2000).map(|i| format!("c{i}=v{i}")).collect();
+    cookies.push("sb-access-token=tok".into());
+    let source = TokenSource::parse("cookie:sb-access-token").unwrap();
+    assert_eq!(
+        source.extract(&headers(&[("cookie", &cookies.join("; "))])),
+        Ok(Some("tok".into()))
+    );
+}
+
+fn all_sources() -> Vec<TokenSource> {
+    [
+        "header:Authorization",
+        "cookie:sb-access-token",
+        "supabase-cookie:sb-ref-auth-token",
+    ]
+    .iter()
+    .map(|s| TokenSource::parse(s).unwrap())
+    .collect()
+}
+
+#[test]
+fn different_tokens_in_two_places_are_ambiguous() {
+    let sources = all_sources();
+    let find = |pairs: &[(&str, &str)]| token_in(&sources, &headers(pairs));
+    let session = format!(
+        "sb-ref-auth-token={}",
+        b64(r#"{"access_token":"t1"}"#, false)
+    );
+    let ambiguous: Vec<Vec<(&str, String)>> = vec![
+        vec![
+            ("authorization", "Bearer t1".into()),
+            ("authorization", "Bearer t2".into()),
+        ],
+        vec![("cookie", "sb-access-token=t1; sb-access-token=t2".into())],
+        vec![
+            ("cookie", "sb-access-token=t1".into()),
+            ("cookie", "sb-access-token=t2".into()),
+        ],
+        vec![
+            ("authorization", "Bearer t1".into()),
+            ("cookie", "sb-access-token=t2".into()),
+        ],
+        // Spellings lenient backends accept.
+        vec![("cookie", "sb-access-token=t1; sb-access-token =t2".into())],
+        vec![(
+            "cookie",
+            "sb-access-token=t1; \tsb-access-token\t=t2".into(),
+        )],
+        vec![("cookie", "sb-access-token=t1, sb-access-token=t2".into())],
+        vec![(
+            "cookie",
+            "sb-access-token=t1; sb%2Daccess%2Dtoken=t2".into(),
+        )],
+        vec![(
+            "cookie",
+            "sb-access-token=t1; sb-access-token=\"t2\"".into(),
+        )],
+        vec![
+            ("authorization", "Bearer t2".into()),
+            ("cookie", session.clone()),
+        ],
+    ];
+    for case in &ambiguous {
+        let pairs: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(find(&pairs), Err(AuthFailure::Ambiguous), "{case:?}");
+    }
+    let agreeing: Vec<Vec<(&str, String)>> = vec![
+        vec![
+            ("authorization", "Bearer t1".into()),
+            ("authorization", "Bearer t1".into()),
+        ],
+        vec![(
+            "cookie",
+            "sb-access-token=t1; sb-access-token=\"t1\"".into(),
+        )],
+        vec![
+            ("authorization", "Bearer t1".into()),
+            ("cookie", session.clone()),
+        ],
+        vec![("cookie", " sb-access-token = t1 ".into())],
+    ];
+    for case in &agreeing {
+        let pairs: Vec<(&str, &str)> = case.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(find(&pairs), Ok(Some("t1".into())), "{case:?}");
+    }
+    // Another credential in `Authorization` beside a found token: the
+    // backend could read it instead.
+    for other in ["Basic dXNlcg==", "Token t2", "t1", "Bearer t2"] {
+        let pairs = [("authorization", other), ("cookie", "sb-access-token=t1")];
+        assert_eq!(find(&pairs), Err(AuthFailure::Ambiguous), "{other}");
+    }
+}
+
+#[test]
+fn an_underscore_spelling_of_a_token_header_is_a_carrier() {
+    let sources = [TokenSource::parse("header:X-Api-Token").unwrap()];
+    let find = |pairs: &[(&str, &str)]| token_in(&sources, &headers(pairs));
+    assert_eq!(
+        find(&[("x-api-token", "t1"), ("x_api_token", "t2")]),
+        Err(AuthFailure::Ambiguous)
+    );
+    assert_eq!(find(&[("x_api-token", "t1")]), Ok(Some("t1".into())));
+    assert_eq!(
+        find(&[("x-api-token", "t1"), ("x_api_token", "t1")]),
+        Ok(Some("t1".into()))
+    );
+}
+
+#[test]
+fn a_cookie_line_with_non_ascii_bytes_is_still_read() {
+    let mut map = headers(&[("authorization", "Bearer t1")]);
+    map.append(
+        header::COOKIE,
+        HeaderValue::from_bytes(b"x=\xff; sb-access-token=t2").unwrap(),
+    );
+    assert_eq!(token_in(&all_sources(), &map), Err(AuthFailure::Ambiguous));
+}

@@ -1,0 +1,31 @@
+//! Key material of rate-limit buckets: IPv6 clients grouped by prefix, and
+//! long or odd values hashed so keys stay short and printable.
+
+use std::net::IpAddr;
+
+use ipnet::Ipv6Net;
+use sha2::{Digest, Sha256};
+
+/// IPv4 as is; IPv6 grouped by `prefix` (so one client cannot rotate
+/// through its /64 to escape a limit).
+pub fn ip_bucket(ip: IpAddr, prefix: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => Ipv6Net::new(v6, prefix.min(128))
+            .map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
+    }
+}
+
+/// Long or odd key material is hashed so keys stay short and printable.
+pub fn bounded(value: &str) -> String {
+    if value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+    {
+        value.to_string()
+    } else {
+        let digest = Sha256::digest(value.as_bytes());
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+}

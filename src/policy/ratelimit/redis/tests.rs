@@ -1,0 +1,57 @@
+//! Unit tests of `redis`.
+
+use super::*;
+
+#[test]
+fn cool_down_grows_and_allows_one_probe() {
+    let mut health = Health::default();
+    let t0 = Instant::now();
+    assert!(health.should_try(t0));
+    health.failed(t0);
+    assert!(!health.should_try(t0 + Duration::from_millis(999)));
+    assert!(health.is_degraded(t0 + Duration::from_millis(500)));
+    // The cool-down is over: one probe, the others keep skipping.
+    assert!(health.should_try(t0 + MIN_COOLDOWN));
+    assert!(!health.should_try(t0 + MIN_COOLDOWN));
+    let t1 = t0 + MIN_COOLDOWN;
+    health.failed(t1);
+    assert!(!health.should_try(t1 + Duration::from_millis(1999)));
+    assert!(health.should_try(t1 + Duration::from_secs(2)));
+    // It doubles up to 30 s and no further.
+    let mut t = t1 + Duration::from_secs(2);
+    for _ in 0..10 {
+        health.failed(t);
+        t += MAX_COOLDOWN;
+        assert!(health.should_try(t));
+    }
+    health.failed(t);
+    assert!(health.should_try(t + MAX_COOLDOWN));
+    // Success ends the outage.
+    health.succeeded();
+    assert!(!health.is_degraded(t));
+    assert!(health.should_try(t));
+}
+
+#[test]
+fn replies_are_checked() {
+    let decisions = parse_reply(&[100, 1, 1, 200, 0, 300, 0, 0, 400], [2, 1].into_iter()).unwrap();
+    assert_eq!(decisions.len(), 2);
+    assert!(decisions[0].admitted);
+    assert_eq!(
+        decisions[0].limits[1],
+        RedisLimitResult {
+            allowed: false,
+            tat: 300
+        }
+    );
+    assert!(!decisions[1].admitted);
+    assert_eq!(decisions[1].now, 100);
+    assert!(parse_reply(&[100, 1, 1], [2].into_iter()).is_err());
+    assert!(parse_reply(&[100, 1, 1, 200, 9], [1].into_iter()).is_err());
+}
+
+#[test]
+fn cluster_hash_tags() {
+    assert_eq!(hash_tag("palisade:{api}:ip:10"), "api");
+    assert_eq!(hash_tag("no-tag"), "no-tag");
+}

@@ -1,0 +1,50 @@
+//! Unit tests of `ratelimit`.
+
+use super::*;
+
+#[test]
+fn ipv6_is_grouped_by_prefix_and_mapped_ipv4_is_ipv4() {
+    let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+    let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+    assert_eq!(ip_bucket(a, 64), ip_bucket(b, 64));
+    assert_ne!(ip_bucket(a, 128), ip_bucket(b, 128));
+    assert_eq!(
+        ip_bucket("::ffff:10.1.2.3".parse().unwrap(), 64),
+        "10.1.2.3"
+    );
+    assert_eq!(ip_bucket("10.1.2.3".parse().unwrap(), 64), "10.1.2.3");
+}
+
+#[test]
+fn key_material_is_bounded() {
+    assert_eq!(bounded("user-1"), "user-1");
+    assert_eq!(bounded(&"x".repeat(100)).len(), 32);
+    assert_eq!(bounded("a{b}").len(), 32);
+    assert_eq!(bounded("with space").len(), 32);
+}
+
+#[test]
+fn headers_render_both_forms() {
+    let headers = RateHeaders {
+        mode: HeaderMode::Both,
+        name: "api.ip".into(),
+        limit: 10,
+        policy: HeaderValue::from_static("\"api.ip\";q=10;w=60"),
+        remaining: 4,
+        reset_secs: 6,
+    };
+    let mut map = HeaderMap::new();
+    headers.apply(&mut map);
+    assert_eq!(map["x-ratelimit-limit"], "10");
+    assert_eq!(map["x-ratelimit-remaining"], "4");
+    assert_eq!(map["x-ratelimit-reset"], "6");
+    assert_eq!(map["ratelimit-policy"], "\"api.ip\";q=10;w=60");
+    assert_eq!(map["ratelimit"], "\"api.ip\";r=4;t=6");
+    let mut legacy = HeaderMap::new();
+    RateHeaders {
+        mode: HeaderMode::Legacy,
+        ..headers
+    }
+    .apply(&mut legacy);
+    assert!(!legacy.contains_key("ratelimit"));
+}

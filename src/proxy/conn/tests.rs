@@ -1,0 +1,133 @@
+//! Unit tests of `conn`.
+
+use super::*;
+
+const HEAD: Duration = Duration::from_secs(10);
+const IDLE: Duration = Duration::from_secs(60);
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_head_expires_at_the_header_timeout() {
+    let activity = Activity::new();
+    assert!(activity.check(HEAD, IDLE).is_ok());
+    activity.saw_io(true);
+    tokio::time::advance(Duration::from_secs(9)).await;
+    activity.saw_io(true);
+    assert!(
+        activity.check(HEAD, IDLE).is_ok(),
+        "trickling bytes do not extend the head deadline"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(activity.check(HEAD, IDLE), Err(Expiry::SlowHead));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keep_alive_waits_idle_timeout_not_header_timeout() {
+    let activity = Activity::new();
+    let request = activity.request_started();
+    tokio::time::advance(Duration::from_secs(120)).await;
+    assert!(
+        activity.check(HEAD, IDLE).is_ok(),
+        "a request in flight is never idle"
+    );
+    drop(request);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(
+        activity.check(HEAD, IDLE).is_ok(),
+        "past the header timeout, still kept alive"
+    );
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(activity.check(HEAD, IDLE), Err(Expiry::Idle));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watchdog_is_woken_when_a_request_ends() {
+    let activity = Activity::new();
+    let request = activity.request_started();
+    let woken = tokio::spawn({
+        let activity = activity.clone();
+        async move { activity.changed().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!woken.is_finished());
+    drop(request);
+    tokio::time::timeout(Duration::from_secs(1), woken)
+        .await
+        .expect("woken when the connection turns idle")
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tunnel_is_idle_after_idle_timeout_without_bytes() {
+    let activity = Activity::new();
+    let watch = TunnelWatch::new(activity.clone(), Duration::from_secs(5));
+    let idle = tokio::spawn(async move { watch.idle().await });
+    tokio::time::advance(Duration::from_secs(4)).await;
+    activity.saw_io(false);
+    tokio::time::advance(Duration::from_secs(4)).await;
+    tokio::task::yield_now().await;
+    assert!(!idle.is_finished(), "a byte restarts the idle clock");
+    tokio::time::advance(Duration::from_secs(2)).await;
+    tokio::time::timeout(Duration::from_secs(1), idle)
+        .await
+        .expect("idle")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_connection_cap_can_grow_while_full() {
+    let limit = ConnLimit::new(1);
+    let first = limit.acquire().await;
+    let waiting = tokio::spawn({
+        let limit = limit.clone();
+        async move { limit.acquire().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!waiting.is_finished());
+    limit.set_max(2);
+    let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("a raised cap admits the waiter")
+        .unwrap();
+    assert_eq!(limit.open(), 2);
+    drop((first, second));
+    tokio::time::timeout(Duration::from_secs(5), limit.drained())
+        .await
+        .expect("drained");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_a_response_is_cut_after_idle_timeout() {
+    let activity = Activity::new();
+    let _request = activity.request_started();
+    activity.write_pending();
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(activity.check(HEAD, IDLE).is_ok());
+    // Progress (the client read a little) restarts the clock.
+    activity.wrote();
+    activity.write_pending();
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert!(activity.check(HEAD, IDLE).is_ok());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(activity.check(HEAD, IDLE), Err(Expiry::Stalled));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_response_is_not_a_stall() {
+    let activity = Activity::new();
+    let _request = activity.request_started();
+    activity.wrote();
+    tokio::time::advance(Duration::from_secs(600)).await;
+    assert!(activity.check(HEAD, IDLE).is_ok(), "SSE between events");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_next_head_gets_its_own_deadline() {
+    let activity = Activity::new();
+    drop(activity.request_started());
+    tokio::time::advance(Duration::from_secs(50)).await;
+    activity.saw_io(true);
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert!(activity.check(HEAD, IDLE).is_ok());
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(activity.check(HEAD, IDLE), Err(Expiry::SlowHead));
+}
