@@ -156,7 +156,8 @@ async fn the_breaker_opens_serves_503_and_recovers() {
         .replace("enabled = false", "enabled = true");
     let server = start_palisade(&config, upstream.addr).await;
     let circuit = |scrape: &str| {
-        sample(
+        // Present from the start: an absent gauge must not read as "closed".
+        sample_present(
             scrape,
             &format!("palisade_circuit_state{{upstream=\"{}\"}}", upstream.addr),
         )

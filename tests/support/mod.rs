@@ -141,25 +141,129 @@ pub async fn metrics(server: &palisade::Server) -> String {
     String::from_utf8(get(server.admin_addr, "/metrics").await.body.to_vec()).unwrap()
 }
 
-/// The value of one sample line (`name{labels}`) in a scrape, 0 if absent.
-/// The metric name must be one palisade exports (a misspelt name would
-/// read 0 and make an `== 0.0` assertion pass by itself).
-pub fn sample(scrape: &str, series: &str) -> f64 {
-    let name = series.split('{').next().unwrap_or(series);
-    let family = ["_bucket", "_sum", "_count"]
-        .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(name);
+/// Each metric family's label names (SPEC §4), in the order the exposition
+/// prints them (sorted), and the values SPEC fixes for some labels.
+const LABELS: [(&str, &[&str]); 14] = [
+    ("palisade_requests_total", &["method", "route", "status"]),
+    ("palisade_request_duration_seconds", &["route"]),
+    ("palisade_upstream_duration_seconds", &["route"]),
+    ("palisade_requests_in_flight", &[]),
+    ("palisade_auth_failures_total", &["reason", "route"]),
+    (
+        "palisade_ratelimit_decisions_total",
+        &["by", "decision", "mode", "route"],
+    ),
+    ("palisade_ratelimit_backend_errors_total", &["backend"]),
+    ("palisade_rejections_total", &["reason", "route"]),
+    ("palisade_upstream_errors_total", &["kind", "route"]),
+    ("palisade_upstream_retries_total", &["route"]),
+    ("palisade_circuit_state", &["upstream"]),
+    ("palisade_config_reloads_total", &["result"]),
+    ("palisade_config_last_reload_success_timestamp_seconds", &[]),
+    ("palisade_build_info", &["version"]),
+];
+
+/// Labels whose values SPEC §4 lists.
+const LABEL_VALUES: [(&str, &[&str]); 5] = [
+    ("decision", &["allow", "deny"]),
+    ("mode", &["enforce", "shadow"]),
+    ("result", &["success", "failure"]),
+    ("kind", &["connect", "timeout", "reset"]),
+    ("backend", &["redis"]),
+];
+
+/// Checks that `series` (`name{labels}`) names a palisade metric with
+/// exactly its label names, in exposition order, and values SPEC allows;
+/// returns the family name. A misspelt name, label or fixed value would
+/// never match a line, read 0, and make an `== 0.0` assertion pass by itself.
+fn check_series(series: &str) -> &str {
+    let (name, labels) = match series.split_once('{') {
+        Some((name, rest)) => (
+            name,
+            rest.strip_suffix('}')
+                .unwrap_or_else(|| panic!("{series}: labels do not end with }}")),
+        ),
+        None => (series, ""),
+    };
+    let suffix = ["_bucket", "_sum", "_count"]
+        .into_iter()
+        .find(|suffix| name.ends_with(suffix));
+    let family = suffix.map_or(name, |suffix| &name[..name.len() - suffix.len()]);
     assert!(
         palisade::observe::metrics::names::ALL.contains(&family),
         "{name} is not a palisade metric"
     );
+    let (_, expected) = LABELS
+        .iter()
+        .find(|(f, _)| *f == family)
+        .unwrap_or_else(|| panic!("{family} has no label list in tests/support"));
+    let mut expected = expected.to_vec();
+    if suffix == Some("_bucket") {
+        expected.push("le");
+        expected.sort_unstable();
+    }
+    let mut names = Vec::new();
+    if !labels.is_empty() {
+        for pair in labels.split("\",") {
+            let (label, value) = pair
+                .split_once("=\"")
+                .unwrap_or_else(|| panic!("{series}: bad label {pair:?}"));
+            let value = value.strip_suffix('"').unwrap_or(value);
+            if let Some((_, allowed)) = LABEL_VALUES.iter().find(|(l, _)| *l == label) {
+                assert!(
+                    allowed.contains(&value),
+                    "{series}: {label} is one of {allowed:?}"
+                );
+            }
+            names.push(label);
+        }
+    }
+    assert_eq!(
+        names, expected,
+        "{series}: {family} has the labels {expected:?}, in that order"
+    );
+    family
+}
+
+/// The value of one sample line (`name{labels}`) in a scrape, 0 if absent
+/// (a labelled counter shows no line until it is first counted). The series
+/// must be well formed (see `check_series`).
+pub fn sample(scrape: &str, series: &str) -> f64 {
+    check_series(series);
+    find_sample(scrape, series).unwrap_or(0.0)
+}
+
+/// The value of one sample line that must be present (a gauge, or a
+/// counter already counted): absence fails instead of reading 0.
+pub fn sample_present(scrape: &str, series: &str) -> f64 {
+    check_series(series);
+    find_sample(scrape, series)
+        .unwrap_or_else(|| panic!("no sample {series} in the scrape:\n{scrape}"))
+}
+
+/// The sum of every sample of a family (all label values), so "none at
+/// all" holds whatever a label would have been spelt.
+pub fn family_total(scrape: &str, family: &str) -> f64 {
+    assert!(
+        palisade::observe::metrics::names::ALL.contains(&family),
+        "{family} is not a palisade metric"
+    );
+    scrape
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn find_sample(scrape: &str, series: &str) -> Option<f64> {
     scrape
         .lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Mints an HS256 token for the test secret.
