@@ -5,7 +5,6 @@
 //! the memory limiters). Used at start-up and by every reload.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::server::StartError;
 use super::state::{Generation, Persistent};
@@ -65,8 +64,6 @@ pub fn build(
             }
         }
     };
-    let longest = policy.routes.routes().iter().map(|r| r.timeout).max();
-    upstream.set_slot_wait(longest.unwrap_or(Duration::from_secs(30)));
     let ratelimit = RateLimitEngine::new(
         policy.ratelimit.clone(),
         policy.routes.routes(),

@@ -8,16 +8,16 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use super::conn::ConnRequestGuard;
+use super::upstream::ExchangeBody;
 use crate::observe::access::RequestRecord;
 
 /// Boxed error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(ExchangeBody),
     Local(Full<Bytes>),
 }
 
@@ -41,7 +41,7 @@ impl ResponseBody {
     }
 
     /// The upstream's body, streamed.
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: ExchangeBody) -> Self {
         Self {
             inner: Inner::Upstream(body),
             bytes_out: 0,

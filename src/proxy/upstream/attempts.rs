@@ -7,11 +7,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::Upstream;
 use super::client::ClientFailure;
+use super::{ExchangeBody, Upstream};
 use crate::policy::body::{BodyProgress, UpstreamBody};
 use crate::proxy::breaker;
 use crate::proxy::reject::Reject;
@@ -25,6 +24,8 @@ pub struct Head {
     pub uri: Uri,
     /// Rewritten headers.
     pub headers: HeaderMap,
+    /// A WebSocket handshake (sent on a connection of its own).
+    pub upgrade: bool,
 }
 
 impl Head {
@@ -56,7 +57,7 @@ impl Upstream {
         progress: &BodyProgress,
         deadline: Instant,
         retries: &mut u32,
-    ) -> Result<Response<Incoming>, Reject> {
+    ) -> Result<Response<ExchangeBody>, Reject> {
         let bytes = match body {
             PreparedBody::Once { body, empty } => {
                 return self.try_once(head, body, empty, progress, deadline).await;
@@ -83,14 +84,23 @@ impl Upstream {
         body_done: bool,
         progress: &BodyProgress,
         deadline: Instant,
-    ) -> Result<Response<Incoming>, Reject> {
+    ) -> Result<Response<ExchangeBody>, Reject> {
         // Dropped unreported (the client left mid-exchange), a probe counts
         // as a failure: half-open never waits forever.
         let ticket = self
             .breaker
             .admit(std::time::Instant::now())
             .map_err(Reject::CircuitOpen)?;
-        let sent = self.client.request(head.request(body));
+        let request = head.request(body);
+        let sent = async {
+            if head.upgrade {
+                let response = self.client.request_upgrade(request).await?;
+                Ok(response.map(ExchangeBody::Direct))
+            } else {
+                let response = self.client.request(request).await?;
+                Ok(response.map(ExchangeBody::Pooled))
+            }
+        };
         let outcome = match tokio::time::timeout_at(deadline, sent).await {
             Err(_) => Err(Reject::Timeout),
             Ok(Err(failure)) => Err(reject_for(failure, progress)),
@@ -107,7 +117,7 @@ impl Upstream {
     /// Whether to try again after `outcome`; waits the backoff when so.
     async fn retry_after(
         &self,
-        outcome: &Result<Response<Incoming>, Reject>,
+        outcome: &Result<Response<ExchangeBody>, Reject>,
         retries: u32,
         deadline: Instant,
     ) -> bool {
@@ -147,7 +157,10 @@ fn reject_for(failure: ClientFailure, progress: &BodyProgress) -> Reject {
 /// nothing of the upstream, nor does a timeout or reset while the client's
 /// own body was still incomplete (a stalled upload), nor a body the client
 /// broke. `None`: no verdict.
-fn breaker_verdict(outcome: &Result<Response<Incoming>, Reject>, body_done: bool) -> Option<bool> {
+fn breaker_verdict(
+    outcome: &Result<Response<ExchangeBody>, Reject>,
+    body_done: bool,
+) -> Option<bool> {
     match outcome {
         Ok(response) => Some(!breaker::status_is_failure(response.status())),
         Err(Reject::Timeout | Reject::UpstreamReset(_)) if !body_done => None,

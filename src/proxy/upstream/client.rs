@@ -1,30 +1,26 @@
-//! The pooled keep-alive connection to the upstream: at most
-//! `[upstream] max_connections` sockets (see `capped`), TLS by rustls with
-//! the webpki roots or `ca_file`, and the failure of one exchange told by
-//! type: could not connect, the client's own body broke, or the upstream
-//! broke the exchange.
+//! The client toward the upstream: the connector (at most `[upstream]
+//! max_connections` sockets, see `capped`; TLS by rustls with the webpki
+//! roots or `ca_file`), the pool of keep-alive connections (`pool`), and
+//! the failure of one exchange told by type: could not connect, the
+//! client's own body broke, or the upstream broke the exchange.
 
-use std::time::Duration;
+use std::sync::Arc;
 
+use http::uri::Uri;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::pool::{Pool, PooledBody};
 use crate::config::UpstreamPolicy;
 use crate::policy::body::{BodyError, UpstreamBody};
-use crate::proxy::capped::{Capped, SlotWait};
+use crate::proxy::capped::Slots;
 
-type HttpClient = Client<HttpsConnector<Capped<HttpConnector>>, UpstreamBody>;
-
-/// The upstream's connection pool.
+/// The upstream's connection pool and connector.
 pub struct UpstreamClient {
-    client: HttpClient,
-    slot_wait: SlotWait,
+    pool: Arc<Pool>,
 }
 
 /// Why one exchange failed, by type (never by message text).
@@ -63,37 +59,50 @@ impl UpstreamClient {
                 hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
             }
         };
-        let slot_wait = SlotWait::default();
-        let capped = Capped::new(http, policy.max_connections, slot_wait.clone());
-        let connector = tls.https_or_http().enable_http1().wrap_connector(capped);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(policy.pool_idle_timeout)
-            .pool_max_idle_per_host(policy.pool_max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
-        Ok(Self { client, slot_wait })
+        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
+        let target = Uri::builder()
+            .scheme(policy.scheme.clone())
+            .authority(policy.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| format!("upstream.url: {e}"))?;
+        let pool = Pool::new(
+            connector,
+            target,
+            Slots::new(policy.max_connections),
+            policy.pool_max_idle,
+            policy.pool_idle_timeout,
+        );
+        Ok(Self {
+            pool: Arc::new(pool),
+        })
     }
 
-    /// How long a connection attempt may wait for a free socket.
-    pub fn set_slot_wait(&self, wait: Duration) {
-        self.slot_wait.set(wait);
-    }
-
-    /// One exchange, up to the response headers.
+    /// One exchange on a pooled connection, up to the response headers.
     pub async fn request(
         &self,
         request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ClientFailure> {
+        self.pool.send(request).await
+    }
+
+    /// A WebSocket handshake, on a connection of its own.
+    pub async fn request_upgrade(
+        &self,
+        request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, ClientFailure> {
-        self.client.request(request).await.map_err(|error| {
-            if error.is_connect() {
-                ClientFailure::Connect(error_chain(&error))
-            } else if caused_by_client_body(&error) {
-                ClientFailure::ClientBody
-            } else {
-                ClientFailure::Reset(error_chain(&error))
-            }
-        })
+        self.pool.send_upgrade(request).await
+    }
+}
+
+impl ClientFailure {
+    /// Classifies an exchange that failed after the connection was made.
+    pub fn from_hyper(error: &hyper::Error) -> Self {
+        if caused_by_client_body(error) {
+            ClientFailure::ClientBody
+        } else {
+            ClientFailure::Reset(error_chain(error))
+        }
     }
 }
 
@@ -111,7 +120,8 @@ fn caused_by_client_body(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its sources, one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {

@@ -6,6 +6,7 @@
 
 mod attempts;
 mod client;
+mod pool;
 mod rewrite;
 mod upgrade;
 
@@ -13,12 +14,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
-use http_body::Body as _;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus::IntGauge;
 
 use self::attempts::{Head, PreparedBody};
 use self::client::UpstreamClient;
+pub use self::pool::PooledBody;
 pub use self::rewrite::ForwardTarget;
 use super::breaker::Breaker;
 use super::reject::Reject;
@@ -57,10 +59,48 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// The body of an upstream response: on a pooled connection (which it
+/// drives and gives back), or the empty body of a WebSocket `101`.
+pub enum ExchangeBody {
+    /// A pooled connection's response.
+    Pooled(PooledBody),
+    /// The handshake response of a tunnel.
+    Direct(Incoming),
+}
+
+impl Body for ExchangeBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ExchangeBody::Pooled(body) => std::pin::Pin::new(body).poll_frame(cx),
+            ExchangeBody::Direct(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ExchangeBody::Pooled(body) => body.is_end_stream(),
+            ExchangeBody::Direct(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ExchangeBody::Pooled(body) => body.size_hint(),
+            ExchangeBody::Direct(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A successful exchange: the response and how long its headers took.
 pub struct Exchange {
     /// The upstream's response (hop-by-hop headers removed).
-    pub response: Response<Incoming>,
+    pub response: Response<ExchangeBody>,
     /// Time until the response headers.
     pub elapsed: Duration,
 }
@@ -74,14 +114,6 @@ impl Upstream {
             budget: RetryBudget::new(policy.retry.budget_percent),
             policy: policy.clone(),
         })
-    }
-
-    /// Sets how long a connection attempt may wait for a free socket under
-    /// `max_connections`: the longest route timeout of the current policy
-    /// (a request gives up at its own deadline; this bounds the connects
-    /// the pool finishes in the background).
-    pub fn set_slot_wait(&self, longest_timeout: Duration) {
-        self.client.set_slot_wait(longest_timeout);
     }
 
     /// Sends the request upstream and waits, up to the route's deadline,
@@ -108,6 +140,7 @@ impl Upstream {
             method: rewritten.parts.method,
             uri: rewritten.uri,
             headers: rewritten.parts.headers,
+            upgrade: rewritten.client_upgrade.is_some(),
         };
         let body = prepare_body(body, &head, replayable, settings.max_body, &progress);
         let body = tokio::time::timeout_at(deadline, body)

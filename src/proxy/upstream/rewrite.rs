@@ -95,7 +95,8 @@ pub fn rewrite(
     })
 }
 
-/// The upstream URI for a canonical path (after `strip_prefix`) and query.
+/// The upstream request target for a canonical path (after
+/// `strip_prefix`) and query.
 /// Both were validated on arrival and `base_path` at load, so a failure
 /// here is palisade's bug: a 500, never the client's 4xx.
 fn upstream_uri(policy: &UpstreamPolicy, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
@@ -107,12 +108,9 @@ fn upstream_uri(policy: &UpstreamPolicy, path: &str, query: Option<&str>) -> Res
         pq.push('?');
         pq.push_str(q);
     }
-    let pq = PathAndQuery::from_maybe_shared(pq)
-        .map_err(|_| Reject::Internal("the upstream path is not a valid URI"))?;
-    Uri::builder()
-        .scheme(policy.scheme.clone())
-        .authority(policy.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| Reject::Internal("the upstream URI could not be built"))
+    // Origin-form (RFC 9112 §3.2.1): the connection already goes to the
+    // upstream, and `Host` names it.
+    PathAndQuery::from_maybe_shared(pq)
+        .map(Uri::from)
+        .map_err(|_| Reject::Internal("the upstream path is not a valid URI"))
 }

@@ -5,7 +5,6 @@
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Response, Version};
-use hyper::body::Incoming;
 
 use crate::policy::headers::strip_hop_by_hop;
 use crate::proxy::conn::TunnelWatch;
@@ -46,11 +45,11 @@ fn switched_to_websocket(headers: &HeaderMap) -> bool {
 /// The upstream's response as the client may see it: framing made
 /// unambiguous, hop-by-hop headers gone, and a `101` turned into a tunnel
 /// when (and only when) the client asked for that WebSocket.
-pub fn finish_response(
-    mut response: Response<Incoming>,
+pub fn finish_response<B>(
+    mut response: Response<B>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     tunnel_watch: Option<TunnelWatch>,
-) -> Result<Response<Incoming>, Reject> {
+) -> Result<Response<B>, Reject> {
     drop_conflicting_length(response.headers_mut());
     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     match (client_upgrade, switching) {
