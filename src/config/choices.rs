@@ -8,7 +8,7 @@ use std::fmt;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::values::Text;
+use super::values::{expand_here, from_str_value};
 
 /// Declares an enum read from and written as one of the given words.
 macro_rules! word_enum {
@@ -33,11 +33,13 @@ macro_rules! word_enum {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = Text::deserialize(d)?;
-                match text.as_str() {
+                from_str_value(d, |raw| match expand_here(raw)?.as_str() {
                     $($word => Ok(Self::$variant),)+
-                    other => Err(de::Error::unknown_variant(other, Self::WORDS)),
-                }
+                    other => Err(
+                        <de::value::Error as de::Error>::unknown_variant(other, Self::WORDS)
+                            .to_string(),
+                    ),
+                })
             }
         }
 

@@ -28,6 +28,8 @@ use crate::proxy::retry::RetrySettings;
 use crate::route::RouteTable;
 
 mod auth;
+#[cfg(test)]
+mod error_tests;
 mod headers;
 mod ratelimit;
 mod routes;

@@ -70,6 +70,37 @@ pub struct SecurityHeadersOverride {
     pub remove_response_headers: Option<Vec<Text>>,
 }
 
+/// A key of the table: an entry of [`SECURITY_HEADERS`] (by index) or
+/// `remove_response_headers`. Refused inside the key's deserializer, so the
+/// error is placed at the misspelt key.
+enum Field {
+    Header(usize),
+    Remove,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a security header key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
+                if key == REMOVE_RESPONSE_HEADERS {
+                    return Ok(Field::Remove);
+                }
+                SECURITY_HEADERS
+                    .iter()
+                    .position(|entry| entry.key == key)
+                    .map(Field::Header)
+                    .ok_or_else(|| E::unknown_field(key, &KEYS))
+            }
+        }
+        d.deserialize_identifier(FieldVisitor)
+    }
+}
+
 impl<'de> Deserialize<'de> for SecurityHeadersOverride {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct TableVisitor;
@@ -80,16 +111,11 @@ impl<'de> Deserialize<'de> for SecurityHeadersOverride {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut out = SecurityHeadersOverride::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    if key == REMOVE_RESPONSE_HEADERS {
-                        out.remove_response_headers = Some(map.next_value()?);
-                        continue;
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::Header(i) => out.values[i] = Some(map.next_value()?),
+                        Field::Remove => out.remove_response_headers = Some(map.next_value()?),
                     }
-                    let index = SECURITY_HEADERS
-                        .iter()
-                        .position(|entry| entry.key == key)
-                        .ok_or_else(|| de::Error::unknown_field(&key, &KEYS))?;
-                    out.values[index] = Some(map.next_value()?);
                 }
                 Ok(out)
             }
