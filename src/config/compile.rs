@@ -71,7 +71,6 @@ pub struct Policy {
     pub unset_secret_vars: Vec<String>,
 }
 
-/// `[server]`, compiled.
 /// The HTTPS listener's certificate chain and private key (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -81,6 +80,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// `[server]`, compiled.
 #[derive(Debug, Clone)]
 pub struct ServerPolicy {
     /// Proxy listener.
