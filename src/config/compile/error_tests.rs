@@ -354,3 +354,18 @@ fn route_rate_limits_and_tenant() {
 fn a_syntax_error_still_has_its_place() {
     fails_at("[server\nlisten = \"x\"\n", "t.toml:1:8: ");
 }
+
+#[test]
+fn unknown_tables_and_listed_values_from_a_variable() {
+    fails_at(
+        &format!("[sever]\nlisten = \"x\"\n{ROUTE}"),
+        "t.toml:1:2: sever: unknown field `sever`",
+    );
+    // One string split on commas: the item is named, the string is the place.
+    let text =
+        format!("[cors]\nallow_origins = \"${{ORIGINS:-https://a.example,ftp://b}}\"\n{ROUTE}");
+    fails_at(
+        &text,
+        "t.toml:2:17: cors.allow_origins[1]: \"ftp://b\" is not an origin",
+    );
+}
