@@ -56,7 +56,7 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
             }
         }
     }
-    let url = policy.effective.upstream.url.get_ref();
+    let url = &policy.effective.upstream.url;
     if url
         .as_str()
         .parse::<http::Uri>()

@@ -122,7 +122,7 @@ fn point_at(mut policy: Policy, echo: SocketAddr) -> Policy {
         policy.upstream.base_path = String::new();
         policy.upstream.ca_file = None;
         let effective = Arc::make_mut(&mut policy.effective);
-        effective.upstream.url = toml::Spanned::new(0..0, format!("http://{echo}").as_str().into());
+        effective.upstream.url = format!("http://{echo}").as_str().into();
     }
     policy
 }
@@ -282,7 +282,7 @@ fn banner(
                     let var = env_var_at(text, &["auth", "secrets", name, "value"])
                         .or_else(|| env_var_at(text, &["auth", "secrets", name, "values"]))
                         .unwrap_or_else(|| "SECRET".into());
-                    let _ = write!(line, " -H \"{}: ${var}\"", secret.get_ref().header);
+                    let _ = write!(line, " -H \"{}: ${var}\"", secret.header);
                 }
             }
             _ => {}

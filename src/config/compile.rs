@@ -3,42 +3,39 @@
 //! names and values, patterns, auth modes), with errors that name the key,
 //! its line, the bad value and what is accepted.
 
-use std::collections::{BTreeMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
-use std::ops::Range;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
-use toml::Spanned;
 
 use super::error::ConfigError;
 use super::expand::Env;
-use super::file::{
-    FileConfig, JwtFile, RateLimitRuleFile, RouteFile, SecurityHeadersFile, SecurityHeadersOverride,
-};
+use super::file::FileConfig;
+use super::keys::{KeyPath, Located};
 use super::values::{Text, with_env};
-use crate::policy::auth::jwks::{JwksSource, JwksStore};
-use crate::policy::auth::jwt::{JwtSettings, JwtVerifier};
-use crate::policy::auth::secret::SecretCheck;
-use crate::policy::auth::sources::TokenSource;
-use crate::policy::auth::{AuthPolicy, AuthRequirement};
+use crate::policy::auth::AuthPolicy;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forward::StrippedHeaders;
 use crate::policy::headers::SecurityHeaders;
-use crate::policy::ratelimit::{
-    HeaderMode, LimitKey, OnRedisError, RateLimitRule, RateLimitSettings,
-};
+use crate::policy::ratelimit::RateLimitSettings;
 use crate::policy::request_id::RequestIdPolicy;
-use crate::policy::sanitize;
-use crate::policy::tenant::TenantRule;
 use crate::proxy::breaker::BreakerSettings;
 use crate::proxy::retry::RetrySettings;
-use crate::route::{Pattern, Route, RouteTable};
-use jsonwebtoken::Algorithm;
+use crate::route::RouteTable;
+
+mod auth;
+#[cfg(test)]
+mod error_tests;
+mod headers;
+mod ratelimit;
+mod routes;
+mod server;
+#[cfg(test)]
+mod tests;
 
 /// The whole compiled policy: one immutable snapshot shared by every
 /// request that starts while it is current.
@@ -74,7 +71,6 @@ pub struct Policy {
     pub unset_secret_vars: Vec<String>,
 }
 
-/// `[server]`, compiled.
 /// The HTTPS listener's certificate chain and private key (PEM files).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -84,6 +80,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// `[server]`, compiled.
 #[derive(Debug, Clone)]
 pub struct ServerPolicy {
     /// Proxy listener.
@@ -186,34 +183,42 @@ pub fn load_str(text: &str, label: &str, env: &Env) -> Result<Policy, ConfigErro
 }
 
 fn compile_text(text: &str, label: &str, env: &Env, base: &Path) -> Result<Policy, ConfigError> {
+    let doc = Located::parse(text);
     let (parsed, unset_secret_vars) = with_env(env, || toml::from_str(text));
     let file: FileConfig = parsed.map_err(|e: toml::de::Error| {
         // serde's messages may quote a value, and a URL there may carry credentials.
         let message = super::redact::urls_in(e.message().trim());
-        ConfigError::at_span(label, text, e.span(), None, message)
+        let key = e.span().and_then(|span| doc.key_at(&span));
+        ConfigError::at_span(label, text, e.span(), key.map(|k| k.to_string()), message)
     })?;
-    let mut policy = Compiler { label, text, base }.compile(file)?;
+    let compiler = Compiler {
+        label,
+        text,
+        base,
+        doc,
+    };
+    let mut policy = compiler.compile(file)?;
     policy.unset_secret_vars = unset_secret_vars;
     Ok(policy)
 }
 
+/// Compiles one parsed file; every error it makes is located by its key.
 struct Compiler<'a> {
     label: &'a str,
     text: &'a str,
     base: &'a Path,
+    doc: Located<'a>,
 }
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
 impl Compiler<'_> {
-    fn err(
-        &self,
-        span: Range<usize>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        let span = (span != (0..0)).then_some(span);
-        ConfigError::at_span(self.label, self.text, span, Some(key.into()), message)
+    /// An error at `key`: the position is that of the key's value in the
+    /// file, or of the nearest enclosing value the file sets (a default).
+    fn err(&self, key: impl Into<KeyPath>, message: impl Into<String>) -> ConfigError {
+        let key = key.into();
+        let span = self.doc.span_of(&key);
+        ConfigError::at_span(self.label, self.text, span, Some(key.to_string()), message)
     }
 
     fn compile(&self, file: FileConfig) -> Result<Policy> {
@@ -228,9 +233,10 @@ impl Compiler<'_> {
         let auth = self.auth(&file)?;
         let ratelimit = self.ratelimit(&file)?;
         let cors = self.cors(&file)?;
-        let base_headers = self.security_headers(&file.security_headers, "security_headers")?;
+        let base_headers =
+            self.security_headers(&file.security_headers, &"security_headers".into())?;
         let routes = self.routes(&file, &base_headers)?;
-        let stripped_headers = stripped_headers(&file);
+        let stripped_headers = routes::stripped_headers(&file);
         Ok(Policy {
             source: PathBuf::from(self.label),
             effective: Arc::new(file),
@@ -249,227 +255,19 @@ impl Compiler<'_> {
         })
     }
 
-    fn socket_addr(&self, value: &Spanned<Text>, key: &str) -> Result<SocketAddr> {
-        value.get_ref().as_str().parse().map_err(|_| {
+    fn socket_addr(&self, value: &Text, key: impl Into<KeyPath>) -> Result<SocketAddr> {
+        value.as_str().parse().map_err(|_| {
             self.err(
-                value.span(),
                 key,
                 format!(
-                    "\"{}\" is not an address; write IP:PORT such as \"0.0.0.0:8080\" or \"127.0.0.1:9901\"",
-                    value.get_ref()
+                    "\"{value}\" is not an address; write IP:PORT such as \"0.0.0.0:8080\" or \"127.0.0.1:9901\""
                 ),
             )
         })
     }
 
-    fn header_name(&self, value: &Spanned<Text>, key: &str) -> Result<HeaderName> {
-        HeaderName::from_bytes(value.get_ref().as_str().as_bytes()).map_err(|_| {
-            self.err(
-                value.span(),
-                key,
-                format!("\"{}\" is not a valid header name", value.get_ref()),
-            )
-        })
-    }
-
-    fn server(&self, file: &FileConfig) -> Result<ServerPolicy> {
-        let s = &file.server;
-        let listen = self.socket_addr(&s.listen, "server.listen")?;
-        let production = match s.environment.get_ref().as_str() {
-            "production" => true,
-            "development" => false,
-            other => {
-                return Err(self.err(
-                    s.environment.span(),
-                    "server.environment",
-                    format!(
-                        "unknown environment \"{other}\"; accepted: \"production\", \"development\""
-                    ),
-                ));
-            }
-        };
-        let mut trusted_proxies = Vec::new();
-        for (i, entry) in s.trusted_proxies.iter().enumerate() {
-            let text = entry.get_ref().as_str();
-            let net = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    self.err(
-                        entry.span(),
-                        format!("server.trusted_proxies[{i}]"),
-                        format!(
-                            "\"{text}\" is not a CIDR; write e.g. \"10.0.0.0/8\" or \"192.168.1.5\""
-                        ),
-                    )
-                })?;
-            trusted_proxies.push(net);
-        }
-        let min_header = 1024;
-        if s.max_header_bytes.0 < min_header || s.max_uri_bytes.0 < 64 {
-            return Err(self.err(
-                s.listen.span(),
-                "server.max_header_bytes",
-                "max_header_bytes must be at least \"1KiB\" and max_uri_bytes at least \"64B\"",
-            ));
-        }
-        if s.max_connections == 0 {
-            return Err(self.err(0..0, "server.max_connections", "must be at least 1"));
-        }
-        Ok(ServerPolicy {
-            listen,
-            tls: s.tls.as_ref().map(|t| TlsFiles {
-                cert: PathBuf::from(t.cert.as_str()),
-                key: PathBuf::from(t.key.as_str()),
-            }),
-            production,
-            header_read_timeout: s.header_read_timeout.0,
-            idle_timeout: s.idle_timeout.0,
-            max_header_bytes: usize::try_from(s.max_header_bytes.0).unwrap_or(usize::MAX),
-            max_uri_bytes: usize::try_from(s.max_uri_bytes.0).unwrap_or(usize::MAX),
-            max_connections: s.max_connections,
-            trusted_proxies,
-            shutdown_grace: s.shutdown_grace.0,
-            workers: s.workers,
-        })
-    }
-
-    fn upstream(&self, file: &FileConfig) -> Result<UpstreamPolicy> {
-        let u = &file.upstream;
-        let text = u.url.get_ref().as_str();
-        // Errors show the URL redacted: its userinfo may hold a password.
-        let shown = u.url.get_ref().to_string();
-        let bad = |why: &str| {
-            self.err(
-                u.url.span(),
-                "upstream.url",
-                format!("\"{shown}\" {why}; write e.g. \"http://127.0.0.1:8000\""),
-            )
-        };
-        let uri: http::Uri = text.parse().map_err(|_| bad("is not a URL"))?;
-        let scheme = uri.scheme().cloned().ok_or_else(|| bad("has no scheme"))?;
-        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return Err(bad("must use http or https"));
-        }
-        let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
-        // Userinfo is never sent (it would otherwise end up in `Host`, in the
-        // circuit-state label and in `/readyz`): only host and port are kept.
-        let authority = match authority.as_str().rsplit_once('@') {
-            Some((_, host_port)) => {
-                Authority::try_from(host_port).map_err(|_| bad("has an invalid host"))?
-            }
-            None => authority.clone(),
-        };
-        if uri.query().is_some() {
-            return Err(bad("must not have a query"));
-        }
-        let base_path = uri.path().trim_end_matches('/').to_string();
-        let host_header =
-            HeaderValue::from_str(authority.as_str()).map_err(|_| bad("has an invalid host"))?;
-        for (i, on) in u.retry.on.iter().enumerate() {
-            let value = on.get_ref().as_str();
-            if !["connect-failure", "502", "503", "504", "reset"].contains(&value) {
-                return Err(self.err(
-                    on.span(),
-                    format!("upstream.retry.on[{i}]"),
-                    format!("unknown retry condition \"{value}\"; accepted: \"connect-failure\", \"502\", \"503\", \"504\", \"reset\""),
-                ));
-            }
-        }
-        if u.retry.budget_percent > 100 {
-            return Err(self.err(
-                0..0,
-                "upstream.retry.budget_percent",
-                "must be between 0 and 100",
-            ));
-        }
-        let cb = &u.circuit_breaker;
-        if !(1..=100).contains(&cb.failure_percent) {
-            return Err(self.err(
-                0..0,
-                "upstream.circuit_breaker.failure_percent",
-                "must be between 1 and 100",
-            ));
-        }
-        if u.max_connections == 0 {
-            return Err(self.err(0..0, "upstream.max_connections", "must be at least 1"));
-        }
-        if cb.half_open_probes == 0 {
-            return Err(self.err(
-                0..0,
-                "upstream.circuit_breaker.half_open_probes",
-                "must be at least 1",
-            ));
-        }
-        Ok(UpstreamPolicy {
-            scheme,
-            authority,
-            base_path,
-            host_header,
-            connect_timeout: u.connect_timeout.0,
-            pool_idle_timeout: u.pool_idle_timeout.0,
-            pool_max_idle: u.pool_max_idle,
-            max_connections: u.max_connections,
-            preserve_host: u.preserve_host,
-            ca_file: u.ca_file.as_ref().map(|p| PathBuf::from(p.as_str())),
-            retry: RetrySettings {
-                attempts: u.retry.attempts,
-                on_connect_failure: u
-                    .retry
-                    .on
-                    .iter()
-                    .any(|o| o.get_ref().as_str() == "connect-failure"),
-                on_reset: u.retry.on.iter().any(|o| o.get_ref().as_str() == "reset"),
-                on_status: u
-                    .retry
-                    .on
-                    .iter()
-                    .filter_map(|o| o.get_ref().as_str().parse().ok())
-                    .collect(),
-                backoff: u.retry.backoff.0,
-                max_backoff: u.retry.max_backoff.0,
-                budget_percent: u.retry.budget_percent,
-            },
-            breaker: BreakerSettings {
-                enabled: cb.enabled,
-                failure_percent: cb.failure_percent,
-                min_requests: cb.min_requests,
-                window: cb.window.0,
-                open_for: cb.open_for.0,
-                half_open_probes: cb.half_open_probes,
-            },
-        })
-    }
-
-    fn log(&self, file: &FileConfig) -> Result<LogPolicy> {
-        let json = match file.log.format.get_ref().as_str() {
-            "json" => true,
-            "pretty" => false,
-            other => {
-                return Err(self.err(
-                    file.log.format.span(),
-                    "log.format",
-                    format!("unknown log format \"{other}\"; accepted: \"json\", \"pretty\""),
-                ));
-            }
-        };
-        let level = file.log.level.as_str().to_string();
-        tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| {
-            self.err(0..0, "log.level", format!("\"{level}\" is not a log level or filter ({e}); accepted: error, warn, info, debug, trace"))
-        })?;
-        Ok(LogPolicy {
-            json,
-            level,
-            access_log: file.log.access_log,
-        })
+    fn header_name(&self, value: &Text, key: impl Into<KeyPath>) -> Result<HeaderName> {
+        HeaderName::from_bytes(value.as_str().as_bytes())
+            .map_err(|_| self.err(key, format!("\"{value}\" is not a valid header name")))
     }
 }
-
-mod auth;
-mod headers;
-mod ratelimit;
-mod routes;
-
-use routes::stripped_headers;
-#[cfg(test)]
-mod tests;

@@ -1,4 +1,4 @@
-//! Config errors as `PATH:LINE:COL: message`, or `PATH: key: message` when
+//! Config errors as `PATH:LINE:COL: KEY: message`, or `PATH: KEY: message` when
 //! no position is known, so an operator can jump straight to the mistake.
 
 use std::fmt;

@@ -6,9 +6,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use toml::Spanned;
 
+use super::choices::{Backend, Environment, LogFormat, RateHeaders, RedisErrorMode, RetryOn};
 use super::values::{Dur, OneOrMany, Secret, Size, Text, TextList, Url};
+
+mod security_headers;
+pub use security_headers::{SecurityHeadersFile, SecurityHeadersOverride};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -24,22 +27,22 @@ pub struct FileConfig {
     pub security_headers: SecurityHeadersFile,
     pub request_id: RequestIdFile,
     pub defaults: DefaultsFile,
-    pub routes: Vec<Spanned<RouteFile>>,
+    pub routes: Vec<RouteFile>,
 }
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerFile {
-    pub listen: Spanned<Text>,
+    pub listen: Text,
     pub tls: Option<TlsFile>,
-    pub environment: Spanned<Text>,
+    pub environment: Environment,
     pub header_read_timeout: Dur,
     pub idle_timeout: Dur,
     pub max_header_bytes: Size,
     pub max_uri_bytes: Size,
     pub max_connections: usize,
-    pub trusted_proxies: Vec<Spanned<Text>>,
+    pub trusted_proxies: Vec<Text>,
     pub shutdown_grace: Dur,
     pub workers: usize,
 }
@@ -47,9 +50,9 @@ pub struct ServerFile {
 impl Default for ServerFile {
     fn default() -> Self {
         Self {
-            listen: Spanned::new(0..0, Text::from("0.0.0.0:8080")),
+            listen: Text::from("0.0.0.0:8080"),
             tls: None,
-            environment: Spanned::new(0..0, Text::from("production")),
+            environment: Environment::Production,
             header_read_timeout: Dur::secs(10),
             idle_timeout: Dur::secs(60),
             max_header_bytes: Size(16 * 1024),
@@ -74,13 +77,13 @@ pub struct TlsFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminFile {
-    pub listen: Spanned<Text>,
+    pub listen: Text,
 }
 
 impl Default for AdminFile {
     fn default() -> Self {
         Self {
-            listen: Spanned::new(0..0, Text::from("127.0.0.1:9901")),
+            listen: Text::from("127.0.0.1:9901"),
         }
     }
 }
@@ -89,7 +92,7 @@ impl Default for AdminFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamFile {
-    pub url: Spanned<Url>,
+    pub url: Url,
     pub connect_timeout: Dur,
     pub pool_idle_timeout: Dur,
     pub pool_max_idle: usize,
@@ -103,7 +106,7 @@ pub struct UpstreamFile {
 impl Default for UpstreamFile {
     fn default() -> Self {
         Self {
-            url: Spanned::new(0..0, Url::from("http://127.0.0.1:8000")),
+            url: Url::from("http://127.0.0.1:8000"),
             connect_timeout: Dur::secs(2),
             pool_idle_timeout: Dur::secs(90),
             pool_max_idle: 64,
@@ -121,7 +124,7 @@ impl Default for UpstreamFile {
 #[serde(deny_unknown_fields, default)]
 pub struct RetryFile {
     pub attempts: u32,
-    pub on: Vec<Spanned<Text>>,
+    pub on: Vec<RetryOn>,
     pub backoff: Dur,
     pub max_backoff: Dur,
     pub budget_percent: u32,
@@ -131,10 +134,7 @@ impl Default for RetryFile {
     fn default() -> Self {
         Self {
             attempts: 1,
-            on: vec![
-                Spanned::new(0..0, Text::from("connect-failure")),
-                Spanned::new(0..0, Text::from("503")),
-            ],
+            on: vec![RetryOn::ConnectFailure, RetryOn::Status503],
             backoff: Dur::millis(25),
             max_backoff: Dur::millis(250),
             budget_percent: 20,
@@ -171,7 +171,7 @@ impl Default for BreakerFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogFile {
-    pub format: Spanned<Text>,
+    pub format: LogFormat,
     pub level: Text,
     pub access_log: bool,
 }
@@ -179,7 +179,7 @@ pub struct LogFile {
 impl Default for LogFile {
     fn default() -> Self {
         Self {
-            format: Spanned::new(0..0, Text::from("json")),
+            format: LogFormat::Json,
             level: Text::from("info"),
             access_log: true,
         }
@@ -191,7 +191,7 @@ impl Default for LogFile {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthFile {
     pub jwt: Option<JwtFile>,
-    pub secrets: BTreeMap<String, Spanned<SecretFile>>,
+    pub secrets: BTreeMap<String, SecretFile>,
 }
 
 /// `[auth.jwt]`
@@ -201,13 +201,13 @@ pub struct JwtFile {
     pub hs256_secret: Option<Secret>,
     pub jwks_url: Option<Url>,
     pub jwks_file: Option<Text>,
-    pub algorithms: Vec<Spanned<Text>>,
+    pub algorithms: Vec<Text>,
     pub issuer: Option<Text>,
     pub audiences: Vec<Text>,
     pub leeway: Dur,
     pub require: Vec<Text>,
-    pub sources: Vec<Spanned<Text>>,
-    pub forward_claims: BTreeMap<String, Spanned<Text>>,
+    pub sources: Vec<Text>,
+    pub forward_claims: BTreeMap<String, Text>,
     pub cache_ttl: Dur,
     pub jwks_refresh: Dur,
 }
@@ -218,12 +218,12 @@ impl Default for JwtFile {
             hs256_secret: None,
             jwks_url: None,
             jwks_file: None,
-            algorithms: vec![Spanned::new(0..0, Text::from("HS256"))],
+            algorithms: vec![Text::from("HS256")],
             issuer: None,
             audiences: Vec::new(),
             leeway: Dur::secs(30),
             require: vec![Text::from("exp"), Text::from("sub")],
-            sources: vec![Spanned::new(0..0, Text::from("header:Authorization"))],
+            sources: vec![Text::from("header:Authorization")],
             forward_claims: BTreeMap::new(),
             cache_ttl: Dur::secs(60),
             jwks_refresh: Dur::secs(300),
@@ -244,31 +244,31 @@ pub struct SecretFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitFile {
-    pub backend: Spanned<Text>,
+    pub backend: Backend,
     pub redis_url: Secret,
     pub redis_cluster: Vec<Secret>,
     pub redis_timeout: Dur,
     /// PEM CA bundle for `rediss://` with a private CA (else the public web roots).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_ca_file: Option<Text>,
-    pub on_redis_error: Spanned<Text>,
-    pub ipv6_prefix: Spanned<u8>,
+    pub on_redis_error: RedisErrorMode,
+    pub ipv6_prefix: u8,
     pub key_prefix: Text,
-    pub headers: Spanned<Text>,
+    pub headers: RateHeaders,
 }
 
 impl Default for RateLimitFile {
     fn default() -> Self {
         Self {
-            backend: Spanned::new(0..0, Text::from("memory")),
+            backend: Backend::Memory,
             redis_url: Secret("redis://127.0.0.1:6379".into()),
             redis_cluster: Vec::new(),
             redis_timeout: Dur::millis(50),
             redis_ca_file: None,
-            on_redis_error: Spanned::new(0..0, Text::from("local")),
-            ipv6_prefix: Spanned::new(0..0, 64),
+            on_redis_error: RedisErrorMode::Local,
+            ipv6_prefix: 64,
             key_prefix: Text::from("palisade:"),
-            headers: Spanned::new(0..0, Text::from("both")),
+            headers: RateHeaders::Both,
         }
     }
 }
@@ -277,7 +277,7 @@ impl Default for RateLimitFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorsFile {
-    pub allow_origins: Spanned<TextList>,
+    pub allow_origins: TextList,
     pub allow_credentials: bool,
     pub allow_methods: TextList,
     pub allow_headers: TextList,
@@ -288,7 +288,7 @@ pub struct CorsFile {
 impl Default for CorsFile {
     fn default() -> Self {
         Self {
-            allow_origins: Spanned::new(0..0, TextList::default()),
+            allow_origins: TextList::default(),
             allow_credentials: false,
             allow_methods: TextList::from(&["GET", "POST", "PUT", "PATCH", "DELETE"][..]),
             allow_headers: TextList::from(&["Authorization", "Content-Type", "X-Request-Id"][..]),
@@ -305,73 +305,18 @@ impl Default for CorsFile {
     }
 }
 
-/// `[security_headers]`: the defaults are the SPEC's; `""` omits a header.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SecurityHeadersFile {
-    pub x_content_type_options: Text,
-    pub x_frame_options: Text,
-    pub x_xss_protection: Text,
-    pub referrer_policy: Text,
-    pub content_security_policy: Text,
-    pub strict_transport_security: Text,
-    pub permissions_policy: Text,
-    pub cross_origin_opener_policy: Text,
-    pub remove_response_headers: Vec<Text>,
-}
-
-impl Default for SecurityHeadersFile {
-    fn default() -> Self {
-        Self {
-            x_content_type_options: Text::from("nosniff"),
-            x_frame_options: Text::from("DENY"),
-            x_xss_protection: Text::from("0"),
-            referrer_policy: Text::from("no-referrer"),
-            content_security_policy: Text::from("default-src 'none'; frame-ancestors 'none'"),
-            strict_transport_security: Text::from("max-age=63072000; includeSubDomains"),
-            permissions_policy: Text::default(),
-            cross_origin_opener_policy: Text::default(),
-            remove_response_headers: vec![Text::from("Server"), Text::from("X-Powered-By")],
-        }
-    }
-}
-
-/// A route's `security_headers = { ... }`: only the keys it sets override.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SecurityHeadersOverride {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub x_content_type_options: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub x_frame_options: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub x_xss_protection: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub referrer_policy: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub content_security_policy: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub strict_transport_security: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub permissions_policy: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cross_origin_opener_policy: Option<Text>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub remove_response_headers: Option<Vec<Text>>,
-}
-
 /// `[request_id]`
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RequestIdFile {
-    pub header: Spanned<Text>,
+    pub header: Text,
     pub trust_incoming: bool,
 }
 
 impl Default for RequestIdFile {
     fn default() -> Self {
         Self {
-            header: Spanned::new(0..0, Text::from("X-Request-Id")),
+            header: Text::from("X-Request-Id"),
             trust_incoming: true,
         }
     }
@@ -381,16 +326,16 @@ impl Default for RequestIdFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DefaultsFile {
-    pub auth: Spanned<OneOrMany>,
+    pub auth: OneOrMany,
     pub timeout: Dur,
     pub max_body: Size,
-    pub rate_limits: Vec<Spanned<RateLimitRuleFile>>,
+    pub rate_limits: Vec<RateLimitRuleFile>,
 }
 
 impl Default for DefaultsFile {
     fn default() -> Self {
         Self {
-            auth: Spanned::new(0..0, OneOrMany(vec!["jwt".into()])),
+            auth: OneOrMany(vec!["jwt".into()]),
             timeout: Dur::secs(30),
             max_body: Size(1 << 20),
             rate_limits: Vec::new(),
@@ -402,20 +347,20 @@ impl Default for DefaultsFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
-    pub name: Spanned<Text>,
-    pub path: Spanned<Text>,
+    pub name: Text,
+    pub path: Text,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub methods: Option<Spanned<Vec<Text>>>,
+    pub methods: Option<Vec<Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<Spanned<OneOrMany>>,
+    pub auth: Option<OneOrMany>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body: Option<Size>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rate_limits: Option<Vec<Spanned<RateLimitRuleFile>>>,
+    pub rate_limits: Option<Vec<RateLimitRuleFile>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<Spanned<TenantFile>>,
+    pub tenant: Option<TenantFile>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -423,9 +368,9 @@ pub struct RouteFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward_claims: Option<BTreeMap<String, Spanned<Text>>>,
+    pub forward_claims: Option<BTreeMap<String, Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub strip_prefix: Option<Spanned<Text>>,
+    pub strip_prefix: Option<Text>,
 }
 
 /// `tenant = { param, claim }`

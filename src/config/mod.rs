@@ -2,10 +2,12 @@
 //! into the runtime [`Policy`] (`compile`). Nothing on the request path
 //! parses a config string.
 
+pub mod choices;
 pub mod compile;
 pub mod error;
 pub mod expand;
 pub mod file;
+pub mod keys;
 pub mod redact;
 pub mod units;
 pub mod values;

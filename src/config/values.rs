@@ -36,29 +36,47 @@ pub(crate) fn with_env<T>(env: &Env, f: impl FnOnce() -> T) -> (T, Vec<String>) 
 /// it, since only `check` produces one.
 pub(crate) const UNSET_PLACEHOLDER: &str = "<unset:";
 
-fn expand_secret<E: de::Error>(raw: &str) -> Result<String, E> {
-    LOAD_ENV
-        .with(|cell| {
-            let env = cell.borrow();
-            if !env.is_lenient_for_secrets() {
-                return expand(raw, &env);
+fn expand_secret(raw: &str) -> Result<String, String> {
+    LOAD_ENV.with(|cell| {
+        let env = cell.borrow();
+        if !env.is_lenient_for_secrets() {
+            return expand(raw, &env);
+        }
+        let mut patched = env.clone();
+        for var in super::expand::required_vars(raw) {
+            if env.get(&var).is_none() {
+                patched.set(&var, format!("{UNSET_PLACEHOLDER}{var}>"));
+                UNSET_SECRETS.with(|list| list.borrow_mut().push(var));
             }
-            let mut patched = env.clone();
-            for var in super::expand::required_vars(raw) {
-                if env.get(&var).is_none() {
-                    patched.set(&var, format!("{UNSET_PLACEHOLDER}{var}>"));
-                    UNSET_SECRETS.with(|list| list.borrow_mut().push(var));
-                }
-            }
-            expand(raw, &patched)
-        })
-        .map_err(E::custom)
+        }
+        expand(raw, &patched)
+    })
 }
 
-fn expand_here<E: de::Error>(raw: &str) -> Result<String, E> {
-    LOAD_ENV
-        .with(|cell| expand(raw, &cell.borrow()))
-        .map_err(E::custom)
+/// `${VAR}` expansion with the environment of the load in progress.
+pub(crate) fn expand_here(raw: &str) -> Result<String, String> {
+    LOAD_ENV.with(|cell| expand(raw, &cell.borrow()))
+}
+
+/// Reads a string value and converts it *inside* the deserializer, so that
+/// toml places an error (an unset variable, a missing unit) at the value
+/// itself, also when the value is an item of an array.
+pub(crate) fn from_str_value<'de, D, T, F>(d: D, convert: F) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    F: FnOnce(&str) -> Result<T, String>,
+{
+    struct StrVisitor<F>(F);
+    impl<'de, T, F: FnOnce(&str) -> Result<T, String>> Visitor<'de> for StrVisitor<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(StrVisitor(convert))
 }
 
 // === impl Text ===
@@ -88,8 +106,7 @@ impl fmt::Display for Text {
 
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        expand_here(&raw).map(Text)
+        from_str_value(d, |raw| expand_here(raw).map(Text))
     }
 }
 
@@ -117,8 +134,7 @@ impl fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        expand_secret(&raw).map(Secret)
+        from_str_value(d, |raw| expand_secret(raw).map(Secret))
     }
 }
 
@@ -164,8 +180,7 @@ impl fmt::Debug for Url {
 
 impl<'de> Deserialize<'de> for Url {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = String::deserialize(d)?;
-        expand_here(&raw).map(Url)
+        from_str_value(d, |raw| expand_here(raw).map(Url))
     }
 }
 
@@ -194,10 +209,7 @@ impl Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = Text::deserialize(d)?;
-        units::parse_duration(&text.0)
-            .map(Dur)
-            .map_err(de::Error::custom)
+        from_str_value(d, |raw| units::parse_duration(&expand_here(raw)?).map(Dur))
     }
 }
 
@@ -215,10 +227,7 @@ pub struct Size(pub u64);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = Text::deserialize(d)?;
-        units::parse_size(&text.0)
-            .map(Size)
-            .map_err(de::Error::custom)
+        from_str_value(d, |raw| units::parse_size(&expand_here(raw)?).map(Size))
     }
 }
 
@@ -244,7 +253,7 @@ impl<'de> Deserialize<'de> for TextList {
                 f.write_str("a list of strings or one comma-separated string")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<TextList, E> {
-                let expanded = expand_here::<E>(v)?;
+                let expanded = expand_here(v).map_err(E::custom)?;
                 Ok(TextList(
                     expanded
                         .split(',')
@@ -295,7 +304,7 @@ impl<'de> Deserialize<'de> for OneOrMany {
                 f.write_str("a string or a list of strings")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
-                Ok(OneOrMany(vec![expand_here::<E>(v)?]))
+                Ok(OneOrMany(vec![expand_here(v).map_err(E::custom)?]))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
                 let mut items = Vec::new();

@@ -3,13 +3,85 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+/// One security header palisade sets on responses: its key under
+/// `[security_headers]` (and a route's `security_headers = { .. }`), the
+/// header it sets, its default (SPEC §2; `""` sets nothing) and whether it
+/// is only sent to HTTPS clients.
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityHeaderEntry {
+    /// The config key.
+    pub key: &'static str,
+    /// The response header (lower case, a valid header name).
+    pub name: &'static str,
+    /// The value when the file does not set one.
+    pub default: &'static str,
+    /// Sent only when the client used HTTPS (`Strict-Transport-Security`).
+    pub https_only: bool,
+}
+
+const fn entry(
+    key: &'static str,
+    name: &'static str,
+    default: &'static str,
+    https_only: bool,
+) -> SecurityHeaderEntry {
+    SecurityHeaderEntry {
+        key,
+        name,
+        default,
+        https_only,
+    }
+}
+
+/// How many security headers [`SECURITY_HEADERS`] lists.
+pub const SECURITY_HEADER_COUNT: usize = 8;
+
+/// The one list of security headers: it drives the config keys, their
+/// defaults, a route's overrides and what [`SecurityHeaders::apply`] sets.
+pub const SECURITY_HEADERS: [SecurityHeaderEntry; SECURITY_HEADER_COUNT] = [
+    entry(
+        "x_content_type_options",
+        "x-content-type-options",
+        "nosniff",
+        false,
+    ),
+    entry("x_frame_options", "x-frame-options", "DENY", false),
+    entry("x_xss_protection", "x-xss-protection", "0", false),
+    entry("referrer_policy", "referrer-policy", "no-referrer", false),
+    entry(
+        "content_security_policy",
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+        false,
+    ),
+    entry(
+        "strict_transport_security",
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+        true,
+    ),
+    entry("permissions_policy", "permissions-policy", "", false),
+    entry(
+        "cross_origin_opener_policy",
+        "cross-origin-opener-policy",
+        "",
+        false,
+    ),
+];
+
+/// The key of the list of response headers removed, beside the table's keys.
+pub const REMOVE_RESPONSE_HEADERS: &str = "remove_response_headers";
+
+/// Removed from upstream responses unless the file says otherwise.
+pub const DEFAULT_REMOVED: [&str; 2] = ["Server", "X-Powered-By"];
+
 /// A compiled security-header set: values validated at load time.
 #[derive(Debug, Clone, Default)]
 pub struct SecurityHeaders {
     /// Set on every response (empty values were dropped at load).
     pub always: Vec<(HeaderName, HeaderValue)>,
-    /// `Strict-Transport-Security`, set only when the client used HTTPS.
-    pub hsts: Option<HeaderValue>,
+    /// Set only when the client used HTTPS (`Strict-Transport-Security`).
+    pub https_only: Vec<(HeaderName, HeaderValue)>,
     /// Dropped from upstream responses (`Server`, `X-Powered-By`, ...).
     pub remove: Vec<HeaderName>,
 }
@@ -24,8 +96,10 @@ impl SecurityHeaders {
         for (name, value) in &self.always {
             headers.insert(name.clone(), value.clone());
         }
-        if client_https && let Some(hsts) = &self.hsts {
-            headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        if client_https {
+            for (name, value) in &self.https_only {
+                headers.insert(name.clone(), value.clone());
+            }
         }
     }
 }
@@ -127,10 +201,25 @@ mod tests {
     }
 
     #[test]
+    fn the_security_header_table_holds_valid_names() {
+        for entry in SECURITY_HEADERS {
+            assert!(
+                HeaderName::from_bytes(entry.name.as_bytes()).is_ok(),
+                "{}",
+                entry.name
+            );
+            assert_eq!(entry.key, entry.name.replace('-', "_"));
+        }
+    }
+
+    #[test]
     fn hsts_only_on_https() {
         let set = SecurityHeaders {
             always: vec![(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"))],
-            hsts: Some(HeaderValue::from_static("max-age=1")),
+            https_only: vec![(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=1"),
+            )],
             remove: vec![header::SERVER],
         };
         let mut plain = HeaderMap::new();

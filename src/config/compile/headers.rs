@@ -1,48 +1,29 @@
 //! `[cors]` and `[security_headers]` compiled into header values.
 
-use super::*;
+use http::{HeaderName, HeaderValue, Method};
+
+use super::{Compiler, Result};
+use crate::config::file::{CorsFile, FileConfig, SecurityHeadersFile};
+use crate::config::keys::KeyPath;
+use crate::policy::cors::CorsPolicy;
+use crate::policy::headers::{REMOVE_RESPONSE_HEADERS, SECURITY_HEADERS, SecurityHeaders};
 
 impl Compiler<'_> {
     pub(super) fn cors(&self, file: &FileConfig) -> Result<Option<CorsPolicy>> {
         let Some(c) = &file.cors else { return Ok(None) };
-        let span = c.allow_origins.span();
-        let origins_list = &c.allow_origins.get_ref().0;
+        let origins_list = &c.allow_origins.0;
         let any_origin = origins_list.iter().any(|o| o == "*");
         if any_origin && c.allow_credentials {
             return Err(self.err(
-                span,
                 "cors.allow_origins",
                 "[\"*\"] cannot be combined with allow_credentials = true (browsers refuse it, and it would let any site act as the user); list exact origins",
             ));
         }
-        let mut origins = Vec::new();
-        for origin in origins_list.iter().filter(|o| *o != "*") {
-            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
-                && !origin.trim_end_matches('/').ends_with("://")
-                && !origin.ends_with('/')
-                && origin
-                    .parse::<http::Uri>()
-                    .is_ok_and(|u| u.path() == "/" && u.query().is_none());
-            if !valid && origin != "null" {
-                return Err(self.err(
-                    span,
-                    "cors.allow_origins",
-                    format!("\"{origin}\" is not an origin; write scheme://host[:port] with no path or trailing slash, e.g. \"https://app.example.com\""),
-                ));
-            }
-            origins.push(HeaderValue::from_str(origin).map_err(|_| {
-                self.err(
-                    span.clone(),
-                    "cors.allow_origins",
-                    format!("\"{origin}\" is not a valid header value"),
-                )
-            })?);
-        }
-        for method in &c.allow_methods.0 {
+        let origins = self.origins(c)?;
+        for (i, method) in c.allow_methods.0.iter().enumerate() {
             Method::from_bytes(method.as_bytes()).map_err(|_| {
                 self.err(
-                    0..0,
-                    "cors.allow_methods",
+                    format!("cors.allow_methods[{i}]"),
                     format!("\"{method}\" is not an HTTP method"),
                 )
             })?;
@@ -51,15 +32,18 @@ impl Compiler<'_> {
             (&c.allow_headers.0, "cors.allow_headers"),
             (&c.expose_headers.0, "cors.expose_headers"),
         ] {
-            for name in list {
+            for (i, name) in list.iter().enumerate() {
                 HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                    self.err(0..0, key, format!("\"{name}\" is not a valid header name"))
+                    self.err(
+                        format!("{key}[{i}]"),
+                        format!("\"{name}\" is not a valid header name"),
+                    )
                 })?;
             }
         }
         let join = |list: &[String], key: &str| {
             HeaderValue::from_str(&list.join(", "))
-                .map_err(|_| self.err(0..0, key, "contains characters not allowed in a header"))
+                .map_err(|_| self.err(key, "contains characters not allowed in a header"))
         };
         Ok(Some(CorsPolicy {
             origins,
@@ -76,59 +60,64 @@ impl Compiler<'_> {
         }))
     }
 
-    pub(super) fn security_headers(
-        &self,
-        s: &SecurityHeadersFile,
-        key: &str,
-    ) -> Result<SecurityHeaders> {
-        let fields: [(&str, &Text); 7] = [
-            ("x-content-type-options", &s.x_content_type_options),
-            ("x-frame-options", &s.x_frame_options),
-            ("x-xss-protection", &s.x_xss_protection),
-            ("referrer-policy", &s.referrer_policy),
-            ("content-security-policy", &s.content_security_policy),
-            ("permissions-policy", &s.permissions_policy),
-            ("cross-origin-opener-policy", &s.cross_origin_opener_policy),
-        ];
-        let value = |name: &str, text: &Text| {
-            HeaderValue::from_str(text.as_str()).map_err(|_| {
-                self.err(
-                    0..0,
-                    format!("{key}.{}", name.replace('-', "_")),
-                    format!("\"{text}\" is not a valid header value"),
-                )
-            })
-        };
-        let mut always = Vec::new();
-        for (name, text) in fields {
-            if !text.as_str().is_empty() {
-                always.push((HeaderName::from_static(name), value(name, text)?));
+    /// `cors.allow_origins` without `"*"`: exact origins (or `"null"`).
+    fn origins(&self, c: &CorsFile) -> Result<Vec<HeaderValue>> {
+        let mut origins = Vec::new();
+        for (i, origin) in c.allow_origins.0.iter().enumerate() {
+            if origin == "*" {
+                continue;
             }
-        }
-        let hsts = if s.strict_transport_security.as_str().is_empty() {
-            None
-        } else {
-            Some(value(
-                "strict-transport-security",
-                &s.strict_transport_security,
-            )?)
-        };
-        let mut remove = Vec::new();
-        for name in &s.remove_response_headers {
-            remove.push(
-                HeaderName::from_bytes(name.as_str().as_bytes()).map_err(|_| {
-                    self.err(
-                        0..0,
-                        format!("{key}.remove_response_headers"),
-                        format!("\"{name}\" is not a valid header name"),
-                    )
+            let key = format!("cors.allow_origins[{i}]");
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.trim_end_matches('/').ends_with("://")
+                && !origin.ends_with('/')
+                && origin
+                    .parse::<http::Uri>()
+                    .is_ok_and(|u| u.path() == "/" && u.query().is_none());
+            if !valid && origin != "null" {
+                return Err(self.err(
+                    key,
+                    format!("\"{origin}\" is not an origin; write scheme://host[:port] with no path or trailing slash, e.g. \"https://app.example.com\""),
+                ));
+            }
+            origins.push(
+                HeaderValue::from_str(origin).map_err(|_| {
+                    self.err(key, format!("\"{origin}\" is not a valid header value"))
                 })?,
             );
         }
-        Ok(SecurityHeaders {
-            always,
-            hsts,
-            remove,
-        })
+        Ok(origins)
+    }
+
+    /// One security-header set (`[security_headers]`, or the merge of a
+    /// route's overrides onto it), driven by [`SECURITY_HEADERS`].
+    pub(super) fn security_headers(
+        &self,
+        s: &SecurityHeadersFile,
+        key: &KeyPath,
+    ) -> Result<SecurityHeaders> {
+        let mut out = SecurityHeaders::default();
+        for (entry, text) in SECURITY_HEADERS.iter().zip(&s.values) {
+            if text.as_str().is_empty() {
+                continue;
+            }
+            let value = HeaderValue::from_str(text.as_str()).map_err(|_| {
+                self.err(
+                    key.key(entry.key),
+                    format!("\"{text}\" is not a valid header value"),
+                )
+            })?;
+            let set = if entry.https_only {
+                &mut out.https_only
+            } else {
+                &mut out.always
+            };
+            set.push((HeaderName::from_static(entry.name), value));
+        }
+        for (i, name) in s.remove_response_headers.iter().enumerate() {
+            out.remove
+                .push(self.header_name(name, key.key(REMOVE_RESPONSE_HEADERS).at(i))?);
+        }
+        Ok(out)
     }
 }

@@ -1,30 +1,51 @@
 //! `[[routes]]` and `[defaults]` compiled into the route table, and the
 //! headers every request is stripped of.
 
-use super::*;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use http::{HeaderName, Method};
+
+use super::{Compiler, Result};
+use crate::config::file::{FileConfig, RateLimitRuleFile, RouteFile};
+use crate::config::keys::KeyPath;
+use crate::config::values::Text;
+use crate::policy::auth::AuthRequirement;
+use crate::policy::forward::StrippedHeaders;
+use crate::policy::headers::SecurityHeaders;
+use crate::policy::ratelimit::{LimitKey, RateLimitRule};
+use crate::policy::sanitize;
+use crate::policy::tenant::TenantRule;
+use crate::route::{Pattern, Route, RouteTable};
+
+/// What every route inherits unless it sets its own, compiled once.
+struct Inherited {
+    auth: AuthRequirement,
+    forward_claims: Vec<(String, HeaderName)>,
+    security_headers: SecurityHeaders,
+}
 
 impl Compiler<'_> {
     pub(super) fn rate_limits(
         &self,
-        rules: &[Spanned<RateLimitRuleFile>],
-        key: &str,
+        rules: &[RateLimitRuleFile],
+        key: &KeyPath,
         tenant_claim: Option<&str>,
     ) -> Result<Vec<RateLimitRule>> {
         let mut out = Vec::new();
-        for (i, rule) in rules.iter().enumerate() {
-            let r = rule.get_ref();
-            let key = format!("{key}[{i}]");
+        for (i, r) in rules.iter().enumerate() {
+            let key = key.at(i);
             let by = LimitKey::parse(r.by.as_str(), tenant_claim)
-                .map_err(|m| self.err(rule.span(), format!("{key}.by"), m))?;
+                .map_err(|m| self.err(key.key("by"), m))?;
             if r.limit == 0 {
-                return Err(self.err(rule.span(), format!("{key}.limit"), "must be at least 1"));
+                return Err(self.err(key.key("limit"), "must be at least 1"));
             }
             if r.per.0.is_zero() {
-                return Err(self.err(rule.span(), format!("{key}.per"), "must be longer than 0s"));
+                return Err(self.err(key.key("per"), "must be longer than 0s"));
             }
             let burst = r.burst.unwrap_or(r.limit);
             if burst == 0 {
-                return Err(self.err(rule.span(), format!("{key}.burst"), "must be at least 1"));
+                return Err(self.err(key.key("burst"), "must be at least 1"));
             }
             out.push(RateLimitRule {
                 by,
@@ -43,30 +64,26 @@ impl Compiler<'_> {
         file: &FileConfig,
         base_headers: &SecurityHeaders,
     ) -> Result<RouteTable> {
-        let defaults = &file.defaults;
-        let default_auth = AuthRequirement::parse(&defaults.auth.get_ref().0)
-            .map_err(|m| self.err(defaults.auth.span(), "defaults.auth", m))?;
-        let global_claims = match &file.auth.jwt {
-            Some(jwt) => self.forward_claims(&jwt.forward_claims, "auth.jwt.forward_claims")?,
-            None => Vec::new(),
+        let inherited = Inherited {
+            auth: AuthRequirement::parse(&file.defaults.auth.0)
+                .map_err(|m| self.err("defaults.auth", m))?,
+            forward_claims: match &file.auth.jwt {
+                Some(jwt) => {
+                    self.forward_claims(&jwt.forward_claims, &"auth.jwt.forward_claims".into())?
+                }
+                None => Vec::new(),
+            },
+            security_headers: base_headers.clone(),
         };
         if file.routes.is_empty() {
-            return Err(self.err(0..0, "routes", "no [[routes]]: every request would be 404; add at least one (path = \"/**\" passes everything)"));
+            return Err(self.err("routes", "no [[routes]]: every request would be 404; add at least one (path = \"/**\" passes everything)"));
         }
         let mut names = HashSet::new();
         let mut routes = Vec::new();
-        for (i, spanned) in file.routes.iter().enumerate() {
-            let route = self.route(
-                i,
-                spanned,
-                file,
-                &default_auth,
-                &global_claims,
-                base_headers,
-            )?;
+        for i in 0..file.routes.len() {
+            let route = self.route(i, file, &inherited)?;
             if !names.insert(route.name.clone()) {
                 return Err(self.err(
-                    spanned.get_ref().name.span(),
                     format!("routes[{i}].name"),
                     format!(
                         "route name \"{}\" is used twice; names must be unique",
@@ -80,157 +97,42 @@ impl Compiler<'_> {
             let r = &file.routes[later];
             let e = &file.routes[earlier];
             self.err(
-                r.get_ref().path.span(),
-                format!("routes[{later}]"),
+                format!("routes[{later}].path"),
                 format!(
                     "route \"{}\" ({}) can never match: the earlier route \"{}\" ({}) takes every request it would; move it above, or narrow the earlier route's path or methods",
-                    r.get_ref().name.get_ref(), r.get_ref().path.get_ref(), e.get_ref().name.get_ref(), e.get_ref().path.get_ref()
+                    r.name, r.path, e.name, e.path
                 ),
             )
         })
     }
 
-    pub(super) fn route(
-        &self,
-        i: usize,
-        spanned: &Spanned<RouteFile>,
-        file: &FileConfig,
-        default_auth: &AuthRequirement,
-        global_claims: &[(String, HeaderName)],
-        base_headers: &SecurityHeaders,
-    ) -> Result<Route> {
-        let r = spanned.get_ref();
-        let key = format!("routes[{i}]");
-        let name = r.name.get_ref().as_str();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        {
-            return Err(self.err(
-                r.name.span(),
-                format!("{key}.name"),
-                format!("\"{name}\" is not a route name; use letters, digits, - _ . :"),
-            ));
-        }
-        let path_text = r.path.get_ref().as_str();
-        let canonical = sanitize::canonicalize_pattern(path_text).map_err(|why| {
-            self.err(
-                r.path.span(),
-                format!("{key}.path"),
-                format!("\"{path_text}\": {why}"),
-            )
-        })?;
-        let pattern = Pattern::parse(&canonical)
-            .map_err(|m| self.err(r.path.span(), format!("{key}.path"), m))?;
-        let methods = match &r.methods {
-            None => None,
-            Some(list) => {
-                let mut methods = Vec::new();
-                for m in list.get_ref() {
-                    let upper = m.as_str().to_ascii_uppercase();
-                    let method = Method::from_bytes(upper.as_bytes()).map_err(|_| {
-                        self.err(
-                            list.span(),
-                            format!("{key}.methods"),
-                            format!("\"{m}\" is not an HTTP method"),
-                        )
-                    })?;
-                    methods.push(method);
-                }
-                if methods.is_empty() {
-                    return Err(self.err(
-                        list.span(),
-                        format!("{key}.methods"),
-                        "is empty; leave it out to accept every method",
-                    ));
-                }
-                Some(methods)
-            }
-        };
-        let auth = match &r.auth {
-            Some(a) => AuthRequirement::parse(&a.get_ref().0)
-                .map_err(|m| self.err(a.span(), format!("{key}.auth"), m))?,
-            None => default_auth.clone(),
-        };
-        let auth_span = r
-            .auth
-            .as_ref()
-            .map(|a| a.span())
-            .unwrap_or_else(|| spanned.span());
-        if auth.accepts_jwt() && file.auth.jwt.is_none() {
-            return Err(self.err(auth_span, format!("{key}.auth"), format!(
-                "route \"{name}\" requires a JWT (auth = \"{auth}\"{}) but [auth.jwt] is not configured; add [auth.jwt], or set auth = \"none\" explicitly to run without auth",
-                if r.auth.is_none() { ", inherited from [defaults]" } else { "" }
-            )));
-        }
-        for secret in auth.secret_names() {
-            if !file.auth.secrets.contains_key(secret) {
-                return Err(self.err(
-                    auth_span.clone(),
-                    format!("{key}.auth"),
-                    format!("secret \"{secret}\" is not defined; add [auth.secrets.{secret}]"),
-                ));
-            }
-        }
-        let tenant = match &r.tenant {
-            None => None,
-            Some(t) => {
-                let rule = TenantRule {
-                    param: t.get_ref().param.as_str().to_string(),
-                    claim: t.get_ref().claim.as_str().to_string(),
-                };
-                if !pattern.param_names().any(|p| p == rule.param) {
-                    return Err(self.err(
-                        t.span(),
-                        format!("{key}.tenant.param"),
-                        format!(
-                            "\"{}\" is not a {{param}} of the path \"{path_text}\"",
-                            rule.param
-                        ),
-                    ));
-                }
-                if !auth.accepts_jwt() {
-                    return Err(self.err(t.span(), format!("{key}.tenant"), "tenant scoping needs a verified JWT claim; the route's auth must include \"jwt\""));
-                }
-                Some(rule)
-            }
-        };
+    fn route(&self, i: usize, file: &FileConfig, inherited: &Inherited) -> Result<Route> {
+        let r = &file.routes[i];
+        let key = KeyPath::from("routes").at(i);
+        let name = self.route_name(r, &key)?;
+        let pattern = self.pattern(r, &key)?;
+        let methods = self.methods(r, &key)?;
+        let auth = self.route_auth(r, &key, file, inherited)?;
+        let tenant = self.tenant(r, &key, &pattern, &auth)?;
         let tenant_claim = tenant.as_ref().map(|t| t.claim.as_str());
         let rate_limits = match &r.rate_limits {
-            Some(rules) => self.rate_limits(rules, &format!("{key}.rate_limits"), tenant_claim)?,
+            Some(rules) => self.rate_limits(rules, &key.key("rate_limits"), tenant_claim)?,
             None => self.rate_limits(
                 &file.defaults.rate_limits,
-                "defaults.rate_limits",
+                &"defaults.rate_limits".into(),
                 tenant_claim,
             )?,
         };
         let security_headers = match &r.security_headers {
-            None => Arc::new(base_headers.clone()),
+            None => Arc::new(inherited.security_headers.clone()),
             Some(overrides) => Arc::new(self.security_headers(
-                &merge_headers(&file.security_headers, overrides),
-                &format!("{key}.security_headers"),
+                &file.security_headers.merged(overrides),
+                &key.key("security_headers"),
             )?),
         };
         let forward_claims = match &r.forward_claims {
-            Some(claims) => self.forward_claims(claims, &format!("{key}.forward_claims"))?,
-            None => global_claims.to_vec(),
-        };
-        let strip_prefix = match &r.strip_prefix {
-            None => None,
-            Some(p) => {
-                let text = p.get_ref().as_str();
-                if !text.starts_with('/') || text.len() < 2 || text.ends_with('/') {
-                    return Err(self.err(
-                        p.span(),
-                        format!("{key}.strip_prefix"),
-                        format!(
-                            "\"{text}\" must start with \"/\" and not end with \"/\", e.g. \"/api\""
-                        ),
-                    ));
-                }
-                Some(text.to_string())
-            }
+            Some(claims) => self.forward_claims(claims, &key.key("forward_claims"))?,
+            None => inherited.forward_claims.clone(),
         };
         Ok(Route {
             id: i,
@@ -246,35 +148,120 @@ impl Compiler<'_> {
             security_headers,
             retry: r.retry.unwrap_or(true),
             forward_claims,
-            strip_prefix,
+            strip_prefix: self.strip_prefix(r.strip_prefix.as_ref(), &key)?,
         })
     }
-}
 
-pub(super) fn merge_headers(
-    base: &SecurityHeadersFile,
-    o: &SecurityHeadersOverride,
-) -> SecurityHeadersFile {
-    let pick = |over: &Option<Text>, base: &Text| over.clone().unwrap_or_else(|| base.clone());
-    SecurityHeadersFile {
-        x_content_type_options: pick(&o.x_content_type_options, &base.x_content_type_options),
-        x_frame_options: pick(&o.x_frame_options, &base.x_frame_options),
-        x_xss_protection: pick(&o.x_xss_protection, &base.x_xss_protection),
-        referrer_policy: pick(&o.referrer_policy, &base.referrer_policy),
-        content_security_policy: pick(&o.content_security_policy, &base.content_security_policy),
-        strict_transport_security: pick(
-            &o.strict_transport_security,
-            &base.strict_transport_security,
-        ),
-        permissions_policy: pick(&o.permissions_policy, &base.permissions_policy),
-        cross_origin_opener_policy: pick(
-            &o.cross_origin_opener_policy,
-            &base.cross_origin_opener_policy,
-        ),
-        remove_response_headers: o
-            .remove_response_headers
-            .clone()
-            .unwrap_or_else(|| base.remove_response_headers.clone()),
+    fn route_name<'r>(&self, r: &'r RouteFile, key: &KeyPath) -> Result<&'r str> {
+        let name = r.name.as_str();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+        if name.is_empty() || !name.chars().all(allowed) {
+            return Err(self.err(
+                key.key("name"),
+                format!("\"{name}\" is not a route name; use letters, digits, - _ . :"),
+            ));
+        }
+        Ok(name)
+    }
+
+    fn pattern(&self, r: &RouteFile, key: &KeyPath) -> Result<Pattern> {
+        let path_text = r.path.as_str();
+        let canonical = sanitize::canonicalize_pattern(path_text)
+            .map_err(|why| self.err(key.key("path"), format!("\"{path_text}\": {why}")))?;
+        Pattern::parse(&canonical).map_err(|m| self.err(key.key("path"), m))
+    }
+
+    fn methods(&self, r: &RouteFile, key: &KeyPath) -> Result<Option<Vec<Method>>> {
+        let Some(list) = &r.methods else {
+            return Ok(None);
+        };
+        let key = key.key("methods");
+        if list.is_empty() {
+            return Err(self.err(key, "is empty; leave it out to accept every method"));
+        }
+        let mut methods = Vec::new();
+        for (i, m) in list.iter().enumerate() {
+            let upper = m.as_str().to_ascii_uppercase();
+            let method = Method::from_bytes(upper.as_bytes())
+                .map_err(|_| self.err(key.at(i), format!("\"{m}\" is not an HTTP method")))?;
+            methods.push(method);
+        }
+        Ok(Some(methods))
+    }
+
+    fn route_auth(
+        &self,
+        r: &RouteFile,
+        key: &KeyPath,
+        file: &FileConfig,
+        inherited: &Inherited,
+    ) -> Result<AuthRequirement> {
+        let at = key.key("auth");
+        let auth = match &r.auth {
+            Some(a) => AuthRequirement::parse(&a.0).map_err(|m| self.err(&at, m))?,
+            None => inherited.auth.clone(),
+        };
+        if auth.accepts_jwt() && file.auth.jwt.is_none() {
+            return Err(self.err(at, format!(
+                "route \"{}\" requires a JWT (auth = \"{auth}\"{}) but [auth.jwt] is not configured; add [auth.jwt], or set auth = \"none\" explicitly to run without auth",
+                r.name,
+                if r.auth.is_none() { ", inherited from [defaults]" } else { "" }
+            )));
+        }
+        for secret in auth.secret_names() {
+            if !file.auth.secrets.contains_key(secret) {
+                return Err(self.err(
+                    at,
+                    format!("secret \"{secret}\" is not defined; add [auth.secrets.{secret}]"),
+                ));
+            }
+        }
+        Ok(auth)
+    }
+
+    fn tenant(
+        &self,
+        r: &RouteFile,
+        key: &KeyPath,
+        pattern: &Pattern,
+        auth: &AuthRequirement,
+    ) -> Result<Option<TenantRule>> {
+        let Some(t) = &r.tenant else {
+            return Ok(None);
+        };
+        let rule = TenantRule {
+            param: t.param.as_str().to_string(),
+            claim: t.claim.as_str().to_string(),
+        };
+        let key = key.key("tenant");
+        if !pattern.param_names().any(|p| p == rule.param) {
+            return Err(self.err(
+                key.key("param"),
+                format!(
+                    "\"{}\" is not a {{param}} of the path \"{}\"",
+                    rule.param, r.path
+                ),
+            ));
+        }
+        if !auth.accepts_jwt() {
+            return Err(self.err(
+                key,
+                "tenant scoping needs a verified JWT claim; the route's auth must include \"jwt\"",
+            ));
+        }
+        Ok(Some(rule))
+    }
+
+    fn strip_prefix(&self, prefix: Option<&Text>, key: &KeyPath) -> Result<Option<String>> {
+        let Some(p) = prefix else { return Ok(None) };
+        let text = p.as_str();
+        if !text.starts_with('/') || text.len() < 2 || text.ends_with('/') {
+            return Err(self.err(
+                key.key("strip_prefix"),
+                format!("\"{text}\" must start with \"/\" and not end with \"/\", e.g. \"/api\""),
+            ));
+        }
+        Ok(Some(text.to_string()))
     }
 }
 
@@ -295,21 +282,16 @@ pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
     }
     if let Some(jwt) = &file.auth.jwt {
         for header in jwt.forward_claims.values() {
-            set.add(header.get_ref().as_str());
+            set.add(header.as_str());
         }
     }
     for route in &file.routes {
-        for header in route
-            .get_ref()
-            .forward_claims
-            .iter()
-            .flat_map(|m| m.values())
-        {
-            set.add(header.get_ref().as_str());
+        for header in route.forward_claims.iter().flat_map(|m| m.values()) {
+            set.add(header.as_str());
         }
     }
     for secret in file.auth.secrets.values() {
-        set.add(secret.get_ref().header.as_str());
+        set.add(secret.header.as_str());
     }
     set
 }

@@ -1,0 +1,247 @@
+//! Dotted key paths (`routes[2].timeout`) and where they sit in the file.
+//!
+//! Every config error names its key and its place. Both come from one
+//! source: the key path. [`Located`] keeps toml's spanned parse of the
+//! document, so a key path finds its value's span (a value the file does
+//! not set, a default, is placed at its nearest enclosing table or entry),
+//! and a span toml reports (a type mismatch, an unknown key, a bad unit)
+//! finds the key path it belongs to. A caller therefore never passes a key
+//! and a span separately, and the two cannot disagree.
+
+use std::fmt;
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// One step of a key path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A dotted key path, shown as `routes[2].timeout` (a key that is not a
+/// bare TOML key is quoted: `auth.jwt.forward_claims."https://x/role"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPath(Vec<Step>);
+
+impl KeyPath {
+    /// The path one table key further down.
+    pub fn key(&self, name: &str) -> KeyPath {
+        let mut steps = self.0.clone();
+        steps.push(Step::Key(name.to_string()));
+        KeyPath(steps)
+    }
+
+    /// The path of item `index` of this array.
+    pub fn at(&self, index: usize) -> KeyPath {
+        let mut steps = self.0.clone();
+        steps.push(Step::Index(index));
+        KeyPath(steps)
+    }
+}
+
+/// Parses the plain form `a.b[2].c` (no quoted keys): for keys written in
+/// the code. Keys that come from the file (secret names, claim names) are
+/// added with [`KeyPath::key`], so a dot inside them stays one key.
+impl From<&str> for KeyPath {
+    fn from(text: &str) -> Self {
+        let mut path = KeyPath::default();
+        for part in text.split('.').filter(|p| !p.is_empty()) {
+            let mut pieces = part.split('[');
+            if let Some(name) = pieces.next().filter(|n| !n.is_empty()) {
+                path = path.key(name);
+            }
+            for index in pieces {
+                if let Ok(i) = index.trim_end_matches(']').parse() {
+                    path = path.at(i);
+                }
+            }
+        }
+        path
+    }
+}
+
+impl From<String> for KeyPath {
+    fn from(text: String) -> Self {
+        KeyPath::from(text.as_str())
+    }
+}
+
+impl From<&KeyPath> for KeyPath {
+    fn from(path: &KeyPath) -> Self {
+        path.clone()
+    }
+}
+
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, step) in self.0.iter().enumerate() {
+            match step {
+                Step::Index(index) => write!(f, "[{index}]")?,
+                Step::Key(name) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    if is_bare_key(name) {
+                        f.write_str(name)?;
+                    } else {
+                        write!(f, "{name:?}")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_bare_key(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The policy text parsed with every key and value's span.
+pub struct Located<'a> {
+    root: Spanned<DeTable<'a>>,
+}
+
+impl<'a> Located<'a> {
+    /// Parses `text`, keeping what it can of a file with syntax errors (they
+    /// are reported by the serde parse; this only places them).
+    pub fn parse(text: &'a str) -> Self {
+        let (root, _errors) = DeTable::parse_recoverable(text);
+        Self { root }
+    }
+
+    /// The span of the value at `path`; for a key the file does not set, the
+    /// span of the nearest enclosing value it does set. `None` when not even
+    /// the first key is in the file.
+    pub fn span_of(&self, path: &KeyPath) -> Option<Range<usize>> {
+        let mut table = self.root.get_ref();
+        let mut value: Option<&Spanned<DeValue<'_>>> = None;
+        let mut found = None;
+        for step in &path.0 {
+            let next = match (step, value.map(Spanned::get_ref)) {
+                (Step::Key(name), None) => entry(table, name),
+                (Step::Key(name), Some(DeValue::Table(t))) => {
+                    table = t;
+                    entry(table, name)
+                }
+                (Step::Index(i), Some(DeValue::Array(items))) => items.get(*i),
+                _ => None,
+            };
+            let Some(next) = next else { break };
+            found = Some(next.span());
+            value = Some(next);
+        }
+        found
+    }
+
+    /// The key path of the innermost key or value whose span holds `span`'s
+    /// start (for toml's own errors, which carry a span but no key).
+    pub fn key_at(&self, span: &Range<usize>) -> Option<KeyPath> {
+        let mut path = KeyPath::default();
+        find_in_table(self.root.get_ref(), span.start, &mut path).then_some(path)
+    }
+}
+
+fn entry<'t, 'i>(table: &'t DeTable<'i>, name: &str) -> Option<&'t Spanned<DeValue<'i>>> {
+    table
+        .iter()
+        .find(|(key, _)| key.get_ref() == name)
+        .map(|(_, value)| value)
+}
+
+fn holds(span: Range<usize>, offset: usize) -> bool {
+    span.contains(&offset)
+}
+
+fn find_in_table(table: &DeTable<'_>, offset: usize, path: &mut KeyPath) -> bool {
+    for (key, value) in table.iter() {
+        path.0.push(Step::Key(key.get_ref().to_string()));
+        if holds(key.span(), offset)
+            || find_in_value(value.get_ref(), offset, path)
+            || holds(value.span(), offset)
+        {
+            return true;
+        }
+        path.0.pop();
+    }
+    false
+}
+
+fn find_in_value(value: &DeValue<'_>, offset: usize, path: &mut KeyPath) -> bool {
+    match value {
+        DeValue::Table(table) => find_in_table(table, offset, path),
+        DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                path.0.push(Step::Index(i));
+                if find_in_value(item.get_ref(), offset, path) || holds(item.span(), offset) {
+                    return true;
+                }
+                path.0.pop();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "[server]\nlisten = \"x\"\n\n[[routes]]\nname = \"a\"\n\n[[routes]]\nname = \"b\"\nrate_limits = [{ by = \"ip\" }, { by = \"user\" }]\n";
+
+    fn key_of(needle: &str) -> String {
+        let doc = Located::parse(TEXT);
+        let start = TEXT.find(needle).unwrap_or(usize::MAX);
+        doc.key_at(&(start..start + 1))
+            .map(|k| k.to_string())
+            .unwrap_or_default()
+    }
+
+    fn text_at(path: &str) -> &'static str {
+        let span = Located::parse(TEXT).span_of(&KeyPath::from(path)).unwrap();
+        &TEXT[span]
+    }
+
+    #[test]
+    fn key_paths_print_dotted_with_indexes_and_quotes() {
+        assert_eq!(
+            KeyPath::from("routes[2].timeout").to_string(),
+            "routes[2].timeout"
+        );
+        let claim = KeyPath::from("auth.jwt.forward_claims").key("https://x/role");
+        assert_eq!(
+            claim.to_string(),
+            "auth.jwt.forward_claims.\"https://x/role\""
+        );
+        assert_eq!(KeyPath::from("a[0][1]").to_string(), "a[0][1]");
+    }
+
+    #[test]
+    fn a_span_finds_its_key() {
+        assert_eq!(key_of("\"x\""), "server.listen");
+        assert_eq!(key_of("listen"), "server.listen");
+        assert_eq!(key_of("\"b\""), "routes[1].name");
+        assert_eq!(key_of("\"user\""), "routes[1].rate_limits[1].by");
+        assert_eq!(key_of("{ by = \"ip\""), "routes[1].rate_limits[0]");
+    }
+
+    #[test]
+    fn a_key_finds_its_span_or_its_nearest_parent() {
+        assert_eq!(text_at("server.listen"), "\"x\"");
+        assert_eq!(text_at("routes[1].rate_limits[1].by"), "\"user\"");
+        assert_eq!(text_at("server.workers"), "[server]");
+        assert_eq!(text_at("routes[0].timeout"), "[[routes]]");
+        assert!(
+            Located::parse(TEXT)
+                .span_of(&KeyPath::from("log.format"))
+                .is_none()
+        );
+    }
+}
