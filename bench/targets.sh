@@ -221,10 +221,12 @@ http {
 NGINX
       taskset -c "$cpu" nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" & T_PID=$! ;;
     haproxy)
+      # HAProxy wants two descriptors per connection: maxconn fits the limit.
+      local maxconn=$(( ($(ulimit -n) - 100) / 2 ))
       cat > "$work/haproxy.cfg" <<CFG
 global
   nbthread 1
-  maxconn 20000
+  maxconn $maxconn
 defaults
   mode http
   timeout connect 2s
@@ -235,6 +237,7 @@ defaults
   http-reuse always
 frontend bench
   bind 127.0.0.1:$T_PORT
+  maxconn $maxconn
   default_backend app
 backend app
   server up 127.0.0.1:$UP
@@ -310,7 +313,7 @@ YAML
   pids+=("$T_PID")
   wait_http "http://127.0.0.1:$T_PORT/" "Authorization: Bearer ${TOKEN:-x}" "Origin: $ORIGIN" || {
     echo "$name did not answer 200 on 127.0.0.1:$T_PORT; its log:" >&2
-    tail -5 "$work/$name"*.log "$work/$name"-error.log 2>/dev/null >&2 || true
+    tail -n 5 "$work/$name"*.log >&2 2>/dev/null || true
     kill "$T_PID" 2>/dev/null || true
     return 1
   }
