@@ -21,8 +21,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 max=$(( $(ulimit -n) - 500 ))
 if [ "$N" -gt "$max" ]; then echo "open files limited to $(ulimit -n): N lowered from $N to $max" >&2; N=$max; fi
 build_palisade
-mint_token
 start_upstream "$PROXY_CPU"
+mint_token
 
 kib() { awk -v k="$2" '$1 == k":" {print $2}' "/proc/$1/status"; }
 rows=()

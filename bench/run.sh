@@ -50,10 +50,10 @@ source bench/lib.sh
 source bench/targets.sh
 ensure_tools
 build_palisade
-mint_token
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 
 start_upstream "$PROXY_CPU"
+mint_token
 declare -A tport tpid
 active=()
 for t in $TARGETS; do
