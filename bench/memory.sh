@@ -49,12 +49,19 @@ echo
 echo "Idle keep-alive connections, one request each, then idle; $N asked for; RSS from /proc/PID/status"
 printf '%s\n' "${rows[@]}" | python3 -c '
 import sys
+asked, nofile = int(sys.argv[1]), sys.argv[2]
+short = []
 print("\n| target | idle RSS MiB | RSS with N conns MiB | connections | bytes per connection | KiB per connection | RSS after close MiB |")
 print("|---|---|---|---|---|---|---|")
 for line in sys.stdin:
     t, idle, full, hwm, after, n = line.split()
     idle, full, after, n = int(idle), int(full), int(after), int(n)
     per = (full - idle) * 1024 / n if n else float("nan")
+    if n < asked:
+        short.append(f"{t} held {n} of {asked}")
     print(f"| {t} | {idle/1024:.1f} | {full/1024:.1f} | {n} | {per:.0f} | {per/1024:.1f} | {after/1024:.1f} |")
+if short:
+    held = "; ".join(short)
+    print(f"\n{held} (open files are limited to {nofile} here; HAProxy wants two per connection)")
 print("\ntargets (issue 12): palisade <= 20 KiB per idle keep-alive connection, idle RSS <= 20 MiB")
-'
+' "$N" "$(ulimit -n)"
