@@ -16,7 +16,6 @@ use governor::clock::DefaultClock;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use palisade::config::{Env, Policy, load_str};
-use palisade::observe::metrics::Metrics;
 use palisade::policy::auth::Identity;
 use palisade::policy::ratelimit::gcra::Gcra;
 use palisade::policy::ratelimit::local::{LimiterRegistry, check, limiter_with_clock};
@@ -238,7 +237,6 @@ fn rate_limit(c: &mut Criterion, policy: &Policy, rt: &tokio::runtime::Runtime) 
         &registry,
         None,
     );
-    let metrics = Metrics::new().unwrap();
     let route = policy.routes.routes().last().unwrap().clone();
     let identity = Identity::Anonymous;
     let headers = HeaderMap::new();
@@ -248,7 +246,7 @@ fn rate_limit(c: &mut Criterion, policy: &Policy, rt: &tokio::runtime::Runtime) 
         headers: &headers,
     };
     group.bench_function("engine_check_memory", |b| {
-        b.iter(|| rt.block_on(engine.check(&route, black_box(&inputs), &metrics)))
+        b.iter(|| rt.block_on(engine.check(&route, black_box(&inputs))))
     });
     group.finish();
 }
