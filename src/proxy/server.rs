@@ -296,7 +296,10 @@ impl Connection {
                 tracker.mark_http2();
             }
             req.extensions_mut().insert(tunnel.clone());
-            handle(shared.clone(), info, tracker.request_started(), req)
+            // Boxed: hyper keeps the service future's slot inside every
+            // connection, so inline it would cost each idle keep-alive
+            // connection the size of the whole request path.
+            Box::pin(handle(shared.clone(), info, tracker.request_started(), req))
         });
         let conn = self
             .builder
