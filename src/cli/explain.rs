@@ -253,21 +253,21 @@ pub fn explain_with(
         }
         Lookup::Found(route, params) => {
             let params: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            let summary = format!(
-                "#{} \"{}\" {} [{}]",
-                route.id + 1,
-                route.name,
-                route.pattern,
-                params.join(", ")
-            );
+            let mut summary = format!("#{} \"{}\" {}", route.id + 1, route.name, route.pattern);
+            if !params.is_empty() {
+                summary.push_str(&format!(" ({})", params.join(", ")));
+            }
             explanation.route = Stage::outcome(summary, true, None);
+            let headers: HeaderMap = probe.headers.iter().cloned().collect();
+            let params = params_of(&route, &path);
             route_stages(
                 &mut explanation,
                 harness,
                 &route,
-                &params_of(&route, &path),
+                &params,
                 claims,
                 observed,
+                &headers,
             );
         }
     }
@@ -292,6 +292,7 @@ fn route_stages(
     params: &BTreeMap<String, String>,
     claims: Option<Map<String, Value>>,
     observed: &Observed,
+    request_headers: &HeaderMap,
 ) {
     let policy = harness.policy();
     let reached_auth = observed.route.as_deref() == Some(&*route.name);
@@ -328,15 +329,19 @@ fn route_stages(
                 Stage::info(format!("{summary}: not reached"))
             } else {
                 let refused = reason.as_deref() == Some("tenant");
-                Stage::outcome(summary, !refused, Some("tenant".into()))
+                let verdict = if refused { "refused, 403" } else { "ok" };
+                Stage::outcome(
+                    format!("{summary}: {verdict}"),
+                    !refused,
+                    Some("tenant".into()),
+                )
             }
         }
     };
-    let headers: HeaderMap = HeaderMap::new();
     let inputs = KeyInputs {
         client_ip: CLIENT_PEER.ip(),
         identity: &identity,
-        headers: observed.upstream.as_ref().map_or(&headers, |r| &r.headers),
+        headers: request_headers,
     };
     let keys = harness.limit_keys(route, &inputs);
     let limited = reason.as_deref() == Some("rate-limited");
