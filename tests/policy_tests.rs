@@ -103,6 +103,11 @@ token = { sub = "u1", org = "o1" }
 expect = { status = 403, route = "org", reason = "tenant", upstream = false }
 
 [[case]]
+name = "a target the HTTP library refuses"
+path = "/open/a`b"
+expect = { status = 400, reason = "unparseable", upstream = false }
+
+[[case]]
 name = "no token"
 path = "/orgs/o1/items"
 expect = { status = 401, reason = "missing", upstream = false, headers = { "WWW-Authenticate" = 'Bearer realm="palisade"' } }
@@ -110,7 +115,7 @@ expect = { status = 401, reason = "missing", upstream = false, headers = { "WWW-
     );
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("ok   own org\n"), "{stdout}");
-    assert!(stdout.ends_with("3 passed, 0 failed\n"), "{stdout}");
+    assert!(stdout.ends_with("4 passed, 0 failed\n"), "{stdout}");
     assert!(
         stderr.contains("PT_UNSET_JWT_SECRET is not set"),
         "{stderr}"
