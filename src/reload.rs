@@ -132,10 +132,16 @@ pub async fn reload(shared: &Shared, path: &Path) -> bool {
 pub async fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     let metrics = &shared.metrics;
     match try_reload(shared, path, env).await {
-        Ok(()) => {
+        Ok(changes) => {
             metrics.config_reloads.with_label_values(&["success"]).inc();
             metrics.mark_config_loaded();
-            tracing::info!("config reloaded");
+            // The same lines as `palisade check --against` (SPEC §6.5).
+            let changes = if changes.is_empty() {
+                "none to the routes".to_string()
+            } else {
+                changes.join("; ")
+            };
+            tracing::info!(changes, "config reloaded");
             true
         }
         Err(error) => {
@@ -146,12 +152,13 @@ pub async fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
     }
 }
 
-/// Loads, validates and builds the next generation, then swaps it in; on
-/// any error nothing has changed.
-async fn try_reload(shared: &Shared, path: &Path, env: &Env) -> Result<(), String> {
+/// Loads, validates and builds the next generation, then swaps it in and
+/// returns the route changes; on any error nothing has changed.
+async fn try_reload(shared: &Shared, path: &Path, env: &Env) -> Result<Vec<String>, String> {
     let policy = config::load_file(path, env).map_err(|e| e.to_string())?;
     let current = shared.current.load_full();
     let old = &current.policy;
+    let changes = crate::route::changes::changes(&old.routes, &policy.routes);
     warn_restart_only(&policy, old);
     let same_upstream = serde_json::to_value(&policy.effective.upstream).ok()
         == serde_json::to_value(&old.effective.upstream).ok();
@@ -168,7 +175,7 @@ async fn try_reload(shared: &Shared, path: &Path, env: &Env) -> Result<(), Strin
         .connections
         .set_max(next.policy.server.max_connections);
     shared.current.store(Arc::new(next));
-    Ok(())
+    Ok(changes)
 }
 
 /// Settings read only at start-up: changed, they are logged as needing a

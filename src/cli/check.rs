@@ -1,16 +1,40 @@
-//! `palisade check`: validate, print the compiled route table, never listen.
+//! `palisade check`: validate, print the compiled route table, never listen;
+//! with `--against OLD.toml`, also what changed from OLD (SPEC §6.5).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Args;
+
 use super::{Cli, EXIT_CONFIG};
-use crate::config::units::{format_duration, format_size};
 use crate::config::{self, Env, Policy};
 use crate::policy::ratelimit::LimitKey;
+use crate::route::changes;
+
+/// Arguments of `palisade check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also print the routes added, removed, reordered and changed from
+    /// this older config.
+    #[arg(long, value_name = "OLD.toml")]
+    pub against: Option<PathBuf>,
+}
 
 /// Runs `check`.
-pub fn check(cli: &Cli) -> ExitCode {
+pub fn check(cli: &Cli, args: &CheckArgs) -> ExitCode {
     let path = cli.config_path();
-    match config::load_file(&path, &Env::from_process().lenient_secrets()) {
+    let env = Env::from_process().lenient_secrets();
+    let old = match &args.against {
+        None => None,
+        Some(old) => match config::load_file(old, &env) {
+            Ok(policy) => Some(policy),
+            Err(error) => {
+                eprintln!("{error}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    match config::load_file(&path, &env) {
         Ok(policy) => {
             for var in &policy.unset_secret_vars {
                 eprintln!(
@@ -26,6 +50,9 @@ pub fn check(cli: &Cli) -> ExitCode {
                 path.display(),
                 policy.routes.routes().len()
             );
+            if let (Some(old), Some(old_path)) = (&old, &args.against) {
+                print!("{}", change_report(old, &policy, old_path));
+            }
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -82,42 +109,22 @@ pub fn route_table(policy: &Policy) -> String {
         "MAX BODY".into(),
     ]];
     for (i, route) in policy.routes.routes().iter().enumerate() {
-        let methods = route.methods.as_ref().map_or_else(
-            || "*".to_string(),
-            |ms| ms.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","),
-        );
-        let limits = if route.rate_limits.is_empty() {
-            "-".to_string()
+        let [methods, pattern, auth, tenant, limits, timeout, max_body] =
+            changes::summary(route).map(|(_, value)| value);
+        let auth = if route.tenant.is_some() {
+            format!("{auth} tenant {tenant}")
         } else {
-            route
-                .rate_limits
-                .iter()
-                .map(|l| {
-                    let mut text = format!("{}:{}/{}", l.by_label, l.limit, format_duration(l.per));
-                    if l.burst != l.limit {
-                        text.push_str(&format!(" burst {}", l.burst));
-                    }
-                    if l.shadow {
-                        text.push_str(" (shadow)");
-                    }
-                    text
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
+            auth
         };
-        let mut auth = route.auth.to_string();
-        if let Some(tenant) = &route.tenant {
-            auth.push_str(&format!(" tenant {{{}}}={}", tenant.param, tenant.claim));
-        }
         rows.push([
             (i + 1).to_string(),
             route.name.to_string(),
             methods,
-            route.pattern.to_string(),
+            pattern,
             auth,
             limits,
-            format_duration(route.timeout),
-            format_size(route.max_body),
+            timeout,
+            max_body,
         ]);
     }
     let widths: Vec<usize> = (0..8)
@@ -131,6 +138,23 @@ pub fn route_table(policy: &Policy) -> String {
             .map(|(cell, w)| format!("{cell:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `--against`: what changed from `old`, one line each.
+fn change_report(old: &Policy, new: &Policy, old_path: &std::path::Path) -> String {
+    let lines = changes::changes(&old.routes, &new.routes);
+    let mut out = format!("changes from {}:", old_path.display());
+    if lines.is_empty() {
+        out.push_str(" none to the routes\n");
+        return out;
+    }
+    out.push('\n');
+    for line in lines {
+        out.push_str("  ");
+        out.push_str(&line);
         out.push('\n');
     }
     out

@@ -36,15 +36,7 @@ pub fn demo(cli: &Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let mut env = Env::from_process();
-    let mut generated = BTreeMap::new();
-    for var in required_vars_of_toml(&text) {
-        if env.get(&var).is_none() {
-            let value = random_hex(24);
-            env.set(&var, value.clone());
-            generated.insert(var, value);
-        }
-    }
+    let (env, generated) = dev_env(&text);
     let policy = match config::load_text_at(&path, &text, &env) {
         Ok(policy) => policy,
         Err(error) => {
@@ -97,6 +89,23 @@ pub fn demo(cli: &Cli) -> ExitCode {
     })
 }
 
+/// The process environment with a generated development value for every
+/// variable the config text needs but that is unset (returned by name, so
+/// it can be said on screen). `demo` and `test` use it, so tokens and
+/// secret headers built from those values agree with the policy.
+pub fn dev_env(text: &str) -> (Env, BTreeMap<String, String>) {
+    let mut env = Env::from_process();
+    let mut generated = BTreeMap::new();
+    for var in required_vars_of_toml(text) {
+        if env.get(&var).is_none() {
+            let value = random_hex(24);
+            env.set(&var, value.clone());
+            generated.insert(var, value);
+        }
+    }
+    (env, generated)
+}
+
 /// A wildcard bind address is reached on loopback.
 fn reachable(mut addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
@@ -112,8 +121,8 @@ fn random_hex(bytes: usize) -> String {
         .collect()
 }
 
-/// Rewrites the upstream to the echo server.
-fn point_at(mut policy: Policy, echo: SocketAddr) -> Policy {
+/// Rewrites the upstream to `echo` (the demo's echo server, the test stub).
+pub fn point_at(mut policy: Policy, echo: SocketAddr) -> Policy {
     if let Ok(authority) = Authority::try_from(echo.to_string()) {
         policy.upstream.scheme = Scheme::HTTP;
         policy.upstream.host_header =

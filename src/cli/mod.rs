@@ -1,10 +1,16 @@
 //! The command line (SPEC §1): one file per subcommand. Each returns the
-//! process exit code: 0 clean, 1 config error, 2 usage error, 3 bind failure.
+//! process exit code: 0 clean, 1 config error, 2 usage error, 3 bind
+//! failure, 4 a `palisade test` case failed.
 
+pub mod cases;
 pub mod check;
 pub mod demo;
 pub mod echo;
+pub mod explain;
+pub mod harness;
 pub mod run;
+pub mod stub;
+pub mod test;
 pub mod token;
 
 use std::path::PathBuf;
@@ -55,11 +61,15 @@ pub enum Command {
     /// Run the sidecar.
     Run,
     /// Validate the config and print the compiled route table.
-    Check,
+    Check(check::CheckArgs),
     /// Try palisade: built-in echo upstream, dev secrets, ready-to-paste curl lines.
     Demo,
     /// Print an HS256 development JWT.
     Token(token::TokenArgs),
+    /// Run policy test cases through the real pipeline, in-process.
+    Test(test::TestArgs),
+    /// Explain what palisade would do with one request, and why.
+    Explain(explain::ExplainArgs),
 }
 
 impl Cli {
@@ -89,9 +99,11 @@ impl Cli {
 pub fn main(cli: Cli) -> ExitCode {
     match &cli.command {
         None | Some(Command::Run) => run::run(&cli),
-        Some(Command::Check) => check::check(&cli),
+        Some(Command::Check(args)) => check::check(&cli, args),
         Some(Command::Demo) => demo::demo(&cli),
         Some(Command::Token(args)) => token::token(&cli, args),
+        Some(Command::Test(args)) => test::test(&cli, args),
+        Some(Command::Explain(args)) => explain::explain(&cli, args),
     }
 }
 

@@ -80,20 +80,33 @@ pub fn mint(
     ttl: Duration,
     config_text: &str,
 ) -> Result<String, String> {
+    let mut claims = Map::new();
+    claims.insert("sub".into(), Value::from(sub));
+    for (key, value) in extra {
+        claims.insert(key.clone(), value.clone());
+    }
+    mint_claims(secret, claims, ttl, config_text)
+}
+
+/// Signs `claims` as given, adding `iat`, `exp` (now + `ttl`) and the
+/// config's `iss`/`aud` where the claims do not set them.
+pub fn mint_claims(
+    secret: &[u8],
+    claims: Map<String, Value>,
+    ttl: Duration,
+    config_text: &str,
+) -> Result<String, String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_secs();
-    let mut claims = config_claims(config_text);
-    claims.insert("sub".into(), Value::from(sub));
-    claims.insert("iat".into(), Value::from(now));
-    claims.insert("exp".into(), Value::from(now + ttl.as_secs()));
-    for (key, value) in extra {
-        claims.insert(key.clone(), value.clone());
-    }
+    let mut all = config_claims(config_text);
+    all.insert("iat".into(), Value::from(now));
+    all.insert("exp".into(), Value::from(now + ttl.as_secs()));
+    all.extend(claims);
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims,
+        &all,
         &EncodingKey::from_secret(secret),
     )
     .map_err(|e| e.to_string())

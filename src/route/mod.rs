@@ -1,5 +1,6 @@
 //! Routes: compiled patterns and the first-match table (SPEC §2 "Routes").
 
+pub mod changes;
 pub mod pattern;
 pub mod table;
 

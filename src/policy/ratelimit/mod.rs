@@ -256,15 +256,23 @@ impl RateLimitEngine {
         self.redis.as_ref()
     }
 
+    /// The bucket key of each of `route`'s limits for these inputs, in
+    /// `rate_limits` order (what `palisade explain` shows).
+    pub fn keys(&self, route: &Route, inputs: &KeyInputs<'_>) -> Vec<String> {
+        self.routes.get(route.id).map_or_else(Vec::new, |limits| {
+            limits
+                .iter()
+                .map(|l| format!("{}{}", l.key_base, self.key_value(&l.rule.by, inputs)))
+                .collect()
+        })
+    }
+
     /// Decides a request on `route`.
     pub async fn check(&self, route: &Route, inputs: &KeyInputs<'_>) -> RateOutcome {
         let Some(limits) = self.routes.get(route.id).filter(|l| !l.is_empty()) else {
             return RateOutcome::default();
         };
-        let keys: Vec<String> = limits
-            .iter()
-            .map(|l| format!("{}{}", l.key_base, self.key_value(&l.rule.by, inputs)))
-            .collect();
+        let keys = self.keys(route, inputs);
         let mut backend_failed = false;
         let results = match &self.redis {
             None => self.local(limits, &keys),
