@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Instructions per request under callgrind: a before/after figure that does
+# not move with the machine's load (wall-clock figures on a shared 2-core
+# machine do). Each BINARY serves the plain policy (one catch-all route,
+# headers off) in front of NGINX; after a warm-up the counters are zeroed,
+# wrk sends requests for DURATION seconds, and the instructions palisade
+# executed are divided by the requests wrk completed.
+#
+#   bench/instructions.sh [BINARY...]     default: target/release/palisade
+#   DURATION=5 CONNECTIONS=8 POLICY=plain|full
+#
+# Talks only to 127.0.0.1; stops what it started by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+source bench/targets.sh
+need valgrind callgrind_control wrk nginx curl
+DURATION=${DURATION:-5}
+CONNECTIONS=${CONNECTIONS:-8}
+POLICY=${POLICY:-plain}
+bins=("$@")
+[ ${#bins[@]} -gt 0 ] || bins=("$PWD/target/release/palisade")
+start_upstream 0
+JWT_SECRET=bench-secret-for-instruction-counts-0123456789
+printf '| binary | policy | requests | instructions per request |\n|---|---|---|---|\n'
+for bin in "${bins[@]}"; do
+  BIN=$bin
+  name=palisade-$POLICY
+  T_PORT=$(port)
+  if [ "$POLICY" = full ]; then
+    palisade_config palisade-full "$(port)" "$(port)" > "$work/token.toml"
+    TOKEN=$(BENCH_JWT_SECRET=$JWT_SECRET "$BIN" --config "$work/token.toml" token \
+      --sub bench --ttl 1h --secret-env BENCH_JWT_SECRET 2>/dev/null || true)
+  fi
+  palisade_config "$name" "$T_PORT" "$(port)" > "$work/$name.toml"
+  out=$work/callgrind.$$.out
+  BENCH_JWT_SECRET=$JWT_SECRET valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$BIN" run --config "$work/$name.toml" >"$work/vg.log" 2>&1 & vg=$!; pids+=("$vg")
+  for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$T_PORT/" && break; sleep 0.1; done
+  wrk -t1 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer ${TOKEN:-x}" "http://127.0.0.1:$T_PORT/" >/dev/null
+  callgrind_control -z "$vg" >/dev/null
+  requests=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer ${TOKEN:-x}" \
+    "http://127.0.0.1:$T_PORT/" | awk '/requests in/ {print $1}')
+  callgrind_control -d "$vg" >/dev/null
+  sleep 1
+  total=$(cat "$out"* 2>/dev/null | awk '/^summary:/ {s+=$2} /^totals:/ {t+=$2} END {print (s>0?s:t)}')
+  kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
+  rm -f "$out"*
+  printf '| %s | %s | %s | %s |\n' "$bin" "$POLICY" "$requests" "$(( total / requests ))"
+done
