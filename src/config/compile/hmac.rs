@@ -7,6 +7,7 @@ use super::{Compiler, Result};
 use crate::config::choices::{HmacAlgorithm, HmacEncoding};
 use crate::config::file::HmacFile;
 use crate::config::keys::KeyPath;
+use crate::config::values::UNSET_PLACEHOLDER;
 use crate::policy::auth::hmac::presets::{self, CUSTOM, DEFAULT_TOLERANCE};
 use crate::policy::auth::hmac::{
     Algorithm, Encoding, HmacSettings, HmacVerifier, Piece, parse_template,
@@ -142,6 +143,8 @@ impl Compiler<'_> {
                     "must not be empty (is the environment variable set?)",
                 ));
             }
+            // `check` without the variable set: a placeholder, not base64.
+            let whsec = whsec && !value.starts_with(UNSET_PLACEHOLDER);
             secrets.push(presets::secret_bytes(whsec, value).map_err(|m| self.err(at(i), m))?);
         }
         Ok(secrets)
