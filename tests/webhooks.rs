@@ -204,6 +204,22 @@ async fn github_preset() {
     let reply = post(&server, "/hooks/github", &[], body).await;
     refused(&server, &reply, "gh", "missing", 1.0).await;
     assert_eq!(upstream.count(), 2);
+    let config = get(server.admin_addr, "/config").await;
+    let text = String::from_utf8_lossy(&config.body);
+    assert!(
+        text.contains("\"hmac\"") && text.contains("<redacted>"),
+        "{text}"
+    );
+    for secret in [
+        "gh-new",
+        "gh-old",
+        "whsec_stripe_new",
+        "slack-new",
+        "custom-secret",
+        SW_NEW,
+    ] {
+        assert!(!text.contains(secret), "{secret} in /config");
+    }
 }
 
 #[tokio::test]
@@ -584,4 +600,36 @@ async fn over_max_body_is_413_and_the_upstream_is_never_contacted() {
         ),
         2.0
     );
+}
+
+#[tokio::test]
+async fn replay_falls_back_to_memory_when_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let upstream = TestUpstream::start().await;
+    let text = format!(
+        "[ratelimit]\nbackend = \"redis\"\nredis_url = \"{}\"\n{HOOKS}",
+        redis.url()
+    );
+    let server = start_palisade(&text, upstream.addr).await;
+    redis.kill();
+    let t = now();
+    let body = br#"{"id":"evt_down"}"#;
+    let header = format!("t={t},{}", stripe("whsec_stripe_new", t, body));
+    let ok = post(
+        &server,
+        "/hooks/stripe",
+        &[("stripe-signature", &header)],
+        body,
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let again = post(
+        &server,
+        "/hooks/stripe",
+        &[("stripe-signature", &header)],
+        body,
+    )
+    .await;
+    refused(&server, &again, "stripe", "replayed", 1.0).await;
+    assert_eq!(upstream.count(), 1);
 }
