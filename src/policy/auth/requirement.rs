@@ -1,5 +1,5 @@
 //! A route's authentication requirement (`auth = ...`), compiled at load.
-//! Verification itself lives in `policy::jwt` and `policy::secret`.
+//! Verification itself lives in `policy::auth::{jwt, secret, hmac}`.
 
 use std::fmt;
 use std::sync::Arc;
