@@ -117,6 +117,36 @@ fn check_fails_on_an_unset_variable() {
 }
 
 #[test]
+fn check_refuses_a_signed_template_without_its_header_and_passes_an_unset_whsec() {
+    let route = "[[routes]]\nname = \"h\"\npath = \"/h\"\nauth = \"hmac:hook\"\n";
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[auth.hmac.hook]\nsecret = \"x\"\n\
+         header = \"X-Sig\"\nsigned = \"{{timestamp}}.{{body}}\"\n{route}"
+    );
+    let (code, stderr, _) = check("hmac-template", &text);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(":6:10: auth.hmac.hook.signed: uses {timestamp} but no timestamp_header"),
+        "{stderr}"
+    );
+    let text = text.replace(
+        "signed = \"{timestamp}.{body}\"",
+        "signed = \"{id}.{body}\"",
+    );
+    let (code, stderr, _) = check("hmac-id", &text);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("uses {id} but no id_header"), "{stderr}");
+    // A standard-webhooks secret not set where `check` runs: a warning.
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:1\"\n[auth.hmac.hook]\npreset = \"standard-webhooks\"\n\
+         secret = \"${{PALISADE_TEST_UNSET_WHSEC}}\"\n{route}"
+    );
+    let (code, stderr, _) = check("hmac-unset", &text);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("PALISADE_TEST_UNSET_WHSEC"), "{stderr}");
+}
+
+#[test]
 fn check_passes_an_unset_redis_url_secret_with_a_warning() {
     let text = "[upstream]\nurl = \"http://127.0.0.1:1\"\n[ratelimit]\nbackend = \"redis\"\n\
                 redis_url = \"${PALISADE_TEST_UNSET_REDIS_URL}\"\n[[routes]]\nname = \"a\"\n\

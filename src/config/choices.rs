@@ -164,3 +164,37 @@ mod tests {
         assert_eq!(RetryOn::Reset.to_string(), "reset");
     }
 }
+
+word_enum! {
+    /// `auth.hmac.NAME.preset`.
+    HmacPresetName {
+        /// `X-Hub-Signature-256: sha256=<hex>`.
+        Github = "github",
+        /// `Stripe-Signature: t=..,v1=..`.
+        Stripe = "stripe",
+        /// `X-Slack-Signature: v0=..` with `X-Slack-Request-Timestamp`.
+        Slack = "slack",
+        /// `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+        StandardWebhooks = "standard-webhooks",
+    }
+}
+
+word_enum! {
+    /// `auth.hmac.NAME.algorithm`.
+    HmacAlgorithm {
+        /// HMAC-SHA256.
+        Sha256 = "sha256",
+        /// HMAC-SHA512.
+        Sha512 = "sha512",
+    }
+}
+
+word_enum! {
+    /// `auth.hmac.NAME.encoding`.
+    HmacEncoding {
+        /// Hex digits.
+        Hex = "hex",
+        /// Standard base64.
+        Base64 = "base64",
+    }
+}

@@ -31,6 +31,7 @@ mod auth;
 #[cfg(test)]
 mod error_tests;
 mod headers;
+mod hmac;
 mod ratelimit;
 mod routes;
 mod server;

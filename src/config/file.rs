@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::choices::{Backend, Environment, LogFormat, RateHeaders, RedisErrorMode, RetryOn};
+use super::choices::{
+    Backend, Environment, HmacAlgorithm, HmacEncoding, HmacPresetName, LogFormat, RateHeaders,
+    RedisErrorMode, RetryOn,
+};
 use super::values::{Dur, OneOrMany, Secret, Size, Text, TextList, Url};
 
 mod security_headers;
@@ -192,6 +195,7 @@ impl Default for LogFile {
 pub struct AuthFile {
     pub jwt: Option<JwtFile>,
     pub secrets: BTreeMap<String, SecretFile>,
+    pub hmac: BTreeMap<String, HmacFile>,
 }
 
 /// `[auth.jwt]`
@@ -238,6 +242,25 @@ pub struct SecretFile {
     pub header: Text,
     pub value: Option<Secret>,
     pub values: Option<Vec<Secret>>,
+}
+
+/// `[auth.hmac.NAME]`: a preset's keys, any of them overridden, or the
+/// custom form (SPEC §6.1).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HmacFile {
+    pub preset: Option<HmacPresetName>,
+    pub secret: Option<Secret>,
+    pub secrets: Option<Vec<Secret>>,
+    pub header: Option<Text>,
+    pub algorithm: Option<HmacAlgorithm>,
+    pub encoding: Option<HmacEncoding>,
+    pub prefix: Option<Text>,
+    pub timestamp_header: Option<Text>,
+    pub id_header: Option<Text>,
+    pub signed: Option<Text>,
+    pub tolerance: Option<Dur>,
+    pub replay: bool,
 }
 
 /// `[ratelimit]`

@@ -165,3 +165,24 @@ pub async fn collect_for_replay(
     let collected = LimitedBody::new(inner, limit, progress).collect().await?;
     Ok(collected.to_bytes())
 }
+
+/// The client's body as the pipeline hands it to the upstream: still
+/// streaming (every route but signed webhooks), or already read whole and
+/// verified (`hmac:` routes; at most `max_body`), sent exactly as received.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// Not read yet: streamed through the limit.
+    Streaming(Incoming),
+    /// Read whole before authentication.
+    Held(Bytes),
+}
+
+/// Reads the whole body, at most `limit` bytes (beyond: `TooLarge`, and
+/// nothing was sent anywhere): the one place palisade holds a body.
+pub async fn hold(
+    inner: Incoming,
+    limit: u64,
+    progress: Arc<BodyProgress>,
+) -> Result<Bytes, BodyError> {
+    collect_for_replay(inner, limit, progress).await
+}

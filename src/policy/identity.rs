@@ -11,7 +11,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::auth::{self, Denied, Identity, PresentedSecrets};
+use super::auth::{self, Denied, Identity, PresentedSecrets, Signed};
 use super::{forward, head};
 use crate::config::Policy;
 use crate::route::Route;
@@ -61,8 +61,10 @@ pub async fn verify(
     route: &Route,
     headers: &HeaderMap,
     presented: &PresentedSecrets,
+    signed: Option<Signed<'_>>,
 ) -> Result<Verified, Denied> {
-    let identity = auth::authenticate(&policy.auth, &route.auth, headers, presented).await?;
+    let identity =
+        auth::authenticate(&policy.auth, &route.auth, headers, presented, signed).await?;
     let headers = auth::identity_headers(&identity, &route.forward_claims)?;
     Ok(Verified { identity, headers })
 }

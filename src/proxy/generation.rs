@@ -11,6 +11,7 @@ use super::state::{Generation, Persistent};
 use super::upstream::Upstream;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
+use crate::policy::auth::hmac::replay::ReplayGuard;
 use crate::policy::ratelimit::redis::RedisBackend;
 use crate::policy::ratelimit::{RateLimitEngine, RedisTarget};
 
@@ -64,6 +65,12 @@ pub fn build(
             }
         }
     };
+    let replay = ReplayGuard::new(
+        persistent.seen.clone(),
+        redis
+            .clone()
+            .map(|backend| (backend, policy.ratelimit.key_prefix.clone())),
+    );
     let ratelimit = RateLimitEngine::new(
         policy.ratelimit.clone(),
         policy.routes.routes(),
@@ -74,6 +81,7 @@ pub fn build(
         policy: Arc::new(policy),
         upstream,
         ratelimit,
+        replay,
     })
 }
 

@@ -4,7 +4,8 @@
 //! request ID → identity-header stripping (with the client-header cleanup:
 //! `Connection`-named headers, cookie lines, headers only a trusted proxy
 //! may send) → URI and header limits → `Host` and method spelling → path
-//! sanitization → route match → CORS preflight → authentication → tenant
+//! sanitization → route match → CORS preflight → (signed-webhook routes:
+//! the body held up to `max_body`) → authentication → tenant
 //! check → rate limits → body limit (streamed) → upstream (timeout, retry,
 //! circuit breaker) → response headers (security, request ID, rate-limit,
 //! CORS) → access log and metrics (once, when the response ends).
@@ -23,6 +24,7 @@ use tracing::Instrument;
 
 use super::conn::ConnRequestGuard;
 use super::ctx::RequestCtx;
+use super::held;
 use super::reject::Reject;
 use super::respond;
 use super::response_body::ResponseBody;
@@ -30,6 +32,7 @@ use super::state::{Generation, Shared};
 use super::upstream::{ExchangeSettings, ForwardTarget};
 use crate::config::Policy;
 use crate::observe::access::{Rejection, RequestRecord};
+use crate::policy::auth::Signed;
 use crate::policy::ratelimit::KeyInputs;
 use crate::policy::{cors, forward, head, identity, limits, sanitize, tenant};
 use crate::route::{Lookup, Params, Route};
@@ -120,7 +123,12 @@ async fn process(
     };
     ctx.set_route(&route);
 
-    let verified = identity::verify(policy, &route, req.headers(), &presented).await?;
+    let (mut req, held) = held::hold_body(req, &route, &ctx.record.body_in).await?;
+    let signed = held.as_deref().map(|body| Signed {
+        body,
+        replay: &generation.replay,
+    });
+    let verified = identity::verify(policy, &route, req.headers(), &presented, signed).await?;
     ctx.record.user = verified.identity.subject().map(str::to_string);
     tenant::check(route.tenant.as_ref(), &params, &verified.identity)?;
     if !route.rate_limits.is_empty() {

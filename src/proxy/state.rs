@@ -12,6 +12,7 @@ use super::conn::ConnLimit;
 use super::upstream::Upstream;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
+use crate::policy::auth::hmac::replay::{ReplayGuard, SeenSignatures};
 use crate::policy::ratelimit::RateLimitEngine;
 use crate::policy::ratelimit::local::LimiterRegistry;
 use crate::policy::ratelimit::redis::RedisBackend;
@@ -26,6 +27,8 @@ pub struct Generation {
     pub upstream: Arc<Upstream>,
     /// Rate limiting for `policy`'s routes.
     pub ratelimit: RateLimitEngine,
+    /// Where signed webhooks' accepted signatures are remembered.
+    pub replay: ReplayGuard,
 }
 
 /// State that outlives config generations: rate-limit buckets (so an
@@ -37,6 +40,9 @@ pub struct Persistent {
     /// The Redis backend of the current config and what it was built from,
     /// reused while that is unchanged.
     pub redis: Mutex<Option<(RedisSettings, Arc<RedisBackend>)>>,
+    /// Signed webhooks' accepted signatures, in memory (the memory backend,
+    /// and the fallback when Redis fails).
+    pub seen: Arc<SeenSignatures>,
 }
 
 /// What a Redis backend is built from: its target, `redis_timeout` and CA.

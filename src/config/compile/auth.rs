@@ -1,5 +1,5 @@
 //! `[auth.jwt]` and `[auth.secrets.*]` compiled into the JWT verifier and
-//! the shared-secret checks.
+//! the shared-secret checks (`[auth.hmac.*]`: `hmac.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,7 +32,11 @@ impl Compiler<'_> {
         for (name, secret) in &file.auth.secrets {
             secrets.push(self.secret(name, secret)?);
         }
-        Ok(AuthPolicy { jwt, secrets })
+        let mut hmac = Vec::new();
+        for (name, h) in &file.auth.hmac {
+            hmac.push(self.hmac(name, h)?);
+        }
+        Ok(AuthPolicy { jwt, secrets, hmac })
     }
 
     fn secret(&self, name: &str, s: &SecretFile) -> Result<SecretCheck> {

@@ -189,6 +189,49 @@ fn secrets() {
 }
 
 #[test]
+fn hmac() {
+    let hook = "[auth.hmac.hook]\nsecret = \"${SECRET}\"\n";
+    fails_at(
+        &format!("{hook}header = \"X-Sig\"\nsigned = \"{{timestamp}}.{{body}}\"\n{ROUTE}"),
+        "t.toml:4:10: auth.hmac.hook.signed: uses {timestamp} but no timestamp_header is set",
+    );
+    fails_at(
+        &format!("{hook}header = \"X-Sig\"\nsigned = \"{{id}}.{{body}}\"\n{ROUTE}"),
+        "t.toml:4:10: auth.hmac.hook.signed: uses {id} but no id_header is set",
+    );
+    fails_at(
+        &format!("{hook}header = \"X-Sig\"\nsigned = \"{{ts}}\"\n{ROUTE}"),
+        "t.toml:4:10: auth.hmac.hook.signed: unknown placeholder \"{ts}\"",
+    );
+    fails_at(
+        &format!("{hook}algorithm = \"sha256\"\n{ROUTE}"),
+        "t.toml:1:1: auth.hmac.hook.header: is required without a preset",
+    );
+    fails_at(
+        &format!("{hook}preset = \"gitlab\"\n{ROUTE}"),
+        "t.toml:3:10: auth.hmac.hook.preset: unknown variant `gitlab`",
+    );
+    fails_at(
+        &format!("{hook}preset = \"github\"\nreplay = true\n{ROUTE}"),
+        "t.toml:4:10: auth.hmac.hook.replay: needs a signed timestamp",
+    );
+    fails_at(
+        &format!("{hook}preset = \"github\"\nencoding = \"base32\"\n{ROUTE}"),
+        "t.toml:4:12: auth.hmac.hook.encoding: unknown variant `base32`",
+    );
+    fails_at(
+        &format!(
+            "[auth.hmac.sw]\npreset = \"standard-webhooks\"\nsecrets = [\"whsec_MfKQ\", \"nope!\"]\n{ROUTE}"
+        ),
+        "t.toml:3:26: auth.hmac.sw.secrets[1]: must be \"whsec_\" followed by base64",
+    );
+    fails_at(
+        "[[routes]]\nname = \"hooks\"\npath = \"/hooks\"\nauth = [\"hmac:stripe\"]\n",
+        "t.toml:4:8: routes[0].auth: signed webhook \"stripe\" is not defined; add [auth.hmac.stripe]",
+    );
+}
+
+#[test]
 fn ratelimit() {
     fails_at(
         &format!("[ratelimit]\nbackend = \"redis\"\nredis_url = \"http://cache\"\n{ROUTE}"),

@@ -216,6 +216,14 @@ impl Compiler<'_> {
                 ));
             }
         }
+        for name in auth.hmac_names() {
+            if !file.auth.hmac.contains_key(name) {
+                return Err(self.err(
+                    &at,
+                    format!("signed webhook \"{name}\" is not defined; add [auth.hmac.{name}]"),
+                ));
+            }
+        }
         Ok(auth)
     }
 

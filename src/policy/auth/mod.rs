@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod claims;
+pub mod hmac;
 pub mod jwks;
 pub mod jwt;
 pub mod requirement;
@@ -43,6 +44,10 @@ pub enum AuthFailure {
     AlgNotAllowed,
     /// A shared secret that matches no configured value.
     BadSecret,
+    /// A signed webhook's timestamp is outside the tolerance (or unreadable).
+    StaleTimestamp,
+    /// A signed webhook's signature was already accepted (`replay = true`).
+    Replayed,
     /// Different tokens in two places (two `Authorization` lines, a token
     /// cookie twice, a header and a cookie): palisade would verify one while
     /// the backend might read the other.
@@ -65,6 +70,8 @@ impl AuthFailure {
             Self::AlgNotAllowed => "alg_not_allowed",
             Self::BadSecret => "bad_secret",
             Self::Ambiguous => "ambiguous",
+            Self::StaleTimestamp => "stale_timestamp",
+            Self::Replayed => "replayed",
         }
     }
 }
@@ -102,6 +109,8 @@ pub enum Identity {
     Jwt(Arc<Map<String, Value>>),
     /// A shared secret (by name).
     Secret(Arc<str>),
+    /// A signed webhook (by verifier name).
+    Hmac(Arc<str>),
 }
 
 impl Identity {
@@ -126,6 +135,18 @@ pub struct AuthPolicy {
     pub jwt: Option<Arc<jwt::JwtVerifier>>,
     /// `[auth.secrets.*]` in name order.
     pub secrets: Vec<secret::SecretCheck>,
+    /// `[auth.hmac.*]` in name order.
+    pub hmac: Vec<hmac::HmacVerifier>,
+}
+
+/// What `hmac:` methods verify beyond the headers: the body the pipeline
+/// held, and where accepted signatures are remembered.
+#[derive(Clone, Copy)]
+pub struct Signed<'a> {
+    /// The exact body bytes received.
+    pub body: &'a [u8],
+    /// Replay protection's store.
+    pub replay: &'a hmac::replay::ReplayGuard,
 }
 
 /// Shared-secret header values the client presented, captured before the
@@ -167,12 +188,15 @@ pub fn identity_headers(
     }
 }
 
-/// Evaluates a route's requirement against the request.
+/// Evaluates a route's requirement against the request. `signed` is the
+/// held body for routes that accept `hmac:` (without it, those methods
+/// count as missing).
 pub async fn authenticate(
     policy: &AuthPolicy,
     requirement: &AuthRequirement,
     headers: &HeaderMap,
     presented: &PresentedSecrets,
+    signed: Option<Signed<'_>>,
 ) -> Result<Identity, Denied> {
     if requirement.is_none() {
         return Ok(Identity::Anonymous);
@@ -181,21 +205,7 @@ pub async fn authenticate(
     let mut token_failed = false;
     for method in &requirement.methods {
         let outcome = match method {
-            AuthMethod::Jwt => match &policy.jwt {
-                None => Err(AuthFailure::Missing),
-                Some(verifier) => match verifier.token_from(headers) {
-                    Ok(None) => Err(AuthFailure::Missing),
-                    Err(failure) => {
-                        token_failed = true;
-                        Err(failure)
-                    }
-                    Ok(Some(token)) => {
-                        let verified = verifier.verify(&token).await.map(Identity::Jwt);
-                        token_failed |= verified.is_err();
-                        verified
-                    }
-                },
-            },
+            AuthMethod::Jwt => try_jwt(policy, headers, &mut token_failed).await,
             AuthMethod::Secret(name) => {
                 let index = policy.secrets.iter().position(|s| s.name == *name);
                 match index.and_then(|i| presented.get(i).cloned().flatten().map(|v| (i, v))) {
@@ -205,6 +215,7 @@ pub async fn authenticate(
                         .map(|()| Identity::Secret(name.clone())),
                 }
             }
+            AuthMethod::Hmac(name) => try_hmac(policy, name, headers, signed).await,
         };
         match outcome {
             Ok(identity) => return Ok(identity),
@@ -229,4 +240,49 @@ pub async fn authenticate(
         }),
         Some(reason) => Err(Denied { reason, challenge }),
     }
+}
+
+/// The JWT method; `token_failed` is set when a token was presented and
+/// did not verify (the challenge then says `invalid_token`).
+async fn try_jwt(
+    policy: &AuthPolicy,
+    headers: &HeaderMap,
+    token_failed: &mut bool,
+) -> Result<Identity, AuthFailure> {
+    let Some(verifier) = &policy.jwt else {
+        return Err(AuthFailure::Missing);
+    };
+    match verifier.token_from(headers) {
+        Ok(None) => Err(AuthFailure::Missing),
+        Err(failure) => {
+            *token_failed = true;
+            Err(failure)
+        }
+        Ok(Some(token)) => {
+            let verified = verifier.verify(&token).await.map(Identity::Jwt);
+            *token_failed |= verified.is_err();
+            verified
+        }
+    }
+}
+
+/// An `hmac:NAME` method: the signature over the held body, then (with
+/// `replay = true`) whether it was accepted before.
+async fn try_hmac(
+    policy: &AuthPolicy,
+    name: &Arc<str>,
+    headers: &HeaderMap,
+    signed: Option<Signed<'_>>,
+) -> Result<Identity, AuthFailure> {
+    let verifier = policy.hmac.iter().find(|v| v.name == *name);
+    let (Some(verifier), Some(signed)) = (verifier, signed) else {
+        return Err(AuthFailure::Missing);
+    };
+    let accepted = verifier.verify(headers, signed.body, std::time::SystemTime::now())?;
+    if let Some(accepted) = accepted
+        && !signed.replay.first_sighting(name, &accepted).await
+    {
+        return Err(AuthFailure::Replayed);
+    }
+    Ok(Identity::Hmac(name.clone()))
 }

@@ -1,5 +1,5 @@
 //! A route's authentication requirement (`auth = ...`), compiled at load.
-//! Verification itself lives in `policy::jwt` and `policy::secret`.
+//! Verification itself lives in `policy::auth::{jwt, secret, hmac}`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -11,6 +11,8 @@ pub enum AuthMethod {
     Jwt,
     /// The shared secret `[auth.secrets.NAME]`.
     Secret(Arc<str>),
+    /// The signed webhook `[auth.hmac.NAME]`.
+    Hmac(Arc<str>),
 }
 
 /// What a route demands: any one of `methods` suffices; with `anonymous`,
@@ -34,8 +36,7 @@ impl AuthRequirement {
 
     /// Parses the values of `auth` (one string or a list, any-of).
     pub fn parse(values: &[String]) -> Result<Self, String> {
-        let accepted =
-            "accepted: \"none\", \"optional\", \"jwt\", \"secret:NAME\", or a list of them";
+        let accepted = "accepted: \"none\", \"optional\", \"jwt\", \"secret:NAME\", \"hmac:NAME\", or a list of them";
         if values.len() == 1 && values[0] == "none" {
             return Ok(Self::none());
         }
@@ -55,8 +56,9 @@ impl AuthRequirement {
                     AuthMethod::Jwt
                 }
                 "jwt" => AuthMethod::Jwt,
-                other => match other.strip_prefix("secret:") {
-                    Some(name) if !name.is_empty() => AuthMethod::Secret(name.into()),
+                other => match (other.strip_prefix("secret:"), other.strip_prefix("hmac:")) {
+                    (Some(name), _) if !name.is_empty() => AuthMethod::Secret(name.into()),
+                    (_, Some(name)) if !name.is_empty() => AuthMethod::Hmac(name.into()),
                     _ => return Err(format!("unknown auth mode \"{other}\"; {accepted}")),
                 },
             };
@@ -81,8 +83,22 @@ impl AuthRequirement {
     pub fn secret_names(&self) -> impl Iterator<Item = &str> {
         self.methods.iter().filter_map(|m| match m {
             AuthMethod::Secret(name) => Some(&**name),
-            AuthMethod::Jwt => None,
+            AuthMethod::Jwt | AuthMethod::Hmac(_) => None,
         })
+    }
+
+    /// Names of the signed-webhook verifiers it accepts.
+    pub fn hmac_names(&self) -> impl Iterator<Item = &str> {
+        self.methods.iter().filter_map(|m| match m {
+            AuthMethod::Hmac(name) => Some(&**name),
+            AuthMethod::Jwt | AuthMethod::Secret(_) => None,
+        })
+    }
+
+    /// Whether a signed webhook is one of the accepted proofs (the body is
+    /// then held before authentication).
+    pub fn accepts_hmac(&self) -> bool {
+        self.hmac_names().next().is_some()
     }
 }
 
@@ -97,6 +113,7 @@ impl fmt::Display for AuthRequirement {
                 AuthMethod::Jwt if self.anonymous => "optional".into(),
                 AuthMethod::Jwt => "jwt".into(),
                 AuthMethod::Secret(name) => format!("secret:{name}"),
+                AuthMethod::Hmac(name) => format!("hmac:{name}"),
             });
         }
         f.write_str(&parts.join("|"))
@@ -123,5 +140,10 @@ mod tests {
         assert!(parse(&["none", "jwt"]).is_err());
         assert!(parse(&["secret:"]).is_err());
         assert!(parse(&["basic"]).is_err());
+        let signed = parse(&["hmac:stripe", "jwt"]).unwrap();
+        assert!(signed.accepts_hmac());
+        assert_eq!(signed.hmac_names().collect::<Vec<_>>(), vec!["stripe"]);
+        assert_eq!(signed.to_string(), "hmac:stripe|jwt");
+        assert!(parse(&["hmac:"]).is_err());
     }
 }

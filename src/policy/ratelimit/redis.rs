@@ -27,6 +27,7 @@ pub use self::health::{Health, MAX_COOLDOWN, MIN_COOLDOWN};
 use super::gcra::Gcra;
 
 mod health;
+mod seen;
 
 /// The script. `ARGV[1]` is the number of requests; then, per request, its
 /// number of limits followed by three arguments per limit: emission interval

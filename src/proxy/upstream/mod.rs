@@ -26,7 +26,9 @@ use super::breaker::Breaker;
 use super::reject::Reject;
 use super::retry::{self, RetryBudget};
 use crate::config::UpstreamPolicy;
-use crate::policy::body::{BodyError, BodyProgress, LimitedBody, UpstreamBody, collect_for_replay};
+use crate::policy::body::{
+    BodyError, BodyProgress, ClientBody, LimitedBody, UpstreamBody, collect_for_replay,
+};
 use crate::policy::limits;
 
 /// The pooled client and where it points, with the upstream's breaker and
@@ -121,7 +123,7 @@ impl Upstream {
     /// headers are timed. Retries are counted into `retries`.
     pub async fn send(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         target: &ForwardTarget<'_>,
         settings: ExchangeSettings,
         progress: Arc<BodyProgress>,
@@ -159,14 +161,24 @@ impl Upstream {
 }
 
 /// A small body of a request that may be retried is read whole so a retry
-/// can send it again; any other body streams through the limit, once.
+/// can send it again; any other body streams through the limit, once. A
+/// body already held (signed webhooks) is sent as it is.
 async fn prepare_body(
-    body: Incoming,
+    body: ClientBody,
     head: &Head,
     replayable: bool,
     max_body: u64,
     progress: &Arc<BodyProgress>,
 ) -> Result<PreparedBody, Reject> {
+    let body = match body {
+        ClientBody::Held(bytes) if replayable => return Ok(PreparedBody::Replay(bytes)),
+        ClientBody::Held(bytes) => {
+            let empty = bytes.is_empty();
+            let body = UpstreamBody::replay(bytes);
+            return Ok(PreparedBody::Once { body, empty });
+        }
+        ClientBody::Streaming(body) => body,
+    };
     let empty = body.is_end_stream();
     let small =
         limits::declared_length(&head.headers).is_some_and(|n| n <= retry::MAX_REPLAY_BYTES);
