@@ -32,6 +32,9 @@ mod auth;
 mod error_tests;
 mod headers;
 mod ratelimit;
+mod route_policy;
+#[cfg(test)]
+mod route_policy_tests;
 mod routes;
 mod server;
 #[cfg(test)]

@@ -330,6 +330,10 @@ pub struct DefaultsFile {
     pub timeout: Dur,
     pub max_body: Size,
     pub rate_limits: Vec<RateLimitRuleFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_ips: Option<Vec<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_ips: Option<Vec<Text>>,
 }
 
 impl Default for DefaultsFile {
@@ -339,6 +343,8 @@ impl Default for DefaultsFile {
             timeout: Dur::secs(30),
             max_body: Size(1 << 20),
             rate_limits: Vec::new(),
+            allow_ips: None,
+            deny_ips: None,
         }
     }
 }
@@ -371,6 +377,10 @@ pub struct RouteFile {
     pub forward_claims: Option<BTreeMap<String, Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strip_prefix: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_ips: Option<Vec<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_ips: Option<Vec<Text>>,
 }
 
 /// `tenant = { param, claim }`

@@ -8,6 +8,7 @@ pub mod forward;
 pub mod head;
 pub mod headers;
 pub mod identity;
+pub mod ip_list;
 pub mod limits;
 pub mod ratelimit;
 pub mod request_id;

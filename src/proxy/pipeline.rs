@@ -4,10 +4,11 @@
 //! request ID → identity-header stripping (with the client-header cleanup:
 //! `Connection`-named headers, cookie lines, headers only a trusted proxy
 //! may send) → URI and header limits → `Host` and method spelling → path
-//! sanitization → route match → CORS preflight → authentication → tenant
-//! check → rate limits → body limit (streamed) → upstream (timeout, retry,
-//! circuit breaker) → response headers (security, request ID, rate-limit,
-//! CORS) → access log and metrics (once, when the response ends).
+//! sanitization → route match → CORS preflight → client-IP lists →
+//! authentication → tenant check → rate limits → body limit (streamed) →
+//! upstream (timeout, retry, circuit breaker) → response headers (security,
+//! request ID, rate-limit, CORS) → access log and metrics (once, when the
+//! response ends).
 //!
 //! Each stage's body lives in its policy module; here is one call each. It
 //! never returns `Err` to hyper (that would abort the connection).
@@ -31,7 +32,7 @@ use super::upstream::{ExchangeSettings, ForwardTarget};
 use crate::config::Policy;
 use crate::observe::access::{Rejection, RequestRecord};
 use crate::policy::ratelimit::KeyInputs;
-use crate::policy::{cors, forward, head, identity, limits, sanitize, tenant};
+use crate::policy::{cors, forward, head, identity, ip_list, limits, sanitize, tenant};
 use crate::route::{Lookup, Params, Route};
 
 /// The connection a request arrived on.
@@ -119,6 +120,7 @@ async fn process(
         Matched::Request(route, params) => (route, params),
     };
     ctx.set_route(&route);
+    ip_list::check(&route.ips, ctx.record.client_ip)?;
 
     let verified = identity::verify(policy, &route, req.headers(), &presented).await?;
     ctx.record.user = verified.identity.subject().map(str::to_string);

@@ -11,6 +11,7 @@ use http::StatusCode;
 
 use crate::policy::auth::Denied;
 use crate::policy::head::HeadRejection;
+use crate::policy::ip_list::IpRefused;
 use crate::policy::limits::LimitRejection;
 use crate::policy::ratelimit::RateRefusal;
 use crate::policy::sanitize::PathRejection;
@@ -36,6 +37,9 @@ pub enum Reject {
     Unauthorized(Denied),
     /// 403: the tenant in the path is not the caller's.
     TenantMismatch,
+    /// 403: the client IP is not allowed on the route (`allow_ips` /
+    /// `deny_ips`).
+    IpRefused,
     /// 429: a rate limit refused it; retry after this long.
     RateLimited(Duration),
     /// 503: the rate-limit backend failed and `on_redis_error = "deny"`.
@@ -82,6 +86,12 @@ impl From<LimitRejection> for Reject {
 impl From<TenantMismatch> for Reject {
     fn from(_: TenantMismatch) -> Self {
         Self::TenantMismatch
+    }
+}
+
+impl From<IpRefused> for Reject {
+    fn from(_: IpRefused) -> Self {
+        Self::IpRefused
     }
 }
 
@@ -205,6 +215,13 @@ impl Reject {
                 "forbidden",
                 "Forbidden",
                 "This resource belongs to another tenant.",
+            ),
+            IpRefused => p(
+                StatusCode::FORBIDDEN,
+                Some("ip"),
+                "forbidden",
+                "Forbidden",
+                "Requests from this address are not allowed here.",
             ),
             RateLimited(wait) => Description {
                 retry_after: Some(*wait),

@@ -11,6 +11,7 @@ use http::{HeaderName, Method};
 use super::pattern::{Params, Pattern};
 use crate::policy::auth::AuthRequirement;
 use crate::policy::headers::SecurityHeaders;
+use crate::policy::ip_list::IpRule;
 use crate::policy::ratelimit::RateLimitRule;
 use crate::policy::tenant::TenantRule;
 
@@ -46,6 +47,8 @@ pub struct Route {
     pub forward_claims: Vec<(String, HeaderName)>,
     /// Removed from the front of the canonical path before forwarding.
     pub strip_prefix: Option<String>,
+    /// `allow_ips` / `deny_ips` (SPEC §6.7).
+    pub ips: Arc<IpRule>,
 }
 
 impl Route {
@@ -210,6 +213,7 @@ mod tests {
             retry: true,
             forward_claims: Vec::new(),
             strip_prefix: None,
+            ips: Arc::default(),
         }
     }
 

@@ -149,6 +149,7 @@ impl Compiler<'_> {
             retry: r.retry.unwrap_or(true),
             forward_claims,
             strip_prefix: self.strip_prefix(r.strip_prefix.as_ref(), &key)?,
+            ips: self.ip_rule(r, &key, file)?,
         })
     }
 

@@ -1,0 +1,47 @@
+//! Config errors of the per-route keys of SPEC §6 (IP lists, claim
+//! requirements, tiers, the deadline header): each names its key and place.
+
+use super::load_str;
+use crate::config::expand::Env;
+
+const JWT: &str = "[auth.jwt]\nhs256_secret = \"${SECRET}\"\n";
+
+fn error_of(text: &str) -> String {
+    let env = Env::from_pairs([("SECRET", "s3cret-value")]);
+    match load_str(text, "t.toml", &env) {
+        Ok(_) => format!("loaded without an error:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `text` fails with an error that starts with `prefix`.
+fn fails_at(text: &str, prefix: &str) {
+    let message = error_of(text);
+    assert!(
+        message.starts_with(prefix),
+        "expected {prefix:?}…\n     got {message:?}"
+    );
+}
+
+#[test]
+fn a_bad_cidr_names_its_key() {
+    let route = "[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n";
+    fails_at(
+        &format!("{route}allow_ips = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n"),
+        "t.toml:5:28: routes[0].allow_ips[1]: \"10.0.0.0/33\" is not an IP address or CIDR",
+    );
+    fails_at(
+        &format!("{route}deny_ips = [\"2001:db8::/200\"]\n"),
+        "t.toml:5:13: routes[0].deny_ips[0]: \"2001:db8::/200\" is not",
+    );
+    fails_at(
+        &format!("[defaults]\nallow_ips = [\"office\"]\n{route}"),
+        "t.toml:2:14: defaults.allow_ips[0]: \"office\" is not",
+    );
+    let ok = format!("{JWT}{route}allow_ips = [\"10.0.0.1\", \"::1\", \"2001:db8::/32\"]\n");
+    assert!(
+        error_of(&ok).starts_with("loaded without an error"),
+        "{}",
+        error_of(&ok)
+    );
+}
