@@ -149,3 +149,182 @@ async fn an_untrusted_peers_forwarded_for_is_ignored() {
     );
     assert_eq!(upstream.count(), 1);
 }
+
+const CLAIMS_CONFIG: &str = r#"
+[upstream]
+url = "{UPSTREAM}"
+[auth.jwt]
+hs256_secret = "${JWT_SECRET}"
+[auth.secrets.hook]
+header = "X-Hook-Secret"
+value = "${HOOK_SECRET}"
+[defaults]
+require_claims = { role = "member" }
+[[routes]]
+name = "admin"
+path = "/admin/**"
+require_claims = { role = ["admin", "owner"] }
+[[routes]]
+name = "orders"
+path = "/orders/**"
+auth = "optional"
+require_claims = { scope = "orders:write", "app_metadata.plan" = ["pro", "enterprise"], groups = "ops" }
+[[routes]]
+name = "either"
+path = "/either/**"
+auth = ["jwt", "secret:hook"]
+require_claims = { role = "admin" }
+[[routes]]
+name = "public"
+path = "/public/**"
+auth = "none"
+require_claims = {}
+[[routes]]
+name = "api"
+path = "/**"
+"#;
+
+fn bearer(claims: serde_json::Value) -> String {
+    let mut claims = claims;
+    claims["exp"] = json!(now() + 600);
+    claims["sub"] = json!("u1");
+    format!("Bearer {}", token(claims))
+}
+
+async fn as_caller(server: &palisade::Server, path: &str, claims: serde_json::Value) -> Reply {
+    get_with(
+        server.proxy_addr,
+        path,
+        &[("authorization", &bearer(claims))],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn claim_requirements_strings_arrays_scopes_and_paths() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CLAIMS_CONFIG, upstream.addr).await;
+    // A string claim equal to one of the listed values.
+    let admin = as_caller(&server, "/admin/x", json!({"role": "owner"})).await;
+    assert_eq!(admin.status, StatusCode::OK);
+    let member = as_caller(&server, "/admin/x", json!({"role": "member"})).await;
+    assert_eq!(member.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        member.header("content-type"),
+        Some("application/problem+json")
+    );
+    assert!(member.header("www-authenticate").is_none());
+    // An array claim containing one.
+    let roles = as_caller(&server, "/admin/x", json!({"role": ["member", "admin"]})).await;
+    assert_eq!(roles.status, StatusCode::OK);
+    // Several entries: a scope string, a dotted claim and an array, all
+    // of which must match.
+    let good = json!({"scope": "orders:read orders:write", "app_metadata": {"plan": "pro"}, "groups": ["dev", "ops"]});
+    assert_eq!(
+        as_caller(&server, "/orders/1", good.clone()).await.status,
+        StatusCode::OK
+    );
+    for (field, value) in [
+        ("scope", json!("orders:read")),
+        ("scope", json!("orders:write-all")),
+        ("app_metadata", json!({"plan": "free"})),
+        ("app_metadata", json!({})),
+        ("groups", json!(["dev"])),
+    ] {
+        let mut claims = good.clone();
+        claims[field] = value.clone();
+        let reply = as_caller(&server, "/orders/1", claims).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{field} = {value}");
+    }
+    // `[defaults]` sets one too; `{}` lifts it.
+    assert_eq!(
+        as_caller(&server, "/x", json!({"role": "member"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        as_caller(&server, "/x", json!({"role": "guest"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(server.proxy_addr, "/public/x").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(upstream.count(), 5);
+    let scrape = metrics(&server).await;
+    let refused = |route: &str| {
+        sample(
+            &scrape,
+            &format!("palisade_rejections_total{{reason=\"claims\",route=\"{route}\"}}"),
+        )
+    };
+    assert_eq!(
+        (refused("admin"), refused("orders"), refused("api")),
+        (1.0, 5.0, 1.0)
+    );
+}
+
+#[tokio::test]
+async fn claim_requirements_without_a_token_are_a_401() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CLAIMS_CONFIG, upstream.addr).await;
+    for path in ["/admin/x", "/orders/1"] {
+        // `/orders` is `optional`: an anonymous caller still has no claims.
+        let reply = get(server.proxy_addr, path).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some("Bearer realm=\"palisade\"")
+        );
+    }
+    let scrape = metrics(&server).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "palisade_auth_failures_total{reason=\"missing\",route=\"orders\"}"
+        ),
+        1.0
+    );
+    assert_eq!(family_total(&scrape, "palisade_rejections_total"), 0.0);
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
+async fn claim_requirements_do_not_apply_to_a_secret_in_an_any_of_list() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CLAIMS_CONFIG, upstream.addr).await;
+    let hook = get_with(
+        server.proxy_addr,
+        "/either/x",
+        &[("x-hook-secret", HOOK_SECRET)],
+    )
+    .await;
+    assert_eq!(hook.status, StatusCode::OK);
+    let token = as_caller(&server, "/either/x", json!({"role": "member"})).await;
+    assert_eq!(token.status, StatusCode::FORBIDDEN);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[test]
+fn check_warns_about_claims_on_a_route_a_secret_also_admits() {
+    let policy = palisade::config::load_str(
+        &CLAIMS_CONFIG.replace("{UPSTREAM}", "http://127.0.0.1:1"),
+        "t.toml",
+        &test_env(),
+    )
+    .unwrap();
+    let warnings = palisade::cli::check::warnings(&policy);
+    let claims: Vec<_> = warnings
+        .iter()
+        .filter(|w| w.contains("require_claims"))
+        .collect();
+    assert_eq!(claims.len(), 1, "{warnings:?}");
+    assert!(
+        claims[0].starts_with("routes[2] (\"either\")"),
+        "{}",
+        claims[0]
+    );
+}

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use super::{Cli, EXIT_CONFIG};
 use crate::config::units::{format_duration, format_size};
 use crate::config::{self, Env, Policy};
+use crate::policy::auth::AuthMethod;
 use crate::policy::ratelimit::LimitKey;
 
 /// Runs `check`.
@@ -40,6 +41,17 @@ pub fn check(cli: &Cli) -> ExitCode {
 pub fn warnings(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
     for (i, route) in policy.routes.routes().iter().enumerate() {
+        // Claims are a JWT's: a request admitted by another proof in an
+        // any-of list passes without them.
+        if !route.require_claims.is_empty()
+            && route.auth.methods.iter().any(|m| *m != AuthMethod::Jwt)
+        {
+            out.push(format!(
+                "routes[{i}] (\"{}\"): require_claims applies only to requests admitted by a JWT; \
+                 auth = \"{}\" also admits requests without one, which are not subject to it",
+                route.name, route.auth
+            ));
+        }
         // A client chooses its own headers: without authentication a
         // per-header limit is escaped by sending a new value each time.
         if !route.auth.anonymous {

@@ -334,6 +334,8 @@ pub struct DefaultsFile {
     pub allow_ips: Option<Vec<Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_ips: Option<Vec<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_claims: Option<BTreeMap<String, OneOrMany>>,
 }
 
 impl Default for DefaultsFile {
@@ -345,6 +347,7 @@ impl Default for DefaultsFile {
             rate_limits: Vec::new(),
             allow_ips: None,
             deny_ips: None,
+            require_claims: None,
         }
     }
 }
@@ -381,6 +384,8 @@ pub struct RouteFile {
     pub allow_ips: Option<Vec<Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny_ips: Option<Vec<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_claims: Option<BTreeMap<String, OneOrMany>>,
 }
 
 /// `tenant = { param, claim }`

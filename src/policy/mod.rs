@@ -12,5 +12,6 @@ pub mod ip_list;
 pub mod limits;
 pub mod ratelimit;
 pub mod request_id;
+pub mod require_claims;
 pub mod sanitize;
 pub mod tenant;

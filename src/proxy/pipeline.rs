@@ -5,7 +5,7 @@
 //! `Connection`-named headers, cookie lines, headers only a trusted proxy
 //! may send) → URI and header limits → `Host` and method spelling → path
 //! sanitization → route match → CORS preflight → client-IP lists →
-//! authentication → tenant check → rate limits → body limit (streamed) →
+//! authentication (and `require_claims`) → tenant check → rate limits → body limit (streamed) →
 //! upstream (timeout, retry, circuit breaker) → response headers (security,
 //! request ID, rate-limit, CORS) → access log and metrics (once, when the
 //! response ends).
@@ -32,7 +32,9 @@ use super::upstream::{ExchangeSettings, ForwardTarget};
 use crate::config::Policy;
 use crate::observe::access::{Rejection, RequestRecord};
 use crate::policy::ratelimit::KeyInputs;
-use crate::policy::{cors, forward, head, identity, ip_list, limits, sanitize, tenant};
+use crate::policy::{
+    cors, forward, head, identity, ip_list, limits, require_claims, sanitize, tenant,
+};
 use crate::route::{Lookup, Params, Route};
 
 /// The connection a request arrived on.
@@ -124,6 +126,7 @@ async fn process(
 
     let verified = identity::verify(policy, &route, req.headers(), &presented).await?;
     ctx.record.user = verified.identity.subject().map(str::to_string);
+    require_claims::check(&route.require_claims, &verified.identity)?;
     tenant::check(route.tenant.as_ref(), &params, &verified.identity)?;
     if !route.rate_limits.is_empty() {
         let inputs = KeyInputs {

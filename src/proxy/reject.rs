@@ -14,6 +14,7 @@ use crate::policy::head::HeadRejection;
 use crate::policy::ip_list::IpRefused;
 use crate::policy::limits::LimitRejection;
 use crate::policy::ratelimit::RateRefusal;
+use crate::policy::require_claims::ClaimsRefusal;
 use crate::policy::sanitize::PathRejection;
 use crate::policy::tenant::TenantMismatch;
 
@@ -40,6 +41,9 @@ pub enum Reject {
     /// 403: the client IP is not allowed on the route (`allow_ips` /
     /// `deny_ips`).
     IpRefused,
+    /// 403: the token's claims do not match the route's `require_claims`
+    /// (the claim's name, never its value).
+    ClaimsMismatch(std::sync::Arc<str>),
     /// 429: a rate limit refused it; retry after this long.
     RateLimited(Duration),
     /// 503: the rate-limit backend failed and `on_redis_error = "deny"`.
@@ -92,6 +96,15 @@ impl From<TenantMismatch> for Reject {
 impl From<IpRefused> for Reject {
     fn from(_: IpRefused) -> Self {
         Self::IpRefused
+    }
+}
+
+impl From<ClaimsRefusal> for Reject {
+    fn from(why: ClaimsRefusal) -> Self {
+        match why {
+            ClaimsRefusal::NoToken(denied) => Self::Unauthorized(denied),
+            ClaimsRefusal::Mismatch(claim) => Self::ClaimsMismatch(claim),
+        }
     }
 }
 
@@ -223,6 +236,13 @@ impl Reject {
                 "Forbidden",
                 "Requests from this address are not allowed here.",
             ),
+            ClaimsMismatch(_) => p(
+                StatusCode::FORBIDDEN,
+                Some("claims"),
+                "forbidden",
+                "Forbidden",
+                "The credentials do not grant access to this resource.",
+            ),
             RateLimited(wait) => Description {
                 retry_after: Some(*wait),
                 ..p(
@@ -308,6 +328,9 @@ impl Reject {
             Unauthorized(denied) => format!("Authentication failed: {}.", denied.reason.as_str()),
             TenantMismatch => {
                 "The tenant in the path does not match the token's tenant claim.".into()
+            }
+            ClaimsMismatch(claim) => {
+                format!("The token's claim \"{claim}\" does not match the route's require_claims.")
             }
             Internal(why) => format!("Could not build the upstream request: {why}."),
             other => other.shape().generic_detail.to_string(),

@@ -13,6 +13,7 @@ use crate::policy::auth::AuthRequirement;
 use crate::policy::headers::SecurityHeaders;
 use crate::policy::ip_list::IpRule;
 use crate::policy::ratelimit::RateLimitRule;
+use crate::policy::require_claims::ClaimEntry;
 use crate::policy::tenant::TenantRule;
 
 /// One compiled route: everything the request path needs, resolved from the
@@ -49,6 +50,8 @@ pub struct Route {
     pub strip_prefix: Option<String>,
     /// `allow_ips` / `deny_ips` (SPEC §6.7).
     pub ips: Arc<IpRule>,
+    /// `require_claims` (SPEC §6.6): every entry must match a JWT's claims.
+    pub require_claims: Vec<ClaimEntry>,
 }
 
 impl Route {
@@ -214,6 +217,7 @@ mod tests {
             forward_claims: Vec::new(),
             strip_prefix: None,
             ips: Arc::default(),
+            require_claims: Vec::new(),
         }
     }
 

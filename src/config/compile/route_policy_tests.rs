@@ -45,3 +45,30 @@ fn a_bad_cidr_names_its_key() {
         error_of(&ok)
     );
 }
+
+#[test]
+fn claims_need_a_route_that_takes_a_jwt() {
+    let route = "[[routes]]\nname = \"a\"\npath = \"/**\"\n";
+    fails_at(
+        &format!("{JWT}{route}auth = \"none\"\nrequire_claims = {{ role = \"admin\" }}\n"),
+        "t.toml:7:18: routes[0].require_claims: route \"a\" requires claims but its auth (\"none\") accepts no JWT",
+    );
+    fails_at(
+        &format!(
+            "{JWT}[defaults]\nrequire_claims = {{ role = \"admin\" }}\n{route}auth = \"none\"\n"
+        ),
+        "t.toml:4:18: defaults.require_claims: route \"a\" requires claims",
+    );
+    fails_at(
+        &format!("{JWT}{route}require_claims = {{ role = \"\" }}\n"),
+        "t.toml:6:27: routes[0].require_claims.role: a claim name and its values must not be empty",
+    );
+    let lifted = format!(
+        "{JWT}[defaults]\nrequire_claims = {{ role = \"admin\" }}\n{route}auth = \"none\"\nrequire_claims = {{}}\n"
+    );
+    assert!(
+        error_of(&lifted).starts_with("loaded without an error"),
+        "{}",
+        error_of(&lifted)
+    );
+}

@@ -115,6 +115,7 @@ impl Compiler<'_> {
         let auth = self.route_auth(r, &key, file, inherited)?;
         let tenant = self.tenant(r, &key, &pattern, &auth)?;
         let tenant_claim = tenant.as_ref().map(|t| t.claim.as_str());
+        let require_claims = self.require_claims(r, &key, file, &auth)?;
         let rate_limits = match &r.rate_limits {
             Some(rules) => self.rate_limits(rules, &key.key("rate_limits"), tenant_claim)?,
             None => self.rate_limits(
@@ -150,6 +151,7 @@ impl Compiler<'_> {
             forward_claims,
             strip_prefix: self.strip_prefix(r.strip_prefix.as_ref(), &key)?,
             ips: self.ip_rule(r, &key, file)?,
+            require_claims,
         })
     }
 
