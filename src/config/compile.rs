@@ -135,6 +135,9 @@ pub struct UpstreamPolicy {
     pub preserve_host: bool,
     /// Private CA for an https upstream.
     pub ca_file: Option<PathBuf>,
+    /// `deadline_header` (SPEC §6.3): each try carries the milliseconds
+    /// left of the route's timeout in it.
+    pub deadline_header: Option<HeaderName>,
     /// `[upstream.retry]`.
     pub retry: RetrySettings,
     /// `[upstream.circuit_breaker]`.

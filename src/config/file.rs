@@ -99,6 +99,7 @@ pub struct UpstreamFile {
     pub max_connections: usize,
     pub preserve_host: bool,
     pub ca_file: Option<Text>,
+    pub deadline_header: Text,
     pub retry: RetryFile,
     pub circuit_breaker: BreakerFile,
 }
@@ -113,6 +114,7 @@ impl Default for UpstreamFile {
             max_connections: 1024,
             preserve_host: true,
             ca_file: None,
+            deadline_header: Text::from(""),
             retry: RetryFile::default(),
             circuit_breaker: BreakerFile::default(),
         }

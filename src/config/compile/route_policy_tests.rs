@@ -72,3 +72,12 @@ fn claims_need_a_route_that_takes_a_jwt() {
         error_of(&lifted)
     );
 }
+
+#[test]
+fn a_bad_deadline_header_names_its_key() {
+    fails_at(
+        "[upstream]\ndeadline_header = \"X Timeout\"\n\
+         [[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n",
+        "t.toml:2:19: upstream.deadline_header: \"X Timeout\" is not a valid header name",
+    );
+}

@@ -276,8 +276,8 @@ const METHOD_OVERRIDES: [&str; 3] = [
     "X-Method-Override",
 ];
 
-/// Every `forward_claims` target, every shared-secret header and the
-/// method-override headers.
+/// Every `forward_claims` target, every shared-secret header, the
+/// method-override headers and `upstream.deadline_header`.
 pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
     let mut set = StrippedHeaders::default();
     for name in METHOD_OVERRIDES {
@@ -295,6 +295,10 @@ pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
     }
     for secret in file.auth.secrets.values() {
         set.add(secret.header.as_str());
+    }
+    // Only palisade tells the upstream how long it may take.
+    if !file.upstream.deadline_header.as_str().is_empty() {
+        set.add(file.upstream.deadline_header.as_str());
     }
     set
 }
