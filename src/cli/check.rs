@@ -109,6 +109,10 @@ pub fn route_table(policy: &Policy) -> String {
                     if l.burst != l.limit {
                         text.push_str(&format!(" burst {}", l.burst));
                     }
+                    if let Some(claim) = &l.tier_claim {
+                        let names: Vec<&str> = l.tiers.iter().map(|t| &*t.name).collect();
+                        text.push_str(&format!(" tiers by {claim}: {}", names.join("/")));
+                    }
                     if l.shadow {
                         text.push_str(" (shadow)");
                     }

@@ -409,4 +409,17 @@ pub struct RateLimitRuleFile {
     pub burst: Option<u32>,
     #[serde(default)]
     pub shadow: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_claim: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<BTreeMap<String, TierFile>>,
+}
+
+/// One entry of a limit's `tiers` (it inherits `per`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierFile {
+    pub limit: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }

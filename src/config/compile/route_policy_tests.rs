@@ -81,3 +81,33 @@ fn a_bad_deadline_header_names_its_key() {
         "t.toml:2:19: upstream.deadline_header: \"X Timeout\" is not a valid header name",
     );
 }
+
+#[test]
+fn tiers_need_a_tier_claim_and_good_limits() {
+    let route = "[[routes]]\nname = \"a\"\npath = \"/**\"\n";
+    fails_at(
+        &format!(
+            "{JWT}{route}rate_limits = [{{ by = \"user\", limit = 1, per = \"1m\", tiers = {{ pro = {{ limit = 5 }} }} }}]\n"
+        ),
+        "t.toml:6:62: routes[0].rate_limits[0].tiers: tiers need tier_claim",
+    );
+    let tiered = |tier: &str| {
+        format!(
+            "{JWT}{route}rate_limits = [{{ by = \"user\", limit = 1, per = \"1m\", tier_claim = \"plan\", tiers = {{ pro = {tier} }} }}]\n"
+        )
+    };
+    fails_at(
+        &tiered("{ limit = 0 }"),
+        "t.toml:6:101: routes[0].rate_limits[0].tiers.pro.limit: must be at least 1",
+    );
+    fails_at(
+        &tiered("{ limit = 5, burst = 0 }"),
+        "t.toml:6:112: routes[0].rate_limits[0].tiers.pro.burst: must be at least 1",
+    );
+    fails_at(
+        &tiered("{ limit = -1 }"),
+        "t.toml:6:101: routes[0].rate_limits[0].tiers.pro.limit: ",
+    );
+    fails_at(&tiered("{ limit = 5, per = \"1s\" }"), "t.toml:6:");
+    assert!(error_of(&tiered("{ limit = 5 }")).starts_with("loaded without an error"));
+}

@@ -54,6 +54,8 @@ impl Compiler<'_> {
                 per: r.per.0,
                 burst,
                 shadow: r.shadow,
+                tier_claim: r.tier_claim.as_ref().map(|c| c.as_str().to_string()),
+                tiers: self.tiers(r, &key)?,
             });
         }
         Ok(out)

@@ -24,7 +24,7 @@ use self::keys::bounded;
 pub use self::keys::ip_bucket;
 use self::local::{KeyedLimiter, LimiterRegistry};
 use self::redis::{RedisBackend, RedisFailure};
-pub use self::rule::{LimitKey, RateLimitRule};
+pub use self::rule::{LimitKey, RateLimitRule, Tier};
 use crate::policy::auth::{Identity, claims};
 use crate::route::Route;
 
@@ -91,7 +91,22 @@ pub struct RateLimitSettings {
     pub headers: HeaderMode,
 }
 
-/// One limit of one route, ready to decide.
+/// One limit of one route: its base numbers and one per tier (each with
+/// its own buckets).
+struct TieredLimit {
+    base: CompiledLimit,
+    tiers: Vec<CompiledLimit>,
+}
+
+impl TieredLimit {
+    /// The numbers that apply to this caller.
+    fn pick(&self, identity: &Identity) -> &CompiledLimit {
+        let tier = self.base.rule.tier_of(identity);
+        tier.and_then(|i| self.tiers.get(i)).unwrap_or(&self.base)
+    }
+}
+
+/// One limit (or one tier of it) of one route, ready to decide.
 struct CompiledLimit {
     rule: RateLimitRule,
     gcra: Gcra,
@@ -182,7 +197,7 @@ struct LimitResult {
 pub struct RateLimitEngine {
     settings: RateLimitSettings,
     redis: Option<Arc<RedisBackend>>,
-    routes: Vec<Vec<CompiledLimit>>,
+    routes: Vec<Vec<TieredLimit>>,
     clock: DefaultClock,
 }
 
@@ -204,43 +219,14 @@ impl RateLimitEngine {
         let compiled = routes
             .iter()
             .map(|route| {
-                route
-                    .rate_limits
-                    .iter()
-                    .map(|rule| {
-                        let gcra = Gcra::new(rule.limit, rule.per, rule.burst);
-                        let id = (
-                            route.name.to_string(),
-                            rule.by_label.to_string(),
-                            rule.limit,
-                            rule.per,
-                            rule.burst,
-                        );
-                        CompiledLimit {
-                            local: registry.get_or_create(id, gcra),
-                            key_base: format!(
-                                "{}{{{}}}:{}:{}:{}:{}:",
-                                settings.key_prefix,
-                                route.name,
-                                rule.by_label,
-                                rule.limit,
-                                rule.per.as_micros(),
-                                rule.burst
-                            ),
-                            name: format!("{}.{}", route.name, rule.by_label).into(),
-                            policy: HeaderValue::from_str(&format!(
-                                "\"{}.{}\";q={};w={}",
-                                route.name,
-                                rule.by_label,
-                                rule.limit,
-                                rule.per.as_secs().max(1)
-                            ))
-                            .unwrap_or_else(|_| HeaderValue::from_static("\"limit\"")),
-                            gcra,
-                            rule: rule.clone(),
-                        }
-                    })
-                    .collect()
+                let limit = |rule: &RateLimitRule, tier: Option<&Tier>| {
+                    compile_limit(&settings, registry, &route.name, rule, tier)
+                };
+                let tiered = |rule: &RateLimitRule| TieredLimit {
+                    base: limit(rule, None),
+                    tiers: rule.tiers.iter().map(|t| limit(rule, Some(t))).collect(),
+                };
+                route.rate_limits.iter().map(tiered).collect()
             })
             .collect();
         Self {
@@ -258,9 +244,11 @@ impl RateLimitEngine {
 
     /// Decides a request on `route`.
     pub async fn check(&self, route: &Route, inputs: &KeyInputs<'_>) -> RateOutcome {
-        let Some(limits) = self.routes.get(route.id).filter(|l| !l.is_empty()) else {
+        let Some(tiered) = self.routes.get(route.id).filter(|l| !l.is_empty()) else {
             return RateOutcome::default();
         };
+        let limits: Vec<&CompiledLimit> = tiered.iter().map(|t| t.pick(inputs.identity)).collect();
+        let limits = limits.as_slice();
         let keys: Vec<String> = limits
             .iter()
             .map(|l| format!("{}{}", l.key_base, self.key_value(&l.rule.by, inputs)))
@@ -321,7 +309,7 @@ impl RateLimitEngine {
 
     /// The memory backend: enforced limits first, stopping at the first
     /// refusal; shadow limits only when the request is admitted.
-    fn local(&self, limits: &[CompiledLimit], keys: &[String]) -> Vec<Option<LimitResult>> {
+    fn local(&self, limits: &[&CompiledLimit], keys: &[String]) -> Vec<Option<LimitResult>> {
         let mut results = vec![None; limits.len()];
         let enforced = limits.iter().enumerate().filter(|(_, l)| !l.rule.shadow);
         let shadow = limits.iter().enumerate().filter(|(_, l)| l.rule.shadow);
@@ -344,7 +332,7 @@ impl RateLimitEngine {
     fn conclude(
         &self,
         route: &Route,
-        limits: &[CompiledLimit],
+        limits: &[&CompiledLimit],
         results: &[Option<LimitResult>],
     ) -> RateOutcome {
         let mut decisions = Vec::with_capacity(limits.len());
@@ -425,6 +413,49 @@ impl RateLimitEngine {
                 format!("header:{}", bounded(&String::from_utf8_lossy(v.as_bytes())))
             }),
         }
+    }
+}
+
+/// One limit compiled for a route: its Redis key base and local limiter
+/// (the tier's name is part of both), its name and `RateLimit-Policy`.
+fn compile_limit(
+    settings: &RateLimitSettings,
+    registry: &LimiterRegistry,
+    route: &str,
+    base: &RateLimitRule,
+    tier: Option<&Tier>,
+) -> CompiledLimit {
+    let rule = tier.map_or_else(|| base.clone(), |t| base.with_tier(t));
+    let (by, name) = match tier {
+        None => (
+            rule.by_label.to_string(),
+            format!("{route}.{}", rule.by_label),
+        ),
+        Some(t) => (
+            format!("{}:tier={}", rule.by_label, t.name),
+            format!("{route}.{}.{}", rule.by_label, t.name),
+        ),
+    };
+    let gcra = Gcra::new(rule.limit, rule.per, rule.burst);
+    let id = (
+        route.to_string(),
+        by.clone(),
+        rule.limit,
+        rule.per,
+        rule.burst,
+    );
+    let (micros, seconds) = (rule.per.as_micros(), rule.per.as_secs().max(1));
+    CompiledLimit {
+        local: registry.get_or_create(id, gcra),
+        key_base: format!(
+            "{}{{{route}}}:{by}:{}:{micros}:{}:",
+            settings.key_prefix, rule.limit, rule.burst
+        ),
+        policy: HeaderValue::from_str(&format!("\"{name}\";q={};w={seconds}", rule.limit))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"limit\"")),
+        name: name.into(),
+        gcra,
+        rule,
     }
 }
 
