@@ -1,9 +1,11 @@
 //! Rate limits (`[ratelimit]`, route `rate_limits`): GCRA per limit, keyed
 //! by ip / user / tenant / header / route. Every enforced limit must admit a
-//! request; shadow limits are counted and reported but never reject.
+//! request; shadow limits are counted and reported but never reject. A
+//! limit with `tiers` picks its numbers (and buckets) by a verified claim.
 //! Backends: governor in memory (per instance), or Redis (shared, exact),
 //! with `on_redis_error` deciding what happens when Redis cannot answer.
 
+mod compiled;
 pub mod gcra;
 mod headers;
 mod keys;
@@ -16,13 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::DefaultClock;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 
+use self::compiled::{CompiledLimit, TieredLimit, compile_limit};
 use self::gcra::{Gcra, ceil_secs};
 pub use self::headers::RateHeaders;
 use self::keys::bounded;
 pub use self::keys::ip_bucket;
-use self::local::{KeyedLimiter, LimiterRegistry};
+use self::local::LimiterRegistry;
 use self::redis::{RedisBackend, RedisFailure};
 pub use self::rule::{LimitKey, RateLimitRule, Tier};
 use crate::policy::auth::{Identity, claims};
@@ -89,32 +92,6 @@ pub struct RateLimitSettings {
     pub key_prefix: String,
     /// Which headers to send.
     pub headers: HeaderMode,
-}
-
-/// One limit of one route: its base numbers and one per tier (each with
-/// its own buckets).
-struct TieredLimit {
-    base: CompiledLimit,
-    tiers: Vec<CompiledLimit>,
-}
-
-impl TieredLimit {
-    /// The numbers that apply to this caller.
-    fn pick(&self, identity: &Identity) -> &CompiledLimit {
-        let tier = self.base.rule.tier_of(identity);
-        tier.and_then(|i| self.tiers.get(i)).unwrap_or(&self.base)
-    }
-}
-
-/// One limit (or one tier of it) of one route, ready to decide.
-struct CompiledLimit {
-    rule: RateLimitRule,
-    gcra: Gcra,
-    local: Arc<KeyedLimiter>,
-    key_base: String,
-    name: Arc<str>,
-    /// `RateLimit-Policy`, fixed per limit.
-    policy: HeaderValue,
 }
 
 /// The outcome of a request's rate limits.
@@ -413,49 +390,6 @@ impl RateLimitEngine {
                 format!("header:{}", bounded(&String::from_utf8_lossy(v.as_bytes())))
             }),
         }
-    }
-}
-
-/// One limit compiled for a route: its Redis key base and local limiter
-/// (the tier's name is part of both), its name and `RateLimit-Policy`.
-fn compile_limit(
-    settings: &RateLimitSettings,
-    registry: &LimiterRegistry,
-    route: &str,
-    base: &RateLimitRule,
-    tier: Option<&Tier>,
-) -> CompiledLimit {
-    let rule = tier.map_or_else(|| base.clone(), |t| base.with_tier(t));
-    let (by, name) = match tier {
-        None => (
-            rule.by_label.to_string(),
-            format!("{route}.{}", rule.by_label),
-        ),
-        Some(t) => (
-            format!("{}:tier={}", rule.by_label, t.name),
-            format!("{route}.{}.{}", rule.by_label, t.name),
-        ),
-    };
-    let gcra = Gcra::new(rule.limit, rule.per, rule.burst);
-    let id = (
-        route.to_string(),
-        by.clone(),
-        rule.limit,
-        rule.per,
-        rule.burst,
-    );
-    let (micros, seconds) = (rule.per.as_micros(), rule.per.as_secs().max(1));
-    CompiledLimit {
-        local: registry.get_or_create(id, gcra),
-        key_base: format!(
-            "{}{{{route}}}:{by}:{}:{micros}:{}:",
-            settings.key_prefix, rule.limit, rule.burst
-        ),
-        policy: HeaderValue::from_str(&format!("\"{name}\";q={};w={seconds}", rule.limit))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"limit\"")),
-        name: name.into(),
-        gcra,
-        rule,
     }
 }
 
