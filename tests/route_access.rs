@@ -328,3 +328,17 @@ fn check_warns_about_claims_on_a_route_a_secret_also_admits() {
         claims[0]
     );
 }
+
+#[tokio::test]
+async fn a_claims_refusal_names_the_claim_never_its_value() {
+    let upstream = TestUpstream::start().await;
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nenvironment = \"development\"\n{CLAIMS_CONFIG}"
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    let reply = as_caller(&server, "/admin/x", json!({"role": "secret-role-value"})).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let detail = reply.json()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("\"role\""), "{detail}");
+    assert!(!detail.contains("secret-role-value"), "{detail}");
+}

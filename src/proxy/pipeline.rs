@@ -5,10 +5,10 @@
 //! `Connection`-named headers, cookie lines, headers only a trusted proxy
 //! may send) → URI and header limits → `Host` and method spelling → path
 //! sanitization → route match → CORS preflight → client-IP lists →
-//! authentication (and `require_claims`) → tenant check → rate limits → body limit (streamed) →
-//! upstream (timeout, retry, circuit breaker) → response headers (security,
-//! request ID, rate-limit, CORS) → access log and metrics (once, when the
-//! response ends).
+//! authentication (then `require_claims`) → tenant check → rate limits →
+//! body limit (streamed) → upstream (timeout, retry, circuit breaker) →
+//! response headers (security, request ID, rate-limit, CORS) → access log
+//! and metrics (once, when the response ends).
 //!
 //! Each stage's body lives in its policy module; here is one call each. It
 //! never returns `Err` to hyper (that would abort the connection).
