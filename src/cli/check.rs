@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::{Cli, EXIT_CONFIG};
 use crate::config::{self, Env, Policy};
+use crate::policy::auth::AuthMethod;
 use crate::policy::ratelimit::LimitKey;
 use crate::route::changes;
 
@@ -67,6 +68,17 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> ExitCode {
 pub fn warnings(policy: &Policy) -> Vec<String> {
     let mut out = Vec::new();
     for (i, route) in policy.routes.routes().iter().enumerate() {
+        // Claims are a JWT's: a request admitted by another proof in an
+        // any-of list passes without them.
+        if !route.require_claims.is_empty()
+            && route.auth.methods.iter().any(|m| *m != AuthMethod::Jwt)
+        {
+            out.push(format!(
+                "routes[{i}] (\"{}\"): require_claims applies only to requests admitted by a JWT; \
+                 auth = \"{}\" also admits requests without one, which are not subject to it",
+                route.name, route.auth
+            ));
+        }
         // A client chooses its own headers: without authentication a
         // per-header limit is escaped by sending a new value each time.
         if !route.auth.anonymous {

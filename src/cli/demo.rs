@@ -190,6 +190,19 @@ fn demo_token(policy: &Policy, text: &str, env: &Env) -> Option<String> {
     let var = secret_var_of(text)?;
     let secret = env.get(&var)?;
     let mut claims: Vec<(String, serde_json::Value)> = Vec::new();
+    // First the first accepted value of each `require_claims` entry, so the
+    // demo token opens every route.
+    for entry in policy
+        .routes
+        .routes()
+        .iter()
+        .flat_map(|r| &r.require_claims)
+    {
+        if !claims.iter().any(|(c, _)| **c == *entry.claim) {
+            let value = entry.values.first().cloned().unwrap_or_default();
+            claims.push((entry.claim.to_string(), value.into()));
+        }
+    }
     for route in policy.routes.routes() {
         if let Some(tenant) = &route.tenant {
             claims.push((tenant.claim.clone(), DEMO_TENANT.into()));

@@ -117,6 +117,7 @@ impl Harness {
             policy: current.policy.clone(),
             upstream: current.upstream.clone(),
             ratelimit,
+            replay: current.replay.clone(),
         }));
     }
 

@@ -33,6 +33,9 @@ mod error_tests;
 mod headers;
 mod hmac;
 mod ratelimit;
+mod route_policy;
+#[cfg(test)]
+mod route_policy_tests;
 mod routes;
 mod server;
 #[cfg(test)]
@@ -133,6 +136,9 @@ pub struct UpstreamPolicy {
     pub preserve_host: bool,
     /// Private CA for an https upstream.
     pub ca_file: Option<PathBuf>,
+    /// `deadline_header` (SPEC §6.3): each try carries the milliseconds
+    /// left of the route's timeout in it.
+    pub deadline_header: Option<HeaderName>,
     /// `[upstream.retry]`.
     pub retry: RetrySettings,
     /// `[upstream.circuit_breaker]`.

@@ -102,6 +102,7 @@ pub struct UpstreamFile {
     pub max_connections: usize,
     pub preserve_host: bool,
     pub ca_file: Option<Text>,
+    pub deadline_header: Text,
     pub retry: RetryFile,
     pub circuit_breaker: BreakerFile,
 }
@@ -116,6 +117,7 @@ impl Default for UpstreamFile {
             max_connections: 1024,
             preserve_host: true,
             ca_file: None,
+            deadline_header: Text::from(""),
             retry: RetryFile::default(),
             circuit_breaker: BreakerFile::default(),
         }
@@ -353,6 +355,12 @@ pub struct DefaultsFile {
     pub timeout: Dur,
     pub max_body: Size,
     pub rate_limits: Vec<RateLimitRuleFile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_ips: Option<Vec<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_ips: Option<Vec<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_claims: Option<BTreeMap<String, OneOrMany>>,
 }
 
 impl Default for DefaultsFile {
@@ -362,6 +370,9 @@ impl Default for DefaultsFile {
             timeout: Dur::secs(30),
             max_body: Size(1 << 20),
             rate_limits: Vec::new(),
+            allow_ips: None,
+            deny_ips: None,
+            require_claims: None,
         }
     }
 }
@@ -394,6 +405,12 @@ pub struct RouteFile {
     pub forward_claims: Option<BTreeMap<String, Text>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strip_prefix: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_ips: Option<Vec<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny_ips: Option<Vec<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_claims: Option<BTreeMap<String, OneOrMany>>,
 }
 
 /// `tenant = { param, claim }`
@@ -415,4 +432,17 @@ pub struct RateLimitRuleFile {
     pub burst: Option<u32>,
     #[serde(default)]
     pub shadow: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_claim: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<BTreeMap<String, TierFile>>,
+}
+
+/// One entry of a limit's `tiers` (it inherits `per`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierFile {
+    pub limit: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }

@@ -4,11 +4,12 @@
 //! request ID → identity-header stripping (with the client-header cleanup:
 //! `Connection`-named headers, cookie lines, headers only a trusted proxy
 //! may send) → URI and header limits → `Host` and method spelling → path
-//! sanitization → route match → CORS preflight → (signed-webhook routes:
-//! the body held up to `max_body`) → authentication → tenant
-//! check → rate limits → body limit (streamed) → upstream (timeout, retry,
-//! circuit breaker) → response headers (security, request ID, rate-limit,
-//! CORS) → access log and metrics (once, when the response ends).
+//! sanitization → route match → CORS preflight → client-IP lists →
+//! (signed-webhook routes: the body held up to `max_body`) →
+//! authentication (then `require_claims`) → tenant check → rate limits →
+//! body limit (streamed) → upstream (timeout, retry, circuit breaker) →
+//! response headers (security, request ID, rate-limit, CORS) → access log
+//! and metrics (once, when the response ends).
 //!
 //! Each stage's body lives in its policy module; here is one call each. It
 //! never returns `Err` to hyper (that would abort the connection).
@@ -34,7 +35,9 @@ use crate::config::Policy;
 use crate::observe::access::{Rejection, RequestRecord};
 use crate::policy::auth::Signed;
 use crate::policy::ratelimit::KeyInputs;
-use crate::policy::{cors, forward, head, identity, limits, sanitize, tenant};
+use crate::policy::{
+    cors, forward, head, identity, ip_list, limits, require_claims, sanitize, tenant,
+};
 use crate::route::{Lookup, Params, Route};
 
 /// The connection a request arrived on.
@@ -122,6 +125,7 @@ async fn process(
         Matched::Request(route, params) => (route, params),
     };
     ctx.set_route(&route);
+    ip_list::check(&route.ips, ctx.record.client_ip)?;
 
     let (mut req, held) = held::hold_body(req, &route, &ctx.record.body_in).await?;
     let signed = held.as_deref().map(|body| Signed {
@@ -130,6 +134,7 @@ async fn process(
     });
     let verified = identity::verify(policy, &route, req.headers(), &presented, signed).await?;
     ctx.record.user = verified.identity.subject().map(str::to_string);
+    require_claims::check(&route.require_claims, &verified.identity)?;
     tenant::check(route.tenant.as_ref(), &params, &verified.identity)?;
     if !route.rate_limits.is_empty() {
         let inputs = KeyInputs {

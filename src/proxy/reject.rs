@@ -11,8 +11,10 @@ use http::StatusCode;
 
 use crate::policy::auth::Denied;
 use crate::policy::head::HeadRejection;
+use crate::policy::ip_list::IpRefused;
 use crate::policy::limits::LimitRejection;
 use crate::policy::ratelimit::RateRefusal;
+use crate::policy::require_claims::ClaimsRefusal;
 use crate::policy::sanitize::PathRejection;
 use crate::policy::tenant::TenantMismatch;
 
@@ -36,6 +38,12 @@ pub enum Reject {
     Unauthorized(Denied),
     /// 403: the tenant in the path is not the caller's.
     TenantMismatch,
+    /// 403: the client IP is not allowed on the route (`allow_ips` /
+    /// `deny_ips`).
+    IpRefused,
+    /// 403: the token's claims do not match the route's `require_claims`
+    /// (the claim's name, never its value).
+    ClaimsMismatch(std::sync::Arc<str>),
     /// 429: a rate limit refused it; retry after this long.
     RateLimited(Duration),
     /// 503: the rate-limit backend failed and `on_redis_error = "deny"`.
@@ -82,6 +90,21 @@ impl From<LimitRejection> for Reject {
 impl From<TenantMismatch> for Reject {
     fn from(_: TenantMismatch) -> Self {
         Self::TenantMismatch
+    }
+}
+
+impl From<IpRefused> for Reject {
+    fn from(_: IpRefused) -> Self {
+        Self::IpRefused
+    }
+}
+
+impl From<ClaimsRefusal> for Reject {
+    fn from(why: ClaimsRefusal) -> Self {
+        match why {
+            ClaimsRefusal::NoToken(denied) => Self::Unauthorized(denied),
+            ClaimsRefusal::Mismatch(claim) => Self::ClaimsMismatch(claim),
+        }
     }
 }
 
@@ -206,6 +229,20 @@ impl Reject {
                 "Forbidden",
                 "This resource belongs to another tenant.",
             ),
+            IpRefused => p(
+                StatusCode::FORBIDDEN,
+                Some("ip"),
+                "forbidden",
+                "Forbidden",
+                "Requests from this address are not allowed here.",
+            ),
+            ClaimsMismatch(_) => p(
+                StatusCode::FORBIDDEN,
+                Some("claims"),
+                "forbidden",
+                "Forbidden",
+                "The credentials do not grant access to this resource.",
+            ),
             RateLimited(wait) => Description {
                 retry_after: Some(*wait),
                 ..p(
@@ -291,6 +328,9 @@ impl Reject {
             Unauthorized(denied) => format!("Authentication failed: {}.", denied.reason.as_str()),
             TenantMismatch => {
                 "The tenant in the path does not match the token's tenant claim.".into()
+            }
+            ClaimsMismatch(claim) => {
+                format!("The token's claim \"{claim}\" does not match the route's require_claims.")
             }
             Internal(why) => format!("Could not build the upstream request: {why}."),
             other => other.shape().generic_detail.to_string(),

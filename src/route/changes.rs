@@ -40,6 +40,10 @@ pub fn limits(route: &Route) -> String {
             if l.burst != l.limit {
                 text.push_str(&format!(" burst {}", l.burst));
             }
+            if let Some(claim) = &l.tier_claim {
+                let names: Vec<&str> = l.tiers.iter().map(|t| &*t.name).collect();
+                text.push_str(&format!(" tiers by {claim}: {}", names.join("/")));
+            }
             if l.shadow {
                 text.push_str(" (shadow)");
             }

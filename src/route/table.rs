@@ -11,7 +11,9 @@ use http::{HeaderName, Method};
 use super::pattern::{Params, Pattern};
 use crate::policy::auth::AuthRequirement;
 use crate::policy::headers::SecurityHeaders;
+use crate::policy::ip_list::IpRule;
 use crate::policy::ratelimit::RateLimitRule;
+use crate::policy::require_claims::ClaimEntry;
 use crate::policy::tenant::TenantRule;
 
 /// One compiled route: everything the request path needs, resolved from the
@@ -46,6 +48,10 @@ pub struct Route {
     pub forward_claims: Vec<(String, HeaderName)>,
     /// Removed from the front of the canonical path before forwarding.
     pub strip_prefix: Option<String>,
+    /// `allow_ips` / `deny_ips` (SPEC §6.7).
+    pub ips: Arc<IpRule>,
+    /// `require_claims` (SPEC §6.6): every entry must match a JWT's claims.
+    pub require_claims: Vec<ClaimEntry>,
 }
 
 impl Route {
@@ -210,6 +216,8 @@ mod tests {
             retry: true,
             forward_claims: Vec::new(),
             strip_prefix: None,
+            ips: Arc::default(),
+            require_claims: Vec::new(),
         }
     }
 

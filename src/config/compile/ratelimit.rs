@@ -2,11 +2,48 @@
 
 use super::{Compiler, Result};
 use crate::config::choices::{Backend, RateHeaders, RedisErrorMode};
-use crate::config::file::{FileConfig, RateLimitFile};
+use crate::config::file::{FileConfig, RateLimitFile, RateLimitRuleFile};
+use crate::config::keys::KeyPath;
 use crate::config::values::UNSET_PLACEHOLDER;
-use crate::policy::ratelimit::{HeaderMode, OnRedisError, RateLimitSettings, RedisTarget};
+use crate::policy::ratelimit::{HeaderMode, OnRedisError, RateLimitSettings, RedisTarget, Tier};
 
 impl Compiler<'_> {
+    /// A limit's `tiers` (SPEC §6.2): each with a limit of at least 1 and a
+    /// burst defaulting to it; only with `tier_claim`, which picks one.
+    pub(super) fn tiers(&self, r: &RateLimitRuleFile, key: &KeyPath) -> Result<Vec<Tier>> {
+        let Some(tiers) = &r.tiers else {
+            if r.tier_claim.is_some() {
+                return Err(self.err(
+                    key.key("tier_claim"),
+                    "names no tiers; add tiers = { NAME = { limit = N } }, or remove tier_claim",
+                ));
+            }
+            return Ok(Vec::new());
+        };
+        match &r.tier_claim {
+            None => return Err(self.err(key.key("tiers"), "tiers need tier_claim, the claim (dotted path) whose value picks a tier; e.g. tier_claim = \"app_metadata.plan\"")),
+            Some(claim) if claim.as_str().is_empty() => return Err(self.err(key.key("tier_claim"), "is empty; name a claim, e.g. \"app_metadata.plan\"")),
+            Some(_) => {}
+        }
+        let mut out = Vec::with_capacity(tiers.len());
+        for (name, tier) in tiers {
+            let at = key.key("tiers").key(name);
+            if tier.limit == 0 {
+                return Err(self.err(at.key("limit"), "must be at least 1"));
+            }
+            let burst = tier.burst.unwrap_or(tier.limit);
+            if burst == 0 {
+                return Err(self.err(at.key("burst"), "must be at least 1"));
+            }
+            out.push(Tier {
+                name: name.as_str().into(),
+                limit: tier.limit,
+                burst,
+            });
+        }
+        Ok(out)
+    }
+
     pub(super) fn ratelimit(&self, file: &FileConfig) -> Result<RateLimitSettings> {
         let r = &file.ratelimit;
         if !(1..=128).contains(&r.ipv6_prefix) {

@@ -54,6 +54,8 @@ impl Compiler<'_> {
                 per: r.per.0,
                 burst,
                 shadow: r.shadow,
+                tier_claim: r.tier_claim.as_ref().map(|c| c.as_str().to_string()),
+                tiers: self.tiers(r, &key)?,
             });
         }
         Ok(out)
@@ -115,6 +117,7 @@ impl Compiler<'_> {
         let auth = self.route_auth(r, &key, file, inherited)?;
         let tenant = self.tenant(r, &key, &pattern, &auth)?;
         let tenant_claim = tenant.as_ref().map(|t| t.claim.as_str());
+        let require_claims = self.require_claims(r, &key, file, &auth)?;
         let rate_limits = match &r.rate_limits {
             Some(rules) => self.rate_limits(rules, &key.key("rate_limits"), tenant_claim)?,
             None => self.rate_limits(
@@ -149,6 +152,8 @@ impl Compiler<'_> {
             retry: r.retry.unwrap_or(true),
             forward_claims,
             strip_prefix: self.strip_prefix(r.strip_prefix.as_ref(), &key)?,
+            ips: self.ip_rule(r, &key, file)?,
+            require_claims,
         })
     }
 
@@ -281,8 +286,8 @@ const METHOD_OVERRIDES: [&str; 3] = [
     "X-Method-Override",
 ];
 
-/// Every `forward_claims` target, every shared-secret header and the
-/// method-override headers.
+/// Every `forward_claims` target, every shared-secret header, the
+/// method-override headers and `upstream.deadline_header`.
 pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
     let mut set = StrippedHeaders::default();
     for name in METHOD_OVERRIDES {
@@ -300,6 +305,10 @@ pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
     }
     for secret in file.auth.secrets.values() {
         set.add(secret.header.as_str());
+    }
+    // Only palisade tells the upstream how long it may take.
+    if !file.upstream.deadline_header.as_str().is_empty() {
+        set.add(file.upstream.deadline_header.as_str());
     }
     set
 }

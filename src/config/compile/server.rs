@@ -86,6 +86,10 @@ impl Compiler<'_> {
             max_connections: u.max_connections,
             preserve_host: u.preserve_host,
             ca_file: u.ca_file.as_ref().map(|p| PathBuf::from(p.as_str())),
+            deadline_header: match u.deadline_header.as_str() {
+                "" => None,
+                _ => Some(self.header_name(&u.deadline_header, "upstream.deadline_header")?),
+            },
             retry: self.retry(&u.retry)?,
             breaker: self.breaker(&u.circuit_breaker)?,
         })

@@ -289,7 +289,14 @@ fn the_shipped_policy_compiles() {
     let names: Vec<&str> = policy.routes.routes().iter().map(|r| &*r.name).collect();
     assert_eq!(
         names,
-        ["health", "embeddings", "restaurant", "vapi-webhook", "api"]
+        [
+            "health",
+            "embeddings",
+            "admin",
+            "restaurant",
+            "vapi-webhook",
+            "api"
+        ]
     );
 }
 

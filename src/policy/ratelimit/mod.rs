@@ -1,9 +1,11 @@
 //! Rate limits (`[ratelimit]`, route `rate_limits`): GCRA per limit, keyed
 //! by ip / user / tenant / header / route. Every enforced limit must admit a
-//! request; shadow limits are counted and reported but never reject.
+//! request; shadow limits are counted and reported but never reject. A
+//! limit with `tiers` picks its numbers (and buckets) by a verified claim.
 //! Backends: governor in memory (per instance), or Redis (shared, exact),
 //! with `on_redis_error` deciding what happens when Redis cannot answer.
 
+mod compiled;
 pub mod gcra;
 mod headers;
 mod keys;
@@ -16,15 +18,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::DefaultClock;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 
+use self::compiled::{CompiledLimit, TieredLimit, compile_limit};
 use self::gcra::{Gcra, ceil_secs};
 pub use self::headers::RateHeaders;
 use self::keys::bounded;
 pub use self::keys::ip_bucket;
-use self::local::{KeyedLimiter, LimiterRegistry};
+use self::local::LimiterRegistry;
 use self::redis::{RedisBackend, RedisFailure};
-pub use self::rule::{LimitKey, RateLimitRule};
+pub use self::rule::{LimitKey, RateLimitRule, Tier};
 use crate::policy::auth::{Identity, claims};
 use crate::route::Route;
 
@@ -89,17 +92,6 @@ pub struct RateLimitSettings {
     pub key_prefix: String,
     /// Which headers to send.
     pub headers: HeaderMode,
-}
-
-/// One limit of one route, ready to decide.
-struct CompiledLimit {
-    rule: RateLimitRule,
-    gcra: Gcra,
-    local: Arc<KeyedLimiter>,
-    key_base: String,
-    name: Arc<str>,
-    /// `RateLimit-Policy`, fixed per limit.
-    policy: HeaderValue,
 }
 
 /// The outcome of a request's rate limits.
@@ -182,7 +174,7 @@ struct LimitResult {
 pub struct RateLimitEngine {
     settings: RateLimitSettings,
     redis: Option<Arc<RedisBackend>>,
-    routes: Vec<Vec<CompiledLimit>>,
+    routes: Vec<Vec<TieredLimit>>,
     clock: DefaultClock,
 }
 
@@ -204,43 +196,14 @@ impl RateLimitEngine {
         let compiled = routes
             .iter()
             .map(|route| {
-                route
-                    .rate_limits
-                    .iter()
-                    .map(|rule| {
-                        let gcra = Gcra::new(rule.limit, rule.per, rule.burst);
-                        let id = (
-                            route.name.to_string(),
-                            rule.by_label.to_string(),
-                            rule.limit,
-                            rule.per,
-                            rule.burst,
-                        );
-                        CompiledLimit {
-                            local: registry.get_or_create(id, gcra),
-                            key_base: format!(
-                                "{}{{{}}}:{}:{}:{}:{}:",
-                                settings.key_prefix,
-                                route.name,
-                                rule.by_label,
-                                rule.limit,
-                                rule.per.as_micros(),
-                                rule.burst
-                            ),
-                            name: format!("{}.{}", route.name, rule.by_label).into(),
-                            policy: HeaderValue::from_str(&format!(
-                                "\"{}.{}\";q={};w={}",
-                                route.name,
-                                rule.by_label,
-                                rule.limit,
-                                rule.per.as_secs().max(1)
-                            ))
-                            .unwrap_or_else(|_| HeaderValue::from_static("\"limit\"")),
-                            gcra,
-                            rule: rule.clone(),
-                        }
-                    })
-                    .collect()
+                let limit = |rule: &RateLimitRule, tier: Option<&Tier>| {
+                    compile_limit(&settings, registry, &route.name, rule, tier)
+                };
+                let tiered = |rule: &RateLimitRule| TieredLimit {
+                    base: limit(rule, None),
+                    tiers: rule.tiers.iter().map(|t| limit(rule, Some(t))).collect(),
+                };
+                route.rate_limits.iter().map(tiered).collect()
             })
             .collect();
         Self {
@@ -259,20 +222,28 @@ impl RateLimitEngine {
     /// The bucket key of each of `route`'s limits for these inputs, in
     /// `rate_limits` order (what `palisade explain` shows).
     pub fn keys(&self, route: &Route, inputs: &KeyInputs<'_>) -> Vec<String> {
-        self.routes.get(route.id).map_or_else(Vec::new, |limits| {
-            limits
-                .iter()
-                .map(|l| format!("{}{}", l.key_base, self.key_value(&l.rule.by, inputs)))
-                .collect()
+        self.routes.get(route.id).map_or_else(Vec::new, |tiered| {
+            let limits: Vec<&CompiledLimit> =
+                tiered.iter().map(|t| t.pick(inputs.identity)).collect();
+            self.keys_of(&limits, inputs)
         })
+    }
+
+    fn keys_of(&self, limits: &[&CompiledLimit], inputs: &KeyInputs<'_>) -> Vec<String> {
+        limits
+            .iter()
+            .map(|l| format!("{}{}", l.key_base, self.key_value(&l.rule.by, inputs)))
+            .collect()
     }
 
     /// Decides a request on `route`.
     pub async fn check(&self, route: &Route, inputs: &KeyInputs<'_>) -> RateOutcome {
-        let Some(limits) = self.routes.get(route.id).filter(|l| !l.is_empty()) else {
+        let Some(tiered) = self.routes.get(route.id).filter(|l| !l.is_empty()) else {
             return RateOutcome::default();
         };
-        let keys = self.keys(route, inputs);
+        let limits: Vec<&CompiledLimit> = tiered.iter().map(|t| t.pick(inputs.identity)).collect();
+        let limits = limits.as_slice();
+        let keys = self.keys_of(limits, inputs);
         let mut backend_failed = false;
         let results = match &self.redis {
             None => self.local(limits, &keys),
@@ -329,7 +300,7 @@ impl RateLimitEngine {
 
     /// The memory backend: enforced limits first, stopping at the first
     /// refusal; shadow limits only when the request is admitted.
-    fn local(&self, limits: &[CompiledLimit], keys: &[String]) -> Vec<Option<LimitResult>> {
+    fn local(&self, limits: &[&CompiledLimit], keys: &[String]) -> Vec<Option<LimitResult>> {
         let mut results = vec![None; limits.len()];
         let enforced = limits.iter().enumerate().filter(|(_, l)| !l.rule.shadow);
         let shadow = limits.iter().enumerate().filter(|(_, l)| l.rule.shadow);
@@ -352,7 +323,7 @@ impl RateLimitEngine {
     fn conclude(
         &self,
         route: &Route,
-        limits: &[CompiledLimit],
+        limits: &[&CompiledLimit],
         results: &[Option<LimitResult>],
     ) -> RateOutcome {
         let mut decisions = Vec::with_capacity(limits.len());

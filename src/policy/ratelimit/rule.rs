@@ -1,9 +1,12 @@
-//! Rate-limit rules as compiled from `rate_limits = [...]`.
+//! Rate-limit rules as compiled from `rate_limits = [...]`, and the tier a
+//! verified claim picks (SPEC §6.2).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
+
+use crate::policy::auth::{Identity, claims};
 
 /// What a limit counts by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +38,43 @@ pub struct RateLimitRule {
     pub burst: u32,
     /// Counted and reported, never enforced.
     pub shadow: bool,
+    /// `tier_claim` (SPEC §6.2): the verified claim (dotted path, a
+    /// string) that picks one of `tiers`.
+    pub tier_claim: Option<String>,
+    /// `tiers`: other numbers for callers whose claim names them.
+    pub tiers: Vec<Tier>,
+}
+
+/// One tier of a limit: its own numbers (and its own buckets); `per` is
+/// the limit's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    /// The claim value that selects it.
+    pub name: Arc<str>,
+    /// Requests per the limit's `per`.
+    pub limit: u32,
+    /// How many a full bucket admits at once (default: its own `limit`).
+    pub burst: u32,
+}
+
+impl RateLimitRule {
+    /// The tier the caller's verified claim names: `None` (the base
+    /// numbers) for a missing or non-string claim, an anonymous caller, or
+    /// a value that names no tier.
+    pub fn tier_of(&self, identity: &Identity) -> Option<usize> {
+        let claim = self.tier_claim.as_deref()?;
+        let value = claims::lookup(identity.claims()?, claim)?.as_str()?;
+        self.tiers.iter().position(|tier| &*tier.name == value)
+    }
+
+    /// This limit with a tier's numbers.
+    pub fn with_tier(&self, tier: &Tier) -> Self {
+        Self {
+            limit: tier.limit,
+            burst: tier.burst,
+            ..self.clone()
+        }
+    }
 }
 
 impl LimitKey {

@@ -1,5 +1,7 @@
 //! Unit tests of `ratelimit`.
 
+use http::HeaderValue;
+
 use super::*;
 
 #[test]
@@ -47,4 +49,39 @@ fn headers_render_both_forms() {
     }
     .apply(&mut legacy);
     assert!(!legacy.contains_key("ratelimit"));
+}
+
+#[test]
+fn a_verified_string_claim_picks_the_tier() {
+    let rule = RateLimitRule {
+        by: LimitKey::User,
+        by_label: "user".into(),
+        limit: 10,
+        per: Duration::from_secs(60),
+        burst: 10,
+        shadow: false,
+        tier_claim: Some("app_metadata.plan".into()),
+        tiers: vec![Tier {
+            name: "pro".into(),
+            limit: 100,
+            burst: 100,
+        }],
+    };
+    let jwt = |json: &str| Identity::Jwt(Arc::new(serde_json::from_str(json).unwrap()));
+    assert_eq!(
+        rule.tier_of(&jwt(r#"{"app_metadata":{"plan":"pro"}}"#)),
+        Some(0)
+    );
+    assert_eq!(
+        rule.tier_of(&jwt(r#"{"app_metadata":{"plan":"free"}}"#)),
+        None
+    );
+    assert_eq!(
+        rule.tier_of(&jwt(r#"{"app_metadata":{"plan":["pro"]}}"#)),
+        None
+    );
+    assert_eq!(rule.tier_of(&jwt(r#"{"sub":"u1"}"#)), None);
+    assert_eq!(rule.tier_of(&Identity::Anonymous), None);
+    let pro = rule.with_tier(&rule.tiers[0]);
+    assert_eq!((pro.limit, pro.burst, pro.per), (100, 100, rule.per));
 }

@@ -1,12 +1,13 @@
 //! Sending one prepared request: each try through the breaker, bounded by
 //! the route's total deadline on the response headers, and retried when
 //! the body can be replayed and the outcome is one `[upstream.retry]`
-//! names, within the retry budget.
+//! names, within the retry budget. Each try carries the time left in
+//! `deadline_header` when one is configured.
 
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use tokio::time::Instant;
 
 use super::client::ClientFailure;
@@ -91,7 +92,12 @@ impl Upstream {
             .breaker
             .admit(std::time::Instant::now())
             .map_err(Reject::CircuitOpen)?;
-        let request = head.request(body);
+        let mut request = head.request(body);
+        if let Some(name) = &self.policy.deadline_header {
+            request
+                .headers_mut()
+                .insert(name.clone(), time_left(deadline, Instant::now()));
+        }
         let sent = async {
             if head.upgrade {
                 let response = self.client.request_upgrade(request).await?;
@@ -140,6 +146,13 @@ impl Upstream {
     }
 }
 
+/// The `deadline_header` value: the whole milliseconds left until
+/// `deadline`, at least 1 (a try is only made while time is left).
+fn time_left(deadline: Instant, now: Instant) -> HeaderValue {
+    let millis = deadline.saturating_duration_since(now).as_millis();
+    HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX).max(1))
+}
+
 /// The rejection the client sees for a failed try.
 fn reject_for(failure: ClientFailure, progress: &BodyProgress) -> Reject {
     if progress.overflowed.load(Ordering::Relaxed) {
@@ -166,5 +179,23 @@ fn breaker_verdict(
         Err(Reject::Timeout | Reject::UpstreamReset(_)) if !body_done => None,
         Err(Reject::Timeout | Reject::UpstreamConnect(_) | Reject::UpstreamReset(_)) => Some(false),
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn time_left_is_whole_milliseconds_and_at_least_one() {
+        let now = Instant::now();
+        let at = |d: Duration| time_left(now + d, now);
+        assert_eq!(at(Duration::from_millis(2500)), "2500");
+        assert_eq!(at(Duration::from_micros(1999)), "1");
+        assert_eq!(at(Duration::from_micros(2999)), "2");
+        assert_eq!(at(Duration::ZERO), "1");
+        assert_eq!(time_left(now, now + Duration::from_secs(1)), "1");
     }
 }

@@ -1,0 +1,113 @@
+//! Config errors of the per-route keys of SPEC §6 (IP lists, claim
+//! requirements, tiers, the deadline header): each names its key and place.
+
+use super::load_str;
+use crate::config::expand::Env;
+
+const JWT: &str = "[auth.jwt]\nhs256_secret = \"${SECRET}\"\n";
+
+fn error_of(text: &str) -> String {
+    let env = Env::from_pairs([("SECRET", "s3cret-value")]);
+    match load_str(text, "t.toml", &env) {
+        Ok(_) => format!("loaded without an error:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `text` fails with an error that starts with `prefix`.
+fn fails_at(text: &str, prefix: &str) {
+    let message = error_of(text);
+    assert!(
+        message.starts_with(prefix),
+        "expected {prefix:?}…\n     got {message:?}"
+    );
+}
+
+#[test]
+fn a_bad_cidr_names_its_key() {
+    let route = "[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n";
+    fails_at(
+        &format!("{route}allow_ips = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n"),
+        "t.toml:5:28: routes[0].allow_ips[1]: \"10.0.0.0/33\" is not an IP address or CIDR",
+    );
+    fails_at(
+        &format!("{route}deny_ips = [\"2001:db8::/200\"]\n"),
+        "t.toml:5:13: routes[0].deny_ips[0]: \"2001:db8::/200\" is not",
+    );
+    fails_at(
+        &format!("[defaults]\nallow_ips = [\"office\"]\n{route}"),
+        "t.toml:2:14: defaults.allow_ips[0]: \"office\" is not",
+    );
+    let ok = format!("{JWT}{route}allow_ips = [\"10.0.0.1\", \"::1\", \"2001:db8::/32\"]\n");
+    assert!(
+        error_of(&ok).starts_with("loaded without an error"),
+        "{}",
+        error_of(&ok)
+    );
+}
+
+#[test]
+fn claims_need_a_route_that_takes_a_jwt() {
+    let route = "[[routes]]\nname = \"a\"\npath = \"/**\"\n";
+    fails_at(
+        &format!("{JWT}{route}auth = \"none\"\nrequire_claims = {{ role = \"admin\" }}\n"),
+        "t.toml:7:18: routes[0].require_claims: route \"a\" requires claims but its auth (\"none\") accepts no JWT",
+    );
+    fails_at(
+        &format!(
+            "{JWT}[defaults]\nrequire_claims = {{ role = \"admin\" }}\n{route}auth = \"none\"\n"
+        ),
+        "t.toml:4:18: defaults.require_claims: route \"a\" requires claims",
+    );
+    fails_at(
+        &format!("{JWT}{route}require_claims = {{ role = \"\" }}\n"),
+        "t.toml:6:27: routes[0].require_claims.role: a claim name and its values must not be empty",
+    );
+    let lifted = format!(
+        "{JWT}[defaults]\nrequire_claims = {{ role = \"admin\" }}\n{route}auth = \"none\"\nrequire_claims = {{}}\n"
+    );
+    assert!(
+        error_of(&lifted).starts_with("loaded without an error"),
+        "{}",
+        error_of(&lifted)
+    );
+}
+
+#[test]
+fn a_bad_deadline_header_names_its_key() {
+    fails_at(
+        "[upstream]\ndeadline_header = \"X Timeout\"\n\
+         [[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n",
+        "t.toml:2:19: upstream.deadline_header: \"X Timeout\" is not a valid header name",
+    );
+}
+
+#[test]
+fn tiers_need_a_tier_claim_and_good_limits() {
+    let route = "[[routes]]\nname = \"a\"\npath = \"/**\"\n";
+    fails_at(
+        &format!(
+            "{JWT}{route}rate_limits = [{{ by = \"user\", limit = 1, per = \"1m\", tiers = {{ pro = {{ limit = 5 }} }} }}]\n"
+        ),
+        "t.toml:6:62: routes[0].rate_limits[0].tiers: tiers need tier_claim",
+    );
+    let tiered = |tier: &str| {
+        format!(
+            "{JWT}{route}rate_limits = [{{ by = \"user\", limit = 1, per = \"1m\", tier_claim = \"plan\", tiers = {{ pro = {tier} }} }}]\n"
+        )
+    };
+    fails_at(
+        &tiered("{ limit = 0 }"),
+        "t.toml:6:101: routes[0].rate_limits[0].tiers.pro.limit: must be at least 1",
+    );
+    fails_at(
+        &tiered("{ limit = 5, burst = 0 }"),
+        "t.toml:6:112: routes[0].rate_limits[0].tiers.pro.burst: must be at least 1",
+    );
+    fails_at(
+        &tiered("{ limit = -1 }"),
+        "t.toml:6:101: routes[0].rate_limits[0].tiers.pro.limit: ",
+    );
+    fails_at(&tiered("{ limit = 5, per = \"1s\" }"), "t.toml:6:");
+    assert!(error_of(&tiered("{ limit = 5 }")).starts_with("loaded without an error"));
+}

@@ -1,0 +1,106 @@
+//! Issue 13 part 5 over real sockets: deadline propagation (SPEC §6.3).
+//! Each try toward the upstream carries the whole milliseconds left of the
+//! route's timeout; a client-sent header of that name never passes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use http::StatusCode;
+use support::*;
+
+const CONFIG: &str = r#"
+[upstream]
+url = "{UPSTREAM}"
+deadline_header = "X-Request-Timeout-Ms"
+[upstream.retry]
+attempts = 1
+on = ["503"]
+backoff = "1ms"
+max_backoff = "1ms"
+budget_percent = 100
+[upstream.circuit_breaker]
+enabled = false
+[defaults]
+auth = "none"
+timeout = "5s"
+[[routes]]
+name = "quick"
+path = "/quick/**"
+timeout = "800ms"
+[[routes]]
+name = "api"
+path = "/**"
+"#;
+
+fn deadline_of(recorded: &upstream::Recorded) -> u64 {
+    let values: Vec<_> = recorded
+        .headers
+        .get_all("x-request-timeout-ms")
+        .iter()
+        .collect();
+    assert_eq!(values.len(), 1, "exactly one value: {values:?}");
+    values[0].to_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn each_try_carries_the_time_left_and_it_shrinks_across_a_retry() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CONFIG, upstream.addr).await;
+    let reply = get_with(
+        server.proxy_addr,
+        "/x",
+        &[
+            ("x-test-fail-first", "1"),
+            ("x-test-key", "shrink"),
+            ("x-test-delay-ms", "100"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2, "one retry");
+    let (first, second) = (deadline_of(&seen[0]), deadline_of(&seen[1]));
+    assert!((1..=5000).contains(&first), "{first}");
+    assert!(
+        first > 4500,
+        "little time has passed at the first try: {first}"
+    );
+    assert!(
+        second <= first - 100,
+        "the first try took at least 100ms: {first} then {second}"
+    );
+    // A route's own timeout.
+    get(server.proxy_addr, "/quick/a").await;
+    let quick = deadline_of(upstream.requests().last().unwrap());
+    assert!((1..=800).contains(&quick), "{quick}");
+}
+
+#[tokio::test]
+async fn a_client_sent_deadline_never_passes() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CONFIG, upstream.addr).await;
+    for (name, value) in [
+        ("X-Request-Timeout-Ms", "999999999"),
+        ("x-request-timeout-ms", "0"),
+        ("X_Request_Timeout_Ms", "999999999"),
+    ] {
+        let reply = get_with(server.proxy_addr, "/quick/a", &[(name, value)]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        let recorded = upstream.requests().last().unwrap().clone();
+        assert!((1..=800).contains(&deadline_of(&recorded)), "{name}");
+        assert!(
+            !recorded.headers.contains_key("x_request_timeout_ms"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_deadline_header_nothing_is_added_or_removed() {
+    let upstream = TestUpstream::start().await;
+    let config = CONFIG.replace("deadline_header = \"X-Request-Timeout-Ms\"\n", "");
+    let server = start_palisade(&config, upstream.addr).await;
+    get_with(server.proxy_addr, "/x", &[("x-request-timeout-ms", "42")]).await;
+    let recorded = upstream.requests().last().unwrap().clone();
+    assert_eq!(recorded.headers["x-request-timeout-ms"], "42");
+}
