@@ -7,9 +7,9 @@ use crate::config::expand::Env;
 /// A route that satisfies everything, put after the section under test.
 const ROUTE: &str = "\n[[routes]]\nname = \"all\"\npath = \"/**\"\nauth = \"none\"\n";
 
-const JWT: &str = "[auth.jwt]\nhs256_secret = \"${SECRET}\"\n";
+pub(super) const JWT: &str = "[auth.jwt]\nhs256_secret = \"${SECRET}\"\n";
 
-fn error_of(text: &str) -> String {
+pub(super) fn error_of(text: &str) -> String {
     let env = Env::from_pairs([("SECRET", "s3cret-value")]);
     match load_str(text, "t.toml", &env) {
         Ok(_) => format!("loaded without an error:\n{text}"),
@@ -18,7 +18,7 @@ fn error_of(text: &str) -> String {
 }
 
 /// `text` fails with an error that starts with `prefix`.
-fn fails_at(text: &str, prefix: &str) {
+pub(super) fn fails_at(text: &str, prefix: &str) {
     let message = error_of(text);
     assert!(
         message.starts_with(prefix),

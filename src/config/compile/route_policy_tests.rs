@@ -1,27 +1,7 @@
 //! Config errors of the per-route keys of SPEC §6 (IP lists, claim
 //! requirements, tiers, the deadline header): each names its key and place.
 
-use super::load_str;
-use crate::config::expand::Env;
-
-const JWT: &str = "[auth.jwt]\nhs256_secret = \"${SECRET}\"\n";
-
-fn error_of(text: &str) -> String {
-    let env = Env::from_pairs([("SECRET", "s3cret-value")]);
-    match load_str(text, "t.toml", &env) {
-        Ok(_) => format!("loaded without an error:\n{text}"),
-        Err(e) => e.to_string(),
-    }
-}
-
-/// `text` fails with an error that starts with `prefix`.
-fn fails_at(text: &str, prefix: &str) {
-    let message = error_of(text);
-    assert!(
-        message.starts_with(prefix),
-        "expected {prefix:?}…\n     got {message:?}"
-    );
-}
+use super::error_tests::{JWT, error_of, fails_at};
 
 #[test]
 fn a_bad_cidr_names_its_key() {

@@ -233,6 +233,16 @@ impl RedisBackend {
 
     /// Evaluates one request's limits, atomically, within `redis_timeout`.
     pub async fn decide(&self, limits: LimitRequest) -> Result<RedisDecision, RedisFailure> {
+        self.guarded(self.submit(limits)).await
+    }
+
+    /// Runs one call to Redis the way every caller must: skipped during a
+    /// cool-down, bounded by `redis_timeout`, and its outcome recorded in
+    /// the backend's health.
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, RedisFailure>>,
+    ) -> Result<T, RedisFailure> {
         let allowed = self
             .health
             .lock()
@@ -240,7 +250,7 @@ impl RedisBackend {
         if !allowed {
             return Err(RedisFailure::CoolingDown);
         }
-        let result = match tokio::time::timeout(self.timeout, self.submit(limits)).await {
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(RedisFailure::Timeout),
         };

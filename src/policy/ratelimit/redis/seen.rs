@@ -3,7 +3,7 @@
 //! accepted by one instance is refused by all of them. Bounded by
 //! `redis_timeout` and skipped during a cool-down, like the rate limits.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{RedisBackend, RedisFailure, Target};
 
@@ -11,13 +11,6 @@ impl RedisBackend {
     /// Stores `key` for `ttl` unless it is already there: `Ok(true)` the
     /// first time, `Ok(false)` while it is remembered.
     pub async fn set_once(&self, key: &str, ttl: Duration) -> Result<bool, RedisFailure> {
-        let allowed = self
-            .health
-            .lock()
-            .is_ok_and(|mut h| h.should_try(Instant::now()));
-        if !allowed {
-            return Err(RedisFailure::CoolingDown);
-        }
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut command = redis::cmd("SET");
         command.arg(key).arg(1).arg("NX").arg("PX").arg(millis);
@@ -34,16 +27,6 @@ impl RedisBackend {
             };
             Ok::<_, RedisFailure>(reply.is_some())
         };
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(RedisFailure::Timeout),
-        };
-        if let Ok(mut health) = self.health.lock() {
-            match &result {
-                Ok(_) => health.succeeded(),
-                Err(_) => health.failed(Instant::now()),
-            }
-        }
-        result
+        self.guarded(call).await
     }
 }
