@@ -8,6 +8,8 @@
 #
 #   bench/instructions.sh [BINARY...]     default: target/release/palisade
 #   DURATION=5 CONNECTIONS=8 POLICY=plain|full
+#   PROFILE_DIR=dir   keep each run's callgrind file there (read it with
+#                     callgrind_annotate; build with --profile profiling for symbols)
 #
 # Talks only to 127.0.0.1; stops what it started by PID.
 set -euo pipefail
@@ -45,6 +47,10 @@ for bin in "${bins[@]}"; do
   sleep 1
   total=$(cat "$out"* 2>/dev/null | awk '/^summary:/ {s+=$2} /^totals:/ {t+=$2} END {print (s>0?s:t)}')
   kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
+  if [ -n "${PROFILE_DIR:-}" ]; then
+    mkdir -p "$PROFILE_DIR"
+    for f in "$out"*; do cp "$f" "$PROFILE_DIR/callgrind.$POLICY.$(basename "$(dirname "$bin")").$(basename "$f")"; done
+  fi
   rm -f "$out"*
   printf '| %s | %s | %s | %s |\n' "$bin" "$POLICY" "$requests" "$(( total / requests ))"
 done

@@ -183,6 +183,23 @@ async fn github_preset() {
         assert_eq!(seen.body_sha256, sha256_hex(body), "body unchanged");
         assert!(seen.complete);
     }
+    // Red-team F3: a `_` twin of the signature header (which a CGI-style
+    // backend reads as the same header) never reaches the upstream.
+    let sig = github("gh-new", body);
+    let ok = post(
+        &server,
+        "/hooks/github",
+        &[
+            ("x-hub-signature-256", &sig),
+            ("X_Hub_Signature_256", "sha256=00"),
+        ],
+        body,
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let seen = upstream.requests().pop().unwrap();
+    assert!(!seen.headers.contains_key("x_hub_signature_256"));
+    assert_eq!(seen.headers["x-hub-signature-256"], sig.as_str());
     let wrong = github("gh-guess", body);
     let reply = post(
         &server,
@@ -203,7 +220,7 @@ async fn github_preset() {
     refused(&server, &reply, "gh", "bad_signature", 2.0).await;
     let reply = post(&server, "/hooks/github", &[], body).await;
     refused(&server, &reply, "gh", "missing", 1.0).await;
-    assert_eq!(upstream.count(), 2);
+    assert_eq!(upstream.count(), 3);
     let config = get(server.admin_addr, "/config").await;
     let text = String::from_utf8_lossy(&config.body);
     assert!(

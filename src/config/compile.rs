@@ -243,7 +243,8 @@ impl Compiler<'_> {
         let base_headers =
             self.security_headers(&file.security_headers, &"security_headers".into())?;
         let routes = self.routes(&file, &base_headers)?;
-        let stripped_headers = routes::stripped_headers(&file);
+        let mut stripped_headers = routes::stripped_headers(&file);
+        routes::strip_twins(&mut stripped_headers, &request_id, &auth, &routes);
         Ok(Policy {
             source: PathBuf::from(self.label),
             effective: Arc::new(file),

@@ -153,7 +153,7 @@ pub fn set_forwarded(
     client_https: bool,
     host: Option<&HeaderValue>,
 ) {
-    let peer_text = peer.to_canonical().to_string();
+    let peer_value = ip_header_value(peer);
     let believed = if peer_trusted {
         headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
     } else {
@@ -167,11 +167,12 @@ pub fn set_forwarded(
                 .filter_map(|v| v.to_str().ok())
                 .collect::<Vec<_>>()
                 .join(", ");
-            format!("{joined}, {peer_text}")
+            let peer_text = peer_value.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{joined}, {peer_text}")).ok()
         }
-        _ => peer_text,
+        _ => Some(peer_value),
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
+    if let Some(value) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -190,6 +191,36 @@ pub fn set_forwarded(
     }
 }
 
+/// The peer address as header text, IPv4-mapped IPv6 written as IPv4.
+/// IPv4 is written by hand: `Display` through `fmt` cost more than the
+/// rest of the forwarding headers together, on every request.
+fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            HeaderValue::from_bytes(&text[..len]).unwrap_or(HeaderValue::from_static("unknown"))
+        }
+        v6 => HeaderValue::from_str(&v6.to_string()).unwrap_or(HeaderValue::from_static("unknown")),
+    }
+}
+
 /// Whether the client reached us over HTTPS: TLS on our listener, or a
 /// trusted proxy saying `X-Forwarded-Proto: https`.
 pub fn client_is_https(tls: bool, peer_trusted: bool, headers: &HeaderMap) -> bool {
@@ -201,9 +232,14 @@ pub fn client_is_https(tls: bool, peer_trusted: bool, headers: &HeaderMap) -> bo
 
 /// Header names no client may send upstream: every `forward_claims` target
 /// and every shared-secret header. Compared ignoring case and `_` vs `-`.
+/// Also the headers palisade reads or sets whose client copy may pass
+/// (the request ID, webhook signatures, rate-limit keys): their other
+/// spellings (`X_Request_Id`) are removed, so a CGI-style backend that
+/// reads `_` as `-` cannot see a second value beside the one palisade used.
 #[derive(Debug, Clone, Default)]
 pub struct StrippedHeaders {
     names: Vec<Vec<u8>>,
+    twins_of: Vec<HeaderName>,
 }
 
 fn normalize(byte: u8) -> u8 {
@@ -222,6 +258,20 @@ impl StrippedHeaders {
         }
     }
 
+    /// Keeps `name` as spelled, removes its other spellings.
+    pub fn add_twins_of(&mut self, name: &HeaderName) {
+        if !self.twins_of.contains(name) {
+            self.twins_of.push(name.clone());
+        }
+    }
+
+    /// Whether `name` is another spelling of a header whose twins go.
+    fn is_twin(&self, name: &HeaderName) -> bool {
+        self.twins_of
+            .iter()
+            .any(|kept| kept != name && same_header_name(kept.as_str(), name.as_str()))
+    }
+
     /// Whether `name` is one of them in any spelling.
     pub fn contains(&self, name: &str) -> bool {
         self.names.iter().any(|n| {
@@ -231,14 +281,14 @@ impl StrippedHeaders {
 
     /// Removes every such header from a client request.
     pub fn strip(&self, headers: &mut HeaderMap) {
-        if self.names.is_empty() {
+        if self.names.is_empty() && self.twins_of.is_empty() {
             return;
         }
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| self.contains(name.as_str()))
-            .cloned()
-            .collect();
+        let doomed = |name: &&HeaderName| self.contains(name.as_str()) || self.is_twin(name);
+        if !headers.keys().any(|name| doomed(&name)) {
+            return;
+        }
+        let doomed: Vec<HeaderName> = headers.keys().filter(doomed).cloned().collect();
         for name in doomed {
             headers.remove(name);
         }
@@ -248,6 +298,25 @@ impl StrippedHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "203.0.113.250",
+            "2001:db8::1",
+            "::1",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(ip_header_value(ip), text);
+        }
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(ip_header_value(mapped), "10.0.0.7");
+    }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()

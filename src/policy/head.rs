@@ -29,6 +29,9 @@ pub enum HeadRejection {
     /// A `_method` query parameter: Rails, Laravel, Symfony and Express
     /// middleware would run another method than the one routed on.
     MethodOverride,
+    /// A `header:NAME` rate-limit key sent on several lines: palisade would
+    /// count one value while the backend may read another.
+    RepeatedLimitKey,
 }
 
 impl HeadRejection {
@@ -36,6 +39,7 @@ impl HeadRejection {
     pub fn reason(self) -> &'static str {
         match self {
             Self::MethodCase | Self::MethodOverride => "method",
+            Self::RepeatedLimitKey => "repeated_header",
             _ => "host",
         }
     }
@@ -50,6 +54,7 @@ impl fmt::Display for HeadRejection {
             Self::HostMismatch => "the Host header disagrees with the request target's authority",
             Self::MethodCase => "the method is a case variant of a known method",
             Self::MethodOverride => "the query has a _method parameter (method override)",
+            Self::RepeatedLimitKey => "the rate-limit key header appears more than once",
         })
     }
 }

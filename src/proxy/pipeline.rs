@@ -34,7 +34,7 @@ use super::upstream::{ExchangeSettings, ForwardTarget};
 use crate::config::Policy;
 use crate::observe::access::{Rejection, RequestRecord};
 use crate::policy::auth::Signed;
-use crate::policy::ratelimit::KeyInputs;
+use crate::policy::ratelimit::{self, KeyInputs};
 use crate::policy::{
     cors, forward, head, identity, ip_list, limits, require_claims, sanitize, tenant,
 };
@@ -137,6 +137,7 @@ async fn process(
     require_claims::check(&route.require_claims, &verified.identity)?;
     tenant::check(route.tenant.as_ref(), &params, &verified.identity)?;
     if !route.rate_limits.is_empty() {
+        ratelimit::check_key_headers(&route, req.headers())?;
         let inputs = KeyInputs {
             client_ip: ctx.record.client_ip,
             identity: &verified.identity,

@@ -215,6 +215,24 @@ fn hmac() {
         &format!("{hook}preset = \"github\"\nreplay = true\n{ROUTE}"),
         "t.toml:4:10: auth.hmac.hook.replay: needs a signed timestamp",
     );
+    // Red-team F1: a timestamp or id outside the signature can be replaced
+    // by whoever replays a captured delivery.
+    fails_at(
+        &format!("{hook}header = \"X-Sig\"\ntimestamp_header = \"X-Ts\"\nreplay = true\n{ROUTE}"),
+        "t.toml:4:20: auth.hmac.hook.timestamp_header: timestamp_header is set but the signed template does not include {timestamp}",
+    );
+    fails_at(
+        &format!(
+            "{hook}header = \"X-Sig\"\ntimestamp_header = \"X-Ts\"\nsigned = \"{{body}}\"\n{ROUTE}"
+        ),
+        "t.toml:5:10: auth.hmac.hook.signed: timestamp_header is set but the signed template does not include {timestamp}",
+    );
+    fails_at(
+        &format!(
+            "{hook}preset = \"standard-webhooks\"\nsigned = \"{{timestamp}}.{{body}}\"\n{ROUTE}"
+        ),
+        "t.toml:4:10: auth.hmac.hook.signed: id_header is set but the signed template does not include {id}",
+    );
     fails_at(
         &format!("{hook}preset = \"github\"\nencoding = \"base32\"\n{ROUTE}"),
         "t.toml:4:12: auth.hmac.hook.encoding: unknown variant `base32`",

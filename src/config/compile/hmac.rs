@@ -60,6 +60,34 @@ impl Compiler<'_> {
         if signed.contains(&Piece::Id) && id_header.is_none() {
             return Err(self.err(key.key("signed"), "uses {id} but no id_header is set"));
         }
+        // A timestamp or id the signature does not cover can be rewritten
+        // by whoever replays a captured delivery: `tolerance` and `replay`
+        // would then refuse nothing.
+        let unsigned = [
+            (
+                has_timestamp,
+                Piece::Timestamp,
+                "timestamp_header",
+                "{timestamp}",
+            ),
+            (id_header.is_some(), Piece::Id, "id_header", "{id}"),
+        ];
+        for (sent, piece, header_key, placeholder) in unsigned {
+            if sent && !signed.contains(&piece) {
+                let at = if h.signed.is_some() {
+                    key.key("signed")
+                } else {
+                    key.key(header_key)
+                };
+                return Err(self.err(
+                    at,
+                    format!(
+                        "{header_key} is set but the signed template does not include \
+                         {placeholder}: a replayed delivery could carry a fresh one"
+                    ),
+                ));
+            }
+        }
         let tolerance = self.hmac_tolerance(h, &key, has_timestamp)?;
         Ok(HmacVerifier::new(
             name,

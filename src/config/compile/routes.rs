@@ -10,10 +10,11 @@ use super::{Compiler, Result};
 use crate::config::file::{FileConfig, RateLimitRuleFile, RouteFile};
 use crate::config::keys::KeyPath;
 use crate::config::values::Text;
-use crate::policy::auth::AuthRequirement;
+use crate::policy::auth::{AuthPolicy, AuthRequirement};
 use crate::policy::forward::StrippedHeaders;
 use crate::policy::headers::SecurityHeaders;
 use crate::policy::ratelimit::{LimitKey, RateLimitRule};
+use crate::policy::request_id::RequestIdPolicy;
 use crate::policy::sanitize;
 use crate::policy::tenant::TenantRule;
 use crate::route::{Pattern, Route, RouteTable};
@@ -311,4 +312,27 @@ pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
         set.add(file.upstream.deadline_header.as_str());
     }
     set
+}
+
+/// The headers whose `_` spellings go: the request ID, every webhook
+/// signature, timestamp and id header, every `header:NAME` rate-limit key.
+pub(super) fn strip_twins(
+    set: &mut StrippedHeaders,
+    request_id: &RequestIdPolicy,
+    auth: &AuthPolicy,
+    routes: &RouteTable,
+) {
+    set.add_twins_of(&request_id.header);
+    for verifier in &auth.hmac {
+        for name in verifier.header_names() {
+            set.add_twins_of(name);
+        }
+    }
+    for route in routes.routes() {
+        for rule in &route.rate_limits {
+            if let LimitKey::Header(name) = &rule.by {
+                set.add_twins_of(name);
+            }
+        }
+    }
 }

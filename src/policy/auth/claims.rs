@@ -6,12 +6,25 @@ use serde_json::{Map, Value};
 
 use super::AuthFailure;
 
-/// The claim at `path`: a top-level name first (claims may contain dots),
-/// then a dotted path.
+/// The claim at `path`: a top-level name (namespaced claims such as
+/// `https://example.com/roles` contain dots) or a dotted path into nested
+/// objects. When a token holds both and they disagree, the claim counts as
+/// absent: palisade must not decide on one while the backend reads the other.
 pub fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(value) = claims.get(path) {
-        return Some(value);
+    let literal = claims.get(path);
+    let nested = if path.contains('.') {
+        nested(claims, path)
+    } else {
+        None
+    };
+    match (literal, nested) {
+        (Some(a), Some(b)) if a != b => None,
+        (Some(value), _) | (None, Some(value)) => Some(value),
+        (None, None) => None,
     }
+}
+
+fn nested<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     let mut parts = path.split('.');
     let mut current = claims.get(parts.next()?)?;
     for part in parts {
@@ -80,6 +93,17 @@ mod tests {
         assert_eq!(as_text(lookup(&claims, "dotted.name").unwrap()), "d");
         assert!(lookup(&claims, "app_metadata.missing").is_none());
         assert!(lookup(&claims, "sub.x").is_none());
+    }
+
+    #[test]
+    fn a_dotted_name_and_a_nested_path_that_disagree_count_as_absent() {
+        let claims: Map<String, Value> = serde_json::from_str(
+            r#"{"app_metadata.plan":"pro","app_metadata":{"plan":"free","tier":"x"},"a.b":1,"a":{"b":1}}"#,
+        )
+        .unwrap();
+        assert!(lookup(&claims, "app_metadata.plan").is_none());
+        assert_eq!(as_text(lookup(&claims, "app_metadata.tier").unwrap()), "x");
+        assert_eq!(as_text(lookup(&claims, "a.b").unwrap()), "1");
     }
 
     #[test]

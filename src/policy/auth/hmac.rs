@@ -128,6 +128,15 @@ pub struct HmacVerifier {
     settings: HmacSettings,
 }
 
+impl HmacVerifier {
+    /// The headers this verifier reads: signature, timestamp, id.
+    pub fn header_names(&self) -> impl Iterator<Item = &HeaderName> {
+        std::iter::once(&self.settings.header)
+            .chain(self.settings.timestamp_header.as_ref())
+            .chain(self.settings.id_header.as_ref())
+    }
+}
+
 impl std::fmt::Debug for HmacVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

@@ -29,6 +29,7 @@ use self::local::LimiterRegistry;
 use self::redis::{RedisBackend, RedisFailure};
 pub use self::rule::{LimitKey, RateLimitRule, Tier};
 use crate::policy::auth::{Identity, claims};
+use crate::policy::head::HeadRejection;
 use crate::route::Route;
 
 /// `headers = ...`: which rate-limit headers responses carry.
@@ -405,6 +406,21 @@ impl RateLimitEngine {
             }),
         }
     }
+}
+
+/// Refuses a request that sends a `header:NAME` key of the route's limits
+/// on more than one line: it would be counted under one value while the
+/// backend may read another (a decoy line first escapes the real key's
+/// bucket).
+pub fn check_key_headers(route: &Route, headers: &HeaderMap) -> Result<(), HeadRejection> {
+    for rule in &route.rate_limits {
+        if let LimitKey::Header(name) = &rule.by
+            && headers.get_all(name).iter().nth(1).is_some()
+        {
+            return Err(HeadRejection::RepeatedLimitKey);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -169,6 +169,10 @@ impl Pool {
     /// An idle connection, or a new one in a free slot: whichever comes
     /// first when there is neither now.
     async fn obtain(&self) -> Result<Conn, ClientFailure> {
+        // The common case first, without registering for a wake-up.
+        if let Some(conn) = self.checkout() {
+            return Ok(conn);
+        }
         loop {
             let returned = self.returned.notified();
             let mut returned = std::pin::pin!(returned);
@@ -216,7 +220,9 @@ impl Pool {
         };
         let now = Instant::now();
         let timeout = self.idle_timeout;
-        idle.retain(|i| now.duration_since(i.since) < timeout);
+        // Pushed in time order: the expired ones are a prefix.
+        let expired = idle.partition_point(|i| now.duration_since(i.since) >= timeout);
+        idle.drain(..expired);
         if idle.len() < self.max_idle {
             idle.push(Idle { conn, since: now });
             drop(idle);

@@ -1,0 +1,143 @@
+//! Red-team findings of session 4, each performed over a real socket:
+//! `_` spellings of headers palisade reads or sets (`X_Request_Id`, a
+//! rate-limit key as `X_Api_Key`), a rate-limit key header sent twice with
+//! a decoy first, and a token whose dotted claim name disagrees with the
+//! nested claim it spells. The upstream must never see a second value
+//! beside the one palisade used.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use http::StatusCode;
+use serde_json::json;
+use support::*;
+
+const CONFIG: &str = r#"
+[upstream]
+url = "{UPSTREAM}"
+[auth.jwt]
+hs256_secret = "${JWT_SECRET}"
+forward_claims = { sub = "X-User-Id" }
+[[routes]]
+name = "keyed"
+path = "/keyed/**"
+auth = "none"
+rate_limits = [{ by = "header:X-Api-Key", limit = 2, per = "1m", burst = 2 }]
+[[routes]]
+name = "plans"
+path = "/plans/**"
+require_claims = { "app_metadata.plan" = ["pro"] }
+[[routes]]
+name = "open"
+path = "/**"
+auth = "none"
+"#;
+
+async fn setup() -> (TestUpstream, palisade::Server) {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CONFIG, upstream.addr).await;
+    (upstream, server)
+}
+
+fn header_names(seen: &support::upstream::Recorded) -> Vec<String> {
+    seen.headers
+        .keys()
+        .map(|k| k.as_str().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_underscore_request_id_never_reaches_the_upstream() {
+    let (upstream, server) = setup().await;
+    let reply = get_with(
+        server.proxy_addr,
+        "/open/x",
+        &[("X_Request_Id", "forged-id"), ("x_REQUEST-id", "forged-2")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = upstream.requests().pop().unwrap();
+    let names = header_names(&seen);
+    assert_eq!(
+        names.iter().filter(|n| n.contains("request")).count(),
+        1,
+        "only palisade's request id: {names:?}"
+    );
+    assert_eq!(
+        seen.headers["x-request-id"],
+        reply.header("x-request-id").unwrap(),
+        "the id palisade logged"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_key_sent_twice_is_refused_before_the_upstream() {
+    let (upstream, server) = setup().await;
+    for _ in 0..2 {
+        let reply = get_with(server.proxy_addr, "/keyed/a", &[("X-Api-Key", "REAL")]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let limited = get_with(server.proxy_addr, "/keyed/a", &[("X-Api-Key", "REAL")]).await;
+    assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
+    let before = upstream.count();
+    for decoy in ["decoy-1", "decoy-2", "REAL"] {
+        let raw_reply = raw(
+            server.proxy_addr,
+            format!(
+                "GET /keyed/a HTTP/1.1\r\nHost: x\r\nX-Api-Key: {decoy}\r\nX-Api-Key: REAL\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(raw_status(&raw_reply), 400, "{decoy}: {raw_reply}");
+        assert!(raw_reply.contains("application/problem+json"));
+    }
+    assert_eq!(upstream.count(), before, "nothing forwarded");
+    let scrape = metrics(&server).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "palisade_rejections_total{reason=\"repeated_header\",route=\"keyed\"}"
+        ),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn an_underscore_rate_limit_key_is_not_forwarded() {
+    let (upstream, server) = setup().await;
+    let reply = get_with(
+        server.proxy_addr,
+        "/keyed/b",
+        &[("X-Api-Key", "mine"), ("X_Api_Key", "REAL")],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = upstream.requests().pop().unwrap();
+    let names = header_names(&seen);
+    assert!(!names.iter().any(|n| n == "x_api_key"), "{names:?}");
+    assert_eq!(seen.headers["x-api-key"], "mine");
+}
+
+#[tokio::test]
+async fn a_dotted_claim_name_cannot_shadow_the_nested_claim() {
+    let (upstream, server) = setup().await;
+    let shadowing = token(json!({
+        "sub": "u1",
+        "exp": now() + 600,
+        "app_metadata.plan": "pro",
+        "app_metadata": { "plan": "free" },
+    }));
+    let auth = format!("Bearer {shadowing}");
+    let reply = get_with(server.proxy_addr, "/plans/x", &[("authorization", &auth)]).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(upstream.count(), 0);
+    let honest = token(json!({
+        "sub": "u1",
+        "exp": now() + 600,
+        "app_metadata": { "plan": "pro" },
+    }));
+    let auth = format!("Bearer {honest}");
+    let reply = get_with(server.proxy_addr, "/plans/x", &[("authorization", &auth)]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
