@@ -130,13 +130,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// [`remove_connection_nominated`] before palisade added its own headers:
 /// nothing named in `Connection` may remove what palisade sets.
 pub fn strip_fixed_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names present is much
-    // cheaper than hashing all nine for a `remove` each.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        return;
-    }
+    // Most messages carry one (`Connection`) or none: comparing the names
+    // present is much cheaper than hashing all nine for a `remove` each.
     for name in &HOP_BY_HOP {
-        headers.remove(name);
+        if headers.keys().any(|present| present == name) {
+            headers.remove(name);
+        }
     }
 }
 
@@ -155,7 +154,12 @@ pub fn remove_connection_nominated(
         .get_all(header::CONNECTION)
         .iter()
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        // The usual values name nothing to remove beyond the fixed set.
+        .filter(|token| {
+            !(token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close"))
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .filter(|name| !HOP_BY_HOP.contains(name) && !protected(name))
         .collect();
     for extra in named {

@@ -16,8 +16,12 @@
 //!
 //! `TrackedIo` records activity on every read and write; requests are
 //! counted in flight from the service call until their response body ends.
-//! The watchdog is woken whenever a deadline may have moved earlier (a
-//! request ended, a new head began), not only when its last deadline passes.
+//! Nothing wakes the watchdog on the request path: it looks again at least
+//! every `min(header_read_timeout, idle_timeout)`, and no event can move a
+//! deadline earlier than that (a head that starts now is due
+//! `header_read_timeout` from now; an idle or stalled connection
+//! `idle_timeout` from its last byte), so each deadline is still kept
+//! exactly, for two timer wake-ups per period instead of two per request.
 //! On HTTP/2 only the idle deadline applies between requests: its control
 //! frames are not request heads (and palisade sends no keep-alive PINGs,
 //! whose round trips would keep an idle connection open forever).
@@ -49,8 +53,6 @@ pub struct Activity {
     /// Nanoseconds since `epoch` + 1 when an idle connection began receiving
     /// a request head; 0 when no head is pending.
     head_started: AtomicU64,
-    /// Woken when a deadline may have moved earlier.
-    changed: Notify,
     /// Nanoseconds since `epoch` + 1 when a write to the client started
     /// waiting on a full socket; 0 while writes go through.
     write_blocked: AtomicU64,
@@ -79,7 +81,6 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
-            changed: Notify::new(),
             multiplexed: AtomicBool::new(false),
             write_blocked: AtomicU64::new(0),
         };
@@ -99,8 +100,6 @@ impl Activity {
             && self.head_started.load(Ordering::Relaxed) == 0
         {
             self.head_started.store(now + 1, Ordering::Relaxed);
-            // The head deadline may come before the idle deadline slept on.
-            self.changed.notify_one();
         }
     }
 
@@ -109,8 +108,6 @@ impl Activity {
         if self.write_blocked.load(Ordering::Relaxed) == 0 {
             self.write_blocked
                 .store(self.now_nanos() + 1, Ordering::Relaxed);
-            // The stall deadline may come before the one slept on.
-            self.changed.notify_one();
         }
     }
 
@@ -118,12 +115,6 @@ impl Activity {
     fn wrote(&self) {
         self.write_blocked.store(0, Ordering::Relaxed);
         self.saw_io(false);
-    }
-
-    /// Resolves when a deadline may have moved earlier (a request ended or
-    /// a new head began), so the watchdog recomputes it.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
     }
 
     /// When the connection will have seen no byte for `idle`.
@@ -145,7 +136,9 @@ impl Activity {
         ConnRequestGuard(self.clone())
     }
 
-    /// When the watchdog should look again, or why the connection is over.
+    /// When the watchdog should look again (the next deadline, and at
+    /// the latest `min(header_timeout, idle_timeout)` from now: see the
+    /// module docs), or why the connection is over.
     pub fn check(
         &self,
         header_timeout: Duration,
@@ -153,9 +146,9 @@ impl Activity {
     ) -> Result<Instant, Expiry> {
         let now = self.now_nanos();
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let at = |n: u64| self.epoch + Duration::from_nanos(n);
+        let next = now.saturating_add(nanos(idle_timeout.min(header_timeout)));
+        let at = |n: u64| self.epoch + Duration::from_nanos(n.min(next));
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            let next = now.saturating_add(nanos(idle_timeout.min(header_timeout)));
             let blocked = self.write_blocked.load(Ordering::Relaxed);
             if blocked == 0 {
                 return Ok(at(next));
@@ -164,7 +157,7 @@ impl Activity {
             return if now >= deadline {
                 Err(Expiry::Stalled)
             } else {
-                Ok(at(deadline.min(next)))
+                Ok(at(deadline))
             };
         }
         let head = self.head_started.load(Ordering::Relaxed);
@@ -194,12 +187,8 @@ pub struct ConnRequestGuard(Arc<Activity>);
 
 impl Drop for ConnRequestGuard {
     fn drop(&mut self) {
-        let before = self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.saw_io(false);
-        if before == 1 {
-            // Idle from now: its deadline may be earlier than the one slept on.
-            self.0.changed.notify_one();
-        }
     }
 }
 

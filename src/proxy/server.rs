@@ -314,24 +314,10 @@ impl Connection {
             header_read: header_timeout,
             idle: idle_timeout,
         } = self.timeouts;
+        // One timer for the connection, moved only when it fires.
+        let watchdog = tokio::time::sleep(header_timeout.min(idle_timeout));
+        tokio::pin!(watchdog);
         loop {
-            let deadline = match activity.check(header_timeout, idle_timeout) {
-                Ok(at) => at,
-                Err(Expiry::SlowHead) => {
-                    tracing::debug!(peer = %self.peer, "request head not complete within header_read_timeout; closing");
-                    return;
-                }
-                Err(Expiry::Stalled) => {
-                    tracing::debug!(peer = %self.peer, "the client read nothing of its response within idle_timeout; closing");
-                    return;
-                }
-                Err(Expiry::Idle) if !closing => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                    tokio::time::Instant::now() + idle_timeout
-                }
-                Err(Expiry::Idle) => return,
-            };
             tokio::select! {
                 result = conn.as_mut() => {
                     if let Err(error) = result {
@@ -339,9 +325,26 @@ impl Connection {
                     }
                     return;
                 }
-                _ = tokio::time::sleep_until(deadline) => {}
-                // A request ended or a head began: the deadline may be earlier.
-                _ = activity.changed() => {}
+                () = &mut watchdog => {
+                    let next = match activity.check(header_timeout, idle_timeout) {
+                        Ok(at) => at,
+                        Err(Expiry::SlowHead) => {
+                            tracing::debug!(peer = %self.peer, "request head not complete within header_read_timeout; closing");
+                            return;
+                        }
+                        Err(Expiry::Stalled) => {
+                            tracing::debug!(peer = %self.peer, "the client read nothing of its response within idle_timeout; closing");
+                            return;
+                        }
+                        Err(Expiry::Idle) if !closing => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                            tokio::time::Instant::now() + idle_timeout
+                        }
+                        Err(Expiry::Idle) => return,
+                    };
+                    watchdog.as_mut().reset(next);
+                }
                 _ = self.stop.changed(), if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
