@@ -43,7 +43,8 @@ async fn keep_alive_waits_idle_timeout_not_header_timeout() {
 /// looked may bring a deadline before its next look.
 #[tokio::test(start_paused = true)]
 async fn no_event_brings_a_deadline_before_the_next_look() {
-    let events: [(&str, fn(&Arc<Activity>, &mut Option<ConnRequestGuard>)); 3] = [
+    type Event = fn(&Arc<Activity>, &mut Option<ConnRequestGuard>);
+    let events: [(&str, Event); 3] = [
         ("a head starts", |a, _| a.saw_io(true)),
         ("the request ends", |_, request| drop(request.take())),
         ("a write blocks", |a, _| a.write_pending()),
