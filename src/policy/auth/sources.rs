@@ -94,10 +94,10 @@ pub fn token_in(
             }
             TokenSource::SupabaseCookie(_) => {
                 for value in &jar.slots[i].whole {
-                    found.offer(supabase_session(value)?)?;
+                    found.offer(supabase_session(value)?.map(Cow::Owned))?;
                 }
                 if let Some(joined) = jar.slots[i].joined_chunks()? {
-                    found.offer(supabase_session(&joined)?)?;
+                    found.offer(supabase_session(&joined)?.map(Cow::Owned))?;
                 }
             }
         }
@@ -108,20 +108,20 @@ pub fn token_in(
     // might read instead of the verified one.
     if let Some(token) = &found.0
         && headers.get_all(header::AUTHORIZATION).iter().any(|value| {
-            header_token(&header::AUTHORIZATION, value.as_bytes()).as_ref() != Some(token)
+            header_token(&header::AUTHORIZATION, value.as_bytes()).as_deref() != Some(&**token)
         })
     {
         return Err(AuthFailure::Ambiguous);
     }
-    Ok(found.0)
+    Ok(found.0.map(Cow::into_owned))
 }
 
 /// The token found so far; a different one makes the request ambiguous.
 #[derive(Default)]
-struct Found(Option<String>);
+struct Found<'a>(Option<Cow<'a, str>>);
 
-impl Found {
-    fn offer(&mut self, token: Option<String>) -> Result<(), AuthFailure> {
+impl<'a> Found<'a> {
+    fn offer(&mut self, token: Option<Cow<'a, str>>) -> Result<(), AuthFailure> {
         match (token, &self.0) {
             (None, _) => Ok(()),
             (Some(token), None) => {
@@ -136,25 +136,33 @@ impl Found {
 
 /// The token in one line of a `header:NAME` source: the Bearer scheme's
 /// credentials; on headers other than `Authorization`, also a bare value.
-fn header_token(name: &HeaderName, raw: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(raw);
+/// Borrowed from the header unless it is not UTF-8 (every request of a
+/// JWT route reads it twice: no copy for either).
+fn header_token<'a>(name: &HeaderName, raw: &'a [u8]) -> Option<Cow<'a, str>> {
+    match String::from_utf8_lossy(raw) {
+        Cow::Borrowed(text) => token_text(name, text).map(Cow::Borrowed),
+        Cow::Owned(text) => token_text(name, &text).map(|t| Cow::Owned(t.to_string())),
+    }
+}
+
+fn token_text<'t>(name: &HeaderName, text: &'t str) -> Option<&'t str> {
     let value = text.trim();
     match value.split_once(' ') {
         Some((scheme, token))
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
         {
-            Some(token.trim().to_string())
+            Some(token.trim())
         }
         // Another scheme (Basic, ...) on Authorization counts as no token.
         _ if name == header::AUTHORIZATION => None,
         _ if value.is_empty() => None,
-        _ => Some(value.to_string()),
+        _ => Some(value),
     }
 }
 
 /// Bytes as text; anything not UTF-8 will fail verification as malformed.
-fn lossy(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+fn lossy(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
 }
 
 /// What the cookie sources found, in one pass over every `Cookie` line.

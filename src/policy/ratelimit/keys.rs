@@ -9,10 +9,19 @@ use sha2::{Digest, Sha256};
 /// IPv4 as is; IPv6 grouped by `prefix` (so one client cannot rotate
 /// through its /64 to escape a limit).
 pub fn ip_bucket(ip: IpAddr, prefix: u8) -> String {
+    let mut bucket = String::new();
+    push_ip_bucket(&mut bucket, ip, prefix);
+    bucket
+}
+
+/// Appends [`ip_bucket`] to a key being built.
+pub fn push_ip_bucket(out: &mut String, ip: IpAddr, prefix: u8) {
     match ip.to_canonical() {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => Ipv6Net::new(v6, prefix.min(128))
-            .map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
+        IpAddr::V4(v4) => crate::policy::forward::push_ipv4(out, v4),
+        IpAddr::V6(v6) => out.push_str(
+            &Ipv6Net::new(v6, prefix.min(128))
+                .map_or_else(|_| v6.to_string(), |net| net.trunc().to_string()),
+        ),
     }
 }
 

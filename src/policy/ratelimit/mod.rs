@@ -23,8 +23,8 @@ use http::HeaderMap;
 use self::compiled::{CompiledLimit, TieredLimit, compile_limit};
 use self::gcra::{Gcra, ceil_secs};
 pub use self::headers::RateHeaders;
-use self::keys::bounded;
 pub use self::keys::ip_bucket;
+use self::keys::{bounded, push_ip_bucket};
 use self::local::LimiterRegistry;
 use self::redis::{RedisBackend, RedisFailure};
 pub use self::rule::{LimitKey, RateLimitRule, Tier};
@@ -233,7 +233,12 @@ impl RateLimitEngine {
     fn keys_of(&self, limits: &[&CompiledLimit], inputs: &KeyInputs<'_>) -> Vec<String> {
         limits
             .iter()
-            .map(|l| format!("{}{}", l.key_base, self.key_value(&l.rule.by, inputs)))
+            .map(|l| {
+                let mut key = String::with_capacity(l.key_base.len() + 24);
+                key.push_str(&l.key_base);
+                self.push_key_value(&mut key, &l.rule.by, inputs);
+                key
+            })
             .collect()
     }
 
@@ -382,28 +387,37 @@ impl RateLimitEngine {
         }
     }
 
-    fn key_value(&self, by: &LimitKey, inputs: &KeyInputs<'_>) -> String {
-        let ip = || {
-            format!(
-                "ip:{}",
-                ip_bucket(inputs.client_ip, self.settings.ipv6_prefix)
-            )
-        };
-        match by {
-            LimitKey::Ip => ip(),
-            LimitKey::Route => "route".into(),
+    /// Appends what `by` keys this request on (its IP when it lacks the
+    /// identity `by` needs).
+    fn push_key_value(&self, key: &mut String, by: &LimitKey, inputs: &KeyInputs<'_>) {
+        let value = match by {
+            LimitKey::Ip => None,
+            LimitKey::Route => Some(("route", None)),
             LimitKey::User => inputs
                 .identity
                 .subject()
-                .map_or_else(ip, |sub| format!("user:{}", bounded(sub))),
+                .map(|sub| ("user:", Some(bounded(sub)))),
             LimitKey::Tenant(claim) => inputs
                 .identity
                 .claims()
                 .and_then(|c| claims::lookup(c, claim))
-                .map_or_else(ip, |v| format!("tenant:{}", bounded(&claims::as_text(v)))),
-            LimitKey::Header(name) => inputs.headers.get(name).map_or_else(ip, |v| {
-                format!("header:{}", bounded(&String::from_utf8_lossy(v.as_bytes())))
+                .map(|v| ("tenant:", Some(bounded(&claims::as_text(v))))),
+            LimitKey::Header(name) => inputs.headers.get(name).map(|v| {
+                let text = String::from_utf8_lossy(v.as_bytes());
+                ("header:", Some(bounded(&text)))
             }),
+        };
+        match value {
+            Some((kind, rest)) => {
+                key.push_str(kind);
+                if let Some(rest) = rest {
+                    key.push_str(&rest);
+                }
+            }
+            None => {
+                key.push_str("ip:");
+                push_ip_bucket(key, inputs.client_ip, self.settings.ipv6_prefix);
+            }
         }
     }
 }
