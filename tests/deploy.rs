@@ -710,7 +710,7 @@ fn every_policy_under_deploy_passes_palisade_check() {
 
 // === metrics ===
 
-const SPEC_METRICS: [&str; 14] = palisade::observe::metrics::names::ALL;
+const SPEC_METRICS: [&str; 15] = palisade::observe::metrics::names::ALL;
 
 /// Metric names in `text`, histogram series mapped to their metric.
 fn metric_names(text: &str) -> BTreeSet<String> {
