@@ -452,7 +452,8 @@ async fn a_full_queue_drops_spans_and_counts_them() {
 #[tokio::test]
 async fn sigterm_flushes_queued_spans_and_logs_carry_the_trace_id() {
     let upstream = TestUpstream::start().await;
-    let receiver = OtlpReceiver::start().await;
+    // The collector takes its time: exiting without waiting for it loses the spans.
+    let receiver = OtlpReceiver::start_slow(std::time::Duration::from_millis(700)).await;
     let dir = temp_dir("trace-flush");
     let path = dir.join("policy.toml");
     let text = format!(

@@ -63,6 +63,8 @@ pub struct OtlpReceiver {
     pub addr: SocketAddr,
     spans: Arc<Mutex<Vec<ReceivedSpan>>>,
     requests: Arc<Mutex<Vec<(String, String)>>>,
+    /// How long each export request waits before its body is read.
+    delay: Duration,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -88,11 +90,19 @@ fn attributes(list: &[KeyValue]) -> BTreeMap<String, String> {
 impl OtlpReceiver {
     /// Starts on 127.0.0.1 port 0.
     pub async fn start() -> Self {
+        Self::start_slow(Duration::ZERO).await
+    }
+
+    /// Starts a receiver that waits `delay` before it reads each export
+    /// request's body: a sender that does not wait for the answer (a
+    /// process exiting without a flush) loses the spans.
+    pub async fn start_slow(delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let receiver = Self {
             addr: listener.local_addr().unwrap(),
             spans: Arc::default(),
             requests: Arc::default(),
+            delay,
         };
         let server = receiver.clone();
         tokio::spawn(async move {
@@ -145,6 +155,7 @@ impl OtlpReceiver {
             .lock()
             .unwrap()
             .push((parts.method.to_string(), parts.uri.path().to_string()));
+        tokio::time::sleep(self.delay).await;
         let body = body
             .collect()
             .await
