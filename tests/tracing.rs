@@ -506,3 +506,70 @@ async fn with_tracing_off_nothing_is_added_or_counted() {
     assert!(upstream.requests()[0].headers.get("traceparent").is_none());
     assert_eq!(dropped(&server).await, 0.0);
 }
+
+// === palisade check ===
+
+fn check(name: &str, text: &str) -> (Option<i32>, String, String, std::path::PathBuf) {
+    let path = support::process::write_config(&temp_dir(name), text);
+    let out = support::process::palisade()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path,
+    )
+}
+
+const ANY_ROUTE: &str = "[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n";
+
+#[test]
+fn check_places_tracing_errors_at_their_key() {
+    let (code, _, stderr, path) = check(
+        "trace-ratio",
+        &format!("[tracing]\npropagate = true\nsample_ratio = 2\n{ANY_ROUTE}"),
+    );
+    assert_eq!(code, Some(1));
+    let expected = format!(
+        "{}:3:16: tracing.sample_ratio: 2 is not a ratio",
+        path.display()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+    let (code, _, stderr, path) = check(
+        "trace-endpoint",
+        &format!("[tracing]\notlp_endpoint = \"udp://collector:4318\"\n{ANY_ROUTE}"),
+    );
+    assert_eq!(code, Some(1));
+    let expected = format!(
+        "{}:2:17: tracing.otlp_endpoint: \"udp://collector:4318\" must use http or https",
+        path.display()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
+#[test]
+fn check_shows_tracing_with_the_endpoint_redacted() {
+    let (code, stdout, stderr, _) = check(
+        "trace-summary",
+        &format!(
+            "[tracing]\notlp_endpoint = \"https://user:pw@collector.example/otlp?key=k\"\n{ANY_ROUTE}"
+        ),
+    );
+    assert_eq!(code, Some(1), "a query is refused: {stderr}");
+    let (code, stdout_ok, stderr_ok, _) = check(
+        "trace-summary-ok",
+        &format!(
+            "[tracing]\notlp_endpoint = \"https://user:pw@collector.example/otlp\"\n{ANY_ROUTE}"
+        ),
+    );
+    assert_eq!(code, Some(0), "{stderr_ok}");
+    assert!(
+        stdout_ok.contains("tracing: W3C trace context off; spans to https://<redacted>@collector.example/otlp/v1/traces"),
+        "{stdout_ok}"
+    );
+    assert!(!format!("{stdout}{stderr}{stdout_ok}{stderr_ok}").contains("pw@"));
+    assert!(stderr_ok.contains("propagate = false"), "{stderr_ok}");
+}
