@@ -573,3 +573,37 @@ fn check_shows_tracing_with_the_endpoint_redacted() {
     assert!(!format!("{stdout}{stderr}{stdout_ok}{stderr_ok}").contains("pw@"));
     assert!(stderr_ok.contains("propagate = false"), "{stderr_ok}");
 }
+
+// === reload ===
+
+#[tokio::test]
+async fn a_reload_moves_export_to_the_new_endpoint() {
+    let upstream = TestUpstream::start().await;
+    let (first, second) = (OtlpReceiver::start().await, OtlpReceiver::start().await);
+    let dir = temp_dir("trace-reload");
+    let path = dir.join("policy.toml");
+    let text_for = |receiver: &OtlpReceiver| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+            config(&format!("otlp_endpoint = \"{}\"\n", receiver.endpoint()))
+                .replace("{UPSTREAM}", &format!("http://{}", upstream.addr))
+        )
+    };
+    std::fs::write(&path, text_for(&first)).unwrap();
+    let policy = palisade::config::load_file(&path, &test_env()).unwrap();
+    let server = palisade::start(policy).await.unwrap();
+    let before = get(server.proxy_addr, "/items/1").await;
+    span_with_request_id(&first.wait_for_spans(1).await, &before);
+
+    std::fs::write(&path, text_for(&second)).unwrap();
+    assert!(palisade::reload::reload_with_env(&server.shared, &path, &test_env()).await);
+    let after = get(server.proxy_addr, "/items/2").await;
+    span_with_request_id(&second.wait_for_spans(1).await, &after);
+    assert!(
+        first
+            .spans()
+            .iter()
+            .all(|s| s.attr("palisade.request_id") != after.header("x-request-id")),
+        "the old exporter got nothing after the reload"
+    );
+}
