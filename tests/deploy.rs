@@ -737,6 +737,19 @@ fn compose_traces_go_to_its_collector() {
         .filter_map(Yaml::as_str)
         .collect();
     assert!(receivers.contains(&"otlp"), "{receivers:?}");
+
+    // Compose's grace covers the drain and the span flush after it.
+    let stop = str_of(
+        &services["palisade"]["stop_grace_period"],
+        "stop_grace_period",
+    );
+    let stop = humantime::parse_duration(stop).unwrap();
+    let drain = humantime::parse_duration(key(&policy, "server.shutdown_grace")).unwrap();
+    let flush = humantime::parse_duration(key(&policy, "tracing.export_timeout")).unwrap();
+    assert!(
+        drain + flush + Duration::from_secs(1) < stop,
+        "stop_grace_period {stop:?} must exceed shutdown_grace {drain:?} + export_timeout {flush:?} + 1s"
+    );
 }
 
 // === policies ===

@@ -65,8 +65,7 @@ impl Compiler<'_> {
         let uri: http::Uri = url.as_str().parse().map_err(|_| bad("is not a URL"))?;
         match uri.scheme() {
             Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => {}
-            Some(_) => return Err(bad("must use http or https")),
-            None => return Err(bad("is not an http(s) URL")),
+            _ => return Err(bad("must use http or https")),
         }
         if uri.host().is_none_or(str::is_empty) {
             return Err(bad("has no host"));
