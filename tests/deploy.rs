@@ -697,6 +697,61 @@ fn compose_mounts_the_policy_and_publishes_its_ports() {
     assert!(path("deploy/compose").join(source).is_file());
 }
 
+#[test]
+fn compose_traces_go_to_its_collector() {
+    let compose = yaml_docs("deploy/compose/compose.yaml").remove(0);
+    let services = &compose["services"];
+    let policy: toml::Table = read("deploy/compose/palisade/policy.toml").parse().unwrap();
+    let endpoint = key(&policy, "tracing.otlp_endpoint");
+    assert_eq!(policy["tracing"]["propagate"].as_bool(), Some(true));
+    // The endpoint names the collector service and a port it exposes.
+    let collector = &services[host_of(endpoint)];
+    assert!(!collector.is_badvalue(), "no service {endpoint}");
+    let port = port_of(endpoint).to_string();
+    assert!(
+        list(&collector["expose"])
+            .iter()
+            .any(|p| p.as_str() == Some(port.as_str())),
+        "the collector exposes {port}"
+    );
+    // Its config is mounted, takes OTLP/HTTP on that port and has a
+    // traces pipeline fed by that receiver.
+    let mount = list(&collector["volumes"])
+        .iter()
+        .filter_map(Yaml::as_str)
+        .next()
+        .expect("the collector's config mounted");
+    let source = mount.split(':').next().unwrap();
+    let config = yaml_docs(&format!(
+        "deploy/compose/{}",
+        source.trim_start_matches("./")
+    ))
+    .remove(0);
+    let http = str_of(
+        &config["receivers"]["otlp"]["protocols"]["http"]["endpoint"],
+        "otlp http endpoint",
+    );
+    assert_eq!(port_of(http).to_string(), port);
+    let receivers: Vec<&str> = list(&config["service"]["pipelines"]["traces"]["receivers"])
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(receivers.contains(&"otlp"), "{receivers:?}");
+
+    // Compose's grace covers the drain and the span flush after it.
+    let stop = str_of(
+        &services["palisade"]["stop_grace_period"],
+        "stop_grace_period",
+    );
+    let stop = humantime::parse_duration(stop).unwrap();
+    let drain = humantime::parse_duration(key(&policy, "server.shutdown_grace")).unwrap();
+    let flush = humantime::parse_duration(key(&policy, "tracing.export_timeout")).unwrap();
+    assert!(
+        drain + flush + Duration::from_secs(1) < stop,
+        "stop_grace_period {stop:?} must exceed shutdown_grace {drain:?} + export_timeout {flush:?} + 1s"
+    );
+}
+
 // === policies ===
 
 #[test]
@@ -710,7 +765,7 @@ fn every_policy_under_deploy_passes_palisade_check() {
 
 // === metrics ===
 
-const SPEC_METRICS: [&str; 14] = palisade::observe::metrics::names::ALL;
+const SPEC_METRICS: [&str; 15] = palisade::observe::metrics::names::ALL;
 
 /// Metric names in `text`, histogram series mapped to their metric.
 fn metric_names(text: &str) -> BTreeSet<String> {

@@ -46,6 +46,9 @@ pub fn check(cli: &Cli, args: &CheckArgs) -> ExitCode {
                 eprintln!("warning: {warning}");
             }
             print!("{}", route_table(&policy));
+            if let Some(line) = tracing_summary(&policy) {
+                print!("{line}");
+            }
             println!(
                 "{}: OK ({} routes)",
                 path.display(),
@@ -105,7 +108,37 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
             "upstream.url (\"{url}\"): the userinfo is ignored; palisade never sends it to the upstream"
         ));
     }
+    if policy.tracing.export.is_some() && !policy.tracing.propagate {
+        out.push(
+            "tracing: spans are exported but propagate = false: each is a trace of its own, \
+             and neither the caller's trace nor the upstream's spans join it"
+                .to_string(),
+        );
+    }
     out
+}
+
+/// One line on `[tracing]` when it is on (nothing when off).
+pub fn tracing_summary(policy: &Policy) -> Option<String> {
+    let tracing = &policy.tracing;
+    if !tracing.active() {
+        return None;
+    }
+    let propagation = if tracing.propagate {
+        "W3C trace context continued and sent upstream"
+    } else {
+        "W3C trace context off"
+    };
+    let export = match &tracing.export {
+        Some(export) => format!(
+            "spans to {} (service.name \"{}\", sample_ratio {})",
+            crate::config::redact::url(&export.endpoint),
+            export.service_name,
+            tracing.sample_ratio
+        ),
+        None => "no span export".to_string(),
+    };
+    Some(format!("tracing: {propagation}; {export}\n"))
 }
 
 /// The route table as aligned text columns.

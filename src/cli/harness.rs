@@ -82,6 +82,8 @@ impl Harness {
             .map_err(|e| format!("cannot start the stub upstream: {e}"))?;
         policy = super::demo::point_at(policy, stub.addr());
         let redis_replaced = policy.ratelimit.redis.take().is_some();
+        // It sends nothing anywhere: no span leaves a simulated request.
+        policy.tracing.export = None;
         let metrics = Arc::new(Metrics::new().map_err(|e| e.to_string())?);
         let persistent = Arc::new(Persistent::default());
         let first =
@@ -118,6 +120,7 @@ impl Harness {
             upstream: current.upstream.clone(),
             ratelimit,
             replay: current.replay.clone(),
+            spans: None,
         }));
     }
 

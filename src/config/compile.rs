@@ -17,6 +17,7 @@ use super::expand::Env;
 use super::file::FileConfig;
 use super::keys::{KeyPath, Located};
 use super::values::{Text, with_env};
+use crate::observe::trace::TracingPolicy;
 use crate::policy::auth::AuthPolicy;
 use crate::policy::cors::CorsPolicy;
 use crate::policy::forward::StrippedHeaders;
@@ -40,6 +41,9 @@ mod routes;
 mod server;
 #[cfg(test)]
 mod tests;
+mod trace;
+#[cfg(test)]
+mod trace_tests;
 
 /// The whole compiled policy: one immutable snapshot shared by every
 /// request that starts while it is current.
@@ -71,6 +75,8 @@ pub struct Policy {
     pub security_headers: SecurityHeaders,
     /// Routes in match order.
     pub routes: RouteTable,
+    /// `[tracing]` (SPEC §6.4).
+    pub tracing: TracingPolicy,
     /// Secret variables that were unset (only under `Env::lenient_secrets`).
     pub unset_secret_vars: Vec<String>,
 }
@@ -245,6 +251,7 @@ impl Compiler<'_> {
         let routes = self.routes(&file, &base_headers)?;
         let mut stripped_headers = routes::stripped_headers(&file);
         routes::strip_twins(&mut stripped_headers, &request_id, &auth, &routes);
+        let tracing = self.tracing(&file)?;
         Ok(Policy {
             source: PathBuf::from(self.label),
             effective: Arc::new(file),
@@ -259,6 +266,7 @@ impl Compiler<'_> {
             cors,
             security_headers: base_headers,
             routes,
+            tracing,
             unset_secret_vars: Vec::new(),
         })
     }

@@ -31,6 +31,7 @@ pub struct FileConfig {
     pub request_id: RequestIdFile,
     pub defaults: DefaultsFile,
     pub routes: Vec<RouteFile>,
+    pub tracing: TracingFile,
 }
 
 /// `[server]`
@@ -187,6 +188,33 @@ impl Default for LogFile {
             format: LogFormat::Json,
             level: Text::from("info"),
             access_log: true,
+        }
+    }
+}
+
+/// `[tracing]` (SPEC §6.4): off unless `propagate` or `otlp_endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingFile {
+    pub propagate: bool,
+    pub otlp_endpoint: Url,
+    pub service_name: Text,
+    pub sample_ratio: f64,
+    /// Spans waiting for export at most; beyond, dropped and counted.
+    pub queue_size: usize,
+    /// One export request's deadline, and the shutdown flush's.
+    pub export_timeout: Dur,
+}
+
+impl Default for TracingFile {
+    fn default() -> Self {
+        Self {
+            propagate: false,
+            otlp_endpoint: Url::from(""),
+            service_name: Text::from("palisade"),
+            sample_ratio: 1.0,
+            queue_size: 2048,
+            export_timeout: Dur::secs(10),
         }
     }
 }

@@ -1,10 +1,12 @@
-//! The end of every request, the one place its metrics and its log lines
-//! are recorded: the stages only collect facts into a [`RequestRecord`];
-//! when the response body is finished (or abandoned) the record counts the
-//! request, its rejection, upstream errors, retries and rate-limit
-//! decisions, and writes one line: the access line, which carries the
-//! rejection when there is one (or, with `access_log = false`, a line for
-//! the rejection alone).
+//! The end of every request, the one place its metrics, its log lines and
+//! its span are recorded: the stages only collect facts into a
+//! [`RequestRecord`]; when the response body is finished (or abandoned)
+//! the record counts the request, its rejection, upstream errors, retries
+//! and rate-limit decisions, writes one line: the access line, which
+//! carries the rejection when there is one (or, with `access_log = false`,
+//! a line for the rejection alone), and, when the request's trace is
+//! sampled and exported, queues its span (SPEC §6.4). Every line carries
+//! `trace_id` when the request has a trace.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,6 +16,8 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Method, StatusCode};
 
 use super::metrics::{Metrics, NO_ROUTE_LABEL, method_label};
+use super::trace::RequestTrace;
+use super::trace::export::{self, SpanFacts};
 use crate::policy::body::BodyProgress;
 use crate::policy::ratelimit::RateDecision;
 
@@ -52,6 +56,13 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// The reason a span carries as `palisade.reject_reason`, as `palisade
+    /// test` reads it: the auth-failure reason, else the rejection reason,
+    /// else the problem's slug (`rate-limited`, `upstream-unreachable`).
+    pub fn span_reason(&self) -> &'static str {
+        self.auth_reason.or(self.reason).unwrap_or(self.slug)
+    }
+
     /// Whether an operator must see it: a 401, a 403 or palisade's own 5xx.
     pub fn is_warning(&self) -> bool {
         matches!(self.status.as_u16(), 401 | 403) || self.status.is_server_error()
@@ -90,6 +101,8 @@ pub struct RequestRecord {
     pub rate_decisions: Vec<RateDecision>,
     /// The rate-limit backend failed.
     pub rate_backend_failed: bool,
+    /// The request's trace (`[tracing]` on), and the span being recorded.
+    pub trace: Option<Box<RequestTrace>>,
 }
 
 impl RequestRecord {
@@ -119,14 +132,28 @@ impl RequestRecord {
             rejection: None,
             rate_decisions: Vec::new(),
             rate_backend_failed: false,
+            trace: None,
         }
     }
 
-    /// Records the request's metrics and writes its line.
-    pub fn finish(self, bytes_out: u64) {
+    /// Records the request's metrics, writes its line, queues its span.
+    pub fn finish(mut self, bytes_out: u64) {
         let elapsed = self.start.elapsed();
         self.record_metrics(elapsed);
         self.log(elapsed, bytes_out);
+        if let Some(trace) = self.trace.as_deref_mut() {
+            let facts = SpanFacts {
+                method: &self.method,
+                path: &self.path,
+                route: self.route.as_ref(),
+                status: self.status,
+                client_ip: self.client_ip,
+                request_id: self.request_id.to_str().unwrap_or(""),
+                reject_reason: self.rejection.as_ref().map(Rejection::span_reason),
+                elapsed,
+            };
+            export::finish(trace, &facts);
+        }
     }
 
     fn record_metrics(&self, elapsed: Duration) {
@@ -189,6 +216,8 @@ impl RequestRecord {
     fn log(&self, elapsed: Duration, bytes_out: u64) {
         let route = self.route.as_deref().unwrap_or(NO_ROUTE_LABEL);
         let request_id = self.request_id.to_str().unwrap_or("");
+        let trace_hex = self.trace.as_ref().map(|t| t.trace_id.hex());
+        let trace_id = trace_hex.as_ref().map(|h| h.as_str());
         let rejection = self.rejection.as_ref();
         if self.access_log {
             // A refusal an operator must see (401, 403, palisade's own 5xx)
@@ -198,6 +227,7 @@ impl RequestRecord {
                     tracing::$level!(
                         target: "palisade::access",
                         request_id,
+                        trace_id,
                         method = self.method.as_str(),
                         path = self.path.as_str(),
                         route,
@@ -228,17 +258,31 @@ impl RequestRecord {
         let client_ip = &self.client_ip;
         match rejection.slug {
             _ if !rejection.is_warning() => {
-                tracing::info!(request_id, route, status, detail, "request rejected");
+                tracing::info!(
+                    request_id,
+                    trace_id,
+                    route,
+                    status,
+                    detail,
+                    "request rejected"
+                );
             }
             "unauthorized" => {
                 let reason = rejection.auth_reason;
-                tracing::warn!(request_id, route, %client_ip, reason, "authentication failed");
+                tracing::warn!(request_id, trace_id, route, %client_ip, reason, "authentication failed");
             }
             "forbidden" => {
                 let user = self.user.as_deref();
-                tracing::warn!(request_id, route, %client_ip, user, "tenant mismatch");
+                tracing::warn!(request_id, trace_id, route, %client_ip, user, "tenant mismatch");
             }
-            _ => tracing::warn!(request_id, route, status, detail, "request failed"),
+            _ => tracing::warn!(
+                request_id,
+                trace_id,
+                route,
+                status,
+                detail,
+                "request failed"
+            ),
         }
     }
 }

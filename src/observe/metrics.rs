@@ -3,8 +3,8 @@
 //! never collide. Labels are bounded: route *names*, never raw paths.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// Metric names, one constant each (dashboards depend on them).
@@ -23,8 +23,10 @@ pub mod names {
     pub const CONFIG_RELOADS: &str = "palisade_config_reloads_total";
     pub const CONFIG_LAST_RELOAD: &str = "palisade_config_last_reload_success_timestamp_seconds";
     pub const BUILD_INFO: &str = "palisade_build_info";
+    /// SPEC §6.4: spans lost (queue full, or their export failed).
+    pub const TRACE_SPANS_DROPPED: &str = "palisade_trace_spans_dropped_total";
     /// Every name above (tests refuse to look up any other).
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         REQUESTS_TOTAL,
         REQUEST_DURATION,
         UPSTREAM_DURATION,
@@ -39,6 +41,7 @@ pub mod names {
         CONFIG_RELOADS,
         CONFIG_LAST_RELOAD,
         BUILD_INFO,
+        TRACE_SPANS_DROPPED,
     ];
 }
 
@@ -74,6 +77,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// Unix time of the last successful load.
     pub config_last_reload: Gauge,
+    /// Spans that never reached the collector (SPEC §6.4).
+    pub trace_spans_dropped: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -135,6 +140,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let trace_spans_dropped = IntCounter::new(
+            TRACE_SPANS_DROPPED,
+            "Spans dropped: the export queue was full or their export failed",
+        )?;
+        registry.register(Box::new(trace_spans_dropped.clone()))?;
         Ok(Self {
             requests_total: counter(
                 &registry,
@@ -187,6 +197,7 @@ impl Metrics {
             circuit_state,
             config_reloads: counter(&registry, CONFIG_RELOADS, "Config reloads", &["result"])?,
             config_last_reload,
+            trace_spans_dropped,
             registry,
         })
     }
@@ -285,6 +296,7 @@ mod tests {
             names::CONFIG_RELOADS,
             names::CONFIG_LAST_RELOAD,
             names::BUILD_INFO,
+            names::TRACE_SPANS_DROPPED,
         ] {
             assert!(text.contains(name), "{name} missing");
         }

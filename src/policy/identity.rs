@@ -31,6 +31,10 @@ pub fn strip_client_headers(
         policy.auth.capture_secrets(headers)
     };
     policy.stripped_headers.strip(headers);
+    if policy.tracing.propagate {
+        // palisade sets exactly one of each (SPEC §6.4).
+        crate::observe::trace::strip_client_headers(headers);
+    }
     presented
 }
 

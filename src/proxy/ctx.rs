@@ -35,6 +35,9 @@ impl RequestCtx {
     /// Remembers the matched route (for the record too).
     pub fn set_route(&mut self, route: &Arc<Route>) {
         self.record.route = Some(route.name.clone());
+        if let Some(trace) = self.record.trace.as_deref_mut() {
+            trace.set_route(route);
+        }
         self.route = Some(route.clone());
     }
 }

@@ -11,6 +11,7 @@ use super::state::{Generation, Persistent};
 use super::upstream::Upstream;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
+use crate::observe::trace::export::SpanQueue;
 use crate::policy::auth::hmac::replay::ReplayGuard;
 use crate::policy::ratelimit::redis::RedisBackend;
 use crate::policy::ratelimit::{RateLimitEngine, RedisTarget};
@@ -77,12 +78,43 @@ pub fn build(
         &persistent.limiters,
         redis,
     );
+    let spans = span_queue(&policy, persistent, metrics)?;
     Ok(Generation {
         policy: Arc::new(policy),
         upstream,
         ratelimit,
         replay,
+        spans,
     })
+}
+
+/// The span exporter for `policy`: the current one while its settings are
+/// unchanged, else a new one (the one replaced flushes what it holds and
+/// stops once the last generation using it is gone).
+fn span_queue(
+    policy: &Policy,
+    persistent: &Persistent,
+    metrics: &Metrics,
+) -> Result<Option<Arc<SpanQueue>>, StartError> {
+    let mut slot = persistent
+        .spans
+        .lock()
+        .map_err(|_| StartError::Backend("span exporter state poisoned".into()))?;
+    let Some(settings) = &policy.tracing.export else {
+        if slot.take().is_some() {
+            tracing::info!("span export turned off; the exporter flushes and stops");
+        }
+        return Ok(None);
+    };
+    if let Some(queue) = slot.as_ref().filter(|q| q.settings() == settings) {
+        return Ok(Some(queue.clone()));
+    }
+    let queue = SpanQueue::start(settings, metrics.trace_spans_dropped.clone())
+        .map_err(StartError::Backend)?;
+    if slot.replace(queue.clone()).is_some() {
+        tracing::info!("span export settings changed; a new exporter took over");
+    }
+    Ok(Some(queue))
 }
 
 /// Starts what a generation needs in the background (JWKS refresh).

@@ -1,7 +1,7 @@
 //! `handle`: the one function to read. It takes one policy snapshot and runs
 //! every stage in SPEC §3 order with early returns:
 //!
-//! request ID → identity-header stripping (with the client-header cleanup:
+//! request ID (and trace context) → identity-header stripping (with the client-header cleanup:
 //! `Connection`-named headers, cookie lines, headers only a trusted proxy
 //! may send) → URI and header limits → `Host` and method spelling → path
 //! sanitization → route match → CORS preflight → client-IP lists →
@@ -33,6 +33,7 @@ use super::state::{Generation, Shared};
 use super::upstream::{ExchangeSettings, ForwardTarget};
 use crate::config::Policy;
 use crate::observe::access::{Rejection, RequestRecord};
+use crate::observe::trace;
 use crate::policy::auth::Signed;
 use crate::policy::ratelimit::{self, KeyInputs};
 use crate::policy::{
@@ -60,15 +61,15 @@ pub async fn handle(
     let policy = &generation.policy;
 
     let request_id = policy.request_id.resolve(req.headers());
-    let span = tracing::info_span!("request", request_id = request_id.to_str().unwrap_or(""));
     let trusted = &policy.server.trusted_proxies;
     let peer_trusted = !trusted.is_empty() && forward::is_trusted(conn.peer.ip(), trusted);
     let client_ip = forward::client_ip(conn.peer.ip(), req.headers(), trusted);
+    let https = forward::client_is_https(conn.tls, peer_trusted, req.headers());
     let mut ctx = RequestCtx {
         route: None,
         peer: conn.peer.ip(),
         peer_trusted,
-        https: forward::client_is_https(conn.tls, peer_trusted, req.headers()),
+        https,
         origin: req.headers().get(header::ORIGIN).cloned(),
         preflight: false,
         rate_headers: None,
@@ -79,6 +80,18 @@ pub async fn handle(
             req.method().clone(),
             client_ip,
         ),
+    };
+    // Before the client's headers are cleaned: its `traceparent` is read here.
+    ctx.record.trace = trace::start(
+        &policy.tracing,
+        generation.spans.as_ref(),
+        req.headers(),
+        https,
+    );
+    let request_id = ctx.record.request_id.to_str().unwrap_or("");
+    let span = match ctx.record.trace.as_deref() {
+        None => tracing::info_span!("request", request_id),
+        Some(t) => tracing::info_span!("request", request_id, trace_id = t.trace_id.hex().as_str()),
     };
     // A refcount, not a copy: the raw path is only written out when the
     // request was refused before its canonical path existed.
@@ -158,6 +171,7 @@ async fn process(
         peer_trusted: ctx.peer_trusted,
         https: ctx.https,
         request_id: (&policy.request_id.header, &ctx.record.request_id),
+        trace: ctx.record.trace.as_ref().and_then(|t| t.outgoing.as_ref()),
     };
     let settings = ExchangeSettings {
         retry: route.retry,

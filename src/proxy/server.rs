@@ -150,10 +150,22 @@ impl Server {
         let _ = self.stop.send(true);
     }
 
-    /// Waits until the drain is over and both listeners are closed.
+    /// Waits until the drain is over and both listeners are closed, then
+    /// flushes the spans still queued for export (bounded by
+    /// `[tracing] export_timeout`).
     pub async fn wait(self) {
         let _ = self.proxy_task.await;
         let _ = self.admin_task.await;
+        let spans = self
+            .shared
+            .persistent
+            .spans
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(queue) = spans {
+            queue.shutdown().await;
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use super::conn::ConnLimit;
 use super::upstream::Upstream;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
+use crate::observe::trace::export::SpanQueue;
 use crate::policy::auth::hmac::replay::{ReplayGuard, SeenSignatures};
 use crate::policy::ratelimit::RateLimitEngine;
 use crate::policy::ratelimit::local::LimiterRegistry;
@@ -29,6 +30,8 @@ pub struct Generation {
     pub ratelimit: RateLimitEngine,
     /// Where signed webhooks' accepted signatures are remembered.
     pub replay: ReplayGuard,
+    /// Where sampled spans go (`[tracing] otlp_endpoint`), if anywhere.
+    pub spans: Option<Arc<SpanQueue>>,
 }
 
 /// State that outlives config generations: rate-limit buckets (so an
@@ -43,6 +46,9 @@ pub struct Persistent {
     /// Signed webhooks' accepted signatures, in memory (the memory backend,
     /// and the fallback when Redis fails).
     pub seen: Arc<SeenSignatures>,
+    /// The span exporter of the current config, reused while its settings
+    /// are unchanged (a reload that changes them builds a new one).
+    pub spans: Mutex<Option<Arc<SpanQueue>>>,
 }
 
 /// What a Redis backend is built from: its target, `redis_timeout` and CA.

@@ -3,6 +3,7 @@
 //! and raw bytes on a socket for what HTTP clients would normalise).
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod otlp;
 pub mod process;
 pub mod redis;
 pub mod upstream;
@@ -143,7 +144,7 @@ pub async fn metrics(server: &palisade::Server) -> String {
 
 /// Each metric family's label names (SPEC §4), in the order the exposition
 /// prints them (sorted), and the values SPEC fixes for some labels.
-const LABELS: [(&str, &[&str]); 14] = [
+const LABELS: [(&str, &[&str]); 15] = [
     ("palisade_requests_total", &["method", "route", "status"]),
     ("palisade_request_duration_seconds", &["route"]),
     ("palisade_upstream_duration_seconds", &["route"]),
@@ -161,6 +162,7 @@ const LABELS: [(&str, &[&str]); 14] = [
     ("palisade_config_reloads_total", &["result"]),
     ("palisade_config_last_reload_success_timestamp_seconds", &[]),
     ("palisade_build_info", &["version"]),
+    ("palisade_trace_spans_dropped_total", &[]),
 ];
 
 /// Labels whose values SPEC §4 lists.

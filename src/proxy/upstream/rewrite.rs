@@ -1,7 +1,8 @@
 //! The request the upstream receives: hop-by-hop headers gone (what
 //! `Connection` named went on arrival), no `Upgrade` but a WebSocket
 //! handshake's (rebuilt here), `X-Forwarded-*` set, `Host` set, the
-//! request ID set, and the URI rebuilt from the canonical path.
+//! request ID and `traceparent` set, and the URI rebuilt from the
+//! canonical path.
 
 use std::net::IpAddr;
 
@@ -12,6 +13,7 @@ use http::{Uri, Version};
 
 use super::upgrade::{self, WEBSOCKET};
 use crate::config::UpstreamPolicy;
+use crate::observe::trace::{self, Outgoing};
 use crate::policy::forward;
 use crate::policy::headers::strip_fixed_hop_by_hop;
 use crate::proxy::conn::TunnelWatch;
@@ -29,6 +31,9 @@ pub struct ForwardTarget<'a> {
     pub https: bool,
     /// The request-ID header and its value.
     pub request_id: (&'a HeaderName, &'a HeaderValue),
+    /// palisade's `traceparent` (and the caller's `tracestate`), with
+    /// `[tracing] propagate = true`.
+    pub trace: Option<&'a Outgoing>,
 }
 
 /// The rewritten request head, and the client side of a WebSocket
@@ -86,6 +91,9 @@ pub fn rewrite(
     };
     headers.insert(header::HOST, host);
     headers.insert(target.request_id.0.clone(), target.request_id.1.clone());
+    if let Some(outgoing) = target.trace {
+        trace::set_outgoing(headers, outgoing);
+    }
     parts.version = Version::HTTP_11;
     Ok(Rewritten {
         uri: upstream_uri(policy, target.path, parts.uri.query())?,
