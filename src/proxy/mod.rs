@@ -8,6 +8,7 @@ pub mod ctx;
 pub mod generation;
 pub mod held;
 pub mod pipeline;
+pub mod protocol;
 pub mod reject;
 pub mod respond;
 pub mod response_body;

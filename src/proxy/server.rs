@@ -1,5 +1,5 @@
 //! Listeners: accept under `max_connections`, finish TLS, serve HTTP/1.1 and
-//! HTTP/2 (ALPN, or h2c with prior knowledge) with hyper-util's auto builder
+//! HTTP/2 (ALPN, or h2c with prior knowledge: see `protocol`) with hyper's builders
 //! and its timers; on shutdown stop accepting, drain for `shutdown_grace`.
 //! Every `[server]` setting is read from the current generation when a
 //! connection is accepted, so a reload applies to the next connection.
@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,7 +20,8 @@ use tokio_rustls::TlsAcceptor;
 use super::conn::{Activity, ConnSlot, Expiry, TrackedIo, TunnelWatch};
 use super::generation;
 use super::pipeline::{ConnInfo, handle};
-use super::state::{Generation, Persistent, Shared};
+use super::protocol::{self, Protocol};
+use super::state::{Persistent, Shared};
 use crate::admin;
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
@@ -169,34 +169,6 @@ impl Server {
     }
 }
 
-fn connection_builder(generation: &Generation) -> auto::Builder<TokioExecutor> {
-    let server = &generation.policy.server;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper answers 431 itself past its buffer; keep that buffer above our
-    // own limits so the pipeline answers first with a proper problem body.
-    let buffer = (server.max_header_bytes + server.max_uri_bytes + 4096).max(8192);
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // Head and idle deadlines are tracked per connection (proxy::conn):
-        // hyper's own timer would also cut idle keep-alive connections.
-        .header_read_timeout(None)
-        .max_buf_size(buffer)
-        // Above hyper's default of 100 so that header floods reach the
-        // pipeline's own 431 (counted, with problem+json and security headers).
-        .max_headers(256)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(buffer).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        // No keep-alive PINGs: their round trips count as activity, so an
-        // idle connection would never reach `idle_timeout` (proxy::conn).
-        .keep_alive_interval(None);
-    builder
-}
-
 async fn serve_proxy(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -229,7 +201,7 @@ async fn serve_proxy(
         let connection = Connection {
             peer,
             shared: shared.clone(),
-            builder: connection_builder(&generation),
+            head_buffer: protocol::buffer_size(server),
             stop: stop.clone(),
             timeouts: ConnTimeouts {
                 header_read: server.header_read_timeout,
@@ -255,7 +227,8 @@ async fn serve_proxy(
 struct Connection {
     peer: SocketAddr,
     shared: Arc<Shared>,
-    builder: auto::Builder<TokioExecutor>,
+    /// hyper's head buffer, from `[server]` at accept.
+    head_buffer: usize,
     stop: watch::Receiver<bool>,
     /// Read from the policy current when the connection was accepted.
     timeouts: ConnTimeouts,
@@ -273,14 +246,36 @@ impl Connection {
         let activity = Activity::new();
         // The socket owns the slot: it is released when the socket closes,
         // after any tunnel made from this connection.
-        let tracked = TrackedIo::new(stream, activity.clone(), slot);
         match tls {
-            None => self.drive(tracked, activity, false).await,
+            None => {
+                let detected = tokio::time::timeout(
+                    self.timeouts.header_read,
+                    protocol::detect_plaintext(&stream),
+                )
+                .await;
+                let protocol = match detected {
+                    Ok(Ok(protocol)) => protocol,
+                    Ok(Err(error)) => {
+                        tracing::debug!(peer = %self.peer, %error, "reading the first bytes failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %self.peer, "no request head within header_read_timeout; closing");
+                        return;
+                    }
+                };
+                let tracked = TrackedIo::new(stream, activity.clone(), slot);
+                self.drive(tracked, activity, false, protocol).await
+            }
             Some(acceptor) => {
+                let tracked = TrackedIo::new(stream, activity.clone(), slot);
                 match tokio::time::timeout(self.timeouts.header_read, acceptor.accept(tracked))
                     .await
                 {
-                    Ok(Ok(tls_stream)) => self.drive(tls_stream, activity, true).await,
+                    Ok(Ok(tls_stream)) => {
+                        let protocol = protocol::from_alpn(tls_stream.get_ref().1.alpn_protocol());
+                        self.drive(tls_stream, activity, true, protocol).await
+                    }
                     Ok(Err(error)) => {
                         tracing::debug!(peer = %self.peer, %error, "TLS handshake failed")
                     }
@@ -292,7 +287,7 @@ impl Connection {
 
     /// Serves HTTP on `io` until the client leaves, a deadline passes, or
     /// the server drains (then in-flight requests finish first).
-    async fn drive<I>(mut self, io: I, activity: Arc<Activity>, tls: bool)
+    async fn drive<I>(self, io: I, activity: Arc<Activity>, tls: bool, protocol: Protocol)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -313,13 +308,38 @@ impl Connection {
             // connection the size of the whole request path.
             Box::pin(handle(shared.clone(), info, tracker.request_started(), req))
         });
-        let conn = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(conn);
+        // Boxed: the connection lives on the heap at its own size, and the
+        // task's future stays small whichever protocol it serves.
+        let io = TokioIo::new(io);
+        match protocol {
+            Protocol::Http1 => {
+                let conn = protocol::http1_builder(self.head_buffer)
+                    .serve_connection(io, service)
+                    .with_upgrades();
+                self.watch(Box::pin(conn), |c| c.graceful_shutdown(), &activity)
+                    .await;
+            }
+            Protocol::Http2 => {
+                let conn = protocol::http2_builder(self.head_buffer).serve_connection(io, service);
+                self.watch(Box::pin(conn), |c| c.graceful_shutdown(), &activity)
+                    .await;
+            }
+        }
+    }
+
+    /// Drives `conn` until it ends, a deadline passes, or the server
+    /// drains (then in-flight requests finish first).
+    async fn watch<C>(
+        mut self,
+        mut conn: std::pin::Pin<Box<C>>,
+        graceful_shutdown: fn(std::pin::Pin<&mut C>),
+        activity: &Activity,
+    ) where
+        C: std::future::Future<Output = Result<(), hyper::Error>>,
+    {
         let mut closing = false;
         if *self.stop.borrow() {
-            conn.as_mut().graceful_shutdown();
+            graceful_shutdown(conn.as_mut());
             closing = true;
         }
         let ConnTimeouts {
@@ -349,7 +369,7 @@ impl Connection {
                             return;
                         }
                         Err(Expiry::Idle) if !closing => {
-                            conn.as_mut().graceful_shutdown();
+                            graceful_shutdown(conn.as_mut());
                             closing = true;
                             tokio::time::Instant::now() + idle_timeout
                         }
@@ -358,7 +378,7 @@ impl Connection {
                     watchdog.as_mut().reset(next);
                 }
                 _ = self.stop.changed(), if !closing => {
-                    conn.as_mut().graceful_shutdown();
+                    graceful_shutdown(conn.as_mut());
                     closing = true;
                 }
             }
