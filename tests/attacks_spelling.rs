@@ -80,6 +80,17 @@ async fn a_rate_limit_key_sent_twice_is_refused_before_the_upstream() {
     let limited = get_with(server.proxy_addr, "/keyed/a", &[("X-Api-Key", "REAL")]).await;
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     let before = upstream.count();
+    let joined = get_with(
+        server.proxy_addr,
+        "/keyed/a",
+        &[("X-Api-Key", "decoy-3, REAL")],
+    )
+    .await;
+    assert_eq!(
+        joined.status,
+        StatusCode::BAD_REQUEST,
+        "one line with a list"
+    );
     for decoy in ["decoy-1", "decoy-2", "REAL"] {
         let raw_reply = raw(
             server.proxy_addr,
@@ -99,7 +110,7 @@ async fn a_rate_limit_key_sent_twice_is_refused_before_the_upstream() {
             &scrape,
             "palisade_rejections_total{reason=\"repeated_header\",route=\"keyed\"}"
         ),
-        3.0
+        4.0
     );
 }
 

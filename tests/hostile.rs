@@ -235,3 +235,82 @@ async fn reading_a_response_slowly_does_not_block_others() {
     drop(stream);
     settles(&server).await;
 }
+
+const SHORT_IDLE: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+header_read_timeout = "1s"
+idle_timeout = "1s"
+[upstream]
+url = "{UPSTREAM}"
+[[routes]]
+name = "open"
+path = "/**"
+auth = "none"
+timeout = "60s"
+"#;
+
+/// Red-team round 2 (R2-1): an HTTP/2 client that grants no flow-control
+/// window never blocks a socket write, yet holds its response (and an
+/// upstream connection) forever. After `idle_timeout` without the next
+/// chunk taken, the connection is closed and the request released.
+#[tokio::test]
+async fn http2_client_granting_no_window_is_cut_after_idle_timeout() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(SHORT_IDLE, upstream.addr).await;
+    let tcp = TcpStream::connect(server.proxy_addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let req = Request::get(format!("http://{}/big", server.proxy_addr))
+        .header("x-test-stream-bytes", "1048576")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // Never read the body, never open the window: palisade must end it.
+    let ended = tokio::time::timeout(Duration::from_secs(30), driver).await;
+    assert!(
+        ended.is_ok(),
+        "the stalled HTTP/2 connection was never closed"
+    );
+    settles(&server).await;
+    drop(response);
+}
+
+/// Red-team round 2 (R2-2): on HTTP/2, frames are not requests: a client
+/// that sends a PING more often than `idle_timeout` but no request is
+/// still closed as idle.
+#[tokio::test]
+async fn http2_pings_do_not_keep_an_idle_connection_open() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(SHORT_IDLE, upstream.addr).await;
+    let tcp = TcpStream::connect(server.proxy_addr).await.unwrap();
+    let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping_pong = connection.ping_pong().unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let req = Request::get(format!("http://{}/ok", server.proxy_addr))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    let mut body = response.await.unwrap().into_body();
+    while let Some(chunk) = body.data().await {
+        chunk.unwrap();
+    }
+    drop(client);
+    // A PING every 300 ms; without the fix each one restarted the idle clock.
+    let pinger = tokio::spawn(async move {
+        while ping_pong.ping(h2::Ping::opaque()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(30), driver).await;
+    assert!(ended.is_ok(), "pings kept an idle HTTP/2 connection open");
+    pinger.abort();
+}

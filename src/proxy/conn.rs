@@ -13,6 +13,9 @@
 //!    long: a slow-read attack, which would hold the connection and an
 //!    upstream socket forever) is ended. A response that is merely quiet
 //!    (server-sent events between messages) blocks no write and is kept.
+//!    On HTTP/2 flow control stops the bytes before the socket, so there a
+//!    response chunk that waits `idle_timeout` for the client's window
+//!    (see [`Handoff`]) ends the connection the same way.
 //!
 //! `TrackedIo` records activity on every read and write; requests are
 //! counted in flight from the service call until their response body ends.
@@ -22,9 +25,10 @@
 //! `header_read_timeout` from now; an idle or stalled connection
 //! `idle_timeout` from its last byte), so each deadline is still kept
 //! exactly, for two timer wake-ups per period instead of two per request.
-//! On HTTP/2 only the idle deadline applies between requests: its control
-//! frames are not request heads (and palisade sends no keep-alive PINGs,
-//! whose round trips would keep an idle connection open forever).
+//! On HTTP/2 only the idle deadline applies between requests, and it counts
+//! from the end of the last request, not the last byte: control frames
+//! (a client's PINGs, a header block trickled forever) are not requests,
+//! and palisade sends no keep-alive PINGs of its own.
 //!
 //! `TrackedIo` also owns the connection's [`ConnSlot`] under
 //! `server.max_connections`: the slot lives exactly as long as the socket,
@@ -33,8 +37,8 @@
 //! [`TunnelWatch`] and closed after `idle_timeout` without a byte either way.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -59,6 +63,37 @@ pub struct Activity {
     /// HTTP/2: bytes between requests are frames (PING, WINDOW_UPDATE,
     /// SETTINGS), not the start of a request head.
     multiplexed: AtomicBool,
+    /// HTTP/2: nanoseconds since `epoch` when the last request ended. Idle
+    /// counts from there: frames (a PING every few seconds, a header
+    /// block trickled forever) do not keep a connection open.
+    last_request_end: AtomicU64,
+    /// HTTP/2: each stream's [`Handoff`]. Flow control never blocks a
+    /// socket write, so a client that grants no window is seen here: a
+    /// response chunk handed to hyper and not followed by the next poll.
+    streams: Mutex<Vec<Weak<AtomicU64>>>,
+}
+
+/// One HTTP/2 response's last hand-off to hyper: nanoseconds since the
+/// connection's epoch + 1 when a chunk was handed out and the body has not
+/// been polled since (hyper polls again only once the client's window lets
+/// the chunk go); 0 otherwise.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    activity: Arc<Activity>,
+    since: Arc<AtomicU64>,
+}
+
+impl Handoff {
+    /// The body is being polled: nothing is waiting on the client.
+    pub fn polled(&self) {
+        self.since.store(0, Ordering::Relaxed);
+    }
+
+    /// A chunk went to hyper; it waits for the client's window.
+    pub fn handed_out(&self) {
+        self.since
+            .store(self.activity.now_nanos() + 1, Ordering::Relaxed);
+    }
 }
 
 /// Why the watchdog ends a connection.
@@ -68,8 +103,9 @@ pub enum Expiry {
     SlowHead,
     /// No request and no bytes for `idle_timeout`.
     Idle,
-    /// A write to the client blocked for `idle_timeout` with a request in
-    /// flight: the client stopped reading.
+    /// A write to the client blocked (HTTP/2: a chunk waited for the
+    /// client's window) for `idle_timeout` with a request in flight: the
+    /// client stopped reading.
     Stalled,
 }
 
@@ -83,6 +119,8 @@ impl Activity {
             head_started: AtomicU64::new(1),
             multiplexed: AtomicBool::new(false),
             write_blocked: AtomicU64::new(0),
+            last_request_end: AtomicU64::new(0),
+            streams: Mutex::new(Vec::new()),
         };
         Arc::new(activity)
     }
@@ -133,7 +171,34 @@ impl Activity {
     pub fn request_started(self: &Arc<Self>) -> ConnRequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
-        ConnRequestGuard(self.clone())
+        let handoff = if self.multiplexed.load(Ordering::Relaxed) {
+            let since = Arc::new(AtomicU64::new(0));
+            if let Ok(mut streams) = self.streams.lock() {
+                streams.retain(|s| s.strong_count() > 0);
+                streams.push(Arc::downgrade(&since));
+            }
+            Some(Handoff {
+                activity: self.clone(),
+                since,
+            })
+        } else {
+            None
+        };
+        ConnRequestGuard {
+            activity: self.clone(),
+            handoff,
+        }
+    }
+
+    /// The oldest HTTP/2 chunk still waiting for the client's window.
+    fn oldest_handoff(&self) -> Option<u64> {
+        let streams = self.streams.lock().ok()?;
+        streams
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&since| since > 0)
+            .min()
     }
 
     /// When the watchdog should look again (the next deadline, and at
@@ -148,8 +213,13 @@ impl Activity {
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let next = now.saturating_add(nanos(idle_timeout.min(header_timeout)));
         let at = |n: u64| self.epoch + Duration::from_nanos(n.min(next));
+        let multiplexed = self.multiplexed.load(Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) > 0 {
-            let blocked = self.write_blocked.load(Ordering::Relaxed);
+            let blocked = if multiplexed {
+                self.oldest_handoff().unwrap_or(0)
+            } else {
+                self.write_blocked.load(Ordering::Relaxed)
+            };
             if blocked == 0 {
                 return Ok(at(next));
             }
@@ -169,10 +239,12 @@ impl Activity {
                 Ok(at(deadline))
             };
         }
-        let deadline = self
-            .last_io
-            .load(Ordering::Relaxed)
-            .saturating_add(nanos(idle_timeout));
+        let last = if multiplexed {
+            self.last_request_end.load(Ordering::Relaxed)
+        } else {
+            self.last_io.load(Ordering::Relaxed)
+        };
+        let deadline = last.saturating_add(nanos(idle_timeout));
         if now >= deadline {
             Err(Expiry::Idle)
         } else {
@@ -183,12 +255,25 @@ impl Activity {
 
 /// Held by a request until its response body ends.
 #[derive(Debug)]
-pub struct ConnRequestGuard(Arc<Activity>);
+pub struct ConnRequestGuard {
+    activity: Arc<Activity>,
+    handoff: Option<Handoff>,
+}
+
+impl ConnRequestGuard {
+    /// The HTTP/2 stream's hand-off marker (`None` on HTTP/1, where a
+    /// client that stops reading blocks a socket write instead).
+    pub fn handoff(&self) -> Option<&Handoff> {
+        self.handoff.as_ref()
+    }
+}
 
 impl Drop for ConnRequestGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.saw_io(false);
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.saw_io(false);
+        let now = self.activity.now_nanos();
+        self.activity.last_request_end.store(now, Ordering::Relaxed);
     }
 }
 

@@ -73,6 +73,9 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(handoff) = self.connection.as_ref().and_then(|c| c.handoff()) {
+            handoff.polled();
+        }
         let polled = match &mut self.inner {
             Inner::Upstream(body) => {
                 ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BoxError::from))
@@ -85,6 +88,9 @@ impl Body for ResponseBody {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes_out += data.len() as u64;
+                    if let Some(handoff) = self.connection.as_ref().and_then(|c| c.handoff()) {
+                        handoff.handed_out();
+                    }
                 }
             }
             Some(Err(_)) | None => self.finish(),

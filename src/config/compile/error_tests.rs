@@ -215,6 +215,14 @@ fn hmac() {
         &format!("{hook}preset = \"github\"\nreplay = true\n{ROUTE}"),
         "t.toml:4:10: auth.hmac.hook.replay: needs a signed timestamp",
     );
+    // Red-team round 2: a template without the body signs nothing a
+    // replayer cannot keep while changing the body.
+    fails_at(
+        &format!(
+            "{hook}header = \"X-Sig\"\ntimestamp_header = \"X-Ts\"\nsigned = \"{{timestamp}}\"\n{ROUTE}"
+        ),
+        "t.toml:5:10: auth.hmac.hook.signed: must include {body}",
+    );
     // Red-team F1: a timestamp or id outside the signature can be replaced
     // by whoever replays a captured delivery.
     fails_at(

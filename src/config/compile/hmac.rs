@@ -51,6 +51,12 @@ impl Compiler<'_> {
         let template = h.signed.as_ref().map_or(preset.signed, |t| t.as_str());
         let signed = parse_template(template).map_err(|m| self.err(key.key("signed"), m))?;
         let has_timestamp = timestamp_header.is_some() || preset.timestamp_in_header;
+        if !signed.contains(&Piece::Body) {
+            return Err(self.err(
+                key.key("signed"),
+                "must include {body}: a signature that does not cover the body authenticates any body",
+            ));
+        }
         if signed.contains(&Piece::Timestamp) && !has_timestamp {
             return Err(self.err(
                 key.key("signed"),

@@ -324,18 +324,8 @@ fn span_data(trace: &RequestTrace, pending: &PendingSpan, facts: &SpanFacts<'_>)
 /// method as itself, anything else `_OTHER` (semantic conventions; it keeps
 /// span names bounded) with the original beside it.
 fn method_name(method: &Method) -> (&'static str, bool) {
-    use http::Method as M;
-    let name = match *method {
-        M::GET => "GET",
-        M::POST => "POST",
-        M::PUT => "PUT",
-        M::DELETE => "DELETE",
-        M::PATCH => "PATCH",
-        M::HEAD => "HEAD",
-        M::OPTIONS => "OPTIONS",
-        M::CONNECT => "CONNECT",
-        M::TRACE => "TRACE",
-        _ => return ("_OTHER", false),
-    };
-    (name, true)
+    match crate::observe::metrics::method_label(method) {
+        "OTHER" => ("_OTHER", false),
+        standard => (standard, true),
+    }
 }

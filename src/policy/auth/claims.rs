@@ -6,22 +6,27 @@ use serde_json::{Map, Value};
 
 use super::AuthFailure;
 
-/// The claim at `path`: a top-level name (namespaced claims such as
-/// `https://example.com/roles` contain dots) or a dotted path into nested
-/// objects. When a token holds both and they disagree, the claim counts as
-/// absent: palisade must not decide on one while the backend reads the other.
+/// The claim at `path`: a dotted path into nested objects, or a top-level
+/// name with dots in it (namespaced claims such as
+/// `https://example.com/roles`) when the token has no object the path
+/// could start in. palisade must not decide on one claim while the backend
+/// reads the other.
 pub fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     let literal = claims.get(path);
-    let nested = if path.contains('.') {
-        nested(claims, path)
-    } else {
-        None
+    let Some((first, _)) = path.split_once('.') else {
+        return literal;
     };
-    match (literal, nested) {
-        (Some(a), Some(b)) if a != b => None,
-        (Some(value), _) | (None, Some(value)) => Some(value),
-        (None, None) => None,
+    // Where the token has the path's first object (`app_metadata`), the
+    // path means the nested claim only: a top-level `app_metadata.plan`
+    // beside it is not what a backend reading the object sees.
+    if claims.contains_key(first) {
+        let nested = nested(claims, path);
+        return match (literal, nested) {
+            (Some(a), Some(b)) if a != b => None,
+            (_, nested) => nested,
+        };
     }
+    literal
 }
 
 fn nested<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
@@ -102,6 +107,13 @@ mod tests {
         )
         .unwrap();
         assert!(lookup(&claims, "app_metadata.plan").is_none());
+        // Only the top-level spelling, beside the object: not the claim.
+        let shadow: Map<String, Value> = serde_json::from_str(
+            r#"{"app_metadata.plan":"pro","app_metadata":{},"https://x.io/roles":"r"}"#,
+        )
+        .unwrap();
+        assert!(lookup(&shadow, "app_metadata.plan").is_none());
+        assert_eq!(as_text(lookup(&shadow, "https://x.io/roles").unwrap()), "r");
         assert_eq!(as_text(lookup(&claims, "app_metadata.tier").unwrap()), "x");
         assert_eq!(as_text(lookup(&claims, "a.b").unwrap()), "1");
     }

@@ -423,14 +423,19 @@ impl RateLimitEngine {
 }
 
 /// Refuses a request that sends a `header:NAME` key of the route's limits
-/// on more than one line: it would be counted under one value while the
-/// backend may read another (a decoy line first escapes the real key's
-/// bucket).
+/// as several values (lines, or a comma list): it would be counted under
+/// one value while the backend may read another (a decoy first escapes the
+/// real key's bucket).
 pub fn check_key_headers(route: &Route, headers: &HeaderMap) -> Result<(), HeadRejection> {
     for rule in &route.rate_limits {
-        if let LimitKey::Header(name) = &rule.by
-            && headers.get_all(name).iter().nth(1).is_some()
-        {
+        let mut lines = match &rule.by {
+            LimitKey::Header(name) => headers.get_all(name).iter(),
+            _ => continue,
+        };
+        let first = lines.next();
+        // Two lines, or one line with a list (`decoy, REAL`: the same thing
+        // to RFC 9110 §5.3 and to a backend that takes the last value).
+        if lines.next().is_some() || first.is_some_and(|v| v.as_bytes().contains(&b',')) {
             return Err(HeadRejection::RepeatedLimitKey);
         }
     }
