@@ -100,7 +100,8 @@ impl Upstream {
         }
         let sent = async {
             if head.upgrade {
-                let response = self.client.request_upgrade(request).await?;
+                // Boxed: rare, and a large future (see `Pool::obtain`).
+                let response = Box::pin(self.client.request_upgrade(request)).await?;
                 Ok(response.map(ExchangeBody::Direct))
             } else {
                 let response = self.client.request(request).await?;

@@ -181,12 +181,15 @@ impl Pool {
                 return Ok(conn);
             }
             if let Some(slot) = self.slots.try_take() {
-                return self.connect(slot).await;
+                // Boxed, here and below: a connect (TCP, maybe TLS) is a
+                // large future that most requests never run; inline it
+                // would be copied with every request's future.
+                return Box::pin(self.connect(slot)).await;
             }
             tokio::select! {
                 () = returned => {}
                 slot = self.slots.take() => match slot {
-                    Some(slot) => return self.connect(slot).await,
+                    Some(slot) => return Box::pin(self.connect(slot)).await,
                     None => return Err(ClientFailure::Connect("the pool is closed".into())),
                 },
             }
