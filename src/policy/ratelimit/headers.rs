@@ -41,11 +41,16 @@ impl RateHeaders {
         }
         if matches!(self.mode, HeaderMode::Draft | HeaderMode::Both) {
             headers.insert(RATELIMIT_POLICY.clone(), self.policy.clone());
-            let state = format!(
-                "\"{}\";r={};t={}",
-                self.name, self.remaining, self.reset_secs
-            );
-            if let Ok(state) = HeaderValue::from_str(&state) {
+            // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
+            let mut numbers = itoa::Buffer::new();
+            let mut state = String::with_capacity(self.name.len() + 32);
+            state.push('"');
+            state.push_str(&self.name);
+            state.push_str("\";r=");
+            state.push_str(numbers.format(self.remaining));
+            state.push_str(";t=");
+            state.push_str(numbers.format(self.reset_secs));
+            if let Ok(state) = HeaderValue::try_from(state) {
                 headers.insert(RATELIMIT.clone(), state);
             }
         }
