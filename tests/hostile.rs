@@ -314,3 +314,43 @@ async fn http2_pings_do_not_keep_an_idle_connection_open() {
     assert!(ended.is_ok(), "pings kept an idle HTTP/2 connection open");
     pinger.abort();
 }
+
+/// Red-team round 3: an HTTP/2 client that reads slowly but steadily
+/// (opening its window a little at a time) is not a stalled one. palisade
+/// hands the response to hyper in 16 KiB pieces, so each waits only for a
+/// little window, never `idle_timeout` for a whole upstream chunk (64 KiB
+/// here: at 16 KiB/s that took 4 s, past the 3 s `idle_timeout`, and the
+/// client was cut; a piece takes 1 s).
+#[tokio::test]
+async fn http2_client_reading_slowly_but_steadily_is_not_cut() {
+    let upstream = TestUpstream::start().await;
+    let config = SHORT_IDLE.replace("idle_timeout = \"1s\"", "idle_timeout = \"3s\"");
+    let server = start_palisade(&config, upstream.addr).await;
+    let tcp = TcpStream::connect(server.proxy_addr).await.unwrap();
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(8 * 1024)
+        .initial_connection_window_size(8 * 1024)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let total = 128 * 1024;
+    let req = Request::get(format!("http://{}/slow", server.proxy_addr))
+        .header("x-test-stream-bytes", total.to_string())
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let mut received = 0;
+    // About 16 KiB/s: each chunk's window comes back after 61 µs per byte.
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap_or_else(|e| panic!("cut after {received} bytes: {e}"));
+        received += chunk.len();
+        tokio::time::sleep(Duration::from_micros(61 * chunk.len() as u64)).await;
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+    }
+    assert_eq!(received, total);
+}

@@ -21,9 +21,18 @@ enum Inner {
     Local(Full<Bytes>),
 }
 
+/// The largest piece of a response handed to hyper at once on HTTP/2
+/// (its default frame size). hyper asks for the next piece only when the
+/// client's window has taken the whole previous one, and a piece that waits
+/// `idle_timeout` for it ends the connection (`conn::Handoff`): small
+/// pieces keep a client that reads slowly but steadily from looking stalled.
+const HTTP2_PIECE: usize = 16 * 1024;
+
 /// A response body plus its end-of-request bookkeeping.
 pub struct ResponseBody {
     inner: Inner,
+    /// HTTP/2: the rest of a chunk larger than [`HTTP2_PIECE`].
+    rest: Bytes,
     bytes_out: u64,
     record: Option<Box<RequestRecord>>,
     connection: Option<ConnRequestGuard>,
@@ -34,6 +43,7 @@ impl ResponseBody {
     pub fn local(bytes: Bytes) -> Self {
         Self {
             inner: Inner::Local(Full::new(bytes)),
+            rest: Bytes::new(),
             bytes_out: 0,
             record: None,
             connection: None,
@@ -44,6 +54,7 @@ impl ResponseBody {
     pub fn upstream(body: ExchangeBody) -> Self {
         Self {
             inner: Inner::Upstream(body),
+            rest: Bytes::new(),
             bytes_out: 0,
             record: None,
             connection: None,
@@ -57,11 +68,13 @@ impl ResponseBody {
         self.connection = Some(connection);
     }
 
+    /// Records the request. The connection marker stays until hyper drops
+    /// the body: on HTTP/2 the last piece may still be on its way to a
+    /// slow client, and the connection must not count as idle before.
     fn finish(&mut self) {
         if let Some(record) = self.record.take() {
             record.finish(self.bytes_out);
         }
-        self.connection = None;
     }
 }
 
@@ -73,8 +86,15 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(handoff) = self.connection.as_ref().and_then(|c| c.handoff()) {
+        let this = &mut *self;
+        if let Some(handoff) = this.connection.as_ref().and_then(|c| c.handoff()) {
             handoff.polled();
+            if !this.rest.is_empty() {
+                let piece = this.rest.split_to(this.rest.len().min(HTTP2_PIECE));
+                this.bytes_out += piece.len() as u64;
+                handoff.handed_out();
+                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            }
         }
         let polled = match &mut self.inner {
             Inner::Upstream(body) => {
@@ -84,21 +104,35 @@ impl Body for ResponseBody {
                 ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(|never| match never {}))
             }
         };
-        match &polled {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    self.bytes_out += data.len() as u64;
-                    if let Some(handoff) = self.connection.as_ref().and_then(|c| c.handoff()) {
-                        handoff.handed_out();
+        let this = &mut *self;
+        let handoff = this.connection.as_ref().and_then(|c| c.handoff()).cloned();
+        match polled {
+            Some(Ok(frame)) => match (frame.into_data(), handoff) {
+                (Ok(mut data), Some(handoff)) => {
+                    if data.len() > HTTP2_PIECE {
+                        this.rest = data.split_off(HTTP2_PIECE);
                     }
+                    this.bytes_out += data.len() as u64;
+                    handoff.handed_out();
+                    Poll::Ready(Some(Ok(Frame::data(data))))
                 }
+                (Ok(data), None) => {
+                    this.bytes_out += data.len() as u64;
+                    Poll::Ready(Some(Ok(Frame::data(data))))
+                }
+                (Err(trailers), _) => Poll::Ready(Some(Ok(trailers))),
+            },
+            other => {
+                this.finish();
+                Poll::Ready(other)
             }
-            Some(Err(_)) | None => self.finish(),
         }
-        Poll::Ready(polled)
     }
 
     fn is_end_stream(&self) -> bool {
+        if !self.rest.is_empty() {
+            return false;
+        }
         match &self.inner {
             Inner::Upstream(body) => body.is_end_stream(),
             Inner::Local(body) => body.is_end_stream(),
@@ -106,10 +140,17 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
+        let inner = match &self.inner {
             Inner::Upstream(body) => body.size_hint(),
             Inner::Local(body) => body.size_hint(),
+        };
+        let rest = self.rest.len() as u64;
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
         }
+        hint
     }
 }
 
