@@ -408,6 +408,23 @@ async fn standard_webhooks_preset_and_replay_in_memory() {
     assert_eq!(upstream.count(), 2);
 }
 
+/// A Stripe delivery `accepting` lets through, then the same delivery
+/// refused as replayed by `replaying` (the same instance or another one
+/// sharing its Redis).
+async fn stripe_accepted_then_replayed(
+    accepting: &palisade::Server,
+    replaying: &palisade::Server,
+    body: &[u8],
+) {
+    let t = now();
+    let header = format!("t={t},{}", stripe("whsec_stripe_new", t, body));
+    let signed = [("stripe-signature", header.as_str())];
+    let ok = post(accepting, "/hooks/stripe", &signed, body).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let again = post(replaying, "/hooks/stripe", &signed, body).await;
+    refused(replaying, &again, "stripe", "replayed", 1.0).await;
+}
+
 #[tokio::test]
 async fn replay_on_redis_is_shared_by_instances() {
     let redis = RedisServer::start();
@@ -419,25 +436,7 @@ async fn replay_on_redis_is_shared_by_instances() {
     let first = start_palisade(&text, upstream.addr).await;
     let second = start_palisade(&text, upstream.addr).await;
     standard_webhooks_deliveries(&first, &second).await;
-    let t = now();
-    let body = br#"{"id":"evt_redis"}"#;
-    let header = format!("t={t},{}", stripe("whsec_stripe_new", t, body));
-    let ok = post(
-        &second,
-        "/hooks/stripe",
-        &[("stripe-signature", &header)],
-        body,
-    )
-    .await;
-    assert_eq!(ok.status, StatusCode::OK);
-    let again = post(
-        &first,
-        "/hooks/stripe",
-        &[("stripe-signature", &header)],
-        body,
-    )
-    .await;
-    refused(&first, &again, "stripe", "replayed", 1.0).await;
+    stripe_accepted_then_replayed(&second, &first, br#"{"id":"evt_redis"}"#).await;
     let keys = redis.cli(&["--scan", "--pattern", "*hmac:*"]);
     assert_eq!(keys.lines().count(), 3, "{keys}");
     let ttl: i64 = redis
@@ -629,24 +628,6 @@ async fn replay_falls_back_to_memory_when_redis_is_down() {
     );
     let server = start_palisade(&text, upstream.addr).await;
     redis.kill();
-    let t = now();
-    let body = br#"{"id":"evt_down"}"#;
-    let header = format!("t={t},{}", stripe("whsec_stripe_new", t, body));
-    let ok = post(
-        &server,
-        "/hooks/stripe",
-        &[("stripe-signature", &header)],
-        body,
-    )
-    .await;
-    assert_eq!(ok.status, StatusCode::OK);
-    let again = post(
-        &server,
-        "/hooks/stripe",
-        &[("stripe-signature", &header)],
-        body,
-    )
-    .await;
-    refused(&server, &again, "stripe", "replayed", 1.0).await;
+    stripe_accepted_then_replayed(&server, &server, br#"{"id":"evt_down"}"#).await;
     assert_eq!(upstream.count(), 1);
 }

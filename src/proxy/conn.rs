@@ -253,7 +253,7 @@ impl Activity {
     }
 }
 
-/// Held by a request until its response body ends.
+/// Held by a request until hyper drops its response body.
 #[derive(Debug)]
 pub struct ConnRequestGuard {
     activity: Arc<Activity>,
@@ -270,10 +270,13 @@ impl ConnRequestGuard {
 
 impl Drop for ConnRequestGuard {
     fn drop(&mut self) {
-        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.activity.saw_io(false);
-        let now = self.activity.now_nanos();
-        self.activity.last_request_end.store(now, Ordering::Relaxed);
+        let activity = &self.activity;
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // One clock read for both: the response's end is I/O and, on
+        // HTTP/2, where idle time starts.
+        let now = activity.now_nanos();
+        activity.last_io.store(now, Ordering::Relaxed);
+        activity.last_request_end.store(now, Ordering::Relaxed);
     }
 }
 

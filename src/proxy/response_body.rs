@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
-use super::conn::ConnRequestGuard;
+use super::conn::{ConnRequestGuard, Handoff};
 use super::upstream::ExchangeBody;
 use crate::observe::access::RequestRecord;
 
@@ -86,14 +86,16 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        if let Some(handoff) = this.connection.as_ref().and_then(|c| c.handoff()) {
+        let Self {
+            rest,
+            bytes_out,
+            connection,
+            ..
+        } = &mut *self;
+        if let Some(handoff) = connection.as_ref().and_then(|c| c.handoff()) {
             handoff.polled();
-            if !this.rest.is_empty() {
-                let piece = this.rest.split_to(this.rest.len().min(HTTP2_PIECE));
-                this.bytes_out += piece.len() as u64;
-                handoff.handed_out();
-                return Poll::Ready(Some(Ok(Frame::data(piece))));
+            if !rest.is_empty() {
+                return Poll::Ready(Some(Ok(hand_out(rest, bytes_out, handoff))));
             }
         }
         let polled = match &mut self.inner {
@@ -105,16 +107,16 @@ impl Body for ResponseBody {
             }
         };
         let this = &mut *self;
-        let handoff = this.connection.as_ref().and_then(|c| c.handoff()).cloned();
+        let handoff = this.connection.as_ref().and_then(|c| c.handoff());
         match polled {
             Some(Ok(frame)) => match (frame.into_data(), handoff) {
-                (Ok(mut data), Some(handoff)) => {
-                    if data.len() > HTTP2_PIECE {
-                        this.rest = data.split_off(HTTP2_PIECE);
-                    }
-                    this.bytes_out += data.len() as u64;
-                    handoff.handed_out();
-                    Poll::Ready(Some(Ok(Frame::data(data))))
+                (Ok(data), Some(handoff)) => {
+                    this.rest = data;
+                    Poll::Ready(Some(Ok(hand_out(
+                        &mut this.rest,
+                        &mut this.bytes_out,
+                        handoff,
+                    ))))
                 }
                 (Ok(data), None) => {
                     this.bytes_out += data.len() as u64;
@@ -152,6 +154,15 @@ impl Body for ResponseBody {
         }
         hint
     }
+}
+
+/// The next HTTP/2 piece of `rest` (at most [`HTTP2_PIECE`]), counted and
+/// marked as waiting for the client's window.
+fn hand_out(rest: &mut Bytes, bytes_out: &mut u64, handoff: &Handoff) -> Frame<Bytes> {
+    let piece = rest.split_to(rest.len().min(HTTP2_PIECE));
+    *bytes_out += piece.len() as u64;
+    handoff.handed_out();
+    Frame::data(piece)
 }
 
 impl Drop for ResponseBody {

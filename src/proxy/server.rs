@@ -295,13 +295,13 @@ impl Connection {
             peer: self.peer,
             tls,
         };
+        if protocol == Protocol::Http2 {
+            activity.mark_http2();
+        }
         let shared = self.shared.clone();
         let tracker = activity.clone();
         let tunnel = TunnelWatch::new(activity.clone(), self.timeouts.idle);
         let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            if req.version() == http::Version::HTTP_2 {
-                tracker.mark_http2();
-            }
             req.extensions_mut().insert(tunnel.clone());
             // Boxed: hyper keeps the service future's slot inside every
             // connection, so inline it would cost each idle keep-alive

@@ -392,27 +392,22 @@ impl RateLimitEngine {
     fn push_key_value(&self, key: &mut String, by: &LimitKey, inputs: &KeyInputs<'_>) {
         let value = match by {
             LimitKey::Ip => None,
-            LimitKey::Route => Some(("route", None)),
-            LimitKey::User => inputs
-                .identity
-                .subject()
-                .map(|sub| ("user:", Some(bounded(sub)))),
+            LimitKey::Route => Some(("route", String::new())),
+            LimitKey::User => inputs.identity.subject().map(|sub| ("user:", bounded(sub))),
             LimitKey::Tenant(claim) => inputs
                 .identity
                 .claims()
                 .and_then(|c| claims::lookup(c, claim))
-                .map(|v| ("tenant:", Some(bounded(&claims::as_text(v))))),
-            LimitKey::Header(name) => inputs.headers.get(name).map(|v| {
-                let text = String::from_utf8_lossy(v.as_bytes());
-                ("header:", Some(bounded(&text)))
-            }),
+                .map(|v| ("tenant:", bounded(&claims::as_text(v)))),
+            LimitKey::Header(name) => inputs
+                .headers
+                .get(name)
+                .map(|v| ("header:", bounded(&String::from_utf8_lossy(v.as_bytes())))),
         };
         match value {
             Some((kind, rest)) => {
                 key.push_str(kind);
-                if let Some(rest) = rest {
-                    key.push_str(&rest);
-                }
+                key.push_str(&rest);
             }
             None => {
                 key.push_str("ip:");
