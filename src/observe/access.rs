@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, StatusCode};
 
-use super::metrics::{Metrics, NO_ROUTE_LABEL, method_label};
+use super::metrics::{Metrics, NO_ROUTE_LABEL, RouteSeries, method_label};
 use super::trace::RequestTrace;
 use super::trace::export::{self, SpanFacts};
 use crate::policy::body::BodyProgress;
 use crate::policy::ratelimit::RateDecision;
+use crate::route::Route;
 
 /// Keeps `palisade_requests_in_flight` right however a request ends
 /// (including the client vanishing mid-handler).
@@ -83,6 +84,8 @@ pub struct RequestRecord {
     pub path: String,
     /// The matched route's name.
     pub route: Option<Arc<str>>,
+    /// The route's metric series (with `route`).
+    series: Option<Arc<RouteSeries>>,
     /// The status sent.
     pub status: StatusCode,
     /// Time until the upstream's response headers.
@@ -123,6 +126,7 @@ impl RequestRecord {
             method,
             path: String::new(),
             route: None,
+            series: None,
             status: StatusCode::OK,
             upstream_time: None,
             retries: 0,
@@ -134,6 +138,19 @@ impl RequestRecord {
             rate_backend_failed: false,
             trace: None,
         }
+    }
+
+    /// The request is for `route`: its name labels the metrics and the
+    /// line, and its series (looked up on the route's first request) take
+    /// the counts.
+    pub fn set_route(&mut self, route: &Route) {
+        self.route = Some(route.name.clone());
+        let series = route
+            .series
+            .get_or_init(|| Arc::new(RouteSeries::new(&self.metrics, &route.name)));
+        // A route of another server's policy (tests run several servers in
+        // one process) keeps to the labelled lookup.
+        self.series = series.belongs_to(&self.metrics).then(|| series.clone());
     }
 
     /// Records the request's metrics, writes its line, queues its span.
@@ -159,19 +176,22 @@ impl RequestRecord {
     fn record_metrics(&self, elapsed: Duration) {
         let metrics = &self.metrics;
         let route = self.route.as_deref().unwrap_or(NO_ROUTE_LABEL);
-        metrics
-            .requests_total
-            .with_label_values(&[route, method_label(&self.method), self.status.as_str()])
-            .inc();
-        metrics
-            .request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
-        if let (Some(time), Some(_)) = (self.upstream_time, &self.route) {
-            metrics
-                .upstream_duration
-                .with_label_values(&[route])
-                .observe(time.as_secs_f64());
+        match &self.series {
+            Some(series) => {
+                series.count_request(metrics, route, &self.method, self.status);
+                series.request_duration.observe(elapsed.as_secs_f64());
+                if let Some(time) = self.upstream_time {
+                    series.upstream_duration.observe(time.as_secs_f64());
+                }
+            }
+            None => {
+                let labels = [route, method_label(&self.method), self.status.as_str()];
+                metrics.requests_total.with_label_values(&labels).inc();
+                metrics
+                    .request_duration
+                    .with_label_values(&[route])
+                    .observe(elapsed.as_secs_f64());
+            }
         }
         if self.retries > 0 {
             metrics

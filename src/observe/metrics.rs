@@ -3,8 +3,8 @@
 //! never collide. Labels are bounded: route *names*, never raw paths.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Metric names, one constant each (dashboards depend on them).
@@ -222,20 +222,94 @@ impl Metrics {
     }
 }
 
-/// A bounded `method` label: standard methods as-is, anything else `OTHER`.
-pub fn method_label(method: &http::Method) -> &'static str {
+impl Metrics {
+    /// Tells one server's metrics from another's (their address).
+    fn identity(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+}
+
+/// The bounded `method` labels: standard methods as-is, anything else
+/// `OTHER` (the last).
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+
+/// The position of `method`'s label in [`METHOD_LABELS`].
+fn method_index(method: &http::Method) -> usize {
     use http::Method as M;
     match *method {
-        M::GET => "GET",
-        M::POST => "POST",
-        M::PUT => "PUT",
-        M::DELETE => "DELETE",
-        M::PATCH => "PATCH",
-        M::HEAD => "HEAD",
-        M::OPTIONS => "OPTIONS",
-        M::CONNECT => "CONNECT",
-        M::TRACE => "TRACE",
-        _ => "OTHER",
+        M::GET => 0,
+        M::POST => 1,
+        M::PUT => 2,
+        M::DELETE => 3,
+        M::PATCH => 4,
+        M::HEAD => 5,
+        M::OPTIONS => 6,
+        M::CONNECT => 7,
+        M::TRACE => 8,
+        _ => 9,
+    }
+}
+
+/// A bounded `method` label: standard methods as-is, anything else `OTHER`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    METHOD_LABELS[method_index(method)]
+}
+
+/// The series every request to one route records, looked up once per
+/// route instead of on every request (`with_label_values` hashes its
+/// labels and takes a lock). Requests answered 200 are counted here too,
+/// by method; a series appears in `/metrics` only once it was used.
+#[derive(Debug)]
+pub struct RouteSeries {
+    /// `palisade_request_duration_seconds{route}`.
+    pub request_duration: Histogram,
+    /// `palisade_upstream_duration_seconds{route}`.
+    pub upstream_duration: Histogram,
+    /// `palisade_requests_total{route, method, status="200"}` by method.
+    ok_by_method: [std::sync::OnceLock<IntCounter>; METHOD_LABELS.len()],
+    /// The registry these series belong to (its address): a route shared
+    /// by two servers' policies records into its own server's only.
+    owner: usize,
+}
+
+impl RouteSeries {
+    /// The series of the route named `route`.
+    pub fn new(metrics: &Metrics, route: &str) -> Self {
+        Self {
+            request_duration: metrics.request_duration.with_label_values(&[route]),
+            upstream_duration: metrics.upstream_duration.with_label_values(&[route]),
+            ok_by_method: Default::default(),
+            owner: metrics.identity(),
+        }
+    }
+
+    /// Whether these are `metrics`' series.
+    pub fn belongs_to(&self, metrics: &Metrics) -> bool {
+        self.owner == metrics.identity()
+    }
+
+    /// Counts one request in `palisade_requests_total`.
+    pub fn count_request(
+        &self,
+        metrics: &Metrics,
+        route: &str,
+        method: &http::Method,
+        status: http::StatusCode,
+    ) {
+        let method = method_index(method);
+        if status != http::StatusCode::OK {
+            let labels = [route, METHOD_LABELS[method], status.as_str()];
+            metrics.requests_total.with_label_values(&labels).inc();
+            return;
+        }
+        self.ok_by_method[method]
+            .get_or_init(|| {
+                let labels = [route, METHOD_LABELS[method], "200"];
+                metrics.requests_total.with_label_values(&labels)
+            })
+            .inc();
     }
 }
 

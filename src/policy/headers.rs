@@ -93,8 +93,18 @@ impl SecurityHeaders {
         for name in &self.remove {
             remove_if_present(headers, name);
         }
-        // One growth of the table instead of several while inserting.
-        headers.reserve(self.always.len() + self.https_only.len() + 8);
+        let adding = self.always.len()
+            + if client_https {
+                self.https_only.len()
+            } else {
+                0
+            };
+        if adding == 0 {
+            return;
+        }
+        // One growth of the table instead of several while inserting (room
+        // for the request ID and CORS / rate-limit headers set after).
+        headers.reserve(adding + 8);
         for (name, value) in &self.always {
             headers.insert(name.clone(), value.clone());
         }
@@ -108,7 +118,7 @@ impl SecurityHeaders {
 
 /// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the
 /// historical `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`).
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -132,15 +142,59 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// [`remove_connection_nominated`] before palisade added its own headers:
 /// nothing named in `Connection` may remove what palisade sets.
 pub fn strip_fixed_hop_by_hop(headers: &mut HeaderMap) {
-    for name in &HOP_BY_HOP {
-        remove_if_present(headers, name);
+    // One pass over the names present (a few), marking which of the list
+    // are there; only those are removed (each removal hashes its name).
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(index) = hop_by_hop_index(name) {
+            present |= 1 << index;
+        }
     }
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+/// [`HOP_BY_HOP`] as text, in the same order.
+const HOP_BY_HOP_NAMES: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Bit `n` set: some hop-by-hop name is `n` bytes long.
+const HOP_BY_HOP_LENGTHS: u32 = {
+    let mut mask = 0u32;
+    let mut i = 0;
+    while i < HOP_BY_HOP_NAMES.len() {
+        mask |= 1 << HOP_BY_HOP_NAMES[i].len();
+        i += 1;
+    }
+    mask
+};
+
+/// The position of `name` in [`HOP_BY_HOP`]: most names are ruled out by
+/// their length alone.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    let name = name.as_str();
+    if name.len() >= 32 || HOP_BY_HOP_LENGTHS & (1 << name.len()) == 0 {
+        return None;
+    }
+    HOP_BY_HOP_NAMES.iter().position(|listed| *listed == name)
 }
 
 /// `remove` for a name that is usually absent: comparing the few names
 /// present is much cheaper than hashing `name` for a lookup that finds
 /// nothing, on every request and response.
-fn remove_if_present(headers: &mut HeaderMap, name: &HeaderName) {
+pub fn remove_if_present(headers: &mut HeaderMap, name: &HeaderName) {
     if headers.keys().any(|present| present == name) {
         headers.remove(name);
     }
@@ -177,6 +231,16 @@ pub fn remove_connection_nominated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_match_the_header_list() {
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(HOP_BY_HOP_NAMES[index], name.as_str());
+            assert_eq!(hop_by_hop_index(name), Some(index));
+        }
+        assert_eq!(hop_by_hop_index(&header::HOST), None);
+        assert_eq!(hop_by_hop_index(&header::USER_AGENT), None);
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_tokens() {

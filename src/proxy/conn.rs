@@ -261,6 +261,12 @@ pub struct ConnRequestGuard {
 }
 
 impl ConnRequestGuard {
+    /// The idle watch of this connection, for a WebSocket tunnel made from
+    /// the request (built only then: most requests never need one).
+    pub fn tunnel_watch(&self, idle_timeout: Duration) -> TunnelWatch {
+        TunnelWatch::new(self.activity.clone(), idle_timeout)
+    }
+
     /// The HTTP/2 stream's hand-off marker (`None` on HTTP/1, where a
     /// client that stops reading blocks a socket write instead).
     pub fn handoff(&self) -> Option<&Handoff> {

@@ -34,7 +34,7 @@ pub struct RequestCtx {
 impl RequestCtx {
     /// Remembers the matched route (for the record too).
     pub fn set_route(&mut self, route: &Arc<Route>) {
-        self.record.route = Some(route.name.clone());
+        self.record.set_route(route);
         if let Some(trace) = self.record.trace.as_deref_mut() {
             trace.set_route(route);
         }

@@ -48,6 +48,9 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// `server.idle_timeout` when the connection was accepted (a WebSocket
+    /// tunnel made from it obeys it).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Serves one request.
@@ -97,7 +100,10 @@ pub async fn handle(
     // request was refused before its canonical path existed.
     let raw_uri = req.uri().clone();
 
-    let outcome = process(&generation, &mut ctx, req).instrument(span).await;
+    let tunnel = (conn.idle_timeout, &in_flight_on_conn);
+    let outcome = process(&generation, &mut ctx, req, tunnel)
+        .instrument(span)
+        .await;
     let mut response = outcome.unwrap_or_else(|reject| {
         ctx.record.rejection = Some(rejection(&reject));
         respond::problem(&reject, &ctx.record.request_id, policy.server.production)
@@ -117,6 +123,7 @@ async fn process(
     generation: &Generation,
     ctx: &mut RequestCtx,
     mut req: Request<Incoming>,
+    (idle_timeout, connection): (std::time::Duration, &ConnRequestGuard),
 ) -> Result<Response<ResponseBody>, Reject> {
     let policy = &generation.policy;
     let server = &policy.server;
@@ -172,6 +179,7 @@ async fn process(
         https: ctx.https,
         request_id: (&policy.request_id.header, &ctx.record.request_id),
         trace: ctx.record.trace.as_ref().and_then(|t| t.outgoing.as_ref()),
+        connection: (connection, idle_timeout),
     };
     let settings = ExchangeSettings {
         retry: route.retry,

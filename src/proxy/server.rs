@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use super::conn::{Activity, ConnSlot, Expiry, TrackedIo, TunnelWatch};
+use super::conn::{Activity, ConnSlot, Expiry, TrackedIo};
 use super::generation;
 use super::pipeline::{ConnInfo, handle};
 use super::protocol::{self, Protocol};
@@ -294,15 +294,14 @@ impl Connection {
         let info = ConnInfo {
             peer: self.peer,
             tls,
+            idle_timeout: self.timeouts.idle,
         };
         if protocol == Protocol::Http2 {
             activity.mark_http2();
         }
         let shared = self.shared.clone();
         let tracker = activity.clone();
-        let tunnel = TunnelWatch::new(activity.clone(), self.timeouts.idle);
-        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(tunnel.clone());
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             // Boxed: hyper keeps the service future's slot inside every
             // connection, so inline it would cost each idle keep-alive
             // connection the size of the whole request path.
@@ -346,18 +345,33 @@ impl Connection {
             header_read: header_timeout,
             idle: idle_timeout,
         } = self.timeouts;
-        // One timer for the connection, moved only when it fires.
+        // One timer for the connection, moved only when it fires. hyper
+        // wakes this task many times per request; the timer and the drain
+        // signal are polled again only when they may be ready (`gate`), not
+        // on every wake-up: each registered this task's waker when first
+        // polled, and that waker stays the same for the task's life.
         let watchdog = tokio::time::sleep(header_timeout.min(idle_timeout));
         tokio::pin!(watchdog);
+        let mut watchdog_polled = false;
+        let drain = self.stop.clone();
         loop {
+            let stopped = gate(self.stop.changed(), || drain.has_changed().unwrap_or(true));
+            let fired = std::future::poll_fn(|cx| {
+                if watchdog_polled && !watchdog.is_elapsed() {
+                    return std::task::Poll::Pending;
+                }
+                watchdog_polled = true;
+                watchdog.as_mut().poll(cx)
+            });
             tokio::select! {
+                biased;
                 result = conn.as_mut() => {
                     if let Err(error) = result {
                         tracing::debug!(peer = %self.peer, %error, "connection ended with an error");
                     }
                     return;
                 }
-                () = &mut watchdog => {
+                () = fired => {
                     let next = match activity.check(header_timeout, idle_timeout) {
                         Ok(at) => at,
                         Err(Expiry::SlowHead) => {
@@ -376,12 +390,31 @@ impl Connection {
                         Err(Expiry::Idle) => return,
                     };
                     watchdog.as_mut().reset(next);
+                    watchdog_polled = false;
                 }
-                _ = self.stop.changed(), if !closing => {
+                _ = stopped, if !closing => {
                     graceful_shutdown(conn.as_mut());
                     closing = true;
                 }
             }
         }
     }
+}
+
+/// Polls `future` on its first poll, and afterwards only when `may_be_ready`
+/// says so. For a future that registers the task's waker on its first poll
+/// and whose readiness can be checked cheaply without polling it (a watch
+/// channel's version): the connection task is woken for every read and
+/// write, and polling such a future each time costs a lock.
+async fn gate<F: std::future::Future>(future: F, may_be_ready: impl Fn() -> bool) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut first = true;
+    std::future::poll_fn(|cx| {
+        if !first && !may_be_ready() {
+            return std::task::Poll::Pending;
+        }
+        first = false;
+        future.as_mut().poll(cx)
+    })
+    .await
 }

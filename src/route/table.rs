@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 
 use super::pattern::{Params, Pattern};
+use crate::observe::metrics::RouteSeries;
 use crate::policy::auth::AuthRequirement;
 use crate::policy::headers::SecurityHeaders;
 use crate::policy::ip_list::IpRule;
@@ -52,6 +53,8 @@ pub struct Route {
     pub ips: Arc<IpRule>,
     /// `require_claims` (SPEC §6.6): every entry must match a JWT's claims.
     pub require_claims: Vec<ClaimEntry>,
+    /// The route's metric series, looked up on its first request.
+    pub series: std::sync::OnceLock<Arc<RouteSeries>>,
 }
 
 impl Route {
@@ -218,6 +221,7 @@ mod tests {
             strip_prefix: None,
             ips: Arc::default(),
             require_claims: Vec::new(),
+            series: Default::default(),
         }
     }
 

@@ -155,6 +155,7 @@ impl Compiler<'_> {
             strip_prefix: self.strip_prefix(r.strip_prefix.as_ref(), &key)?,
             ips: self.ip_rule(r, &key, file)?,
             require_claims,
+            series: Default::default(),
         })
     }
 

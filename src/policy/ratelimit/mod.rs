@@ -259,7 +259,10 @@ impl RateLimitEngine {
                     .zip(&keys)
                     .map(|(l, k)| (k.clone(), l.gcra, !l.rule.shadow))
                     .collect();
-                match redis.decide(request).await {
+                // Boxed: the Redis round trip is a large future, and
+                // inline it would be copied with every request's future
+                // whatever the route's backend.
+                match Box::pin(redis.decide(request)).await {
                     Ok(decision) => limits
                         .iter()
                         .zip(&decision.limits)

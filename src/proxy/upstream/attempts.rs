@@ -30,11 +30,21 @@ pub struct Head {
 }
 
 impl Head {
+    /// A copy of the head for one try of a replayable request.
     fn request(&self, body: UpstreamBody) -> Request<UpstreamBody> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.headers_mut() = self.headers.clone();
+        request
+    }
+
+    /// The head itself, for a request sent once (nothing to copy).
+    fn into_request(self, body: UpstreamBody) -> Request<UpstreamBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.headers_mut() = self.headers;
         request
     }
 }
@@ -53,21 +63,27 @@ impl Upstream {
     /// into `retries`.
     pub(super) async fn exchange(
         &self,
-        head: &Head,
+        head: Head,
         body: PreparedBody,
         progress: &BodyProgress,
         deadline: Instant,
         retries: &mut u32,
     ) -> Result<Response<ExchangeBody>, Reject> {
+        let upgrade = head.upgrade;
         let bytes = match body {
             PreparedBody::Once { body, empty } => {
-                return self.try_once(head, body, empty, progress, deadline).await;
+                let request = head.into_request(body);
+                return self
+                    .try_once(request, upgrade, empty, progress, deadline)
+                    .await;
             }
             PreparedBody::Replay(bytes) => bytes,
         };
         loop {
-            let body = UpstreamBody::replay(bytes.clone());
-            let outcome = self.try_once(head, body, true, progress, deadline).await;
+            let request = head.request(UpstreamBody::replay(bytes.clone()));
+            let outcome = self
+                .try_once(request, upgrade, true, progress, deadline)
+                .await;
             if !self.retry_after(&outcome, *retries, deadline).await {
                 return outcome;
             }
@@ -77,11 +93,12 @@ impl Upstream {
     }
 
     /// One try through the breaker. `body_done` says the client's body was
-    /// complete before it began (replayed or empty).
+    /// complete before it began (replayed or empty); `upgrade`, that it is
+    /// a WebSocket handshake.
     async fn try_once(
         &self,
-        head: &Head,
-        body: UpstreamBody,
+        mut request: Request<UpstreamBody>,
+        upgrade: bool,
         body_done: bool,
         progress: &BodyProgress,
         deadline: Instant,
@@ -92,14 +109,13 @@ impl Upstream {
             .breaker
             .admit(std::time::Instant::now())
             .map_err(Reject::CircuitOpen)?;
-        let mut request = head.request(body);
         if let Some(name) = &self.policy.deadline_header {
             request
                 .headers_mut()
                 .insert(name.clone(), time_left(deadline, Instant::now()));
         }
         let sent = async {
-            if head.upgrade {
+            if upgrade {
                 // Boxed: rare, and a large future (see `Pool::obtain`).
                 let response = Box::pin(self.client.request_upgrade(request)).await?;
                 Ok(response.map(ExchangeBody::Direct))

@@ -149,7 +149,7 @@ impl Upstream {
             .await
             .map_err(|_| Reject::Timeout)??;
         let response = self
-            .exchange(&head, body, &progress, deadline, retries)
+            .exchange(head, body, &progress, deadline, retries)
             .await?;
         let response =
             upgrade::finish_response(response, rewritten.client_upgrade, rewritten.tunnel_watch)?;

@@ -15,8 +15,9 @@ use super::upgrade::{self, WEBSOCKET};
 use crate::config::UpstreamPolicy;
 use crate::observe::trace::{self, Outgoing};
 use crate::policy::forward;
+use crate::policy::headers::remove_if_present;
 use crate::policy::headers::strip_fixed_hop_by_hop;
-use crate::proxy::conn::TunnelWatch;
+use crate::proxy::conn::{ConnRequestGuard, TunnelWatch};
 use crate::proxy::reject::Reject;
 
 /// Where a request goes and what the rewrite must know of its client.
@@ -34,6 +35,9 @@ pub struct ForwardTarget<'a> {
     /// palisade's `traceparent` (and the caller's `tracestate`), with
     /// `[tracing] propagate = true`.
     pub trace: Option<&'a Outgoing>,
+    /// The client's connection and its `idle_timeout`, for the idle watch
+    /// of a WebSocket tunnel.
+    pub connection: (&'a ConnRequestGuard, std::time::Duration),
 }
 
 /// The rewritten request head, and the client side of a WebSocket
@@ -59,19 +63,25 @@ pub fn rewrite(
 ) -> Result<Rewritten, Reject> {
     let websocket = upgrade::requested_websocket(&parts);
     let headers = &mut parts.headers;
+    // `Upgrade` is hop-by-hop: never forwarded, whatever `Connection`
+    // says. Only a WebSocket handshake may switch protocols, and it is
+    // rebuilt below.
     strip_fixed_hop_by_hop(headers);
-    // Never forwarded, whatever `Connection` says: only a WebSocket
-    // handshake may switch protocols, and it is rebuilt below.
-    headers.remove(header::UPGRADE);
-    headers.remove(&HTTP2_SETTINGS);
-    let tunnel_watch = parts.extensions.remove::<TunnelWatch>();
-    let client_upgrade = if websocket {
+    remove_if_present(headers, &HTTP2_SETTINGS);
+    let (client_upgrade, tunnel_watch) = if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, WEBSOCKET.clone());
-        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        let (connection, idle_timeout) = target.connection;
+        (
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+            Some(connection.tunnel_watch(idle_timeout)),
+        )
     } else {
-        None
+        (None, None)
     };
+    // Room for what is set below (X-Forwarded-*, Host, the request ID,
+    // trace context) in one growth: hyper sized the map to what arrived.
+    headers.reserve(6);
     let client_host = headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
