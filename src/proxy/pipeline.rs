@@ -188,10 +188,15 @@ async fn process(
     };
     let body = ctx.record.body_in.clone();
     let mut retries = 0;
-    let exchange = generation
-        .upstream
-        .send(req, &target, settings, body, &mut retries);
-    let exchange = exchange.await;
+    // Boxed: the exchange is the largest part of a request's future, and
+    // inline it would be copied again with every future that holds it
+    // (this one, and hyper's box of `handle`).
+    let exchange = Box::pin(
+        generation
+            .upstream
+            .send(req, &target, settings, body, &mut retries),
+    )
+    .await;
     ctx.record.retries = retries;
     let exchange = exchange?;
     ctx.record.upstream_time = Some(exchange.elapsed);

@@ -114,17 +114,20 @@ impl Upstream {
                 .headers_mut()
                 .insert(name.clone(), time_left(deadline, Instant::now()));
         }
-        let sent = async {
-            if upgrade {
-                // Boxed: rare, and a large future (see `Pool::obtain`).
-                let response = Box::pin(self.client.request_upgrade(request)).await?;
-                Ok(response.map(ExchangeBody::Direct))
-            } else {
-                let response = self.client.request(request).await?;
-                Ok(response.map(ExchangeBody::Pooled))
-            }
+        // The pool's future itself under the deadline, no wrapper around
+        // it: every layer is a copy of the future when it starts.
+        let sent = if upgrade {
+            // Boxed: rare, and a large future (see `Pool::obtain`).
+            let upgrade = Box::pin(self.client.request_upgrade(request));
+            tokio::time::timeout_at(deadline, upgrade)
+                .await
+                .map(|sent| sent.map(|response| response.map(ExchangeBody::Direct)))
+        } else {
+            tokio::time::timeout_at(deadline, self.client.request(request))
+                .await
+                .map(|sent| sent.map(|response| response.map(ExchangeBody::Pooled)))
         };
-        let outcome = match tokio::time::timeout_at(deadline, sent).await {
+        let outcome = match sent {
             Err(_) => Err(Reject::Timeout),
             Ok(Err(failure)) => Err(reject_for(failure, progress)),
             Ok(Ok(response)) => Ok(response),

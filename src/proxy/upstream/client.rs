@@ -78,12 +78,13 @@ impl UpstreamClient {
         })
     }
 
-    /// One exchange on a pooled connection, up to the response headers.
-    pub async fn request(
+    /// One exchange on a pooled connection, up to the response headers
+    /// (the pool's own future, not one wrapped around it).
+    pub fn request(
         &self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<PooledBody>, ClientFailure> {
-        self.pool.send(request).await
+    ) -> impl Future<Output = Result<Response<PooledBody>, ClientFailure>> + '_ {
+        self.pool.send(request)
     }
 
     /// A WebSocket handshake, on a connection of its own.

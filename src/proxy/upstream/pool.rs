@@ -303,9 +303,9 @@ impl PooledBody {
     }
 
     fn release(&mut self) {
-        if let (Some(mut conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
-            // Let the connection see the end of the message it carried.
-            conn.poll_driver(&mut Context::from_waker(Waker::noop()));
+        // Not polled here: the next checkout polls the connection anyway
+        // (to find it closed, or ready for the next request).
+        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
             pool.put(conn);
         }
     }
