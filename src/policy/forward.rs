@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use super::headers::{length_in, length_mask};
+
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `X-Forwarded-Proto`.
@@ -110,21 +112,8 @@ const CLIENT_CLAIMED: [&str; 29] = [
 const SET_BY_PALISADE: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
 
 /// Bit `n` set: some name of [`CLIENT_CLAIMED`] or [`SET_BY_PALISADE`] is
-/// `n` bytes long (all are shorter than 64).
-const CLAIMED_LENGTHS: u64 = {
-    let mut mask = 0u64;
-    let mut i = 0;
-    while i < CLIENT_CLAIMED.len() {
-        mask |= 1 << CLIENT_CLAIMED[i].len();
-        i += 1;
-    }
-    let mut i = 0;
-    while i < SET_BY_PALISADE.len() {
-        mask |= 1 << SET_BY_PALISADE[i].len();
-        i += 1;
-    }
-    mask
-};
+/// `n` bytes long.
+const CLAIMED_LENGTHS: u64 = length_mask(&CLIENT_CLAIMED) | length_mask(&SET_BY_PALISADE);
 
 /// Removes what a client may not claim about itself. From a peer outside
 /// `trusted_proxies`: every [`CLIENT_CLAIMED`] header, and any header that
@@ -135,7 +124,7 @@ pub fn remove_client_claimed(headers: &mut HeaderMap, peer_trusted: bool) {
     let claimed = |name: &HeaderName| {
         let name = name.as_str();
         // Most names have no listed name's length: one bit test each.
-        if name.len() >= 64 || CLAIMED_LENGTHS & (1 << name.len()) == 0 {
+        if !length_in(CLAIMED_LENGTHS, name.len()) {
             return false;
         }
         let underscored = name.bytes().any(|b| b == b'_');
@@ -318,6 +307,34 @@ impl StrippedHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_claimed_name_goes_in_any_spelling() {
+        for name in CLIENT_CLAIMED {
+            let underscored = name.replace('-', "_").to_uppercase();
+            for spelling in [name.to_string(), underscored] {
+                let mut headers = HeaderMap::new();
+                headers.insert(
+                    HeaderName::from_bytes(spelling.as_bytes()).unwrap(),
+                    HeaderValue::from_static("x"),
+                );
+                headers.insert("x-kept", HeaderValue::from_static("y"));
+                remove_client_claimed(&mut headers, false);
+                assert_eq!(headers.len(), 1, "{spelling} stayed");
+                assert!(headers.contains_key("x-kept"));
+            }
+        }
+        for name in SET_BY_PALISADE {
+            let mut headers = HeaderMap::new();
+            let twin = name.replace('-', "_");
+            headers.insert(
+                HeaderName::from_bytes(twin.as_bytes()).unwrap(),
+                HeaderValue::from_static("x"),
+            );
+            remove_client_claimed(&mut headers, true);
+            assert!(headers.is_empty(), "{twin} stayed");
+        }
+    }
 
     #[test]
     fn peer_addresses_are_written_as_display_writes_them() {

@@ -171,21 +171,33 @@ const HOP_BY_HOP_NAMES: [&str; 9] = [
 ];
 
 /// Bit `n` set: some hop-by-hop name is `n` bytes long.
-const HOP_BY_HOP_LENGTHS: u32 = {
-    let mut mask = 0u32;
+const HOP_BY_HOP_LENGTHS: u64 = length_mask(&HOP_BY_HOP_NAMES);
+
+/// Bit `n` set: some name of `names` is `n` bytes long (names of 64 bytes
+/// or more are not counted: callers list shorter ones). A header name
+/// whose length is not in the mask is none of them, without comparing.
+pub const fn length_mask(names: &[&str]) -> u64 {
+    let mut mask = 0u64;
     let mut i = 0;
-    while i < HOP_BY_HOP_NAMES.len() {
-        mask |= 1 << HOP_BY_HOP_NAMES[i].len();
+    while i < names.len() {
+        if names[i].len() < 64 {
+            mask |= 1 << names[i].len();
+        }
         i += 1;
     }
     mask
-};
+}
+
+/// Whether a name `len` bytes long may be one of those `mask` was made of.
+pub fn length_in(mask: u64, len: usize) -> bool {
+    len < 64 && mask & (1 << len) != 0
+}
 
 /// The position of `name` in [`HOP_BY_HOP`]: most names are ruled out by
 /// their length alone.
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     let name = name.as_str();
-    if name.len() >= 32 || HOP_BY_HOP_LENGTHS & (1 << name.len()) == 0 {
+    if !length_in(HOP_BY_HOP_LENGTHS, name.len()) {
         return None;
     }
     HOP_BY_HOP_NAMES.iter().position(|listed| *listed == name)
@@ -240,6 +252,15 @@ mod tests {
         }
         assert_eq!(hop_by_hop_index(&header::HOST), None);
         assert_eq!(hop_by_hop_index(&header::USER_AGENT), None);
+    }
+
+    #[test]
+    fn length_masks_admit_exactly_the_listed_lengths() {
+        let mask = length_mask(&["te", "upgrade", &"x".repeat(70)]);
+        assert!(length_in(mask, 2) && length_in(mask, 7));
+        assert!(!length_in(mask, 3) && !length_in(mask, 0));
+        // Lengths of 64 and more are never in a mask (nothing listed is).
+        assert!(!length_in(mask, 70) && !length_in(u64::MAX, 64));
     }
 
     #[test]
