@@ -322,6 +322,12 @@ async fn http11_without_host_or_with_two_is_refused() {
         "GET /open/x HTTP/1.1\r\nHost: a\r\nHost: a\r\nConnection: close\r\n\r\n",
         "GET http://legit/open/x HTTP/1.1\r\nHost: evil\r\nConnection: close\r\n\r\n",
         "GET /open/x HTTP/1.1\r\nHost: user@evil\r\nConnection: close\r\n\r\n",
+        // Absolute form does not stand in for Host on HTTP/1.1 (red team, session 5).
+        "GET http://legit/open/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        // A port is a number up to 65535.
+        "GET /open/x HTTP/1.1\r\nHost: legit:abc\r\nConnection: close\r\n\r\n",
+        "GET /open/x HTTP/1.1\r\nHost: legit:99999\r\nConnection: close\r\n\r\n",
+        "GET http://legit:-1/open/x HTTP/1.1\r\nHost: legit:-1\r\nConnection: close\r\n\r\n",
     ];
     for request in cases {
         let response = raw(server.proxy_addr, request.as_bytes()).await;
@@ -345,7 +351,7 @@ async fn http11_without_host_or_with_two_is_refused() {
             &scrape,
             "palisade_rejections_total{reason=\"host\",route=\"-\"}"
         ),
-        5.0,
+        9.0,
         "{scrape}"
     );
 }

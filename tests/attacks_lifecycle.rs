@@ -366,6 +366,30 @@ async fn a_chunked_response_with_a_content_length_loses_the_length() {
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
 
+#[tokio::test]
+async fn hop_by_hop_headers_of_a_response_never_reach_the_client() {
+    // `HTTP2-Settings` belongs to one connection's h2c upgrade; the red
+    // team of session 5 saw an upstream's copy reach the client.
+    let (addr, _seen) = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nhttp2-settings: AAAA\r\n\
+          Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\
+          Content-Length: 2\r\nConnection: close\r\n\r\nok",
+    )
+    .await;
+    let server = start_palisade(
+        &format!("[upstream]\nurl = \"{{UPSTREAM}}\"\n{OPEN_ROUTES}"),
+        addr,
+    )
+    .await;
+    let response = raw_get(server.proxy_addr, "/file").await;
+    assert_eq!(raw_status(&response), 200, "{response}");
+    let lower = response.to_ascii_lowercase();
+    assert!(lower.contains("x-kept: yes"), "{response}");
+    for hop in ["http2-settings", "keep-alive:", "proxy-connection"] {
+        assert!(!lower.contains(hop), "{hop} reached the client: {response}");
+    }
+}
+
 // === 10 (and its sibling). Keep-alive deadlines ===
 
 #[tokio::test]

@@ -66,6 +66,11 @@ pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
     if hosts.next().is_some() {
         return Err(HeadRejection::DuplicateHost);
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request without `Host` is refused even
+    // when its target is in absolute form.
+    if host.is_none() && version == Version::HTTP_11 {
+        return Err(HeadRejection::MissingHost);
+    }
     if let Some(host) = host {
         let Some(authority) = uri.authority() else {
             // Origin-form, nearly every request: the `Host` alone.
@@ -80,7 +85,6 @@ pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
     }
     match uri.authority() {
         Some(authority) => valid_authority(authority.as_str().as_bytes()).map(|_| ()),
-        None if version == Version::HTTP_11 => Err(HeadRejection::MissingHost),
         None => Ok(()),
     }
 }
@@ -111,12 +115,28 @@ fn valid_host(host: &[u8]) -> Result<(), HeadRejection> {
     Ok(())
 }
 
-/// `host[:port]`: an authority without userinfo.
+/// `host[:port]`: an authority without userinfo, whose port (if any) is
+/// a number up to 65535 (`Authority` alone takes any text after `:`).
 fn valid_authority(bytes: &[u8]) -> Result<Authority, HeadRejection> {
     if bytes.is_empty() || bytes.contains(&b'@') {
         return Err(HeadRejection::BadHost);
     }
-    Authority::try_from(bytes).map_err(|_| HeadRejection::BadHost)
+    let authority = Authority::try_from(bytes).map_err(|_| HeadRejection::BadHost)?;
+    let text = authority.as_str();
+    // An IPv6 literal's colons are inside its brackets.
+    let after_host = match text.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or("", |(_, after)| after),
+        None => text,
+    };
+    if let Some((_, port)) = after_host.rsplit_once(':')
+        && !port.is_empty()
+        && !(port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok())
+    {
+        return Err(HeadRejection::BadHost);
+    }
+    Ok(authority)
 }
 
 /// Refuses a method that equals one of `known` only when case is ignored:
@@ -241,6 +261,24 @@ mod tests {
             Err(HostMismatch)
         );
         assert_eq!(host_check(h2, "http://a@b/x", &[]), Err(BadHost));
+        // Absolute form does not stand in for `Host` on HTTP/1.1.
+        assert_eq!(host_check(h11, "http://a/x", &[]), Err(MissingHost));
+        assert_eq!(host_check(Version::HTTP_10, "http://a/x", &[]), Ok(()));
+    }
+
+    #[test]
+    fn host_ports_are_numbers_up_to_65535() {
+        use HeadRejection::*;
+        let h11 = Version::HTTP_11;
+        for good in ["a:80", "a:65535", "a:", "[::1]", "[::1]:8080", "10.0.0.1:1"] {
+            assert_eq!(host_check(h11, "/x", &[good]), Ok(()), "{good}");
+        }
+        for bad in [
+            "a:abc", "a:99999", "a:65536", "a:-1", "a:+80", "[::1]:x", "a:000080",
+        ] {
+            assert_eq!(host_check(h11, "/x", &[bad]), Err(BadHost), "{bad}");
+        }
+        assert_eq!(host_check(h11, "http://a:abc/x", &["a:abc"]), Err(BadHost));
     }
 
     #[test]

@@ -117,8 +117,9 @@ impl SecurityHeaders {
 }
 
 /// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the
-/// historical `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`).
-static HOP_BY_HOP: [HeaderName; 9] = [
+/// historical `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, and
+/// `HTTP2-Settings`, which belongs to one connection's h2c upgrade).
+static HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -128,6 +129,7 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Removes hop-by-hop headers and every header the `Connection` header
@@ -158,7 +160,7 @@ pub fn strip_fixed_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// [`HOP_BY_HOP`] as text, in the same order.
-const HOP_BY_HOP_NAMES: [&str; 9] = [
+const HOP_BY_HOP_NAMES: [&str; 10] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -168,6 +170,7 @@ const HOP_BY_HOP_NAMES: [&str; 9] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
 ];
 
 /// Bit `n` set: some hop-by-hop name is `n` bytes long.

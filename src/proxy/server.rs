@@ -350,19 +350,11 @@ impl Connection {
         // signal are polled again only when they may be ready (`gate`), not
         // on every wake-up: each registered this task's waker when first
         // polled, and that waker stays the same for the task's life.
-        let watchdog = tokio::time::sleep(header_timeout.min(idle_timeout));
-        tokio::pin!(watchdog);
-        let mut watchdog_polled = false;
+        let mut watchdog = Watchdog::new(header_timeout.min(idle_timeout));
         let drain = self.stop.clone();
         loop {
             let stopped = gate(self.stop.changed(), || drain.has_changed().unwrap_or(true));
-            let fired = std::future::poll_fn(|cx| {
-                if watchdog_polled && !watchdog.is_elapsed() {
-                    return std::task::Poll::Pending;
-                }
-                watchdog_polled = true;
-                watchdog.as_mut().poll(cx)
-            });
+            let fired = std::future::poll_fn(|cx| watchdog.poll_fired(cx));
             tokio::select! {
                 biased;
                 result = conn.as_mut() => {
@@ -389,8 +381,7 @@ impl Connection {
                         }
                         Err(Expiry::Idle) => return,
                     };
-                    watchdog.as_mut().reset(next);
-                    watchdog_polled = false;
+                    watchdog.reset(next);
                 }
                 _ = stopped, if !closing => {
                     graceful_shutdown(conn.as_mut());
@@ -401,13 +392,50 @@ impl Connection {
     }
 }
 
+/// The connection's one timer, polled only when it may have fired: its
+/// first poll after a reset registers the task's waker (the task's waker
+/// stays the same for its life), and afterwards `Sleep::is_elapsed` says
+/// whether polling again can find it fired.
+struct Watchdog {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    registered: bool,
+}
+
+impl Watchdog {
+    fn new(after: Duration) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep(after)),
+            registered: false,
+        }
+    }
+
+    fn poll_fired(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.registered && !self.sleep.is_elapsed() {
+            return std::task::Poll::Pending;
+        }
+        // Unconstrained: with the task's cooperative budget spent, a
+        // `Sleep` answers Pending without registering anything, and this
+        // timer would never be polled again.
+        let polled = std::pin::pin!(tokio::task::unconstrained(self.sleep.as_mut())).poll(cx);
+        self.registered = polled.is_pending();
+        polled
+    }
+
+    fn reset(&mut self, at: tokio::time::Instant) {
+        self.sleep.as_mut().reset(at);
+        self.registered = false;
+    }
+}
+
 /// Polls `future` on its first poll, and afterwards only when `may_be_ready`
 /// says so. For a future that registers the task's waker on its first poll
 /// and whose readiness can be checked cheaply without polling it (a watch
 /// channel's version): the connection task is woken for every read and
 /// write, and polling such a future each time costs a lock.
 async fn gate<F: std::future::Future>(future: F, may_be_ready: impl Fn() -> bool) -> F::Output {
-    let mut future = std::pin::pin!(future);
+    // Unconstrained, so that its first poll registers even when the task's
+    // cooperative budget is spent (see `Watchdog::poll_fired`).
+    let mut future = std::pin::pin!(tokio::task::unconstrained(future));
     let mut first = true;
     std::future::poll_fn(|cx| {
         if !first && !may_be_ready() {
@@ -417,4 +445,65 @@ async fn gate<F: std::future::Future>(future: F, may_be_ready: impl Fn() -> bool
         future.as_mut().poll(cx)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Poll;
+
+    use super::*;
+
+    /// Spends the task's cooperative budget within the current poll (tokio
+    /// operations then answer Pending and wake the task to yield).
+    fn spend_budget(cx: &mut std::task::Context<'_>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..1_000 {
+            tx.send(()).unwrap();
+        }
+        while let Poll::Ready(Some(())) = rx.poll_recv(cx) {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_fires_when_first_polled_without_budget() {
+        let mut watchdog = Watchdog::new(Duration::from_secs(1));
+        std::future::poll_fn(|cx| {
+            spend_budget(cx);
+            assert!(watchdog.poll_fired(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        let fired = std::future::poll_fn(|cx| watchdog.poll_fired(cx));
+        let fired = tokio::time::timeout(Duration::from_secs(60), fired).await;
+        assert!(fired.is_ok(), "the watchdog never fired");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gated_drain_signal_wakes_when_first_polled_without_budget() {
+        let (stop, mut receiver) = watch::channel(false);
+        let probe = receiver.clone();
+        let mut stopped = std::pin::pin!(gate(receiver.changed(), || {
+            probe.has_changed().unwrap_or(true)
+        }));
+        std::future::poll_fn(|cx| {
+            spend_budget(cx);
+            assert!(stopped.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stop.send(true).unwrap();
+        });
+        // Paused time: the send happens at 1 s. Unwoken, the task would
+        // be polled again only by the timeout's timer (which polls the
+        // signal before giving up), at 60 s.
+        let started = tokio::time::Instant::now();
+        let woke = tokio::time::timeout(Duration::from_secs(60), stopped).await;
+        assert!(woke.is_ok());
+        assert_eq!(
+            started.elapsed().as_secs(),
+            1,
+            "the drain signal did not wake the task"
+        );
+    }
 }

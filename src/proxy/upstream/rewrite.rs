@@ -15,7 +15,6 @@ use super::upgrade::{self, WEBSOCKET};
 use crate::config::UpstreamPolicy;
 use crate::observe::trace::{self, Outgoing};
 use crate::policy::forward;
-use crate::policy::headers::remove_if_present;
 use crate::policy::headers::strip_fixed_hop_by_hop;
 use crate::proxy::conn::{ConnRequestGuard, TunnelWatch};
 use crate::proxy::reject::Reject;
@@ -53,8 +52,6 @@ pub struct Rewritten {
     pub tunnel_watch: Option<TunnelWatch>,
 }
 
-static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
-
 /// Rewrites the client's request head for `policy`'s upstream.
 pub fn rewrite(
     mut parts: Parts,
@@ -63,11 +60,10 @@ pub fn rewrite(
 ) -> Result<Rewritten, Reject> {
     let websocket = upgrade::requested_websocket(&parts);
     let headers = &mut parts.headers;
-    // `Upgrade` is hop-by-hop: never forwarded, whatever `Connection`
-    // says. Only a WebSocket handshake may switch protocols, and it is
-    // rebuilt below.
+    // `Upgrade` and `HTTP2-Settings` are hop-by-hop: never forwarded,
+    // whatever `Connection` says. Only a WebSocket handshake may switch
+    // protocols, and it is rebuilt below.
     strip_fixed_hop_by_hop(headers);
-    remove_if_present(headers, &HTTP2_SETTINGS);
     let (client_upgrade, tunnel_watch) = if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, WEBSOCKET.clone());
