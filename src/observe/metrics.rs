@@ -222,13 +222,6 @@ impl Metrics {
     }
 }
 
-impl Metrics {
-    /// Tells one server's metrics from another's (their address).
-    fn identity(&self) -> usize {
-        std::ptr::from_ref(self) as usize
-    }
-}
-
 /// The bounded `method` labels: standard methods as-is, anything else
 /// `OTHER` (the last).
 const METHOD_LABELS: [&str; 10] = [
@@ -269,25 +262,26 @@ pub struct RouteSeries {
     pub upstream_duration: Histogram,
     /// `palisade_requests_total{route, method, status="200"}` by method.
     ok_by_method: [std::sync::OnceLock<IntCounter>; METHOD_LABELS.len()],
-    /// The registry these series belong to (its address): a route shared
-    /// by two servers' policies records into its own server's only.
-    owner: usize,
+    /// The metrics these series belong to: a route shared by two servers'
+    /// policies records into its own server's only. Held weakly, which
+    /// also keeps the address from being reused by another server's.
+    owner: std::sync::Weak<Metrics>,
 }
 
 impl RouteSeries {
     /// The series of the route named `route`.
-    pub fn new(metrics: &Metrics, route: &str) -> Self {
+    pub fn new(metrics: &std::sync::Arc<Metrics>, route: &str) -> Self {
         Self {
             request_duration: metrics.request_duration.with_label_values(&[route]),
             upstream_duration: metrics.upstream_duration.with_label_values(&[route]),
             ok_by_method: Default::default(),
-            owner: metrics.identity(),
+            owner: std::sync::Arc::downgrade(metrics),
         }
     }
 
     /// Whether these are `metrics`' series.
-    pub fn belongs_to(&self, metrics: &Metrics) -> bool {
-        self.owner == metrics.identity()
+    pub fn belongs_to(&self, metrics: &std::sync::Arc<Metrics>) -> bool {
+        std::ptr::eq(self.owner.as_ptr(), std::sync::Arc::as_ptr(metrics))
     }
 
     /// Counts one request in `palisade_requests_total`.
@@ -316,6 +310,25 @@ impl RouteSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_series_count_into_their_own_registry() {
+        let mine = std::sync::Arc::new(Metrics::new().unwrap());
+        let other = std::sync::Arc::new(Metrics::new().unwrap());
+        let series = RouteSeries::new(&mine, "r");
+        assert!(series.belongs_to(&mine) && !series.belongs_to(&other));
+        let get = http::Method::GET;
+        series.count_request(&mine, "r", &get, http::StatusCode::OK);
+        series.count_request(&mine, "r", &get, http::StatusCode::OK);
+        series.count_request(&mine, "r", &get, http::StatusCode::NOT_FOUND);
+        let count = |m: &Metrics, status| {
+            m.requests_total
+                .with_label_values(&["r", "GET", status])
+                .get()
+        };
+        assert_eq!((count(&mine, "200"), count(&mine, "404")), (2, 1));
+        assert_eq!(count(&other, "200"), 0);
+    }
 
     #[test]
     fn renders_every_metric_name() {

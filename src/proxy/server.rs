@@ -346,10 +346,10 @@ impl Connection {
             idle: idle_timeout,
         } = self.timeouts;
         // One timer for the connection, moved only when it fires. hyper
-        // wakes this task many times per request; the timer and the drain
-        // signal are polled again only when they may be ready (`gate`), not
-        // on every wake-up: each registered this task's waker when first
-        // polled, and that waker stays the same for the task's life.
+        // wakes this task many times per request; the timer (`Watchdog`)
+        // and the drain signal (`gate`) are polled again only when they may
+        // be ready, not on every wake-up: each registered this task's waker
+        // when first polled, and that waker stays the same for its life.
         let mut watchdog = Watchdog::new(header_timeout.min(idle_timeout));
         let drain = self.stop.clone();
         loop {

@@ -18,6 +18,7 @@ use crate::proxy::reject::Reject;
 use crate::proxy::retry;
 
 /// The rewritten request head, sent once or once per try.
+#[derive(Clone)]
 pub struct Head {
     /// Method.
     pub method: Method,
@@ -30,16 +31,8 @@ pub struct Head {
 }
 
 impl Head {
-    /// A copy of the head for one try of a replayable request.
-    fn request(&self, body: UpstreamBody) -> Request<UpstreamBody> {
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.headers_mut() = self.headers.clone();
-        request
-    }
-
-    /// The head itself, for a request sent once (nothing to copy).
+    /// The head as a request; a replayable request sends a clone per try,
+    /// one sent once sends the head itself (nothing copied).
     fn into_request(self, body: UpstreamBody) -> Request<UpstreamBody> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method;
@@ -80,7 +73,9 @@ impl Upstream {
             PreparedBody::Replay(bytes) => bytes,
         };
         loop {
-            let request = head.request(UpstreamBody::replay(bytes.clone()));
+            let request = head
+                .clone()
+                .into_request(UpstreamBody::replay(bytes.clone()));
             let outcome = self
                 .try_once(request, upgrade, true, progress, deadline)
                 .await;
