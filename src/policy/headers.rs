@@ -208,8 +208,14 @@ pub fn remove_connection_nominated(
     headers: &mut HeaderMap,
     protected: impl Fn(&HeaderName) -> bool,
 ) {
-    if !headers.contains_key(header::CONNECTION) {
-        return;
+    // The usual cases first: no `Connection`, or one line that is just
+    // `keep-alive` or `close` (every upstream response on a kept-alive
+    // connection), which names nothing to remove.
+    let mut lines = headers.get_all(header::CONNECTION).iter();
+    match (lines.next(), lines.next()) {
+        (None, _) => return,
+        (Some(line), None) if names_nothing(line.as_bytes()) => return,
+        _ => {}
     }
     // Every token of every Connection line names a hop-by-hop header.
     let named: Vec<HeaderName> = headers
@@ -227,6 +233,11 @@ pub fn remove_connection_nominated(
     for extra in named {
         headers.remove(extra);
     }
+}
+
+/// Whether a `Connection` line is only `keep-alive` or `close`.
+fn names_nothing(line: &[u8]) -> bool {
+    line.eq_ignore_ascii_case(b"keep-alive") || line.eq_ignore_ascii_case(b"close")
 }
 
 #[cfg(test)]
@@ -271,6 +282,26 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn a_lone_keep_alive_or_close_line_names_nothing_but_a_second_line_counts() {
+        for plain in ["keep-alive", "Keep-Alive", "close", "CLOSE"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONNECTION, HeaderValue::from_static(plain));
+            headers.insert("x-kept", HeaderValue::from_static("1"));
+            remove_connection_nominated(&mut headers, |_| false);
+            assert_eq!(headers.len(), 2, "{plain}");
+            // The same value followed by a line naming a header.
+            headers.append(header::CONNECTION, HeaderValue::from_static("x-kept"));
+            remove_connection_nominated(&mut headers, |_| false);
+            assert!(!headers.contains_key("x-kept"), "{plain} then x-kept");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close,x-hop"));
+        headers.insert("x-hop", HeaderValue::from_static("1"));
+        remove_connection_nominated(&mut headers, |_| false);
+        assert!(!headers.contains_key("x-hop"));
     }
 
     #[test]

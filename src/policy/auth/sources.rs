@@ -139,7 +139,7 @@ impl<'a> Found<'a> {
 /// Borrowed from the header unless it is not UTF-8 (every request of a
 /// JWT route reads it twice: no copy for either).
 fn header_token<'a>(name: &HeaderName, raw: &'a [u8]) -> Option<Cow<'a, str>> {
-    match String::from_utf8_lossy(raw) {
+    match lossy(raw) {
         Cow::Borrowed(text) => token_text(name, text).map(Cow::Borrowed),
         Cow::Owned(text) => token_text(name, &text).map(|t| Cow::Owned(t.to_string())),
     }
@@ -147,12 +147,12 @@ fn header_token<'a>(name: &HeaderName, raw: &'a [u8]) -> Option<Cow<'a, str>> {
 
 fn token_text<'t>(name: &HeaderName, text: &'t str) -> Option<&'t str> {
     let value = text.trim();
-    match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
-            Some(token.trim())
-        }
+    // `Bearer` in any case, a space, then the token (trimmed).
+    let bearer = value
+        .get(..BEARER.len())
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(BEARER));
+    match value.get(BEARER.len()..).map(str::trim) {
+        Some(token) if bearer && !token.is_empty() => Some(token),
         // Another scheme (Basic, ...) on Authorization counts as no token.
         _ if name == header::AUTHORIZATION => None,
         _ if value.is_empty() => None,
@@ -160,9 +160,17 @@ fn token_text<'t>(name: &HeaderName, text: &'t str) -> Option<&'t str> {
     }
 }
 
+/// The scheme of a bearer credential, with the space after it.
+const BEARER: &str = "bearer ";
+
 /// Bytes as text; anything not UTF-8 will fail verification as malformed.
+/// Valid UTF-8 (every real token) is borrowed after the standard library's
+/// fast check; only other bytes take the slower lossy conversion.
 fn lossy(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// What the cookie sources found, in one pass over every `Cookie` line.

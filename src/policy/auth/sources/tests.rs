@@ -292,3 +292,32 @@ fn a_cookie_line_with_non_ascii_bytes_is_still_read() {
     );
     assert_eq!(token_in(&all_sources(), &map), Err(AuthFailure::Ambiguous));
 }
+
+#[test]
+fn token_text_reads_only_a_bearer_scheme_followed_by_a_space() {
+    let auth = &header::AUTHORIZATION;
+    let other = &HeaderName::from_static("x-token");
+    for (text, on_authorization, on_other) in [
+        ("Bearer abc", Some("abc"), Some("abc")),
+        ("BEARER abc ", Some("abc"), Some("abc")),
+        ("  bearer   abc", Some("abc"), Some("abc")),
+        ("Bearer a b", Some("a b"), Some("a b")),
+        ("Bearer", None, Some("Bearer")),
+        ("Bearer    ", None, Some("Bearer")),
+        ("Bearerx abc", None, Some("Bearerx abc")),
+        ("Bearer\tabc", None, Some("Bearer\tabc")),
+        ("Basic dXNlcg==", None, Some("Basic dXNlcg==")),
+        ("abc", None, Some("abc")),
+        ("Beäre abc", None, Some("Beäre abc")),
+        ("   ", None, None),
+    ] {
+        assert_eq!(token_text(auth, text), on_authorization, "{text:?} on Authorization");
+        assert_eq!(token_text(other, text), on_other, "{text:?} on X-Token");
+    }
+}
+
+#[test]
+fn lossy_borrows_utf8_and_replaces_anything_else() {
+    assert!(matches!(lossy(b"abc.def"), Cow::Borrowed("abc.def")));
+    assert_eq!(lossy(b"ab\xffc"), "ab\u{FFFD}c");
+}
