@@ -18,7 +18,8 @@
 #   get      GET of a ~100-byte body
 #   post16k  POST of a 1 KiB body, 16 KiB response (a wrk Lua script)
 # Per target and round: requests/s, p50/p99 latency, and the proxy's CPU
-# per request: its utime+stime (/proc/PID/stat) over the run / requests.
+# per request: its utime+stime (/proc/PID/stat) over the run / requests, and
+# of it the user-space part (utime; the rest is the kernel's).
 # The table holds medians over the rounds; "vs nginx" columns are medians of
 # the per-round ratios, with their spread (min-max).
 #
@@ -102,17 +103,19 @@ for wl in $WORKLOADS; do
 done
 
 ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+# user-space ticks alone (utime): the rest of a proxy's CPU is the kernel's
+user_ticks() { awk '{sub(/.*\) /, ""); print $12}' "/proc/$1/stat"; }
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
   if (u == "ms") n *= 1000; else if (u == "s") n *= 1000000; else if (u == "m") n *= 60000000; printf "%.1f", n }'; }
 # run WORKLOAD TARGET ROUND SECONDS: one wrk run; appends a TSV line unless ROUND is "warm-up"
 run() {
-  local wl=$1 t=$2 r=$3 secs=$4 c0 u0 c1 u1 out reqs rps p50 p99 errs
+  local wl=$1 t=$2 r=$3 secs=$4 c0 u0 c1 u1 s0 s1 out reqs rps p50 p99 errs
   local url="http://127.0.0.1:${tport[$t]}${wl_path[$wl]}"
   kill -0 "${tpid[$t]}" 2>/dev/null || { echo "$t (pid ${tpid[$t]}) is gone" >&2; return 1; }
-  c0=$(ticks "${tpid[$t]}"); u0=$(ticks "$UP_PID")
+  c0=$(ticks "${tpid[$t]}"); u0=$(ticks "$UP_PID"); s0=$(user_ticks "${tpid[$t]}")
   # shellcheck disable=SC2086
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency "${hdr[@]}" ${wl_args[$wl]} "$url")
-  c1=$(ticks "${tpid[$t]}"); u1=$(ticks "$UP_PID")
+  c1=$(ticks "${tpid[$t]}"); u1=$(ticks "$UP_PID"); s1=$(user_ticks "${tpid[$t]}")
   [ "$r" = warm-up ] && return 0
   printf '%s\n' "$out" > "$OUT/wrk-$wl-$t-$r.txt"
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -120,13 +123,13 @@ run() {
   p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
   p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/[^0-9 ]/, ""); for (i = 1; i <= NF; i++) n += $i} END {print n + 0}' <<<"$out")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" "$r" "$rps" "$p50" "$p99" "$reqs" \
-    "$((c1 - c0))" "$((u1 - u0))" "$errs" >> "$OUT/results.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" "$r" "$rps" "$p50" "$p99" "$reqs" \
+    "$((c1 - c0))" "$((u1 - u0))" "$errs" "$((s1 - s0))" >> "$OUT/results.tsv"
   printf '%-8s round %s  %-15s %10s req/s  p50 %8s us  p99 %8s us  errors %s\n' \
     "$wl" "$r" "$t" "$rps" "$p50" "$p99" "$errs" >&2
 }
 
-printf 'workload\ttarget\tround\trps\tp50_us\tp99_us\trequests\tproxy_ticks\tupstream_ticks\terrors\n' > "$OUT/results.tsv"
+printf 'workload\ttarget\tround\trps\tp50_us\tp99_us\trequests\tproxy_ticks\tupstream_ticks\terrors\tproxy_user_ticks\n' > "$OUT/results.tsv"
 rm -f "$OUT"/wrk-*.txt
 start=$(date +%s)
 for wl in $WORKLOADS; do
@@ -164,6 +167,7 @@ for row in rows:
         "rps": float(row["rps"] or 0), "p50": float(row["p50_us"] or 0), "p99": float(row["p99_us"] or 0),
         "cpu": 1e6 * int(row["proxy_ticks"]) / hz / reqs if reqs else float("nan"),
         "up": 1e6 * int(row["upstream_ticks"]) / hz / reqs if reqs else float("nan"),
+        "user": 1e6 * int(row["proxy_user_ticks"]) / hz / reqs if reqs else float("nan"),
         "errors": int(row["errors"] or 0)}
 def med(wl, t, field):
     return median(r[field] for r in data[(wl, t)].values())
@@ -181,15 +185,16 @@ for wl in workloads:
     if not targets:
         continue
     print(f"\n## {wl}: {titles.get(wl, wl)}; medians; \"vs nginx\" = median of per-round ratios (min-max)\n")
-    print("| target | req/s | vs nginx | p50 µs | p99 µs | p99 vs nginx | CPU µs/req | CPU vs nginx | upstream CPU µs/req | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| target | req/s | vs nginx | p50 µs | p99 µs | p99 vs nginx | CPU µs/req | of it user | CPU vs nginx | upstream CPU µs/req | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for t in targets:
         own = t == "upstream"
         cpu = med(wl, t, "cpu")
         errors = sum(r["errors"] for r in data[(wl, t)].values())
         print(f"| {t} | {med(wl, t, 'rps'):.0f} | {fmt(ratio(wl, t, 'nginx', 'rps'))} | {med(wl, t, 'p50'):.0f} "
               f"| {med(wl, t, 'p99'):.0f} | {fmt(ratio(wl, t, 'nginx', 'p99'))} "
-              f"| {cpu:.1f}{' (its own)' if own else ''} | {'-' if own else fmt(ratio(wl, t, 'nginx', 'cpu'))} "
+              f"| {cpu:.1f}{' (its own)' if own else ''} | {med(wl, t, 'user'):.1f} "
+              f"| {'-' if own else fmt(ratio(wl, t, 'nginx', 'cpu'))} "
               f"| {med(wl, t, 'up'):.1f} | {errors} |")
     checks = [
         ("palisade-plain", "nginx", "rps", "palisade plain throughput vs NGINX (target >= 1.0)"),
