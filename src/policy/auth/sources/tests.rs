@@ -311,7 +311,11 @@ fn token_text_reads_only_a_bearer_scheme_followed_by_a_space() {
         ("Beäre abc", None, Some("Beäre abc")),
         ("   ", None, None),
     ] {
-        assert_eq!(token_text(auth, text), on_authorization, "{text:?} on Authorization");
+        assert_eq!(
+            token_text(auth, text),
+            on_authorization,
+            "{text:?} on Authorization"
+        );
         assert_eq!(token_text(other, text), on_other, "{text:?} on X-Token");
     }
 }
