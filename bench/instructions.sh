@@ -7,7 +7,7 @@
 # executed are divided by the requests wrk completed.
 #
 #   bench/instructions.sh [BINARY...]     default: target/release/palisade
-#                     a BINARY named hyper_ceiling (examples/hyper_ceiling.rs)
+#                     a BINARY named hyper_ceiling or tokio_floor (examples/)
 #                     is run as the no-policy reference
 #   DURATION=5 CONNECTIONS=8 POLICY=plain|full
 #   PROFILE_DIR=dir   keep each run's callgrind file there (read it with
@@ -39,8 +39,11 @@ for bin in "${bins[@]}"; do
   palisade_config "$name" "$T_PORT" "$(port)" > "$work/$name.toml"
   out=$work/callgrind.$$.out
   args=(run --config "$work/$name.toml")
-  # examples/hyper_ceiling.rs takes its two addresses instead of a policy.
-  [ "$(basename "$BIN")" = hyper_ceiling ] && args=("127.0.0.1:$T_PORT" "127.0.0.1:$UP")
+  # examples/hyper_ceiling.rs and tokio_floor.rs take their two addresses
+  # instead of a policy.
+  case $(basename "$BIN") in
+    hyper_ceiling|tokio_floor) args=("127.0.0.1:$T_PORT" "127.0.0.1:$UP") ;;
+  esac
   BENCH_JWT_SECRET=$JWT_SECRET valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$BIN" "${args[@]}" >"$work/vg.log" 2>&1 & vg=$!; pids+=("$vg")
   for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$T_PORT/" && break; sleep 0.1; done

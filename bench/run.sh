@@ -31,6 +31,8 @@
 #   BASELINE_BIN=path               target palisade-baseline: another build, same rounds
 #   CEILING_BIN=path                target hyper-ceiling: examples/hyper_ceiling.rs built
 #                                   (cargo build --release --example hyper_ceiling)
+#   FLOOR_BIN=path                  target tokio-floor: examples/tokio_floor.rs built (no
+#                                   HTTP library: what tokio and the kernel cost alone)
 #   WORKLOADS="get post16k"
 #   LOAD_CPU=0 PROXY_CPU=1 REDIS_CPU=0
 #   BENCH_CACHE=~/.cache/palisade-bench   where the Envoy/Traefik wheels go

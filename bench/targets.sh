@@ -30,6 +30,10 @@
 #   hyper-ceiling   examples/hyper_ceiling.rs run by $CEILING_BIN: hyper
 #                   alone, each client connection owning one upstream
 #                   connection, no policy and no bound (a measuring stick)
+#   tokio-floor     examples/tokio_floor.rs run by $FLOOR_BIN: no HTTP
+#                   library, messages found by httparse and relayed as they
+#                   came, one upstream connection each (what tokio and the
+#                   kernel cost alone; a measuring stick, not a proxy)
 #   palisade-baseline  palisade-plain run by $BASELINE_BIN (another build, for
 #                   before/after figures; skipped when BASELINE_BIN is unset)
 #   palisade-plain  one catch-all route, auth none, no limits, no CORS,
@@ -346,6 +350,10 @@ YAML
       # examples/hyper_ceiling.rs: hyper's own floor, no policy, no bound.
       [ -x "${CEILING_BIN:-}" ] || { echo "hyper-ceiling needs CEILING_BIN (cargo build --release --example hyper_ceiling)" >&2; return 1; }
       taskset -c "$cpu" "$CEILING_BIN" "127.0.0.1:$T_PORT" "127.0.0.1:$UP" >"$work/hyper-ceiling.log" 2>&1 & T_PID=$! ;;
+    tokio-floor)
+      # examples/tokio_floor.rs: no HTTP library, bytes relayed as they came.
+      [ -x "${FLOOR_BIN:-}" ] || { echo "tokio-floor needs FLOOR_BIN (cargo build --release --example tokio_floor)" >&2; return 1; }
+      taskset -c "$cpu" "$FLOOR_BIN" "127.0.0.1:$T_PORT" "127.0.0.1:$UP" >"$work/tokio-floor.log" 2>&1 & T_PID=$! ;;
     palisade-*)
       if [ "$name" = palisade-baseline ] && [ ! -x "${BASELINE_BIN:-}" ]; then
         echo "palisade-baseline needs BASELINE_BIN (an executable palisade)" >&2
