@@ -107,20 +107,19 @@ for wl in $WORKLOADS; do
   done
 done
 
-ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
-# user-space ticks alone (utime): the rest of a proxy's CPU is the kernel's
-user_ticks() { awk '{sub(/.*\) /, ""); print $12}' "/proc/$1/stat"; }
+# CPU ticks of PID: utime+stime, then utime alone (the rest is the kernel's)
+ticks() { awk '{sub(/.*\) /, ""); print $12 + $13, $12}' "/proc/$1/stat"; }
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
   if (u == "ms") n *= 1000; else if (u == "s") n *= 1000000; else if (u == "m") n *= 60000000; printf "%.1f", n }'; }
 # run WORKLOAD TARGET ROUND SECONDS: one wrk run; appends a TSV line unless ROUND is "warm-up"
 run() {
-  local wl=$1 t=$2 r=$3 secs=$4 c0 u0 c1 u1 s0 s1 out reqs rps p50 p99 errs
+  local wl=$1 t=$2 r=$3 secs=$4 c0 cu0 u0 c1 cu1 u1 out reqs rps p50 p99 errs
   local url="http://127.0.0.1:${tport[$t]}${wl_path[$wl]}"
   kill -0 "${tpid[$t]}" 2>/dev/null || { echo "$t (pid ${tpid[$t]}) is gone" >&2; return 1; }
-  c0=$(ticks "${tpid[$t]}"); u0=$(ticks "$UP_PID"); s0=$(user_ticks "${tpid[$t]}")
+  read -r c0 cu0 < <(ticks "${tpid[$t]}"); read -r u0 _ < <(ticks "$UP_PID")
   # shellcheck disable=SC2086
   out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --latency "${hdr[@]}" ${wl_args[$wl]} "$url")
-  c1=$(ticks "${tpid[$t]}"); u1=$(ticks "$UP_PID"); s1=$(user_ticks "${tpid[$t]}")
+  read -r c1 cu1 < <(ticks "${tpid[$t]}"); read -r u1 _ < <(ticks "$UP_PID")
   [ "$r" = warm-up ] && return 0
   printf '%s\n' "$out" > "$OUT/wrk-$wl-$t-$r.txt"
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
@@ -129,7 +128,7 @@ run() {
   p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   errs=$(awk '/Non-2xx/ {n += $NF} /Socket errors/ {gsub(/[^0-9 ]/, ""); for (i = 1; i <= NF; i++) n += $i} END {print n + 0}' <<<"$out")
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$wl" "$t" "$r" "$rps" "$p50" "$p99" "$reqs" \
-    "$((c1 - c0))" "$((u1 - u0))" "$errs" "$((s1 - s0))" >> "$OUT/results.tsv"
+    "$((c1 - c0))" "$((u1 - u0))" "$errs" "$((cu1 - cu0))" >> "$OUT/results.tsv"
   printf '%-8s round %s  %-15s %10s req/s  p50 %8s us  p99 %8s us  errors %s\n' \
     "$wl" "$r" "$t" "$rps" "$p50" "$p99" "$errs" >&2
 }

@@ -195,7 +195,7 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
 /// `remove` for a name that is usually absent: comparing the few names
 /// present is much cheaper than hashing `name` for a lookup that finds
 /// nothing, on every request and response.
-pub fn remove_if_present(headers: &mut HeaderMap, name: &HeaderName) {
+fn remove_if_present(headers: &mut HeaderMap, name: &HeaderName) {
     if headers.keys().any(|present| present == name) {
         headers.remove(name);
     }
@@ -224,9 +224,7 @@ pub fn remove_connection_nominated(
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
         .map(str::trim)
         // The usual values name nothing to remove beyond the fixed set.
-        .filter(|token| {
-            !(token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close"))
-        })
+        .filter(|token| !names_nothing(token.as_bytes()))
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .filter(|name| hop_by_hop_index(name).is_none() && !protected(name))
         .collect();
@@ -235,7 +233,8 @@ pub fn remove_connection_nominated(
     }
 }
 
-/// Whether a `Connection` line is only `keep-alive` or `close`.
+/// Whether a `Connection` line or token is only `keep-alive` or `close`
+/// (they name no header to remove).
 fn names_nothing(line: &[u8]) -> bool {
     line.eq_ignore_ascii_case(b"keep-alive") || line.eq_ignore_ascii_case(b"close")
 }
