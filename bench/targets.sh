@@ -48,6 +48,8 @@
 #                   spans exported to a local OTLP sink (an NGINX answering
 #                   200 to POST /v1/traces, started here, pinned to $REDIS_CPU
 #                   like Redis: the collector's work is not the proxy's)
+#   palisade-NAME-h1  any palisade target above with server.http1_engine =
+#                   "palisade" (its own HTTP/1 engine); the others run hyper's
 # Every target is sent the same request: the Authorization bearer token
 # $TOKEN (palisade-full verifies it; the others pass it on) and an Origin.
 
@@ -178,10 +180,13 @@ NGINX
 }
 
 palisade_config() {   # NAME PORT ADMIN_PORT [REDIS_PORT]
-  local name=$1 p=$2 adm=$3 rds=${4:-}
+  local name=$1 p=$2 adm=$3 rds=${4:-} engine=hyper
+  # NAME-h1: the same target served by palisade's own HTTP/1 engine.
+  case $name in *-h1) name=${name%-h1}; engine=palisade ;; esac
   cat <<TOML
 [server]
 listen = "127.0.0.1:$p"
+http1_engine = "$engine"
 workers = 1
 max_connections = 20000
 idle_timeout = "300s"
@@ -375,13 +380,13 @@ YAML
         return 1
       fi
       local rds=""
-      if [ "$name" = palisade-redis ]; then
+      if [ "${name%-h1}" = palisade-redis ]; then
         rds=$(port)
         taskset -c "${REDIS_CPU:-0}" redis-server --port "$rds" --bind 127.0.0.1 --save "" \
           --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
         wait_port "$rds"
       fi
-      [ "$name" = palisade-otlp ] && start_otlp_sink "${REDIS_CPU:-0}"
+      [ "${name%-h1}" = palisade-otlp ] && start_otlp_sink "${REDIS_CPU:-0}"
       palisade_config "$name" "$T_PORT" "$(port)" "$rds" > "$work/$name.toml"
       local palisade_bin=$BIN
       [ "$name" = palisade-baseline ] && palisade_bin=$BASELINE_BIN

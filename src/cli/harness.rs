@@ -19,6 +19,7 @@ use prometheus::core::Collector;
 use super::stub::{Received, Stub};
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
+use crate::policy::body::RequestBody;
 use crate::policy::ratelimit::local::LimiterRegistry;
 use crate::policy::ratelimit::{KeyInputs, RateLimitEngine};
 use crate::proxy::conn::Activity;
@@ -142,7 +143,8 @@ impl Harness {
                 tls: false,
                 idle_timeout: std::time::Duration::from_secs(60),
             };
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let req = req.map(RequestBody::Hyper);
                 handle(shared.clone(), info, activity.request_started(), req)
             });
             hyper::server::conn::http1::Builder::new()

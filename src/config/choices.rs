@@ -68,6 +68,17 @@ word_enum! {
 }
 
 word_enum! {
+    /// `server.http1_engine`: what serves plaintext HTTP/1.1 connections.
+    Http1Engine {
+        /// hyper's HTTP/1 server (the default).
+        Hyper = "hyper",
+        /// palisade's own, for requests without a body; the rest of a
+        /// connection goes to hyper at the first other request.
+        Palisade = "palisade",
+    }
+}
+
+word_enum! {
     /// `log.format`.
     LogFormat {
         /// JSON lines.

@@ -12,6 +12,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use super::choices::Http1Engine;
 use super::error::ConfigError;
 use super::expand::Env;
 use super::file::FileConfig;
@@ -115,6 +116,8 @@ pub struct ServerPolicy {
     pub shutdown_grace: Duration,
     /// Serving threads (0 = one per available core).
     pub workers: usize,
+    /// What serves plaintext HTTP/1.1 connections.
+    pub http1_engine: Http1Engine,
 }
 
 /// `[upstream]`, compiled.

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::choices::{
-    Backend, Environment, HmacAlgorithm, HmacEncoding, HmacPresetName, LogFormat, RateHeaders,
-    RedisErrorMode, RetryOn,
+    Backend, Environment, HmacAlgorithm, HmacEncoding, HmacPresetName, Http1Engine, LogFormat,
+    RateHeaders, RedisErrorMode, RetryOn,
 };
 use super::values::{Dur, OneOrMany, Secret, Size, Text, TextList, Url};
 
@@ -49,6 +49,7 @@ pub struct ServerFile {
     pub trusted_proxies: Vec<Text>,
     pub shutdown_grace: Dur,
     pub workers: usize,
+    pub http1_engine: Http1Engine,
 }
 
 impl Default for ServerFile {
@@ -65,6 +66,7 @@ impl Default for ServerFile {
             trusted_proxies: Vec::new(),
             shutdown_grace: Dur::secs(20),
             workers: 0,
+            http1_engine: Http1Engine::Hyper,
         }
     }
 }

@@ -12,6 +12,46 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+/// A client's request body as the pipeline receives it: hyper's stream, or
+/// nothing at all (a request palisade's own HTTP/1 reader took, which it
+/// takes only when the head declares no body: see `proxy::h1`).
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Read by hyper from the client connection.
+    Hyper(Incoming),
+    /// The request has no body.
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// Shared between the body (in the client's hands) and the pipeline, which
 /// needs to know afterwards why a send failed and how much came in.
 #[derive(Debug, Default)]
@@ -39,7 +79,7 @@ pin_project_lite::pin_project! {
     /// A client body with a byte cap.
     pub struct LimitedBody {
         #[pin]
-        inner: Incoming,
+        inner: RequestBody,
         limit: u64,
         seen: u64,
         progress: Arc<BodyProgress>,
@@ -48,7 +88,7 @@ pin_project_lite::pin_project! {
 
 impl LimitedBody {
     /// Wraps `inner`, failing once more than `limit` bytes have passed.
-    pub fn new(inner: Incoming, limit: u64, progress: Arc<BodyProgress>) -> Self {
+    pub fn new(inner: RequestBody, limit: u64, progress: Arc<BodyProgress>) -> Self {
         Self {
             inner,
             limit,
@@ -157,7 +197,7 @@ impl Body for UpstreamBody {
 
 /// Reads a small body whole (for replay), still enforcing `limit`.
 pub async fn collect_for_replay(
-    inner: Incoming,
+    inner: RequestBody,
     limit: u64,
     progress: Arc<BodyProgress>,
 ) -> Result<Bytes, BodyError> {
@@ -172,7 +212,7 @@ pub async fn collect_for_replay(
 #[derive(Debug)]
 pub enum ClientBody {
     /// Not read yet: streamed through the limit.
-    Streaming(Incoming),
+    Streaming(RequestBody),
     /// Read whole before authentication.
     Held(Bytes),
 }
@@ -180,7 +220,7 @@ pub enum ClientBody {
 /// Reads the whole body, at most `limit` bytes (beyond: `TooLarge`, and
 /// nothing was sent anywhere): the one place palisade holds a body.
 pub async fn hold(
-    inner: Incoming,
+    inner: RequestBody,
     limit: u64,
     progress: Arc<BodyProgress>,
 ) -> Result<Bytes, BodyError> {

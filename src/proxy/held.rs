@@ -7,10 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
-use hyper::body::Incoming;
 
 use super::reject::Reject;
-use crate::policy::body::{self, BodyError, BodyProgress, ClientBody};
+use crate::policy::body::{self, BodyError, BodyProgress, ClientBody, RequestBody};
 use crate::policy::limits;
 use crate::route::Route;
 
@@ -18,7 +17,7 @@ use crate::route::Route;
 /// bytes when the route accepts `hmac:` (beyond `max_body`: 413, and the
 /// upstream is never contacted).
 pub async fn hold_body(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     route: &Route,
     progress: &Arc<BodyProgress>,
 ) -> Result<(Request<ClientBody>, Option<Bytes>), Reject> {

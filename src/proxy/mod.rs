@@ -6,6 +6,7 @@ pub mod capped;
 pub mod conn;
 pub mod ctx;
 pub mod generation;
+pub mod h1;
 pub mod held;
 pub mod pipeline;
 pub mod protocol;

@@ -20,7 +20,6 @@ use std::sync::Arc;
 
 use http::header;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tracing::Instrument;
 
 use super::conn::ConnRequestGuard;
@@ -35,6 +34,7 @@ use crate::config::Policy;
 use crate::observe::access::{Rejection, RequestRecord};
 use crate::observe::trace;
 use crate::policy::auth::Signed;
+use crate::policy::body::RequestBody;
 use crate::policy::ratelimit::{self, KeyInputs};
 use crate::policy::{
     cors, forward, head, identity, ip_list, limits, require_claims, sanitize, tenant,
@@ -58,7 +58,7 @@ pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     in_flight_on_conn: ConnRequestGuard,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let generation = shared.current.load_full();
     let policy = &generation.policy;
@@ -122,7 +122,7 @@ pub async fn handle(
 async fn process(
     generation: &Generation,
     ctx: &mut RequestCtx,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
     (idle_timeout, connection): (std::time::Duration, &ConnRequestGuard),
 ) -> Result<Response<ResponseBody>, Reject> {
     let policy = &generation.policy;
@@ -214,7 +214,7 @@ enum Matched {
 
 /// Route match (404, 405) and the preflight decision, with one lookup on
 /// every request but an `OPTIONS` preflight for a route without CORS.
-fn match_route(policy: &Policy, req: &Request<Incoming>, path: &str) -> Result<Matched, Reject> {
+fn match_route(policy: &Policy, req: &Request<RequestBody>, path: &str) -> Result<Matched, Reject> {
     let preflight = match (&policy.cors, req.headers().contains_key(header::ORIGIN)) {
         (Some(_), true) => cors::preflight_method(req),
         _ => None,

@@ -4,6 +4,7 @@
 //! Every `[server]` setting is read from the current generation when a
 //! connection is accepted, so a reload applies to the next connection.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +20,16 @@ use tokio_rustls::TlsAcceptor;
 
 use super::conn::{Activity, ConnSlot, Expiry, TrackedIo};
 use super::generation;
+use super::h1;
 use super::pipeline::{ConnInfo, handle};
 use super::protocol::{self, Protocol};
+use super::response_body::ResponseBody;
 use super::state::{Persistent, Shared};
 use crate::admin;
 use crate::config::Policy;
+use crate::config::choices::Http1Engine;
 use crate::observe::metrics::Metrics;
+use crate::policy::body::RequestBody;
 
 /// Why the server could not start (exit code 3 for binds, 1 otherwise).
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +207,7 @@ async fn serve_proxy(
             peer,
             shared: shared.clone(),
             head_buffer: protocol::buffer_size(server),
+            engine: server.http1_engine,
             stop: stop.clone(),
             timeouts: ConnTimeouts {
                 header_read: server.header_read_timeout,
@@ -229,6 +235,8 @@ struct Connection {
     shared: Arc<Shared>,
     /// hyper's head buffer, from `[server]` at accept.
     head_buffer: usize,
+    /// `server.http1_engine` at accept.
+    engine: Http1Engine,
     stop: watch::Receiver<bool>,
     /// Read from the policy current when the connection was accepted.
     timeouts: ConnTimeouts,
@@ -299,27 +307,32 @@ impl Connection {
         if protocol == Protocol::Http2 {
             activity.mark_http2();
         }
-        let shared = self.shared.clone();
-        let tracker = activity.clone();
-        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            // Boxed: hyper keeps the service future's slot inside every
-            // connection, so inline it would cost each idle keep-alive
-            // connection the size of the whole request path.
-            Box::pin(handle(shared.clone(), info, tracker.request_started(), req))
-        });
         // Boxed: the connection lives on the heap at its own size, and the
         // task's future stays small whichever protocol it serves.
-        let io = TokioIo::new(io);
         match protocol {
+            Protocol::Http1 if !tls && self.engine == Http1Engine::Palisade => {
+                let context = h1::ConnContext {
+                    shared: self.shared.clone(),
+                    info,
+                    activity: activity.clone(),
+                    head_buffer: self.head_buffer,
+                };
+                let conn = h1::Connection::new(io, context);
+                self.watch(Box::pin(conn), |c| c.graceful_shutdown(), &activity)
+                    .await;
+            }
             Protocol::Http1 => {
+                let service = proxy_service(self.shared.clone(), info, activity.clone());
                 let conn = protocol::http1_builder(self.head_buffer)
-                    .serve_connection(io, service)
+                    .serve_connection(TokioIo::new(io), service)
                     .with_upgrades();
                 self.watch(Box::pin(conn), |c| c.graceful_shutdown(), &activity)
                     .await;
             }
             Protocol::Http2 => {
-                let conn = protocol::http2_builder(self.head_buffer).serve_connection(io, service);
+                let service = proxy_service(self.shared.clone(), info, activity.clone());
+                let conn = protocol::http2_builder(self.head_buffer)
+                    .serve_connection(TokioIo::new(io), service);
                 self.watch(Box::pin(conn), |c| c.graceful_shutdown(), &activity)
                     .await;
             }
@@ -328,13 +341,14 @@ impl Connection {
 
     /// Drives `conn` until it ends, a deadline passes, or the server
     /// drains (then in-flight requests finish first).
-    async fn watch<C>(
+    async fn watch<C, E>(
         mut self,
         mut conn: std::pin::Pin<Box<C>>,
         graceful_shutdown: fn(std::pin::Pin<&mut C>),
         activity: &Activity,
     ) where
-        C: std::future::Future<Output = Result<(), hyper::Error>>,
+        C: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
     {
         let mut closing = false;
         if *self.stop.borrow() {
@@ -391,6 +405,37 @@ impl Connection {
         }
     }
 }
+
+/// The service hyper calls for each request of a connection.
+pub(super) fn proxy_service(
+    shared: Arc<Shared>,
+    info: ConnInfo,
+    activity: Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<ResponseBody>,
+    Error = Infallible,
+    Future = Handling,
+> + Clone {
+    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        // Boxed: hyper keeps the service future's slot inside every
+        // connection, so inline it would cost each idle keep-alive
+        // connection the size of the whole request path.
+        let req = req.map(RequestBody::Hyper);
+        let future: Handling = Box::pin(handle(
+            shared.clone(),
+            info,
+            activity.request_started(),
+            req,
+        ));
+        future
+    })
+}
+
+/// One request's future, as hyper holds it.
+type Handling = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<hyper::Response<ResponseBody>, Infallible>> + Send>,
+>;
 
 /// The connection's one timer, polled only when it may have fired: its
 /// first poll after a reset registers the task's waker (the task's waker

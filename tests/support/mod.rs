@@ -43,9 +43,23 @@ pub async fn start_palisade(config: &str, upstream: SocketAddr) -> palisade::Ser
     if !text.contains("[admin]") {
         text = format!("[admin]\nlisten = \"127.0.0.1:0\"\n{text}");
     }
-    let policy =
+    let mut policy =
         load_str(&text, "test.toml", &test_env()).unwrap_or_else(|e| panic!("test config: {e}"));
+    if let Some(engine) = engine_override() {
+        policy.server.http1_engine = engine;
+    }
     palisade::start(policy).await.expect("palisade starts")
+}
+
+/// `PALISADE_TEST_HTTP1_ENGINE=palisade`: every test server serves plain
+/// HTTP/1.1 with palisade's own engine (`.ci/run` runs the suite so too).
+fn engine_override() -> Option<palisade::config::choices::Http1Engine> {
+    use palisade::config::choices::Http1Engine;
+    match std::env::var("PALISADE_TEST_HTTP1_ENGINE").ok()?.as_str() {
+        "palisade" => Some(Http1Engine::Palisade),
+        "hyper" => Some(Http1Engine::Hyper),
+        other => panic!("PALISADE_TEST_HTTP1_ENGINE={other}: hyper or palisade"),
+    }
 }
 
 /// A finished response.

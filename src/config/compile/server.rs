@@ -66,6 +66,7 @@ impl Compiler<'_> {
             trusted_proxies,
             shutdown_grace: s.shutdown_grace.0,
             workers: s.workers,
+            http1_engine: s.http1_engine,
         })
     }
 

@@ -1,0 +1,401 @@
+//! palisade's own HTTP/1.1 serving for plaintext connections
+//! (`server.http1_engine = "palisade"`), for speed: hyper's HTTP/1
+//! machinery costs more per request than everything else in a plain proxy
+//! (see `bench/RESULTS.md`).
+//!
+//! It serves only what needs no framing decision: a request whose head
+//! declares no body (see [`parse`]). The first head that is anything else
+//! (a body, `Expect`, an upgrade, HTTP/1.0, a head `httparse` refuses, one
+//! larger than the head buffer) hands the connection to hyper for the rest
+//! of its life, with the bytes already read replayed first ([`rewind`]):
+//! from there it is served exactly as on the hyper engine. So request
+//! bodies, chunked coding, `100-continue`, upgrades and every parse error
+//! stay hyper's.
+//!
+//! Per request it does what hyper's server does for such a request:
+//! the same parser and settings, the request handed to the same
+//! `pipeline::handle`, the response head and body framing written by
+//! hyper's rules ([`encode`]), pipelined requests answered in order, a
+//! client that closes while its request is in flight cancels it, and a
+//! graceful shutdown lets the response in flight finish with
+//! `Connection: close`. The connection's deadlines are `proxy::conn`'s, as
+//! for hyper: they watch the socket, not the engine.
+
+mod encode;
+mod parse;
+mod rewind;
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use http_body::Body;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use self::encode::{EncodeError, Framing};
+use self::parse::{Head, PlainRequest};
+use self::rewind::Rewind;
+use super::conn::Activity;
+use super::pipeline::{ConnInfo, handle};
+use super::protocol;
+use super::response_body::ResponseBody;
+use super::state::Shared;
+
+/// Boxed error of a connection that ended badly (logged at debug).
+pub type ConnError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Bytes read ahead of the head buffer's use at a time.
+const READ_CHUNK: usize = 4096;
+/// Response bytes gathered before they are written out: small chunks of
+/// a body that arrive together go out in one write.
+const WRITE_BATCH: usize = 64 * 1024;
+/// A body chunk at least this large is written from where it lies, not
+/// copied behind the head.
+const COPY_LIMIT: usize = 8 * 1024;
+
+/// What serving one connection needs.
+#[derive(Clone)]
+pub struct ConnContext {
+    /// The generation and metrics.
+    pub shared: Arc<Shared>,
+    /// The peer and the connection's settings.
+    pub info: ConnInfo,
+    /// The connection's activity, for its deadlines.
+    pub activity: Arc<Activity>,
+    /// The largest head (hyper's `max_buf_size` after a hand-over).
+    pub head_buffer: usize,
+}
+
+/// One connection served by palisade's engine (and by hyper after a
+/// hand-over). Polled by `server`'s watch loop like hyper's connections.
+pub struct Connection {
+    future: Pin<Box<dyn Future<Output = Result<(), ConnError>> + Send>>,
+    closing: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// Serves `io` until the client leaves or a graceful shutdown ends it.
+    pub fn new<I>(io: I, context: ConnContext) -> Self
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let closing = Arc::new(AtomicBool::new(false));
+        let future = Box::pin(serve(io, context, closing.clone()));
+        Self { future, closing }
+    }
+
+    /// Finishes the request in flight (its response says
+    /// `Connection: close`) and closes; an idle connection closes at once.
+    pub fn graceful_shutdown(self: Pin<&mut Self>) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Future for Connection {
+    type Output = Result<(), ConnError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+/// How a read for the next head ended.
+enum Read {
+    /// Bytes came in.
+    Data,
+    /// The client closed, or a graceful shutdown found nothing started.
+    Over,
+}
+
+async fn serve<I>(
+    mut io: I,
+    context: ConnContext,
+    closing: Arc<AtomicBool>,
+) -> Result<(), ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut buffer = BytesMut::new();
+    let mut out = Vec::new();
+    loop {
+        let request = loop {
+            if !buffer.is_empty() {
+                match parse::read_head(&mut buffer) {
+                    Head::Plain(request) => break request,
+                    Head::Partial => {}
+                    Head::Hyper => return Box::pin(to_hyper(io, buffer, context, closing)).await,
+                }
+            }
+            if buffer.len() >= context.head_buffer {
+                // hyper answers 431 once its own buffer is full.
+                return Box::pin(to_hyper(io, buffer, context, closing)).await;
+            }
+            match read_more(&mut io, &mut buffer, &closing).await? {
+                Read::Data => {}
+                Read::Over => return Ok(()),
+            }
+        };
+        let last = exchange(&mut io, &mut buffer, &mut out, &context, &closing, *request).await?;
+        if last || closing.load(Ordering::Relaxed) {
+            let _ = io.shutdown().await;
+            return Ok(());
+        }
+        if out.capacity() > WRITE_BATCH {
+            out = Vec::new();
+        }
+    }
+}
+
+/// Reads more of the next head; a graceful shutdown ends the wait.
+async fn read_more<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buffer: &mut BytesMut,
+    closing: &AtomicBool,
+) -> std::io::Result<Read> {
+    buffer.reserve(READ_CHUNK);
+    std::future::poll_fn(|cx| {
+        if closing.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(Read::Over));
+        }
+        let read = std::pin::pin!(io.read_buf(buffer));
+        match read.poll(cx) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Ok(Read::Over)),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(Read::Data)),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Serves one request: the pipeline's answer written out. `Ok(true)` when
+/// the connection ends after it.
+async fn exchange<I>(
+    io: &mut I,
+    buffer: &mut BytesMut,
+    out: &mut Vec<u8>,
+    context: &ConnContext,
+    closing: &AtomicBool,
+    request: PlainRequest,
+) -> Result<bool, ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let PlainRequest {
+        request,
+        keep_alive,
+    } = request;
+    let method = request.method().clone();
+    let guard = context.activity.request_started();
+    // Boxed, as on hyper: the request's future is large, and inline it
+    // would be part of every idle connection's state.
+    let mut handling = Box::pin(handle(context.shared.clone(), context.info, guard, request));
+    let response = std::future::poll_fn(|cx| {
+        if let Poll::Ready(Ok(response)) = handling.as_mut().poll(cx) {
+            return Poll::Ready(Some(response));
+        }
+        // hyper's rule: while a request is in flight and nothing of the
+        // next one is buffered, a read that finds the client gone cancels
+        // the request (bytes that do come are the next request's).
+        while buffer.is_empty() {
+            buffer.reserve(READ_CHUNK);
+            match std::pin::pin!(io.read_buf(buffer)).poll(cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    drop(handling);
+    let Some(response) = response else {
+        return Ok(true);
+    };
+    let (parts, mut body) = response.into_parts();
+    let length = if body.is_end_stream() {
+        None
+    } else {
+        Some(body.size_hint().exact())
+    };
+    let keep_alive = keep_alive && !closing.load(Ordering::Relaxed);
+    out.clear();
+    let encoded = match encode::encode_head(&parts, &method, length, keep_alive, out) {
+        Ok(encoded) => encoded,
+        Err(EncodeError::BadLength) => {
+            return Err("the response's Content-Length is invalid".into());
+        }
+        Err(EncodeError::Informational) => return Err("a 1xx response".into()),
+    };
+    drop(parts);
+    let complete = match encoded.framing {
+        Framing::Length(0) => {
+            write_parts(io, out, &[]).await?;
+            true
+        }
+        framing => send_body(io, out, &mut body, framing).await?,
+    };
+    // The body (and with it the request's record and in-flight mark) is
+    // done before the next head is read.
+    drop(body);
+    Ok(encoded.last || !complete)
+}
+
+/// Writes the body after the head in `out`. `Ok(false)` when the body
+/// ended short of its declared length (the connection must end).
+async fn send_body<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    body: &mut ResponseBody,
+    framing: Framing,
+) -> Result<bool, ConnError> {
+    let mut remaining = match framing {
+        Framing::Length(length) => Some(length),
+        Framing::Chunked => None,
+    };
+    loop {
+        let next = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+            // Nothing more for now: what is gathered goes out meanwhile.
+            Poll::Pending if !out.is_empty() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(frame) => Poll::Ready(Some(frame)),
+        })
+        .await;
+        let frame = match next {
+            None => {
+                write_parts(io, out, &[]).await?;
+                continue;
+            }
+            Some(frame) => frame,
+        };
+        let data = match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers are not sent (see `encode`).
+                Err(_) => continue,
+            },
+            Some(Err(error)) => {
+                // The upstream broke off: what is gathered goes out, then
+                // the connection ends (the client sees a cut body).
+                let _ = write_parts(io, out, &[]).await;
+                return Err(error);
+            }
+            None => {
+                return match remaining {
+                    None => {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        write_parts(io, out, &[]).await?;
+                        Ok(true)
+                    }
+                    Some(left) => {
+                        write_parts(io, out, &[]).await?;
+                        Ok(left == 0)
+                    }
+                };
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let data = match &mut remaining {
+            Some(left) => {
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
+                *left -= take as u64;
+                data.slice(..take)
+            }
+            None => {
+                chunk_size(out, data.len());
+                data
+            }
+        };
+        let chunk_end: &[u8] = if remaining.is_none() { b"\r\n" } else { b"" };
+        if data.len() >= COPY_LIMIT {
+            write_parts(io, out, &data).await?;
+            out.extend_from_slice(chunk_end);
+        } else {
+            out.extend_from_slice(&data);
+            out.extend_from_slice(chunk_end);
+        }
+        if remaining == Some(0) {
+            // All that was declared is sent; anything more is dropped,
+            // as hyper does.
+            write_parts(io, out, &[]).await?;
+            return Ok(true);
+        }
+        if out.len() >= WRITE_BATCH {
+            write_parts(io, out, &[]).await?;
+        }
+    }
+}
+
+/// A chunk-size line: the size in hex, then CRLF.
+fn chunk_size(out: &mut Vec<u8>, size: usize) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        out.push(HEX[(size >> (shift * 4)) & 0xF]);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `out` then `data`, in one vectored write where it can, and
+/// empties `out`.
+async fn write_parts<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    data: &[u8],
+) -> std::io::Result<()> {
+    let mut first: &[u8] = out;
+    let mut second: &[u8] = data;
+    while !first.is_empty() || !second.is_empty() {
+        let written = if first.is_empty() {
+            io.write(second).await?
+        } else if second.is_empty() {
+            io.write(first).await?
+        } else {
+            let parts = [IoSlice::new(first), IoSlice::new(second)];
+            io.write_vectored(&parts).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_first = written.min(first.len());
+        first = &first[from_first..];
+        second = &second[written - from_first..];
+    }
+    out.clear();
+    Ok(())
+}
+
+/// The rest of the connection is hyper's: the bytes read so far first.
+async fn to_hyper<I>(
+    io: I,
+    buffer: BytesMut,
+    context: ConnContext,
+    closing: Arc<AtomicBool>,
+) -> Result<(), ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Rewind::new(buffer.freeze(), io));
+    let service = super::server::proxy_service(context.shared, context.info, context.activity);
+    let conn = protocol::http1_builder(context.head_buffer)
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let mut shut_down = false;
+    std::future::poll_fn(|cx| {
+        if !shut_down && closing.load(Ordering::Relaxed) {
+            conn.as_mut().graceful_shutdown();
+            shut_down = true;
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await
+    .map_err(ConnError::from)
+}

@@ -1,0 +1,267 @@
+//! Reading one request head, and deciding whether palisade's own reader
+//! may take the request at all.
+//!
+//! It takes only the plainest request: a complete HTTP/1.1 head in
+//! origin form that declares no body and asks for nothing of the
+//! connection (no `Content-Length`, `Transfer-Encoding`, `Expect`,
+//! `Upgrade` or `TE` line, not `CONNECT`). Everything else, and every head
+//! `httparse` or the `http` types refuse, is [`Head::Hyper`]: the bytes go
+//! to hyper unread, which frames, answers or refuses them exactly as it
+//! does on a connection palisade never read. So this reader decides no
+//! question of message framing that hyper would decide otherwise: a head
+//! it takes has no body, and the next head starts right after it.
+//!
+//! The parser is `httparse` with its default settings, the same crate and
+//! settings hyper's server parses with.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Uri, Version};
+
+use crate::policy::body::RequestBody;
+
+/// Header lines palisade's reader handles in one head; a head with more
+/// goes to hyper (which takes up to 256 and lets the pipeline answer 431).
+const MAX_HEADERS: usize = 64;
+
+/// What the buffered bytes hold.
+#[derive(Debug)]
+pub enum Head {
+    /// Not a whole head yet.
+    Partial,
+    /// A request palisade serves itself; its head was taken off the buffer.
+    Plain(Box<PlainRequest>),
+    /// Everything else: hyper reads it, from the first unread byte.
+    Hyper,
+}
+
+/// A request without a body, and whether the client keeps the connection.
+#[derive(Debug)]
+pub struct PlainRequest {
+    /// The request, body empty.
+    pub request: Request<RequestBody>,
+    /// No `Connection: close` was sent (HTTP/1.1 keeps connections open).
+    pub keep_alive: bool,
+}
+
+/// Where a piece of the head lies in the buffer.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    fn within(outer: &[u8], inner: &[u8]) -> Self {
+        let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
+        Self {
+            start,
+            end: start + inner.len(),
+        }
+    }
+}
+
+/// Header names that make a request something other than a plain one.
+fn needs_hyper(name: &str) -> bool {
+    [
+        "content-length",
+        "transfer-encoding",
+        "expect",
+        "upgrade",
+        "te",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
+}
+
+/// Whether a `Connection` value names `close` (comma-separated tokens,
+/// any case), as hyper reads it.
+pub(super) fn names_close(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// Reads the head at the front of `buffer`. On [`Head::Plain`] the head's
+/// bytes are taken off the buffer; otherwise it is left as it was.
+pub fn read_head(buffer: &mut BytesMut) -> Head {
+    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut lines);
+    let length = match parsed.parse(buffer) {
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(_) => return Head::Hyper,
+    };
+    let (Some(method), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
+        return Head::Hyper;
+    };
+    if !path.starts_with('/') || method == "CONNECT" {
+        return Head::Hyper;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Head::Hyper;
+    };
+    let path = Span::within(buffer, path.as_bytes());
+    let mut keep_alive = true;
+    let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (line, span) in parsed.headers.iter().zip(spans.iter_mut()) {
+        if needs_hyper(line.name) {
+            return Head::Hyper;
+        }
+        if line.name.eq_ignore_ascii_case("connection") && names_close(line.value) {
+            keep_alive = false;
+        }
+        *span = (
+            Span::within(buffer, line.name.as_bytes()),
+            Span::within(buffer, line.value),
+        );
+    }
+    // The head becomes shared bytes that the URI and header values point
+    // into; the buffer keeps what follows (a pipelined request).
+    let head = buffer.split_to(length).freeze();
+    match build(&head, method, path, &spans[..count]) {
+        Some(request) => Head::Plain(Box::new(PlainRequest {
+            request,
+            keep_alive,
+        })),
+        None => {
+            // Put the bytes back for hyper: a head the `http` types refuse
+            // is hyper's to answer (400). Rare; the copy does not matter.
+            let rest = buffer.split();
+            buffer.extend_from_slice(&head);
+            buffer.extend_from_slice(&rest);
+            Head::Hyper
+        }
+    }
+}
+
+/// The request for a parsed head, or `None` where the `http` types refuse
+/// a part of it.
+fn build(
+    head: &Bytes,
+    method: Method,
+    path: Span,
+    lines: &[(Span, Span)],
+) -> Option<Request<RequestBody>> {
+    let uri = Uri::from_maybe_shared(head.slice(path.start..path.end)).ok()?;
+    let mut headers = HeaderMap::with_capacity(lines.len());
+    for (name, value) in lines {
+        let name = HeaderName::from_bytes(&head[name.start..name.end]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value.start..value.end)).ok()?;
+        headers.append(name, value);
+    }
+    let mut request = Request::new(RequestBody::Empty);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Some(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &[u8]) -> (Head, BytesMut) {
+        let mut buffer = BytesMut::from(text);
+        let head = read_head(&mut buffer);
+        (head, buffer)
+    }
+
+    fn plain(text: &[u8]) -> (PlainRequest, BytesMut) {
+        match read(text) {
+            (Head::Plain(request), rest) => (*request, rest),
+            (other, _) => panic!("expected a plain request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_plain_get_is_taken_and_what_follows_stays() {
+        let (req, rest) = plain(
+            b"GET /a/b?c=d HTTP/1.1\r\nHost: x\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next HTTP/1.1\r\n",
+        );
+        let request = req.request;
+        assert!(req.keep_alive);
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri(), "/a/b?c=d");
+        assert_eq!(request.version(), Version::HTTP_11);
+        assert_eq!(request.headers()["host"], "x");
+        let twos: Vec<_> = request.headers().get_all("x-two").iter().collect();
+        assert_eq!(twos, ["1", "2"]);
+        assert_eq!(&rest[..], b"GET /next HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn connection_close_in_any_line_or_token_ends_keep_alive() {
+        for text in [
+            &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nconnection: foo, CLOSE\r\n\r\n",
+            b"GET / HTTP/1.1\r\nCONNECTION:  Close \r\n\r\n",
+        ] {
+            assert!(
+                !plain(text).0.keep_alive,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+        assert!(
+            plain(b"GET / HTTP/1.1\r\nConnection: closed, x-close\r\n\r\n")
+                .0
+                .keep_alive
+        );
+    }
+
+    #[test]
+    fn anything_but_a_plain_head_is_left_whole_for_hyper() {
+        let cases: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nTE: trailers\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\n\r\n",
+            b"GET http://x/ HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX\0: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\0b\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"G@T / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+        ];
+        for text in cases {
+            let (head, rest) = read(text);
+            assert!(
+                matches!(head, Head::Hyper),
+                "{}: {head:?}",
+                String::from_utf8_lossy(text)
+            );
+            assert_eq!(&rest[..], *text, "the bytes stay for hyper");
+        }
+    }
+
+    #[test]
+    fn too_many_lines_go_to_hyper() {
+        let mut text = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            text.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        text.extend_from_slice(b"\r\n");
+        assert!(matches!(read(&text).0, Head::Hyper));
+    }
+
+    #[test]
+    fn a_head_in_pieces_is_partial_until_whole() {
+        let text = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        for cut in 1..text.len() {
+            let (head, rest) = read(&text[..cut]);
+            assert!(matches!(head, Head::Partial), "cut at {cut}");
+            assert_eq!(rest.len(), cut);
+        }
+        assert!(matches!(read(text).0, Head::Plain(_)));
+    }
+}

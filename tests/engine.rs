@@ -1,0 +1,289 @@
+//! `server.http1_engine = "palisade"` against hyper's engine, over raw
+//! sockets: every byte stream here is sent to one palisade on each engine,
+//! in front of the same upstream, and both must answer with the same bytes
+//! (the `date` values and request IDs aside) and send the upstream the same
+//! requests. The streams cover what the engine serves itself (plain heads,
+//! pipelining, `HEAD`, 204/304, streamed and sized bodies, `Connection`
+//! spellings, local refusals) and what it must leave to hyper (bodies,
+//! chunked and ambiguous framing with a smuggled request behind it,
+//! `Expect`, HTTP/1.0, absolute form, obs-fold, bare LF, heads past the
+//! buffer), including a hand-over in the middle of a connection.
+//!
+//! The whole integration suite also runs with the engine on
+//! (`PALISADE_TEST_HTTP1_ENGINE=palisade`, see `.ci/run`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const CONFIG: &str = r#"
+[upstream]
+url = "{UPSTREAM}"
+[auth.secrets.hook]
+header = "X-Hook-Secret"
+value = "${HOOK_SECRET}"
+[[routes]]
+name = "hook"
+path = "/hook/**"
+auth = "secret:hook"
+[[routes]]
+name = "open"
+path = "/**"
+auth = "none"
+"#;
+
+async fn start(engine: &str, upstream: &TestUpstream) -> palisade::Server {
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nhttp1_engine = \"{engine}\"\nmax_header_bytes = \"4KiB\"\n{CONFIG}"
+    );
+    start_palisade(&config, upstream.addr).await
+}
+
+/// Sends `bytes` and reads until the server closes the connection
+/// (`end`: the client closes its side after sending).
+async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], end: bool) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    if end {
+        stream.shutdown().await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the connection closes")
+        .ok();
+    out
+}
+
+/// The answer with what differs between any two runs masked: `date`
+/// values and UUIDs (request IDs, in headers and in the upstream's echo).
+fn masked(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        if line.to_ascii_lowercase().starts_with("date: ") {
+            out.push_str("date: *\r\n");
+        } else {
+            out.push_str(line);
+        }
+    }
+    mask_uuids(&out)
+}
+
+fn mask_uuids(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let shape = [8, 4, 4, 4, 12];
+    let mut out = String::new();
+    let mut i = 0;
+    'scan: while i < bytes.len() {
+        let mut j = i;
+        for (k, len) in shape.iter().enumerate() {
+            let group = &bytes[j..(j + len).min(bytes.len())];
+            if group.len() != *len || !group.iter().all(u8::is_ascii_hexdigit) {
+                out.push(bytes[i] as char);
+                i += 1;
+                continue 'scan;
+            }
+            j += len;
+            if k < 4 {
+                if bytes.get(j) != Some(&b'-') {
+                    out.push(bytes[i] as char);
+                    i += 1;
+                    continue 'scan;
+                }
+                j += 1;
+            }
+        }
+        out.push_str("<uuid>");
+        i = j;
+    }
+    out
+}
+
+/// What the upstream received, request IDs masked.
+fn received(upstream: &TestUpstream, from: usize) -> Vec<String> {
+    upstream.requests()[from..]
+        .iter()
+        .map(|r| {
+            let mut headers: Vec<String> = r
+                .headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+                .collect();
+            headers.sort();
+            mask_uuids(&format!(
+                "{} {} {:?} len={} complete={}",
+                r.method, r.uri, headers, r.body_len, r.complete
+            ))
+        })
+        .collect()
+}
+
+const SMUGGLED: &str = "GET /hook/smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+const LAST: &str = "GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+
+fn cases() -> Vec<(&'static str, Vec<u8>)> {
+    let many_lines: String = (0..100).map(|i| format!("X-Line-{i}: v\r\n")).collect();
+    let long_line = format!("X-Long: {}\r\n", "a".repeat(12 * 1024));
+    let longer_line = format!("X-Long: {}\r\n", "a".repeat(20 * 1024));
+    let cases = vec![
+        ("plain GET", format!("GET /a?b=c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")),
+        (
+            "pipelined",
+            format!("GET /1 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n{LAST}"),
+        ),
+        ("HEAD", format!("HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n{LAST}")),
+        (
+            "204 and 304 from the upstream",
+            format!(
+                "GET /n HTTP/1.1\r\nHost: t\r\nX-Test-Status: 204\r\n\r\nGET /m HTTP/1.1\r\nHost: t\r\nX-Test-Status: 304\r\n\r\n{LAST}"
+            ),
+        ),
+        (
+            "a streamed body of unknown length",
+            format!("GET /s HTTP/1.1\r\nHost: t\r\nX-Test-Stream-Bytes: 200000\r\n\r\n{LAST}"),
+        ),
+        (
+            "refused locally, then served",
+            format!("GET /hook/x HTTP/1.1\r\nHost: t\r\n\r\nGET /a/%2e%2e/b HTTP/1.1\r\nHost: t\r\n\r\nGET /x HTTP/1.1\r\n\r\n{LAST}"),
+        ),
+        (
+            "Connection lines: nominated headers, close in a list",
+            "GET /c HTTP/1.1\r\nHost: t\r\nConnection: x-secret\r\nX-Secret: 1\r\n\r\nGET /d HTTP/1.1\r\nHost: t\r\nConnection: foo, Close\r\n\r\nGET /never HTTP/1.1\r\nHost: t\r\n\r\n".to_string(),
+        ),
+        (
+            "a body hands the connection to hyper",
+            format!("POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET /after HTTP/1.1\r\nHost: t\r\n\r\n{LAST}"),
+        ),
+        (
+            "served, then handed over mid-connection",
+            format!("GET /first HTTP/1.1\r\nHost: t\r\n\r\nPOST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi{LAST}"),
+        ),
+        (
+            "chunked with a smuggled request",
+            format!("POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}{LAST}"),
+        ),
+        (
+            "Content-Length and Transfer-Encoding",
+            format!("POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"),
+        ),
+        (
+            "Transfer-Encoding on a GET",
+            format!("GET /g HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}{LAST}"),
+        ),
+        (
+            "Content-Length: 0 on a GET",
+            format!("GET /z HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n{LAST}"),
+        ),
+        (
+            "Expect: 100-continue",
+            "POST /e HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_string(),
+        ),
+        ("HTTP/1.0", "GET /old HTTP/1.0\r\nHost: t\r\n\r\n".to_string()),
+        ("absolute form", format!("GET http://t/abs HTTP/1.1\r\nHost: t\r\n\r\n{LAST}")),
+        ("obs-fold", format!("GET /f HTTP/1.1\r\nHost: t\r\nX-A: a\r\n b\r\n\r\n{LAST}")),
+        ("bare LF", format!("GET /lf HTTP/1.1\nHost: t\n\n{LAST}")),
+        ("more lines than the engine takes", format!("GET /many HTTP/1.1\r\nHost: t\r\n{many_lines}\r\n{LAST}")),
+        ("a head past max_header_bytes", format!("GET /long HTTP/1.1\r\nHost: t\r\n{long_line}\r\n{LAST}")),
+        ("a head past the buffer", format!("GET /long HTTP/1.1\r\nHost: t\r\n{longer_line}\r\n{LAST}")),
+        ("no Host", format!("GET /nohost HTTP/1.1\r\n\r\n{LAST}")),
+        ("obs-text in a value", "GET /o HTTP/1.1\r\nHost: t\r\nX-O: caf\u{e9}\r\nConnection: close\r\n\r\n".to_string()),
+        ("garbage", "NOT HTTP AT ALL\r\n\r\n".to_string()),
+        ("a partial head, then the client's end", "GET /partial HTTP/1.1\r\nHost: t\r\n".to_string()),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, text)| (name, text.into_bytes()))
+        .collect()
+}
+
+#[tokio::test]
+async fn both_engines_answer_the_same_bytes_the_same_way() {
+    let upstream = TestUpstream::start().await;
+    let hyper = start("hyper", &upstream).await;
+    let own = start("palisade", &upstream).await;
+    for (name, bytes) in cases() {
+        let before = upstream.count();
+        let end = name.contains("client's end");
+        let by_hyper = exchange(hyper.proxy_addr, &bytes, end).await;
+        let middle = upstream.count();
+        let by_own = exchange(own.proxy_addr, &bytes, end).await;
+        assert!(
+            !by_hyper.is_empty() || name.contains("partial"),
+            "{name}: hyper answered nothing"
+        );
+        assert_eq!(
+            masked(&by_own),
+            masked(&by_hyper),
+            "{name}: the answers differ"
+        );
+        let sent_by_hyper = received(&upstream, before)[..middle - before].to_vec();
+        let sent_by_own = received(&upstream, middle);
+        assert_eq!(
+            sent_by_own, sent_by_hyper,
+            "{name}: the upstream got different requests"
+        );
+        for request in &sent_by_own {
+            assert!(
+                !request.contains("/hook/smuggled"),
+                "{name}: smuggled upstream"
+            );
+        }
+    }
+}
+
+/// The half-closed client: hyper cancels a request in flight when the
+/// client's end of the connection is closed; so must the engine, and the
+/// next request on a connection is read only after the answer.
+#[tokio::test]
+async fn a_client_that_closes_while_waiting_gets_nothing_either_way() {
+    let upstream = TestUpstream::start().await;
+    for engine in ["hyper", "palisade"] {
+        let server = start(engine, &upstream).await;
+        let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\nX-Test-Delay-Ms: 300\r\n\r\n")
+            .await
+            .unwrap();
+        stream.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+            .await
+            .expect("the connection closes")
+            .ok();
+        assert!(
+            out.is_empty(),
+            "{engine}: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+}
+
+/// A graceful shutdown while a request is in flight: its answer still
+/// comes, saying `Connection: close`, and then the connection ends.
+#[tokio::test]
+async fn a_drain_finishes_the_request_in_flight_with_connection_close() {
+    let upstream = TestUpstream::start().await;
+    let server = start("palisade", &upstream).await;
+    let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\nX-Test-Delay-Ms: 500\r\n\r\n")
+        .await
+        .unwrap();
+    upstream.wait_for_count(1).await;
+    server.shutdown();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the connection closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1);
+}
