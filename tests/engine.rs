@@ -132,7 +132,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
     let long_line = format!("X-Long: {}\r\n", "a".repeat(12 * 1024));
     let longer_line = format!("X-Long: {}\r\n", "a".repeat(20 * 1024));
     let cases = vec![
-        ("plain GET", format!("GET /a?b=c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")),
+        ("plain GET", "GET /a?b=c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_string()),
         (
             "pipelined",
             format!("GET /1 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n{LAST}"),
