@@ -48,8 +48,9 @@
 #                   spans exported to a local OTLP sink (an NGINX answering
 #                   200 to POST /v1/traces, started here, pinned to $REDIS_CPU
 #                   like Redis: the collector's work is not the proxy's)
-#   palisade-NAME-h1  any palisade target above with server.http1_engine =
-#                   "palisade" (its own HTTP/1 engine); the others run hyper's
+#   palisade-NAME-h1  any palisade target above with palisade's own HTTP/1
+#                   engine on both sides (server. and upstream.http1_engine =
+#                   "palisade"); the others run hyper's
 # Every target is sent the same request: the Authorization bearer token
 # $TOKEN (palisade-full verifies it; the others pass it on) and an Origin.
 
@@ -198,6 +199,7 @@ access_log = false
 level = "warn"
 [upstream]
 url = "http://127.0.0.1:$UP"
+http1_engine = "$engine"
 TOML
   case $name in
     palisade-plain|palisade-baseline|palisade-redis) cat <<TOML

@@ -148,6 +148,8 @@ pub struct UpstreamPolicy {
     /// `deadline_header` (SPEC §6.3): each try carries the milliseconds
     /// left of the route's timeout in it.
     pub deadline_header: Option<HeaderName>,
+    /// What speaks HTTP/1.1 to the upstream.
+    pub http1_engine: Http1Engine,
     /// `[upstream.retry]`.
     pub retry: RetrySettings,
     /// `[upstream.circuit_breaker]`.

@@ -106,6 +106,7 @@ pub struct UpstreamFile {
     pub preserve_host: bool,
     pub ca_file: Option<Text>,
     pub deadline_header: Text,
+    pub http1_engine: Http1Engine,
     pub retry: RetryFile,
     pub circuit_breaker: BreakerFile,
 }
@@ -121,6 +122,7 @@ impl Default for UpstreamFile {
             preserve_host: true,
             ca_file: None,
             deadline_header: Text::from(""),
+            http1_engine: Http1Engine::Hyper,
             retry: RetryFile::default(),
             circuit_breaker: BreakerFile::default(),
         }

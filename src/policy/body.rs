@@ -151,7 +151,7 @@ pin_project_lite::pin_project! {
         /// Streamed, sent once.
         Stream { #[pin] body: LimitedBody },
         /// Buffered (at most `retry::MAX_REPLAY_BYTES`), replayable.
-        Replay { #[pin] body: http_body_util::Full<Bytes> },
+        Replay { #[pin] body: http_body_util::Full<Bytes>, bytes: Bytes },
     }
 }
 
@@ -159,7 +159,16 @@ impl UpstreamBody {
     /// A replayable body.
     pub fn replay(bytes: Bytes) -> Self {
         Self::Replay {
-            body: http_body_util::Full::new(bytes),
+            body: http_body_util::Full::new(bytes.clone()),
+            bytes,
+        }
+    }
+
+    /// The whole body, when it is held in memory (a replayable one).
+    pub fn replay_bytes(&self) -> Option<Bytes> {
+        match self {
+            Self::Replay { bytes, .. } => Some(bytes.clone()),
+            Self::Stream { .. } => None,
         }
     }
 }
@@ -174,7 +183,7 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             UpstreamBodyProj::Stream { body } => body.poll_frame(cx),
-            UpstreamBodyProj::Replay { body } => {
+            UpstreamBodyProj::Replay { body, .. } => {
                 body.poll_frame(cx).map_err(|never| match never {})
             }
         }
@@ -183,14 +192,14 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Stream { body } => body.is_end_stream(),
-            Self::Replay { body } => body.is_end_stream(),
+            Self::Replay { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Stream { body } => body.size_hint(),
-            Self::Replay { body } => body.size_hint(),
+            Self::Replay { body, .. } => body.size_hint(),
         }
     }
 }

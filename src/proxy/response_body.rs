@@ -100,7 +100,7 @@ impl Body for ResponseBody {
         }
         let polled = match &mut self.inner {
             Inner::Upstream(body) => {
-                ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(BoxError::from))
+                ready!(Pin::new(body).poll_frame(cx))
             }
             Inner::Local(body) => {
                 ready!(Pin::new(body).poll_frame(cx)).map(|r| r.map_err(|never| match never {}))

@@ -45,14 +45,19 @@ pub async fn start_palisade(config: &str, upstream: SocketAddr) -> palisade::Ser
     }
     let mut policy =
         load_str(&text, "test.toml", &test_env()).unwrap_or_else(|e| panic!("test config: {e}"));
-    if let Some(engine) = engine_override() {
+    if let Some(engine) = engine_override()
+        && !text.contains("http1_engine")
+    {
         policy.server.http1_engine = engine;
+        policy.upstream.http1_engine = engine;
     }
     palisade::start(policy).await.expect("palisade starts")
 }
 
-/// `PALISADE_TEST_HTTP1_ENGINE=palisade`: every test server serves plain
-/// HTTP/1.1 with palisade's own engine (`.ci/run` runs the suite so too).
+/// `PALISADE_TEST_HTTP1_ENGINE=palisade`: every test server speaks plain
+/// HTTP/1.1 with palisade's own engine on both sides (`server` and
+/// `upstream.http1_engine`; `.ci/run` runs the suite so too), unless the
+/// test's config chooses.
 fn engine_override() -> Option<palisade::config::choices::Http1Engine> {
     use palisade::config::choices::Http1Engine;
     match std::env::var("PALISADE_TEST_HTTP1_ENGINE").ok()?.as_str() {

@@ -91,6 +91,7 @@ impl Compiler<'_> {
                 "" => None,
                 _ => Some(self.header_name(&u.deadline_header, "upstream.deadline_header")?),
             },
+            http1_engine: u.http1_engine,
             retry: self.retry(&u.retry)?,
             breaker: self.breaker(&u.circuit_breaker)?,
         })

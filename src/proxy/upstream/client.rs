@@ -15,6 +15,7 @@ use rustls_pki_types::pem::PemObject;
 
 use super::pool::{Pool, PooledBody};
 use crate::config::UpstreamPolicy;
+use crate::config::choices::Http1Engine;
 use crate::policy::body::{BodyError, UpstreamBody};
 use crate::proxy::capped::Slots;
 
@@ -72,6 +73,7 @@ impl UpstreamClient {
             Slots::new(policy.max_connections),
             policy.pool_max_idle,
             policy.pool_idle_timeout,
+            policy.http1_engine == Http1Engine::Palisade,
         );
         Ok(Self {
             pool: Arc::new(pool),

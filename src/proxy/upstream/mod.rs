@@ -7,6 +7,7 @@
 mod attempts;
 mod client;
 mod pool;
+mod raw;
 mod rewrite;
 mod upgrade;
 
@@ -24,6 +25,7 @@ pub use self::pool::PooledBody;
 pub use self::rewrite::ForwardTarget;
 use super::breaker::Breaker;
 use super::reject::Reject;
+use super::response_body::BoxError;
 use super::retry::{self, RetryBudget};
 use crate::config::UpstreamPolicy;
 use crate::policy::body::{
@@ -72,15 +74,17 @@ pub enum ExchangeBody {
 
 impl Body for ExchangeBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
         match self.get_mut() {
             ExchangeBody::Pooled(body) => std::pin::Pin::new(body).poll_frame(cx),
-            ExchangeBody::Direct(body) => std::pin::Pin::new(body).poll_frame(cx),
+            ExchangeBody::Direct(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|r| r.map_err(BoxError::from))),
         }
     }
 

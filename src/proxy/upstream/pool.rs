@@ -24,7 +24,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response, Uri};
-use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_rustls::HttpsConnector;
@@ -33,6 +32,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tower_service::Service;
 
 use super::client::ClientFailure;
+use super::raw::{self, RawBody, RawConn, RawError, RawFailure};
 use crate::policy::body::UpstreamBody;
 use crate::proxy::capped::{CappedIo, Slots};
 
@@ -43,15 +43,29 @@ pub type Connector = HttpsConnector<HttpConnector>;
 type Io = CappedIo<<Connector as Service<Uri>>::Response>;
 type Driver = http1::Connection<Io, UpstreamBody>;
 
-/// One upstream connection: the handle requests are sent on, and the
-/// future that moves its bytes (polled by whoever holds the connection).
-pub struct Conn {
+/// One upstream connection driven by hyper: the handle requests are sent
+/// on, and the future that moves its bytes (polled by whoever holds the
+/// connection).
+pub struct HyperConn {
     sender: http1::SendRequest<UpstreamBody>,
     driver: Option<Pin<Box<Driver>>>,
+}
+
+/// One upstream connection, idle or in an exchange.
+pub struct Conn {
+    link: Link,
     reused: bool,
 }
 
-impl Conn {
+/// Who speaks HTTP on a connection: hyper, or palisade's own exchange
+/// (`upstream.http1_engine = "palisade"`; a request it does not send
+/// hands the connection to hyper for good).
+enum Link {
+    Hyper(HyperConn),
+    Raw(RawConn<Io>),
+}
+
+impl HyperConn {
     /// Moves the connection's bytes as far as they go now. Once the future
     /// has finished the connection is closed.
     pub fn poll_driver(&mut self, cx: &mut Context<'_>) {
@@ -73,6 +87,30 @@ impl Conn {
         }
         self.sender.poll_ready(cx).map(|ready| ready.is_ok())
     }
+
+    /// A hyper connection over a socket palisade's exchange held.
+    async fn handshake(io: Io) -> Result<Self, ClientFailure> {
+        let (sender, driver) = http1::handshake(io)
+            .await
+            .map_err(|e| ClientFailure::Connect(super::client::error_chain(&e)))?;
+        Ok(Self {
+            sender,
+            driver: Some(Box::pin(driver)),
+        })
+    }
+}
+
+impl Conn {
+    /// Whether an idle connection can take a request now.
+    fn ready_now(&mut self) -> bool {
+        match &mut self.link {
+            Link::Hyper(conn) => {
+                let mut cx = Context::from_waker(Waker::noop());
+                matches!(conn.poll_ready(&mut cx), Poll::Ready(true))
+            }
+            Link::Raw(conn) => conn.idle_and_open(),
+        }
+    }
 }
 
 struct Idle {
@@ -90,6 +128,9 @@ pub struct Pool {
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// `upstream.http1_engine = "palisade"`: new connections start with
+    /// palisade's own exchange.
+    raw: bool,
 }
 
 impl Pool {
@@ -101,6 +142,7 @@ impl Pool {
         slots: Slots,
         max_idle: usize,
         idle_timeout: Duration,
+        raw: bool,
     ) -> Self {
         Self {
             connector,
@@ -110,6 +152,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
+            raw,
         }
     }
 
@@ -118,22 +161,94 @@ impl Pool {
     /// it back when it ends.
     pub async fn send(
         self: &Arc<Self>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ClientFailure> {
+        if self.raw
+            && let Some(payload) = raw::eligible_payload(&request)
+        {
+            let (parts, body) = request.into_parts();
+            return self
+                .send_raw(Request::from_parts(parts, ()), payload, body)
+                .await;
+        }
+        self.send_hyper(request).await
+    }
+
+    /// palisade's own exchange, on a connection it holds; on one hyper
+    /// holds, hyper's.
+    async fn send_raw(
+        self: &Arc<Self>,
+        head: Request<()>,
+        payload: bytes::Bytes,
+        body: UpstreamBody,
+    ) -> Result<Response<PooledBody>, ClientFailure> {
+        loop {
+            let conn = self.obtain().await?;
+            let reused = conn.reused;
+            match conn.link {
+                Link::Raw(raw) => match raw.exchange(&head, &payload).await {
+                    Ok(response) => {
+                        let pool = Arc::downgrade(self);
+                        return Ok(response.map(|body| PooledBody::raw(body, pool)));
+                    }
+                    // A reused connection closed before the request could
+                    // be written: nothing was sent, so send it on another.
+                    Err(RawFailure::Unsent(_)) if reused => {}
+                    Err(RawFailure::Unsent(error) | RawFailure::Broken(error)) => {
+                        return Err(ClientFailure::Reset(error.to_string()));
+                    }
+                },
+                link @ Link::Hyper(_) => {
+                    let (parts, ()) = head.into_parts();
+                    let request = Request::from_parts(parts, body);
+                    return self.send_on(Conn { link, reused }, request).await;
+                }
+            }
+        }
+    }
+
+    /// hyper's exchange.
+    async fn send_hyper(
+        self: &Arc<Self>,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, ClientFailure> {
+        let conn = self.obtain().await?;
+        self.send_on(conn, request).await
+    }
+
+    /// hyper's exchange, starting on `conn`; a request a reused connection
+    /// could not even start goes again on another.
+    async fn send_on(
+        self: &Arc<Self>,
+        mut conn: Conn,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, ClientFailure> {
         loop {
-            let mut conn = self.obtain().await?;
-            match send_on(&mut conn, request).await {
+            let reused = conn.reused;
+            let mut hyper_conn = match conn.link {
+                Link::Hyper(hyper_conn) => hyper_conn,
+                Link::Raw(raw) => match raw.into_io() {
+                    Some(io) => HyperConn::handshake(io).await?,
+                    None => return Err(ClientFailure::Reset("unread upstream bytes".into())),
+                },
+            };
+            match send_on(&mut hyper_conn, request).await {
                 Ok(response) => {
                     let pool = Arc::downgrade(self);
+                    let conn = Conn {
+                        link: Link::Hyper(hyper_conn),
+                        reused,
+                    };
                     return Ok(response.map(|body| PooledBody::new(body, conn, pool)));
                 }
                 Err(mut failed) => match failed.take_message() {
                     // A reused connection closed before the request could
                     // start: nothing was sent, so send it on a new one.
-                    Some(unsent) if conn.reused => request = unsent,
+                    Some(unsent) if reused => request = unsent,
                     _ => return Err(ClientFailure::from_hyper(failed.error())),
                 },
             }
+            conn = self.obtain().await?;
         }
     }
 
@@ -198,7 +313,6 @@ impl Pool {
 
     /// The most recently used idle connection that is still open.
     fn checkout(&self) -> Option<Conn> {
-        let mut cx = Context::from_waker(Waker::noop());
         let now = Instant::now();
         loop {
             let idle = self.idle.lock().ok()?.pop()?;
@@ -206,7 +320,7 @@ impl Pool {
                 continue;
             }
             let mut conn = idle.conn;
-            if let Poll::Ready(true) = conn.poll_ready(&mut cx) {
+            if conn.ready_now() {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -215,7 +329,9 @@ impl Pool {
 
     /// Gives a connection whose exchange is over back to the pool.
     fn put(&self, conn: Conn) {
-        if conn.driver.is_none() || conn.sender.is_closed() {
+        if let Link::Hyper(hyper_conn) = &conn.link
+            && (hyper_conn.driver.is_none() || hyper_conn.sender.is_closed())
+        {
             return;
         }
         let Ok(mut idle) = self.idle.lock() else {
@@ -247,12 +363,13 @@ impl Pool {
 
     async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn, ClientFailure> {
         let io = self.open(slot).await?;
-        let (sender, driver) = http1::handshake(io)
-            .await
-            .map_err(|e| ClientFailure::Connect(super::client::error_chain(&e)))?;
+        let link = if self.raw {
+            Link::Raw(RawConn::new(io))
+        } else {
+            Link::Hyper(HyperConn::handshake(io).await?)
+        };
         Ok(Conn {
-            sender,
-            driver: Some(Box::pin(driver)),
+            link,
             reused: false,
         })
     }
@@ -260,7 +377,7 @@ impl Pool {
 
 /// Sends on `conn` once it is ready, driving it until the response head.
 async fn send_on(
-    conn: &mut Conn,
+    conn: &mut HyperConn,
     request: Request<UpstreamBody>,
 ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
     let ready = std::future::poll_fn(|cx| conn.poll_ready(cx)).await;
@@ -288,16 +405,31 @@ async fn send_on(
 /// then the connection goes back to the pool. Dropped before the end (the
 /// client left), the connection is closed: HTTP/1 cannot abandon a body.
 pub struct PooledBody {
-    body: Incoming,
-    conn: Option<Conn>,
+    inner: Inner,
     pool: std::sync::Weak<Pool>,
+}
+
+enum Inner {
+    /// hyper's body, and the connection it arrives on.
+    Hyper { body: Incoming, conn: Option<Conn> },
+    /// palisade's own exchange's body (it holds its connection).
+    Raw(RawBody<Io>),
 }
 
 impl PooledBody {
     fn new(body: Incoming, conn: Conn, pool: std::sync::Weak<Pool>) -> Self {
         Self {
-            body,
-            conn: Some(conn),
+            inner: Inner::Hyper {
+                body,
+                conn: Some(conn),
+            },
+            pool,
+        }
+    }
+
+    fn raw(body: RawBody<Io>, pool: std::sync::Weak<Pool>) -> Self {
+        Self {
+            inner: Inner::Raw(body),
             pool,
         }
     }
@@ -305,7 +437,14 @@ impl PooledBody {
     fn release(&mut self) {
         // Not polled here: the next checkout polls the connection anyway
         // (to find it closed, or ready for the next request).
-        if let (Some(conn), Some(pool)) = (self.conn.take(), self.pool.upgrade()) {
+        let conn = match &mut self.inner {
+            Inner::Hyper { conn, .. } => conn.take(),
+            Inner::Raw(body) => body.take_reusable().map(|raw| Conn {
+                link: Link::Raw(raw),
+                reused: false,
+            }),
+        };
+        if let (Some(conn), Some(pool)) = (conn, self.pool.upgrade()) {
             pool.put(conn);
         }
     }
@@ -313,37 +452,59 @@ impl PooledBody {
 
 impl http_body::Body for PooledBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = RawError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, RawError>>> {
         let this = &mut *self;
-        if let Some(conn) = &mut this.conn {
-            conn.poll_driver(cx);
-        }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            _ => {}
+        let polled = match &mut this.inner {
+            Inner::Hyper { body, conn } => {
+                if let Some(Conn {
+                    link: Link::Hyper(hyper_conn),
+                    ..
+                }) = conn
+                {
+                    hyper_conn.poll_driver(cx);
+                }
+                let polled = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(Some(Err(_))) = &polled {
+                    *conn = None;
+                }
+                polled.map(|frame| frame.map(|r| r.map_err(RawError::from)))
+            }
+            Inner::Raw(body) => body
+                .poll_data(cx)
+                .map(|data| data.map(|r| r.map(http_body::Frame::data))),
+        };
+        if let Poll::Ready(None) = &polled {
+            this.release();
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.is_end_stream(),
+            Inner::Raw(body) => body.ended(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.size_hint(),
+            Inner::Raw(body) => match body.remaining() {
+                Some(left) => http_body::SizeHint::with_exact(left),
+                None => http_body::SizeHint::default(),
+            },
+        }
     }
 }
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
-        if self.body.is_end_stream() {
+        if http_body::Body::is_end_stream(self) {
             self.release();
         }
     }

@@ -1,0 +1,699 @@
+//! palisade's own HTTP/1.1 exchange with the upstream
+//! (`upstream.http1_engine = "palisade"`), for speed: hyper's client sends
+//! each request through a dispatch channel and each response body through
+//! another, which costs more per request than the rest of a plain proxy's
+//! upstream side.
+//!
+//! It sends only a request whose body is already in memory (empty for
+//! most GETs; see `eligible`); a streamed body goes through hyper on the
+//! same connection (`pool`). The response is read by hyper's client rules
+//! (`proto::h1::role::Client::decoder`): interim 1xx heads are skipped; no
+//! body after `HEAD`, 204 or 304; `Transfer-Encoding` ending in `chunked`
+//! is chunked, any other coding reads to the end; otherwise
+//! `Content-Length` (every value the same number, or the exchange fails),
+//! or to the end. A connection goes back to the pool only after a body
+//! that ended exactly where its framing said, with nothing more buffered,
+//! and when neither side asked to close.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::policy::body::UpstreamBody;
+
+/// Boxed error of a broken exchange or body.
+pub type RawError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Response header lines read at most (hyper's client default).
+const MAX_HEADERS: usize = 100;
+/// The largest response head (hyper's default read buffer limit).
+const MAX_HEAD: usize = 400 * 1024;
+/// Bytes asked of the socket at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// Longest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer bytes skipped after the last chunk.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// The body palisade's exchange would send for `request`: only one held
+/// in memory, on a request that declares no transfer coding of its own.
+pub fn eligible_payload(request: &Request<UpstreamBody>) -> Option<Bytes> {
+    if request.headers().contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    request.body().replay_bytes()
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum RawFailure {
+    /// The request could not be written: nothing reached the upstream
+    /// (on a reused connection, it had closed meanwhile).
+    Unsent(RawError),
+    /// The upstream broke the exchange after the request was sent.
+    Broken(RawError),
+}
+
+/// One upstream connection between exchanges: the socket and what was
+/// read past the last response (nothing, on a reusable connection).
+pub struct RawConn<T> {
+    /// Boxed: a TLS stream is large, and the connection moves with every
+    /// exchange.
+    io: Box<TokioIo<T>>,
+    buffer: BytesMut,
+}
+
+impl<T> RawConn<T>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    /// A fresh connection.
+    pub fn new(io: T) -> Self {
+        Self {
+            io: Box::new(TokioIo::new(io)),
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// The socket, for hyper (only between exchanges, nothing buffered).
+    pub fn into_io(self) -> Option<T> {
+        self.buffer.is_empty().then(|| (*self.io).into_inner())
+    }
+
+    /// Whether an idle connection is still open: the upstream sent nothing
+    /// (a close, or bytes nobody asked for, both end it).
+    pub fn idle_and_open(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut read = ReadBuf::new(&mut probe);
+        matches!(
+            Pin::new(&mut *self.io).poll_read(&mut cx, &mut read),
+            Poll::Pending
+        )
+    }
+
+    /// Sends a request head and its in-memory body, and reads the
+    /// response head. The connection then belongs to the returned body
+    /// until it ends.
+    pub async fn exchange(
+        mut self,
+        request: &Request<()>,
+        payload: &Bytes,
+    ) -> Result<Response<RawBody<T>>, RawFailure> {
+        let mut head = Vec::with_capacity(256);
+        encode_request(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            payload.len(),
+            &mut head,
+        );
+        if let Err(error) = write_all(&mut *self.io, &head, payload).await {
+            return Err(RawFailure::Unsent(error.into()));
+        }
+        let head_request = request.method() == Method::HEAD;
+        let (response, framing, keep_alive) = self
+            .read_head(head_request)
+            .await
+            .map_err(RawFailure::Broken)?;
+        let (parts, ()) = response.into_parts();
+        let body = RawBody {
+            conn: Some(self),
+            framing,
+            keep_alive,
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+
+    async fn read_head(
+        &mut self,
+        head_request: bool,
+    ) -> Result<(Response<()>, Framing, bool), RawError> {
+        loop {
+            if !self.buffer.is_empty() {
+                match parse_response(&mut self.buffer, head_request)? {
+                    Parsed::Partial => {}
+                    Parsed::Interim => continue,
+                    Parsed::Head(response, framing, keep_alive) => {
+                        return Ok((response, framing, keep_alive));
+                    }
+                }
+            }
+            if self.buffer.len() >= MAX_HEAD {
+                return Err("the upstream's response head is too large".into());
+            }
+            if read_some(&mut *self.io, &mut self.buffer, READ_CHUNK).await? == 0 {
+                return Err(
+                    "the upstream closed the connection before a whole response head".into(),
+                );
+            }
+        }
+    }
+}
+
+/// The request head, by hyper's client rules for a body of `length`
+/// bytes: an empty body adds nothing, a body gets its `content-length`.
+fn encode_request(
+    method: &Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    length: usize,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if length > 0 && *name == header::CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if length > 0 {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+enum Parsed {
+    Partial,
+    /// A 1xx head was skipped.
+    Interim,
+    Head(Response<()>, Framing, bool),
+}
+
+fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, RawError> {
+    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut lines);
+    let length = match parsed.parse(buffer)? {
+        httparse::Status::Partial => return Ok(Parsed::Partial),
+        httparse::Status::Complete(length) => length,
+    };
+    let code = parsed.code.unwrap_or(0);
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    if (100..200).contains(&code) && code != 101 {
+        buffer.advance(length);
+        return Ok(Parsed::Interim);
+    }
+    let status = StatusCode::from_u16(code)?;
+    if code == 101 {
+        return Err("the upstream switched protocols unasked".into());
+    }
+    let base = buffer.as_ptr() as usize;
+    let spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = parsed
+        .headers
+        .iter()
+        .map(|line| {
+            let name = line.name.as_ptr() as usize - base;
+            let value = line.value.as_ptr() as usize - base;
+            (
+                name..name + line.name.len(),
+                value..value + line.value.len(),
+            )
+        })
+        .collect();
+    let head = buffer.split_to(length).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for (name, value) in spans {
+        let name = HeaderName::from_bytes(&head[name])?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value))?;
+        headers.append(name, value);
+    }
+    let framing = framing(&headers, version, status, head_request)?;
+    let keep_alive = keeps_alive(&headers, version) && framing != Framing::Close;
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Parsed::Head(response, framing, keep_alive))
+}
+
+/// How the response body is delimited (RFC 9112 §6.3, as hyper reads it).
+fn framing(
+    headers: &HeaderMap,
+    version: Version,
+    status: StatusCode,
+    head_request: bool,
+) -> Result<Framing, RawError> {
+    if head_request || matches!(status.as_u16(), 204 | 304) {
+        return Ok(Framing::Length(0));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err("HTTP/1.0 response with Transfer-Encoding".into());
+        }
+        let chunked = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        return Ok(if chunked {
+            Framing::Chunked(Chunked::Size)
+        } else {
+            Framing::Close
+        });
+    }
+    let mut length: Option<u64> = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return Err("invalid Content-Length from the upstream".into());
+            }
+            let n: u64 = std::str::from_utf8(part)?.parse()?;
+            if length.is_some_and(|first| first != n) {
+                return Err("differing Content-Length values from the upstream".into());
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => Framing::Length(n),
+        None => Framing::Close,
+    })
+}
+
+/// HTTP/1.1 keeps the connection unless a `Connection` line says `close`;
+/// HTTP/1.0 only when one says `keep-alive`.
+fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
+    let has = |token: &[u8]| {
+        headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    if has(b"close") {
+        return false;
+    }
+    version == Version::HTTP_11 || has(b"keep-alive")
+}
+
+/// Where the reading of a body stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked coding, at this point.
+    Chunked(Chunked),
+    /// Until the upstream closes.
+    Close,
+}
+
+/// The chunked decoder's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// In a chunk's data, this many bytes left.
+    Data(u64),
+    /// After a chunk's data: its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one (bytes of
+    /// them skipped so far).
+    Trailers(usize),
+    /// The body ended.
+    Done,
+}
+
+/// The response body of a raw exchange, reading its connection until the
+/// body ends; then `conn` is handed back by the pool (see `take_reusable`).
+pub struct RawBody<T> {
+    conn: Option<RawConn<T>>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl<T> RawBody<T>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    /// Whether the body has ended.
+    pub fn ended(&self) -> bool {
+        matches!(
+            self.framing,
+            Framing::Length(0) | Framing::Chunked(Chunked::Done)
+        )
+    }
+
+    /// The connection, when the body ended exactly where its framing said
+    /// and it may carry another exchange.
+    pub fn take_reusable(&mut self) -> Option<RawConn<T>> {
+        if !self.ended() || !self.keep_alive {
+            return None;
+        }
+        self.conn.take().filter(|conn| conn.buffer.is_empty())
+    }
+
+    /// The bytes left, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Chunked(Chunked::Done) => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of the body.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RawError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.framing {
+                Framing::Length(0) | Framing::Chunked(Chunked::Done) => return Poll::Ready(None),
+                Framing::Length(left) => {
+                    if conn.buffer.is_empty() {
+                        let want = usize::try_from(left).unwrap_or(usize::MAX).min(64 * 1024);
+                        if ready!(poll_read_some(conn, cx, want))? == 0 {
+                            return Poll::Ready(Some(Err(
+                                "the upstream closed the connection mid-body".into(),
+                            )));
+                        }
+                    }
+                    let take = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(conn.buffer.len());
+                    self.framing = Framing::Length(left - take as u64);
+                    return Poll::Ready(Some(Ok(conn.buffer.split_to(take).freeze())));
+                }
+                Framing::Close => {
+                    if conn.buffer.is_empty() && ready!(poll_read_some(conn, cx, READ_CHUNK))? == 0
+                    {
+                        self.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(conn.buffer.split().freeze())));
+                }
+                Framing::Chunked(state) => match step_chunked(state, &mut conn.buffer)? {
+                    Step::Next(state) => self.framing = Framing::Chunked(state),
+                    Step::Data(data, state) => {
+                        self.framing = Framing::Chunked(state);
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                    Step::NeedMore => {
+                        if ready!(poll_read_some(conn, cx, READ_CHUNK))? == 0 {
+                            return Poll::Ready(Some(Err(
+                                "the upstream closed the connection mid-body".into(),
+                            )));
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+enum Step {
+    Next(Chunked),
+    Data(Bytes, Chunked),
+    NeedMore,
+}
+
+/// One step of chunked decoding over what is buffered.
+fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, RawError> {
+    match state {
+        Chunked::Size => {
+            let Some(end) = buffer.iter().position(|&b| b == b'\n') else {
+                if buffer.len() > MAX_CHUNK_LINE {
+                    return Err("chunk-size line too long".into());
+                }
+                return Ok(Step::NeedMore);
+            };
+            let line = buffer.split_to(end + 1);
+            let line = line
+                .strip_suffix(b"\r\n")
+                .ok_or("chunk-size line without CRLF")?;
+            let digits = line.split(|&b| b == b';').next().unwrap_or_default();
+            let digits = digits.trim_ascii_end();
+            if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
+                return Err("invalid chunk size".into());
+            }
+            let size = u64::from_str_radix(std::str::from_utf8(digits)?, 16)?;
+            Ok(Step::Next(if size == 0 {
+                Chunked::Trailers(0)
+            } else {
+                Chunked::Data(size)
+            }))
+        }
+        Chunked::Data(left) => {
+            if buffer.is_empty() {
+                return Ok(Step::NeedMore);
+            }
+            let take = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(buffer.len());
+            let data = buffer.split_to(take).freeze();
+            let rest = left - take as u64;
+            let next = if rest == 0 {
+                Chunked::DataEnd
+            } else {
+                Chunked::Data(rest)
+            };
+            Ok(Step::Data(data, next))
+        }
+        Chunked::DataEnd => {
+            if buffer.len() < 2 {
+                return Ok(Step::NeedMore);
+            }
+            if &buffer[..2] != b"\r\n" {
+                return Err("chunk data not followed by CRLF".into());
+            }
+            buffer.advance(2);
+            Ok(Step::Next(Chunked::Size))
+        }
+        Chunked::Trailers(seen) => {
+            let Some(end) = buffer.iter().position(|&b| b == b'\n') else {
+                if seen + buffer.len() > MAX_TRAILERS {
+                    return Err("trailers too large".into());
+                }
+                return Ok(Step::NeedMore);
+            };
+            let line = buffer.split_to(end + 1);
+            if line.as_ref() == b"\r\n" {
+                return Ok(Step::Next(Chunked::Done));
+            }
+            if !line.ends_with(b"\r\n") {
+                return Err("trailer line without CRLF".into());
+            }
+            let seen = seen + line.len();
+            if seen > MAX_TRAILERS {
+                return Err("trailers too large".into());
+            }
+            // Trailers are dropped, as palisade drops the client's.
+            Ok(Step::Next(Chunked::Trailers(seen)))
+        }
+        Chunked::Done => Ok(Step::Next(Chunked::Done)),
+    }
+}
+
+fn poll_read_some<T>(
+    conn: &mut RawConn<T>,
+    cx: &mut Context<'_>,
+    want: usize,
+) -> Poll<Result<usize, RawError>>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    let read = std::pin::pin!(read_some(&mut *conn.io, &mut conn.buffer, want));
+    read.poll(cx).map_err(RawError::from)
+}
+
+/// Reads what the socket has (up to about `want` bytes) onto `buffer`.
+async fn read_some<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buffer: &mut BytesMut,
+    want: usize,
+) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    buffer.reserve(want.max(1024));
+    io.read_buf(buffer).await
+}
+
+/// Writes `head` then `body`, vectored where the socket can.
+async fn write_all<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let (mut first, mut second) = (head, body);
+    while !first.is_empty() || !second.is_empty() {
+        let written = if second.is_empty() {
+            io.write(first).await?
+        } else if first.is_empty() {
+            io.write(second).await?
+        } else {
+            let parts = [std::io::IoSlice::new(first), std::io::IoSlice::new(second)];
+            io.write_vectored(&parts).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_first = written.min(first.len());
+        first = &first[from_first..];
+        second = &second[written - from_first..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(mut wire: &[u8]) -> Result<Vec<u8>, RawError> {
+        let mut buffer = BytesMut::new();
+        let mut state = Chunked::Size;
+        let mut out = Vec::new();
+        loop {
+            match step_chunked(state, &mut buffer)? {
+                Step::Next(Chunked::Done) => return Ok(out),
+                Step::Next(next) => state = next,
+                Step::Data(data, next) => {
+                    out.extend_from_slice(&data);
+                    state = next;
+                }
+                Step::NeedMore => {
+                    // Feed one byte at a time: every split point is tried.
+                    let (first, rest) = wire.split_first().ok_or("ended early")?;
+                    buffer.extend_from_slice(&[*first]);
+                    wire = rest;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_split() {
+        let wire = b"5\r\nhello\r\n1;ext=1\r\n \r\nA \r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
+        assert_eq!(decode_all(wire).unwrap(), b"hello 0123456789");
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        for wire in [
+            &b"5\nhello\r\n0\r\n\r\n"[..],
+            b"z\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"\r\n",
+            b"-1\r\n",
+        ] {
+            assert!(
+                decode_all(wire).is_err(),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+    }
+
+    fn head(text: &[u8], head_request: bool) -> Result<(Response<()>, Framing, bool), RawError> {
+        let mut buffer = BytesMut::from(text);
+        loop {
+            match parse_response(&mut buffer, head_request)? {
+                Parsed::Head(response, framing, keep_alive) => {
+                    return Ok((response, framing, keep_alive));
+                }
+                Parsed::Interim => {}
+                Parsed::Partial => return Err("partial".into()),
+            }
+        }
+    }
+
+    #[test]
+    fn response_framing_follows_hyper() {
+        let framing = |text: &[u8]| head(text, false).map(|(_, f, k)| (f, k));
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n").unwrap(),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n")
+                .unwrap(),
+            (Framing::Length(1), true)
+        );
+        assert_eq!(
+            framing(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n"
+            )
+            .unwrap(),
+            (Framing::Chunked(Chunked::Size), true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n").unwrap(),
+            (Framing::Close, false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\n\r\n").unwrap(),
+            (Framing::Close, false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n").unwrap(),
+            (Framing::Length(0), true)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n").unwrap(),
+            (Framing::Length(2), false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n").unwrap(),
+            (Framing::Length(2), false)
+        );
+        assert_eq!(
+            framing(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n")
+                .unwrap(),
+            (Framing::Length(2), true)
+        );
+        let (_, f, _) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true).unwrap();
+        assert_eq!(f, Framing::Length(0), "no body after HEAD");
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+        ] {
+            assert!(
+                head(bad, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn request_heads_follow_hyper() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("up"));
+        headers.insert("content-length", HeaderValue::from_static("0"));
+        let uri: http::Uri = "/a?b".parse().unwrap();
+        let mut out = Vec::new();
+        encode_request(&Method::GET, &uri, &headers, 0, &mut out);
+        assert_eq!(
+            out,
+            b"GET /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 0\r\n\r\n"
+        );
+        out.clear();
+        encode_request(&Method::PUT, &uri, &headers, 3, &mut out);
+        assert_eq!(
+            out,
+            b"PUT /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
+}
