@@ -201,7 +201,7 @@ impl Pool {
                 link @ Link::Hyper(_) => {
                     let (parts, ()) = head.into_parts();
                     let request = Request::from_parts(parts, body);
-                    return self.send_on(Conn { link, reused }, request).await;
+                    return Box::pin(self.send_on(Conn { link, reused }, request)).await;
                 }
             }
         }
@@ -227,8 +227,11 @@ impl Pool {
             let reused = conn.reused;
             let mut hyper_conn = match conn.link {
                 Link::Hyper(hyper_conn) => hyper_conn,
+                // Boxed, here and below: rare, and a handshake's future
+                // holds a whole hyper connection; inline it would be
+                // copied with every request's future.
                 Link::Raw(raw) => match raw.into_io() {
-                    Some(io) => HyperConn::handshake(io).await?,
+                    Some(io) => Box::pin(HyperConn::handshake(io)).await?,
                     None => return Err(ClientFailure::Reset("unread upstream bytes".into())),
                 },
             };
@@ -366,7 +369,7 @@ impl Pool {
         let link = if self.raw {
             Link::Raw(RawConn::new(io))
         } else {
-            Link::Hyper(HyperConn::handshake(io).await?)
+            Link::Hyper(Box::pin(HyperConn::handshake(io)).await?)
         };
         Ok(Conn {
             link,
