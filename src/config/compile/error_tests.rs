@@ -61,6 +61,14 @@ fn server() {
         "t.toml:2:11: server.workers: invalid type",
     );
     fails_at(
+        &format!("[server]\nhttp1_engine = \"fast\"\n{ROUTE}"),
+        "t.toml:2:16: server.http1_engine: unknown variant `fast`, expected `hyper` or `palisade`",
+    );
+    fails_at(
+        &format!("[upstream]\nurl = \"http://127.0.0.1:1\"\nhttp1_engine = \"own\"\n{ROUTE}"),
+        "t.toml:3:16: upstream.http1_engine: unknown variant `own`, expected `hyper` or `palisade`",
+    );
+    fails_at(
         &format!("[server]\ntls = {{ cert = \"c.pem\" }}\n{ROUTE}"),
         "t.toml:2:7: server.tls: missing field `key`",
     );
