@@ -26,7 +26,6 @@ mod parse;
 mod rewind;
 
 use std::future::Future;
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +44,7 @@ use super::pipeline::{ConnInfo, handle};
 use super::protocol;
 use super::response_body::ResponseBody;
 use super::state::Shared;
+use super::write_two::write_two;
 
 /// Boxed error of a connection that ended badly (logged at debug).
 pub type ConnError = Box<dyn std::error::Error + Send + Sync>;
@@ -343,31 +343,14 @@ fn chunk_size(out: &mut Vec<u8>, size: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes `out` then `data`, in one vectored write where it can, and
-/// empties `out`.
+/// Writes `out` then `data` (one vectored write where the socket takes
+/// it), and empties `out`.
 async fn write_parts<I: AsyncWrite + Unpin>(
     io: &mut I,
     out: &mut Vec<u8>,
     data: &[u8],
 ) -> std::io::Result<()> {
-    let mut first: &[u8] = out;
-    let mut second: &[u8] = data;
-    while !first.is_empty() || !second.is_empty() {
-        let written = if first.is_empty() {
-            io.write(second).await?
-        } else if second.is_empty() {
-            io.write(first).await?
-        } else {
-            let parts = [IoSlice::new(first), IoSlice::new(second)];
-            io.write_vectored(&parts).await?
-        };
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let from_first = written.min(first.len());
-        first = &first[from_first..];
-        second = &second[written - from_first..];
-    }
+    write_two(io, out, data).await?;
     out.clear();
     Ok(())
 }

@@ -22,9 +22,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::policy::body::UpstreamBody;
+use crate::proxy::write_two::write_two;
 
 /// Boxed error of a broken exchange or body.
 pub type RawError = Box<dyn std::error::Error + Send + Sync>;
@@ -113,7 +114,7 @@ where
             payload.len(),
             &mut head,
         );
-        if let Err(error) = write_all(&mut *self.io, &head, payload).await {
+        if let Err(error) = write_two(&mut *self.io, &head, payload).await {
             return Err(RawFailure::Unsent(error.into()));
         }
         let head_request = request.method() == Method::HEAD;
@@ -524,32 +525,6 @@ async fn read_some<I: AsyncRead + Unpin>(
     use tokio::io::AsyncReadExt;
     buffer.reserve(want.max(1024));
     io.read_buf(buffer).await
-}
-
-/// Writes `head` then `body`, vectored where the socket can.
-async fn write_all<I: AsyncWrite + Unpin>(
-    io: &mut I,
-    head: &[u8],
-    body: &[u8],
-) -> std::io::Result<()> {
-    let (mut first, mut second) = (head, body);
-    while !first.is_empty() || !second.is_empty() {
-        let written = if second.is_empty() {
-            io.write(first).await?
-        } else if first.is_empty() {
-            io.write(second).await?
-        } else {
-            let parts = [std::io::IoSlice::new(first), std::io::IoSlice::new(second)];
-            io.write_vectored(&parts).await?
-        };
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let from_first = written.min(first.len());
-        first = &first[from_first..];
-        second = &second[written - from_first..];
-    }
-    Ok(())
 }
 
 #[cfg(test)]
