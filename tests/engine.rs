@@ -376,3 +376,65 @@ async fn a_drain_finishes_the_request_in_flight_with_connection_close() {
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     assert_eq!(text.matches("HTTP/1.1").count(), 1);
 }
+
+/// An upstream that answers every connection with `response` and closes.
+async fn raw_upstream(response: &'static [u8]) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match socket.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = socket.write_all(response).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Upstream answers hyper's client reads in its own way: an HTTP/1.0
+/// response with no length (sent as it comes, then the connection ends;
+/// never chunked), a reason phrase of its own (kept), a broken chunk
+/// (nothing sent to the client). Both engines must agree.
+#[tokio::test]
+async fn odd_upstream_answers_are_relayed_as_hyper_relays_them() {
+    let cases: [(&str, &'static [u8]); 4] = [
+        (
+            "HTTP/1.0 without a length",
+            b"HTTP/1.0 200 OK\r\n\r\nhello world",
+        ),
+        (
+            "a reason of its own",
+            b"HTTP/1.1 600 X\r\nContent-Length: 2\r\n\r\nhi",
+        ),
+        (
+            "an empty reason",
+            b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nhi",
+        ),
+        (
+            "a broken chunk",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        ),
+    ];
+    for (name, response) in cases {
+        let addr = raw_upstream(response).await;
+        let config = |engine: &str| {
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nhttp1_engine = \"{engine}\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\nhttp1_engine = \"{engine}\"\n[[routes]]\nname = \"open\"\npath = \"/**\"\nauth = \"none\"\n"
+            )
+        };
+        let hyper = start_palisade(&config("hyper"), addr).await;
+        let own = start_palisade(&config("palisade"), addr).await;
+        let request = b"GET /r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let by_hyper = exchange(hyper.proxy_addr, request, false).await;
+        let by_own = exchange(own.proxy_addr, request, false).await;
+        assert_eq!(masked(&by_own), masked(&by_hyper), "{name}");
+    }
+}

@@ -28,6 +28,9 @@ pub enum Framing {
     Length(u64),
     /// Chunked transfer coding.
     Chunked,
+    /// As it comes, and the connection ends after it: a body of unknown
+    /// length in an HTTP/1.0 response (which cannot be chunked).
+    Close,
 }
 
 /// A response head written out, and what follows it.
@@ -83,8 +86,11 @@ pub fn encode_head(
         return Err(EncodeError::Informational);
     }
     let head_request = method == Method::HEAD;
+    // An HTTP/1.0 response (an HTTP/1.0 upstream's) cannot be chunked.
+    let can_chunk = parts.version != Version::HTTP_10;
     let start = out.len();
-    status_line(parts.version, status, out);
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    status_line(parts.version, status, reason.map(|r| r.as_bytes()), out);
 
     let mut framing = None;
     let mut last = !keep_alive;
@@ -125,7 +131,7 @@ pub fn encode_head(
                     out.truncate(start);
                     return Err(EncodeError::BadLength);
                 }
-                if framing.is_some() || !can_have_body(head_request, status) {
+                if framing.is_some() || !can_have_body(head_request, status) || !can_chunk {
                     continue;
                 }
                 // The body is chunked by palisade whatever this line says
@@ -154,10 +160,11 @@ pub fn encode_head(
     let framing = match framing {
         Some(framing) => framing,
         None => match body {
-            Some(None) if can_have_body(head_request, status) => {
+            Some(None) if can_have_body(head_request, status) && can_chunk => {
                 line(out, "transfer-encoding", b"chunked");
                 Framing::Chunked
             }
+            Some(None) if can_have_body(head_request, status) => Framing::Close,
             Some(None) => Framing::Length(0),
             None | Some(Some(0)) => {
                 if can_have_content_length(status) && !head_request {
@@ -191,8 +198,11 @@ pub fn encode_head(
     Ok(Encoded { framing, last })
 }
 
-fn status_line(version: Version, status: StatusCode, out: &mut Vec<u8>) {
-    if version != Version::HTTP_10 && status == StatusCode::OK {
+/// The status line; `reason`: the upstream's own reason phrase, when it
+/// was not the canonical one (hyper's client keeps it, and hyper's server
+/// sends it on).
+fn status_line(version: Version, status: StatusCode, reason: Option<&[u8]>, out: &mut Vec<u8>) {
+    if version != Version::HTTP_10 && status == StatusCode::OK && reason.is_none() {
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
         return;
     }
@@ -203,7 +213,10 @@ fn status_line(version: Version, status: StatusCode, out: &mut Vec<u8>) {
     });
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    match reason {
+        Some(reason) => out.extend_from_slice(reason),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -416,6 +429,30 @@ mod tests {
         );
         assert_eq!(encoded.unwrap().framing, Framing::Chunked);
         assert!(text.contains("transfer-encoding: gzip, chunked\r\n"));
+    }
+
+    #[test]
+    fn an_http10_response_of_unknown_length_is_sent_as_it_comes_then_closed() {
+        let mut old = response(200, &[("transfer-encoding", "chunked")]);
+        *old.version_mut() = Version::HTTP_10;
+        let (text, encoded) = encode(old, Method::GET, Some(None), true);
+        assert_eq!(encoded.unwrap().framing, Framing::Close);
+        assert!(!text.contains("transfer-encoding"), "{text}");
+        assert!(!text.contains("content-length"), "{text}");
+    }
+
+    #[test]
+    fn the_upstreams_own_reason_phrase_is_kept() {
+        let mut odd = response(600, &[]);
+        odd.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(b"X"));
+        let (text, _) = encode(odd, Method::GET, None, true);
+        assert!(text.starts_with("HTTP/1.1 600 X\r\n"), "{text}");
+        let mut bare = response(200, &[]);
+        bare.extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(b""));
+        let (text, _) = encode(bare, Method::GET, None, true);
+        assert!(text.starts_with("HTTP/1.1 200 \r\n"), "{text}");
     }
 
     #[test]

@@ -246,8 +246,9 @@ where
     Ok(encoded.last || !complete)
 }
 
-/// Writes the body after the head in `out`. `Ok(false)` when the body
-/// ended short of its declared length (the connection must end).
+/// Writes the body after the head in `out`. `Ok(false)` when the
+/// connection must end after it: the body ended short of its declared
+/// length, or it was sent as it came ([`Framing::Close`]).
 async fn send_body<I: AsyncWrite + Unpin>(
     io: &mut I,
     out: &mut Vec<u8>,
@@ -256,8 +257,9 @@ async fn send_body<I: AsyncWrite + Unpin>(
 ) -> Result<bool, ConnError> {
     let mut remaining = match framing {
         Framing::Length(length) => Some(length),
-        Framing::Chunked => None,
+        Framing::Chunked | Framing::Close => None,
     };
+    let chunked = framing == Framing::Chunked;
     loop {
         let next = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             // Nothing more for now: what is gathered goes out meanwhile.
@@ -280,13 +282,17 @@ async fn send_body<I: AsyncWrite + Unpin>(
                 Err(_) => continue,
             },
             Some(Err(error)) => {
-                // The upstream broke off: what is gathered goes out, then
-                // the connection ends (the client sees a cut body).
-                let _ = write_parts(io, out, &[]).await;
+                // The upstream broke off: the connection ends, and what is
+                // gathered is not sent (hyper sends nothing it has not
+                // flushed yet; a body that breaks at once sends no head).
                 return Err(error);
             }
             None => {
                 return match remaining {
+                    None if !chunked => {
+                        write_parts(io, out, &[]).await?;
+                        Ok(false)
+                    }
                     None => {
                         out.extend_from_slice(b"0\r\n\r\n");
                         write_parts(io, out, &[]).await?;
@@ -308,12 +314,13 @@ async fn send_body<I: AsyncWrite + Unpin>(
                 *left -= take as u64;
                 data.slice(..take)
             }
-            None => {
+            None if chunked => {
                 chunk_size(out, data.len());
                 data
             }
+            None => data,
         };
-        let chunk_end: &[u8] = if remaining.is_none() { b"\r\n" } else { b"" };
+        let chunk_end: &[u8] = if chunked { b"\r\n" } else { b"" };
         if data.len() >= COPY_LIMIT {
             write_parts(io, out, &data).await?;
             out.extend_from_slice(chunk_end);

@@ -212,6 +212,13 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, R
         return Ok(Parsed::Interim);
     }
     let status = StatusCode::from_u16(code)?;
+    // hyper's client keeps a reason phrase that is not the canonical one,
+    // and hyper's server (and palisade's, `proxy::h1::encode`) sends it on.
+    let reason = parsed
+        .reason
+        .filter(|reason| Some(*reason) != status.canonical_reason())
+        .map(|reason| hyper::ext::ReasonPhrase::try_from(reason.as_bytes()))
+        .transpose()?;
     if code == 101 {
         return Err("the upstream switched protocols unasked".into());
     }
@@ -241,6 +248,9 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, R
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = headers;
+    if let Some(reason) = reason {
+        response.extensions_mut().insert(reason);
+    }
     Ok(Parsed::Head(response, framing, keep_alive))
 }
 
@@ -441,10 +451,30 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, RawError>
             let line = line
                 .strip_suffix(b"\r\n")
                 .ok_or("chunk-size line without CRLF")?;
-            let digits = line.split(|&b| b == b';').next().unwrap_or_default();
-            let digits = digits.trim_ascii_end();
-            if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
+            let mut parts = line.splitn(2, |&b| b == b';');
+            let digits = parts.next().unwrap_or_default();
+            if parts
+                .next()
+                .is_some_and(|extension| extension.contains(&b'\r'))
+            {
+                return Err("CR inside a chunk extension".into());
+            }
+            // Spaces and tabs may follow the size (hyper's reading), nothing
+            // else; leading zeros do not count against its length.
+            let mut digits = digits;
+            while let [rest @ .., b' ' | b'\t'] = digits {
+                digits = rest;
+            }
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_hexdigit) {
                 return Err("invalid chunk size".into());
+            }
+            let first = digits
+                .iter()
+                .position(|&b| b != b'0')
+                .unwrap_or(digits.len() - 1);
+            let digits = &digits[first..];
+            if digits.len() > 16 {
+                return Err("chunk size too large".into());
             }
             let size = u64::from_str_radix(std::str::from_utf8(digits)?, 16)?;
             Ok(Step::Next(if size == 0 {
@@ -490,8 +520,8 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, RawError>
             if line.as_ref() == b"\r\n" {
                 return Ok(Step::Next(Chunked::Done));
             }
-            if !line.ends_with(b"\r\n") {
-                return Err("trailer line without CRLF".into());
+            if !line.ends_with(b"\r\n") || !line.contains(&b':') {
+                return Err("malformed trailer line".into());
             }
             let seen = seen + line.len();
             if seen > MAX_TRAILERS {
@@ -557,6 +587,9 @@ mod tests {
     fn chunked_bodies_decode_whatever_the_split() {
         let wire = b"5\r\nhello\r\n1;ext=1\r\n \r\nA \r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n";
         assert_eq!(decode_all(wire).unwrap(), b"hello 0123456789");
+        // Leading zeros do not count against the size's length (hyper).
+        let zeros = b"00000000000000000005\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(decode_all(zeros).unwrap(), b"hello");
     }
 
     #[test]
@@ -568,6 +601,10 @@ mod tests {
             b"11111111111111111\r\n",
             b"\r\n",
             b"-1\r\n",
+            b"5\x0c\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nno colon here\r\n\r\n",
         ] {
             assert!(
                 decode_all(wire).is_err(),
@@ -634,6 +671,11 @@ mod tests {
                 .unwrap(),
             (Framing::Length(2), true)
         );
+        let (odd, _, _) = head(b"HTTP/1.1 600 X\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        let reason = odd.extensions().get::<hyper::ext::ReasonPhrase>().unwrap();
+        assert_eq!(reason.as_bytes(), b"X", "a non-canonical reason is kept");
+        let (ok, _, _) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false).unwrap();
+        assert!(ok.extensions().get::<hyper::ext::ReasonPhrase>().is_none());
         let (_, f, _) = head(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true).unwrap();
         assert_eq!(f, Framing::Length(0), "no body after HEAD");
         for bad in [
