@@ -33,6 +33,11 @@ name = "hook"
 path = "/hook/**"
 auth = "secret:hook"
 [[routes]]
+name = "once"
+path = "/once/**"
+auth = "none"
+retry = false
+[[routes]]
 name = "open"
 path = "/**"
 auth = "none"
@@ -208,6 +213,10 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
     let longer_line = format!("X-Long: {}\r\n", "a".repeat(20 * 1024));
     let cases = vec![
         ("plain GET", "GET /a?b=c HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_string()),
+        (
+            "a route that does not retry (its GETs are not held for replay)",
+            format!("GET /once/a HTTP/1.1\r\nHost: t\r\n\r\nPOST /once/b HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n{LAST}"),
+        ),
         (
             "pipelined",
             format!("GET /1 HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n{LAST}"),

@@ -164,10 +164,13 @@ impl UpstreamBody {
         }
     }
 
-    /// The whole body, when it is held in memory (a replayable one).
+    /// The whole body, when it is known without reading the client: held
+    /// in memory (a replayable one), or a stream that has already ended
+    /// (a request without a body, on a route that does not retry).
     pub fn replay_bytes(&self) -> Option<Bytes> {
         match self {
             Self::Replay { bytes, .. } => Some(bytes.clone()),
+            Self::Stream { body } if body.is_end_stream() => Some(Bytes::new()),
             Self::Stream { .. } => None,
         }
     }

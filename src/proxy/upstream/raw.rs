@@ -4,8 +4,8 @@
 //! another, which costs more per request than the rest of a plain proxy's
 //! upstream side.
 //!
-//! It sends only a request whose body is already in memory (empty for
-//! most GETs; see `eligible`); a streamed body goes through hyper on the
+//! It sends only a request whose body is known whole (held in memory, or
+//! none at all: most GETs; see `eligible_payload`); a streamed body goes through hyper on the
 //! same connection (`pool`). The response is read by hyper's client rules
 //! (`proto::h1::role::Client::decoder`): interim 1xx heads are skipped; no
 //! body after `HEAD`, 204 or 304; `Transfer-Encoding` ending in `chunked`
@@ -41,8 +41,9 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer bytes skipped after the last chunk.
 const MAX_TRAILERS: usize = 16 * 1024;
 
-/// The body palisade's exchange would send for `request`: only one held
-/// in memory, on a request that declares no transfer coding of its own.
+/// The body palisade's exchange would send for `request`: only one known
+/// whole (held in memory, or none at all), on a request that declares no
+/// transfer coding of its own.
 pub fn eligible_payload(request: &Request<UpstreamBody>) -> Option<Bytes> {
     if request.headers().contains_key(header::TRANSFER_ENCODING) {
         return None;
