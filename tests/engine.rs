@@ -185,17 +185,17 @@ fn mask_uuids(text: &str) -> String {
     out
 }
 
-/// What the upstream received, request IDs masked.
+/// What the upstream received, in order and with its header order,
+/// request IDs masked.
 fn received(upstream: &TestUpstream, from: usize) -> Vec<String> {
     upstream.requests()[from..]
         .iter()
         .map(|r| {
-            let mut headers: Vec<String> = r
+            let headers: Vec<String> = r
                 .headers
                 .iter()
                 .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
                 .collect();
-            headers.sort();
             mask_uuids(&format!(
                 "{} {} {:?} len={} complete={}",
                 r.method, r.uri, headers, r.body_len, r.complete

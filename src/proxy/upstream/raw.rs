@@ -159,7 +159,8 @@ where
 }
 
 /// The request head, by hyper's client rules for a body of `length`
-/// bytes: an empty body adds nothing, a body gets its `content-length`.
+/// bytes: the headers as they are (a `Content-Length` where the client put
+/// it), and a `content-length` line added last when a body has none.
 fn encode_request(
     method: &Method,
     uri: &http::Uri,
@@ -173,15 +174,12 @@ fn encode_request(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        if length > 0 && *name == header::CONTENT_LENGTH {
-            continue;
-        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if length > 0 {
+    if length > 0 && !headers.contains_key(header::CONTENT_LENGTH) {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -708,10 +706,19 @@ mod tests {
             b"GET /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 0\r\n\r\n"
         );
         out.clear();
+        headers.insert("content-length", HeaderValue::from_static("3"));
+        headers.insert("x-after", HeaderValue::from_static("1"));
+        encode_request(&Method::PUT, &uri, &headers, 3, &mut out);
+        assert_eq!(
+            out, b"PUT /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 3\r\nx-after: 1\r\n\r\n",
+            "the client's Content-Length stays where it was"
+        );
+        out.clear();
+        headers.remove("content-length");
         encode_request(&Method::PUT, &uri, &headers, 3, &mut out);
         assert_eq!(
             out,
-            b"PUT /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 3\r\n\r\n"
+            b"PUT /a?b HTTP/1.1\r\nhost: up\r\nx-after: 1\r\ncontent-length: 3\r\n\r\n"
         );
     }
 }
