@@ -30,6 +30,11 @@ use crate::proxy::write_two::write_two;
 /// Boxed error of a broken exchange or body.
 pub type RawError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Header lines palisade adds to a response (security headers, the
+/// request ID, rate-limit and CORS headers): room for them when the map is
+/// made, so adding them does not grow it.
+const ROOM_FOR_RESPONSE_HEADERS: usize = 12;
+
 /// Response header lines read at most (hyper's client default).
 const MAX_HEADERS: usize = 100;
 /// The largest response head (hyper's default read buffer limit).
@@ -235,7 +240,7 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, R
         })
         .collect();
     let head = buffer.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len() + ROOM_FOR_RESPONSE_HEADERS);
     for (name, value) in spans {
         let name = HeaderName::from_bytes(&head[name])?;
         let value = HeaderValue::from_maybe_shared(head.slice(value))?;
