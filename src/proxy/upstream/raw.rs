@@ -227,18 +227,17 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, R
         return Err("the upstream switched protocols unasked".into());
     }
     let base = buffer.as_ptr() as usize;
-    let spans: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = parsed
-        .headers
-        .iter()
-        .map(|line| {
-            let name = line.name.as_ptr() as usize - base;
-            let value = line.value.as_ptr() as usize - base;
-            (
-                name..name + line.name.len(),
-                value..value + line.value.len(),
-            )
-        })
-        .collect();
+    let mut declared = Declared::default();
+    let mut spans = Vec::with_capacity(parsed.headers.len());
+    for line in parsed.headers.iter() {
+        declared.read(line.name, line.value);
+        let name = line.name.as_ptr() as usize - base;
+        let value = line.value.as_ptr() as usize - base;
+        spans.push((
+            name..name + line.name.len(),
+            value..value + line.value.len(),
+        ));
+    }
     let head = buffer.split_to(length).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len() + ROOM_FOR_RESPONSE_HEADERS);
     for (name, value) in spans {
@@ -246,8 +245,8 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, R
         let value = HeaderValue::from_maybe_shared(head.slice(value))?;
         headers.append(name, value);
     }
-    let framing = framing(&headers, version, status, head_request)?;
-    let keep_alive = keeps_alive(&headers, version) && framing != Framing::Close;
+    let framing = declared.framing(version, status, head_request)?;
+    let keep_alive = declared.keeps_alive(version) && framing != Framing::Close;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -258,66 +257,89 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, R
     Ok(Parsed::Head(response, framing, keep_alive))
 }
 
-/// How the response body is delimited (RFC 9112 §6.3, as hyper reads it).
-fn framing(
-    headers: &HeaderMap,
-    version: Version,
-    status: StatusCode,
-    head_request: bool,
-) -> Result<Framing, RawError> {
-    if head_request || matches!(status.as_u16(), 204 | 304) {
-        return Ok(Framing::Length(0));
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if version == Version::HTTP_10 {
-            return Err("HTTP/1.0 response with Transfer-Encoding".into());
-        }
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
-            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(if chunked {
-            Framing::Chunked(Chunked::Size)
-        } else {
-            Framing::Close
-        });
-    }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return Err("invalid Content-Length from the upstream".into());
-            }
-            let n: u64 = std::str::from_utf8(part)?.parse()?;
-            if length.is_some_and(|first| first != n) {
-                return Err("differing Content-Length values from the upstream".into());
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(n) => Framing::Length(n),
-        None => Framing::Close,
-    })
+/// What a response head says of its framing and of its connection, read
+/// from its lines as they are parsed (no header-map lookups afterwards).
+#[derive(Debug, Default)]
+struct Declared {
+    /// A `Transfer-Encoding` line was seen: whether the last one ends in
+    /// `chunked`.
+    transfer_encoding: Option<bool>,
+    /// The `Content-Length` values: one number, or why they are not.
+    length: Option<Result<u64, &'static str>>,
+    /// A `Connection` line names `close`.
+    close: bool,
+    /// A `Connection` line names `keep-alive`.
+    keep_alive: bool,
 }
 
-/// HTTP/1.1 keeps the connection unless a `Connection` line says `close`;
-/// HTTP/1.0 only when one says `keep-alive`.
-fn keeps_alive(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    if has(b"close") {
-        return false;
+impl Declared {
+    fn read(&mut self, name: &str, value: &[u8]) {
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            self.transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("content-length") {
+            for part in value.split(|&b| b == b',') {
+                self.length = Some(match (self.length, content_length(part)) {
+                    (Some(Err(why)), _) | (_, Err(why)) => Err(why),
+                    (Some(Ok(first)), Ok(n)) if first != n => {
+                        Err("differing Content-Length values from the upstream")
+                    }
+                    (_, Ok(n)) => Ok(n),
+                });
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
     }
-    version == Version::HTTP_11 || has(b"keep-alive")
+
+    /// How the body is delimited (RFC 9112 §6.3, as hyper reads it).
+    fn framing(
+        &self,
+        version: Version,
+        status: StatusCode,
+        head_request: bool,
+    ) -> Result<Framing, RawError> {
+        if head_request || matches!(status.as_u16(), 204 | 304) {
+            return Ok(Framing::Length(0));
+        }
+        if let Some(chunked) = self.transfer_encoding {
+            if version == Version::HTTP_10 {
+                return Err("HTTP/1.0 response with Transfer-Encoding".into());
+            }
+            return Ok(if chunked {
+                Framing::Chunked(Chunked::Size)
+            } else {
+                Framing::Close
+            });
+        }
+        match self.length {
+            Some(Ok(n)) => Ok(Framing::Length(n)),
+            Some(Err(why)) => Err(why.into()),
+            None => Ok(Framing::Close),
+        }
+    }
+
+    /// HTTP/1.1 keeps the connection unless a `Connection` line says
+    /// `close`; HTTP/1.0 only when one says `keep-alive`.
+    fn keeps_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
+}
+
+/// One `Content-Length` value: digits only.
+fn content_length(part: &[u8]) -> Result<u64, &'static str> {
+    let part = part.trim_ascii();
+    if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+        return Err("invalid Content-Length from the upstream");
+    }
+    std::str::from_utf8(part)
+        .ok()
+        .and_then(|digits| digits.parse().ok())
+        .ok_or("Content-Length from the upstream too large")
 }
 
 /// Where the reading of a body stands.
