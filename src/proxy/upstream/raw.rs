@@ -45,6 +45,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer bytes skipped after the last chunk.
 const MAX_TRAILERS: usize = 16 * 1024;
+/// Most trailer lines after the last chunk (hyper's limit).
+const MAX_TRAILER_LINES: usize = 100;
 
 /// The body palisade's exchange would send for `request`: only one known
 /// whole (held in memory, or none at all), on a request that declares no
@@ -362,9 +364,9 @@ pub enum Chunked {
     Data(u64),
     /// After a chunk's data: its CRLF.
     DataEnd,
-    /// After the last chunk: trailer lines until an empty one (bytes of
-    /// them skipped so far).
-    Trailers(usize),
+    /// After the last chunk: trailer lines until an empty one (bytes and
+    /// lines of them skipped so far).
+    Trailers(usize, usize),
     /// The body ended.
     Done,
 }
@@ -504,7 +506,7 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, RawError>
             }
             let size = u64::from_str_radix(std::str::from_utf8(digits)?, 16)?;
             Ok(Step::Next(if size == 0 {
-                Chunked::Trailers(0)
+                Chunked::Trailers(0, 0)
             } else {
                 Chunked::Data(size)
             }))
@@ -535,26 +537,38 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, RawError>
             buffer.advance(2);
             Ok(Step::Next(Chunked::Size))
         }
-        Chunked::Trailers(seen) => {
-            let Some(end) = buffer.iter().position(|&b| b == b'\n') else {
+        Chunked::Trailers(seen, lines) => {
+            // hyper's reading: a trailer line ends at CR, which LF must
+            // follow; at most 100 lines and 16 KiB; each line a valid
+            // header (checked by httparse, as hyper parses the block).
+            let Some(cr) = buffer.iter().position(|&b| b == b'\r') else {
                 if seen + buffer.len() > MAX_TRAILERS {
                     return Err("trailers too large".into());
                 }
                 return Ok(Step::NeedMore);
             };
-            let line = buffer.split_to(end + 1);
-            if line.as_ref() == b"\r\n" {
+            match buffer.get(cr + 1) {
+                None => return Ok(Step::NeedMore),
+                Some(b'\n') => {}
+                Some(_) => return Err("trailer line without CRLF".into()),
+            }
+            let line = buffer.split_to(cr + 2);
+            if cr == 0 {
                 return Ok(Step::Next(Chunked::Done));
             }
-            if !line.ends_with(b"\r\n") || !line.contains(&b':') {
-                return Err("malformed trailer line".into());
-            }
             let seen = seen + line.len();
-            if seen > MAX_TRAILERS {
+            if seen > MAX_TRAILERS || lines >= MAX_TRAILER_LINES {
                 return Err("trailers too large".into());
             }
+            let mut block = line.to_vec();
+            block.extend_from_slice(b"\r\n");
+            let mut parsed = [httparse::EMPTY_HEADER; 4];
+            match httparse::parse_headers(&block, &mut parsed) {
+                Ok(httparse::Status::Complete(_)) => {}
+                _ => return Err("malformed trailer line".into()),
+            }
             // Trailers are dropped, as palisade drops the client's.
-            Ok(Step::Next(Chunked::Trailers(seen)))
+            Ok(Step::Next(Chunked::Trailers(seen, lines + 1)))
         }
         Chunked::Done => Ok(Step::Next(Chunked::Done)),
     }
@@ -616,6 +630,16 @@ mod tests {
         // Leading zeros do not count against the size's length (hyper).
         let zeros = b"00000000000000000005\r\nhello\r\n0\r\n\r\n";
         assert_eq!(decode_all(zeros).unwrap(), b"hello");
+        // A bare LF inside a trailer line is part of it (hyper ends lines
+        // at CR LF), and the line still reads as headers.
+        let lf = b"5\r\nhello\r\n0\r\nX-T: 1\n\r\n\r\n";
+        assert_eq!(decode_all(lf).unwrap(), b"hello");
+        let mut many = b"1\r\na\r\n0\r\n".to_vec();
+        for i in 0..=MAX_TRAILER_LINES {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(decode_all(&many).is_err(), "more than 100 trailer lines");
     }
 
     #[test]
@@ -631,6 +655,10 @@ mod tests {
             b"5 \r\r\nhello\r\n0\r\n\r\n",
             b"5;a\rb\r\nhello\r\n0\r\n\r\n",
             b"5\r\nhello\r\n0\r\nno colon here\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-T:\r\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX-T: a\x00b\r\n\r\n",
+            b"5\r\nhello\r\n0\r\nX T: a\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n: a\r\n\r\n",
         ] {
             assert!(
                 decode_all(wire).is_err(),
