@@ -11,7 +11,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use prometheus::IntCounterVec;
 use prometheus::core::Collector;
@@ -19,12 +18,12 @@ use prometheus::core::Collector;
 use super::stub::{Received, Stub};
 use crate::config::Policy;
 use crate::observe::metrics::Metrics;
-use crate::policy::body::RequestBody;
 use crate::policy::ratelimit::local::LimiterRegistry;
 use crate::policy::ratelimit::{KeyInputs, RateLimitEngine};
 use crate::proxy::conn::Activity;
 use crate::proxy::generation;
-use crate::proxy::pipeline::{ConnInfo, handle};
+use crate::proxy::pipeline::ConnInfo;
+use crate::proxy::server::proxy_service;
 use crate::proxy::state::{Generation, Persistent, Shared};
 use crate::route::Route;
 
@@ -143,10 +142,7 @@ impl Harness {
                 tls: false,
                 idle_timeout: std::time::Duration::from_secs(60),
             };
-            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let req = req.map(RequestBody::Hyper);
-                handle(shared.clone(), info, activity.request_started(), req)
-            });
+            let service = proxy_service(shared, info, activity);
             hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(server_io), service)
                 .await

@@ -17,4 +17,4 @@ pub mod retry;
 pub mod server;
 pub mod state;
 pub mod upstream;
-pub mod write_two;
+pub mod wire;

@@ -406,8 +406,9 @@ impl Connection {
     }
 }
 
-/// The service hyper calls for each request of a connection.
-pub(super) fn proxy_service(
+/// The service hyper calls for each request of a connection (also the
+/// in-memory connection of `palisade test`, `cli::harness`).
+pub(crate) fn proxy_service(
     shared: Arc<Shared>,
     info: ConnInfo,
     activity: Arc<Activity>,
@@ -433,7 +434,7 @@ pub(super) fn proxy_service(
 }
 
 /// One request's future, as hyper holds it.
-type Handling = std::pin::Pin<
+pub(crate) type Handling = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<hyper::Response<ResponseBody>, Infallible>> + Send>,
 >;
 

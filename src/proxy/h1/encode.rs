@@ -17,9 +17,11 @@
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderValue};
+use http::header;
 use http::response::Parts;
 use http::{Method, StatusCode, Version};
+
+use crate::proxy::wire::{content_length, ends_in_chunked, has_token, line};
 
 /// How the body after a head is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +102,7 @@ pub fn encode_head(
     for (name, value) in &parts.headers {
         match *name {
             header::CONTENT_LENGTH => {
-                let Some(length) = parse_length(value) else {
+                let Some(length) = content_length(value.as_bytes()) else {
                     out.truncate(start);
                     return Err(EncodeError::BadLength);
                 };
@@ -138,13 +140,13 @@ pub fn encode_head(
                 // (`chunked` is added last when missing, as hyper does).
                 framing = Some(Framing::Chunked);
                 line(out, name.as_str(), value.as_bytes());
-                if !ends_in_chunked(value) {
+                if !ends_in_chunked(value.as_bytes()) {
                     out.truncate(out.len() - 2);
                     out.extend_from_slice(b", chunked\r\n");
                 }
                 continue;
             }
-            header::CONNECTION if names_close(value) => {
+            header::CONNECTION if has_token(value.as_bytes(), b"close") => {
                 last = true;
                 wrote_close = true;
             }
@@ -220,43 +222,6 @@ fn status_line(version: Version, status: StatusCode, reason: Option<&[u8]>, out:
     out.extend_from_slice(b"\r\n");
 }
 
-fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A `Content-Length` value: digits only (hyper's reading, which also
-/// accepts the same number repeated in a comma list).
-fn parse_length(value: &HeaderValue) -> Option<u64> {
-    let mut length = None;
-    for part in value.as_bytes().split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
-        match length {
-            Some(first) if first != n => return None,
-            _ => length = Some(n),
-        }
-    }
-    length
-}
-
-fn ends_in_chunked(value: &HeaderValue) -> bool {
-    value
-        .as_bytes()
-        .rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-fn names_close(value: &HeaderValue) -> bool {
-    super::parse::names_close(value.as_bytes())
-}
-
 /// The `Date` value, formatted once a second per thread.
 struct CachedDate {
     second: u64,
@@ -286,7 +251,7 @@ thread_local! {
 
 #[cfg(test)]
 mod tests {
-    use http::Response;
+    use http::{HeaderValue, Response};
 
     use super::*;
 

@@ -34,7 +34,7 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use http_body::Body;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use self::encode::{EncodeError, Framing};
 use self::parse::{Head, PlainRequest};
@@ -42,12 +42,9 @@ use self::rewind::Rewind;
 use super::conn::Activity;
 use super::pipeline::{ConnInfo, handle};
 use super::protocol;
-use super::response_body::ResponseBody;
+use super::response_body::{BoxError, ResponseBody};
 use super::state::Shared;
-use super::write_two::write_two;
-
-/// Boxed error of a connection that ended badly (logged at debug).
-pub type ConnError = Box<dyn std::error::Error + Send + Sync>;
+use super::wire::{self, write_two};
 
 /// Bytes read ahead of the head buffer's use at a time.
 const READ_CHUNK: usize = 4096;
@@ -74,7 +71,7 @@ pub struct ConnContext {
 /// One connection served by palisade's engine (and by hyper after a
 /// hand-over). Polled by `server`'s watch loop like hyper's connections.
 pub struct Connection {
-    future: Pin<Box<dyn Future<Output = Result<(), ConnError>> + Send>>,
+    future: Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>,
     closing: Arc<AtomicBool>,
 }
 
@@ -97,7 +94,7 @@ impl Connection {
 }
 
 impl Future for Connection {
-    type Output = Result<(), ConnError>;
+    type Output = Result<(), BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.future.as_mut().poll(cx)
@@ -112,11 +109,7 @@ enum Read {
     Over,
 }
 
-async fn serve<I>(
-    mut io: I,
-    context: ConnContext,
-    closing: Arc<AtomicBool>,
-) -> Result<(), ConnError>
+async fn serve<I>(mut io: I, context: ConnContext, closing: Arc<AtomicBool>) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -157,13 +150,11 @@ async fn read_more<I: AsyncRead + Unpin>(
     buffer: &mut BytesMut,
     closing: &AtomicBool,
 ) -> std::io::Result<Read> {
-    buffer.reserve(READ_CHUNK);
     std::future::poll_fn(|cx| {
         if closing.load(Ordering::Relaxed) {
             return Poll::Ready(Ok(Read::Over));
         }
-        let read = std::pin::pin!(io.read_buf(buffer));
-        match read.poll(cx) {
+        match wire::poll_read(io, buffer, READ_CHUNK, cx) {
             Poll::Ready(Ok(0)) => Poll::Ready(Ok(Read::Over)),
             Poll::Ready(Ok(_)) => Poll::Ready(Ok(Read::Data)),
             Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
@@ -182,7 +173,7 @@ async fn exchange<I>(
     context: &ConnContext,
     closing: &AtomicBool,
     request: PlainRequest,
-) -> Result<bool, ConnError>
+) -> Result<bool, BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
@@ -203,8 +194,7 @@ where
         // next one is buffered, a read that finds the client gone cancels
         // the request (bytes that do come are the next request's).
         while buffer.is_empty() {
-            buffer.reserve(READ_CHUNK);
-            match std::pin::pin!(io.read_buf(buffer)).poll(cx) {
+            match wire::poll_read(io, buffer, READ_CHUNK, cx) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
                 Poll::Ready(Ok(_)) => {}
                 Poll::Pending => break,
@@ -254,12 +244,13 @@ async fn send_body<I: AsyncWrite + Unpin>(
     out: &mut Vec<u8>,
     body: &mut ResponseBody,
     framing: Framing,
-) -> Result<bool, ConnError> {
-    let mut remaining = match framing {
-        Framing::Length(length) => Some(length),
-        Framing::Chunked | Framing::Close => None,
+) -> Result<bool, BoxError> {
+    let mut framing = framing;
+    let chunk_end: &[u8] = if framing == Framing::Chunked {
+        b"\r\n"
+    } else {
+        b""
     };
-    let chunked = framing == Framing::Chunked;
     loop {
         let next = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             // Nothing more for now: what is gathered goes out meanwhile.
@@ -288,47 +279,40 @@ async fn send_body<I: AsyncWrite + Unpin>(
                 return Err(error);
             }
             None => {
-                return match remaining {
-                    None if !chunked => {
-                        write_parts(io, out, &[]).await?;
-                        Ok(false)
-                    }
-                    None => {
+                let complete = match framing {
+                    Framing::Chunked => {
                         out.extend_from_slice(b"0\r\n\r\n");
-                        write_parts(io, out, &[]).await?;
-                        Ok(true)
+                        true
                     }
-                    Some(left) => {
-                        write_parts(io, out, &[]).await?;
-                        Ok(left == 0)
-                    }
+                    Framing::Length(left) => left == 0,
+                    Framing::Close => false,
                 };
+                write_parts(io, out, &[]).await?;
+                return Ok(complete);
             }
         };
         if data.is_empty() {
             continue;
         }
-        let data = match &mut remaining {
-            Some(left) => {
+        let data = match &mut framing {
+            Framing::Length(left) => {
                 let take = usize::try_from(*left).unwrap_or(usize::MAX).min(data.len());
                 *left -= take as u64;
                 data.slice(..take)
             }
-            None if chunked => {
+            Framing::Chunked => {
                 chunk_size(out, data.len());
                 data
             }
-            None => data,
+            Framing::Close => data,
         };
-        let chunk_end: &[u8] = if chunked { b"\r\n" } else { b"" };
         if data.len() >= COPY_LIMIT {
             write_parts(io, out, &data).await?;
-            out.extend_from_slice(chunk_end);
         } else {
             out.extend_from_slice(&data);
-            out.extend_from_slice(chunk_end);
         }
-        if remaining == Some(0) {
+        out.extend_from_slice(chunk_end);
+        if framing == Framing::Length(0) {
             // All that was declared is sent; anything more is dropped,
             // as hyper does.
             write_parts(io, out, &[]).await?;
@@ -368,7 +352,7 @@ async fn to_hyper<I>(
     buffer: BytesMut,
     context: ConnContext,
     closing: Arc<AtomicBool>,
-) -> Result<(), ConnError>
+) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -387,5 +371,5 @@ where
         conn.as_mut().poll(cx)
     })
     .await
-    .map_err(ConnError::from)
+    .map_err(BoxError::from)
 }

@@ -15,10 +15,10 @@
 //! settings hyper's server parses with.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{Method, Request, Uri, Version};
 
 use crate::policy::body::RequestBody;
+use crate::proxy::wire::{Span, has_token, header_map};
 
 /// Header lines palisade's reader handles in one head; a head with more
 /// goes to hyper (which takes up to 256 and lets the pipeline answer 431).
@@ -50,23 +50,6 @@ pub struct PlainRequest {
     pub keep_alive: bool,
 }
 
-/// Where a piece of the head lies in the buffer.
-#[derive(Debug, Clone, Copy, Default)]
-struct Span {
-    start: usize,
-    end: usize,
-}
-
-impl Span {
-    fn within(outer: &[u8], inner: &[u8]) -> Self {
-        let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
-        Self {
-            start,
-            end: start + inner.len(),
-        }
-    }
-}
-
 /// Header names that make a request something other than a plain one.
 fn needs_hyper(name: &str) -> bool {
     [
@@ -78,14 +61,6 @@ fn needs_hyper(name: &str) -> bool {
     ]
     .iter()
     .any(|n| name.eq_ignore_ascii_case(n))
-}
-
-/// Whether a `Connection` value names `close` (comma-separated tokens,
-/// any case), as hyper reads it.
-pub(super) fn names_close(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// Reads the head at the front of `buffer`. On [`Head::Plain`] the head's
@@ -115,7 +90,7 @@ pub fn read_head(buffer: &mut BytesMut) -> Head {
         if needs_hyper(line.name) {
             return Head::Hyper;
         }
-        if line.name.eq_ignore_ascii_case("connection") && names_close(line.value) {
+        if line.name.eq_ignore_ascii_case("connection") && has_token(line.value, b"close") {
             keep_alive = false;
         }
         *span = (
@@ -150,13 +125,8 @@ fn build(
     path: Span,
     lines: &[(Span, Span)],
 ) -> Option<Request<RequestBody>> {
-    let uri = Uri::from_maybe_shared(head.slice(path.start..path.end)).ok()?;
-    let mut headers = HeaderMap::with_capacity(lines.len() + ROOM_FOR_FORWARDING);
-    for (name, value) in lines {
-        let name = HeaderName::from_bytes(&head[name.start..name.end]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value.start..value.end)).ok()?;
-        headers.append(name, value);
-    }
+    let uri = Uri::from_maybe_shared(path.slice(head)).ok()?;
+    let headers = header_map(head, lines, ROOM_FOR_FORWARDING)?;
     let mut request = Request::new(RequestBody::Empty);
     *request.method_mut() = method;
     *request.uri_mut() = uri;

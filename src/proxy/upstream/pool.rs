@@ -32,9 +32,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tower_service::Service;
 
 use super::client::ClientFailure;
-use super::raw::{self, RawBody, RawConn, RawError, RawFailure};
+use super::raw::{self, RawBody, RawConn, RawFailure};
 use crate::policy::body::UpstreamBody;
 use crate::proxy::capped::{CappedIo, Slots};
+use crate::proxy::response_body::BoxError;
 
 /// Makes upstream sockets: TCP (connect timeout, `TCP_NODELAY`), TLS when
 /// the upstream is `https`.
@@ -238,11 +239,7 @@ impl Pool {
             match send_on(&mut hyper_conn, request).await {
                 Ok(response) => {
                     let pool = Arc::downgrade(self);
-                    let conn = Conn {
-                        link: Link::Hyper(hyper_conn),
-                        reused,
-                    };
-                    return Ok(response.map(|body| PooledBody::new(body, conn, pool)));
+                    return Ok(response.map(|body| PooledBody::new(body, hyper_conn, pool)));
                 }
                 Err(mut failed) => match failed.take_message() {
                     // A reused connection closed before the request could
@@ -414,13 +411,16 @@ pub struct PooledBody {
 
 enum Inner {
     /// hyper's body, and the connection it arrives on.
-    Hyper { body: Incoming, conn: Option<Conn> },
+    Hyper {
+        body: Incoming,
+        conn: Option<HyperConn>,
+    },
     /// palisade's own exchange's body (it holds its connection).
     Raw(RawBody<Io>),
 }
 
 impl PooledBody {
-    fn new(body: Incoming, conn: Conn, pool: std::sync::Weak<Pool>) -> Self {
+    fn new(body: Incoming, conn: HyperConn, pool: std::sync::Weak<Pool>) -> Self {
         Self {
             inner: Inner::Hyper {
                 body,
@@ -440,13 +440,14 @@ impl PooledBody {
     fn release(&mut self) {
         // Not polled here: the next checkout polls the connection anyway
         // (to find it closed, or ready for the next request).
-        let conn = match &mut self.inner {
-            Inner::Hyper { conn, .. } => conn.take(),
-            Inner::Raw(body) => body.take_reusable().map(|raw| Conn {
-                link: Link::Raw(raw),
-                reused: false,
-            }),
+        let link = match &mut self.inner {
+            Inner::Hyper { conn, .. } => conn.take().map(Link::Hyper),
+            Inner::Raw(body) => body.take_reusable().map(Link::Raw),
         };
+        let conn = link.map(|link| Conn {
+            link,
+            reused: false,
+        });
         if let (Some(conn), Some(pool)) = (conn, self.pool.upgrade()) {
             pool.put(conn);
         }
@@ -455,27 +456,23 @@ impl PooledBody {
 
 impl http_body::Body for PooledBody {
     type Data = bytes::Bytes;
-    type Error = RawError;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, RawError>>> {
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Hyper { body, conn } => {
-                if let Some(Conn {
-                    link: Link::Hyper(hyper_conn),
-                    ..
-                }) = conn
-                {
+                if let Some(hyper_conn) = conn {
                     hyper_conn.poll_driver(cx);
                 }
                 let polled = Pin::new(body).poll_frame(cx);
                 if let Poll::Ready(Some(Err(_))) = &polled {
                     *conn = None;
                 }
-                polled.map(|frame| frame.map(|r| r.map_err(RawError::from)))
+                polled.map(|frame| frame.map(|r| r.map_err(BoxError::from)))
             }
             Inner::Raw(body) => body
                 .poll_data(cx)

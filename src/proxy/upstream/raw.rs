@@ -19,16 +19,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::policy::body::UpstreamBody;
-use crate::proxy::write_two::write_two;
-
-/// Boxed error of a broken exchange or body.
-pub type RawError = Box<dyn std::error::Error + Send + Sync>;
+use crate::proxy::response_body::BoxError;
+use crate::proxy::wire::{self, Span, write_two};
 
 /// Header lines palisade adds to a response (security headers, the
 /// request ID, rate-limit and CORS headers): room for them when the map is
@@ -63,9 +61,9 @@ pub fn eligible_payload(request: &Request<UpstreamBody>) -> Option<Bytes> {
 pub enum RawFailure {
     /// The request could not be written: nothing reached the upstream
     /// (on a reused connection, it had closed meanwhile).
-    Unsent(RawError),
+    Unsent(BoxError),
     /// The upstream broke the exchange after the request was sent.
-    Broken(RawError),
+    Broken(BoxError),
 }
 
 /// One upstream connection between exchanges: the socket and what was
@@ -142,7 +140,7 @@ where
     async fn read_head(
         &mut self,
         head_request: bool,
-    ) -> Result<(Response<()>, Framing, bool), RawError> {
+    ) -> Result<(Response<()>, Framing, bool), BoxError> {
         loop {
             if !self.buffer.is_empty() {
                 match parse_response(&mut self.buffer, head_request)? {
@@ -156,7 +154,10 @@ where
             if self.buffer.len() >= MAX_HEAD {
                 return Err("the upstream's response head is too large".into());
             }
-            if read_some(&mut *self.io, &mut self.buffer, READ_CHUNK).await? == 0 {
+            let read = std::future::poll_fn(|cx| {
+                wire::poll_read(&mut *self.io, &mut self.buffer, READ_CHUNK, cx)
+            });
+            if read.await? == 0 {
                 return Err(
                     "the upstream closed the connection before a whole response head".into(),
                 );
@@ -181,15 +182,11 @@ fn encode_request(
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        wire::line(out, name.as_str(), value.as_bytes());
     }
     if length > 0 && !headers.contains_key(header::CONTENT_LENGTH) {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        let mut digits = itoa::Buffer::new();
+        wire::line(out, "content-length", digits.format(length).as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -201,7 +198,7 @@ enum Parsed {
     Head(Response<()>, Framing, bool),
 }
 
-fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, RawError> {
+fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxError> {
     let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut lines);
     let length = match parsed.parse(buffer)? {
@@ -228,25 +225,18 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, R
     if code == 101 {
         return Err("the upstream switched protocols unasked".into());
     }
-    let base = buffer.as_ptr() as usize;
     let mut declared = Declared::default();
     let mut spans = Vec::with_capacity(parsed.headers.len());
     for line in parsed.headers.iter() {
         declared.read(line.name, line.value);
-        let name = line.name.as_ptr() as usize - base;
-        let value = line.value.as_ptr() as usize - base;
         spans.push((
-            name..name + line.name.len(),
-            value..value + line.value.len(),
+            Span::within(buffer, line.name.as_bytes()),
+            Span::within(buffer, line.value),
         ));
     }
     let head = buffer.split_to(length).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len() + ROOM_FOR_RESPONSE_HEADERS);
-    for (name, value) in spans {
-        let name = HeaderName::from_bytes(&head[name])?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value))?;
-        headers.append(name, value);
-    }
+    let headers = wire::header_map(&head, &spans, ROOM_FOR_RESPONSE_HEADERS)
+        .ok_or("a header line of the upstream's response the http types refuse")?;
     let framing = declared.framing(version, status, head_request)?;
     let keep_alive = declared.keeps_alive(version) && framing != Framing::Close;
     let mut response = Response::new(());
@@ -277,24 +267,19 @@ struct Declared {
 impl Declared {
     fn read(&mut self, name: &str, value: &[u8]) {
         if name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            self.transfer_encoding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            self.transfer_encoding = Some(wire::ends_in_chunked(value));
         } else if name.eq_ignore_ascii_case("content-length") {
-            for part in value.split(|&b| b == b',') {
-                self.length = Some(match (self.length, content_length(part)) {
-                    (Some(Err(why)), _) | (_, Err(why)) => Err(why),
-                    (Some(Ok(first)), Ok(n)) if first != n => {
-                        Err("differing Content-Length values from the upstream")
-                    }
-                    (_, Ok(n)) => Ok(n),
-                });
-            }
+            self.length = Some(match (self.length, wire::content_length(value)) {
+                (Some(Err(why)), _) => Err(why),
+                (_, None) => Err("invalid Content-Length from the upstream"),
+                (Some(Ok(first)), Some(n)) if first != n => {
+                    Err("differing Content-Length values from the upstream")
+                }
+                (_, Some(n)) => Ok(n),
+            });
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
+            self.close |= wire::has_token(value, b"close");
+            self.keep_alive |= wire::has_token(value, b"keep-alive");
         }
     }
 
@@ -304,7 +289,7 @@ impl Declared {
         version: Version,
         status: StatusCode,
         head_request: bool,
-    ) -> Result<Framing, RawError> {
+    ) -> Result<Framing, BoxError> {
         if head_request || matches!(status.as_u16(), 204 | 304) {
             return Ok(Framing::Length(0));
         }
@@ -330,18 +315,6 @@ impl Declared {
     fn keeps_alive(&self, version: Version) -> bool {
         !self.close && (version == Version::HTTP_11 || self.keep_alive)
     }
-}
-
-/// One `Content-Length` value: digits only.
-fn content_length(part: &[u8]) -> Result<u64, &'static str> {
-    let part = part.trim_ascii();
-    if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-        return Err("invalid Content-Length from the upstream");
-    }
-    std::str::from_utf8(part)
-        .ok()
-        .and_then(|digits| digits.parse().ok())
-        .ok_or("Content-Length from the upstream too large")
 }
 
 /// Where the reading of a body stands.
@@ -410,7 +383,7 @@ where
     }
 
     /// The next piece of the body.
-    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, RawError>>> {
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -420,7 +393,8 @@ where
                 Framing::Length(left) => {
                     if conn.buffer.is_empty() {
                         let want = usize::try_from(left).unwrap_or(usize::MAX).min(64 * 1024);
-                        if ready!(poll_read_some(conn, cx, want))? == 0 {
+                        if ready!(wire::poll_read(&mut *conn.io, &mut conn.buffer, want, cx))? == 0
+                        {
                             return Poll::Ready(Some(Err(
                                 "the upstream closed the connection mid-body".into(),
                             )));
@@ -433,7 +407,13 @@ where
                     return Poll::Ready(Some(Ok(conn.buffer.split_to(take).freeze())));
                 }
                 Framing::Close => {
-                    if conn.buffer.is_empty() && ready!(poll_read_some(conn, cx, READ_CHUNK))? == 0
+                    if conn.buffer.is_empty()
+                        && ready!(wire::poll_read(
+                            &mut *conn.io,
+                            &mut conn.buffer,
+                            READ_CHUNK,
+                            cx
+                        ))? == 0
                     {
                         self.conn = None;
                         return Poll::Ready(None);
@@ -447,7 +427,13 @@ where
                         return Poll::Ready(Some(Ok(data)));
                     }
                     Step::NeedMore => {
-                        if ready!(poll_read_some(conn, cx, READ_CHUNK))? == 0 {
+                        if ready!(wire::poll_read(
+                            &mut *conn.io,
+                            &mut conn.buffer,
+                            READ_CHUNK,
+                            cx
+                        ))? == 0
+                        {
                             return Poll::Ready(Some(Err(
                                 "the upstream closed the connection mid-body".into(),
                             )));
@@ -466,7 +452,7 @@ enum Step {
 }
 
 /// One step of chunked decoding over what is buffered.
-fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, RawError> {
+fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, BoxError> {
     match state {
         Chunked::Size => {
             let Some(end) = buffer.iter().position(|&b| b == b'\n') else {
@@ -574,34 +560,13 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, RawError>
     }
 }
 
-fn poll_read_some<T>(
-    conn: &mut RawConn<T>,
-    cx: &mut Context<'_>,
-    want: usize,
-) -> Poll<Result<usize, RawError>>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin,
-{
-    let read = std::pin::pin!(read_some(&mut *conn.io, &mut conn.buffer, want));
-    read.poll(cx).map_err(RawError::from)
-}
-
-/// Reads what the socket has (up to about `want` bytes) onto `buffer`.
-async fn read_some<I: AsyncRead + Unpin>(
-    io: &mut I,
-    buffer: &mut BytesMut,
-    want: usize,
-) -> std::io::Result<usize> {
-    use tokio::io::AsyncReadExt;
-    buffer.reserve(want.max(1024));
-    io.read_buf(buffer).await
-}
-
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
-    fn decode_all(mut wire: &[u8]) -> Result<Vec<u8>, RawError> {
+    fn decode_all(mut wire: &[u8]) -> Result<Vec<u8>, BoxError> {
         let mut buffer = BytesMut::new();
         let mut state = Chunked::Size;
         let mut out = Vec::new();
@@ -668,7 +633,7 @@ mod tests {
         }
     }
 
-    fn head(text: &[u8], head_request: bool) -> Result<(Response<()>, Framing, bool), RawError> {
+    fn head(text: &[u8], head_request: bool) -> Result<(Response<()>, Framing, bool), BoxError> {
         let mut buffer = BytesMut::from(text);
         loop {
             match parse_response(&mut buffer, head_request)? {

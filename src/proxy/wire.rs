@@ -1,0 +1,157 @@
+//! HTTP/1.1 on the wire as both sides of palisade's own engine read and
+//! write it (`proxy::h1` toward clients, `proxy::upstream::raw` toward the
+//! upstream): header lines, the header map of a parsed head, the readings
+//! of `Content-Length`, `Transfer-Encoding` and `Connection` values (each
+//! as hyper reads it), and the socket reads and writes.
+
+use std::io::IoSlice;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Appends one header line, `name: value` and CRLF.
+pub fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Where a piece of a parsed head lies in its buffer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Span {
+    start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// The position of `inner`, a slice `httparse` returned, in `outer`.
+    pub fn within(outer: &[u8], inner: &[u8]) -> Self {
+        let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
+        Self {
+            start,
+            end: start + inner.len(),
+        }
+    }
+
+    /// The piece of `head` it marks, sharing its bytes.
+    pub fn slice(self, head: &Bytes) -> Bytes {
+        head.slice(self.start..self.end)
+    }
+}
+
+/// The header map of a parsed head: `lines` are the (name, value) spans
+/// of each line in `head`; `room` lines more fit without growing the map.
+/// `None` where the `http` types refuse a name or a value.
+pub fn header_map(head: &Bytes, lines: &[(Span, Span)], room: usize) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(lines.len() + room);
+    for (name, value) in lines {
+        let name = HeaderName::from_bytes(&head[name.start..name.end]).ok()?;
+        let value = HeaderValue::from_maybe_shared(value.slice(head)).ok()?;
+        headers.append(name, value);
+    }
+    Some(headers)
+}
+
+/// A `Content-Length` value: digits only, or the same number repeated in
+/// a comma list (hyper's reading); `None` otherwise.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        match length {
+            Some(first) if first != n => return None,
+            _ => length = Some(n),
+        }
+    }
+    length
+}
+
+/// Whether the last coding a `Transfer-Encoding` value names is `chunked`.
+pub fn ends_in_chunked(value: &[u8]) -> bool {
+    value
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Whether a comma-separated value (a `Connection` line) names `token`,
+/// in any case.
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Reads what the socket has onto `buffer`, with room for at least
+/// `want` more bytes; `Ready(Ok(0))` when the peer has closed.
+pub fn poll_read<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buffer: &mut BytesMut,
+    want: usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    buffer.reserve(want);
+    std::pin::pin!(io.read_buf(buffer)).poll(cx)
+}
+
+/// Writes all of `first`, then all of `second`.
+pub async fn write_two<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    first: &[u8],
+    second: &[u8],
+) -> std::io::Result<()> {
+    let (mut first, mut second) = (first, second);
+    while !first.is_empty() || !second.is_empty() {
+        let written = if first.is_empty() {
+            io.write(second).await?
+        } else if second.is_empty() {
+            io.write(first).await?
+        } else {
+            let parts = [IoSlice::new(first), IoSlice::new(second)];
+            io.write_vectored(&parts).await?
+        };
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_first = written.min(first.len());
+        first = &first[from_first..];
+        second = &second[written - from_first..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_as_hyper_reads_them() {
+        assert_eq!(content_length(b"5"), Some(5));
+        assert_eq!(content_length(b" 5 , 5"), Some(5));
+        assert_eq!(content_length(b"5, 6"), None);
+        assert_eq!(content_length(b"+5"), None);
+        assert_eq!(content_length(b""), None);
+        assert_eq!(content_length(b"99999999999999999999999"), None);
+        assert!(ends_in_chunked(b"gzip, Chunked "));
+        assert!(!ends_in_chunked(b"chunked, gzip"));
+        assert!(has_token(b"foo, CLOSE", b"close"));
+        assert!(!has_token(b"closed, x-close", b"close"));
+    }
+
+    #[tokio::test]
+    async fn both_parts_arrive_in_order() {
+        let mut out = Vec::new();
+        write_two(&mut out, b"head ", b"body").await.unwrap();
+        write_two(&mut out, b"", b"+").await.unwrap();
+        write_two(&mut out, b"!", b"").await.unwrap();
+        assert_eq!(out, b"head body+!");
+    }
+}
