@@ -72,12 +72,17 @@ async fn exchange(addr: std::net::SocketAddr, bytes: &[u8], end: bool) -> Vec<u8
     if end {
         stream.shutdown().await.unwrap();
     }
+    until_closed(&mut stream).await.0
+}
+
+/// What arrives until the server closes the connection, and how the read
+/// ended (a reset after some bytes keeps them).
+async fn until_closed(stream: &mut TcpStream) -> (Vec<u8>, std::io::Result<usize>) {
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+    let ended = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
         .await
-        .expect("the connection closes")
-        .ok();
-    out
+        .expect("the connection closes");
+    (out, ended)
 }
 
 /// The answer with what differs between any two runs masked: `date`
@@ -343,17 +348,8 @@ async fn a_client_that_closes_while_waiting_gets_nothing_either_way() {
     let upstream = TestUpstream::start().await;
     for engine in ["hyper", "palisade"] {
         let server = start(engine, &upstream).await;
-        let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
-        stream
-            .write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\nX-Test-Delay-Ms: 300\r\n\r\n")
-            .await
-            .unwrap();
-        stream.shutdown().await.unwrap();
-        let mut out = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
-            .await
-            .expect("the connection closes")
-            .ok();
+        let request = b"GET /slow HTTP/1.1\r\nHost: t\r\nX-Test-Delay-Ms: 300\r\n\r\n";
+        let out = exchange(server.proxy_addr, request, true).await;
         assert!(
             out.is_empty(),
             "{engine}: {:?}",
@@ -375,11 +371,8 @@ async fn a_drain_finishes_the_request_in_flight_with_connection_close() {
         .unwrap();
     upstream.wait_for_count(1).await;
     server.shutdown();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
-        .await
-        .expect("the connection closes")
-        .unwrap();
+    let (out, ended) = until_closed(&mut stream).await;
+    ended.unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");

@@ -150,18 +150,16 @@ pin_project_lite::pin_project! {
     pub enum UpstreamBody {
         /// Streamed, sent once.
         Stream { #[pin] body: LimitedBody },
-        /// Buffered (at most `retry::MAX_REPLAY_BYTES`), replayable.
-        Replay { #[pin] body: http_body_util::Full<Bytes>, bytes: Bytes },
+        /// Buffered (at most `retry::MAX_REPLAY_BYTES`), replayable: sent
+        /// as one frame (then empty).
+        Replay { bytes: Bytes },
     }
 }
 
 impl UpstreamBody {
     /// A replayable body.
     pub fn replay(bytes: Bytes) -> Self {
-        Self::Replay {
-            body: http_body_util::Full::new(bytes.clone()),
-            bytes,
-        }
+        Self::Replay { bytes }
     }
 
     /// The whole body, when it is known without reading the client: held
@@ -169,7 +167,7 @@ impl UpstreamBody {
     /// (a request without a body, on a route that does not retry).
     pub fn replay_bytes(&self) -> Option<Bytes> {
         match self {
-            Self::Replay { bytes, .. } => Some(bytes.clone()),
+            Self::Replay { bytes } => Some(bytes.clone()),
             Self::Stream { body } if body.is_end_stream() => Some(Bytes::new()),
             Self::Stream { .. } => None,
         }
@@ -186,8 +184,9 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             UpstreamBodyProj::Stream { body } => body.poll_frame(cx),
-            UpstreamBodyProj::Replay { body, .. } => {
-                body.poll_frame(cx).map_err(|never| match never {})
+            UpstreamBodyProj::Replay { bytes } if bytes.is_empty() => Poll::Ready(None),
+            UpstreamBodyProj::Replay { bytes } => {
+                Poll::Ready(Some(Ok(Frame::data(std::mem::take(bytes)))))
             }
         }
     }
@@ -195,14 +194,14 @@ impl Body for UpstreamBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Stream { body } => body.is_end_stream(),
-            Self::Replay { body, .. } => body.is_end_stream(),
+            Self::Replay { bytes } => bytes.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Stream { body } => body.size_hint(),
-            Self::Replay { body, .. } => body.size_hint(),
+            Self::Replay { bytes } => SizeHint::with_exact(bytes.len() as u64),
         }
     }
 }
