@@ -9,7 +9,8 @@
 #   bench/instructions.sh [BINARY...]     default: target/release/palisade
 #                     a BINARY named hyper_ceiling or tokio_floor (examples/)
 #                     is run as the no-policy reference
-#   DURATION=5 CONNECTIONS=8 POLICY=plain|full|plain-h1|full-h1 (-h1: server.http1_engine = "palisade")
+#   DURATION=5 CONNECTIONS=8 POLICY=plain|full|plain-hyper|full-hyper (-hyper: both
+#                     http1_engine = "hyper"; plain and full run the default, palisade's own)
 #   PROFILE_DIR=dir   keep each run's callgrind file there (read it with
 #                     callgrind_annotate; build with --profile profiling for symbols)
 #
@@ -31,7 +32,8 @@ for bin in "${bins[@]}"; do
   BIN=$bin
   name=palisade-$POLICY
   T_PORT=$(port)
-  if [ "${POLICY%-h1}" = full ]; then
+  base=${POLICY%-hyper}; base=${base%-h1}
+  if [ "$base" = full ]; then
     palisade_config palisade-full "$(port)" "$(port)" > "$work/token.toml"
     TOKEN=$(BENCH_JWT_SECRET=$JWT_SECRET "$BIN" --config "$work/token.toml" token \
       --sub bench --ttl 1h --secret-env BENCH_JWT_SECRET 2>/dev/null || true)

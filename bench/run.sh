@@ -28,7 +28,7 @@
 # Knobs (environment):
 #   DURATION=10 ROUNDS=3 WARMUP=3   seconds per run, rounds, warm-up seconds
 #   CONNECTIONS=64                  wrk -c
-#   TARGETS="upstream nginx haproxy envoy traefik tokio-floor hyper-ceiling palisade-plain palisade-full palisade-trace palisade-otlp palisade-redis"
+#   TARGETS="upstream nginx haproxy envoy traefik tokio-floor hyper-ceiling palisade-plain palisade-plain-hyper palisade-full palisade-trace palisade-otlp palisade-redis"
 #   PALISADE_BIN=path               use this palisade binary instead of building release
 #   BASELINE_BIN=path               target palisade-baseline: another build, same rounds
 #   CEILING_BIN=path                target hyper-ceiling (hyper alone, no policy): this
@@ -56,7 +56,7 @@ case "${1:-}" in
 esac
 DURATION=${DURATION:-10}; ROUNDS=${ROUNDS:-3}; WARMUP=${WARMUP:-3}; CONNECTIONS=${CONNECTIONS:-64}
 LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}; REDIS_CPU=${REDIS_CPU:-0}
-TARGETS=${TARGETS:-upstream nginx haproxy envoy traefik tokio-floor hyper-ceiling palisade-plain palisade-full palisade-trace palisade-otlp palisade-redis}
+TARGETS=${TARGETS:-upstream nginx haproxy envoy traefik tokio-floor hyper-ceiling palisade-plain palisade-plain-hyper palisade-full palisade-trace palisade-otlp palisade-redis}
 WORKLOADS=${WORKLOADS:-get post16k}
 OUT=${OUT:-target/bench}
 source bench/lib.sh

@@ -6,7 +6,7 @@
 # so far; at the end, totals by status and the unexpected ones (5xx, socket
 # errors, failed WebSocket sessions). Everything it starts is stopped by PID.
 #   usage: bench/soak.sh [SECONDS=600]
-#   ENGINE=palisade: both http1_engine switches on (palisade's own HTTP/1.1)
+#   ENGINE=hyper: both http1_engine switches on hyper (default: palisade, its own HTTP/1.1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -63,7 +63,7 @@ export SOAK_JWT_SECRET=soak-secret-0123456789abcdef0123
 cat > "$work/policy.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PAL"
-http1_engine = "${ENGINE:-hyper}"
+http1_engine = "${ENGINE:-palisade}"
 [admin]
 listen = "127.0.0.1:$ADM"
 [log]
@@ -71,7 +71,7 @@ access_log = false
 level = "warn"
 [upstream]
 url = "http://127.0.0.1:$UP"
-http1_engine = "${ENGINE:-hyper}"
+http1_engine = "${ENGINE:-palisade}"
 [auth.jwt]
 hs256_secret = "\${SOAK_JWT_SECRET}"
 [defaults]

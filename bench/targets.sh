@@ -48,9 +48,10 @@
 #                   spans exported to a local OTLP sink (an NGINX answering
 #                   200 to POST /v1/traces, started here, pinned to $REDIS_CPU
 #                   like Redis: the collector's work is not the proxy's)
-#   palisade-NAME-h1  any palisade target above with palisade's own HTTP/1
-#                   engine on both sides (server. and upstream.http1_engine =
-#                   "palisade"); the others run hyper's
+#   palisade-NAME-hyper  any palisade target above with hyper on both sides
+#                   (server. and upstream.http1_engine = "hyper"); the others
+#                   run palisade's own HTTP/1 engine (the default;
+#                   palisade-NAME-h1 is the same as palisade-NAME)
 # Every target is sent the same request: the Authorization bearer token
 # $TOKEN (palisade-full verifies it; the others pass it on) and an Origin.
 
@@ -181,9 +182,13 @@ NGINX
 }
 
 palisade_config() {   # NAME PORT ADMIN_PORT [REDIS_PORT]
-  local name=$1 p=$2 adm=$3 rds=${4:-} engine=hyper
-  # NAME-h1: the same target served by palisade's own HTTP/1 engine.
-  case $name in *-h1) name=${name%-h1}; engine=palisade ;; esac
+  local name=$1 p=$2 adm=$3 rds=${4:-} engine=palisade
+  # NAME-hyper: the same target with hyper on both sides (http1_engine =
+  # "hyper"); NAME-h1 (palisade's own engine, the default) is NAME.
+  case $name in
+    *-hyper) name=${name%-hyper}; engine=hyper ;;
+    *-h1) name=${name%-h1} ;;
+  esac
   cat <<TOML
 [server]
 listen = "127.0.0.1:$p"

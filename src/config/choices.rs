@@ -70,10 +70,12 @@ word_enum! {
 word_enum! {
     /// `server.http1_engine`: what serves plaintext HTTP/1.1 connections.
     Http1Engine {
-        /// hyper's HTTP/1 server (the default).
+        /// hyper's HTTP/1 server (and client) for every request.
         Hyper = "hyper",
-        /// palisade's own, for requests without a body; the rest of a
-        /// connection goes to hyper at the first other request.
+        /// palisade's own (the default, for speed): on the server side for
+        /// requests without a body (the rest of a connection goes to hyper
+        /// at the first other request); upstream for requests whose body is
+        /// in memory.
         Palisade = "palisade",
     }
 }

@@ -66,7 +66,7 @@ impl Default for ServerFile {
             trusted_proxies: Vec::new(),
             shutdown_grace: Dur::secs(20),
             workers: 0,
-            http1_engine: Http1Engine::Hyper,
+            http1_engine: Http1Engine::Palisade,
         }
     }
 }
@@ -122,7 +122,7 @@ impl Default for UpstreamFile {
             preserve_host: true,
             ca_file: None,
             deadline_header: Text::from(""),
-            http1_engine: Http1Engine::Hyper,
+            http1_engine: Http1Engine::Palisade,
             retry: RetryFile::default(),
             circuit_breaker: BreakerFile::default(),
         }

@@ -23,23 +23,32 @@ pub fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 /// Where a piece of a parsed head lies in its buffer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Span {
-    start: usize,
-    end: usize,
+    start: u32,
+    end: u32,
 }
 
 impl Span {
     /// The position of `inner`, a slice `httparse` returned, in `outer`.
     pub fn within(outer: &[u8], inner: &[u8]) -> Self {
+        // Heads are bounded far below 4 GiB (`server.max_header_bytes`,
+        // the upstream head buffer); u32 keeps a span array small.
         let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
+        let start = u32::try_from(start).unwrap_or(u32::MAX);
+        let length = u32::try_from(inner.len()).unwrap_or(0);
         Self {
             start,
-            end: start + inner.len(),
+            end: start.saturating_add(length),
         }
     }
 
     /// The piece of `head` it marks, sharing its bytes.
     pub fn slice(self, head: &Bytes) -> Bytes {
-        head.slice(self.start..self.end)
+        head.slice(self.range())
+    }
+
+    /// The byte range it marks.
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
     }
 }
 
@@ -49,7 +58,7 @@ impl Span {
 pub fn header_map(head: &Bytes, lines: &[(Span, Span)], room: usize) -> Option<HeaderMap> {
     let mut headers = HeaderMap::with_capacity(lines.len() + room);
     for (name, value) in lines {
-        let name = HeaderName::from_bytes(&head[name.start..name.end]).ok()?;
+        let name = HeaderName::from_bytes(&head[name.range()]).ok()?;
         let value = HeaderValue::from_maybe_shared(value.slice(head)).ok()?;
         headers.append(name, value);
     }

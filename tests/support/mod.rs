@@ -54,10 +54,10 @@ pub async fn start_palisade(config: &str, upstream: SocketAddr) -> palisade::Ser
     palisade::start(policy).await.expect("palisade starts")
 }
 
-/// `PALISADE_TEST_HTTP1_ENGINE=palisade`: every test server speaks plain
-/// HTTP/1.1 with palisade's own engine on both sides (`server` and
-/// `upstream.http1_engine`; `.ci/run` runs the suite so too), unless the
-/// test's config chooses.
+/// `PALISADE_TEST_HTTP1_ENGINE=hyper` (or `palisade`, the default): every
+/// test server speaks plain HTTP/1.1 with that engine on both sides
+/// (`server` and `upstream.http1_engine`; `.ci/run` runs the suite with
+/// hyper too), unless the test's config chooses.
 fn engine_override() -> Option<palisade::config::choices::Http1Engine> {
     use palisade::config::choices::Http1Engine;
     match std::env::var("PALISADE_TEST_HTTP1_ENGINE").ok()?.as_str() {

@@ -14,6 +14,8 @@
 //! The parser is `httparse` with its default settings, the same crate and
 //! settings hyper's server parses with.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Uri, Version};
 
@@ -66,9 +68,10 @@ fn needs_hyper(name: &str) -> bool {
 /// Reads the head at the front of `buffer`. On [`Head::Plain`] the head's
 /// bytes are taken off the buffer; otherwise it is left as it was.
 pub fn read_head(buffer: &mut BytesMut) -> Head {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut lines);
-    let length = match parsed.parse(buffer) {
+    // Uninitialised: httparse writes only the lines it finds.
+    let mut lines = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let length = match parsed.parse_with_uninit_headers(buffer, &mut lines) {
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Head::Partial,
         Err(_) => return Head::Hyper,

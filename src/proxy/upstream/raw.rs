@@ -15,6 +15,7 @@
 //! that ended exactly where its framing said, with nothing more buffered,
 //! and when neither side asked to close.
 
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -199,9 +200,14 @@ enum Parsed {
 }
 
 fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxError> {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut lines);
-    let length = match parsed.parse(buffer)? {
+    // Uninitialised: httparse writes only the lines it finds.
+    let mut lines = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buffer,
+        &mut lines,
+    )? {
         httparse::Status::Partial => return Ok(Parsed::Partial),
         httparse::Status::Complete(length) => length,
     };
@@ -226,16 +232,17 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
         return Err("the upstream switched protocols unasked".into());
     }
     let mut declared = Declared::default();
-    let mut spans = Vec::with_capacity(parsed.headers.len());
-    for line in parsed.headers.iter() {
+    let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (line, span) in parsed.headers.iter().zip(spans.iter_mut()) {
         declared.read(line.name, line.value);
-        spans.push((
+        *span = (
             Span::within(buffer, line.name.as_bytes()),
             Span::within(buffer, line.value),
-        ));
+        );
     }
     let head = buffer.split_to(length).freeze();
-    let headers = wire::header_map(&head, &spans, ROOM_FOR_RESPONSE_HEADERS)
+    let headers = wire::header_map(&head, &spans[..count], ROOM_FOR_RESPONSE_HEADERS)
         .ok_or("a header line of the upstream's response the http types refuse")?;
     let framing = declared.framing(version, status, head_request)?;
     let keep_alive = declared.keeps_alive(version) && framing != Framing::Close;
