@@ -188,15 +188,14 @@ async fn process(
     };
     let body = ctx.record.body_in.clone();
     let mut retries = 0;
-    // Boxed: the exchange is the largest part of a request's future, and
-    // inline it would be copied again with every future that holds it
-    // (this one, and hyper's box of `handle`).
-    let exchange = Box::pin(
-        generation
-            .upstream
-            .send(req, &target, settings, body, &mut retries),
-    )
-    .await;
+    // Inline, not boxed: `handle`'s future is boxed once per request by
+    // whichever engine serves it, and a second box here cost an allocation
+    // and a copy of this future (about 5 KiB) per request (callgrind, plain
+    // GET: 35,428 -> 34,943 instructions without it).
+    let exchange = generation
+        .upstream
+        .send(req, &target, settings, body, &mut retries)
+        .await;
     ctx.record.retries = retries;
     let exchange = exchange?;
     ctx.record.upstream_time = Some(exchange.elapsed);
