@@ -180,6 +180,35 @@ async fn client_vanishing_mid_response_releases_the_upstream() {
     settles(&server).await;
 }
 
+/// A client that reads the head of a response whose body then stalls
+/// upstream, and leaves: the exchange is abandoned at once (as hyper does:
+/// the read that finds the client gone ends it), so the upstream connection
+/// goes back to the bound instead of waiting for the upstream's next byte.
+/// With `max_connections = 1`, an abandoned stall that kept its connection
+/// would leave the next client a 504.
+#[tokio::test]
+async fn client_leaving_a_stalled_response_frees_its_upstream_connection() {
+    let upstream = TestUpstream::start().await;
+    let config = CONFIG.replace(
+        "url = \"{UPSTREAM}\"",
+        "url = \"{UPSTREAM}\"\nmax_connections = 1",
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
+        stream
+            .write_all(b"GET /stall HTTP/1.1\r\nHost: test\r\nx-test-stall-after-bytes: 10\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 4096];
+        let n = stream.read(&mut first).await.unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+        drop(stream);
+        others_are_served(&server).await;
+    }
+    settles(&server).await;
+}
+
 #[tokio::test]
 async fn many_idle_connections_and_churn_leave_others_served() {
     let (_upstream, server) = setup().await;

@@ -1,6 +1,8 @@
 //! The upstream test server. It records every request it receives (and
 //! whether its body arrived complete) and behaves according to headers:
-//! `x-test-delay-ms`, `x-test-status`, `x-test-stream-bytes`; otherwise it
+//! `x-test-delay-ms`, `x-test-status`, `x-test-stream-bytes`,
+//! `x-test-stall-after-bytes` (that many bytes of a body of unknown length,
+//! then nothing until the reader drops the body); otherwise it
 //! echoes the request as JSON. It always sends `Server` and `X-Powered-By`.
 
 use std::convert::Infallible;
@@ -184,7 +186,19 @@ impl TestUpstream {
                 status = StatusCode::SERVICE_UNAVAILABLE;
             }
         }
-        let body: BoxBody<Bytes, Infallible> = if let Some(total) =
+        let body: BoxBody<Bytes, Infallible> = if let Some(first) =
+            header("x-test-stall-after-bytes").and_then(|v| v.parse::<usize>().ok())
+        {
+            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+            tokio::spawn(async move {
+                let start = Bytes::from(pattern_bytes(0, first));
+                if tx.send(Ok(Frame::data(start))).await.is_ok() {
+                    // Silent, but open, until the connection reading it lets go.
+                    tx.closed().await;
+                }
+            });
+            BodyExt::boxed(StreamBody::new(ReceiverStream(rx)))
+        } else if let Some(total) =
             header("x-test-stream-bytes").and_then(|v| v.parse::<usize>().ok())
         {
             let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);

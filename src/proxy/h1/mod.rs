@@ -190,15 +190,8 @@ where
         if let Poll::Ready(Ok(response)) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(response));
         }
-        // hyper's rule: while a request is in flight and nothing of the
-        // next one is buffered, a read that finds the client gone cancels
-        // the request (bytes that do come are the next request's).
-        while buffer.is_empty() {
-            match wire::poll_read(io, buffer, READ_CHUNK, cx) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
-                Poll::Ready(Ok(_)) => {}
-                Poll::Pending => break,
-            }
+        if client_left(io, buffer, cx) {
+            return Poll::Ready(None);
         }
         Poll::Pending
     })
@@ -228,7 +221,7 @@ where
             write_parts(io, out, &[]).await?;
             true
         }
-        framing => send_body(io, out, &mut body, framing).await?,
+        framing => send_body(io, buffer, out, &mut body, framing).await?,
     };
     // The body (and with it the request's record and in-flight mark) is
     // done before the next head is read.
@@ -236,11 +229,34 @@ where
     Ok(encoded.last || !complete)
 }
 
+/// hyper's rule while a message is in flight (its `mid_message_detect_eof`):
+/// when nothing of the next request is buffered, a read that finds the
+/// client gone (end of stream or an error) means the exchange is abandoned;
+/// bytes that do come are kept as the next request's, and reading stops.
+/// Registers for the read when it returns `false` with nothing buffered.
+fn client_left<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buffer: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> bool {
+    if !buffer.is_empty() {
+        return false;
+    }
+    matches!(
+        wire::poll_read(io, buffer, READ_CHUNK, cx),
+        Poll::Ready(Ok(0)) | Poll::Ready(Err(_))
+    )
+}
+
 /// Writes the body after the head in `out`. `Ok(false)` when the
 /// connection must end after it: the body ended short of its declared
-/// length, or it was sent as it came ([`Framing::Close`]).
-async fn send_body<I: AsyncWrite + Unpin>(
+/// length, or it was sent as it came ([`Framing::Close`]). A client that
+/// leaves while the body waits on the upstream ends it with an error: the
+/// body (and with it the upstream connection) is dropped, not held until
+/// the upstream sends again.
+async fn send_body<I: AsyncRead + AsyncWrite + Unpin>(
     io: &mut I,
+    buffer: &mut BytesMut,
     out: &mut Vec<u8>,
     body: &mut ResponseBody,
     framing: Framing,
@@ -254,17 +270,19 @@ async fn send_body<I: AsyncWrite + Unpin>(
     loop {
         let next = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             // Nothing more for now: what is gathered goes out meanwhile.
-            Poll::Pending if !out.is_empty() => Poll::Ready(None),
+            Poll::Pending if !out.is_empty() => Poll::Ready(Next::Flush),
+            Poll::Pending if client_left(io, buffer, cx) => Poll::Ready(Next::ClientLeft),
             Poll::Pending => Poll::Pending,
-            Poll::Ready(frame) => Poll::Ready(Some(frame)),
+            Poll::Ready(frame) => Poll::Ready(Next::Frame(frame)),
         })
         .await;
         let frame = match next {
-            None => {
+            Next::Flush => {
                 write_parts(io, out, &[]).await?;
                 continue;
             }
-            Some(frame) => frame,
+            Next::ClientLeft => return Err("the client left during the response".into()),
+            Next::Frame(frame) => frame,
         };
         let data = match frame {
             Some(Ok(frame)) => match frame.into_data() {
@@ -322,6 +340,16 @@ async fn send_body<I: AsyncWrite + Unpin>(
             write_parts(io, out, &[]).await?;
         }
     }
+}
+
+/// What waiting on the response body gave.
+enum Next<F> {
+    /// A frame, or the body's end (`None`).
+    Frame(Option<F>),
+    /// The body has nothing now and bytes are gathered: send them.
+    Flush,
+    /// The client went away while the body had nothing to send.
+    ClientLeft,
 }
 
 /// A chunk-size line: the size in hex, then CRLF.
