@@ -386,14 +386,15 @@ YAML
         echo "palisade-baseline needs BASELINE_BIN (an executable palisade)" >&2
         return 1
       fi
-      local rds=""
-      if [ "${name%-h1}" = palisade-redis ]; then
+      local rds="" base=${name%-h1}
+      base=${base%-hyper}
+      if [ "$base" = palisade-redis ]; then
         rds=$(port)
         taskset -c "${REDIS_CPU:-0}" redis-server --port "$rds" --bind 127.0.0.1 --save "" \
           --appendonly no --dir "$work" >"$work/redis.log" 2>&1 & pids+=($!)
         wait_port "$rds"
       fi
-      [ "${name%-h1}" = palisade-otlp ] && start_otlp_sink "${REDIS_CPU:-0}"
+      [ "$base" = palisade-otlp ] && start_otlp_sink "${REDIS_CPU:-0}"
       palisade_config "$name" "$T_PORT" "$(port)" "$rds" > "$work/$name.toml"
       local palisade_bin=$BIN
       [ "$name" = palisade-baseline ] && palisade_bin=$BASELINE_BIN
