@@ -57,6 +57,15 @@ async fn others_are_served(server: &palisade::Server) {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
+/// Sends `request`, reads the first bytes of a 200 response, and closes.
+async fn read_head_and_leave(server: &palisade::Server, request: &[u8]) {
+    let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut first = [0u8; 4096];
+    let n = stream.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+}
+
 async fn h2_connect(
     server: &palisade::Server,
 ) -> (
@@ -164,17 +173,11 @@ async fn client_vanishing_mid_request_body_releases_the_request() {
 async fn client_vanishing_mid_response_releases_the_upstream() {
     let (_upstream, server) = setup().await;
     for _ in 0..10 {
-        let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
-        stream
-            .write_all(
-                b"GET /download HTTP/1.1\r\nHost: test\r\nx-test-stream-bytes: 268435456\r\n\r\n",
-            )
-            .await
-            .unwrap();
-        let mut first = [0u8; 4096];
-        let n = stream.read(&mut first).await.unwrap();
-        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
-        drop(stream);
+        read_head_and_leave(
+            &server,
+            b"GET /download HTTP/1.1\r\nHost: test\r\nx-test-stream-bytes: 268435456\r\n\r\n",
+        )
+        .await;
     }
     others_are_served(&server).await;
     settles(&server).await;
@@ -195,15 +198,11 @@ async fn client_leaving_a_stalled_response_frees_its_upstream_connection() {
     );
     let server = start_palisade(&config, upstream.addr).await;
     for _ in 0..3 {
-        let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
-        stream
-            .write_all(b"GET /stall HTTP/1.1\r\nHost: test\r\nx-test-stall-after-bytes: 10\r\n\r\n")
-            .await
-            .unwrap();
-        let mut first = [0u8; 4096];
-        let n = stream.read(&mut first).await.unwrap();
-        assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
-        drop(stream);
+        read_head_and_leave(
+            &server,
+            b"GET /stall HTTP/1.1\r\nHost: test\r\nx-test-stall-after-bytes: 10\r\n\r\n",
+        )
+        .await;
         others_are_served(&server).await;
     }
     settles(&server).await;
