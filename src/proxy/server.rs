@@ -434,7 +434,7 @@ pub(crate) fn proxy_service(
 }
 
 /// One request's future, as hyper holds it.
-pub(crate) type Handling = std::pin::Pin<
+type Handling = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<hyper::Response<ResponseBody>, Infallible>> + Send>,
 >;
 

@@ -105,6 +105,12 @@ where
         )
     }
 
+    /// Reads what the socket has onto the buffer, with room for at least
+    /// `want` more bytes; `Ready(Ok(0))` when the upstream has closed.
+    fn poll_fill(&mut self, want: usize, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        wire::poll_read(&mut *self.io, &mut self.buffer, want, cx)
+    }
+
     /// Sends a request head and its in-memory body, and reads the
     /// response head. The connection then belongs to the returned body
     /// until it ends.
@@ -155,10 +161,7 @@ where
             if self.buffer.len() >= MAX_HEAD {
                 return Err("the upstream's response head is too large".into());
             }
-            let read = std::future::poll_fn(|cx| {
-                wire::poll_read(&mut *self.io, &mut self.buffer, READ_CHUNK, cx)
-            });
-            if read.await? == 0 {
+            if std::future::poll_fn(|cx| self.poll_fill(READ_CHUNK, cx)).await? == 0 {
                 return Err(
                     "the upstream closed the connection before a whole response head".into(),
                 );
@@ -400,8 +403,7 @@ where
                 Framing::Length(left) => {
                     if conn.buffer.is_empty() {
                         let want = usize::try_from(left).unwrap_or(usize::MAX).min(64 * 1024);
-                        if ready!(wire::poll_read(&mut *conn.io, &mut conn.buffer, want, cx))? == 0
-                        {
+                        if ready!(conn.poll_fill(want, cx))? == 0 {
                             return Poll::Ready(Some(Err(
                                 "the upstream closed the connection mid-body".into(),
                             )));
@@ -414,14 +416,7 @@ where
                     return Poll::Ready(Some(Ok(conn.buffer.split_to(take).freeze())));
                 }
                 Framing::Close => {
-                    if conn.buffer.is_empty()
-                        && ready!(wire::poll_read(
-                            &mut *conn.io,
-                            &mut conn.buffer,
-                            READ_CHUNK,
-                            cx
-                        ))? == 0
-                    {
+                    if conn.buffer.is_empty() && ready!(conn.poll_fill(READ_CHUNK, cx))? == 0 {
                         self.conn = None;
                         return Poll::Ready(None);
                     }
@@ -434,13 +429,7 @@ where
                         return Poll::Ready(Some(Ok(data)));
                     }
                     Step::NeedMore => {
-                        if ready!(wire::poll_read(
-                            &mut *conn.io,
-                            &mut conn.buffer,
-                            READ_CHUNK,
-                            cx
-                        ))? == 0
-                        {
+                        if ready!(conn.poll_fill(READ_CHUNK, cx))? == 0 {
                             return Poll::Ready(Some(Err(
                                 "the upstream closed the connection mid-body".into(),
                             )));
