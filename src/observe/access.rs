@@ -154,8 +154,10 @@ impl RequestRecord {
     }
 
     /// Records the request's metrics, writes its line, queues its span.
-    pub fn finish(mut self, bytes_out: u64) {
-        let elapsed = self.start.elapsed();
+    /// Returns when it ended (the connection's idle time starts there).
+    pub fn finish(mut self, bytes_out: u64) -> Instant {
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(self.start);
         self.record_metrics(elapsed);
         self.log(elapsed, bytes_out);
         if let Some(trace) = self.trace.as_deref_mut() {
@@ -171,6 +173,7 @@ impl RequestRecord {
             };
             export::finish(trace, &facts);
         }
+        ended
     }
 
     fn record_metrics(&self, elapsed: Duration) {

@@ -126,10 +126,22 @@ impl Activity {
     }
 
     fn now_nanos(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        self.nanos_at(Instant::now())
+    }
+
+    fn nanos_at(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.epoch);
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn saw_io(&self, read: bool) {
+        // With a request in flight the watchdog looks only at blocked
+        // writes, and the request's end stamps `last_io` itself: a clock
+        // read per socket read and write would be spent for nothing (a
+        // read is about 36 ns here).
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return;
+        }
         let now = self.now_nanos();
         self.last_io.store(now, Ordering::Relaxed);
         if read
@@ -187,6 +199,7 @@ impl Activity {
         ConnRequestGuard {
             activity: self.clone(),
             handoff,
+            ended: None,
         }
     }
 
@@ -258,6 +271,10 @@ impl Activity {
 pub struct ConnRequestGuard {
     activity: Arc<Activity>,
     handoff: Option<Handoff>,
+    /// HTTP/1: when the response's last byte was handed to the connection
+    /// (the request's record read the clock then; the marker is dropped
+    /// right after).
+    ended: Option<std::time::Instant>,
 }
 
 impl ConnRequestGuard {
@@ -265,6 +282,16 @@ impl ConnRequestGuard {
     /// the request (built only then: most requests never need one).
     pub fn tunnel_watch(&self, idle_timeout: Duration) -> TunnelWatch {
         TunnelWatch::new(self.activity.clone(), idle_timeout)
+    }
+
+    /// The response ended at `at` (its record's clock read). On HTTP/1 the
+    /// marker is dropped right after and counts its idle time from then;
+    /// on HTTP/2 the last piece may still wait for the client's window, so
+    /// idle time counts from the drop itself.
+    pub fn ended_at(&mut self, at: std::time::Instant) {
+        if self.handoff.is_none() {
+            self.ended = Some(at);
+        }
     }
 
     /// The HTTP/2 stream's hand-off marker (`None` on HTTP/1, where a
@@ -278,9 +305,12 @@ impl Drop for ConnRequestGuard {
     fn drop(&mut self) {
         let activity = &self.activity;
         activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-        // One clock read for both: the response's end is I/O and, on
-        // HTTP/2, where idle time starts.
-        let now = activity.now_nanos();
+        // One clock read for both (or none, on HTTP/1: the record's): the
+        // response's end is I/O and, on HTTP/2, where idle time starts.
+        let now = match self.ended {
+            Some(at) => activity.nanos_at(Instant::from_std(at)),
+            None => activity.now_nanos(),
+        };
         activity.last_io.store(now, Ordering::Relaxed);
         activity.last_request_end.store(now, Ordering::Relaxed);
     }

@@ -73,7 +73,10 @@ impl ResponseBody {
     /// slow client, and the connection must not count as idle before.
     fn finish(&mut self) {
         if let Some(record) = self.record.take() {
-            record.finish(self.bytes_out);
+            let ended = record.finish(self.bytes_out);
+            if let Some(connection) = &mut self.connection {
+                connection.ended_at(ended);
+            }
         }
     }
 }

@@ -53,86 +53,104 @@ pub enum PreparedBody {
 
 impl Upstream {
     /// Sends `head` with `body`, retrying a replayable body; counts retries
-    /// into `retries`.
-    pub(super) async fn exchange(
+    /// into `retries`. `started` is when the exchange began (the first
+    /// try's admission); the response comes with when it arrived.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps each argument twice in its future; see proxy::pipeline"
+    )]
+    pub(super) fn exchange(
         &self,
         head: Head,
         body: PreparedBody,
         progress: &BodyProgress,
-        deadline: Instant,
+        (started, deadline): (std::time::Instant, Instant),
         retries: &mut u32,
-    ) -> Result<Response<ExchangeBody>, Reject> {
-        let upgrade = head.upgrade;
-        let bytes = match body {
-            PreparedBody::Once { body, empty } => {
-                let request = head.into_request(body);
-                return self
-                    .try_once(request, upgrade, empty, progress, deadline)
+    ) -> impl Future<Output = Result<(Response<ExchangeBody>, std::time::Instant), Reject>> {
+        async move {
+            let upgrade = head.upgrade;
+            let bytes = match body {
+                PreparedBody::Once { body, empty } => {
+                    let request = head.into_request(body);
+                    let (outcome, answered) = self
+                        .try_once(request, upgrade, empty, progress, (started, deadline))
+                        .await;
+                    return outcome.map(|response| (response, answered));
+                }
+                PreparedBody::Replay(bytes) => bytes,
+            };
+            let mut admitted = started;
+            loop {
+                let request = head
+                    .clone()
+                    .into_request(UpstreamBody::replay(bytes.clone()));
+                let (outcome, answered) = self
+                    .try_once(request, upgrade, true, progress, (admitted, deadline))
                     .await;
+                if !self.retry_after(&outcome, *retries, deadline).await {
+                    return outcome.map(|response| (response, answered));
+                }
+                admitted = std::time::Instant::now();
+                *retries += 1;
+                tracing::debug!(try_number = *retries + 1, "retrying the upstream exchange");
             }
-            PreparedBody::Replay(bytes) => bytes,
-        };
-        loop {
-            let request = head
-                .clone()
-                .into_request(UpstreamBody::replay(bytes.clone()));
-            let outcome = self
-                .try_once(request, upgrade, true, progress, deadline)
-                .await;
-            if !self.retry_after(&outcome, *retries, deadline).await {
-                return outcome;
-            }
-            *retries += 1;
-            tracing::debug!(try_number = *retries + 1, "retrying the upstream exchange");
         }
     }
 
-    /// One try through the breaker. `body_done` says the client's body was
-    /// complete before it began (replayed or empty); `upgrade`, that it is
-    /// a WebSocket handshake.
-    async fn try_once(
+    /// One try through the breaker, begun at `now`. `body_done` says the
+    /// client's body was complete before it began (replayed or empty);
+    /// `upgrade`, that it is a WebSocket handshake. The outcome comes with
+    /// when it was known (one clock read for the breaker and the caller).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an `async fn` keeps each argument twice in its future; see proxy::pipeline"
+    )]
+    fn try_once(
         &self,
         mut request: Request<UpstreamBody>,
         upgrade: bool,
         body_done: bool,
         progress: &BodyProgress,
-        deadline: Instant,
-    ) -> Result<Response<ExchangeBody>, Reject> {
-        // Dropped unreported (the client left mid-exchange), a probe counts
-        // as a failure: half-open never waits forever.
-        let ticket = self
-            .breaker
-            .admit(std::time::Instant::now())
-            .map_err(Reject::CircuitOpen)?;
-        if let Some(name) = &self.policy.deadline_header {
-            request
-                .headers_mut()
-                .insert(name.clone(), time_left(deadline, Instant::now()));
+        (now, deadline): (std::time::Instant, Instant),
+    ) -> impl Future<Output = (Result<Response<ExchangeBody>, Reject>, std::time::Instant)> {
+        async move {
+            // Dropped unreported (the client left mid-exchange), a probe counts
+            // as a failure: half-open never waits forever.
+            let ticket = match self.breaker.admit(now) {
+                Ok(ticket) => ticket,
+                Err(wait) => return (Err(Reject::CircuitOpen(wait)), now),
+            };
+            if let Some(name) = &self.policy.deadline_header {
+                request
+                    .headers_mut()
+                    .insert(name.clone(), time_left(deadline, Instant::from_std(now)));
+            }
+            // The pool's future itself under the deadline, no wrapper around
+            // it: every layer is a copy of the future when it starts.
+            let sent = if upgrade {
+                // Boxed: rare, and a large future (see `Pool::obtain`).
+                let upgrade = Box::pin(self.client.request_upgrade(request));
+                tokio::time::timeout_at(deadline, upgrade)
+                    .await
+                    .map(|sent| sent.map(|response| response.map(ExchangeBody::Direct)))
+            } else {
+                tokio::time::timeout_at(deadline, self.client.request(request))
+                    .await
+                    .map(|sent| sent.map(|response| response.map(ExchangeBody::Pooled)))
+            };
+            let outcome = match sent {
+                Err(_) => Err(Reject::Timeout),
+                Ok(Err(failure)) => Err(reject_for(failure, progress)),
+                Ok(Ok(response)) => Ok(response),
+            };
+            let answered = std::time::Instant::now();
+            let body_done = body_done || progress.complete.load(Ordering::Relaxed);
+            match breaker_verdict(&outcome, body_done) {
+                Some(healthy) => ticket.record(healthy, answered),
+                None => ticket.release(),
+            }
+            (outcome, answered)
         }
-        // The pool's future itself under the deadline, no wrapper around
-        // it: every layer is a copy of the future when it starts.
-        let sent = if upgrade {
-            // Boxed: rare, and a large future (see `Pool::obtain`).
-            let upgrade = Box::pin(self.client.request_upgrade(request));
-            tokio::time::timeout_at(deadline, upgrade)
-                .await
-                .map(|sent| sent.map(|response| response.map(ExchangeBody::Direct)))
-        } else {
-            tokio::time::timeout_at(deadline, self.client.request(request))
-                .await
-                .map(|sent| sent.map(|response| response.map(ExchangeBody::Pooled)))
-        };
-        let outcome = match sent {
-            Err(_) => Err(Reject::Timeout),
-            Ok(Err(failure)) => Err(reject_for(failure, progress)),
-            Ok(Ok(response)) => Ok(response),
-        };
-        let body_done = body_done || progress.complete.load(Ordering::Relaxed);
-        match breaker_verdict(&outcome, body_done) {
-            Some(healthy) => ticket.record(healthy, std::time::Instant::now()),
-            None => ticket.release(),
-        }
-        outcome
     }
 
     /// Whether to try again after `outcome`; waits the backoff when so.

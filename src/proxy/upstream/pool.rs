@@ -172,7 +172,10 @@ impl Pool {
                 .send_raw(Request::from_parts(parts, ()), payload, body)
                 .await;
         }
-        self.send_hyper(request).await
+        // Boxed: hyper's exchange is twice the size of palisade's, and
+        // inline it would be part of (and copied with) every request's
+        // future on the default engine too.
+        Box::pin(self.send_hyper(request)).await
     }
 
     /// palisade's own exchange, on a connection it holds; on one hyper
