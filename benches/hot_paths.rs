@@ -158,7 +158,8 @@ fn client_headers(token: &str) -> HeaderMap {
 }
 
 fn header_work(c: &mut Criterion, policy: &Policy, token: &str) {
-    let peer = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+    // The connection's peer as header text, written once per connection.
+    let peer = forward::ip_header_value(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
     let request_id = policy.request_id.header.clone();
     let host = HeaderValue::from_static("api.example.com");
     let template = client_headers(token);
@@ -173,7 +174,7 @@ fn header_work(c: &mut Criterion, policy: &Policy, token: &str) {
                 head::clean_client_headers(h, &request_id);
                 forward::remove_client_claimed(h, false);
                 policy.stripped_headers.strip(h);
-                forward::set_forwarded(h, peer, false, false, Some(&host));
+                forward::set_forwarded(h, &peer, false, false, Some(&host));
                 h.insert(
                     HeaderName::from_static("x-user-id"),
                     HeaderValue::from_static("user-1"),

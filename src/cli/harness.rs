@@ -137,11 +137,7 @@ impl Harness {
         let shared = self.shared.clone();
         let server = tokio::spawn(async move {
             let activity = Activity::new();
-            let info = ConnInfo {
-                peer: CLIENT_PEER,
-                tls: false,
-                idle_timeout: std::time::Duration::from_secs(60),
-            };
+            let info = ConnInfo::new(CLIENT_PEER, false, std::time::Duration::from_secs(60));
             let service = proxy_service(shared, info, activity);
             hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(server_io), service)

@@ -159,12 +159,11 @@ pub fn same_header_name(a: &str, b: &str) -> bool {
 /// `-Host` are kept.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer_value: &HeaderValue,
     peer_trusted: bool,
     client_https: bool,
     host: Option<&HeaderValue>,
 ) {
-    let peer_value = ip_header_value(peer);
     let believed = if peer_trusted {
         headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
     } else {
@@ -181,7 +180,7 @@ pub fn set_forwarded(
             let peer_text = peer_value.to_str().unwrap_or_default();
             HeaderValue::from_str(&format!("{joined}, {peer_text}")).ok()
         }
-        _ => Some(peer_value),
+        _ => Some(peer_value.clone()),
     };
     if let Some(value) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), value);
@@ -203,7 +202,7 @@ pub fn set_forwarded(
 }
 
 /// The peer address as header text, IPv4-mapped IPv6 written as IPv4.
-fn ip_header_value(ip: IpAddr) -> HeaderValue {
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
     let mut text = String::with_capacity(15);
     match ip.to_canonical() {
         IpAddr::V4(v4) => push_ipv4(&mut text, v4),
@@ -391,7 +390,7 @@ mod tests {
         let mut trusted = headers.clone();
         set_forwarded(
             &mut trusted,
-            "10.0.0.1".parse().unwrap(),
+            &ip_header_value("10.0.0.1".parse().unwrap()),
             true,
             false,
             Some(&host),
@@ -400,7 +399,7 @@ mod tests {
         assert_eq!(trusted["x-forwarded-proto"], "https");
         set_forwarded(
             &mut headers,
-            "1.2.3.4".parse().unwrap(),
+            &ip_header_value("1.2.3.4".parse().unwrap()),
             false,
             false,
             Some(&host),

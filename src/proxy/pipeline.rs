@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header;
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use tracing::Instrument;
 
 use super::conn::ConnRequestGuard;
@@ -49,15 +49,30 @@ use crate::policy::{
 use crate::route::{Lookup, Params, Route};
 
 /// The connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// TCP peer.
     pub peer: SocketAddr,
+    /// The peer's address as header text (`X-Forwarded-For`), written once
+    /// per connection instead of once per request.
+    pub peer_text: HeaderValue,
     /// Whether the connection is TLS.
     pub tls: bool,
     /// `server.idle_timeout` when the connection was accepted (a WebSocket
     /// tunnel made from it obeys it).
     pub idle_timeout: std::time::Duration,
+}
+
+impl ConnInfo {
+    /// A connection from `peer`.
+    pub fn new(peer: SocketAddr, tls: bool, idle_timeout: std::time::Duration) -> Self {
+        Self {
+            peer,
+            peer_text: forward::ip_header_value(peer.ip()),
+            tls,
+            idle_timeout,
+        }
+    }
 }
 
 /// Serves one request.
@@ -110,12 +125,8 @@ pub fn handle(
                 tracing::info_span!("request", request_id, trace_id = t.trace_id.hex().as_str())
             }
         };
-        // A refcount, not a copy: the raw path is only written out when the
-        // request was refused before its canonical path existed.
-        let raw_uri = req.uri().clone();
 
-        let tunnel = (conn.idle_timeout, &in_flight_on_conn);
-        let outcome = process(&generation, &mut ctx, req, tunnel)
+        let outcome = process(&generation, &mut ctx, req, (&conn, &in_flight_on_conn))
             .instrument(span)
             .await;
         let mut response = outcome.unwrap_or_else(|reject| {
@@ -124,9 +135,6 @@ pub fn handle(
         });
         finish_headers(policy, &ctx, &mut response);
         let mut record = ctx.record;
-        if record.path.is_empty() {
-            record.path = raw_uri.path().to_string();
-        }
         record.status = response.status();
         response.body_mut().set_record(record, in_flight_on_conn);
         Ok(response)
@@ -142,23 +150,20 @@ fn process(
     generation: &Generation,
     ctx: &mut RequestCtx,
     mut req: Request<RequestBody>,
-    (idle_timeout, connection): (std::time::Duration, &ConnRequestGuard),
+    (conn, connection): (&ConnInfo, &ConnRequestGuard),
 ) -> impl Future<Output = Result<Response<ResponseBody>, Reject>> {
     async move {
         let policy = &generation.policy;
-        let server = &policy.server;
-
         let presented = identity::strip_client_headers(policy, req.headers_mut(), ctx.peer_trusted);
-        limits::check_head(
-            req.uri(),
-            req.headers(),
-            server.max_uri_bytes,
-            server.max_header_bytes,
-        )?;
-        head::check_host(req.version(), req.uri(), req.headers())?;
-        head::check_method(req.method(), policy.routes.known_methods())?;
-        head::check_method_override(req.uri().query())?;
-        ctx.record.path = sanitize::route_path(req.method(), req.uri().path(), &policy.routes)?;
+        ctx.record.path = match check_head(policy, &req) {
+            Ok(canonical) => canonical,
+            Err(reject) => {
+                // Refused before its canonical path existed: the record
+                // keeps the path as sent.
+                ctx.record.path = req.uri().path().to_string();
+                return Err(reject);
+            }
+        };
 
         let (route, params) = match match_route(policy, &req, &ctx.record.path)? {
             Matched::Preflight(route) => return Ok(answer_preflight(policy, ctx, &route)),
@@ -194,12 +199,12 @@ fn process(
 
         let target = ForwardTarget {
             path: strip_prefix(&ctx.record.path, route.strip_prefix.as_deref()),
-            peer: ctx.peer,
+            peer: &conn.peer_text,
             peer_trusted: ctx.peer_trusted,
             https: ctx.https,
             request_id: (&policy.request_id.header, &ctx.record.request_id),
             trace: ctx.record.trace.as_ref().and_then(|t| t.outgoing.as_ref()),
-            connection: (connection, idle_timeout),
+            connection: (connection, conn.idle_timeout),
         };
         let settings = ExchangeSettings {
             retry: route.retry,
@@ -221,6 +226,26 @@ fn process(
         ctx.record.upstream_time = Some(exchange.elapsed);
         Ok(exchange.response.map(ResponseBody::upstream))
     }
+}
+
+/// The head's limits and spelling (URI and header sizes, `Host`, method,
+/// no method override), then the canonical path routes are matched on.
+fn check_head(policy: &Policy, req: &Request<RequestBody>) -> Result<String, Reject> {
+    let server = &policy.server;
+    limits::check_head(
+        req.uri(),
+        req.headers(),
+        server.max_uri_bytes,
+        server.max_header_bytes,
+    )?;
+    head::check_host(req.version(), req.uri(), req.headers())?;
+    head::check_method(req.method(), policy.routes.known_methods())?;
+    head::check_method_override(req.uri().query())?;
+    Ok(sanitize::route_path(
+        req.method(),
+        req.uri().path(),
+        &policy.routes,
+    )?)
 }
 
 /// The route a request is for: a CORS preflight is matched with the method

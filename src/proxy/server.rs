@@ -299,11 +299,7 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let info = ConnInfo {
-            peer: self.peer,
-            tls,
-            idle_timeout: self.timeouts.idle,
-        };
+        let info = ConnInfo::new(self.peer, tls, self.timeouts.idle);
         if protocol == Protocol::Http2 {
             activity.mark_http2();
         }
@@ -425,7 +421,7 @@ pub(crate) fn proxy_service(
         let req = req.map(RequestBody::Hyper);
         let future: Handling = Box::pin(handle(
             shared.clone(),
-            info,
+            info.clone(),
             activity.request_started(),
             req,
         ));

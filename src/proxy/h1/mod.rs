@@ -185,7 +185,12 @@ where
     let guard = context.activity.request_started();
     // Boxed, as on hyper: the request's future is large, and inline it
     // would be part of every idle connection's state.
-    let mut handling = Box::pin(handle(context.shared.clone(), context.info, guard, request));
+    let mut handling = Box::pin(handle(
+        context.shared.clone(),
+        context.info.clone(),
+        guard,
+        request,
+    ));
     let response = std::future::poll_fn(|cx| {
         if let Poll::Ready(Ok(response)) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(response));

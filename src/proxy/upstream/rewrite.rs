@@ -4,8 +4,6 @@
 //! request ID and `traceparent` set, and the URI rebuilt from the
 //! canonical path.
 
-use std::net::IpAddr;
-
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
@@ -23,8 +21,8 @@ use crate::proxy::reject::Reject;
 pub struct ForwardTarget<'a> {
     /// The canonical path after `strip_prefix`.
     pub path: &'a str,
-    /// The TCP peer.
-    pub peer: IpAddr,
+    /// The TCP peer, as header text.
+    pub peer: &'a HeaderValue,
     /// Whether the peer is a trusted proxy.
     pub peer_trusted: bool,
     /// Whether the client reached us over HTTPS.
