@@ -134,7 +134,7 @@ impl Upstream {
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Direct)))
             } else {
-                tokio::time::timeout_at(deadline, self.client.request(request))
+                tokio::time::timeout_at(deadline, self.client.request(request, now))
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Pooled)))
             };

@@ -81,12 +81,14 @@ impl UpstreamClient {
     }
 
     /// One exchange on a pooled connection, up to the response headers
-    /// (the pool's own future, not one wrapped around it).
+    /// (the pool's own future, not one wrapped around it); `now` is the
+    /// try's start.
     pub fn request(
         &self,
         request: Request<UpstreamBody>,
+        now: std::time::Instant,
     ) -> impl Future<Output = Result<Response<PooledBody>, ClientFailure>> + '_ {
-        self.pool.send(request)
+        self.pool.send(request, now)
     }
 
     /// A WebSocket handshake, on a connection of its own.

@@ -159,23 +159,25 @@ impl Pool {
 
     /// Sends `request` and waits for the response head, driving the
     /// connection meanwhile. The response body keeps driving it and gives
-    /// it back when it ends.
+    /// it back when it ends. `now` is the try's start (the caller's clock
+    /// read, used to skip expired idle connections).
     pub async fn send(
         self: &Arc<Self>,
         request: Request<UpstreamBody>,
+        now: Instant,
     ) -> Result<Response<PooledBody>, ClientFailure> {
         if self.raw
             && let Some(payload) = raw::eligible_payload(&request)
         {
             let (parts, body) = request.into_parts();
             return self
-                .send_raw(Request::from_parts(parts, ()), payload, body)
+                .send_raw(Request::from_parts(parts, ()), payload, body, now)
                 .await;
         }
         // Boxed: hyper's exchange is twice the size of palisade's, and
         // inline it would be part of (and copied with) every request's
         // future on the default engine too.
-        Box::pin(self.send_hyper(request)).await
+        Box::pin(self.send_hyper(request, now)).await
     }
 
     /// palisade's own exchange, on a connection it holds; on one hyper
@@ -185,9 +187,11 @@ impl Pool {
         head: Request<()>,
         payload: bytes::Bytes,
         body: UpstreamBody,
+        now: Instant,
     ) -> Result<Response<PooledBody>, ClientFailure> {
+        let mut now = Some(now);
         loop {
-            let conn = self.obtain().await?;
+            let conn = self.obtain(now.take()).await?;
             let reused = conn.reused;
             match conn.link {
                 Link::Raw(raw) => match raw.exchange(&head, &payload).await {
@@ -215,8 +219,9 @@ impl Pool {
     async fn send_hyper(
         self: &Arc<Self>,
         request: Request<UpstreamBody>,
+        now: Instant,
     ) -> Result<Response<PooledBody>, ClientFailure> {
-        let conn = self.obtain().await?;
+        let conn = self.obtain(Some(now)).await?;
         self.send_on(conn, request).await
     }
 
@@ -251,7 +256,7 @@ impl Pool {
                     _ => return Err(ClientFailure::from_hyper(failed.error())),
                 },
             }
-            conn = self.obtain().await?;
+            conn = self.obtain(None).await?;
         }
     }
 
@@ -285,17 +290,18 @@ impl Pool {
     }
 
     /// An idle connection, or a new one in a free slot: whichever comes
-    /// first when there is neither now.
-    async fn obtain(&self) -> Result<Conn, ClientFailure> {
+    /// first when there is neither now. `now`: the caller's clock read, if
+    /// it has one this instant.
+    async fn obtain(&self, now: Option<Instant>) -> Result<Conn, ClientFailure> {
         // The common case first, without registering for a wake-up.
-        if let Some(conn) = self.checkout() {
+        if let Some(conn) = self.checkout(now.unwrap_or_else(Instant::now)) {
             return Ok(conn);
         }
         loop {
             let returned = self.returned.notified();
             let mut returned = std::pin::pin!(returned);
             returned.as_mut().enable();
-            if let Some(conn) = self.checkout() {
+            if let Some(conn) = self.checkout(Instant::now()) {
                 return Ok(conn);
             }
             if let Some(slot) = self.slots.try_take() {
@@ -314,9 +320,8 @@ impl Pool {
         }
     }
 
-    /// The most recently used idle connection that is still open.
-    fn checkout(&self) -> Option<Conn> {
-        let now = Instant::now();
+    /// The most recently used idle connection that is still open at `now`.
+    fn checkout(&self, now: Instant) -> Option<Conn> {
         loop {
             let idle = self.idle.lock().ok()?.pop()?;
             if now.duration_since(idle.since) >= self.idle_timeout {
