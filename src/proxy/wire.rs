@@ -70,17 +70,26 @@ pub fn header_map(head: &Bytes, lines: &[(Span, Span)], room: usize) -> Option<H
 pub fn content_length(value: &[u8]) -> Option<u64> {
     let mut length = None;
     for part in value.split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        let n = decimal(part.trim_ascii())?;
         match length {
             Some(first) if first != n => return None,
             _ => length = Some(n),
         }
     }
     length
+}
+
+/// A run of ASCII digits as a number; `None` when empty, anything else is
+/// in it, or it overflows `u64`. (Byte by byte: `str::parse` checked UTF-8
+/// and a sign first, and was a measurable part of every head.)
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// Whether the last coding a `Transfer-Encoding` value names is `chunked`.
@@ -149,6 +158,14 @@ mod tests {
         assert_eq!(content_length(b"+5"), None);
         assert_eq!(content_length(b""), None);
         assert_eq!(content_length(b"99999999999999999999999"), None);
+        assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(content_length(b"18446744073709551616"), None);
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"007"), Some(7));
+        assert_eq!(content_length(b"1 2"), None);
+        assert_eq!(content_length(b"-1"), None);
+        assert_eq!(content_length(b"5,"), None);
+        assert_eq!(content_length(b"\xd9\xa1"), None);
         assert!(ends_in_chunked(b"gzip, Chunked "));
         assert!(!ends_in_chunked(b"chunked, gzip"));
         assert!(has_token(b"foo, CLOSE", b"close"));
