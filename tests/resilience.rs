@@ -148,6 +148,38 @@ async fn connect_failures_are_retried_then_502() {
     );
 }
 
+/// A client that waits the `Retry-After` of a circuit-open 503 is served
+/// (the probe goes through): the header is rounded up, never down to a
+/// moment the circuit is still open. Found by a red-team round: with
+/// `open_for = "3s"` it said 2 right after opening, and a client that
+/// waited 2 s got another 503.
+#[tokio::test]
+async fn waiting_a_circuit_open_retry_after_is_enough() {
+    let upstream = TestUpstream::start().await;
+    let config = CONFIG
+        .replace("attempts = 2", "attempts = 0")
+        .replace("enabled = false", "enabled = true")
+        .replace("open_for = \"1s\"", "open_for = \"3s\"");
+    let server = start_palisade(&config, upstream.addr).await;
+    for _ in 0..4 {
+        let failed = get_with(server.proxy_addr, "/x", &[("x-test-status", "503")]).await;
+        assert_eq!(failed.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let refused = get(server.proxy_addr, "/x").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.count(), 4, "the open circuit kept the request");
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry_after), "Retry-After {retry_after}");
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    let probe = get(server.proxy_addr, "/x").await;
+    assert_eq!(
+        probe.status,
+        StatusCode::OK,
+        "waited Retry-After {retry_after} s and was still refused"
+    );
+    assert_eq!(upstream.count(), 5);
+}
+
 #[tokio::test]
 async fn the_breaker_opens_serves_503_and_recovers() {
     let upstream = TestUpstream::start().await;

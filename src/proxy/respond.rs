@@ -68,10 +68,18 @@ pub fn problem(
     if let Some(wait) = shape.retry_after {
         headers.insert(
             header::RETRY_AFTER,
-            HeaderValue::from(wait.as_secs().max(1)),
+            HeaderValue::from(retry_after_secs(wait)),
         );
     }
     response
+}
+
+/// `Retry-After` in whole seconds, at least 1, rounded up: a client that
+/// waits what it says must not arrive while the wait is still on (a
+/// circuit open for 2.4 s more says 3, not 2).
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
 }
 
 /// An empty response with `status` (CORS preflight answers).
@@ -89,6 +97,15 @@ mod tests {
     async fn body_json(response: Response<ResponseBody>) -> serde_json::Value {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        use std::time::Duration;
+        assert_eq!(retry_after_secs(Duration::from_millis(2400)), 3);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_nanos(1)), 1);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
     }
 
     #[tokio::test]
