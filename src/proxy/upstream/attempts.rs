@@ -31,14 +31,46 @@ pub struct Head {
 }
 
 impl Head {
-    /// The head as a request; a replayable request sends a clone per try,
-    /// one sent once sends the head itself (nothing copied).
-    fn into_request(self, body: UpstreamBody) -> Request<UpstreamBody> {
+    /// The head as a request; a replayable request's try on hyper sends a
+    /// clone, one sent once sends the head itself (nothing copied).
+    pub(super) fn into_request(self, body: UpstreamBody) -> Request<UpstreamBody> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method;
         *request.uri_mut() = self.uri;
         *request.headers_mut() = self.headers;
         request
+    }
+}
+
+/// What one try sends: the exchange's head lent with a replayable body's
+/// bytes (palisade's own engine writes the head from the loan, so no try
+/// copies the header map), or a request of its own.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives in one try's future; boxing the request would allocate per streamed try"
+)]
+pub enum Outgoing<'a> {
+    /// A try of a replayable exchange.
+    Lent {
+        /// The exchange's head, the same for every try.
+        head: &'a Head,
+        /// The body, whole.
+        payload: Bytes,
+    },
+    /// The one try of a streamed body, a WebSocket handshake, or a try
+    /// whose head is its own (`deadline_header` differs per try).
+    Owned(Request<UpstreamBody>),
+}
+
+impl Outgoing<'_> {
+    /// The try as a request of its own (hyper's exchange takes one).
+    pub fn into_request(self) -> Request<UpstreamBody> {
+        match self {
+            Outgoing::Lent { head, payload } => {
+                head.clone().into_request(UpstreamBody::replay(payload))
+            }
+            Outgoing::Owned(request) => request,
+        }
     }
 }
 
@@ -71,9 +103,9 @@ impl Upstream {
             let upgrade = head.upgrade;
             let bytes = match body {
                 PreparedBody::Once { body, empty } => {
-                    let request = head.into_request(body);
+                    let outgoing = Outgoing::Owned(head.into_request(body));
                     let (outcome, answered) = self
-                        .try_once(request, upgrade, empty, progress, (started, deadline))
+                        .try_once(outgoing, upgrade, empty, progress, (started, deadline))
                         .await;
                     return outcome.map(|response| (response, answered));
                 }
@@ -81,11 +113,12 @@ impl Upstream {
             };
             let mut admitted = started;
             loop {
-                let request = head
-                    .clone()
-                    .into_request(UpstreamBody::replay(bytes.clone()));
+                let outgoing = Outgoing::Lent {
+                    head: &head,
+                    payload: bytes.clone(),
+                };
                 let (outcome, answered) = self
-                    .try_once(request, upgrade, true, progress, (admitted, deadline))
+                    .try_once(outgoing, upgrade, true, progress, (admitted, deadline))
                     .await;
                 if !self.retry_after(&outcome, *retries, deadline).await {
                     return outcome.map(|response| (response, answered));
@@ -107,7 +140,7 @@ impl Upstream {
     )]
     fn try_once(
         &self,
-        mut request: Request<UpstreamBody>,
+        outgoing: Outgoing<'_>,
         upgrade: bool,
         body_done: bool,
         progress: &BodyProgress,
@@ -120,21 +153,25 @@ impl Upstream {
                 Ok(ticket) => ticket,
                 Err(wait) => return (Err(Reject::CircuitOpen(wait)), now),
             };
-            if let Some(name) = &self.policy.deadline_header {
-                request
-                    .headers_mut()
-                    .insert(name.clone(), time_left(deadline, Instant::from_std(now)));
-            }
+            let outgoing = match &self.policy.deadline_header {
+                Some(name) => {
+                    let mut request = outgoing.into_request();
+                    let left = time_left(deadline, Instant::from_std(now));
+                    request.headers_mut().insert(name.clone(), left);
+                    Outgoing::Owned(request)
+                }
+                None => outgoing,
+            };
             // The pool's future itself under the deadline, no wrapper around
             // it: every layer is a copy of the future when it starts.
             let sent = if upgrade {
                 // Boxed: rare, and a large future (see `Pool::obtain`).
-                let upgrade = Box::pin(self.client.request_upgrade(request));
+                let upgrade = Box::pin(self.client.request_upgrade(outgoing.into_request()));
                 tokio::time::timeout_at(deadline, upgrade)
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Direct)))
             } else {
-                tokio::time::timeout_at(deadline, self.client.request(request, now))
+                tokio::time::timeout_at(deadline, self.client.request(outgoing, now))
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Pooled)))
             };

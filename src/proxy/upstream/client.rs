@@ -13,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
+use super::attempts::Outgoing;
 use super::pool::{Pool, PooledBody};
 use crate::config::UpstreamPolicy;
 use crate::config::choices::Http1Engine;
@@ -85,10 +86,10 @@ impl UpstreamClient {
     /// try's start.
     pub fn request(
         &self,
-        request: Request<UpstreamBody>,
+        outgoing: Outgoing<'_>,
         now: std::time::Instant,
-    ) -> impl Future<Output = Result<Response<PooledBody>, ClientFailure>> + '_ {
-        self.pool.send(request, now)
+    ) -> impl Future<Output = Result<Response<PooledBody>, ClientFailure>> {
+        self.pool.send(outgoing, now)
     }
 
     /// A WebSocket handshake, on a connection of its own.

@@ -31,11 +31,78 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tower_service::Service;
 
+use super::attempts::{Head, Outgoing};
 use super::client::ClientFailure;
 use super::raw::{self, RawBody, RawConn, RawFailure};
 use crate::policy::body::UpstreamBody;
 use crate::proxy::capped::{CappedIo, Slots};
 use crate::proxy::response_body::BoxError;
+
+/// A head palisade's own engine writes: a request's own (its body kept in
+/// case the connection turns out to be hyper's), or the exchange's, lent.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "lives in one exchange's future; boxing the request would allocate per try"
+)]
+enum RawHead<'a> {
+    Owned(Request<()>, UpstreamBody),
+    Lent(&'a Head),
+}
+
+impl<'a> RawHead<'a> {
+    /// Who sends `outgoing`: the engine (its head and its body's bytes),
+    /// or hyper (a streamed body, a `Transfer-Encoding` line).
+    fn of(outgoing: Outgoing<'a>) -> Sender<'a> {
+        match outgoing {
+            Outgoing::Lent { head, payload } if raw::eligible_head(&head.headers) => {
+                Sender::Raw(RawHead::Lent(head), payload)
+            }
+            Outgoing::Owned(request) => match raw::eligible_payload(&request) {
+                Some(payload) => {
+                    let (parts, body) = request.into_parts();
+                    let head = RawHead::Owned(Request::from_parts(parts, ()), body);
+                    Sender::Raw(head, payload)
+                }
+                None => Sender::Hyper(Outgoing::Owned(request)),
+            },
+            lent @ Outgoing::Lent { .. } => Sender::Hyper(lent),
+        }
+    }
+
+    fn lines(&self) -> raw::HeadRef<'_> {
+        match self {
+            RawHead::Owned(request, _) => raw::HeadRef {
+                method: request.method(),
+                uri: request.uri(),
+                headers: request.headers(),
+            },
+            RawHead::Lent(head) => raw::HeadRef {
+                method: &head.method,
+                uri: &head.uri,
+                headers: &head.headers,
+            },
+        }
+    }
+
+    /// The request hyper sends on a connection hyper holds.
+    fn into_request(self, payload: bytes::Bytes) -> Request<UpstreamBody> {
+        match self {
+            RawHead::Owned(request, body) => {
+                let (parts, ()) = request.into_parts();
+                Request::from_parts(parts, body)
+            }
+            RawHead::Lent(head) => head.clone().into_request(UpstreamBody::replay(payload)),
+        }
+    }
+}
+
+/// Which exchange sends a try.
+enum Sender<'a> {
+    /// palisade's own, with the body's bytes.
+    Raw(RawHead<'a>, bytes::Bytes),
+    /// hyper's.
+    Hyper(Outgoing<'a>),
+}
 
 /// Makes upstream sockets: TCP (connect timeout, `TCP_NODELAY`), TLS when
 /// the upstream is `https`.
@@ -173,30 +240,29 @@ impl Pool {
     /// read, used to skip expired idle connections).
     pub async fn send(
         self: &Arc<Self>,
-        request: Request<UpstreamBody>,
+        outgoing: Outgoing<'_>,
         now: Instant,
     ) -> Result<Response<PooledBody>, ClientFailure> {
-        if self.raw
-            && let Some(payload) = raw::eligible_payload(&request)
-        {
-            let (parts, body) = request.into_parts();
-            return self
-                .send_raw(Request::from_parts(parts, ()), payload, body, now)
-                .await;
-        }
+        let outgoing = if self.raw {
+            match RawHead::of(outgoing) {
+                Sender::Raw(head, payload) => return self.send_raw(head, payload, now).await,
+                Sender::Hyper(outgoing) => outgoing,
+            }
+        } else {
+            outgoing
+        };
         // Boxed: hyper's exchange is twice the size of palisade's, and
         // inline it would be part of (and copied with) every request's
         // future on the default engine too.
-        Box::pin(self.send_hyper(request, now)).await
+        Box::pin(self.send_hyper(outgoing.into_request(), now)).await
     }
 
     /// palisade's own exchange, on a connection it holds; on one hyper
     /// holds, hyper's.
     async fn send_raw(
         self: &Arc<Self>,
-        head: Request<()>,
+        head: RawHead<'_>,
         payload: bytes::Bytes,
-        body: UpstreamBody,
         now: Instant,
     ) -> Result<Response<PooledBody>, ClientFailure> {
         let mut now = Some(now);
@@ -204,7 +270,7 @@ impl Pool {
             let conn = self.obtain(now.take()).await?;
             let reused = conn.reused;
             match conn.link {
-                Link::Raw(raw) => match raw.exchange(&head, &payload).await {
+                Link::Raw(raw) => match raw.exchange(head.lines(), &payload).await {
                     Ok(response) => {
                         let pool = Arc::downgrade(self);
                         return Ok(response.map(|body| PooledBody::raw(body, pool)));
@@ -217,8 +283,7 @@ impl Pool {
                     }
                 },
                 link @ Link::Hyper(_) => {
-                    let (parts, ()) = head.into_parts();
-                    let request = Request::from_parts(parts, body);
+                    let request = head.into_request(payload);
                     return Box::pin(self.send_on(Conn { link, reused }, request)).await;
                 }
             }

@@ -51,10 +51,27 @@ const MAX_TRAILER_LINES: usize = 100;
 /// whole (held in memory, or none at all), on a request that declares no
 /// transfer coding of its own.
 pub fn eligible_payload(request: &Request<UpstreamBody>) -> Option<Bytes> {
-    if request.headers().contains_key(header::TRANSFER_ENCODING) {
+    if !eligible_head(request.headers()) {
         return None;
     }
     request.body().replay_bytes()
+}
+
+/// Whether a head with a body of known bytes is one this engine writes
+/// (a `Transfer-Encoding` line is left to hyper).
+pub fn eligible_head(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+/// The lines of a request head as the engine writes them, borrowed.
+#[derive(Clone, Copy)]
+pub struct HeadRef<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Upstream URI (origin form is written).
+    pub uri: &'a http::Uri,
+    /// Header lines.
+    pub headers: &'a HeaderMap,
 }
 
 /// Why an exchange failed.
@@ -116,21 +133,21 @@ where
     /// until it ends.
     pub async fn exchange(
         mut self,
-        request: &Request<()>,
+        request: HeadRef<'_>,
         payload: &Bytes,
     ) -> Result<Response<RawBody<T>>, RawFailure> {
         let mut head = Vec::with_capacity(256);
         encode_request(
-            request.method(),
-            request.uri(),
-            request.headers(),
+            request.method,
+            request.uri,
+            request.headers,
             payload.len(),
             &mut head,
         );
         if let Err(error) = write_two(&mut *self.io, &head, payload).await {
             return Err(RawFailure::Unsent(error.into()));
         }
-        let head_request = request.method() == Method::HEAD;
+        let head_request = *request.method == Method::HEAD;
         let (response, framing, keep_alive) = self
             .read_head(head_request)
             .await
