@@ -2,6 +2,8 @@
 //! caller's hops), else a new UUIDv7 (time-ordered, sortable in logs).
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use uuid::Timestamp;
+use uuid::timestamp::context::{ContextV7, ThreadLocalContext};
 
 /// `[request_id]`, compiled.
 #[derive(Debug, Clone)]
@@ -33,10 +35,19 @@ impl RequestIdPolicy {
     }
 }
 
+thread_local! {
+    /// Each worker thread's UUIDv7 counter. `Uuid::now_v7` shares one
+    /// context behind a process-wide mutex, which every request of every
+    /// worker would take; IDs stay ordered within a thread (and by their
+    /// millisecond across threads).
+    static V7_CONTEXT: ContextV7 = const { ContextV7::new() };
+}
+
 /// A fresh UUIDv7 as a header value.
 pub fn new_id() -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    let now = Timestamp::now(ThreadLocalContext::new(&V7_CONTEXT));
+    let text = uuid::Uuid::new_v7(now).hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
@@ -49,6 +60,15 @@ mod tests {
             header: HeaderName::from_static("x-request-id"),
             trust_incoming: trust,
         }
+    }
+
+    #[test]
+    fn new_ids_are_ordered_uuid_v7() {
+        let ids: Vec<uuid::Uuid> = (0..1000)
+            .map(|_| uuid::Uuid::parse_str(new_id().to_str().unwrap()).unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| id.get_version_num() == 7));
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
     }
 
     #[test]
