@@ -247,8 +247,12 @@ fn client_left<I: AsyncRead + Unpin>(
     if !buffer.is_empty() {
         return false;
     }
+    // Room for one byte, not a whole read: the buffer still shares its
+    // memory with the request's head, so asking for `READ_CHUNK` would
+    // allocate a new one on every request (the room left after the head
+    // is plenty for a look).
     matches!(
-        wire::poll_read(io, buffer, READ_CHUNK, cx),
+        wire::poll_read(io, buffer, 1, cx),
         Poll::Ready(Ok(0)) | Poll::Ready(Err(_))
     )
 }
