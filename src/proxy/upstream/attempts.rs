@@ -31,14 +31,20 @@ pub struct Head {
 }
 
 impl Head {
-    /// The head as a request; a replayable request's try on hyper sends a
-    /// clone, one sent once sends the head itself (nothing copied).
-    pub(super) fn into_request(self, body: UpstreamBody) -> Request<UpstreamBody> {
+    /// The head as a request; one sent once sends the head itself
+    /// (nothing copied).
+    fn into_request(self, body: UpstreamBody) -> Request<UpstreamBody> {
         let mut request = Request::new(body);
         *request.method_mut() = self.method;
         *request.uri_mut() = self.uri;
         *request.headers_mut() = self.headers;
         request
+    }
+
+    /// A request of its own for one try of a replayable exchange (hyper's
+    /// exchange takes one): a copy of the head with the body's bytes.
+    pub(super) fn replayed(&self, payload: Bytes) -> Request<UpstreamBody> {
+        self.clone().into_request(UpstreamBody::replay(payload))
     }
 }
 
@@ -66,9 +72,7 @@ impl Outgoing<'_> {
     /// The try as a request of its own (hyper's exchange takes one).
     pub fn into_request(self) -> Request<UpstreamBody> {
         match self {
-            Outgoing::Lent { head, payload } => {
-                head.clone().into_request(UpstreamBody::replay(payload))
-            }
+            Outgoing::Lent { head, payload } => head.replayed(payload),
             Outgoing::Owned(request) => request,
         }
     }

@@ -91,7 +91,7 @@ impl<'a> RawHead<'a> {
                 let (parts, ()) = request.into_parts();
                 Request::from_parts(parts, body)
             }
-            RawHead::Lent(head) => head.clone().into_request(UpstreamBody::replay(payload)),
+            RawHead::Lent(head) => head.replayed(payload),
         }
     }
 }
