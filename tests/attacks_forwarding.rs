@@ -647,3 +647,25 @@ async fn upstream_body_from_h2_client_is_intact() {
     assert_eq!(seen.body_len, 7);
     assert_eq!(seen.headers["content-type"], "application/json");
 }
+
+#[tokio::test]
+async fn upstream_headers_reach_an_h2_client() {
+    // A GET's exchange is palisade's own, which keeps the upstream's lines
+    // as bytes; hyper's HTTP/2 server writes one header map: they must be
+    // in it, minus those the policy removes, with palisade's own.
+    let (upstream, server) = setup().await;
+    let client = h2_client();
+    let req = Request::get(format!("http://{}/open/get", server.proxy_addr))
+        .header("x-test-status", "201")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let headers = response.headers().clone();
+    let _ = response.into_body().collect().await.unwrap();
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(!headers.contains_key("server"));
+    assert!(!headers.contains_key("x-powered-by"));
+    assert_eq!(headers.get_all("x-request-id").iter().count(), 1);
+    assert_eq!(upstream.wait_for_count(1).await[0].method, "GET");
+}

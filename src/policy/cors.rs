@@ -5,6 +5,8 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request};
 
+use super::response_headers::ResponseHeaders;
+
 /// `[cors]`, compiled.
 #[derive(Debug, Clone)]
 pub struct CorsPolicy {
@@ -51,7 +53,7 @@ impl CorsPolicy {
     /// Headers of the 204 answer to a preflight from `origin`.
     pub fn preflight_headers(&self, origin: &HeaderValue, headers: &mut HeaderMap) {
         add_vary(
-            headers,
+            &mut ResponseHeaders::new(headers, &mut None),
             "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
         );
         if !self.allows(origin) {
@@ -79,13 +81,13 @@ impl CorsPolicy {
     }
 
     /// CORS headers of an actual response to a request carrying `origin`.
-    pub fn response_headers(&self, origin: &HeaderValue, headers: &mut HeaderMap) {
+    pub fn response_headers(&self, origin: &HeaderValue, headers: &mut ResponseHeaders<'_>) {
         add_vary(headers, "Origin");
         if !self.allows(origin) {
             // Never let the upstream's own CORS answer through for an origin
             // the policy refuses.
-            headers.remove(header::ACCESS_CONTROL_ALLOW_ORIGIN);
-            headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+            headers.remove(&header::ACCESS_CONTROL_ALLOW_ORIGIN);
+            headers.remove(&header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
             return;
         }
         headers.insert(
@@ -105,11 +107,10 @@ impl CorsPolicy {
 }
 
 /// Merges `names` into `Vary`, keeping what is there (`*` stays `*`).
-pub fn add_vary(headers: &mut HeaderMap, names: &str) {
+pub fn add_vary(headers: &mut ResponseHeaders<'_>, names: &str) {
     let existing: Vec<String> = headers
-        .get_all(header::VARY)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .get_all(&header::VARY)
+        .filter_map(visible_text)
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
@@ -129,6 +130,16 @@ pub fn add_vary(headers: &mut HeaderMap, names: &str) {
     if let Ok(value) = HeaderValue::from_str(&merged.join(", ")) {
         headers.insert(header::VARY, value);
     }
+}
+
+/// A value as text when it is visible ASCII only (`HeaderValue::to_str`'s
+/// rule).
+fn visible_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (32..127).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -152,7 +163,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         let origin = HeaderValue::from_static("https://app.example.com");
-        policy(false, true).response_headers(&origin, &mut headers);
+        policy(false, true)
+            .response_headers(&origin, &mut ResponseHeaders::new(&mut headers, &mut None));
         assert_eq!(
             headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
             "https://app.example.com"
@@ -169,7 +181,8 @@ mod tests {
             HeaderValue::from_static("*"),
         );
         let origin = HeaderValue::from_static("https://evil.example");
-        policy(false, true).response_headers(&origin, &mut headers);
+        policy(false, true)
+            .response_headers(&origin, &mut ResponseHeaders::new(&mut headers, &mut None));
         assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
         assert_eq!(headers[header::VARY], "Origin");
     }
@@ -178,11 +191,43 @@ mod tests {
     fn wildcard_without_credentials() {
         let mut headers = HeaderMap::new();
         let origin = HeaderValue::from_static("https://any.example");
-        policy(true, false).response_headers(&origin, &mut headers);
+        policy(true, false)
+            .response_headers(&origin, &mut ResponseHeaders::new(&mut headers, &mut None));
         assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         let mut vary_star = HeaderMap::new();
         vary_star.insert(header::VARY, HeaderValue::from_static("*"));
-        add_vary(&mut vary_star, "Origin");
+        add_vary(
+            &mut ResponseHeaders::new(&mut vary_star, &mut None),
+            "Origin",
+        );
         assert_eq!(vary_star[header::VARY], "*");
+    }
+
+    /// The upstream's own lines (kept as bytes by palisade's exchange) are
+    /// edited as a map would be: a refused origin's CORS lines go, and
+    /// `Vary` is merged.
+    #[test]
+    fn upstream_lines_are_edited_like_a_map() {
+        use super::super::response_headers::{UpstreamLines, each};
+        let mut lines = Some(UpstreamLines::from_pairs(&[
+            ("Access-Control-Allow-Origin", "*"),
+            ("Vary", "Accept-Encoding"),
+            ("access-control-allow-credentials", "true"),
+        ]));
+        let mut own = HeaderMap::new();
+        let origin = HeaderValue::from_static("https://evil.example");
+        policy(false, true)
+            .response_headers(&origin, &mut ResponseHeaders::new(&mut own, &mut lines));
+        let mut out = Vec::new();
+        each(&own, lines.as_ref(), |line| {
+            out.push(format!(
+                "{}: {}",
+                String::from_utf8_lossy(line.name),
+                String::from_utf8_lossy(line.value)
+            ));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(out, ["vary: Accept-Encoding, Origin"]);
     }
 }

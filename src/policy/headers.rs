@@ -3,6 +3,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::response_headers::ResponseHeaders;
+
 /// One security header palisade sets on responses: its key under
 /// `[security_headers]` (and a route's `security_headers = { .. }`), the
 /// header it sets, its default (SPEC §2; `""` sets nothing) and whether it
@@ -89,9 +91,9 @@ pub struct SecurityHeaders {
 impl SecurityHeaders {
     /// Removes the configured response headers, then sets the security
     /// headers (replacing any the upstream sent).
-    pub fn apply(&self, headers: &mut HeaderMap, client_https: bool) {
+    pub fn apply(&self, headers: &mut ResponseHeaders<'_>, client_https: bool) {
         for name in &self.remove {
-            remove_if_present(headers, name);
+            headers.remove(name);
         }
         let adding = self.always.len()
             + if client_https {
@@ -192,13 +194,13 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     HOP_BY_HOP.iter().position(|listed| *listed == name)
 }
 
-/// `remove` for a name that is usually absent: comparing the few names
-/// present is much cheaper than hashing `name` for a lookup that finds
-/// nothing, on every request and response.
-fn remove_if_present(headers: &mut HeaderMap, name: &HeaderName) {
-    if headers.keys().any(|present| present == name) {
-        headers.remove(name);
-    }
+/// Whether a header name (in any case) is one of the fixed hop-by-hop
+/// names: for lines read as bytes, before any header map exists.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    length_in(HOP_BY_HOP_LENGTHS, name.len())
+        && HOP_BY_HOP
+            .iter()
+            .any(|listed| listed.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Removes every header the `Connection` header names, except hop-by-hop
@@ -235,7 +237,7 @@ pub fn remove_connection_nominated(
 
 /// Whether a `Connection` line or token is only `keep-alive` or `close`
 /// (they name no header to remove).
-fn names_nothing(line: &[u8]) -> bool {
+pub fn names_nothing(line: &[u8]) -> bool {
     line.eq_ignore_ascii_case(b"keep-alive") || line.eq_ignore_ascii_case(b"close")
 }
 
@@ -253,6 +255,13 @@ mod tests {
         }
         assert_eq!(hop_by_hop_index(&header::HOST), None);
         assert_eq!(hop_by_hop_index(&header::USER_AGENT), None);
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop_name(name.as_bytes()));
+            assert!(is_hop_by_hop_name(name.to_ascii_uppercase().as_bytes()));
+        }
+        assert!(!is_hop_by_hop_name(b"Host"));
+        assert!(!is_hop_by_hop_name(b"Transfer-Encodings"));
+        assert!(!is_hop_by_hop_name(b"Transfer_Encoding"));
     }
 
     #[test]
@@ -336,6 +345,7 @@ mod tests {
 
     #[test]
     fn hsts_only_on_https() {
+        use super::super::response_headers::{UpstreamLines, each};
         let set = SecurityHeaders {
             always: vec![(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"))],
             https_only: vec![(
@@ -346,12 +356,32 @@ mod tests {
         };
         let mut plain = HeaderMap::new();
         plain.insert(header::SERVER, HeaderValue::from_static("uvicorn"));
-        set.apply(&mut plain, false);
+        set.apply(&mut ResponseHeaders::new(&mut plain, &mut None), false);
         assert!(!plain.contains_key(header::SERVER));
         assert!(!plain.contains_key(header::STRICT_TRANSPORT_SECURITY));
         assert_eq!(plain[header::X_FRAME_OPTIONS], "DENY");
         let mut tls = HeaderMap::new();
-        set.apply(&mut tls, true);
+        set.apply(&mut ResponseHeaders::new(&mut tls, &mut None), true);
         assert_eq!(tls[header::STRICT_TRANSPORT_SECURITY], "max-age=1");
+        // The upstream's lines kept as bytes (palisade's exchange): the
+        // removed name goes in any case, and a set one replaces theirs.
+        let mut own = HeaderMap::new();
+        let mut lines = Some(UpstreamLines::from_pairs(&[
+            ("SERVER", "uvicorn"),
+            ("X-Frame-Options", "ALLOWALL"),
+            ("Content-Type", "text/plain"),
+        ]));
+        set.apply(&mut ResponseHeaders::new(&mut own, &mut lines), false);
+        let mut out = Vec::new();
+        each(&own, lines.as_ref(), |line| {
+            out.push(format!(
+                "{}={}",
+                String::from_utf8_lossy(line.name),
+                String::from_utf8_lossy(line.value)
+            ));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(out, ["x-frame-options=DENY", "content-type=text/plain"]);
     }
 }

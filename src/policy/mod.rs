@@ -13,5 +13,6 @@ pub mod limits;
 pub mod ratelimit;
 pub mod request_id;
 pub mod require_claims;
+pub mod response_headers;
 pub mod sanitize;
 pub mod tenant;

@@ -43,6 +43,7 @@ use crate::observe::trace;
 use crate::policy::auth::Signed;
 use crate::policy::body::RequestBody;
 use crate::policy::ratelimit::{self, KeyInputs};
+use crate::policy::response_headers::ResponseHeaders;
 use crate::policy::{
     cors, forward, head, identity, ip_list, limits, require_claims, sanitize, tenant,
 };
@@ -129,15 +130,17 @@ pub fn handle(
         let outcome = process(&generation, &mut ctx, req, (&conn, &in_flight_on_conn))
             .instrument(span)
             .await;
-        let mut response = outcome.unwrap_or_else(|reject| {
+        let response = outcome.unwrap_or_else(|reject| {
             ctx.record.rejection = Some(rejection(&reject));
             respond::problem(&reject, &ctx.record.request_id, policy.server.production)
         });
-        finish_headers(policy, &ctx, &mut response);
+        let (mut parts, mut body) = response.into_parts();
+        let headers = ResponseHeaders::new(&mut parts.headers, body.upstream_lines_mut());
+        finish_headers(policy, &ctx, headers);
         let mut record = ctx.record;
-        record.status = response.status();
-        response.body_mut().set_record(record, in_flight_on_conn);
-        Ok(response)
+        record.status = parts.status;
+        body.set_record(record, in_flight_on_conn);
+        Ok(Response::from_parts(parts, body))
     }
 }
 
@@ -317,28 +320,27 @@ fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
 }
 
 /// Response headers on every response, errors included: security headers,
-/// the request ID, CORS.
-fn finish_headers(policy: &Policy, ctx: &RequestCtx, response: &mut Response<ResponseBody>) {
-    let headers = response.headers_mut();
+/// the request ID, rate-limit headers, CORS (over the upstream's lines
+/// when the exchange kept them as bytes: `policy::response_headers`).
+fn finish_headers(policy: &Policy, ctx: &RequestCtx, mut headers: ResponseHeaders<'_>) {
     match &ctx.route {
-        Some(route) => route.security_headers.apply(headers, ctx.https),
-        None => policy.security_headers.apply(headers, ctx.https),
+        Some(route) => route.security_headers.apply(&mut headers, ctx.https),
+        None => policy.security_headers.apply(&mut headers, ctx.https),
     }
     headers.insert(
         policy.request_id.header.clone(),
         ctx.record.request_id.clone(),
     );
     if let Some(rate) = &ctx.rate_headers {
-        rate.apply(headers);
+        rate.apply(&mut headers);
     }
-    if ctx.preflight {
-        return;
-    }
-    if let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin)
+    if !ctx.preflight
+        && let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin)
         && ctx.route.as_ref().is_none_or(|r| r.cors)
     {
-        cors_policy.response_headers(origin, headers);
+        cors_policy.response_headers(origin, &mut headers);
     }
+    headers.finish();
 }
 
 #[cfg(test)]

@@ -419,12 +419,18 @@ pub(crate) fn proxy_service(
         // connection, so inline it would cost each idle keep-alive
         // connection the size of the whole request path.
         let req = req.map(RequestBody::Hyper);
-        let future: Handling = Box::pin(handle(
+        let handling = handle(
             shared.clone(),
             info.clone(),
             activity.request_started(),
             req,
-        ));
+        );
+        // hyper writes the header map alone: the upstream's lines kept as
+        // bytes go into it.
+        let future: Handling = Box::pin(async move {
+            let response = handling.await?;
+            Ok(ResponseBody::merged(response))
+        });
         future
     })
 }

@@ -14,10 +14,37 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Appends one header line, `name: value` and CRLF.
 pub fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
-    out.extend_from_slice(name.as_bytes());
+    line_bytes(out, name.as_bytes(), value);
+}
+
+/// [`line`] for a name as bytes.
+pub fn line_bytes(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Puts ASCII letters in lower case, eight bytes at a time: a byte is
+/// upper case when it lies in `A..=Z`, found for eight at once by adding
+/// to each 7-bit byte (no carry crosses bytes: 0x7f + 0x3f < 0x100); a
+/// byte of 0x80 or more is left as it is. `make_ascii_lowercase` goes byte
+/// by byte, and header names are lowered on every response.
+pub fn lowercase_in_place(bytes: &mut [u8]) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let low7 = x & !HIGH;
+        let at_least_a = low7.wrapping_add((0x80 - u64::from(b'A')) * ONES);
+        let past_z = low7.wrapping_add((0x80 - u64::from(b'Z') - 1) * ONES);
+        let upper = at_least_a & !past_z & !x & HIGH;
+        chunk.copy_from_slice(&(x | (upper >> 2)).to_le_bytes());
+    }
+    chunks.into_remainder().make_ascii_lowercase();
 }
 
 /// Where a piece of a parsed head lies in its buffer.
@@ -170,6 +197,25 @@ mod tests {
         assert!(!ends_in_chunked(b"chunked, gzip"));
         assert!(has_token(b"foo, CLOSE", b"close"));
         assert!(!has_token(b"closed, x-close", b"close"));
+    }
+
+    #[test]
+    fn lowering_eight_bytes_at_a_time_is_lowering_byte_by_byte() {
+        let every_byte: Vec<u8> = (0..=255u8).collect();
+        for name in [
+            &b"Content-Type"[..],
+            b"X-AZaz@[`{-0123456789",
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+            b"",
+            b"Q",
+            &every_byte,
+        ] {
+            for start in 0..name.len().min(9) {
+                let mut lowered = name[start..].to_vec();
+                lowercase_in_place(&mut lowered);
+                assert_eq!(lowered, name[start..].to_ascii_lowercase());
+            }
+        }
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
+
+use crate::policy::response_headers::ResponseHeaders;
 
 use super::HeaderMode;
 
@@ -27,7 +29,7 @@ static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy"
 
 impl RateHeaders {
     /// Sets the headers on a response.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub fn apply(&self, headers: &mut ResponseHeaders<'_>) {
         if matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both) {
             headers.insert(X_RATELIMIT_LIMIT.clone(), HeaderValue::from(self.limit));
             headers.insert(

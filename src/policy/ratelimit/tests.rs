@@ -2,6 +2,8 @@
 
 use http::HeaderValue;
 
+use crate::policy::response_headers::ResponseHeaders;
+
 use super::*;
 
 #[test]
@@ -36,7 +38,7 @@ fn headers_render_both_forms() {
         reset_secs: 6,
     };
     let mut map = HeaderMap::new();
-    headers.apply(&mut map);
+    headers.apply(&mut ResponseHeaders::new(&mut map, &mut None));
     assert_eq!(map["x-ratelimit-limit"], "10");
     assert_eq!(map["x-ratelimit-remaining"], "4");
     assert_eq!(map["x-ratelimit-reset"], "6");
@@ -47,7 +49,7 @@ fn headers_render_both_forms() {
         mode: HeaderMode::Legacy,
         ..headers
     }
-    .apply(&mut legacy);
+    .apply(&mut ResponseHeaders::new(&mut legacy, &mut None));
     assert!(!legacy.contains_key("ratelimit"));
 }
 

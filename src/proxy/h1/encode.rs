@@ -17,11 +17,11 @@
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::header;
 use http::response::Parts;
 use http::{Method, StatusCode, Version};
 
-use crate::proxy::wire::{content_length, ends_in_chunked, has_token, line};
+use crate::policy::response_headers::{self, Known, Line, UpstreamLines};
+use crate::proxy::wire::{content_length, ends_in_chunked, has_token, line, line_bytes};
 
 /// How the body after a head is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,7 @@ fn can_have_content_length(status: StatusCode) -> bool {
 /// open afterwards (the client did not ask to close, no drain is on).
 pub fn encode_head(
     parts: &Parts,
+    upstream: Option<&UpstreamLines>,
     method: &Method,
     body: BodyLength,
     keep_alive: bool,
@@ -99,62 +100,60 @@ pub fn encode_head(
     let mut wrote_date = false;
     let mut wrote_close = false;
     let mut declared: Option<u64> = None;
-    for (name, value) in &parts.headers {
-        match *name {
-            header::CONTENT_LENGTH => {
-                let Some(length) = content_length(value.as_bytes()) else {
-                    out.truncate(start);
-                    return Err(EncodeError::BadLength);
-                };
-                match declared {
-                    Some(first) if first != length => {
-                        out.truncate(start);
-                        return Err(EncodeError::BadLength);
-                    }
-                    Some(_) => continue,
-                    None => declared = Some(length),
-                }
-                if body.is_none() && !head_request {
-                    // No body to send: the line is dropped (hyper's rule).
-                    continue;
-                }
-                if framing == Some(Framing::Chunked) {
-                    // Both framings declared: hyper refuses to send it.
-                    out.truncate(start);
-                    return Err(EncodeError::BadLength);
-                }
-                if framing.is_some() || !can_have_content_length(status) {
-                    continue;
-                }
-                framing = Some(Framing::Length(length));
+    let lines = response_headers::each(&parts.headers, upstream, |header_line| {
+        let value = header_line.value;
+        let kind = header_line.known;
+        if kind == Known::ContentLength {
+            let length = content_length(value).ok_or(EncodeError::BadLength)?;
+            match declared {
+                Some(first) if first != length => return Err(EncodeError::BadLength),
+                Some(_) => return Ok(()),
+                None => declared = Some(length),
             }
-            header::TRANSFER_ENCODING => {
-                if matches!(framing, Some(Framing::Length(_))) {
-                    out.truncate(start);
-                    return Err(EncodeError::BadLength);
-                }
-                if framing.is_some() || !can_have_body(head_request, status) || !can_chunk {
-                    continue;
-                }
-                // The body is chunked by palisade whatever this line says
-                // (`chunked` is added last when missing, as hyper does).
-                framing = Some(Framing::Chunked);
-                line(out, name.as_str(), value.as_bytes());
-                if !ends_in_chunked(value.as_bytes()) {
-                    out.truncate(out.len() - 2);
-                    out.extend_from_slice(b", chunked\r\n");
-                }
-                continue;
+            if body.is_none() && !head_request {
+                // No body to send: the line is dropped (hyper's rule).
+                return Ok(());
             }
-            header::CONNECTION if has_token(value.as_bytes(), b"close") => {
+            if framing == Some(Framing::Chunked) {
+                // Both framings declared: hyper refuses to send it.
+                return Err(EncodeError::BadLength);
+            }
+            if framing.is_some() || !can_have_content_length(status) {
+                return Ok(());
+            }
+            framing = Some(Framing::Length(length));
+        } else if kind == Known::TransferEncoding {
+            if matches!(framing, Some(Framing::Length(_))) {
+                return Err(EncodeError::BadLength);
+            }
+            if framing.is_some() || !can_have_body(head_request, status) || !can_chunk {
+                return Ok(());
+            }
+            // The body is chunked by palisade whatever this line says
+            // (`chunked` is added last when missing, as hyper does).
+            framing = Some(Framing::Chunked);
+            write_line(out, header_line);
+            if !ends_in_chunked(value) {
+                out.truncate(out.len() - 2);
+                out.extend_from_slice(b", chunked\r\n");
+            }
+            return Ok(());
+        } else if kind == Known::Connection {
+            if has_token(value, b"close") {
                 last = true;
                 wrote_close = true;
             }
-            header::DATE => wrote_date = true,
-            header::TRAILER if !can_have_body(head_request, status) => continue,
-            _ => {}
+        } else if kind == Known::Date {
+            wrote_date = true;
+        } else if kind == Known::Trailer && !can_have_body(head_request, status) {
+            return Ok(());
         }
-        line(out, name.as_str(), value.as_bytes());
+        write_line(out, header_line);
+        Ok(())
+    });
+    if let Err(error) = lines {
+        out.truncate(start);
+        return Err(error);
     }
     if last && !wrote_close {
         line(out, "connection", b"close");
@@ -198,6 +197,18 @@ pub fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     Ok(Encoded { framing, last })
+}
+
+/// One header line (every name is in lower case already: a header map's
+/// are, and the upstream exchange lowers the lines it keeps as bytes).
+fn write_line(out: &mut Vec<u8>, header_line: Line<'_>) {
+    match header_line.whole {
+        Some(whole) => {
+            out.extend_from_slice(whole);
+            out.extend_from_slice(b"\r\n");
+        }
+        None => line_bytes(out, header_line.name, header_line.value),
+    }
 }
 
 /// The status line; `reason`: the upstream's own reason phrase, when it
@@ -261,10 +272,46 @@ mod tests {
         body: BodyLength,
         keep_alive: bool,
     ) -> (String, Result<Encoded, EncodeError>) {
-        let (parts, ()) = response.into_parts();
+        let (mut parts, ()) = response.into_parts();
         let mut out = Vec::new();
-        let encoded = encode_head(&parts, &method, body, keep_alive, &mut out);
+        let encoded = encode_head(&parts, None, &method, body, keep_alive, &mut out);
+        // The same lines kept as bytes (as the upstream exchange keeps
+        // them, in the upstream's case) are written the same way.
+        let pairs: Vec<(String, String)> = parts
+            .headers
+            .iter()
+            .map(|(n, v)| (title_case(n.as_str()), v.to_str().unwrap().to_string()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
+        let lines = UpstreamLines::from_pairs(&pairs);
+        parts.headers.clear();
+        let mut from_lines = Vec::new();
+        let encoded_from_lines = encode_head(
+            &parts,
+            Some(&lines),
+            &method,
+            body,
+            keep_alive,
+            &mut from_lines,
+        );
+        assert_eq!(encoded_from_lines, encoded);
+        assert_eq!(
+            without_date(&String::from_utf8_lossy(&from_lines)),
+            without_date(&String::from_utf8_lossy(&out))
+        );
         (String::from_utf8(out).unwrap(), encoded)
+    }
+
+    fn title_case(name: &str) -> String {
+        name.split('-')
+            .map(|part| {
+                let mut chars = part.chars();
+                chars.next().map_or(String::new(), |first| {
+                    first.to_ascii_uppercase().to_string() + chars.as_str()
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("-")
     }
 
     fn without_date(text: &str) -> String {

@@ -213,13 +213,15 @@ where
     };
     let keep_alive = keep_alive && !closing.load(Ordering::Relaxed);
     out.clear();
-    let encoded = match encode::encode_head(&parts, &method, length, keep_alive, out) {
-        Ok(encoded) => encoded,
-        Err(EncodeError::BadLength) => {
-            return Err("the response's Content-Length is invalid".into());
-        }
-        Err(EncodeError::Informational) => return Err("a 1xx response".into()),
-    };
+    let upstream_lines = body.upstream_lines();
+    let encoded =
+        match encode::encode_head(&parts, upstream_lines, &method, length, keep_alive, out) {
+            Ok(encoded) => encoded,
+            Err(EncodeError::BadLength) => {
+                return Err("the response's Content-Length is invalid".into());
+            }
+            Err(EncodeError::Informational) => return Err("a 1xx response".into()),
+        };
     drop(parts);
     let complete = match encoded.framing {
         Framing::Length(0) => {

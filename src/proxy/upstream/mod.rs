@@ -32,6 +32,7 @@ use crate::policy::body::{
     BodyError, BodyProgress, ClientBody, LimitedBody, UpstreamBody, collect_for_replay,
 };
 use crate::policy::limits;
+use crate::policy::response_headers::UpstreamLines;
 
 /// The pooled client and where it points, with the upstream's breaker and
 /// retry budget (kept across reloads that leave `[upstream]` unchanged).
@@ -70,6 +71,17 @@ pub enum ExchangeBody {
     Pooled(PooledBody),
     /// The handshake response of a tunnel.
     Direct(Incoming),
+}
+
+impl ExchangeBody {
+    /// The response's header lines, when palisade's exchange kept them as
+    /// bytes (once).
+    pub fn take_upstream_lines(&mut self) -> Option<UpstreamLines> {
+        match self {
+            ExchangeBody::Pooled(body) => body.take_upstream_lines(),
+            ExchangeBody::Direct(_) => None,
+        }
+    }
 }
 
 impl Body for ExchangeBody {

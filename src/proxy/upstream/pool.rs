@@ -35,6 +35,7 @@ use super::attempts::{Head, Outgoing};
 use super::client::ClientFailure;
 use super::raw::{self, RawBody, RawConn, RawFailure};
 use crate::policy::body::UpstreamBody;
+use crate::policy::response_headers::UpstreamLines;
 use crate::proxy::capped::{CappedIo, Slots};
 use crate::proxy::response_body::BoxError;
 
@@ -518,6 +519,15 @@ impl PooledBody {
         Self {
             inner: Inner::Raw(body),
             pool,
+        }
+    }
+
+    /// The response's header lines, when palisade's exchange kept them as
+    /// bytes (once).
+    pub fn take_upstream_lines(&mut self) -> Option<UpstreamLines> {
+        match &mut self.inner {
+            Inner::Hyper { .. } => None,
+            Inner::Raw(body) => body.take_upstream_lines(),
         }
     }
 

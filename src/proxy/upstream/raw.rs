@@ -26,6 +26,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::policy::body::UpstreamBody;
+use crate::policy::headers::{is_hop_by_hop_name, names_nothing};
+use crate::policy::response_headers::UpstreamLines;
 use crate::proxy::response_body::BoxError;
 use crate::proxy::wire::{self, Span, write_two};
 
@@ -148,31 +150,27 @@ where
             return Err(RawFailure::Unsent(error.into()));
         }
         let head_request = *request.method == Method::HEAD;
-        let (response, framing, keep_alive) = self
+        let head = self
             .read_head(head_request)
             .await
             .map_err(RawFailure::Broken)?;
-        let (parts, ()) = response.into_parts();
+        let (parts, ()) = head.response.into_parts();
         let body = RawBody {
             conn: Some(self),
-            framing,
-            keep_alive,
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            lines: head.lines,
         };
         Ok(Response::from_parts(parts, body))
     }
 
-    async fn read_head(
-        &mut self,
-        head_request: bool,
-    ) -> Result<(Response<()>, Framing, bool), BoxError> {
+    async fn read_head(&mut self, head_request: bool) -> Result<Head, BoxError> {
         loop {
             if !self.buffer.is_empty() {
                 match parse_response(&mut self.buffer, head_request)? {
                     Parsed::Partial => {}
                     Parsed::Interim => continue,
-                    Parsed::Head(response, framing, keep_alive) => {
-                        return Ok((response, framing, keep_alive));
-                    }
+                    Parsed::Head(head) => return Ok(head),
                 }
             }
             if self.buffer.len() >= MAX_HEAD {
@@ -216,8 +214,23 @@ enum Parsed {
     Partial,
     /// A 1xx head was skipped.
     Interim,
-    Head(Response<()>, Framing, bool),
+    Head(Head),
 }
+
+/// A response head read.
+struct Head {
+    /// Status, version, reason; the header lines when they were made
+    /// into a map.
+    response: Response<()>,
+    /// The header lines, when they were kept as bytes.
+    lines: Option<UpstreamLines>,
+    framing: Framing,
+    /// Neither side asked to close.
+    keep_alive: bool,
+}
+
+/// The longest header name the `http` types take.
+const MAX_HEADER_NAME: usize = (1 << 16) - 1;
 
 fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, BoxError> {
     // Uninitialised: httparse writes only the lines it finds.
@@ -261,9 +274,23 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
             Span::within(buffer, line.value),
         );
     }
+    let spans = &spans[..count];
+    let keep_as_bytes = declared.lines_kept_as_bytes();
+    if keep_as_bytes {
+        // Names are written in lower case (as hyper writes a header map's).
+        for (name, _) in spans {
+            wire::lowercase_in_place(&mut buffer[name.range()]);
+        }
+    }
     let head = buffer.split_to(length).freeze();
-    let headers = wire::header_map(&head, &spans[..count], ROOM_FOR_RESPONSE_HEADERS)
-        .ok_or("a header line of the upstream's response the http types refuse")?;
+    let (headers, lines) = if keep_as_bytes {
+        let lines = kept_lines(head, spans, declared.transfer_encoding.is_some());
+        (HeaderMap::new(), Some(lines))
+    } else {
+        let headers = wire::header_map(&head, spans, ROOM_FOR_RESPONSE_HEADERS)
+            .ok_or("a header line of the upstream's response the http types refuse")?;
+        (headers, None)
+    };
     let framing = declared.framing(version, status, head_request)?;
     let keep_alive = declared.keeps_alive(version) && framing != Framing::Close;
     let mut response = Response::new(());
@@ -273,7 +300,29 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
     if let Some(reason) = reason {
         response.extensions_mut().insert(reason);
     }
-    Ok(Parsed::Head(response, framing, keep_alive))
+    Ok(Parsed::Head(Head {
+        response,
+        lines,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The lines a client may see, kept as bytes: what `upgrade::finish_response`
+/// would leave of them in a header map (no hop-by-hop line, and no
+/// `Content-Length` beside a `Transfer-Encoding`, RFC 9112 §6.3). Only for
+/// a head whose `Connection` lines name no other header
+/// ([`Declared::lines_kept_as_bytes`]).
+fn kept_lines(head: Bytes, spans: &[(Span, Span)], transfer_encoding: bool) -> UpstreamLines {
+    let mut lines = UpstreamLines::with_capacity(head.clone(), spans.len());
+    for (name, value) in spans {
+        let name_bytes = &head[name.range()];
+        let conflicting_length = transfer_encoding && name_bytes == b"content-length";
+        if !conflicting_length && !is_hop_by_hop_name(name_bytes) {
+            lines.push(name.range(), value.range());
+        }
+    }
+    lines
 }
 
 /// What a response head says of its framing and of its connection, read
@@ -289,6 +338,12 @@ struct Declared {
     close: bool,
     /// A `Connection` line names `keep-alive`.
     keep_alive: bool,
+    /// How many `Connection` lines there are.
+    connection_lines: u8,
+    /// A `Connection` line is something other than `keep-alive` or `close`.
+    connection_names_others: bool,
+    /// A name is longer than the `http` types take.
+    long_name: bool,
 }
 
 impl Declared {
@@ -307,7 +362,23 @@ impl Declared {
         } else if name.eq_ignore_ascii_case("connection") {
             self.close |= wire::has_token(value, b"close");
             self.keep_alive |= wire::has_token(value, b"keep-alive");
+            self.connection_lines = self.connection_lines.saturating_add(1);
+            self.connection_names_others |= !names_nothing(value);
         }
+        self.long_name |= name.len() > MAX_HEADER_NAME;
+    }
+
+    /// Whether the lines may be kept as bytes rather than made into a
+    /// header map: no `Connection` line, or one that is just `keep-alive`
+    /// or `close` (every upstream on a kept-alive connection), so that
+    /// leaving out the fixed hop-by-hop lines is all
+    /// `strip_hop_by_hop` would do; and no name the `http` types refuse
+    /// for its length (every other line `httparse` took, they take: see
+    /// the tests). Any other head is made into a map, as before.
+    fn lines_kept_as_bytes(&self) -> bool {
+        !self.long_name
+            && (self.connection_lines == 0
+                || (self.connection_lines == 1 && !self.connection_names_others))
     }
 
     /// How the body is delimited (RFC 9112 §6.3, as hyper reads it).
@@ -377,6 +448,9 @@ pub struct RawBody<T> {
     conn: Option<RawConn<T>>,
     framing: Framing,
     keep_alive: bool,
+    /// The response's header lines, when kept as bytes (taken by the
+    /// response's body, `ResponseBody::upstream`).
+    lines: Option<UpstreamLines>,
 }
 
 impl<T> RawBody<T>
@@ -389,6 +463,11 @@ where
             self.framing,
             Framing::Length(0) | Framing::Chunked(Chunked::Done)
         )
+    }
+
+    /// The response's header lines kept as bytes, once.
+    pub fn take_upstream_lines(&mut self) -> Option<UpstreamLines> {
+        self.lines.take()
     }
 
     /// The connection, when the body ended exactly where its framing said
@@ -575,7 +654,7 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, BoxError>
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
 
     use super::*;
 
@@ -647,12 +726,14 @@ mod tests {
     }
 
     fn head(text: &[u8], head_request: bool) -> Result<(Response<()>, Framing, bool), BoxError> {
+        parsed(text, head_request).map(|head| (head.response, head.framing, head.keep_alive))
+    }
+
+    fn parsed(text: &[u8], head_request: bool) -> Result<Head, BoxError> {
         let mut buffer = BytesMut::from(text);
         loop {
             match parse_response(&mut buffer, head_request)? {
-                Parsed::Head(response, framing, keep_alive) => {
-                    return Ok((response, framing, keep_alive));
-                }
+                Parsed::Head(head) => return Ok(head),
                 Parsed::Interim => {}
                 Parsed::Partial => return Err("partial".into()),
             }
@@ -752,6 +833,107 @@ mod tests {
         assert_eq!(
             out,
             b"PUT /a?b HTTP/1.1\r\nhost: up\r\nx-after: 1\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
+
+    fn kept(head: &Head) -> Vec<String> {
+        head.lines
+            .as_ref()
+            .map(|lines| {
+                lines
+                    .iter()
+                    .map(|(n, v)| {
+                        format!(
+                            "{}: {}",
+                            String::from_utf8_lossy(n),
+                            String::from_utf8_lossy(v)
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The lines kept as bytes are those `upgrade::finish_response` leaves
+    /// in a map: no hop-by-hop line in any case, no `Content-Length` beside
+    /// `Transfer-Encoding`.
+    #[test]
+    fn kept_lines_leave_out_what_a_client_must_not_see() {
+        let head = parsed(
+            b"HTTP/1.1 200 OK\r\nServer: up\r\nCONNECTION: Keep-Alive\r\nKeep-Alive: timeout=5\r\n\
+              Transfer-Encoding: chunked\r\nContent-Length: 3\r\nTE: trailers\r\nTrailer: x\r\n\
+              Proxy-Connection: close\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\n\
+              HTTP2-Settings: AA\r\nX-A: 1\r\nContent-Type: text/plain\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(head.response.headers().is_empty());
+        assert_eq!(
+            kept(&head),
+            ["server: up", "x-a: 1", "content-type: text/plain"]
+        );
+        let plain = parsed(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nconnection: close\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(kept(&plain), ["content-length: 3"]);
+        assert!(!plain.keep_alive);
+    }
+
+    /// A `Connection` line that names another header (or two lines) is
+    /// left to the header map and `strip_hop_by_hop`, as before.
+    #[test]
+    fn connection_naming_headers_makes_a_map() {
+        for text in [
+            &b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: s\r\nContent-Length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, x-secret\r\nContent-Length: 0\r\n\r\n",
+        ] {
+            let head = parsed(text, false).unwrap();
+            assert!(head.lines.is_none(), "{}", String::from_utf8_lossy(text));
+            assert!(head.response.headers().contains_key("connection"));
+        }
+    }
+
+    /// Every name and value `httparse` takes, the `http` types take: the
+    /// lines kept as bytes are never ones a header map would refuse.
+    #[test]
+    fn what_httparse_takes_the_http_types_take() {
+        for byte in 0..=255u8 {
+            let mut text = b"HTTP/1.1 200 OK\r\nX".to_vec();
+            text.push(byte);
+            text.extend_from_slice(b"Y: v\r\n\r\n");
+            let mut lines = [httparse::EMPTY_HEADER; 4];
+            let mut response = httparse::Response::new(&mut lines);
+            let by_httparse = matches!(response.parse(&text), Ok(httparse::Status::Complete(_)))
+                && response.headers[0].name.as_bytes() == [b'X', byte, b'Y'];
+            if by_httparse {
+                assert!(
+                    HeaderName::from_bytes(&[b'X', byte, b'Y']).is_ok(),
+                    "name byte {byte}"
+                );
+            }
+            let mut text = b"HTTP/1.1 200 OK\r\nX: a".to_vec();
+            text.push(byte);
+            text.extend_from_slice(b"b\r\n\r\n");
+            let mut lines = [httparse::EMPTY_HEADER; 4];
+            if let Ok(httparse::Status::Complete(_)) =
+                httparse::Response::new(&mut lines).parse(&text)
+            {
+                assert!(
+                    HeaderValue::from_bytes(lines[0].value).is_ok(),
+                    "value byte {byte}"
+                );
+            }
+        }
+        let long = format!(
+            "HTTP/1.1 200 OK\r\n{}: v\r\nContent-Length: 0\r\n\r\n",
+            "x".repeat(MAX_HEADER_NAME + 1)
+        );
+        assert!(
+            head(long.as_bytes(), false).is_err(),
+            "a name too long for the http types"
         );
     }
 }
