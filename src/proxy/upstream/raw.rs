@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use crate::policy::body::UpstreamBody;
 use crate::policy::headers::{is_hop_by_hop_name, names_nothing};
-use crate::policy::response_headers::UpstreamLines;
+use crate::policy::response_headers::{Known, UpstreamLines};
 use crate::proxy::response_body::BoxError;
 use crate::proxy::wire::{self, Span, write_two};
 
@@ -264,27 +264,29 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
     if code == 101 {
         return Err("the upstream switched protocols unasked".into());
     }
-    let mut declared = Declared::default();
     let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
     let count = parsed.headers.len();
     for (line, span) in parsed.headers.iter().zip(spans.iter_mut()) {
-        declared.read(line.name, line.value);
         *span = (
             Span::within(buffer, line.name.as_bytes()),
             Span::within(buffer, line.value),
         );
     }
     let spans = &spans[..count];
-    let keep_as_bytes = declared.lines_kept_as_bytes();
-    if keep_as_bytes {
-        // Names are written in lower case (as hyper writes a header map's).
-        for (name, _) in spans {
-            wire::lowercase_in_place(&mut buffer[name.range()]);
-        }
+    // Each name is put in lower case where it lies (it is written so, as
+    // hyper writes a header map's) and read once for what it is.
+    let mut declared = Declared::default();
+    let mut classes = [Class::Other; MAX_HEADERS];
+    for ((name, value), class) in spans.iter().zip(classes.iter_mut()) {
+        let name = &mut buffer[name.range()];
+        wire::lowercase_in_place(name);
+        *class = Class::of(name);
+        let name_length = name.len();
+        declared.read(*class, &buffer[value.range()], name_length);
     }
     let head = buffer.split_to(length).freeze();
-    let (headers, lines) = if keep_as_bytes {
-        let lines = kept_lines(head, spans, declared.transfer_encoding.is_some());
+    let (headers, lines) = if declared.lines_kept_as_bytes() {
+        let lines = kept_lines(head, spans, &classes, declared.transfer_encoding.is_some());
         (HeaderMap::new(), Some(lines))
     } else {
         let headers = wire::header_map(&head, spans, ROOM_FOR_RESPONSE_HEADERS)
@@ -313,16 +315,55 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
 /// `Content-Length` beside a `Transfer-Encoding`, RFC 9112 §6.3). Only for
 /// a head whose `Connection` lines name no other header
 /// ([`Declared::lines_kept_as_bytes`]).
-fn kept_lines(head: Bytes, spans: &[(Span, Span)], transfer_encoding: bool) -> UpstreamLines {
-    let mut lines = UpstreamLines::with_capacity(head.clone(), spans.len());
-    for (name, value) in spans {
-        let name_bytes = &head[name.range()];
-        let conflicting_length = transfer_encoding && name_bytes == b"content-length";
-        if !conflicting_length && !is_hop_by_hop_name(name_bytes) {
-            lines.push(name.range(), value.range());
-        }
+fn kept_lines(
+    head: Bytes,
+    spans: &[(Span, Span)],
+    classes: &[Class],
+    transfer_encoding: bool,
+) -> UpstreamLines {
+    let mut lines = UpstreamLines::with_capacity(head, spans.len());
+    for ((name, value), class) in spans.iter().zip(classes) {
+        let known = match class {
+            Class::HopByHop | Class::TransferEncoding | Class::Connection => continue,
+            Class::ContentLength if transfer_encoding => continue,
+            Class::ContentLength => Known::ContentLength,
+            Class::Date => Known::Date,
+            Class::Other => Known::Other,
+        };
+        lines.push(name.range(), value.range(), known);
     }
     lines
+}
+
+/// What a response header line is to the exchange, from its name in
+/// lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// `content-length`.
+    ContentLength,
+    /// `date`.
+    Date,
+    /// `transfer-encoding` (hop-by-hop).
+    TransferEncoding,
+    /// `connection` (hop-by-hop).
+    Connection,
+    /// Another of the hop-by-hop names (`policy::headers`).
+    HopByHop,
+    /// Any other.
+    Other,
+}
+
+impl Class {
+    fn of(name: &[u8]) -> Self {
+        match name {
+            b"content-length" => Class::ContentLength,
+            b"date" => Class::Date,
+            b"transfer-encoding" => Class::TransferEncoding,
+            b"connection" => Class::Connection,
+            _ if is_hop_by_hop_name(name) => Class::HopByHop,
+            _ => Class::Other,
+        }
+    }
 }
 
 /// What a response head says of its framing and of its connection, read
@@ -347,10 +388,10 @@ struct Declared {
 }
 
 impl Declared {
-    fn read(&mut self, name: &str, value: &[u8]) {
-        if name.eq_ignore_ascii_case("transfer-encoding") {
-            self.transfer_encoding = Some(wire::ends_in_chunked(value));
-        } else if name.eq_ignore_ascii_case("content-length") {
+    /// Reads one line: its class, its value, and how long its name is.
+    fn read(&mut self, class: Class, value: &[u8], name_length: usize) {
+        self.long_name |= name_length > MAX_HEADER_NAME;
+        if class == Class::ContentLength {
             self.length = Some(match (self.length, wire::content_length(value)) {
                 (Some(Err(why)), _) => Err(why),
                 (_, None) => Err("invalid Content-Length from the upstream"),
@@ -359,13 +400,14 @@ impl Declared {
                 }
                 (_, Some(n)) => Ok(n),
             });
-        } else if name.eq_ignore_ascii_case("connection") {
+        } else if class == Class::TransferEncoding {
+            self.transfer_encoding = Some(wire::ends_in_chunked(value));
+        } else if class == Class::Connection {
             self.close |= wire::has_token(value, b"close");
             self.keep_alive |= wire::has_token(value, b"keep-alive");
             self.connection_lines = self.connection_lines.saturating_add(1);
             self.connection_names_others |= !names_nothing(value);
         }
-        self.long_name |= name.len() > MAX_HEADER_NAME;
     }
 
     /// Whether the lines may be kept as bytes rather than made into a
