@@ -22,7 +22,7 @@ use palisade::policy::auth::Identity;
 use palisade::policy::ratelimit::gcra::Gcra;
 use palisade::policy::ratelimit::local::{LimiterRegistry, check, limiter_with_clock};
 use palisade::policy::ratelimit::{KeyInputs, RateLimitEngine};
-use palisade::policy::response_headers::ResponseHeaders;
+use palisade::policy::response_headers::edit_map;
 use palisade::policy::{forward, head, headers, sanitize};
 use palisade::route::Lookup;
 
@@ -203,9 +203,7 @@ fn header_work(c: &mut Criterion, policy: &Policy, token: &str) {
             || response.clone(),
             |h| {
                 headers::strip_hop_by_hop(h);
-                route
-                    .security_headers
-                    .apply(&mut ResponseHeaders::new(h, &mut None), false);
+                edit_map(h, |h| route.security_headers.apply(h, false));
             },
             BatchSize::SmallInput,
         )

@@ -5,7 +5,7 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request};
 
-use super::response_headers::ResponseHeaders;
+use super::response_headers::{ResponseHeaders, edit_map};
 
 /// `[cors]`, compiled.
 #[derive(Debug, Clone)]
@@ -52,10 +52,12 @@ impl CorsPolicy {
 
     /// Headers of the 204 answer to a preflight from `origin`.
     pub fn preflight_headers(&self, origin: &HeaderValue, headers: &mut HeaderMap) {
-        add_vary(
-            &mut ResponseHeaders::new(headers, &mut None),
-            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-        );
+        edit_map(headers, |headers| {
+            add_vary(
+                headers,
+                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+            );
+        });
         if !self.allows(origin) {
             return;
         }
@@ -163,8 +165,9 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
         let origin = HeaderValue::from_static("https://app.example.com");
-        policy(false, true)
-            .response_headers(&origin, &mut ResponseHeaders::new(&mut headers, &mut None));
+        edit_map(&mut headers, |h| {
+            policy(false, true).response_headers(&origin, h)
+        });
         assert_eq!(
             headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
             "https://app.example.com"
@@ -181,8 +184,9 @@ mod tests {
             HeaderValue::from_static("*"),
         );
         let origin = HeaderValue::from_static("https://evil.example");
-        policy(false, true)
-            .response_headers(&origin, &mut ResponseHeaders::new(&mut headers, &mut None));
+        edit_map(&mut headers, |h| {
+            policy(false, true).response_headers(&origin, h)
+        });
         assert!(!headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
         assert_eq!(headers[header::VARY], "Origin");
     }
@@ -191,15 +195,13 @@ mod tests {
     fn wildcard_without_credentials() {
         let mut headers = HeaderMap::new();
         let origin = HeaderValue::from_static("https://any.example");
-        policy(true, false)
-            .response_headers(&origin, &mut ResponseHeaders::new(&mut headers, &mut None));
+        edit_map(&mut headers, |h| {
+            policy(true, false).response_headers(&origin, h)
+        });
         assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         let mut vary_star = HeaderMap::new();
         vary_star.insert(header::VARY, HeaderValue::from_static("*"));
-        add_vary(
-            &mut ResponseHeaders::new(&mut vary_star, &mut None),
-            "Origin",
-        );
+        edit_map(&mut vary_star, |h| add_vary(h, "Origin"));
         assert_eq!(vary_star[header::VARY], "*");
     }
 
@@ -208,18 +210,18 @@ mod tests {
     /// `Vary` is merged.
     #[test]
     fn upstream_lines_are_edited_like_a_map() {
-        use super::super::response_headers::{UpstreamLines, each};
-        let mut lines = Some(UpstreamLines::from_pairs(&[
+        use super::super::response_headers::{PendingHeaders, UpstreamLines, each};
+        let mut pending = PendingHeaders::new(Some(UpstreamLines::from_pairs(&[
             ("Access-Control-Allow-Origin", "*"),
             ("Vary", "Accept-Encoding"),
             ("access-control-allow-credentials", "true"),
-        ]));
+        ])));
         let mut own = HeaderMap::new();
         let origin = HeaderValue::from_static("https://evil.example");
         policy(false, true)
-            .response_headers(&origin, &mut ResponseHeaders::new(&mut own, &mut lines));
+            .response_headers(&origin, &mut ResponseHeaders::new(&mut own, &mut pending));
         let mut out = Vec::new();
-        each(&own, lines.as_ref(), |line| {
+        each(&own, &pending, |line| {
             out.push(format!(
                 "{}: {}",
                 String::from_utf8_lossy(line.name),

@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn hsts_only_on_https() {
-        use super::super::response_headers::{UpstreamLines, each};
+        use super::super::response_headers::{PendingHeaders, UpstreamLines, each, edit_map};
         let set = SecurityHeaders {
             always: vec![(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"))],
             https_only: vec![(
@@ -356,24 +356,24 @@ mod tests {
         };
         let mut plain = HeaderMap::new();
         plain.insert(header::SERVER, HeaderValue::from_static("uvicorn"));
-        set.apply(&mut ResponseHeaders::new(&mut plain, &mut None), false);
+        edit_map(&mut plain, |h| set.apply(h, false));
         assert!(!plain.contains_key(header::SERVER));
         assert!(!plain.contains_key(header::STRICT_TRANSPORT_SECURITY));
         assert_eq!(plain[header::X_FRAME_OPTIONS], "DENY");
         let mut tls = HeaderMap::new();
-        set.apply(&mut ResponseHeaders::new(&mut tls, &mut None), true);
+        edit_map(&mut tls, |h| set.apply(h, true));
         assert_eq!(tls[header::STRICT_TRANSPORT_SECURITY], "max-age=1");
         // The upstream's lines kept as bytes (palisade's exchange): the
         // removed name goes in any case, and a set one replaces theirs.
         let mut own = HeaderMap::new();
-        let mut lines = Some(UpstreamLines::from_pairs(&[
+        let mut pending = PendingHeaders::new(Some(UpstreamLines::from_pairs(&[
             ("SERVER", "uvicorn"),
             ("X-Frame-Options", "ALLOWALL"),
             ("Content-Type", "text/plain"),
-        ]));
-        set.apply(&mut ResponseHeaders::new(&mut own, &mut lines), false);
+        ])));
+        set.apply(&mut ResponseHeaders::new(&mut own, &mut pending), false);
         let mut out = Vec::new();
-        each(&own, lines.as_ref(), |line| {
+        each(&own, &pending, |line| {
             out.push(format!(
                 "{}={}",
                 String::from_utf8_lossy(line.name),

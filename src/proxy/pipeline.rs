@@ -135,7 +135,7 @@ pub fn handle(
             respond::problem(&reject, &ctx.record.request_id, policy.server.production)
         });
         let (mut parts, mut body) = response.into_parts();
-        let headers = ResponseHeaders::new(&mut parts.headers, body.upstream_lines_mut());
+        let headers = ResponseHeaders::new(&mut parts.headers, body.pending_headers_mut());
         finish_headers(policy, &ctx, headers);
         let mut record = ctx.record;
         record.status = parts.status;

@@ -12,7 +12,7 @@ use http_body_util::Full;
 use super::conn::{ConnRequestGuard, Handoff};
 use super::upstream::ExchangeBody;
 use crate::observe::access::RequestRecord;
-use crate::policy::response_headers::{self, UpstreamLines};
+use crate::policy::response_headers::{self, PendingHeaders};
 
 /// Boxed error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,10 +37,10 @@ pub struct ResponseBody {
     bytes_out: u64,
     record: Option<Box<RequestRecord>>,
     connection: Option<ConnRequestGuard>,
-    /// The upstream's header lines, when palisade's exchange kept them as
-    /// bytes: they are part of the response's headers (see
-    /// `policy::response_headers`) until it is written.
-    upstream_lines: Option<UpstreamLines>,
+    /// The headers not in the response's header map until it is written:
+    /// the upstream's lines when palisade's exchange kept them as bytes,
+    /// and those palisade set (`policy::response_headers`).
+    pending: PendingHeaders,
 }
 
 impl ResponseBody {
@@ -52,44 +52,42 @@ impl ResponseBody {
             bytes_out: 0,
             record: None,
             connection: None,
-            upstream_lines: None,
+            pending: PendingHeaders::default(),
         }
     }
 
     /// The upstream's body, streamed (with the header lines its exchange
     /// kept as bytes, if any).
     pub fn upstream(mut body: ExchangeBody) -> Self {
-        let upstream_lines = body.take_upstream_lines();
+        let pending = PendingHeaders::new(body.take_upstream_lines());
         Self {
             inner: Inner::Upstream(body),
             rest: Bytes::new(),
             bytes_out: 0,
             record: None,
             connection: None,
-            upstream_lines,
+            pending,
         }
     }
 
-    /// The upstream's header lines kept as bytes, to edit beside the
-    /// response's header map.
-    pub fn upstream_lines_mut(&mut self) -> &mut Option<UpstreamLines> {
-        &mut self.upstream_lines
+    /// The headers beside the response's header map, to edit.
+    pub fn pending_headers_mut(&mut self) -> &mut PendingHeaders {
+        &mut self.pending
     }
 
-    /// The upstream's header lines kept as bytes, to write after the
-    /// status line with the response's header map.
-    pub fn upstream_lines(&self) -> Option<&UpstreamLines> {
-        self.upstream_lines.as_ref()
+    /// The headers beside the response's header map, to write after it.
+    pub fn pending_headers(&self) -> &PendingHeaders {
+        &self.pending
     }
 
     /// The response with every header in its header map: for hyper's
     /// server, which writes the map alone.
     pub fn merged(response: http::Response<Self>) -> http::Response<Self> {
-        if response.body().upstream_lines.is_none() {
+        if response.body().pending.is_empty() {
             return response;
         }
         let (mut parts, mut body) = response.into_parts();
-        response_headers::merge_into_map(&mut parts.headers, &mut body.upstream_lines);
+        response_headers::merge_into_map(&mut parts.headers, &mut body.pending);
         http::Response::from_parts(parts, body)
     }
 

@@ -2,7 +2,7 @@
 
 use http::HeaderValue;
 
-use crate::policy::response_headers::ResponseHeaders;
+use crate::policy::response_headers::edit_map;
 
 use super::*;
 
@@ -38,18 +38,18 @@ fn headers_render_both_forms() {
         reset_secs: 6,
     };
     let mut map = HeaderMap::new();
-    headers.apply(&mut ResponseHeaders::new(&mut map, &mut None));
+    edit_map(&mut map, |h| headers.apply(h));
     assert_eq!(map["x-ratelimit-limit"], "10");
     assert_eq!(map["x-ratelimit-remaining"], "4");
     assert_eq!(map["x-ratelimit-reset"], "6");
     assert_eq!(map["ratelimit-policy"], "\"api.ip\";q=10;w=60");
     assert_eq!(map["ratelimit"], "\"api.ip\";r=4;t=6");
     let mut legacy = HeaderMap::new();
-    RateHeaders {
+    let legacy_only = RateHeaders {
         mode: HeaderMode::Legacy,
         ..headers
-    }
-    .apply(&mut ResponseHeaders::new(&mut legacy, &mut None));
+    };
+    edit_map(&mut legacy, |h| legacy_only.apply(h));
     assert!(!legacy.contains_key("ratelimit"));
 }
 

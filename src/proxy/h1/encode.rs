@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::response::Parts;
 use http::{Method, StatusCode, Version};
 
-use crate::policy::response_headers::{self, Known, Line, UpstreamLines};
+use crate::policy::response_headers::{self, Known, Line, PendingHeaders};
 use crate::proxy::wire::{content_length, ends_in_chunked, has_token, line, line_bytes};
 
 /// How the body after a head is sent.
@@ -78,7 +78,7 @@ fn can_have_content_length(status: StatusCode) -> bool {
 /// open afterwards (the client did not ask to close, no drain is on).
 pub fn encode_head(
     parts: &Parts,
-    upstream: Option<&UpstreamLines>,
+    pending: &PendingHeaders,
     method: &Method,
     body: BodyLength,
     keep_alive: bool,
@@ -100,7 +100,7 @@ pub fn encode_head(
     let mut wrote_date = false;
     let mut wrote_close = false;
     let mut declared: Option<u64> = None;
-    let lines = response_headers::each(&parts.headers, upstream, |header_line| {
+    let lines = response_headers::each(&parts.headers, pending, |header_line| {
         let value = header_line.value;
         let kind = header_line.known;
         if kind == Known::ContentLength {
@@ -265,6 +265,7 @@ mod tests {
     use http::{HeaderValue, Response};
 
     use super::*;
+    use crate::policy::response_headers::UpstreamLines;
 
     fn encode(
         response: Response<()>,
@@ -274,7 +275,14 @@ mod tests {
     ) -> (String, Result<Encoded, EncodeError>) {
         let (mut parts, ()) = response.into_parts();
         let mut out = Vec::new();
-        let encoded = encode_head(&parts, None, &method, body, keep_alive, &mut out);
+        let encoded = encode_head(
+            &parts,
+            &PendingHeaders::default(),
+            &method,
+            body,
+            keep_alive,
+            &mut out,
+        );
         // The same lines kept as bytes (as the upstream exchange keeps
         // them, in the upstream's case) are written the same way.
         let pairs: Vec<(String, String)> = parts
@@ -283,17 +291,11 @@ mod tests {
             .map(|(n, v)| (title_case(n.as_str()), v.to_str().unwrap().to_string()))
             .collect();
         let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
-        let lines = UpstreamLines::from_pairs(&pairs);
+        let lines = PendingHeaders::new(Some(UpstreamLines::from_pairs(&pairs)));
         parts.headers.clear();
         let mut from_lines = Vec::new();
-        let encoded_from_lines = encode_head(
-            &parts,
-            Some(&lines),
-            &method,
-            body,
-            keep_alive,
-            &mut from_lines,
-        );
+        let encoded_from_lines =
+            encode_head(&parts, &lines, &method, body, keep_alive, &mut from_lines);
         assert_eq!(encoded_from_lines, encoded);
         assert_eq!(
             without_date(&String::from_utf8_lossy(&from_lines)),

@@ -213,15 +213,14 @@ where
     };
     let keep_alive = keep_alive && !closing.load(Ordering::Relaxed);
     out.clear();
-    let upstream_lines = body.upstream_lines();
-    let encoded =
-        match encode::encode_head(&parts, upstream_lines, &method, length, keep_alive, out) {
-            Ok(encoded) => encoded,
-            Err(EncodeError::BadLength) => {
-                return Err("the response's Content-Length is invalid".into());
-            }
-            Err(EncodeError::Informational) => return Err("a 1xx response".into()),
-        };
+    let pending = body.pending_headers();
+    let encoded = match encode::encode_head(&parts, pending, &method, length, keep_alive, out) {
+        Ok(encoded) => encoded,
+        Err(EncodeError::BadLength) => {
+            return Err("the response's Content-Length is invalid".into());
+        }
+        Err(EncodeError::Informational) => return Err("a 1xx response".into()),
+    };
     drop(parts);
     let complete = match encoded.framing {
         Framing::Length(0) => {
