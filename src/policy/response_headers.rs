@@ -214,6 +214,14 @@ const MAX_SET: usize = 64;
 pub struct PendingHeaders {
     upstream: Option<UpstreamLines>,
     set: Vec<(HeaderName, HeaderValue)>,
+    /// Bit `n`: a name `n` bytes long was set (bit 63: 63 or more). A line
+    /// whose name's length is not here is set by nobody, without comparing.
+    set_lengths: u64,
+}
+
+/// The bit of [`PendingHeaders::set_lengths`] for a name `length` bytes long.
+fn length_bit(length: usize) -> u64 {
+    1 << length.min(63)
 }
 
 impl PendingHeaders {
@@ -222,6 +230,7 @@ impl PendingHeaders {
         Self {
             upstream,
             set: Vec::new(),
+            set_lengths: 0,
         }
     }
 
@@ -232,11 +241,17 @@ impl PendingHeaders {
 
     /// The position of `name` among the headers set.
     fn set_position(&self, name: &HeaderName) -> Option<usize> {
+        if self.set_lengths & length_bit(name.as_str().len()) == 0 {
+            return None;
+        }
         self.set.iter().position(|(set, _)| set == name)
     }
 
     /// The position among the headers set of a name given as bytes.
     fn set_position_of(&self, name: &[u8]) -> Option<usize> {
+        if self.set_lengths & length_bit(name.len()) == 0 {
+            return None;
+        }
         self.set
             .iter()
             .take(MAX_SET)
@@ -264,7 +279,10 @@ impl<'a> ResponseHeaders<'a> {
     pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
         match self.pending.set_position(&name) {
             Some(at) => self.pending.set[at].1 = value,
-            None => self.pending.set.push((name, value)),
+            None => {
+                self.pending.set_lengths |= length_bit(name.as_str().len());
+                self.pending.set.push((name, value));
+            }
         }
     }
 
@@ -602,6 +620,30 @@ mod tests {
         assert_eq!(
             written(&map, &pending),
             ["vary: Accept, Origin", "etag: x", "x-one: 1"]
+        );
+    }
+
+    #[test]
+    fn names_of_one_length_and_long_names_are_told_apart() {
+        let long = "x-".to_string() + &"l".repeat(80);
+        let longer = "x-".to_string() + &"l".repeat(90);
+        let mut map = HeaderMap::new();
+        let mut pending = upstream(&[("X-B", "up"), (&long, "up"), (&longer, "up")]);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        headers.insert(name("x-a"), HeaderValue::from_static("set"));
+        headers.insert(
+            HeaderName::try_from(long.as_str()).unwrap(),
+            HeaderValue::from_static("set"),
+        );
+        headers.finish();
+        assert_eq!(
+            written(&map, &pending),
+            [
+                "x-b: up".to_string(),
+                format!("{long}: set"),
+                format!("{longer}: up"),
+                "x-a: set".to_string(),
+            ]
         );
     }
 

@@ -593,6 +593,16 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, BoxError>
                 if buffer.len() > MAX_CHUNK_LINE {
                     return Err("chunk-size line too long".into());
                 }
+                // A byte no chunk size can hold ends the body now, not when
+                // a line end comes (a body that is not chunked at all would
+                // otherwise hold the client until the upstream closes).
+                let size = buffer[..].split(|&b| b == b';').next().unwrap_or_default();
+                if !size
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || matches!(b, b' ' | b'\t' | b'\r'))
+                {
+                    return Err("invalid chunk size".into());
+                }
                 return Ok(Step::NeedMore);
             };
             let line = buffer.split_to(end + 1);
@@ -739,6 +749,22 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         assert!(decode_all(&many).is_err(), "more than 100 trailer lines");
+    }
+
+    /// A chunk-size line that cannot become one fails at its first wrong
+    /// byte, before any line end (the upstream may send none).
+    #[test]
+    fn a_body_that_is_not_chunked_fails_at_once() {
+        let mut buffer = BytesMut::from(&b"hello"[..]);
+        assert!(step_chunked(Chunked::Size, &mut buffer).is_err());
+        for partial in [&b"5"[..], b"5 ", b"5\r", b"5;a=b c", b"A\t"] {
+            let mut buffer = BytesMut::from(partial);
+            assert!(
+                matches!(step_chunked(Chunked::Size, &mut buffer), Ok(Step::NeedMore)),
+                "{}",
+                String::from_utf8_lossy(partial)
+            );
+        }
     }
 
     #[test]
