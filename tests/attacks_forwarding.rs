@@ -454,6 +454,50 @@ async fn method_override_headers_never_reach_the_upstream() {
     }
 }
 
+/// An upstream's trailers never reach a client, even an HTTP/2 one that
+/// asked for them through hyper's upstream engine (the one that would pass
+/// them on): a trailer block would carry a second request ID and headers
+/// palisade removes past every response policy.
+#[tokio::test]
+async fn upstream_trailers_never_reach_an_http2_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = socket.read(&mut head).await;
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Tr\r\n\r\n\
+                          5\r\nhello\r\n0\r\nX-Tr: t\r\nX-Request-Id: trailer-evil\r\n\
+                          X-Powered-By: php\r\nConnection: close\r\n\r\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    for engine in ["hyper", "palisade"] {
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\nhttp1_engine = \"{engine}\"\n[upstream.retry]\nattempts = 0\n[[routes]]\nname = \"open\"\npath = \"/**\"\nauth = \"none\"\n"
+        );
+        let server = start_palisade(&config, addr).await;
+        let req = Request::get(format!("http://{}/t", server.proxy_addr))
+            .header("te", "trailers")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = h2_client().request(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{engine}");
+        assert_eq!(response.headers().get_all("x-request-id").iter().count(), 1);
+        let collected = response.into_body().collect().await.unwrap();
+        assert!(
+            collected.trailers().is_none(),
+            "{engine}: trailers passed on"
+        );
+        assert_eq!(collected.to_bytes(), "hello", "{engine}");
+    }
+}
+
 fn h2_client() -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,

@@ -155,7 +155,14 @@ impl Body for ResponseBody {
                     this.bytes_out += data.len() as u64;
                     Poll::Ready(Some(Ok(Frame::data(data))))
                 }
-                (Err(trailers), _) => Poll::Ready(Some(Ok(trailers))),
+                // Trailers are not passed on, on any engine or protocol:
+                // an upstream's trailer block could carry a second request
+                // ID or a header palisade removes, past every response
+                // policy. Polled again for what follows (the end).
+                (Err(_trailers), _) => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
             },
             other => {
                 this.finish();
