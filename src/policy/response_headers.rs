@@ -266,17 +266,39 @@ impl PendingHeaders {
 pub struct ResponseHeaders<'a> {
     map: &'a mut HeaderMap,
     pending: &'a mut PendingHeaders,
+    /// Headers set go straight into the map (nothing is pending).
+    into_map: bool,
 }
 
 impl<'a> ResponseHeaders<'a> {
     /// The headers of a response: `map`, and what is `pending` beside it.
     pub fn new(map: &'a mut HeaderMap, pending: &'a mut PendingHeaders) -> Self {
-        Self { map, pending }
+        Self {
+            map,
+            pending,
+            into_map: false,
+        }
+    }
+
+    /// The headers of a response whose writer needs one map (hyper's
+    /// server): what is pending goes into `map` first, and what is set
+    /// goes straight into it.
+    pub fn in_one_map(map: &'a mut HeaderMap, pending: &'a mut PendingHeaders) -> Self {
+        merge_into_map(map, pending);
+        Self {
+            map,
+            pending,
+            into_map: true,
+        }
     }
 
     /// Sets `name` to `value`, replacing every line of that name, the
     /// map's and the upstream's included.
     pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        if self.into_map {
+            self.map.insert(name, value);
+            return;
+        }
         match self.pending.set_position(&name) {
             Some(at) => self.pending.set[at].1 = value,
             None => {
@@ -288,7 +310,11 @@ impl<'a> ResponseHeaders<'a> {
 
     /// Room for `additional` more headers set.
     pub fn reserve(&mut self, additional: usize) {
-        self.pending.set.reserve(additional);
+        if self.into_map {
+            self.map.reserve(additional);
+        } else {
+            self.pending.set.reserve(additional);
+        }
     }
 
     /// Removes every line named `name`, wherever it is.
@@ -381,8 +407,7 @@ impl<'a> Iterator for UpstreamValues<'a> {
 /// up in `map`.
 pub fn edit_map(map: &mut HeaderMap, edit: impl FnOnce(&mut ResponseHeaders<'_>)) {
     let mut pending = PendingHeaders::default();
-    edit(&mut ResponseHeaders::new(map, &mut pending));
-    merge_into_map(map, &mut pending);
+    edit(&mut ResponseHeaders::in_one_map(map, &mut pending));
 }
 
 /// One line of the response being written.
@@ -599,6 +624,46 @@ mod tests {
             written(&map, &PendingHeaders::default()),
             ["a: set", "b: 3", "c: 4"]
         );
+    }
+
+    /// Editing in one map (hyper's writer) and beside it (palisade's)
+    /// make the same headers.
+    #[test]
+    fn in_one_map_or_beside_it_the_headers_are_the_same() {
+        let lines = [
+            ("Server", "up"),
+            ("Vary", "Accept"),
+            ("X-Frame-Options", "ALLOWALL"),
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+        ];
+        let edit = |headers: &mut ResponseHeaders<'_>| {
+            headers.remove(&name("server"));
+            headers.insert(name("x-frame-options"), HeaderValue::from_static("DENY"));
+            headers.insert(name("x-request-id"), HeaderValue::from_static("id"));
+            let vary: Vec<u8> = headers
+                .get_all(&http::header::VARY)
+                .flat_map(|v| v.to_vec())
+                .collect();
+            assert_eq!(vary, b"Accept");
+            headers.insert(
+                http::header::VARY,
+                HeaderValue::from_static("Accept, Origin"),
+            );
+        };
+        let mut beside = HeaderMap::new();
+        let mut pending = upstream(&lines);
+        let mut headers = ResponseHeaders::new(&mut beside, &mut pending);
+        edit(&mut headers);
+        headers.finish();
+        merge_into_map(&mut beside, &mut pending);
+        let mut one = HeaderMap::new();
+        let mut pending = upstream(&lines);
+        let mut headers = ResponseHeaders::in_one_map(&mut one, &mut pending);
+        edit(&mut headers);
+        headers.finish();
+        assert!(pending.is_empty());
+        assert_eq!(one, beside);
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub struct ConnInfo {
     /// `server.idle_timeout` when the connection was accepted (a WebSocket
     /// tunnel made from it obeys it).
     pub idle_timeout: std::time::Duration,
+    /// Its responses are written by hyper's server, which writes a header
+    /// map alone: every header goes into the map before the response is
+    /// handed over (palisade's engine writes them where they are,
+    /// `policy::response_headers`). Done here, not by wrapping this
+    /// future in another: that copied the whole request future once more.
+    pub one_header_map: bool,
 }
 
 impl ConnInfo {
@@ -72,6 +78,7 @@ impl ConnInfo {
             peer_text: forward::ip_header_value(peer.ip()),
             tls,
             idle_timeout,
+            one_header_map: false,
         }
     }
 }
@@ -135,7 +142,11 @@ pub fn handle(
             respond::problem(&reject, &ctx.record.request_id, policy.server.production)
         });
         let (mut parts, mut body) = response.into_parts();
-        let headers = ResponseHeaders::new(&mut parts.headers, body.pending_headers_mut());
+        let headers = if conn.one_header_map {
+            ResponseHeaders::in_one_map(&mut parts.headers, body.pending_headers_mut())
+        } else {
+            ResponseHeaders::new(&mut parts.headers, body.pending_headers_mut())
+        };
         finish_headers(policy, &ctx, headers);
         let mut record = ctx.record;
         record.status = parts.status;

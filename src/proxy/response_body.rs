@@ -12,7 +12,7 @@ use http_body_util::Full;
 use super::conn::{ConnRequestGuard, Handoff};
 use super::upstream::ExchangeBody;
 use crate::observe::access::RequestRecord;
-use crate::policy::response_headers::{self, PendingHeaders};
+use crate::policy::response_headers::PendingHeaders;
 
 /// Boxed error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -78,17 +78,6 @@ impl ResponseBody {
     /// The headers beside the response's header map, to write after it.
     pub fn pending_headers(&self) -> &PendingHeaders {
         &self.pending
-    }
-
-    /// The response with every header in its header map: for hyper's
-    /// server, which writes the map alone.
-    pub fn merged(response: http::Response<Self>) -> http::Response<Self> {
-        if response.body().pending.is_empty() {
-            return response;
-        }
-        let (mut parts, mut body) = response.into_parts();
-        response_headers::merge_into_map(&mut parts.headers, &mut body.pending);
-        http::Response::from_parts(parts, body)
     }
 
     /// Attaches the record to finish when the body ends, and the marker

@@ -414,23 +414,22 @@ pub(crate) fn proxy_service(
     Error = Infallible,
     Future = Handling,
 > + Clone {
+    // hyper writes a response's header map alone: every header goes into it.
+    let info = ConnInfo {
+        one_header_map: true,
+        ..info
+    };
     service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         // Boxed: hyper keeps the service future's slot inside every
         // connection, so inline it would cost each idle keep-alive
         // connection the size of the whole request path.
         let req = req.map(RequestBody::Hyper);
-        let handling = handle(
+        let future: Handling = Box::pin(handle(
             shared.clone(),
             info.clone(),
             activity.request_started(),
             req,
-        );
-        // hyper writes the header map alone: the upstream's lines kept as
-        // bytes go into it.
-        let future: Handling = Box::pin(async move {
-            let response = handling.await?;
-            Ok(ResponseBody::merged(response))
-        });
+        ));
         future
     })
 }
