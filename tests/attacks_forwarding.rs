@@ -460,23 +460,12 @@ async fn method_override_headers_never_reach_the_upstream() {
 /// palisade removes past every response policy.
 #[tokio::test]
 async fn upstream_trailers_never_reach_an_http2_client() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = [0u8; 4096];
-                let _ = socket.read(&mut head).await;
-                let _ = socket
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Tr\r\n\r\n\
-                          5\r\nhello\r\n0\r\nX-Tr: t\r\nX-Request-Id: trailer-evil\r\n\
-                          X-Powered-By: php\r\nConnection: close\r\n\r\n",
-                    )
-                    .await;
-            });
-        }
-    });
+    let addr = support::upstream::holding_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Tr\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Tr: t\r\nX-Request-Id: trailer-evil\r\n\
+          X-Powered-By: php\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     for engine in ["hyper", "palisade"] {
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\nhttp1_engine = \"{engine}\"\n[upstream.retry]\nattempts = 0\n[[routes]]\nname = \"open\"\npath = \"/**\"\nauth = \"none\"\n"

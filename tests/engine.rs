@@ -435,35 +435,10 @@ async fn raw_upstream(response: &'static [u8]) -> std::net::SocketAddr {
     addr
 }
 
-/// An upstream that answers every connection with `response` and then
-/// keeps the connection open without a word more.
-async fn silent_upstream(response: &'static [u8]) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = [0u8; 4096];
-                let _ = socket.read(&mut head).await;
-                let _ = socket.write_all(response).await;
-                // Held open until the other side closes.
-                let _ = socket.read_to_end(&mut Vec::new()).await;
-            });
-        }
-    });
-    addr
-}
-
-/// A response that declares chunked coding and then sends a body that is
-/// not chunked, on a connection the upstream keeps open: both engines end
-/// the exchange at once (the client is not held until the upstream
-/// closes), and answer alike.
-#[tokio::test]
-async fn a_body_that_is_not_chunked_ends_the_exchange_at_once() {
-    let addr = silent_upstream(
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello",
-    )
-    .await;
+/// One `GET` (the connection closing after it) through a palisade on
+/// hyper and one on its own engine, both sides each, in front of the
+/// upstream at `addr`: what hyper answered, then what the engine did.
+async fn on_both_engines(addr: std::net::SocketAddr) -> (Vec<u8>, Vec<u8>) {
     let config = |engine: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nhttp1_engine = \"{engine}\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\nhttp1_engine = \"{engine}\"\n[[routes]]\nname = \"open\"\npath = \"/**\"\nauth = \"none\"\n"
@@ -472,9 +447,23 @@ async fn a_body_that_is_not_chunked_ends_the_exchange_at_once() {
     let hyper = start_palisade(&config("hyper"), addr).await;
     let own = start_palisade(&config("palisade"), addr).await;
     let request = b"GET /r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-    // `exchange` waits (10 s at most) for palisade to close the connection.
     let by_hyper = exchange(hyper.proxy_addr, request, false).await;
     let by_own = exchange(own.proxy_addr, request, false).await;
+    (by_hyper, by_own)
+}
+
+/// A response that declares chunked coding and then sends a body that is
+/// not chunked, on a connection the upstream keeps open: both engines end
+/// the exchange at once (the client is not held until the upstream
+/// closes), and answer alike.
+#[tokio::test]
+async fn a_body_that_is_not_chunked_ends_the_exchange_at_once() {
+    let addr = support::upstream::holding_upstream(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await;
+    // `exchange` waits (10 s at most) for palisade to close the connection.
+    let (by_hyper, by_own) = on_both_engines(addr).await;
     assert_eq!(
         masked(&by_own, Order::PerName),
         masked(&by_hyper, Order::PerName)
@@ -532,16 +521,7 @@ async fn odd_upstream_answers_are_relayed_as_hyper_relays_them() {
     ];
     for (name, response) in cases {
         let addr = raw_upstream(response).await;
-        let config = |engine: &str| {
-            format!(
-                "[server]\nlisten = \"127.0.0.1:0\"\nhttp1_engine = \"{engine}\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\nhttp1_engine = \"{engine}\"\n[[routes]]\nname = \"open\"\npath = \"/**\"\nauth = \"none\"\n"
-            )
-        };
-        let hyper = start_palisade(&config("hyper"), addr).await;
-        let own = start_palisade(&config("palisade"), addr).await;
-        let request = b"GET /r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
-        let by_hyper = exchange(hyper.proxy_addr, request, false).await;
-        let by_own = exchange(own.proxy_addr, request, false).await;
+        let (by_hyper, by_own) = on_both_engines(addr).await;
         assert_eq!(
             masked(&by_own, Order::PerName),
             masked(&by_hyper, Order::PerName),

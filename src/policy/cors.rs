@@ -210,7 +210,8 @@ mod tests {
     /// `Vary` is merged.
     #[test]
     fn upstream_lines_are_edited_like_a_map() {
-        use super::super::response_headers::{PendingHeaders, UpstreamLines, each};
+        use super::super::response_headers::tests::written;
+        use super::super::response_headers::{PendingHeaders, UpstreamLines};
         let mut pending = PendingHeaders::new(Some(UpstreamLines::from_pairs(&[
             ("Access-Control-Allow-Origin", "*"),
             ("Vary", "Accept-Encoding"),
@@ -220,16 +221,7 @@ mod tests {
         let origin = HeaderValue::from_static("https://evil.example");
         policy(false, true)
             .response_headers(&origin, &mut ResponseHeaders::new(&mut own, &mut pending));
-        let mut out = Vec::new();
-        each(&own, &pending, |line| {
-            out.push(format!(
-                "{}: {}",
-                String::from_utf8_lossy(line.name),
-                String::from_utf8_lossy(line.value)
-            ));
-            Ok::<(), ()>(())
-        })
-        .unwrap();
+        let out = written(&own, &pending);
         assert_eq!(out, ["vary: Accept-Encoding, Origin"]);
     }
 }

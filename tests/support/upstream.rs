@@ -300,3 +300,23 @@ impl<T> futures_core::Stream for ReceiverStream<T> {
         self.0.poll_recv(cx)
     }
 }
+
+/// An upstream of raw bytes: it answers every connection with `response`
+/// after the first read, and then holds the connection open without a
+/// word more, until the other side closes it.
+pub async fn holding_upstream(response: &'static [u8]) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = socket.read(&mut head).await;
+                let _ = socket.write_all(response).await;
+                let _ = socket.read_to_end(&mut Vec::new()).await;
+            });
+        }
+    });
+    addr
+}
