@@ -100,7 +100,7 @@ pub fn rewrite(
     }
     parts.version = Version::HTTP_11;
     Ok(Rewritten {
-        uri: upstream_uri(policy, target.path, parts.uri.query())?,
+        uri: upstream_uri(&policy.base_path, target.path, &parts.uri)?,
         parts,
         client_upgrade,
         tunnel_watch,
@@ -108,11 +108,27 @@ pub fn rewrite(
 }
 
 /// The upstream request target for a canonical path (after
-/// `strip_prefix`) and query.
+/// `strip_prefix`) under `base` (the upstream URL's path) and the client's
+/// query.
 /// Both were validated on arrival and `base_path` at load, so a failure
 /// here is palisade's bug: a 500, never the client's 4xx.
-fn upstream_uri(policy: &UpstreamPolicy, path: &str, query: Option<&str>) -> Result<Uri, Reject> {
-    let base = &policy.base_path;
+fn upstream_uri(base: &str, path: &str, client: &Uri) -> Result<Uri, Reject> {
+    let query = client.query();
+    // Most requests: no base path, and the client's target is exactly the
+    // canonical path and its query. It is then the upstream's, shared
+    // rather than written and checked again.
+    if base.is_empty()
+        && let Some(same) = client.path_and_query()
+        && same
+            .as_str()
+            .strip_prefix(path)
+            .is_some_and(|rest| match query {
+                None => rest.is_empty(),
+                Some(query) => rest.strip_prefix('?') == Some(query),
+            })
+    {
+        return Ok(Uri::from(same.clone()));
+    }
     let mut pq = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     pq.push_str(base);
     pq.push_str(path);
@@ -125,4 +141,33 @@ fn upstream_uri(policy: &UpstreamPolicy, path: &str, query: Option<&str>) -> Res
     PathAndQuery::from_maybe_shared(pq)
         .map(Uri::from)
         .map_err(|_| Reject::Internal("the upstream path is not a valid URI"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client's target is reused only when it is exactly the canonical
+    /// path and its query: a path canonicalised into another (`/a/.`,
+    /// `/a//b`, `%2e`) must never reach the upstream as the client sent it.
+    #[test]
+    fn the_upstream_target_is_the_canonical_path_and_query() {
+        let cases = [
+            ("/a", "/a", "", "/a"),
+            ("/a?x=1", "/a", "", "/a?x=1"),
+            ("/a?", "/a", "", "/a?"),
+            ("/a/.", "/a", "", "/a"),
+            ("/a/.?q", "/a", "", "/a?q"),
+            ("/ab", "/a", "", "/a"),
+            ("/a//b?q=1", "/a/b", "", "/a/b?q=1"),
+            ("/%61", "/a", "", "/a"),
+            ("http://h?x", "/", "", "/?x"),
+            ("/a?x", "/a", "/base", "/base/a?x"),
+        ];
+        for (sent, canonical, base, expected) in cases {
+            let client: Uri = sent.parse().unwrap();
+            let uri = upstream_uri(base, canonical, &client).unwrap();
+            assert_eq!(uri.to_string(), expected, "{sent}");
+        }
+    }
 }
