@@ -487,6 +487,35 @@ async fn upstream_trailers_never_reach_an_http2_client() {
     }
 }
 
+/// An absolute-form target whose path is empty once its fragment goes
+/// (`http://h#f`) is routed as `/`, and `/` is what the upstream gets on
+/// every engine: never an empty request target (red-team finding: a
+/// Python upstream read `GET  HTTP/1.1` as HTTP/0.9, every answer became a
+/// 502, and the breaker opened for everyone).
+#[tokio::test]
+async fn an_empty_absolute_form_path_reaches_the_upstream_as_slash() {
+    let upstream = TestUpstream::start().await;
+    for engine in ["hyper", "palisade"] {
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nhttp1_engine = \"{engine}\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\nhttp1_engine = \"{engine}\"\n[[routes]]\nname = \"all\"\npath = \"/**\"\nauth = \"none\"\n"
+        );
+        let server = start_palisade(&config, upstream.addr).await;
+        let before = upstream.count();
+        for target in ["http://h#f", "http://h#", "http://h"] {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+            assert_eq!(
+                raw_status_of(&server, request).await,
+                200,
+                "{engine} {target}"
+            );
+        }
+        let seen = upstream.wait_for_count(before + 3).await;
+        for request in &seen[before..] {
+            assert_eq!(request.uri, "/", "{engine}");
+        }
+    }
+}
+
 fn h2_client() -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,

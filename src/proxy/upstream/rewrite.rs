@@ -114,10 +114,14 @@ pub fn rewrite(
 /// here is palisade's bug: a 500, never the client's 4xx.
 fn upstream_uri(base: &str, path: &str, client: &Uri) -> Result<Uri, Reject> {
     let query = client.query();
-    // Most requests: no base path, and the client's target is exactly the
-    // canonical path and its query. It is then the upstream's, shared
-    // rather than written and checked again.
+    // Most requests: no base path, and the client's target, in origin
+    // form, is exactly the canonical path and its query. It is then the
+    // upstream's, shared rather than written and checked again. (Not an
+    // absolute-form or HTTP/2 target: its path-and-query may be empty,
+    // which reads as `/` but is written as nothing: `http://h#f`.)
     if base.is_empty()
+        && client.scheme().is_none()
+        && client.authority().is_none()
         && let Some(same) = client.path_and_query()
         && same
             .as_str()
@@ -162,12 +166,23 @@ mod tests {
             ("/a//b?q=1", "/a/b", "", "/a/b?q=1"),
             ("/%61", "/a", "", "/a"),
             ("http://h?x", "/", "", "/?x"),
+            ("http://h", "/", "", "/"),
+            ("http://h#f", "/", "", "/"),
+            ("http://h/a", "/a", "", "/a"),
             ("/a?x", "/a", "/base", "/base/a?x"),
         ];
         for (sent, canonical, base, expected) in cases {
             let client: Uri = sent.parse().unwrap();
             let uri = upstream_uri(base, canonical, &client).unwrap();
             assert_eq!(uri.to_string(), expected, "{sent}");
+            // What an HTTP/1 writer takes as the request target: the bytes
+            // themselves (an empty path-and-query displays as `/`).
+            let target = uri.path_and_query().map(|pq| pq.as_str().len());
+            assert_eq!(target, Some(expected.len()), "{sent}");
+            assert!(
+                uri.scheme().is_none() && uri.authority().is_none(),
+                "{sent}"
+            );
         }
     }
 }
