@@ -597,11 +597,13 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, BoxError>
                 // a line end comes (a body that is not chunked at all would
                 // otherwise hold the client until the upstream closes).
                 let size = buffer[..].split(|&b| b == b';').next().unwrap_or_default();
-                if !size
-                    .iter()
-                    .all(|&b| b.is_ascii_hexdigit() || matches!(b, b' ' | b'\t' | b'\r'))
-                {
+                let extension = buffer.get(size.len() + 1..);
+                if !could_begin_chunk_size(size, extension.is_some()) {
                     return Err("invalid chunk size".into());
+                }
+                // In an extension, a CR may only be the line's end.
+                if extension.is_some_and(|ext| ext.iter().rev().skip(1).any(|&b| b == b'\r')) {
+                    return Err("CR inside a chunk extension".into());
                 }
                 return Ok(Step::NeedMore);
             };
@@ -704,6 +706,29 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, BoxError>
     }
 }
 
+/// Whether `size` (what has come of a chunk-size line before any `;`, no
+/// LF yet) can still begin a valid one: hex digits, then spaces or tabs,
+/// then at most a CR as the last byte (`extension`: a `;` followed, so no
+/// CR can be here). hyper's decoder refuses at the first byte that breaks
+/// this, and so does this reader.
+fn could_begin_chunk_size(size: &[u8], extension: bool) -> bool {
+    let digits = size.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &size[digits..];
+    let spaces = rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    let rest = &rest[spaces..];
+    if digits == 0 {
+        return size.is_empty() && !extension;
+    }
+    match rest {
+        [] => true,
+        [b'\r'] => !extension,
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http::{HeaderName, HeaderValue};
@@ -757,7 +782,33 @@ mod tests {
     fn a_body_that_is_not_chunked_fails_at_once() {
         let mut buffer = BytesMut::from(&b"hello"[..]);
         assert!(step_chunked(Chunked::Size, &mut buffer).is_err());
-        for partial in [&b"5"[..], b"5 ", b"5\r", b"5;a=b c", b"A\t"] {
+        for refused in [
+            &b"5 5"[..],
+            b" 5",
+            b"5\rx",
+            b"5 x",
+            b";a",
+            b"\r",
+            b"5;a\rb",
+            b"5 ;\r\r",
+        ] {
+            let mut buffer = BytesMut::from(refused);
+            assert!(
+                step_chunked(Chunked::Size, &mut buffer).is_err(),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
+        for partial in [
+            &b"5"[..],
+            b"5 ",
+            b"5\r",
+            b"5;a=b c",
+            b"A\t",
+            b"5\t;x",
+            b"5 \t;x\r",
+            b"",
+        ] {
             let mut buffer = BytesMut::from(partial);
             assert!(
                 matches!(step_chunked(Chunked::Size, &mut buffer), Ok(Step::NeedMore)),
