@@ -661,6 +661,10 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, BoxError>
         }
         Chunked::DataEnd => {
             if buffer.len() < 2 {
+                // A first byte that is not CR already fails (no wait).
+                if buffer.first().is_some_and(|&b| b != b'\r') {
+                    return Err("chunk data not followed by CRLF".into());
+                }
                 return Ok(Step::NeedMore);
             }
             if &buffer[..2] != b"\r\n" {
@@ -713,6 +717,11 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, BoxError>
 /// this, and so does this reader.
 fn could_begin_chunk_size(size: &[u8], extension: bool) -> bool {
     let digits = size.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    // More than 16 significant digits cannot fit in 64 bits.
+    let zeros = size[..digits].iter().take_while(|&&b| b == b'0').count();
+    if digits - zeros > 16 {
+        return false;
+    }
     let rest = &size[digits..];
     let spaces = rest
         .iter()
@@ -780,6 +789,14 @@ mod tests {
     /// byte, before any line end (the upstream may send none).
     #[test]
     fn a_body_that_is_not_chunked_fails_at_once() {
+        // A wrong byte where the CRLF after a chunk's data belongs.
+        let mut buffer = BytesMut::from(&b"X"[..]);
+        assert!(step_chunked(Chunked::DataEnd, &mut buffer).is_err());
+        let mut buffer = BytesMut::from(&b"\r"[..]);
+        assert!(matches!(
+            step_chunked(Chunked::DataEnd, &mut buffer),
+            Ok(Step::NeedMore)
+        ));
         let mut buffer = BytesMut::from(&b"hello"[..]);
         assert!(step_chunked(Chunked::Size, &mut buffer).is_err());
         for refused in [
@@ -791,6 +808,7 @@ mod tests {
             b"\r",
             b"5;a\rb",
             b"5 ;\r\r",
+            b"ffffffffffffffffff",
         ] {
             let mut buffer = BytesMut::from(refused);
             assert!(
@@ -808,6 +826,7 @@ mod tests {
             b"5\t;x",
             b"5 \t;x\r",
             b"",
+            b"00000000000000000000ffffffffffffffff",
         ] {
             let mut buffer = BytesMut::from(partial);
             assert!(
