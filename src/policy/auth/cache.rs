@@ -3,6 +3,7 @@
 //! SHA-256 of the token (the token itself is never stored), bounded in size.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,13 +15,40 @@ pub const MAX_ENTRIES: usize = 10_000;
 
 type Key = [u8; 32];
 
-/// Cached claims and when they stop being fresh.
-type Entry = (Instant, Arc<Map<String, Value>>);
+/// Cached claims, when they stop being fresh, and their `exp` as read
+/// once (a hit re-checks it against the wall clock without looking it up).
+type Entry = (Instant, Option<f64>, Arc<Map<String, Value>>);
 
 /// Verified claims by token hash.
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<HashMap<Key, Entry, BuildHasherDefault<DigestPrefix>>>,
+}
+
+/// The table's hash of a key: its words folded together. The key is already a
+/// SHA-256 digest, evenly spread, so hashing it again (SipHash, the
+/// default) buys nothing; and only verified tokens are ever inserted, so
+/// a client cannot fill the table with digests it ground to collide.
+#[derive(Debug, Default)]
+pub struct DigestPrefix(u64);
+
+impl Hasher for DigestPrefix {
+    fn write(&mut self, bytes: &[u8]) {
+        // Called once with the digest (an array's length prefix goes
+        // through `write_usize` below). Every word is folded in, so the
+        // hash stays a function of all of the key, whatever it is given.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_usize(&mut self, _length: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The cache key of a token.
@@ -30,10 +58,11 @@ pub fn key(token: &str) -> Key {
 
 impl TokenCache {
     /// Claims cached for `key`, if still fresh at `now`.
-    pub fn get(&self, key: &Key, now: Instant) -> Option<Arc<Map<String, Value>>> {
+    /// With them, their `exp` (see [`Entry`]).
+    pub fn get(&self, key: &Key, now: Instant) -> Option<(Option<f64>, Arc<Map<String, Value>>)> {
         let mut entries = self.entries.lock().ok()?;
         match entries.get(key) {
-            Some((until, claims)) if *until > now => Some(claims.clone()),
+            Some((until, exp, claims)) if *until > now => Some((*exp, claims.clone())),
             Some(_) => {
                 entries.remove(key);
                 None
@@ -42,8 +71,16 @@ impl TokenCache {
         }
     }
 
-    /// Caches `claims` for `ttl` from `now` (the caller caps it at `exp`).
-    pub fn put(&self, key: Key, claims: Arc<Map<String, Value>>, now: Instant, ttl: Duration) {
+    /// Caches `claims` for `ttl` from `now` (the caller caps it at `exp`,
+    /// which it gives too).
+    pub fn put(
+        &self,
+        key: Key,
+        exp: Option<f64>,
+        claims: Arc<Map<String, Value>>,
+        now: Instant,
+        ttl: Duration,
+    ) {
         if ttl.is_zero() {
             return;
         }
@@ -51,15 +88,15 @@ impl TokenCache {
             return;
         };
         if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, (until, _)| *until > now);
+            entries.retain(|_, (until, _, _)| *until > now);
             if entries.len() >= MAX_ENTRIES {
-                let mut ages: Vec<Instant> = entries.values().map(|(until, _)| *until).collect();
+                let mut ages: Vec<Instant> = entries.values().map(|(until, _, _)| *until).collect();
                 ages.sort_unstable();
                 let cutoff = ages[ages.len() / 2];
-                entries.retain(|_, (until, _)| *until > cutoff);
+                entries.retain(|_, (until, _, _)| *until > cutoff);
             }
         }
-        entries.insert(key, (now + ttl, claims));
+        entries.insert(key, (now + ttl, exp, claims));
     }
 
     /// Number of cached tokens.
@@ -82,7 +119,7 @@ mod tests {
         let cache = TokenCache::default();
         let now = Instant::now();
         let claims = Arc::new(Map::new());
-        cache.put(key("a"), claims.clone(), now, Duration::from_secs(10));
+        cache.put(key("a"), None, claims.clone(), now, Duration::from_secs(10));
         assert!(cache.get(&key("a"), now + Duration::from_secs(9)).is_some());
         assert!(
             cache
@@ -90,11 +127,12 @@ mod tests {
                 .is_none()
         );
         assert!(cache.get(&key("b"), now).is_none());
-        cache.put(key("zero"), claims.clone(), now, Duration::ZERO);
+        cache.put(key("zero"), None, claims.clone(), now, Duration::ZERO);
         assert!(cache.get(&key("zero"), now).is_none());
         for i in 0..(MAX_ENTRIES + 10) {
             cache.put(
                 key(&i.to_string()),
+                None,
                 claims.clone(),
                 now,
                 Duration::from_secs(1 + i as u64),

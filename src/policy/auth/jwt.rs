@@ -104,7 +104,10 @@ impl JwtVerifier {
 
     /// The token the sources hold: every source is read, and two different
     /// tokens are refused as ambiguous (see `sources`).
-    pub fn token_from(&self, headers: &HeaderMap) -> Result<Option<String>, AuthFailure> {
+    pub fn token_from<'h>(
+        &self,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<std::borrow::Cow<'h, str>>, AuthFailure> {
         super::sources::token_in(&self.sources, headers)
     }
 
@@ -115,11 +118,8 @@ impl JwtVerifier {
         let wall_now = unix_now();
         // The cache entry never outlives `exp`; re-checking it on a hit also
         // covers a wall clock that moved since the entry was made.
-        if let Some(claims) = self.cache.get(&key, now)
-            && claims
-                .get("exp")
-                .and_then(numeric_date)
-                .is_none_or(|exp| exp > wall_now)
+        if let Some((exp, claims)) = self.cache.get(&key, now)
+            && exp.is_none_or(|exp| exp > wall_now)
         {
             return Ok(claims);
         }
@@ -155,12 +155,13 @@ impl JwtVerifier {
         let claims = Arc::new(claims);
         // `exp` may be fractional: read as f64, so the entry ends at `exp`
         // itself, not at a truncation or a rounding of it.
-        let ttl = match claims.get("exp").and_then(numeric_date) {
+        let exp = claims.get("exp").and_then(numeric_date);
+        let ttl = match exp {
             Some(exp) => Duration::try_from_secs_f64((exp - wall_now).max(0.0))
                 .map_or(self.cache_ttl, |left| left.min(self.cache_ttl)),
             None => self.cache_ttl,
         };
-        self.cache.put(key, claims.clone(), now, ttl);
+        self.cache.put(key, exp, claims.clone(), now, ttl);
         Ok(claims)
     }
 

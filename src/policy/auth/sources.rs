@@ -57,18 +57,19 @@ impl TokenSource {
 
     /// The token this source alone holds (see [`token_in`]).
     pub fn extract(&self, headers: &HeaderMap) -> Result<Option<String>, AuthFailure> {
-        token_in(std::slice::from_ref(self), headers)
+        token_in(std::slice::from_ref(self), headers).map(|token| token.map(Cow::into_owned))
     }
 }
 
 /// The one token `sources` hold in `headers`: `Ok(None)` when none holds
 /// one; `Err(Malformed)` when a carrier holds something unreadable (a
 /// broken Supabase session, too many chunks); `Err(Ambiguous)` when two
-/// carriers hold different tokens.
-pub fn token_in(
+/// carriers hold different tokens. The token is borrowed from `headers`
+/// when it is written there as it is (a bearer token always is).
+pub fn token_in<'h>(
     sources: &[TokenSource],
-    headers: &HeaderMap,
-) -> Result<Option<String>, AuthFailure> {
+    headers: &'h HeaderMap,
+) -> Result<Option<Cow<'h, str>>, AuthFailure> {
     let jar = Jar::collect(sources, headers)?;
     let mut found = Found::default();
     for (i, source) in sources.iter().enumerate() {
@@ -113,7 +114,7 @@ pub fn token_in(
     {
         return Err(AuthFailure::Ambiguous);
     }
-    Ok(found.0.map(Cow::into_owned))
+    Ok(found.0)
 }
 
 /// The token found so far; a different one makes the request ambiguous.
@@ -188,14 +189,15 @@ struct Slot<'a> {
 }
 
 impl<'a> Jar<'a> {
+    /// Without a cookie source the jar is empty (no slot is read).
     fn collect(sources: &[TokenSource], headers: &'a HeaderMap) -> Result<Self, AuthFailure> {
-        let mut slots: Vec<Slot<'a>> = sources.iter().map(|_| Slot::default()).collect();
         if !sources
             .iter()
             .any(|s| matches!(s, TokenSource::Cookie(_) | TokenSource::SupabaseCookie(_)))
         {
-            return Ok(Self { slots });
+            return Ok(Self { slots: Vec::new() });
         }
+        let mut slots: Vec<Slot<'a>> = sources.iter().map(|_| Slot::default()).collect();
         for (name, value) in cookie_pairs(headers) {
             for (source, slot) in sources.iter().zip(slots.iter_mut()) {
                 match source {

@@ -27,6 +27,10 @@ pub use self::keys::ip_bucket;
 use self::keys::{bounded, push_ip_bucket};
 use self::local::LimiterRegistry;
 use self::redis::{RedisBackend, RedisFailure};
+
+/// One item per limit of a route: a route has a few, so they stay on the
+/// stack instead of a heap allocation per request and list.
+type PerLimit<T> = smallvec::SmallVec<[T; 4]>;
 pub use self::rule::{LimitKey, RateLimitRule, Tier};
 use crate::policy::auth::{Identity, claims};
 use crate::policy::head::HeadRejection;
@@ -226,11 +230,11 @@ impl RateLimitEngine {
         self.routes.get(route.id).map_or_else(Vec::new, |tiered| {
             let limits: Vec<&CompiledLimit> =
                 tiered.iter().map(|t| t.pick(inputs.identity)).collect();
-            self.keys_of(&limits, inputs)
+            self.keys_of(&limits, inputs).into_vec()
         })
     }
 
-    fn keys_of(&self, limits: &[&CompiledLimit], inputs: &KeyInputs<'_>) -> Vec<String> {
+    fn keys_of(&self, limits: &[&CompiledLimit], inputs: &KeyInputs<'_>) -> PerLimit<String> {
         limits
             .iter()
             .map(|l| {
@@ -247,7 +251,8 @@ impl RateLimitEngine {
         let Some(tiered) = self.routes.get(route.id).filter(|l| !l.is_empty()) else {
             return RateOutcome::default();
         };
-        let limits: Vec<&CompiledLimit> = tiered.iter().map(|t| t.pick(inputs.identity)).collect();
+        let limits: PerLimit<&CompiledLimit> =
+            tiered.iter().map(|t| t.pick(inputs.identity)).collect();
         let limits = limits.as_slice();
         let keys = self.keys_of(limits, inputs);
         let mut backend_failed = false;
@@ -277,7 +282,7 @@ impl RateLimitEngine {
                             reset_us: l.gcra.reset_us(r.tat, decision.now),
                         })
                         .map(Some)
-                        .collect(),
+                        .collect::<PerLimit<_>>(),
                     Err(failure) => {
                         backend_failed = !matches!(failure, RedisFailure::CoolingDown);
                         if backend_failed {
@@ -309,8 +314,8 @@ impl RateLimitEngine {
 
     /// The memory backend: enforced limits first, stopping at the first
     /// refusal; shadow limits only when the request is admitted.
-    fn local(&self, limits: &[&CompiledLimit], keys: &[String]) -> Vec<Option<LimitResult>> {
-        let mut results = vec![None; limits.len()];
+    fn local(&self, limits: &[&CompiledLimit], keys: &[String]) -> PerLimit<Option<LimitResult>> {
+        let mut results: PerLimit<Option<LimitResult>> = smallvec::smallvec![None; limits.len()];
         let enforced = limits.iter().enumerate().filter(|(_, l)| !l.rule.shadow);
         let shadow = limits.iter().enumerate().filter(|(_, l)| l.rule.shadow);
         for (i, limit) in enforced.chain(shadow) {
