@@ -1,9 +1,11 @@
 //! Response security headers (`[security_headers]`, per-route overrides) and
 //! the hop-by-hop header rules of RFC 9110 §7.6.1, applied both ways.
 
+use std::sync::Arc;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::response_headers::ResponseHeaders;
+use super::response_headers::{HeaderBlock, ResponseHeaders};
 
 /// One security header palisade sets on responses: its key under
 /// `[security_headers]` (and a route's `security_headers = { .. }`), the
@@ -81,39 +83,55 @@ pub const DEFAULT_REMOVED: [&str; 2] = ["Server", "X-Powered-By"];
 #[derive(Debug, Clone, Default)]
 pub struct SecurityHeaders {
     /// Set on every response (empty values were dropped at load).
-    pub always: Vec<(HeaderName, HeaderValue)>,
+    always: Vec<(HeaderName, HeaderValue)>,
     /// Set only when the client used HTTPS (`Strict-Transport-Security`).
-    pub https_only: Vec<(HeaderName, HeaderValue)>,
+    https_only: Vec<(HeaderName, HeaderValue)>,
     /// Dropped from upstream responses (`Server`, `X-Powered-By`, ...).
-    pub remove: Vec<HeaderName>,
+    remove: Vec<HeaderName>,
+    /// What a plain-HTTP response gets (`always`), and what an HTTPS one
+    /// gets (`always` then `https_only`), each encoded once.
+    blocks: [Option<Arc<HeaderBlock>>; 2],
 }
 
 impl SecurityHeaders {
+    /// The set that sets `always` on every response and `https_only` on
+    /// responses to HTTPS clients, after removing `remove`.
+    pub fn new(
+        always: Vec<(HeaderName, HeaderValue)>,
+        https_only: Vec<(HeaderName, HeaderValue)>,
+        remove: Vec<HeaderName>,
+    ) -> Self {
+        let both: Vec<_> = always.iter().chain(&https_only).cloned().collect();
+        let blocks = [HeaderBlock::new(&always), HeaderBlock::new(&both)];
+        Self {
+            always,
+            https_only,
+            remove,
+            blocks,
+        }
+    }
+
+    /// What every response gets.
+    pub fn always(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.always
+    }
+
     /// Removes the configured response headers, then sets the security
     /// headers (replacing any the upstream sent).
     pub fn apply(&self, headers: &mut ResponseHeaders<'_>, client_https: bool) {
         for name in &self.remove {
             headers.remove(name);
         }
-        let adding = self.always.len()
-            + if client_https {
-                self.https_only.len()
-            } else {
-                0
-            };
-        if adding == 0 {
+        if let Some(block) = &self.blocks[usize::from(client_https)] {
+            headers.insert_block(block);
             return;
         }
-        // One growth of the table instead of several while inserting (room
-        // for the request ID and CORS / rate-limit headers set after).
-        headers.reserve(adding + 8);
-        for (name, value) in &self.always {
+        for (name, value) in self.always.iter().chain(if client_https {
+            self.https_only.as_slice()
+        } else {
+            &[]
+        }) {
             headers.insert(name.clone(), value.clone());
-        }
-        if client_https {
-            for (name, value) in &self.https_only {
-                headers.insert(name.clone(), value.clone());
-            }
         }
     }
 }
@@ -347,14 +365,14 @@ mod tests {
     fn hsts_only_on_https() {
         use super::super::response_headers::tests::written;
         use super::super::response_headers::{PendingHeaders, UpstreamLines, edit_map};
-        let set = SecurityHeaders {
-            always: vec![(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"))],
-            https_only: vec![(
+        let set = SecurityHeaders::new(
+            vec![(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"))],
+            vec![(
                 header::STRICT_TRANSPORT_SECURITY,
                 HeaderValue::from_static("max-age=1"),
             )],
-            remove: vec![header::SERVER],
-        };
+            vec![header::SERVER],
+        );
         let mut plain = HeaderMap::new();
         plain.insert(header::SERVER, HeaderValue::from_static("uvicorn"));
         edit_map(&mut plain, |h| set.apply(h, false));
@@ -374,6 +392,7 @@ mod tests {
         ])));
         set.apply(&mut ResponseHeaders::new(&mut own, &mut pending), false);
         let out = written(&own, &pending);
-        assert_eq!(out, ["x-frame-options: DENY", "content-type: text/plain"]);
+        // The set is one block, written after the others.
+        assert_eq!(out, ["content-type: text/plain", "x-frame-options: DENY"]);
     }
 }

@@ -16,6 +16,7 @@
 //! it hides, then palisade's other headers in the order they were set.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -203,6 +204,62 @@ impl UpstreamLines {
     }
 }
 
+/// Headers palisade sets together on every response a policy covers (the
+/// security headers), encoded once when the policy is loaded: a response
+/// then holds one shared reference instead of a name and a value per
+/// header, and each line is written by one copy. Only names the writer
+/// has no rule for (not framing, `Connection`, `Date` or `Trailer`).
+#[derive(Debug)]
+pub struct HeaderBlock {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// `name: value\r\n` for each header, in order.
+    lines: Vec<u8>,
+    /// Where each header's `name: value` lies in `lines`.
+    spans: Vec<Range<usize>>,
+    /// Bit `n`: a name `n` bytes long is here (as `set_lengths`).
+    lengths: u64,
+}
+
+impl HeaderBlock {
+    /// The block of `headers`; `None` when there are none, a name comes
+    /// twice, or a name is one the writer treats specially (those are set
+    /// one at a time).
+    pub fn new(headers: &[(HeaderName, HeaderValue)]) -> Option<Arc<Self>> {
+        let mut block = Self {
+            headers: Vec::with_capacity(headers.len()),
+            lines: Vec::new(),
+            spans: Vec::with_capacity(headers.len()),
+            lengths: 0,
+        };
+        for (name, value) in headers {
+            if Known::of_name(name) != Known::Other
+                || block.position(name.as_str().as_bytes()).is_some()
+            {
+                return None;
+            }
+            let start = block.lines.len();
+            block.lines.extend_from_slice(name.as_str().as_bytes());
+            block.lines.extend_from_slice(b": ");
+            block.lines.extend_from_slice(value.as_bytes());
+            block.spans.push(start..block.lines.len());
+            block.lines.extend_from_slice(b"\r\n");
+            block.lengths |= length_bit(name.as_str().len());
+            block.headers.push((name.clone(), value.clone()));
+        }
+        (!block.headers.is_empty()).then(|| Arc::new(block))
+    }
+
+    /// The position of the header named `name` (in any case).
+    fn position(&self, name: &[u8]) -> Option<usize> {
+        if self.lengths & length_bit(name.len()) == 0 {
+            return None;
+        }
+        self.headers
+            .iter()
+            .position(|(set, _)| name.eq_ignore_ascii_case(set.as_str().as_bytes()))
+    }
+}
+
 /// The most headers palisade sets on one response while other lines are
 /// kept beside them (one bit each while writing); past it everything is
 /// merged into the header map first. palisade sets a few dozen at most.
@@ -216,6 +273,10 @@ const MAX_SET: usize = 64;
 pub struct PendingHeaders {
     upstream: Option<UpstreamLines>,
     set: Vec<(HeaderName, HeaderValue)>,
+    /// Headers set as one block, written after the others. No name is
+    /// both here and in `set`: setting or removing one of its names turns
+    /// the block into headers set one by one first.
+    block: Option<Arc<HeaderBlock>>,
     /// Bit `n`: a name `n` bytes long was set (bit 63: 63 or more). A line
     /// whose name's length is not here is set by nobody, without comparing.
     set_lengths: u64,
@@ -232,13 +293,33 @@ impl PendingHeaders {
         Self {
             upstream,
             set: Vec::new(),
+            block: None,
             set_lengths: 0,
         }
     }
 
     /// Whether everything is in the header map already.
     pub fn is_empty(&self) -> bool {
-        self.upstream.is_none() && self.set.is_empty()
+        self.upstream.is_none() && self.set.is_empty() && self.block.is_none()
+    }
+
+    /// The block's headers become headers set one by one (their names
+    /// are in no other header set: see `block`).
+    fn expand_block(&mut self) {
+        if let Some(block) = self.block.take() {
+            self.set.reserve(block.headers.len());
+            for (name, value) in &block.headers {
+                self.set_lengths |= length_bit(name.as_str().len());
+                self.set.push((name.clone(), value.clone()));
+            }
+        }
+    }
+
+    /// Whether the block sets `name` (then every other line of it is hidden).
+    fn in_block(&self, name: &[u8]) -> bool {
+        self.block
+            .as_ref()
+            .is_some_and(|b| b.position(name).is_some())
     }
 
     /// The position of `name` among the headers set.
@@ -301,6 +382,9 @@ impl<'a> ResponseHeaders<'a> {
             self.map.insert(name, value);
             return;
         }
+        if self.pending.in_block(name.as_str().as_bytes()) {
+            self.pending.expand_block();
+        }
         match self.pending.set_position(&name) {
             Some(at) => self.pending.set[at].1 = value,
             None => {
@@ -319,8 +403,30 @@ impl<'a> ResponseHeaders<'a> {
         }
     }
 
+    /// Sets every header of `block`, as [`insert`](Self::insert) would
+    /// one by one, but kept as the one block while nothing else sets or
+    /// removes one of its names.
+    pub fn insert_block(&mut self, block: &Arc<HeaderBlock>) {
+        let apart = self.into_map
+            || self.pending.block.is_some()
+            || block
+                .headers
+                .iter()
+                .any(|(name, _)| self.pending.set_position(name).is_some());
+        if apart {
+            for (name, value) in &block.headers {
+                self.insert(name.clone(), value.clone());
+            }
+        } else {
+            self.pending.block = Some(block.clone());
+        }
+    }
+
     /// Removes every line named `name`, wherever it is.
     pub fn remove(&mut self, name: &HeaderName) {
+        if self.pending.in_block(name.as_str().as_bytes()) {
+            self.pending.expand_block();
+        }
         if let Some(at) = self.pending.set_position(name) {
             self.pending.set.remove(at);
         }
@@ -339,6 +445,11 @@ impl<'a> ResponseHeaders<'a> {
     pub fn get_all<'b>(&'b self, name: &'b HeaderName) -> Values<'b> {
         if let Some(at) = self.pending.set_position(name) {
             return Values::Set(Some(self.pending.set[at].1.as_bytes()));
+        }
+        if let Some(block) = &self.pending.block
+            && let Some(at) = block.position(name.as_str().as_bytes())
+        {
+            return Values::Set(Some(block.headers[at].1.as_bytes()));
         }
         Values::Found(
             self.map.get_all(name).iter(),
@@ -419,6 +530,8 @@ enum Entry<'a> {
     Named(&'a HeaderName, &'a HeaderValue),
     /// An upstream line.
     Upstream(&'a LineSpan),
+    /// The `at`th header of the block.
+    Block(&'a HeaderBlock, usize),
 }
 
 /// Calls `line` with each header line of the response, in the order they
@@ -444,6 +557,15 @@ pub fn each<E>(
             }),
             None => Ok(()),
         },
+        Entry::Block(block, at) => {
+            let (name, value) = &block.headers[at];
+            line(Line {
+                name: name.as_str().as_bytes(),
+                value: value.as_bytes(),
+                known: Known::Other,
+                whole: block.lines.get(block.spans[at].clone()),
+            })
+        }
     })
 }
 
@@ -468,13 +590,16 @@ fn each_entry<'a, E>(
     };
     for (name, value) in map {
         match pending.set_position(name) {
+            None if pending.in_block(name.as_str().as_bytes()) => {}
             None => entry(Entry::Named(name, value))?,
             Some(at) => in_place(at, &mut entry)?,
         }
     }
     if let Some(upstream) = &pending.upstream {
         for span in &upstream.lines {
-            match pending.set_position_of(upstream.bytes(span.name)) {
+            let name = upstream.bytes(span.name);
+            match pending.set_position_of(name) {
+                None if pending.in_block(name) => {}
                 None => entry(Entry::Upstream(span))?,
                 Some(at) => in_place(at, &mut entry)?,
             }
@@ -485,6 +610,11 @@ fn each_entry<'a, E>(
             entry(Entry::Named(name, value))?;
         }
     }
+    if let Some(block) = &pending.block {
+        for at in 0..block.headers.len() {
+            entry(Entry::Block(block, at))?;
+        }
+    }
     Ok(())
 }
 
@@ -492,7 +622,8 @@ fn each_entry<'a, E>(
 /// for a writer that needs one map (hyper's server, on HTTP/2 or on a
 /// connection hyper serves).
 pub fn merge_into_map(map: &mut HeaderMap, pending: &mut PendingHeaders) {
-    let pending = std::mem::take(pending);
+    let mut pending = std::mem::take(pending);
+    pending.expand_block();
     if pending.upstream.is_none() {
         // What `insert` on the map itself would have made.
         for (name, value) in pending.set {
@@ -515,6 +646,11 @@ pub fn merge_into_map(map: &mut HeaderMap, pending: &mut PendingHeaders) {
                         merged.append(name, value);
                     }
                 }
+            }
+            // Expanded above: never reached.
+            Entry::Block(block, at) => {
+                let (name, value) = &block.headers[at];
+                merged.append(name.clone(), value.clone());
             }
         }
         Ok::<(), ()>(())
@@ -603,6 +739,105 @@ pub(crate) mod tests {
                 "x-request-id: id-1",
             ]
         );
+    }
+
+    fn block() -> Arc<HeaderBlock> {
+        HeaderBlock::new(&[
+            (name("x-frame-options"), HeaderValue::from_static("DENY")),
+            (
+                name("referrer-policy"),
+                HeaderValue::from_static("no-referrer"),
+            ),
+        ])
+        .expect("a block")
+    }
+
+    #[test]
+    fn a_block_hides_every_line_of_its_names_and_is_written_after_the_others() {
+        let mut map = HeaderMap::new();
+        map.insert("referrer-policy", HeaderValue::from_static("from-map"));
+        let mut pending = upstream(&[
+            ("X-Frame-Options", "ALLOWALL"),
+            ("Content-Type", "text/plain"),
+            ("REFERRER-POLICY", "unsafe-url"),
+        ]);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        headers.insert_block(&block());
+        headers.insert(name("x-request-id"), HeaderValue::from_static("id-1"));
+        assert_eq!(
+            headers
+                .get_all(&name("referrer-policy"))
+                .collect::<Vec<_>>(),
+            [b"no-referrer".as_slice()]
+        );
+        headers.finish();
+        let expected = [
+            "content-type: text/plain",
+            "x-request-id: id-1",
+            "x-frame-options: DENY",
+            "referrer-policy: no-referrer",
+        ];
+        assert_eq!(written(&map, &pending), expected);
+        // The writer copies each block line whole.
+        let mut wholes = Vec::new();
+        each(&map, &pending, |line| {
+            wholes.push(line.whole.map(<[u8]>::to_vec));
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            wholes[2].as_deref(),
+            Some(b"x-frame-options: DENY".as_slice())
+        );
+        // hyper's writers get the same headers in one map.
+        merge_into_map(&mut map, &mut pending);
+        assert!(pending.is_empty());
+        assert_eq!(map.get_all("referrer-policy").iter().count(), 1);
+        assert_eq!(map["referrer-policy"], "no-referrer");
+        assert_eq!(map["x-frame-options"], "DENY");
+        assert_eq!(map["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn setting_or_removing_a_name_of_the_block_takes_it_apart() {
+        let mut map = HeaderMap::new();
+        let mut pending = upstream(&[("x-frame-options", "ALLOWALL")]);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        headers.insert_block(&block());
+        headers.insert(
+            name("x-frame-options"),
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
+        headers.remove(&name("referrer-policy"));
+        headers.finish();
+        assert_eq!(written(&map, &pending), ["x-frame-options: SAMEORIGIN"]);
+        // A block over a name already set is set one header at a time: the
+        // later value wins, as `insert` would have it.
+        let mut map = HeaderMap::new();
+        let mut pending = upstream(&[]);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        headers.insert(
+            name("referrer-policy"),
+            HeaderValue::from_static("same-origin"),
+        );
+        headers.insert_block(&block());
+        headers.finish();
+        assert_eq!(
+            written(&map, &pending),
+            ["referrer-policy: no-referrer", "x-frame-options: DENY"]
+        );
+    }
+
+    #[test]
+    fn a_block_refuses_names_the_writer_has_rules_for_and_repeats() {
+        let framing = [(name("content-length"), HeaderValue::from_static("1"))];
+        assert!(HeaderBlock::new(&framing).is_none());
+        let twice = [
+            (name("a"), HeaderValue::from_static("1")),
+            (name("a"), HeaderValue::from_static("2")),
+        ];
+        assert!(HeaderBlock::new(&twice).is_none());
+        assert!(HeaderBlock::new(&[]).is_none());
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Compiler<'_> {
         s: &SecurityHeadersFile,
         key: &KeyPath,
     ) -> Result<SecurityHeaders> {
-        let mut out = SecurityHeaders::default();
+        let (mut always, mut https_only, mut remove) = (Vec::new(), Vec::new(), Vec::new());
         for (entry, text) in SECURITY_HEADERS.iter().zip(&s.values) {
             if text.as_str().is_empty() {
                 continue;
@@ -108,16 +108,15 @@ impl Compiler<'_> {
                 )
             })?;
             let set = if entry.https_only {
-                &mut out.https_only
+                &mut https_only
             } else {
-                &mut out.always
+                &mut always
             };
             set.push((HeaderName::from_static(entry.name), value));
         }
         for (i, name) in s.remove_response_headers.iter().enumerate() {
-            out.remove
-                .push(self.header_name(name, key.key(REMOVE_RESPONSE_HEADERS).at(i))?);
+            remove.push(self.header_name(name, key.key(REMOVE_RESPONSE_HEADERS).at(i))?);
         }
-        Ok(out)
+        Ok(SecurityHeaders::new(always, https_only, remove))
     }
 }

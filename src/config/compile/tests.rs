@@ -265,7 +265,7 @@ path = "/**"
     assert!(
         !special
             .security_headers
-            .always
+            .always()
             .iter()
             .any(|(n, _)| n == "x-frame-options")
     );
@@ -275,7 +275,7 @@ path = "/**"
     assert_eq!(rest.rate_limits[0].burst, 10);
     assert!(
         rest.security_headers
-            .always
+            .always()
             .iter()
             .any(|(n, v)| n == "x-frame-options" && v == "SAMEORIGIN")
     );

@@ -15,9 +15,12 @@ pub const MAX_ENTRIES: usize = 10_000;
 
 type Key = [u8; 32];
 
+/// Verified claims, shared by every request that presents the token.
+pub type Claims = Arc<Map<String, Value>>;
+
 /// Cached claims, when they stop being fresh, and their `exp` as read
 /// once (a hit re-checks it against the wall clock without looking it up).
-type Entry = (Instant, Option<f64>, Arc<Map<String, Value>>);
+type Entry = (Instant, Option<f64>, Claims);
 
 /// Verified claims by token hash.
 #[derive(Debug, Default)]
@@ -59,7 +62,7 @@ pub fn key(token: &str) -> Key {
 impl TokenCache {
     /// Claims cached for `key`, if still fresh at `now`.
     /// With them, their `exp` (see [`Entry`]).
-    pub fn get(&self, key: &Key, now: Instant) -> Option<(Option<f64>, Arc<Map<String, Value>>)> {
+    pub fn get(&self, key: &Key, now: Instant) -> Option<(Option<f64>, Claims)> {
         let mut entries = self.entries.lock().ok()?;
         match entries.get(key) {
             Some((until, exp, claims)) if *until > now => Some((*exp, claims.clone())),
@@ -73,14 +76,7 @@ impl TokenCache {
 
     /// Caches `claims` for `ttl` from `now` (the caller caps it at `exp`,
     /// which it gives too).
-    pub fn put(
-        &self,
-        key: Key,
-        exp: Option<f64>,
-        claims: Arc<Map<String, Value>>,
-        now: Instant,
-        ttl: Duration,
-    ) {
+    pub fn put(&self, key: Key, exp: Option<f64>, claims: Claims, now: Instant, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }

@@ -198,7 +198,9 @@ fn all_sources() -> Vec<TokenSource> {
 #[test]
 fn different_tokens_in_two_places_are_ambiguous() {
     let sources = all_sources();
-    let find = |pairs: &[(&str, &str)]| token_in(&sources, &headers(pairs));
+    let find = |pairs: &[(&str, &str)]| {
+        token_in(&sources, &headers(pairs)).map(|token| token.map(Cow::into_owned))
+    };
     let session = format!(
         "sb-ref-auth-token={}",
         b64(r#"{"access_token":"t1"}"#, false)
@@ -271,7 +273,9 @@ fn different_tokens_in_two_places_are_ambiguous() {
 #[test]
 fn an_underscore_spelling_of_a_token_header_is_a_carrier() {
     let sources = [TokenSource::parse("header:X-Api-Token").unwrap()];
-    let find = |pairs: &[(&str, &str)]| token_in(&sources, &headers(pairs));
+    let find = |pairs: &[(&str, &str)]| {
+        token_in(&sources, &headers(pairs)).map(|token| token.map(Cow::into_owned))
+    };
     assert_eq!(
         find(&[("x-api-token", "t1"), ("x_api_token", "t2")]),
         Err(AuthFailure::Ambiguous)
