@@ -109,7 +109,13 @@ impl CorsPolicy {
 }
 
 /// Merges `names` into `Vary`, keeping what is there (`*` stays `*`).
-pub fn add_vary(headers: &mut ResponseHeaders<'_>, names: &str) {
+/// `names` is written as a `Vary` value (`A, B`), with no name twice: it is
+/// the value itself when the response has no `Vary` yet (no text built).
+pub fn add_vary(headers: &mut ResponseHeaders<'_>, names: &'static str) {
+    if headers.get_all(&header::VARY).next().is_none() {
+        headers.insert(header::VARY, HeaderValue::from_static(names));
+        return;
+    }
     let existing: Vec<String> = headers
         .get_all(&header::VARY)
         .filter_map(visible_text)
