@@ -161,12 +161,18 @@ impl UpstreamLines {
     fn remove(&mut self, name: &HeaderName) {
         let head = &self.head;
         let wanted = name.as_str().as_bytes();
-        self.lines.retain(|line| {
+        let named = |line: &LineSpan| {
             let (start, end) = line.name;
-            !head
-                .get(start as usize..end as usize)
-                .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
-        });
+            end.saturating_sub(start) as usize == wanted.len()
+                && head
+                    .get(start as usize..end as usize)
+                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+        };
+        // Usually no line has the name: looked for first, without the
+        // rewriting `retain` does.
+        if self.lines.iter().any(named) {
+            self.lines.retain(|line| !named(line));
+        }
     }
 
     /// Lines over a head written out here, as the exchange keeps them.
@@ -264,6 +270,9 @@ impl HeaderBlock {
 /// kept beside them (one bit each while writing); past it everything is
 /// merged into the header map first. palisade sets a few dozen at most.
 const MAX_SET: usize = 64;
+
+/// Room made for headers set when the first is set.
+const FIRST_SET_ROOM: usize = 12;
 
 /// What a response's headers hold besides its header map until the
 /// response is written: the upstream's lines kept as bytes, and the
@@ -388,6 +397,11 @@ impl<'a> ResponseHeaders<'a> {
         match self.pending.set_position(&name) {
             Some(at) => self.pending.set[at].1 = value,
             None => {
+                if self.pending.set.capacity() == 0 {
+                    // Once, for the request ID and the CORS and rate-limit
+                    // headers a response gets (not a growth for each).
+                    self.pending.set.reserve(FIRST_SET_ROOM);
+                }
                 self.pending.set_lengths |= length_bit(name.as_str().len());
                 self.pending.set.push((name, value));
             }
