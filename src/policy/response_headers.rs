@@ -286,6 +286,10 @@ pub struct PendingHeaders {
     /// both here and in `set`: setting or removing one of its names turns
     /// the block into headers set one by one first.
     block: Option<Arc<HeaderBlock>>,
+    /// How many headers were set before the block: it is written, and
+    /// taken apart, in that place among them (the order `insert` one by
+    /// one would have made).
+    block_at: usize,
     /// Bit `n`: a name `n` bytes long was set (bit 63: 63 or more). A line
     /// whose name's length is not here is set by nobody, without comparing.
     set_lengths: u64,
@@ -303,6 +307,7 @@ impl PendingHeaders {
             upstream,
             set: Vec::new(),
             block: None,
+            block_at: 0,
             set_lengths: 0,
         }
     }
@@ -316,11 +321,14 @@ impl PendingHeaders {
     /// are in no other header set: see `block`).
     fn expand_block(&mut self) {
         if let Some(block) = self.block.take() {
-            self.set.reserve(block.headers.len());
-            for (name, value) in &block.headers {
+            let at = self.block_at.min(self.set.len());
+            for (name, _) in &block.headers {
                 self.set_lengths |= length_bit(name.as_str().len());
-                self.set.push((name.clone(), value.clone()));
             }
+            self.set.splice(
+                at..at,
+                block.headers.iter().map(|(n, v)| (n.clone(), v.clone())),
+            );
         }
     }
 
@@ -433,6 +441,7 @@ impl<'a> ResponseHeaders<'a> {
             }
         } else {
             self.pending.block = Some(block.clone());
+            self.pending.block_at = self.pending.set.len();
         }
     }
 
@@ -443,6 +452,9 @@ impl<'a> ResponseHeaders<'a> {
         }
         if let Some(at) = self.pending.set_position(name) {
             self.pending.set.remove(at);
+            if at < self.pending.block_at {
+                self.pending.block_at -= 1;
+            }
         }
         // Comparing the few names present is much cheaper than hashing
         // `name` for a lookup that usually finds nothing.
@@ -619,15 +631,20 @@ fn each_entry<'a, E>(
             }
         }
     }
+    let block = |entry: &mut dyn FnMut(Entry<'a>) -> Result<(), E>| match &pending.block {
+        Some(block) => (0..block.headers.len()).try_for_each(|at| entry(Entry::Block(block, at))),
+        None => Ok(()),
+    };
     for (at, (name, value)) in pending.set.iter().enumerate() {
+        if at == pending.block_at {
+            block(&mut entry)?;
+        }
         if at >= MAX_SET || written & (1 << at) == 0 {
             entry(Entry::Named(name, value))?;
         }
     }
-    if let Some(block) = &pending.block {
-        for at in 0..block.headers.len() {
-            entry(Entry::Block(block, at))?;
-        }
+    if pending.block_at >= pending.set.len() {
+        block(&mut entry)?;
     }
     Ok(())
 }
@@ -785,11 +802,12 @@ pub(crate) mod tests {
             [b"no-referrer".as_slice()]
         );
         headers.finish();
+        // In the order set: the block, then the request ID.
         let expected = [
             "content-type: text/plain",
-            "x-request-id: id-1",
             "x-frame-options: DENY",
             "referrer-policy: no-referrer",
+            "x-request-id: id-1",
         ];
         assert_eq!(written(&map, &pending), expected);
         // The writer copies each block line whole.
@@ -800,7 +818,7 @@ pub(crate) mod tests {
         })
         .unwrap();
         assert_eq!(
-            wholes[2].as_deref(),
+            wholes[1].as_deref(),
             Some(b"x-frame-options: DENY".as_slice())
         );
         // hyper's writers get the same headers in one map.
@@ -839,6 +857,31 @@ pub(crate) mod tests {
         assert_eq!(
             written(&map, &pending),
             ["referrer-policy: no-referrer", "x-frame-options: DENY"]
+        );
+    }
+
+    #[test]
+    fn a_block_keeps_its_place_among_the_headers_set_when_taken_apart() {
+        let mut map = HeaderMap::new();
+        let mut pending = upstream(&[]);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        headers.insert(name("a"), HeaderValue::from_static("1"));
+        headers.insert(name("b"), HeaderValue::from_static("2"));
+        headers.insert_block(&block());
+        headers.insert(name("c"), HeaderValue::from_static("3"));
+        headers.remove(&name("a"));
+        let kept = [
+            "b: 2",
+            "x-frame-options: DENY",
+            "referrer-policy: no-referrer",
+            "c: 3",
+        ];
+        assert_eq!(written(headers.map, headers.pending), kept);
+        headers.remove(&name("referrer-policy"));
+        headers.finish();
+        assert_eq!(
+            written(&map, &pending),
+            ["b: 2", "x-frame-options: DENY", "c: 3"]
         );
     }
 
