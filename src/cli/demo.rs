@@ -207,7 +207,7 @@ fn demo_token(policy: &Policy, text: &str, env: &Env) -> Option<String> {
         if let Some(tenant) = &route.tenant {
             claims.push((tenant.claim.clone(), DEMO_TENANT.into()));
         }
-        for (claim, _) in &route.forward_claims {
+        for (claim, _) in route.forward_claims.iter() {
             if claim != "sub" && !claims.iter().any(|(c, _)| c == claim) {
                 let sample = if claim == "role" {
                     "authenticated"

@@ -310,7 +310,9 @@ fn route_stages(
     };
     let admitted = out.auth.passes == Some(true);
     let identity = match claims {
-        Some(claims) if admitted && route.auth.accepts_jwt() => Identity::Jwt(Arc::new(claims)),
+        Some(claims) if admitted && route.auth.accepts_jwt() => {
+            Identity::Jwt(Arc::new(claims::VerifiedClaims::new(claims)))
+        }
         _ => Identity::Anonymous,
     };
     out.tenant = match &route.tenant {

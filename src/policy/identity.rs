@@ -9,8 +9,9 @@
 //! passed, the verified claims are set, so nothing the client sent can
 //! remove or replace them.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 
+use super::auth::claims::IdentityHeaders;
 use super::auth::{self, Denied, Identity, PresentedSecrets, Signed};
 use super::{forward, head};
 use crate::config::Policy;
@@ -43,15 +44,15 @@ pub fn strip_client_headers(
 pub struct Verified {
     /// Who the caller proved to be.
     pub identity: Identity,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    headers: Option<IdentityHeaders>,
 }
 
 impl Verified {
     /// Sets the identity headers: the last change before the request
     /// leaves (the client's copies were stripped on arrival).
     pub fn set_headers(self, headers: &mut HeaderMap) -> Identity {
-        for (name, value) in self.headers {
-            headers.insert(name, value);
+        for (name, value) in self.headers.iter().flat_map(|set| set.iter()) {
+            headers.insert(name.clone(), value.clone());
         }
         self.identity
     }

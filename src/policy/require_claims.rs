@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn every_entry_must_match_and_only_jwts_are_subject() {
         let required = [entry("role", &["admin"]), entry("scp", &["w"])];
-        let jwt = |json: &str| Identity::Jwt(Arc::new(claims(json)));
+        let jwt = |json: &str| Identity::Jwt(Arc::new(claims::VerifiedClaims::new(claims(json))));
         assert_eq!(
             check(&required, &jwt(r#"{"role":"admin","scp":"r w"}"#)),
             Ok(())

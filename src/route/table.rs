@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, Method};
+use http::Method;
 
 use super::pattern::{Params, Pattern};
 use crate::observe::metrics::RouteSeries;
@@ -46,7 +46,7 @@ pub struct Route {
     /// Whether `[upstream.retry]` applies.
     pub retry: bool,
     /// Verified claim (dotted path) → header sent upstream.
-    pub forward_claims: Vec<(String, HeaderName)>,
+    pub forward_claims: crate::policy::auth::claims::ForwardClaims,
     /// Removed from the front of the canonical path before forwarding.
     pub strip_prefix: Option<String>,
     /// `allow_ips` / `deny_ips` (SPEC §6.7).
@@ -217,7 +217,7 @@ mod tests {
             cors: true,
             security_headers: Arc::new(SecurityHeaders::default()),
             retry: true,
-            forward_claims: Vec::new(),
+            forward_claims: Vec::new().into(),
             strip_prefix: None,
             ips: Arc::default(),
             require_claims: Vec::new(),

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use http::HeaderName;
 use jsonwebtoken::Algorithm;
 
 use super::{Compiler, Result};
@@ -177,10 +176,11 @@ impl Compiler<'_> {
         &self,
         claims: &BTreeMap<String, Text>,
         key: &KeyPath,
-    ) -> Result<Vec<(String, HeaderName)>> {
+    ) -> Result<crate::policy::auth::claims::ForwardClaims> {
         claims
             .iter()
             .map(|(claim, header)| Ok((claim.clone(), self.header_name(header, key.key(claim))?)))
-            .collect()
+            .collect::<Result<Vec<_>>>()
+            .map(Into::into)
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use http::{HeaderName, Method};
+use http::Method;
 
 use super::{Compiler, Result};
 use crate::config::file::{FileConfig, RateLimitRuleFile, RouteFile};
@@ -22,7 +22,7 @@ use crate::route::{Pattern, Route, RouteTable};
 /// What every route inherits unless it sets its own, compiled once.
 struct Inherited {
     auth: AuthRequirement,
-    forward_claims: Vec<(String, HeaderName)>,
+    forward_claims: crate::policy::auth::claims::ForwardClaims,
     security_headers: SecurityHeaders,
 }
 
@@ -74,7 +74,7 @@ impl Compiler<'_> {
                 Some(jwt) => {
                     self.forward_claims(&jwt.forward_claims, &"auth.jwt.forward_claims".into())?
                 }
-                None => Vec::new(),
+                None => Vec::new().into(),
             },
             security_headers: base_headers.clone(),
         };

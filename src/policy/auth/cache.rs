@@ -7,8 +7,9 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+
+use super::claims::VerifiedClaims;
 
 /// Entries kept at most; past it, expired entries go, then the oldest half.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -16,7 +17,7 @@ pub const MAX_ENTRIES: usize = 10_000;
 type Key = [u8; 32];
 
 /// Verified claims, shared by every request that presents the token.
-pub type Claims = Arc<Map<String, Value>>;
+pub type Claims = Arc<VerifiedClaims>;
 
 /// Cached claims, when they stop being fresh, and their `exp` as read
 /// once (a hit re-checks it against the wall clock without looking it up).
@@ -114,7 +115,7 @@ mod tests {
     fn expires_and_stays_bounded() {
         let cache = TokenCache::default();
         let now = Instant::now();
-        let claims = Arc::new(Map::new());
+        let claims = Arc::new(VerifiedClaims::new(serde_json::Map::new()));
         cache.put(key("a"), None, claims.clone(), now, Duration::from_secs(10));
         assert!(cache.get(&key("a"), now + Duration::from_secs(9)).is_some());
         assert!(

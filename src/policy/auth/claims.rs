@@ -1,10 +1,67 @@
 //! Reading verified claims: by name, or by dotted path into nested objects
 //! (`app_metadata.tenant`), rendered for headers (arrays and objects as JSON).
 
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+
 use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use super::AuthFailure;
+
+/// A route's `forward_claims`: verified claim (dotted path) → header sent
+/// upstream. Shared, so a token's rendered headers can name the list they
+/// were made for.
+pub type ForwardClaims = Arc<[(String, HeaderName)]>;
+
+/// The identity headers a token's claims become for one `forward_claims`.
+pub type IdentityHeaders = Arc<[(HeaderName, HeaderValue)]>;
+
+/// A verified token's claims, shared by every request that presents the
+/// token while the cache keeps it, with the identity headers they became
+/// the first time: looking the claims up and checking them as header
+/// values is done once per token instead of once per request.
+#[derive(Debug)]
+pub struct VerifiedClaims {
+    claims: Map<String, Value>,
+    /// The headers for the first `forward_claims` list asked for (most
+    /// policies have one), and that list (held: compared by address).
+    rendered: OnceLock<(ForwardClaims, Result<IdentityHeaders, AuthFailure>)>,
+}
+
+impl VerifiedClaims {
+    /// Claims that passed verification.
+    pub fn new(claims: Map<String, Value>) -> Self {
+        Self {
+            claims,
+            rendered: OnceLock::new(),
+        }
+    }
+
+    /// The identity headers for `forward` (see [`identity_headers`]).
+    pub fn identity_headers(
+        &self,
+        forward: &ForwardClaims,
+    ) -> Result<IdentityHeaders, AuthFailure> {
+        if let Some((list, rendered)) = self.rendered.get()
+            && Arc::ptr_eq(list, forward)
+        {
+            return rendered.clone();
+        }
+        let rendered = identity_headers(&self.claims, forward).map(IdentityHeaders::from);
+        // Kept for the first list only; another one is rendered each time.
+        let _ = self.rendered.set((forward.clone(), rendered.clone()));
+        rendered
+    }
+}
+
+impl Deref for VerifiedClaims {
+    type Target = Map<String, Value>;
+
+    fn deref(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+}
 
 /// The claim at `path`: a dotted path into nested objects, or a top-level
 /// name with dots in it (namespaced claims such as
@@ -146,6 +203,41 @@ mod tests {
             r#"{"sub":"u1\t"}"#,
         ] {
             assert_eq!(headers(bad).unwrap_err(), AuthFailure::Malformed, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_tokens_headers_are_rendered_once_per_list_and_never_for_another() {
+        let claims: Map<String, Value> =
+            serde_json::from_str(r#"{"sub":"u1","role":"admin","bad":" x"}"#).unwrap();
+        let verified = VerifiedClaims::new(claims);
+        let list = |pairs: &[(&str, &'static str)]| -> ForwardClaims {
+            pairs
+                .iter()
+                .map(|(c, h)| (c.to_string(), HeaderName::from_static(h)))
+                .collect::<Vec<_>>()
+                .into()
+        };
+        let users = list(&[("sub", "x-user-id")]);
+        let first = verified.identity_headers(&users).unwrap();
+        assert_eq!(first[0].1, "u1");
+        // The same list again: the headers made the first time.
+        let again = verified.identity_headers(&users).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        // Another list (even with the same content) is rendered for itself.
+        let roles = list(&[("role", "x-user-role")]);
+        let other = verified.identity_headers(&roles).unwrap();
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].0, "x-user-role");
+        assert_eq!(other[0].1, "admin");
+        // A claim that cannot be a header value fails every time.
+        let broken = VerifiedClaims::new(verified.claims.clone());
+        let bad = list(&[("bad", "x-bad")]);
+        for _ in 0..2 {
+            assert_eq!(
+                broken.identity_headers(&bad).unwrap_err(),
+                AuthFailure::Malformed
+            );
         }
     }
 }

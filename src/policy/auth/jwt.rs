@@ -112,7 +112,7 @@ impl JwtVerifier {
     }
 
     /// Verifies `token`, from the cache when it was verified recently.
-    pub async fn verify(&self, token: &str) -> Result<Arc<Map<String, Value>>, AuthFailure> {
+    pub async fn verify(&self, token: &str) -> Result<cache::Claims, AuthFailure> {
         let key = cache::key(token);
         let now = Instant::now();
         let wall_now = unix_now();
@@ -152,7 +152,7 @@ impl JwtVerifier {
             }
         };
         self.check_extra(&claims, wall_now)?;
-        let claims = Arc::new(claims);
+        let claims = Arc::new(super::claims::VerifiedClaims::new(claims));
         // `exp` may be fractional: read as f64, so the entry ends at `exp`
         // itself, not at a truncation or a rounding of it.
         let exp = claims.get("exp").and_then(numeric_date);

@@ -106,7 +106,7 @@ pub enum Identity {
     /// No credentials on an `optional` or `none` route.
     Anonymous,
     /// A verified JWT's claims.
-    Jwt(Arc<Map<String, Value>>),
+    Jwt(Arc<claims::VerifiedClaims>),
     /// A shared secret (by name).
     Secret(Arc<str>),
     /// A signed webhook (by verifier name).
@@ -117,7 +117,7 @@ impl Identity {
     /// The verified claims, if a JWT was used.
     pub fn claims(&self) -> Option<&Map<String, Value>> {
         match self {
-            Self::Jwt(claims) => Some(claims),
+            Self::Jwt(claims) => Some(&**claims),
             _ => None,
         }
     }
@@ -177,14 +177,17 @@ pub struct Denied {
 /// like any other broken token, never a request forwarded without it.
 pub fn identity_headers(
     identity: &Identity,
-    forward: &[(String, http::HeaderName)],
-) -> Result<Vec<(http::HeaderName, HeaderValue)>, Denied> {
-    match identity.claims() {
-        None => Ok(Vec::new()),
-        Some(verified) => claims::identity_headers(verified, forward).map_err(|reason| Denied {
-            reason,
-            challenge: Challenge::InvalidToken,
-        }),
+    forward: &claims::ForwardClaims,
+) -> Result<Option<claims::IdentityHeaders>, Denied> {
+    match identity {
+        Identity::Jwt(verified) => verified
+            .identity_headers(forward)
+            .map(Some)
+            .map_err(|reason| Denied {
+                reason,
+                challenge: Challenge::InvalidToken,
+            }),
+        _ => Ok(None),
     }
 }
 

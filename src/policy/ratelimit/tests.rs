@@ -2,6 +2,7 @@
 
 use http::HeaderValue;
 
+use crate::policy::auth::claims::VerifiedClaims;
 use crate::policy::response_headers::edit_map;
 
 use super::*;
@@ -69,7 +70,11 @@ fn a_verified_string_claim_picks_the_tier() {
             burst: 100,
         }],
     };
-    let jwt = |json: &str| Identity::Jwt(Arc::new(serde_json::from_str(json).unwrap()));
+    let jwt = |json: &str| {
+        Identity::Jwt(Arc::new(VerifiedClaims::new(
+            serde_json::from_str(json).unwrap(),
+        )))
+    };
     assert_eq!(
         rule.tier_of(&jwt(r#"{"app_metadata":{"plan":"pro"}}"#)),
         Some(0)
