@@ -42,7 +42,8 @@ const MAX_HEADERS: usize = 100;
 const MAX_HEAD: usize = 400 * 1024;
 /// Bytes asked of the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
-/// Longest chunk-size line (with extensions) accepted.
+/// Longest chunk-size line (with extensions, before its LF) accepted,
+/// whether it came in one read or in several.
 const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer bytes skipped after the last chunk.
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -607,6 +608,11 @@ fn step_chunked(state: Chunked, buffer: &mut BytesMut) -> Result<Step, BoxError>
                 }
                 return Ok(Step::NeedMore);
             };
+            // The same limit as for a line still coming: how the upstream's
+            // writes were split must not decide whether a line passes.
+            if end > MAX_CHUNK_LINE {
+                return Err("chunk-size line too long".into());
+            }
             let line = buffer.split_to(end + 1);
             let line = line
                 .strip_suffix(b"\r\n")
@@ -835,6 +841,34 @@ mod tests {
                 String::from_utf8_lossy(partial)
             );
         }
+    }
+
+    #[test]
+    fn a_long_chunk_size_line_fails_whether_it_comes_whole_or_in_pieces() {
+        let line = |length: usize| {
+            let mut line = b"5;".to_vec();
+            line.resize(length, b'x');
+            line.extend_from_slice(b"\r\n");
+            line
+        };
+        // Exactly at the limit (before the LF): accepted either way.
+        let longest = line(MAX_CHUNK_LINE - 1);
+        let mut whole = BytesMut::from(&longest[..]);
+        assert!(matches!(
+            step_chunked(Chunked::Size, &mut whole),
+            Ok(Step::Next(Chunked::Data(5)))
+        ));
+        let mut first = BytesMut::from(&longest[..longest.len() - 1]);
+        assert!(matches!(
+            step_chunked(Chunked::Size, &mut first),
+            Ok(Step::NeedMore)
+        ));
+        // One byte more: refused in one read and in two.
+        let over = line(MAX_CHUNK_LINE);
+        let mut whole = BytesMut::from(&over[..]);
+        assert!(step_chunked(Chunked::Size, &mut whole).is_err());
+        let mut first = BytesMut::from(&over[..over.len() - 1]);
+        assert!(step_chunked(Chunked::Size, &mut first).is_err());
     }
 
     #[test]
