@@ -271,9 +271,6 @@ impl HeaderBlock {
 /// merged into the header map first. palisade sets a few dozen at most.
 const MAX_SET: usize = 64;
 
-/// Room made for headers set when the first is set.
-const FIRST_SET_ROOM: usize = 12;
-
 /// What a response's headers hold besides its header map until the
 /// response is written: the upstream's lines kept as bytes, and the
 /// headers palisade set (a list: a response gets up to about fifteen, and
@@ -405,11 +402,6 @@ impl<'a> ResponseHeaders<'a> {
         match self.pending.set_position(&name) {
             Some(at) => self.pending.set[at].1 = value,
             None => {
-                if self.pending.set.capacity() == 0 {
-                    // Once, for the request ID and the CORS and rate-limit
-                    // headers a response gets (not a growth for each).
-                    self.pending.set.reserve(FIRST_SET_ROOM);
-                }
                 self.pending.set_lengths |= length_bit(name.as_str().len());
                 self.pending.set.push((name, value));
             }
@@ -436,6 +428,7 @@ impl<'a> ResponseHeaders<'a> {
                 .iter()
                 .any(|(name, _)| self.pending.set_position(name).is_some());
         if apart {
+            self.reserve(block.headers.len());
             for (name, value) in &block.headers {
                 self.insert(name.clone(), value.clone());
             }
