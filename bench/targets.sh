@@ -36,6 +36,7 @@
 #                   kernel cost alone; a measuring stick, not a proxy)
 #   palisade-baseline  palisade-plain run by $BASELINE_BIN (another build, for
 #                   before/after figures; skipped when BASELINE_BIN is unset)
+#   palisade-baseline-full  palisade-full run by $BASELINE_BIN
 #   palisade-plain  one catch-all route, auth none, no limits, no CORS,
 #                   no security headers, access log off
 #   palisade-full   HS256 JWT (token cache on), a memory rate limit by ip,
@@ -236,7 +237,7 @@ path = "/**"
 rate_limits = [{ by = "ip", limit = 1000000000, per = "1s" }]
 TOML
     ;;
-    palisade-full|palisade-trace|palisade-otlp) cat <<TOML
+    palisade-full|palisade-trace|palisade-otlp|palisade-baseline-full) cat <<TOML
 [auth.jwt]
 hs256_secret = "\${BENCH_JWT_SECRET}"
 algorithms = ["HS256"]
@@ -382,8 +383,8 @@ YAML
       [ -x "${FLOOR_BIN:-}" ] || { echo "tokio-floor needs FLOOR_BIN (cargo build --release --example tokio_floor)" >&2; return 1; }
       taskset -c "$cpu" "$FLOOR_BIN" "127.0.0.1:$T_PORT" "127.0.0.1:$UP" >"$work/tokio-floor.log" 2>&1 & T_PID=$! ;;
     palisade-*)
-      if [ "$name" = palisade-baseline ] && [ ! -x "${BASELINE_BIN:-}" ]; then
-        echo "palisade-baseline needs BASELINE_BIN (an executable palisade)" >&2
+      if [[ $name == palisade-baseline* ]] && [ ! -x "${BASELINE_BIN:-}" ]; then
+        echo "$name needs BASELINE_BIN (an executable palisade)" >&2
         return 1
       fi
       local rds="" base=${name%-h1}
@@ -397,7 +398,7 @@ YAML
       [ "$base" = palisade-otlp ] && start_otlp_sink "${REDIS_CPU:-0}"
       palisade_config "$name" "$T_PORT" "$(port)" "$rds" > "$work/$name.toml"
       local palisade_bin=$BIN
-      [ "$name" = palisade-baseline ] && palisade_bin=$BASELINE_BIN
+      [[ $name == palisade-baseline* ]] && palisade_bin=$BASELINE_BIN
       BENCH_JWT_SECRET=$JWT_SECRET taskset -c "$cpu" "$palisade_bin" run --config "$work/$name.toml" \
         >"$work/$name.log" 2>&1 & T_PID=$! ;;
     *) echo "unknown target $name" >&2; return 1 ;;

@@ -69,9 +69,23 @@ impl Deref for VerifiedClaims {
 /// could start in. palisade must not decide on one claim while the backend
 /// reads the other.
 pub fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    lookup_or_conflict(claims, path).ok().flatten()
+}
+
+/// Two different values for one path: a top-level claim named like the
+/// path (`"app_metadata.tenant"`) beside the nested one it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict;
+
+/// [`lookup`], telling a claim that is absent from one the token gives
+/// two different values (where `lookup` finds neither).
+pub fn lookup_or_conflict<'a>(
+    claims: &'a Map<String, Value>,
+    path: &str,
+) -> Result<Option<&'a Value>, Conflict> {
     let literal = claims.get(path);
     let Some((first, _)) = path.split_once('.') else {
-        return literal;
+        return Ok(literal);
     };
     // Where the token has the path's first object (`app_metadata`), the
     // path means the nested claim only: a top-level `app_metadata.plan`
@@ -79,11 +93,11 @@ pub fn lookup<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Valu
     if claims.contains_key(first) {
         let nested = nested(claims, path);
         return match (literal, nested) {
-            (Some(a), Some(b)) if a != b => None,
-            (_, nested) => nested,
+            (Some(a), Some(b)) if a != b => Err(Conflict),
+            (_, nested) => Ok(nested),
         };
     }
-    literal
+    Ok(literal)
 }
 
 fn nested<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
@@ -115,7 +129,10 @@ pub fn identity_headers(
 ) -> Result<Vec<(HeaderName, HeaderValue)>, AuthFailure> {
     let mut out = Vec::with_capacity(forward.len());
     for (claim, header) in forward {
-        let Some(value) = lookup(claims, claim).filter(|v| !v.is_null()) else {
+        // Two values for one claim: which one the backend reads is not
+        // known, and leaving the header out would read as "no claim".
+        let found = lookup_or_conflict(claims, claim).map_err(|Conflict| AuthFailure::Malformed)?;
+        let Some(value) = found.filter(|v| !v.is_null()) else {
             continue;
         };
         let text = as_text(value);
@@ -124,6 +141,11 @@ pub fn identity_headers(
         }
         let padded = |b: Option<&u8>| matches!(b, Some(b' ' | b'\t'));
         if padded(text.as_bytes().first()) || padded(text.as_bytes().last()) {
+            return Err(AuthFailure::Malformed);
+        }
+        // A tab inside is a valid header value, but a control character
+        // all the same: refused like the others (`HeaderValue` takes it).
+        if text.contains('\t') {
             return Err(AuthFailure::Malformed);
         }
         // The text's own bytes become the value (the same checks as
@@ -201,9 +223,26 @@ mod tests {
             r#"{"sub":"u1\u007f"}"#,
             r#"{"sub":" u1"}"#,
             r#"{"sub":"u1\t"}"#,
+            r#"{"sub":"u\t1"}"#,
         ] {
             assert_eq!(headers(bad).unwrap_err(), AuthFailure::Malformed, "{bad}");
         }
+        // Two values for one forwarded claim: refused, never left out.
+        let nested = vec![(
+            "app_metadata.tenant".to_string(),
+            HeaderName::from_static("x-tenant-id"),
+        )];
+        let two: Map<String, Value> =
+            serde_json::from_str(r#"{"app_metadata.tenant":"t1","app_metadata":{"tenant":"t2"}}"#)
+                .unwrap();
+        assert_eq!(
+            identity_headers(&two, &nested).unwrap_err(),
+            AuthFailure::Malformed
+        );
+        let same: Map<String, Value> =
+            serde_json::from_str(r#"{"app_metadata.tenant":"t2","app_metadata":{"tenant":"t2"}}"#)
+                .unwrap();
+        assert_eq!(identity_headers(&same, &nested).unwrap()[0].1, "t2");
     }
 
     #[test]
