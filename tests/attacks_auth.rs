@@ -460,12 +460,38 @@ async fn rejects_forwarded_claims_that_are_not_header_values() {
         ("restaurant_id", json!("r-1\nr-2")),
         ("restaurant_id", json!("r-1\u{0}")),
         ("role", json!(" admin")),
+        ("role", json!("ad\tmin")),
     ] {
         let token = token(with(claims("user-1"), claim, value.clone()));
         let reply = attempt(&server, &[("authorization", text(&bearer(&token)))]).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{claim}: {value}");
     }
     assert_eq!(upstream.count(), 0);
+}
+
+/// A token that gives a forwarded claim two values (a top-level
+/// `"app_metadata.tenant"` beside the nested claim): refused, never
+/// forwarded without the tenant header; one value twice is fine.
+#[tokio::test]
+async fn refuses_a_forwarded_claim_the_token_gives_two_values() {
+    let route = "path = \"/**\"\nforward_claims = { \"app_metadata.tenant\" = \"X-Tenant-Id\" }";
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(&config("").replace("path = \"/**\"", route), upstream.addr).await;
+    let two = with(
+        with(claims("user-1"), "app_metadata.tenant", json!("t-other")),
+        "app_metadata",
+        json!({ "tenant": "t-1" }),
+    );
+    let reply = attempt(&server, &[("authorization", text(&bearer(&token(two))))]).await;
+    refused(&server, &upstream, &reply, "malformed").await;
+    let same = with(
+        with(claims("user-1"), "app_metadata.tenant", json!("t-1")),
+        "app_metadata",
+        json!({ "tenant": "t-1" }),
+    );
+    let reply = attempt(&server, &[("authorization", text(&bearer(&token(same))))]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(upstream.requests()[0].headers["x-tenant-id"], "t-1");
 }
 
 // === item 22: Supabase chunk floods ===
