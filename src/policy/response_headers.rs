@@ -278,11 +278,7 @@ const MAX_SET: usize = 64;
 #[derive(Debug, Default)]
 pub struct PendingHeaders {
     upstream: Option<UpstreamLines>,
-    set: Vec<(HeaderName, SetValue)>,
-    /// The text of values set as text ([`SetValue::Text`]), one after
-    /// another: numbers formatted per response go here instead of into a
-    /// buffer of their own shared by reference-counted values.
-    text: Vec<u8>,
+    set: Vec<(HeaderName, HeaderValue)>,
     /// Headers set as one block, written after the others. No name is
     /// both here and in `set`: setting or removing one of its names turns
     /// the block into headers set one by one first.
@@ -296,26 +292,6 @@ pub struct PendingHeaders {
     set_lengths: u64,
 }
 
-/// Room made for text values when the first is set.
-const FIRST_TEXT_ROOM: usize = 128;
-
-/// A value palisade set.
-#[derive(Debug, Clone)]
-enum SetValue {
-    /// A header value.
-    Value(HeaderValue),
-    /// Bytes of [`PendingHeaders::text`], checked as a header value.
-    Text(u32, u32),
-}
-
-/// Whether `bytes` may be a header value (`HeaderValue`'s rule: visible
-/// bytes, space, tab, and bytes from 0x80).
-fn is_value_text(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
 /// The bit of [`PendingHeaders::set_lengths`] for a name `length` bytes long.
 fn length_bit(length: usize) -> u64 {
     1 << length.min(63)
@@ -327,7 +303,6 @@ impl PendingHeaders {
         Self {
             upstream,
             set: Vec::new(),
-            text: Vec::new(),
             block: None,
             block_at: 0,
             set_lengths: 0,
@@ -349,30 +324,8 @@ impl PendingHeaders {
             }
             self.set.splice(
                 at..at,
-                block
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.clone(), SetValue::Value(v.clone()))),
+                block.headers.iter().map(|(n, v)| (n.clone(), v.clone())),
             );
-        }
-    }
-
-    /// The bytes of a value set.
-    fn value_bytes<'a>(&'a self, value: &'a SetValue) -> &'a [u8] {
-        match value {
-            SetValue::Value(value) => value.as_bytes(),
-            SetValue::Text(start, end) => self
-                .text
-                .get(*start as usize..*end as usize)
-                .unwrap_or_default(),
-        }
-    }
-
-    /// A value set, as a header value (text was checked when set).
-    fn header_value(&self, value: &SetValue) -> Option<HeaderValue> {
-        match value {
-            SetValue::Value(value) => Some(value.clone()),
-            SetValue::Text(..) => HeaderValue::from_bytes(self.value_bytes(value)).ok(),
         }
     }
 
@@ -443,39 +396,6 @@ impl<'a> ResponseHeaders<'a> {
             self.map.insert(name, value);
             return;
         }
-        self.set(name, SetValue::Value(value));
-    }
-
-    /// Sets `name` to the text `parts` make together, as
-    /// [`insert`](Self::insert) would (nothing, when it cannot be a header
-    /// value). For values made per response (numbers): the text goes into
-    /// the response's own buffer, no value of its own is made.
-    pub fn insert_text(&mut self, name: HeaderName, parts: &[&[u8]]) {
-        if !parts.iter().all(|part| is_value_text(part)) {
-            return;
-        }
-        if self.into_map {
-            if let Ok(value) = HeaderValue::from_bytes(&parts.concat()) {
-                self.map.insert(name, value);
-            }
-            return;
-        }
-        let text = &mut self.pending.text;
-        if text.capacity() == 0 {
-            // Once per response, room for what a response's values take
-            // (the rate-limit headers: a few numbers and a name).
-            let needed: usize = parts.iter().map(|part| part.len()).sum();
-            text.reserve(needed.max(FIRST_TEXT_ROOM));
-        }
-        let start = text.len();
-        for part in parts {
-            text.extend_from_slice(part);
-        }
-        let (start, end) = narrow(start..text.len());
-        self.set(name, SetValue::Text(start, end));
-    }
-
-    fn set(&mut self, name: HeaderName, value: SetValue) {
         if self.pending.in_block(name.as_str().as_bytes()) {
             self.pending.expand_block();
         }
@@ -543,8 +463,7 @@ impl<'a> ResponseHeaders<'a> {
     /// and the upstream's.
     pub fn get_all<'b>(&'b self, name: &'b HeaderName) -> Values<'b> {
         if let Some(at) = self.pending.set_position(name) {
-            let pending = &*self.pending;
-            return Values::Set(Some(pending.value_bytes(&pending.set[at].1)));
+            return Values::Set(Some(self.pending.set[at].1.as_bytes()));
         }
         if let Some(block) = &self.pending.block
             && let Some(at) = block.position(name.as_str().as_bytes())
@@ -628,8 +547,6 @@ pub fn edit_map(map: &mut HeaderMap, edit: impl FnOnce(&mut ResponseHeaders<'_>)
 enum Entry<'a> {
     /// A header of the map, or one palisade set.
     Named(&'a HeaderName, &'a HeaderValue),
-    /// A header palisade set.
-    Set(&'a HeaderName, &'a SetValue),
     /// An upstream line.
     Upstream(&'a LineSpan),
     /// The `at`th header of the block.
@@ -647,12 +564,6 @@ pub fn each<E>(
         Entry::Named(name, value) => line(Line {
             name: name.as_str().as_bytes(),
             value: value.as_bytes(),
-            known: Known::of_name(name),
-            whole: None,
-        }),
-        Entry::Set(name, value) => line(Line {
-            name: name.as_str().as_bytes(),
-            value: pending.value_bytes(value),
             known: Known::of_name(name),
             whole: None,
         }),
@@ -694,7 +605,7 @@ fn each_entry<'a, E>(
         }
         written |= 1 << at;
         let (name, value) = &pending.set[at];
-        entry(Entry::Set(name, value))
+        entry(Entry::Named(name, value))
     };
     for (name, value) in map {
         match pending.set_position(name) {
@@ -722,7 +633,7 @@ fn each_entry<'a, E>(
             block(&mut entry)?;
         }
         if at >= MAX_SET || written & (1 << at) == 0 {
-            entry(Entry::Set(name, value))?;
+            entry(Entry::Named(name, value))?;
         }
     }
     if pending.block_at >= pending.set.len() {
@@ -739,10 +650,8 @@ pub fn merge_into_map(map: &mut HeaderMap, pending: &mut PendingHeaders) {
     pending.expand_block();
     if pending.upstream.is_none() {
         // What `insert` on the map itself would have made.
-        for (name, value) in &pending.set {
-            if let Some(value) = pending.header_value(value) {
-                map.insert(name.clone(), value);
-            }
+        for (name, value) in pending.set {
+            map.insert(name, value);
         }
         return;
     }
@@ -752,11 +661,6 @@ pub fn merge_into_map(map: &mut HeaderMap, pending: &mut PendingHeaders) {
         match entry {
             Entry::Named(name, value) => {
                 merged.append(name.clone(), value.clone());
-            }
-            Entry::Set(name, value) => {
-                if let Some(value) = pending.header_value(value) {
-                    merged.append(name.clone(), value);
-                }
             }
             Entry::Upstream(span) => {
                 // The exchange kept only lines the http types take.
@@ -972,46 +876,6 @@ pub(crate) mod tests {
             written(&map, &pending),
             ["b: 2", "x-frame-options: DENY", "c: 3"]
         );
-    }
-
-    #[test]
-    fn text_values_replace_like_values_and_reach_every_writer() {
-        let mut map = HeaderMap::new();
-        let mut pending = upstream(&[("X-RateLimit-Limit", "999"), ("Content-Type", "text/plain")]);
-        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
-        headers.insert_text(name("x-ratelimit-limit"), &[b"10"]);
-        headers.insert_text(name("ratelimit"), &[b"\"a\";r=", b"4", b";t=6"]);
-        // Text that cannot be a header value sets nothing.
-        headers.insert_text(name("x-bad"), &[b"a\r\nx-injected: 1"]);
-        headers.insert(name("x-request-id"), HeaderValue::from_static("id-1"));
-        // A value set again replaces the text, in its place.
-        headers.insert_text(name("ratelimit"), &[b"\"a\";r=3;t=6"]);
-        assert_eq!(
-            headers
-                .get_all(&name("x-ratelimit-limit"))
-                .collect::<Vec<_>>(),
-            [b"10".as_slice()]
-        );
-        headers.finish();
-        let expected = [
-            "x-ratelimit-limit: 10",
-            "content-type: text/plain",
-            "ratelimit: \"a\";r=3;t=6",
-            "x-request-id: id-1",
-        ];
-        assert_eq!(written(&map, &pending), expected);
-        merge_into_map(&mut map, &mut pending);
-        assert_eq!(map["x-ratelimit-limit"], "10");
-        assert_eq!(map["ratelimit"], "\"a\";r=3;t=6");
-        assert!(!map.contains_key("x-bad"));
-        // Over a map alone (palisade's own answers, hyper's writers).
-        let mut own = HeaderMap::new();
-        edit_map(&mut own, |h| {
-            h.insert_text(name("x-ratelimit-remaining"), &[b"0"]);
-            h.insert_text(name("x-bad"), &[b"\x7f"]);
-        });
-        assert_eq!(own["x-ratelimit-remaining"], "0");
-        assert!(!own.contains_key("x-bad"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 
 use crate::policy::response_headers::ResponseHeaders;
@@ -28,9 +29,9 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 impl RateHeaders {
-    /// Sets the headers on a response. Their text is written into the
-    /// response's own buffer (`ResponseHeaders::insert_text`): no value,
-    /// allocation or reference count of their own.
+    /// Sets the headers on a response. Their text is written into one
+    /// buffer that every value shares (one allocation, where a value each
+    /// took one).
     pub fn apply(&self, headers: &mut ResponseHeaders<'_>) {
         let legacy = matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both);
         let draft = matches!(self.mode, HeaderMode::Draft | HeaderMode::Both);
@@ -42,25 +43,44 @@ impl RateHeaders {
         let limit = limit.format(self.limit).as_bytes();
         let remaining = remaining.format(self.remaining).as_bytes();
         let reset = reset.format(self.reset_secs).as_bytes();
+        let mut text = BytesMut::with_capacity(self.name.len() + 72);
+        let mut write = |parts: &[&[u8]]| {
+            let start = text.len();
+            for part in parts {
+                text.extend_from_slice(part);
+            }
+            start..text.len()
+        };
+        let limit_at = write(&[limit]);
+        let remaining_at = write(&[remaining]);
+        let reset_at = write(&[reset]);
+        // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
+        let state_at = write(&[
+            b"\"",
+            self.name.as_bytes(),
+            b"\";r=",
+            remaining,
+            b";t=",
+            reset,
+        ]);
+        let text = text.freeze();
+        let value = |at: std::ops::Range<usize>| HeaderValue::from_maybe_shared(text.slice(at));
         if legacy {
-            headers.insert_text(X_RATELIMIT_LIMIT.clone(), &[limit]);
-            headers.insert_text(X_RATELIMIT_REMAINING.clone(), &[remaining]);
-            headers.insert_text(X_RATELIMIT_RESET.clone(), &[reset]);
+            for (name, at) in [
+                (&X_RATELIMIT_LIMIT, limit_at),
+                (&X_RATELIMIT_REMAINING, remaining_at),
+                (&X_RATELIMIT_RESET, reset_at),
+            ] {
+                if let Ok(value) = value(at) {
+                    headers.insert(name.clone(), value);
+                }
+            }
         }
         if draft {
             headers.insert(RATELIMIT_POLICY.clone(), self.policy.clone());
-            // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
-            headers.insert_text(
-                RATELIMIT.clone(),
-                &[
-                    b"\"",
-                    self.name.as_bytes(),
-                    b"\";r=",
-                    remaining,
-                    b";t=",
-                    reset,
-                ],
-            );
+            if let Ok(state) = value(state_at) {
+                headers.insert(RATELIMIT.clone(), state);
+            }
         }
     }
 }
