@@ -34,11 +34,15 @@ mod seen;
 /// (µs), burst, enforce (1) or shadow (0). `KEYS` are every request's keys in
 /// order. A request is admitted when every enforced limit admits it; only
 /// then are its admitting buckets updated. Returns
-/// `[now, (admitted, (allowed_i, tat_i)...)...]`.
+/// `now (admitted (allowed_i tat_i)...)...` as one string of integers
+/// separated by spaces: one bulk reply, where an array of integers made
+/// the client parse one reply per number (most of the Redis path's cost,
+/// measured). Each is written with `%d`: Lua's own number to text would
+/// round a microsecond timestamp.
 pub const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local out = {now}
+local out = {string.format('%d', now)}
 local k = 0
 local a = 2
 for r = 1, tonumber(ARGV[1]) do
@@ -64,19 +68,19 @@ for r = 1, tonumber(ARGV[1]) do
     end
     a = a + 3
   end
-  out[#out + 1] = admit
+  out[#out + 1] = string.format('%d', admit)
   for i = 1, n do
     local tat = prev[i]
     if admit == 1 and ok[i] == 1 then
       tat = cand[i]
       redis.call('SET', KEYS[k + i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
     end
-    out[#out + 1] = ok[i]
-    out[#out + 1] = tat
+    out[#out + 1] = string.format('%d', ok[i])
+    out[#out + 1] = string.format('%d', tat)
   end
   k = k + n
 end
-return out
+return table.concat(out, ' ')
 "#;
 
 /// Most requests one script call decides.
@@ -383,7 +387,7 @@ impl Connection {
                     .arg(if *enforced { "1" } else { "0" });
             }
         }
-        let reply: Vec<i64> = match &self.target {
+        let reply: Vec<u8> = match &self.target {
             Target::Single(manager) => {
                 let mut conn = manager.clone();
                 invocation.invoke_async(&mut conn).await?
@@ -397,8 +401,18 @@ impl Connection {
                 invocation.invoke_async(&mut conn).await?
             }
         };
-        parse_reply(&reply, batch.iter().map(|p| p.limits.len()))
+        let numbers = integers(&reply)?;
+        parse_reply(&numbers, batch.iter().map(|p| p.limits.len()))
     }
+}
+
+/// The script's reply: integers separated by single spaces.
+fn integers(reply: &[u8]) -> Result<Vec<i64>, RedisFailure> {
+    std::str::from_utf8(reply)
+        .map_err(|_| RedisFailure::BadReply)?
+        .split(' ')
+        .map(|number| number.parse::<i64>().map_err(|_| RedisFailure::BadReply))
+        .collect()
 }
 
 fn parse_reply(

@@ -55,3 +55,16 @@ fn cluster_hash_tags() {
     assert_eq!(hash_tag("palisade:{api}:ip:10"), "api");
     assert_eq!(hash_tag("no-tag"), "no-tag");
 }
+
+#[test]
+fn the_scripts_reply_is_read_as_integers_or_refused() {
+    assert_eq!(
+        integers(b"1733198400123456 1 1 1733198400223456").unwrap(),
+        [1733198400123456, 1, 1, 1733198400223456]
+    );
+    // Negative numbers parse (a TAT never is, but the reading is exact).
+    assert_eq!(integers(b"-5").unwrap(), [-5]);
+    for bad in [&b""[..], b"1  2", b"1 x", b"1.5", b" 1", b"1\n", b"\xff"] {
+        assert!(integers(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+    }
+}
