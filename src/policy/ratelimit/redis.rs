@@ -408,11 +408,38 @@ impl Connection {
 
 /// The script's reply: integers separated by single spaces.
 fn integers(reply: &[u8]) -> Result<Vec<i64>, RedisFailure> {
-    std::str::from_utf8(reply)
-        .map_err(|_| RedisFailure::BadReply)?
-        .split(' ')
-        .map(|number| number.parse::<i64>().map_err(|_| RedisFailure::BadReply))
-        .collect()
+    let count = reply.iter().filter(|&&b| b == b' ').count() + 1;
+    let mut numbers = Vec::with_capacity(count);
+    for field in reply.split(|&b| b == b' ') {
+        numbers.push(integer(field).ok_or(RedisFailure::BadReply)?);
+    }
+    Ok(numbers)
+}
+
+/// One decimal integer, `-` allowed first; `None` for anything else or
+/// past the range of `i64` (digit by digit: `str::parse` after a UTF-8
+/// check cost several times more, measured).
+fn integer(field: &[u8]) -> Option<i64> {
+    let (negative, digits) = match field {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, field),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    // Accumulated below zero, so `i64::MIN` fits too.
+    let mut value: i64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_sub(i64::from(b - b'0'))?;
+    }
+    if negative {
+        Some(value)
+    } else {
+        value.checked_neg()
+    }
 }
 
 fn parse_reply(

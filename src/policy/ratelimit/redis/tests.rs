@@ -64,6 +64,12 @@ fn the_scripts_reply_is_read_as_integers_or_refused() {
     );
     // Negative numbers parse (a TAT never is, but the reading is exact).
     assert_eq!(integers(b"-5").unwrap(), [-5]);
+    assert_eq!(
+        integers(b"9223372036854775807 -9223372036854775808").unwrap(),
+        [i64::MAX, i64::MIN]
+    );
+    assert!(integers(b"9223372036854775808").is_err());
+    assert!(integers(b"-").is_err());
     for bad in [&b""[..], b"1  2", b"1 x", b"1.5", b" 1", b"1\n", b"\xff"] {
         assert!(integers(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
     }
