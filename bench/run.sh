@@ -30,7 +30,7 @@
 #   CONNECTIONS=64                  wrk -c
 #   TARGETS="upstream nginx haproxy envoy traefik tokio-floor hyper-ceiling palisade-plain palisade-plain-hyper palisade-full palisade-trace palisade-otlp palisade-redis"
 #   PALISADE_BIN=path               use this palisade binary instead of building release
-#   BASELINE_BIN=path               targets palisade-baseline (plain) and palisade-baseline-full: another build, same rounds
+#   BASELINE_BIN=path               targets palisade-baseline (plain) and palisade-baseline-NAME (full, redis, ...): another build, same rounds
 #   CEILING_BIN=path                target hyper-ceiling (hyper alone, no policy): this
 #                                   build of examples/hyper_ceiling.rs instead of building it
 #   FLOOR_BIN=path                  target tokio-floor (no HTTP library: what tokio and the

@@ -36,7 +36,7 @@
 #                   kernel cost alone; a measuring stick, not a proxy)
 #   palisade-baseline  palisade-plain run by $BASELINE_BIN (another build, for
 #                   before/after figures; skipped when BASELINE_BIN is unset)
-#   palisade-baseline-full  palisade-full run by $BASELINE_BIN
+#   palisade-baseline-NAME  palisade-NAME run by $BASELINE_BIN (full, redis, ...)
 #   palisade-plain  one catch-all route, auth none, no limits, no CORS,
 #                   no security headers, access log off
 #   palisade-full   HS256 JWT (token cache on), a memory rate limit by ip,
@@ -182,6 +182,16 @@ NGINX
   wait_port "$SINK"
 }
 
+# The policy a palisade target runs: palisade-baseline runs plain's and
+# palisade-baseline-NAME runs palisade-NAME's (with another binary).
+policy_of() {
+  case $1 in
+    palisade-baseline) echo palisade-plain ;;
+    palisade-baseline-*) echo "palisade-${1#palisade-baseline-}" ;;
+    *) echo "$1" ;;
+  esac
+}
+
 palisade_config() {   # NAME PORT ADMIN_PORT [REDIS_PORT]
   local name=$1 p=$2 adm=$3 rds=${4:-} engine=palisade
   # NAME-hyper: the same target with hyper on both sides (http1_engine =
@@ -190,6 +200,7 @@ palisade_config() {   # NAME PORT ADMIN_PORT [REDIS_PORT]
     *-hyper) name=${name%-hyper}; engine=hyper ;;
     *-h1) name=${name%-h1} ;;
   esac
+  name=$(policy_of "$name")
   cat <<TOML
 [server]
 listen = "127.0.0.1:$p"
@@ -208,7 +219,7 @@ url = "http://127.0.0.1:$UP"
 http1_engine = "$engine"
 TOML
   case $name in
-    palisade-plain|palisade-baseline|palisade-redis) cat <<TOML
+    palisade-plain|palisade-redis) cat <<TOML
 [security_headers]
 x_content_type_options = ""
 x_frame_options = ""
@@ -223,7 +234,7 @@ TOML
     ;;
   esac
   case $name in
-    palisade-plain|palisade-baseline) printf '[defaults]\nauth = "none"\n[[routes]]\nname = "all"\npath = "/**"\n' ;;
+    palisade-plain) printf '[defaults]\nauth = "none"\n[[routes]]\nname = "all"\npath = "/**"\n' ;;
     palisade-redis) cat <<TOML
 [ratelimit]
 backend = "redis"
@@ -237,7 +248,7 @@ path = "/**"
 rate_limits = [{ by = "ip", limit = 1000000000, per = "1s" }]
 TOML
     ;;
-    palisade-full|palisade-trace|palisade-otlp|palisade-baseline-full) cat <<TOML
+    palisade-full|palisade-trace|palisade-otlp) cat <<TOML
 [auth.jwt]
 hs256_secret = "\${BENCH_JWT_SECRET}"
 algorithms = ["HS256"]
@@ -388,7 +399,7 @@ YAML
         return 1
       fi
       local rds="" base=${name%-h1}
-      base=${base%-hyper}
+      base=$(policy_of "${base%-hyper}")
       if [ "$base" = palisade-redis ]; then
         rds=$(port)
         taskset -c "${REDIS_CPU:-0}" redis-server --port "$rds" --bind 127.0.0.1 --save "" \
