@@ -257,12 +257,7 @@ impl HeaderBlock {
 
     /// The position of the header named `name` (in any case).
     fn position(&self, name: &[u8]) -> Option<usize> {
-        if self.lengths & length_bit(name.len()) == 0 {
-            return None;
-        }
-        self.headers
-            .iter()
-            .position(|(set, _)| name.eq_ignore_ascii_case(set.as_str().as_bytes()))
+        position_by_name(self.lengths, &self.headers, name)
     }
 }
 
@@ -295,6 +290,18 @@ pub struct PendingHeaders {
 /// The bit of [`PendingHeaders::set_lengths`] for a name `length` bytes long.
 fn length_bit(length: usize) -> u64 {
     1 << length.min(63)
+}
+
+/// The position in `headers` of the one named `name` (in any case).
+/// `lengths` holds the [`length_bit`] of every name there: a name of
+/// another length is not compared at all.
+fn position_by_name<V>(lengths: u64, headers: &[(HeaderName, V)], name: &[u8]) -> Option<usize> {
+    if lengths & length_bit(name.len()) == 0 {
+        return None;
+    }
+    headers
+        .iter()
+        .position(|(set, _)| name.eq_ignore_ascii_case(set.as_str().as_bytes()))
 }
 
 impl PendingHeaders {
@@ -346,13 +353,8 @@ impl PendingHeaders {
 
     /// The position among the headers set of a name given as bytes.
     fn set_position_of(&self, name: &[u8]) -> Option<usize> {
-        if self.set_lengths & length_bit(name.len()) == 0 {
-            return None;
-        }
-        self.set
-            .iter()
-            .take(MAX_SET)
-            .position(|(set, _)| name.eq_ignore_ascii_case(set.as_str().as_bytes()))
+        let set = &self.set[..self.set.len().min(MAX_SET)];
+        position_by_name(self.set_lengths, set, name)
     }
 }
 

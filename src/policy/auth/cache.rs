@@ -26,7 +26,7 @@ type Entry = (Instant, Option<f64>, Claims);
 /// Verified claims by token hash.
 #[derive(Debug, Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<Key, Entry, BuildHasherDefault<DigestPrefix>>>,
+    entries: Mutex<HashMap<Key, Entry, BuildHasherDefault<DigestFold>>>,
 }
 
 /// The table's hash of a key: its words folded together. The key is already a
@@ -34,9 +34,9 @@ pub struct TokenCache {
 /// default) buys nothing; and only verified tokens are ever inserted, so
 /// a client cannot fill the table with digests it ground to collide.
 #[derive(Debug, Default)]
-pub struct DigestPrefix(u64);
+pub struct DigestFold(u64);
 
-impl Hasher for DigestPrefix {
+impl Hasher for DigestFold {
     fn write(&mut self, bytes: &[u8]) {
         // Called once with the digest (an array's length prefix goes
         // through `write_usize` below). Every word is folded in, so the
