@@ -471,6 +471,39 @@ async fn a_body_that_is_not_chunked_ends_the_exchange_at_once() {
     assert!(!String::from_utf8_lossy(&by_own).contains("hello"));
 }
 
+/// A chunk-size line (with extensions) longer than 4096 bytes before its
+/// LF is refused by palisade's upstream engine even when it arrives in one
+/// read with the head (it used to pass then, and fail only when split):
+/// nothing after it reaches the client, and the exchange ends at once on a
+/// connection the upstream keeps open. At 4096 bytes it passes. (hyper's
+/// client, the other engine, keeps its own rule: 16 KiB of extensions.)
+#[tokio::test]
+async fn a_chunk_size_line_over_the_limit_in_one_read_ends_the_exchange() {
+    for (before_lf, passes) in [(4096usize, true), (4097, false)] {
+        let mut response =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;".to_vec();
+        response.resize(response.len() + before_lf - 3, b'a');
+        response.extend_from_slice(b"\r\nok\r\n0\r\n\r\n");
+        let addr =
+            support::upstream::holding_upstream(Box::leak(response.into_boxed_slice())).await;
+        let config = "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"{UPSTREAM}\"\nhttp1_engine = \"palisade\"\n[[routes]]\nname = \"open\"\npath = \"/**\"\nauth = \"none\"\n";
+        let own = start_palisade(config, addr).await;
+        let request = b"GET /r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        // `exchange` waits (10 s at most) for palisade to close the connection.
+        let answer =
+            String::from_utf8_lossy(&exchange(own.proxy_addr, request, false).await).into_owned();
+        assert_eq!(
+            answer.contains("\r\nok\r\n"),
+            passes,
+            "{before_lf}: {answer}"
+        );
+        if passes {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            assert!(answer.ends_with("0\r\n\r\n"), "{answer}");
+        }
+    }
+}
+
 /// Upstream answers hyper's client reads in its own way: an HTTP/1.0
 /// response with no length (sent as it comes, then the connection ends;
 /// never chunked), a reason phrase of its own (kept), a broken chunk
