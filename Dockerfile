@@ -5,7 +5,8 @@
 #   docker build -t palisade:0.1.0 .
 #
 # Stage 1 builds the release binary in the official Rust image, pinned to
-# the toolchain in rust-toolchain.toml (tests/deploy.rs keeps the two equal).
+# the toolchain in rust-toolchain.toml (tests/deploy.rs keeps the two equal),
+# guided by the committed profile pgo/palisade.profdata (bench/pgo.sh).
 # Stage 2 is distroless "cc" (glibc, libgcc, CA certificates; no shell, no
 # package manager), running as the image's non-root user 65532.
 #
@@ -30,8 +31,13 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
 COPY policy.toml ./
-# The cache mounts keep the crate registry and target/ between builds; the
-# binary is copied out of the cached target/ in the same step.
+COPY pgo ./pgo
+# The profile-guided build (bench/pgo.sh makes the profile, pgo/palisade.profdata,
+# by running palisade under load): the compiler lays out and inlines the
+# request path for the branches it takes. The cache mounts keep the crate
+# registry and target/ between builds; the binary is copied out of the
+# cached target/ in the same step.
+ENV RUSTFLAGS="-Cprofile-use=/src/pgo/palisade.profdata"
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin palisade \

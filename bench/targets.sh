@@ -105,9 +105,15 @@ build_palisade() {
     echo "using $BIN (PALISADE_BIN; not built)" >&2
     return 0
   fi
-  echo "building palisade (cargo build --release)" >&2
-  cargo build --release --quiet
-  BIN=$PWD/target/release/palisade
+  if [ "${PGO:-1}" = 0 ]; then
+    echo "building palisade (cargo build --release; PGO=0)" >&2
+    cargo build --release --quiet
+    BIN=$PWD/target/release/palisade
+    return 0
+  fi
+  # The build the image ships: profile-guided, from pgo/palisade.profdata.
+  echo "building palisade with its profile (bench/pgo.sh; PGO=0 for the ordinary build)" >&2
+  BIN=$(bench/pgo.sh | tail -n 1)
 }
 
 # The two measuring sticks (examples/hyper_ceiling.rs, examples/tokio_floor.rs),

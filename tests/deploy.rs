@@ -321,6 +321,49 @@ fn dockerignore_lets_in_what_the_build_copies() {
     }
 }
 
+#[test]
+fn the_image_is_built_with_the_committed_profile_which_this_toolchain_reads() {
+    // The build stage copies pgo/ under its WORKDIR and names the file in
+    // RUSTFLAGS, as bench/pgo.sh builds it.
+    let workdir = instructions("WORKDIR").remove(0);
+    assert!(
+        instructions("COPY").iter().any(|c| c == "pgo ./pgo"),
+        "{:?}",
+        instructions("COPY")
+    );
+    assert_eq!(
+        docker_env("RUSTFLAGS"),
+        format!("-Cprofile-use={workdir}/pgo/palisade.profdata")
+    );
+    assert!(read("bench/pgo.sh").contains("PROFILE=$ROOT/pgo/palisade.profdata"));
+    // rustc only warns about a profile it cannot read (a raw profile, one
+    // from another LLVM, a Git LFS pointer) and then builds without it: the
+    // file must be one this toolchain takes without a word.
+    let probe = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pgo_probe.rs");
+    std::fs::write(
+        &probe,
+        "pub fn triple(x: u32) -> u32 { x.wrapping_mul(3) }\n",
+    )
+    .unwrap();
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let output = Command::new(rustc)
+        .args(["--edition", "2021", "--crate-type", "lib", "-O"])
+        .arg(format!(
+            "-Cprofile-use={}",
+            path("pgo/palisade.profdata").display()
+        ))
+        .arg("-o")
+        .arg(probe.with_extension("rlib"))
+        .arg(&probe)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stderr.trim().is_empty(),
+        "{stderr}"
+    );
+}
+
 // === Kubernetes ===
 
 const K8S: &str = "deploy/kubernetes";
