@@ -7,13 +7,18 @@
 # errors, failed WebSocket sessions). Everything it starts is stopped by PID.
 #   usage: bench/soak.sh [SECONDS=600]
 #   ENGINE=hyper: both http1_engine switches on hyper (default: palisade, its own HTTP/1.1)
+#   PALISADE_BIN=path: soak this binary (e.g. bench/pgo.sh's) instead of building release
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 need wrk python3 curl
 SECS=${1:-600}
-cargo build --release --quiet
-BIN=$PWD/target/release/palisade
+if [ -n "${PALISADE_BIN:-}" ]; then
+  BIN=$(cd "$(dirname "$PALISADE_BIN")" && pwd)/$(basename "$PALISADE_BIN")
+else
+  cargo build --release --quiet
+  BIN=$PWD/target/release/palisade
+fi
 UP=$(port); PAL=$(port); ADM=$(port)
 
 # The upstream: answers 200 with a small body, and echoes WebSocket bytes
