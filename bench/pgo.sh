@@ -26,7 +26,13 @@
 #   PGO_SECONDS=4    seconds of load per policy and workload
 #
 # A profile older than the code still builds: a function changed since it
-# was made loses its counts and is compiled as in the ordinary build.
+# was made loses its counts and is compiled as in the ordinary build. The
+# profile names functions by their symbols, which cargo derives from the
+# release profile's settings among other things: it applies to a
+# `cargo build --release` in any directory (checked: a clone elsewhere
+# builds to the same instruction count), but a change to
+# [profile.release] (debug info, LTO) or to the dependencies needs
+# `bench/pgo.sh train` (a build with debug info turned on matched nothing).
 # Talks only to 127.0.0.1; stops what it started by PID. `train` takes
 # about 10 minutes on 2 cores, most of it the two builds.
 set -euo pipefail
