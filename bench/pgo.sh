@@ -65,11 +65,7 @@ train() {
   echo "pgo 2/4: training, ${seconds}s per policy and workload" >&2
   start_upstream 1
   mint_token
-  cat > "$work/post16k.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = string.rep("x", 1024)
-wrk.headers["Content-Type"] = "application/octet-stream"
-LUA
+  write_post_script
   hdr=(-H "Authorization: Bearer $TOKEN" -H "Origin: $ORIGIN")
   for t in palisade-plain palisade-full palisade-redis palisade-trace palisade-plain-hyper; do
     start_target "$t" 1 || { echo "pgo: $t did not start" >&2; exit 1; }

@@ -82,11 +82,7 @@ for t in $TARGETS; do
   fi
 done
 
-cat > "$work/post16k.lua" <<'LUA'
-wrk.method = "POST"
-wrk.body = string.rep("x", 1024)
-wrk.headers["Content-Type"] = "application/octet-stream"
-LUA
+write_post_script
 declare -A wl_path=([get]=/hello [post16k]=/big/x)
 declare -A wl_args=([get]="" [post16k]="-s $work/post16k.lua")
 declare -A wl_bytes=([get]=79 [post16k]=16384)

@@ -131,6 +131,15 @@ build_references() {
   cargo build --release --quiet "${examples[@]}" || echo "could not build ${examples[*]}" >&2
 }
 
+# The post16k workload's wrk script: a 1 KiB POST body, at $work/post16k.lua.
+write_post_script() {
+  cat > "$work/post16k.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = string.rep("x", 1024)
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
+}
+
 wait_http() {
   local url=$1; shift
   local args=() h
