@@ -362,6 +362,31 @@ async fn strip_prefix_and_canonical_path_reach_the_upstream() {
 }
 
 #[tokio::test]
+async fn strip_prefix_applies_in_whatever_case_the_route_matched() {
+    // Routes match literal segments ignoring case, so `/LEGACY/x` takes the
+    // `legacy` route: the upstream must get `/x`, not the unstripped path
+    // a case-sensitive strip left it.
+    let (upstream, server) = setup(OPEN).await;
+    for (sent, forwarded) in [
+        ("/LEGACY/v1/users?q=1", "/v1/users?q=1"),
+        ("/Legacy", "/"),
+        ("/legacyX/v1", "/legacyX/v1"),
+    ] {
+        let status = get(server.proxy_addr, sent).await.status;
+        let expected = if sent == "/legacyX/v1" {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::OK
+        };
+        assert_eq!(status, expected, "{sent}");
+        if expected == StatusCode::OK {
+            assert_eq!(upstream.requests().last().unwrap().uri, forwarded, "{sent}");
+        }
+    }
+    assert_eq!(upstream.count(), 2, "nothing else reached the upstream");
+}
+
+#[tokio::test]
 async fn preserve_host_false_sends_the_upstream_host() {
     let config = OPEN.replace(
         "url = \"{UPSTREAM}\"",

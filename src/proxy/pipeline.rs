@@ -320,10 +320,15 @@ fn rejection(reject: &Reject) -> Rejection {
 }
 
 /// The path the upstream receives: the canonical path minus `strip_prefix`
-/// (on a segment boundary).
+/// (on a segment boundary), in any ASCII case, as routes match
+/// (`route::pattern`): `/V1/x` took the `/v1/**` route, so it loses `/V1`.
 fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
     let Some(prefix) = prefix else { return path };
-    match path.strip_prefix(prefix) {
+    let matches = path
+        .as_bytes()
+        .get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()));
+    match path.get(prefix.len()..).filter(|_| matches) {
         Some("") => "/",
         Some(rest) if rest.starts_with('/') => rest,
         _ => path,
@@ -368,5 +373,11 @@ mod tests {
         assert_eq!(strip_prefix("/api", Some("/api")), "/");
         assert_eq!(strip_prefix("/apix/users", Some("/api")), "/apix/users");
         assert_eq!(strip_prefix("/api/users", None), "/api/users");
+        // In any case, as the route matched it.
+        assert_eq!(strip_prefix("/API/users", Some("/api")), "/users");
+        assert_eq!(strip_prefix("/Api", Some("/api")), "/");
+        assert_eq!(strip_prefix("/APIx/users", Some("/api")), "/APIx/users");
+        assert_eq!(strip_prefix("/ap", Some("/api")), "/ap");
+        assert_eq!(strip_prefix("/caf%C3%A9/x", Some("/CAF%c3%a9")), "/x");
     }
 }
