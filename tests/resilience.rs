@@ -221,3 +221,117 @@ async fn the_breaker_opens_serves_503_and_recovers() {
     assert_eq!(get(server.proxy_addr, "/x").await.status, StatusCode::OK);
     assert_eq!(upstream.count(), 6);
 }
+
+/// An upstream whose first connection answers one request (keep-alive, no
+/// `Connection: close`), then reads the next head and closes without a
+/// word: its keep-alive timer and that request crossing on the wire. Every
+/// later connection answers `fresh`. Each request line comes with the
+/// number of the connection it arrived on.
+async fn closes_after_one_answer() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        for connection in 0.. {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                for answered in 0.. {
+                    // One head (the tests' bodies are short and come with it).
+                    let mut chunk = [0u8; 4096];
+                    while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buffer).to_string();
+                    buffer.clear();
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    log.lock().unwrap().push((connection, line));
+                    if connection == 0 && answered == 1 {
+                        return; // closed, unanswered
+                    }
+                    let body = if connection == 0 { "ok" } else { "fresh" };
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// palisade's upstream engine, no configured retries: a re-send seen here
+/// is the pool's own.
+const ONE_TRY: &str = r#"
+[upstream]
+url = "{UPSTREAM}"
+http1_engine = "palisade"
+[upstream.retry]
+attempts = 0
+[defaults]
+auth = "none"
+[[routes]]
+name = "all"
+path = "/**"
+"#;
+
+#[tokio::test]
+async fn a_get_a_reused_connection_left_unanswered_goes_once_more_on_another() {
+    let (addr, seen) = closes_after_one_answer().await;
+    let server = start_palisade(ONE_TRY, addr).await;
+    assert_eq!(
+        get(server.proxy_addr, "/first").await.status,
+        StatusCode::OK
+    );
+    let reply = get(server.proxy_addr, "/second").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, Bytes::from_static(b"fresh"));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (0, "GET /first HTTP/1.1".to_string()),
+            (0, "GET /second HTTP/1.1".to_string()),
+            (1, "GET /second HTTP/1.1".to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_post_a_reused_connection_left_unanswered_is_not_sent_again() {
+    let (addr, seen) = closes_after_one_answer().await;
+    let server = start_palisade(ONE_TRY, addr).await;
+    assert_eq!(
+        get(server.proxy_addr, "/first").await.status,
+        StatusCode::OK
+    );
+    let post = Request::post(format!("http://{}/second", server.proxy_addr))
+        .body(Full::new(Bytes::from_static(b"order")))
+        .unwrap();
+    assert_eq!(
+        send(server.proxy_addr, post).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (0, "GET /first HTTP/1.1".to_string()),
+            (0, "POST /second HTTP/1.1".to_string()),
+        ],
+        "a request that is not idempotent reaches the upstream once"
+    );
+}

@@ -267,6 +267,11 @@ impl Pool {
         now: Instant,
     ) -> Result<Response<PooledBody>, ClientFailure> {
         let mut now = Some(now);
+        // An idempotent request (RFC 9110 §9.2.2) may go once more when a
+        // reused connection closed with no answer (RFC 9112 §9.3.1), as
+        // NGINX does on a cached connection: the upstream's keep-alive
+        // timer and the request crossed on the wire.
+        let mut resend_unanswered = head.lines().method.is_idempotent();
         loop {
             let conn = self.obtain(now.take()).await?;
             let reused = conn.reused;
@@ -279,7 +284,14 @@ impl Pool {
                     // A reused connection closed before the request could
                     // be written: nothing was sent, so send it on another.
                     Err(RawFailure::Unsent(_)) if reused => {}
-                    Err(RawFailure::Unsent(error) | RawFailure::Broken(error)) => {
+                    Err(RawFailure::Unanswered(_)) if reused && resend_unanswered => {
+                        resend_unanswered = false;
+                    }
+                    Err(
+                        RawFailure::Unsent(error)
+                        | RawFailure::Unanswered(error)
+                        | RawFailure::Broken(error),
+                    ) => {
                         return Err(ClientFailure::Reset(error.to_string()));
                     }
                 },

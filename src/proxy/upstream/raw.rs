@@ -83,6 +83,11 @@ pub enum RawFailure {
     /// The request could not be written: nothing reached the upstream
     /// (on a reused connection, it had closed meanwhile).
     Unsent(BoxError),
+    /// The upstream closed (or reset) the connection after the request
+    /// was written and before a byte of an answer: on a reused
+    /// connection, most often its keep-alive timer closing it as the
+    /// request went out.
+    Unanswered(BoxError),
     /// The upstream broke the exchange after the request was sent.
     Broken(BoxError),
 }
@@ -151,10 +156,7 @@ where
             return Err(RawFailure::Unsent(error.into()));
         }
         let head_request = *request.method == Method::HEAD;
-        let head = self
-            .read_head(head_request)
-            .await
-            .map_err(RawFailure::Broken)?;
+        let head = self.read_head(head_request).await?;
         let (parts, ()) = head.response.into_parts();
         let body = RawBody {
             conn: Some(self),
@@ -165,23 +167,34 @@ where
         Ok(Response::from_parts(parts, body))
     }
 
-    async fn read_head(&mut self, head_request: bool) -> Result<Head, BoxError> {
+    async fn read_head(&mut self, head_request: bool) -> Result<Head, RawFailure> {
+        // Whether any byte of an answer came (a reusable connection starts
+        // with an empty buffer).
+        let mut answered = false;
         loop {
             if !self.buffer.is_empty() {
-                match parse_response(&mut self.buffer, head_request)? {
+                answered = true;
+                match parse_response(&mut self.buffer, head_request).map_err(RawFailure::Broken)? {
                     Parsed::Partial => {}
                     Parsed::Interim => continue,
                     Parsed::Head(head) => return Ok(head),
                 }
             }
             if self.buffer.len() >= MAX_HEAD {
-                return Err("the upstream's response head is too large".into());
+                return Err(RawFailure::Broken(
+                    "the upstream's response head is too large".into(),
+                ));
             }
-            if std::future::poll_fn(|cx| self.poll_fill(READ_CHUNK, cx)).await? == 0 {
-                return Err(
-                    "the upstream closed the connection before a whole response head".into(),
-                );
-            }
+            let failure = match std::future::poll_fn(|cx| self.poll_fill(READ_CHUNK, cx)).await {
+                Ok(0) => "the upstream closed the connection before a whole response head".into(),
+                Ok(_) => continue,
+                Err(error) => BoxError::from(error),
+            };
+            return Err(if answered {
+                RawFailure::Broken(failure)
+            } else {
+                RawFailure::Unanswered(failure)
+            });
         }
     }
 }
