@@ -290,14 +290,24 @@ name = "all"
 path = "/**"
 "#;
 
-#[tokio::test]
-async fn a_get_a_reused_connection_left_unanswered_goes_once_more_on_another() {
+/// palisade in front of [`closes_after_one_answer`], after `GET /first`
+/// left its first connection idle in palisade's pool.
+async fn one_answer_kept_alive() -> (
+    palisade::Server,
+    std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>,
+) {
     let (addr, seen) = closes_after_one_answer().await;
     let server = start_palisade(ONE_TRY, addr).await;
     assert_eq!(
         get(server.proxy_addr, "/first").await.status,
         StatusCode::OK
     );
+    (server, seen)
+}
+
+#[tokio::test]
+async fn a_get_a_reused_connection_left_unanswered_goes_once_more_on_another() {
+    let (server, seen) = one_answer_kept_alive().await;
     let reply = get(server.proxy_addr, "/second").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, Bytes::from_static(b"fresh"));
@@ -313,12 +323,7 @@ async fn a_get_a_reused_connection_left_unanswered_goes_once_more_on_another() {
 
 #[tokio::test]
 async fn a_post_a_reused_connection_left_unanswered_is_not_sent_again() {
-    let (addr, seen) = closes_after_one_answer().await;
-    let server = start_palisade(ONE_TRY, addr).await;
-    assert_eq!(
-        get(server.proxy_addr, "/first").await.status,
-        StatusCode::OK
-    );
+    let (server, seen) = one_answer_kept_alive().await;
     let post = Request::post(format!("http://{}/second", server.proxy_addr))
         .body(Full::new(Bytes::from_static(b"order")))
         .unwrap();
