@@ -133,6 +133,30 @@ async fn ip_lists_are_checked_before_authentication() {
 }
 
 #[tokio::test]
+async fn a_forwarded_for_of_trusted_proxies_only_leaves_the_peer_as_the_client() {
+    // 127.0.0.1 and 10.0.0.0/8 are trusted: `X-Forwarded-For: 10.1.1.1`
+    // names no untrusted address, so the client is the peer (SPEC §3),
+    // 127.0.0.1, which /office/ does not allow.
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(&ip_config("\"127.0.0.1\", \"10.0.0.0/8\""), upstream.addr).await;
+    for chain in ["10.1.1.1", "10.1.1.1, 10.2.2.2"] {
+        assert_eq!(
+            from(&server, "/office/a", chain).await.status,
+            StatusCode::FORBIDDEN,
+            "{chain}"
+        );
+    }
+    // An untrusted address left of the trusted ones is the client.
+    assert_eq!(
+        from(&server, "/office/a", "203.0.113.7, 10.1.1.1")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(upstream.count(), 0);
+}
+
+#[tokio::test]
 async fn an_untrusted_peers_forwarded_for_is_ignored() {
     let upstream = TestUpstream::start().await;
     // No trusted proxies: the client IP is the peer, 127.0.0.1, whatever

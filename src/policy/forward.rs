@@ -22,8 +22,9 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
-/// The client IP: the peer unless it is a trusted proxy; then the
-/// right-most `X-Forwarded-For` entry that is not a trusted proxy.
+/// The client IP (SPEC §3): the peer unless it is a trusted proxy; then
+/// the right-most `X-Forwarded-For` entry that is not a trusted proxy,
+/// else the peer (every hop trusted, or a malformed one first).
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !is_trusted(peer, trusted) {
@@ -35,18 +36,15 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         .flat_map(|v| v.to_str().unwrap_or("").split(','))
         .map(str::trim)
         .collect::<Vec<_>>();
-    let mut client = peer;
     while let Some(hop) = hops.pop() {
-        let Some(ip) = parse_hop(hop) else {
-            // A malformed hop ends the chain we can believe.
-            break;
-        };
-        client = ip.to_canonical();
-        if !is_trusted(client, trusted) {
-            break;
+        // A malformed hop ends the chain we can believe.
+        let Some(ip) = parse_hop(hop) else { break };
+        let ip = ip.to_canonical();
+        if !is_trusted(ip, trusted) {
+            return ip;
         }
     }
-    client
+    peer
 }
 
 /// One `X-Forwarded-For` entry: an address, optionally with a port as
@@ -379,6 +377,21 @@ mod tests {
         assert_eq!(ip, "7.7.7.7".parse::<IpAddr>().unwrap());
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(client_ip(mapped, &headers, &nets(&["10.0.0.0/8"])), ip);
+        // Every hop trusted, or a malformed hop before an untrusted one:
+        // the peer (SPEC §3), not the left-most trusted hop.
+        for chain in [
+            "10.1.1.1",
+            "10.1.1.1, 10.0.0.2",
+            "6.6.6.6, junk, 10.0.0.2",
+            "",
+        ] {
+            headers.insert("x-forwarded-for", HeaderValue::from_str(chain).unwrap());
+            assert_eq!(
+                client_ip(peer, &headers, &nets(&["10.0.0.0/8"])),
+                peer,
+                "{chain}"
+            );
+        }
     }
 
     #[test]
