@@ -424,6 +424,50 @@ async fn shared_secret_routes() {
 }
 
 #[tokio::test]
+async fn a_secret_header_sent_twice_with_different_values_is_ambiguous() {
+    let (upstream, server) = setup().await;
+    // The right secret first and a guess second, then the other way round:
+    // neither line wins; the request is refused as ambiguous.
+    for pair in [[HOOK_SECRET, "guess"], ["guess", HOOK_SECRET]] {
+        let reply = send(
+            server.proxy_addr,
+            post(
+                "/webhooks/vapi",
+                &[("x-hook-secret", pair[0]), ("x-hook-secret", pair[1])],
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{pair:?}");
+    }
+    assert_eq!(
+        upstream.count(),
+        0,
+        "an ambiguous secret reached the upstream"
+    );
+    let scrape = metrics(&server).await;
+    assert_eq!(
+        sample(
+            &scrape,
+            "palisade_auth_failures_total{reason=\"ambiguous\",route=\"hook\"}"
+        ),
+        2.0
+    );
+    // The same value twice is one secret.
+    let twice = send(
+        server.proxy_addr,
+        post(
+            "/webhooks/vapi",
+            &[
+                ("x-hook-secret", HOOK_SECRET),
+                ("x-hook-secret", HOOK_SECRET),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(twice.status, StatusCode::OK);
+}
+
+#[tokio::test]
 async fn any_of_lists() {
     let (upstream, server) = setup().await;
     // A valid secret beside a broken token is admitted.

@@ -151,14 +151,36 @@ pub struct Signed<'a> {
 
 /// Shared-secret header values the client presented, captured before the
 /// identity-header stripping removes them (aligned with `AuthPolicy::secrets`).
-pub type PresentedSecrets = Vec<Option<HeaderValue>>;
+pub type PresentedSecrets = Vec<PresentedSecret>;
+
+/// One secret header as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PresentedSecret {
+    /// Not sent.
+    Absent,
+    /// Sent once, or several times with the same value.
+    One(HeaderValue),
+    /// Sent several times with different values: which one counts is
+    /// ambiguous (401, as for two different tokens), never the first
+    /// line winning while another copy says something else.
+    Ambiguous,
+}
 
 impl AuthPolicy {
     /// Takes the secret headers' values out of the request.
     pub fn capture_secrets(&self, headers: &HeaderMap) -> PresentedSecrets {
         self.secrets
             .iter()
-            .map(|s| headers.get(&s.header).cloned())
+            .map(|s| {
+                let mut values = headers.get_all(&s.header).iter();
+                match values.next() {
+                    None => PresentedSecret::Absent,
+                    Some(first) if values.all(|other| other == first) => {
+                        PresentedSecret::One(first.clone())
+                    }
+                    Some(_) => PresentedSecret::Ambiguous,
+                }
+            })
             .collect()
     }
 }
@@ -211,10 +233,13 @@ pub async fn authenticate(
             AuthMethod::Jwt => try_jwt(policy, headers, &mut token_failed).await,
             AuthMethod::Secret(name) => {
                 let index = policy.secrets.iter().position(|s| s.name == *name);
-                match index.and_then(|i| presented.get(i).cloned().flatten().map(|v| (i, v))) {
-                    None => Err(AuthFailure::Missing),
-                    Some((i, value)) => policy.secrets[i]
-                        .check(&value)
+                match index.map(|i| (i, presented.get(i))) {
+                    None | Some((_, None | Some(PresentedSecret::Absent))) => {
+                        Err(AuthFailure::Missing)
+                    }
+                    Some((_, Some(PresentedSecret::Ambiguous))) => Err(AuthFailure::Ambiguous),
+                    Some((i, Some(PresentedSecret::One(value)))) => policy.secrets[i]
+                        .check(value)
                         .map(|()| Identity::Secret(name.clone())),
                 }
             }
