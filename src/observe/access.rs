@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, StatusCode};
 
-use super::metrics::{Metrics, NO_ROUTE_LABEL, RouteSeries, method_label};
+use super::metrics::{self, Metrics, NO_ROUTE_LABEL, RouteSeries, method_label};
 use super::trace::RequestTrace;
 use super::trace::export::{self, SpanFacts};
 use crate::policy::body::BodyProgress;
-use crate::policy::ratelimit::RateDecision;
+use crate::policy::ratelimit::Decisions;
 use crate::route::Route;
 
 /// Keeps `palisade_requests_in_flight` right however a request ends
@@ -101,7 +101,7 @@ pub struct RequestRecord {
     /// Set when palisade answered itself.
     pub rejection: Option<Rejection>,
     /// What each rate limit decided.
-    pub rate_decisions: Vec<RateDecision>,
+    pub rate_decisions: Decisions,
     /// The rate-limit backend failed.
     pub rate_backend_failed: bool,
     /// The request's trace (`[tracing]` on), and the span being recorded.
@@ -134,7 +134,7 @@ impl RequestRecord {
             user: None,
             body_in: Arc::new(BodyProgress::default()),
             rejection: None,
-            rate_decisions: Vec::new(),
+            rate_decisions: Decisions::new(),
             rate_backend_failed: false,
             trace: None,
         }
@@ -145,9 +145,13 @@ impl RequestRecord {
     /// the counts.
     pub fn set_route(&mut self, route: &Route) {
         self.route = Some(route.name.clone());
-        let series = route
-            .series
-            .get_or_init(|| Arc::new(RouteSeries::new(&self.metrics, &route.name)));
+        let series = route.series.get_or_init(|| {
+            Arc::new(RouteSeries::new(
+                &self.metrics,
+                &route.name,
+                route.rate_limits.len(),
+            ))
+        });
         // A route of another server's policy (tests run several servers in
         // one process) keeps to the labelled lookup.
         self.series = series.belongs_to(&self.metrics).then(|| series.clone());
@@ -203,12 +207,10 @@ impl RequestRecord {
                 .inc_by(u64::from(self.retries));
         }
         for decision in &self.rate_decisions {
-            let verdict = if decision.allowed { "allow" } else { "deny" };
-            let mode = if decision.shadow { "shadow" } else { "enforce" };
-            metrics
-                .ratelimit_decisions
-                .with_label_values(&[route, &decision.by, verdict, mode])
-                .inc();
+            match &self.series {
+                Some(series) => series.count_decision(metrics, route, decision),
+                None => metrics::count_decision(metrics, route, decision),
+            }
         }
         if self.rate_backend_failed {
             metrics

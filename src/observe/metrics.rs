@@ -2,6 +2,7 @@
 //! process-global one), so parallel tests and several servers in one process
 //! never collide. Labels are bounded: route *names*, never raw paths.
 
+use crate::policy::ratelimit::RateDecision;
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -250,6 +251,22 @@ pub fn method_label(method: &http::Method) -> &'static str {
     METHOD_LABELS[method_index(method)]
 }
 
+/// Counts one limit's decision in `palisade_ratelimit_decisions_total`
+/// by its labels (a request without its route's cached series).
+pub fn count_decision(metrics: &Metrics, route: &str, decision: &RateDecision) {
+    metrics
+        .ratelimit_decisions
+        .with_label_values(&decision_labels(route, decision))
+        .inc();
+}
+
+/// `{route, by, verdict, mode}` of a decision.
+fn decision_labels<'a>(route: &'a str, decision: &'a RateDecision) -> [&'a str; 4] {
+    let verdict = if decision.allowed { "allow" } else { "deny" };
+    let mode = if decision.shadow { "shadow" } else { "enforce" };
+    [route, &decision.by, verdict, mode]
+}
+
 /// The series every request to one route records, looked up once per
 /// route instead of on every request (`with_label_values` hashes its
 /// labels and takes a lock). Requests answered 200 are counted here too,
@@ -262,6 +279,10 @@ pub struct RouteSeries {
     pub upstream_duration: Histogram,
     /// `palisade_requests_total{route, method, status="200"}` by method.
     ok_by_method: [std::sync::OnceLock<IntCounter>; METHOD_LABELS.len()],
+    /// `palisade_ratelimit_decisions_total{route, by, verdict, mode}` by the
+    /// limit's position in `rate_limits`, then denied (0) or allowed (1):
+    /// a limit's `by` and mode are fixed, whichever tier decided.
+    decisions: Vec<[std::sync::OnceLock<IntCounter>; 2]>,
     /// The metrics these series belong to: a route shared by two servers'
     /// policies records into its own server's only. Held weakly, which
     /// also keeps the address from being reused by another server's.
@@ -269,12 +290,13 @@ pub struct RouteSeries {
 }
 
 impl RouteSeries {
-    /// The series of the route named `route`.
-    pub fn new(metrics: &std::sync::Arc<Metrics>, route: &str) -> Self {
+    /// The series of the route named `route`, which has `limits` rate limits.
+    pub fn new(metrics: &std::sync::Arc<Metrics>, route: &str, limits: usize) -> Self {
         Self {
             request_duration: metrics.request_duration.with_label_values(&[route]),
             upstream_duration: metrics.upstream_duration.with_label_values(&[route]),
             ok_by_method: Default::default(),
+            decisions: (0..limits).map(|_| Default::default()).collect(),
             owner: std::sync::Arc::downgrade(metrics),
         }
     }
@@ -282,6 +304,20 @@ impl RouteSeries {
     /// Whether these are `metrics`' series.
     pub fn belongs_to(&self, metrics: &std::sync::Arc<Metrics>) -> bool {
         std::ptr::eq(self.owner.as_ptr(), std::sync::Arc::as_ptr(metrics))
+    }
+
+    /// Counts one limit's decision in `palisade_ratelimit_decisions_total`.
+    pub fn count_decision(&self, metrics: &Metrics, route: &str, decision: &RateDecision) {
+        match self.decisions.get(decision.index) {
+            Some(series) => series[usize::from(decision.allowed)]
+                .get_or_init(|| {
+                    metrics
+                        .ratelimit_decisions
+                        .with_label_values(&decision_labels(route, decision))
+                })
+                .inc(),
+            None => count_decision(metrics, route, decision),
+        }
     }
 
     /// Counts one request in `palisade_requests_total`.
@@ -315,7 +351,7 @@ mod tests {
     fn route_series_count_into_their_own_registry() {
         let mine = std::sync::Arc::new(Metrics::new().unwrap());
         let other = std::sync::Arc::new(Metrics::new().unwrap());
-        let series = RouteSeries::new(&mine, "r");
+        let series = RouteSeries::new(&mine, "r", 1);
         assert!(series.belongs_to(&mine) && !series.belongs_to(&other));
         let get = http::Method::GET;
         series.count_request(&mine, "r", &get, http::StatusCode::OK);
@@ -328,6 +364,22 @@ mod tests {
         };
         assert_eq!((count(&mine, "200"), count(&mine, "404")), (2, 1));
         assert_eq!(count(&other, "200"), 0);
+        let decision = |allowed, index| RateDecision {
+            index,
+            by: "ip".into(),
+            allowed,
+            shadow: false,
+        };
+        // Index 1 is past the route's one limit: counted by its labels.
+        for (allowed, index) in [(true, 0), (true, 0), (false, 0), (true, 1)] {
+            series.count_decision(&mine, "r", &decision(allowed, index));
+        }
+        let decided = |verdict| {
+            mine.ratelimit_decisions
+                .with_label_values(&["r", "ip", verdict, "enforce"])
+                .get()
+        };
+        assert_eq!((decided("allow"), decided("deny")), (3, 1));
     }
 
     #[test]

@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use http::header;
 use http::{HeaderValue, Request, Response, StatusCode};
-use tracing::Instrument;
 
 use super::conn::ConnRequestGuard;
 use super::ctx::RequestCtx;
@@ -134,9 +133,17 @@ pub fn handle(
             }
         };
 
-        let outcome = process(&generation, &mut ctx, req, (&conn, &in_flight_on_conn))
-            .instrument(span)
-            .await;
+        // Polled in place inside the span, not wrapped in `Instrumented`:
+        // the wrapper is another copy of this large future per request.
+        let outcome = {
+            let mut processing = std::pin::pin!(process(
+                &generation,
+                &mut ctx,
+                req,
+                (&conn, &in_flight_on_conn)
+            ));
+            std::future::poll_fn(|cx| span.in_scope(|| processing.as_mut().poll(cx))).await
+        };
         let response = outcome.unwrap_or_else(|reject| {
             ctx.record.rejection = Some(rejection(&reject));
             respond::problem(&reject, &ctx.record.request_id, policy.server.production)

@@ -131,9 +131,16 @@ impl Verdict {
     }
 }
 
+/// What each of a request's limits decided: inline, no allocation, for
+/// the usual one or two limits of a route.
+pub type Decisions = smallvec::SmallVec<[RateDecision; 2]>;
+
 /// One limit's decision, as `palisade_ratelimit_decisions_total` counts it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateDecision {
+    /// The limit's position in the route's `rate_limits` (its metric
+    /// series are cached by it, `observe::metrics::RouteSeries`).
+    pub index: usize,
     /// The limit's `by` label.
     pub by: Arc<str>,
     /// Whether it admitted the request.
@@ -151,7 +158,7 @@ pub struct RateOutcome {
     /// Headers for every response of the route (none for shadow-only routes).
     pub headers: Option<RateHeaders>,
     /// Each limit that decided.
-    pub decisions: Vec<RateDecision>,
+    pub decisions: Decisions,
     /// Whether the Redis backend failed (cool-down skips excluded).
     pub backend_failed: bool,
 }
@@ -340,12 +347,13 @@ impl RateLimitEngine {
         limits: &[&CompiledLimit],
         results: &[Option<LimitResult>],
     ) -> RateOutcome {
-        let mut decisions = Vec::with_capacity(limits.len());
+        let mut decisions = Decisions::new();
         let mut denied: Option<(usize, i64)> = None;
         let mut tightest: Option<usize> = None;
         for (i, (limit, result)) in limits.iter().zip(results).enumerate() {
             let Some(result) = result else { continue };
             decisions.push(RateDecision {
+                index: i,
                 by: limit.rule.by_label.clone(),
                 allowed: result.allowed,
                 shadow: limit.rule.shadow,
