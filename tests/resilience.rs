@@ -277,12 +277,15 @@ async fn closes_after_one_answer() -> (
 
 /// palisade's upstream engine, no configured retries: a re-send seen here
 /// is the pool's own.
-const ONE_TRY: &str = r#"
+/// One retry, not on resets: a request a reused connection left
+/// unanswered goes again all the same (it counts as the retry).
+const RETRY_NOT_ON_RESET: &str = r#"
 [upstream]
 url = "{UPSTREAM}"
 http1_engine = "palisade"
 [upstream.retry]
-attempts = 0
+attempts = 1
+on = ["connect-failure"]
 [defaults]
 auth = "none"
 [[routes]]
@@ -290,14 +293,16 @@ name = "all"
 path = "/**"
 "#;
 
-/// palisade in front of [`closes_after_one_answer`], after `GET /first`
-/// left its first connection idle in palisade's pool.
-async fn one_answer_kept_alive() -> (
+/// palisade in front of [`closes_after_one_answer`] with `policy`, after
+/// `GET /first` left its first connection idle in palisade's pool.
+async fn one_answer_kept_alive(
+    policy: &str,
+) -> (
     palisade::Server,
     std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>,
 ) {
     let (addr, seen) = closes_after_one_answer().await;
-    let server = start_palisade(ONE_TRY, addr).await;
+    let server = start_palisade(policy, addr).await;
     assert_eq!(
         get(server.proxy_addr, "/first").await.status,
         StatusCode::OK
@@ -307,7 +312,7 @@ async fn one_answer_kept_alive() -> (
 
 #[tokio::test]
 async fn a_get_a_reused_connection_left_unanswered_goes_once_more_on_another() {
-    let (server, seen) = one_answer_kept_alive().await;
+    let (server, seen) = one_answer_kept_alive(RETRY_NOT_ON_RESET).await;
     let reply = get(server.proxy_addr, "/second").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, Bytes::from_static(b"fresh"));
@@ -319,11 +324,35 @@ async fn a_get_a_reused_connection_left_unanswered_goes_once_more_on_another() {
             (1, "GET /second HTTP/1.1".to_string()),
         ]
     );
+    // It was a retry, and is counted as one.
+    assert_eq!(
+        sample(
+            &metrics(&server).await,
+            "palisade_upstream_retries_total{route=\"all\"}"
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_get_a_reused_connection_left_unanswered_is_not_sent_again_when_retries_are_off() {
+    let policy = RETRY_NOT_ON_RESET.replace("attempts = 1", "attempts = 0");
+    let (server, seen) = one_answer_kept_alive(&policy).await;
+    let reply = get(server.proxy_addr, "/second").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (0, "GET /first HTTP/1.1".to_string()),
+            (0, "GET /second HTTP/1.1".to_string()),
+        ],
+        "attempts = 0: the upstream sees the request once"
+    );
 }
 
 #[tokio::test]
 async fn a_post_a_reused_connection_left_unanswered_is_not_sent_again() {
-    let (server, seen) = one_answer_kept_alive().await;
+    let (server, seen) = one_answer_kept_alive(RETRY_NOT_ON_RESET).await;
     let post = Request::post(format!("http://{}/second", server.proxy_addr))
         .body(Full::new(Bytes::from_static(b"order")))
         .unwrap();

@@ -108,7 +108,7 @@ impl Upstream {
             let bytes = match body {
                 PreparedBody::Once { body, empty } => {
                     let outgoing = Outgoing::Owned(head.into_request(body));
-                    let (outcome, answered) = self
+                    let (outcome, answered, _) = self
                         .try_once(outgoing, upgrade, empty, progress, (started, deadline))
                         .await;
                     return outcome.map(|response| (response, answered));
@@ -121,10 +121,13 @@ impl Upstream {
                     head: &head,
                     payload: bytes.clone(),
                 };
-                let (outcome, answered) = self
+                let (outcome, answered, unanswered) = self
                     .try_once(outgoing, upgrade, true, progress, (admitted, deadline))
                     .await;
-                if !self.retry_after(&outcome, *retries, deadline).await {
+                if !self
+                    .retry_after(&outcome, unanswered, *retries, deadline)
+                    .await
+                {
                     return outcome.map(|response| (response, answered));
                 }
                 admitted = std::time::Instant::now();
@@ -137,7 +140,9 @@ impl Upstream {
     /// One try through the breaker, begun at `now`. `body_done` says the
     /// client's body was complete before it began (replayed or empty);
     /// `upgrade`, that it is a WebSocket handshake. The outcome comes with
-    /// when it was known (one clock read for the breaker and the caller).
+    /// when it was known (one clock read for the breaker and the caller),
+    /// and whether a reused connection closed on it unanswered
+    /// ([`ClientFailure::Unanswered`]).
     #[expect(
         clippy::manual_async_fn,
         reason = "an `async fn` keeps each argument twice in its future; see proxy::pipeline"
@@ -149,13 +154,19 @@ impl Upstream {
         body_done: bool,
         progress: &BodyProgress,
         (now, deadline): (std::time::Instant, Instant),
-    ) -> impl Future<Output = (Result<Response<ExchangeBody>, Reject>, std::time::Instant)> {
+    ) -> impl Future<
+        Output = (
+            Result<Response<ExchangeBody>, Reject>,
+            std::time::Instant,
+            bool,
+        ),
+    > {
         async move {
             // Dropped unreported (the client left mid-exchange), a probe counts
             // as a failure: half-open never waits forever.
             let ticket = match self.breaker.admit(now) {
                 Ok(ticket) => ticket,
-                Err(wait) => return (Err(Reject::CircuitOpen(wait)), now),
+                Err(wait) => return (Err(Reject::CircuitOpen(wait)), now, false),
             };
             let outgoing = match &self.policy.deadline_header {
                 Some(name) => {
@@ -179,6 +190,7 @@ impl Upstream {
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Pooled)))
             };
+            let unanswered = matches!(sent, Ok(Err(ClientFailure::Unanswered(_))));
             let outcome = match sent {
                 Err(_) => Err(Reject::Timeout),
                 Ok(Err(failure)) => Err(reject_for(failure, progress)),
@@ -186,36 +198,48 @@ impl Upstream {
             };
             let answered = std::time::Instant::now();
             let body_done = body_done || progress.complete.load(Ordering::Relaxed);
-            match breaker_verdict(&outcome, body_done) {
+            // A keep-alive race says nothing of the upstream's health.
+            match breaker_verdict(&outcome, body_done).filter(|_| !unanswered) {
                 Some(healthy) => ticket.record(healthy, answered),
                 None => ticket.release(),
             }
-            (outcome, answered)
+            (outcome, answered, unanswered)
         }
     }
 
     /// Whether to try again after `outcome`; waits the backoff when so.
+    /// A request a reused connection left `unanswered` goes again whatever
+    /// `on` says (the upstream never answered it), at once, and counts as
+    /// a retry like any other (`attempts`, the budget).
     async fn retry_after(
         &self,
         outcome: &Result<Response<ExchangeBody>, Reject>,
+        unanswered: bool,
         retries: u32,
         deadline: Instant,
     ) -> bool {
         let settings = &self.policy.retry;
-        let retryable = match outcome {
-            Ok(response) => settings.on_status.contains(&response.status().as_u16()),
-            Err(Reject::UpstreamConnect(_)) => settings.on_connect_failure,
-            Err(Reject::UpstreamReset(_)) => settings.on_reset,
-            Err(_) => false,
-        };
+        let retryable = unanswered
+            || match outcome {
+                Ok(response) => settings.on_status.contains(&response.status().as_u16()),
+                Err(Reject::UpstreamConnect(_)) => settings.on_connect_failure,
+                Err(Reject::UpstreamReset(_)) => settings.on_reset,
+                Err(_) => false,
+            };
         if !retryable || retries >= settings.attempts || !self.budget.withdraw() {
             return false;
         }
-        let wait = retry::backoff(settings, retries);
+        let wait = if unanswered {
+            std::time::Duration::ZERO
+        } else {
+            retry::backoff(settings, retries)
+        };
         if Instant::now() + wait >= deadline {
             return false;
         }
-        tokio::time::sleep(wait).await;
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         true
     }
 }
@@ -235,7 +259,7 @@ fn reject_for(failure: ClientFailure, progress: &BodyProgress) -> Reject {
     match failure {
         ClientFailure::Connect(why) => Reject::UpstreamConnect(why),
         ClientFailure::ClientBody => Reject::ClientBodyAborted,
-        ClientFailure::Reset(why) => Reject::UpstreamReset(why),
+        ClientFailure::Reset(why) | ClientFailure::Unanswered(why) => Reject::UpstreamReset(why),
     }
 }
 

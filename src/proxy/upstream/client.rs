@@ -34,6 +34,11 @@ pub enum ClientFailure {
     ClientBody,
     /// The upstream broke the exchange after connecting.
     Reset(String),
+    /// A reused connection closed with no byte of an answer: the
+    /// upstream's keep-alive timer and the request crossed on the wire
+    /// (RFC 9112 §9.3.1). A request that may be retried goes again at once
+    /// (`attempts`); any other gets 502 as for a reset.
+    Unanswered(String),
 }
 
 impl UpstreamClient {

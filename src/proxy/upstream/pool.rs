@@ -267,11 +267,6 @@ impl Pool {
         now: Instant,
     ) -> Result<Response<PooledBody>, ClientFailure> {
         let mut now = Some(now);
-        // An idempotent request (RFC 9110 §9.2.2) may go once more when a
-        // reused connection closed with no answer (RFC 9112 §9.3.1), as
-        // NGINX does on a cached connection: the upstream's keep-alive
-        // timer and the request crossed on the wire.
-        let mut resend_unanswered = head.lines().method.is_idempotent();
         loop {
             let conn = self.obtain(now.take()).await?;
             let reused = conn.reused;
@@ -284,8 +279,10 @@ impl Pool {
                     // A reused connection closed before the request could
                     // be written: nothing was sent, so send it on another.
                     Err(RawFailure::Unsent(_)) if reused => {}
-                    Err(RawFailure::Unanswered(_)) if reused && resend_unanswered => {
-                        resend_unanswered = false;
+                    // Closed with no answer: whether the request goes
+                    // again is the retry policy's (`attempts`).
+                    Err(RawFailure::Unanswered(error)) if reused => {
+                        return Err(ClientFailure::Unanswered(error.to_string()));
                     }
                     Err(
                         RawFailure::Unsent(error)
