@@ -468,6 +468,33 @@ async fn a_secret_header_sent_twice_with_different_values_is_ambiguous() {
 }
 
 #[tokio::test]
+async fn connection_cannot_remove_the_headers_authentication_reads() {
+    let (upstream, server) = setup().await;
+    // The secret's header named in `Connection` (any case) is still read:
+    // SPEC §3, `Connection` never removes a header palisade relies on.
+    let hook = format!(
+        "POST /webhooks/vapi HTTP/1.1\r\nHost: a\r\nX-Hook-Secret: {HOOK_SECRET}\r\n\
+         Connection: close, x-HOOK-secret\r\nContent-Length: 0\r\n\r\n"
+    );
+    let reply = raw(server.proxy_addr, hook.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    // So is a token in the `Authorization` header it names.
+    let token = format!(
+        "GET /api/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {}\r\n\
+         Connection: close, Authorization\r\n\r\n",
+        token(claims())
+    );
+    let reply = raw(server.proxy_addr, token.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        !seen[0].headers.contains_key("x-hook-secret"),
+        "the secret was forwarded"
+    );
+}
+
+#[tokio::test]
 async fn any_of_lists() {
     let (upstream, server) = setup().await;
     // A valid secret beside a broken token is admitted.

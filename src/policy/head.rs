@@ -188,14 +188,16 @@ const RELIED_ON: [HeaderName; 9] = [
 ];
 
 /// Cleans the client's header lines before anything reads them: removes
-/// what its `Connection` names (never a [`RELIED_ON`] header or the
-/// request-ID header; palisade's own headers are added after this, so
-/// nothing named there can remove them) and joins several `Cookie` lines
-/// with `; ` (RFC 9113 §8.2.3; frameworks that join repeated headers with
-/// `,` would otherwise read other cookies than palisade did).
-pub fn clean_client_headers(headers: &mut HeaderMap, request_id: &HeaderName) {
+/// what its `Connection` names (never a [`RELIED_ON`] header nor one the
+/// policy reads, `policy_reads`: the request-ID header, a shared secret's,
+/// a signed webhook's, a `header:` token source; palisade's own headers
+/// are added after this, so nothing named there can remove them) and
+/// joins several `Cookie` lines with `; ` (RFC 9113 §8.2.3; frameworks
+/// that join repeated headers with `,` would otherwise read other cookies
+/// than palisade did).
+pub fn clean_client_headers(headers: &mut HeaderMap, policy_reads: impl Fn(&HeaderName) -> bool) {
     remove_connection_nominated(headers, |name| {
-        RELIED_ON.contains(name) || name == request_id
+        RELIED_ON.contains(name) || policy_reads(name)
     });
     join_cookies(headers);
 }
@@ -348,7 +350,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
         headers.append(header::COOKIE, HeaderValue::from_static("b=2; c=3"));
-        clean_client_headers(&mut headers, &HeaderName::from_static("x-request-id"));
+        clean_client_headers(&mut headers, |name| name == "x-request-id");
         let lines: Vec<_> = headers.get_all(header::COOKIE).iter().collect();
         assert_eq!(lines, ["a=1; b=2; c=3"]);
     }
@@ -363,7 +365,7 @@ mod tests {
         for name in ["authorization", "x-request-id", "host", "x-hop"] {
             headers.insert(HeaderName::from_static(name), HeaderValue::from_static("v"));
         }
-        clean_client_headers(&mut headers, &HeaderName::from_static("x-request-id"));
+        clean_client_headers(&mut headers, |name| name == "x-request-id");
         assert!(headers.contains_key("authorization"));
         assert!(headers.contains_key("x-request-id"));
         assert!(headers.contains_key("host"));

@@ -24,7 +24,9 @@ pub fn strip_client_headers(
     headers: &mut HeaderMap,
     peer_trusted: bool,
 ) -> PresentedSecrets {
-    head::clean_client_headers(headers, &policy.request_id.header);
+    head::clean_client_headers(headers, |name| {
+        name == policy.request_id.header || policy.auth.reads_header(name)
+    });
     forward::remove_client_claimed(headers, peer_trusted);
     let presented = if policy.auth.secrets.is_empty() {
         Vec::new()

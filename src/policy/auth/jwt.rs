@@ -33,7 +33,8 @@ pub struct JwtVerifier {
     /// When set, `aud` must be present and name one of them.
     audiences: Vec<String>,
     leeway: u64,
-    sources: Vec<TokenSource>,
+    /// Where tokens are looked for (`sources`).
+    pub sources: Vec<TokenSource>,
     cache: TokenCache,
     cache_ttl: Duration,
 }

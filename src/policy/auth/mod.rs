@@ -14,7 +14,7 @@ pub mod sources;
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 pub use requirement::{AuthMethod, AuthRequirement};
@@ -167,6 +167,22 @@ pub enum PresentedSecret {
 }
 
 impl AuthPolicy {
+    /// Whether authentication reads the header `name`: a shared secret's,
+    /// an `hmac:` signature, timestamp or id header, a `header:` token
+    /// source. A client's `Connection` may not remove it (SPEC §3).
+    pub fn reads_header(&self, name: &HeaderName) -> bool {
+        let token_header = |source: &sources::TokenSource| matches!(source, sources::TokenSource::Header(header) if header == name);
+        self.secrets.iter().any(|secret| secret.header == name)
+            || self
+                .hmac
+                .iter()
+                .any(|hmac| hmac.header_names().any(|header| header == name))
+            || self
+                .jwt
+                .as_ref()
+                .is_some_and(|jwt| jwt.sources.iter().any(token_header))
+    }
+
     /// Takes the secret headers' values out of the request.
     pub fn capture_secrets(&self, headers: &HeaderMap) -> PresentedSecrets {
         self.secrets
