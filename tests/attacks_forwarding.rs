@@ -328,6 +328,8 @@ async fn http11_without_host_or_with_two_is_refused() {
         "GET /open/x HTTP/1.1\r\nHost: legit:abc\r\nConnection: close\r\n\r\n",
         "GET /open/x HTTP/1.1\r\nHost: legit:99999\r\nConnection: close\r\n\r\n",
         "GET http://legit:-1/open/x HTTP/1.1\r\nHost: legit:-1\r\nConnection: close\r\n\r\n",
+        // Another port than the target's is another authority.
+        "GET http://legit:8080/open/x HTTP/1.1\r\nHost: legit\r\nConnection: close\r\n\r\n",
     ];
     for request in cases {
         let response = raw(server.proxy_addr, request.as_bytes()).await;
@@ -344,14 +346,23 @@ async fn http11_without_host_or_with_two_is_refused() {
     )
     .await;
     assert_eq!(raw_status(&response), 200);
-    assert_eq!(upstream.count(), 1);
+    // The scheme's default port, written or left out, is the same
+    // authority (RFC 3986 §6.2.3).
+    for request in [
+        "GET http://legit:80/open/x HTTP/1.1\r\nHost: legit\r\nConnection: close\r\n\r\n",
+        "GET http://legit/open/x HTTP/1.1\r\nHost: LEGIT:80\r\nConnection: close\r\n\r\n",
+    ] {
+        let response = raw(server.proxy_addr, request.as_bytes()).await;
+        assert_eq!(raw_status(&response), 200, "{request:?}");
+    }
+    assert_eq!(upstream.count(), 3);
     let scrape = metrics(&server).await;
     assert_eq!(
         sample(
             &scrape,
             "palisade_rejections_total{reason=\"host\",route=\"-\"}"
         ),
-        9.0,
+        10.0,
         "{scrape}"
     );
 }

@@ -78,7 +78,16 @@ pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
         };
         let host = valid_authority(host.as_bytes())?;
         valid_authority(authority.as_str().as_bytes())?;
-        if !host.as_str().eq_ignore_ascii_case(authority.as_str()) {
+        // The same authority when the host and the port agree, a port left
+        // out being the scheme's (RFC 3986 §6.2.3: `good` is `good:80` for
+        // http).
+        let default_port = match uri.scheme_str() {
+            Some(scheme) if scheme.eq_ignore_ascii_case("http") => Some(80),
+            Some(scheme) if scheme.eq_ignore_ascii_case("https") => Some(443),
+            _ => None,
+        };
+        let port = |a: &Authority| a.port_u16().or(default_port);
+        if !host.host().eq_ignore_ascii_case(authority.host()) || port(&host) != port(authority) {
             return Err(HeadRejection::HostMismatch);
         }
         return Ok(());
@@ -255,6 +264,20 @@ mod tests {
         assert_eq!(host_check(h11, "/x", &["a b"]), Err(BadHost));
         assert_eq!(host_check(h11, "http://a/x", &["A"]), Ok(()));
         assert_eq!(host_check(h11, "http://a/x", &["b"]), Err(HostMismatch));
+        // A port left out is the scheme's default: the same authority.
+        assert_eq!(host_check(h11, "http://a:80/x", &["a"]), Ok(()));
+        assert_eq!(host_check(h11, "http://a/x", &["A:80"]), Ok(()));
+        assert_eq!(host_check(h11, "https://a:443/x", &["a"]), Ok(()));
+        assert_eq!(
+            host_check(h11, "http://a:8080/x", &["a"]),
+            Err(HostMismatch)
+        );
+        assert_eq!(host_check(h11, "https://a/x", &["a:80"]), Err(HostMismatch));
+        assert_eq!(
+            host_check(h11, "http://a:81/x", &["a:80"]),
+            Err(HostMismatch)
+        );
+        assert_eq!(host_check(h11, "http://ab/x", &["a"]), Err(HostMismatch));
         assert_eq!(host_check(h11, "http://u@a/x", &["a"]), Err(BadHost));
         let h2 = Version::HTTP_2;
         assert_eq!(host_check(h2, "http://legit/x", &[]), Ok(()));
