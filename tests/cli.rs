@@ -96,6 +96,19 @@ fn check_places_every_error_at_its_key() {
             format!("{route}rate_limits = [{{ by = \"ip\", limit = 0, per = \"1s\" }}]\n"),
             "5:37: routes[0].rate_limits[0].limit: must be at least 1",
         ),
+        // Syntax errors too: the key is read from the line toml refused.
+        (
+            format!("[server]\nworkers = 1\nworkers = 2\n{route}"),
+            "3:1: server.workers: duplicate key",
+        ),
+        (
+            format!("[server]\nworkers = \n{route}"),
+            "2:11: server.workers: string values must be quoted",
+        ),
+        (
+            format!("{route}{route}path = /x\n"),
+            "9:8: routes[1].path: ",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let (code, stderr, path) = check(&format!("placed-{i}"), text);

@@ -206,7 +206,10 @@ fn compile_text(text: &str, label: &str, env: &Env, base: &Path) -> Result<Polic
     let file: FileConfig = parsed.map_err(|e: toml::de::Error| {
         // serde's messages may quote a value, and a URL there may carry credentials.
         let message = super::redact::urls_in(e.message().trim());
-        let key = e.span().and_then(|span| doc.key_at(&span));
+        let key = e.span().and_then(|span| {
+            doc.key_at(&span)
+                .or_else(|| super::keys::key_from_text(text, span.start))
+        });
         ConfigError::at_span(label, text, e.span(), key.map(|k| k.to_string()), message)
     })?;
     let compiler = Compiler {

@@ -148,6 +148,62 @@ impl<'a> Located<'a> {
     }
 }
 
+/// The key a syntax error at `offset` sits in, read from the text itself
+/// (toml's recovered parse leaves out the line it could not read): the
+/// last table header above the line (`[[routes]]` counted into an index)
+/// and the bare key the line begins with, or the header the line is.
+/// `None` when neither is there (the error is before any key).
+pub fn key_from_text(text: &str, offset: usize) -> Option<KeyPath> {
+    let offset = offset.min(text.len());
+    let line_start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let mut table = KeyPath::default();
+    let mut arrays: Vec<(String, usize)> = Vec::new();
+    let mut header = |line: &str| -> Option<KeyPath> {
+        if let Some(name) = line.strip_prefix("[[") {
+            let name = name.split("]]").next()?.trim();
+            bare(name)?;
+            let index = match arrays.iter_mut().find(|(n, _)| n == name) {
+                Some((_, count)) => {
+                    *count += 1;
+                    *count
+                }
+                None => {
+                    arrays.push((name.to_string(), 0));
+                    0
+                }
+            };
+            return Some(KeyPath::from(name).at(index));
+        }
+        let name = line.strip_prefix('[')?.split(']').next()?.trim();
+        bare(name).map(KeyPath::from)
+    };
+    for above in text[..line_start].lines() {
+        if let Some(path) = header(above.trim()) {
+            table = path;
+        }
+    }
+    if line.starts_with('[') {
+        return header(line);
+    }
+    let key = line.split_once('=').map(|(key, _)| key.trim());
+    match key.and_then(bare) {
+        Some(key) => Some(KeyPath(
+            table.0.into_iter().chain(KeyPath::from(key).0).collect(),
+        )),
+        None => (!table.0.is_empty()).then_some(table),
+    }
+}
+
+/// `name` when it is a bare (possibly dotted) TOML key.
+fn bare(name: &str) -> Option<&str> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    ok.then_some(name)
+}
+
 fn entry<'t, 'i>(table: &'t DeTable<'i>, name: &str) -> Option<&'t Spanned<DeValue<'i>>> {
     table
         .iter()
@@ -207,6 +263,23 @@ mod tests {
     fn text_at(path: &str) -> &'static str {
         let span = Located::parse(TEXT).span_of(&KeyPath::from(path)).unwrap();
         &TEXT[span]
+    }
+
+    #[test]
+    fn a_syntax_error_finds_its_key_in_the_text() {
+        let text = "[server]\nworkers = 2\nworkers = \n\n[[routes]]\nname = \"a\"\n[[routes]]\npath = /x\n[server]\n";
+        let key_on = |needle: &str| {
+            key_from_text(text, text.find(needle).unwrap() + needle.len() - 1)
+                .map(|k| k.to_string())
+        };
+        assert_eq!(key_on("workers = \n").as_deref(), Some("server.workers"));
+        assert_eq!(key_on("path = /").as_deref(), Some("routes[1].path"));
+        assert_eq!(key_on("/x").as_deref(), Some("routes[1].path"));
+        assert_eq!(
+            key_from_text(text, text.rfind("[server]").unwrap()).map(|k| k.to_string()),
+            Some("server".to_string())
+        );
+        assert_eq!(key_from_text("= 1\n", 0), None);
     }
 
     #[test]
