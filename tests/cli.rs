@@ -301,6 +301,7 @@ async fn json_logs_with_access_line_and_request_id_on_every_request_line() {
         "duration_ms",
         "upstream_ms",
         "client_ip",
+        "user",
         "bytes_in",
         "bytes_out",
     ] {
@@ -309,6 +310,14 @@ async fn json_logs_with_access_line_and_request_id_on_every_request_line() {
             "access line lacks {field}: {first}"
         );
     }
+    // A field that does not apply is there as null (SPEC §5 lists them all).
+    assert_eq!(first["user"], serde_json::Value::Null, "{first}");
+    let refused = access_lines
+        .iter()
+        .find(|l| l["request_id"] == "log-test-id-2")
+        .expect("the refused request's access line");
+    assert_eq!(refused["upstream_ms"], serde_json::Value::Null, "{refused}");
+    assert!(refused.get("upstream_ms").is_some(), "{refused}");
     assert_eq!(first["status"], 200);
     assert_eq!(first["route"], "all");
     assert_eq!(first["client_ip"], "127.0.0.1");

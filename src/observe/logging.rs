@@ -45,6 +45,24 @@ pub struct LogGuard {
     _worker: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
+/// The target of the access lines (`observe::access`).
+const ACCESS_TARGET: &str = "palisade::access";
+
+/// The access line's fields (SPEC §5).
+const ACCESS_FIELDS: [&str; 11] = [
+    "request_id",
+    "method",
+    "path",
+    "route",
+    "status",
+    "duration_ms",
+    "upstream_ms",
+    "client_ip",
+    "user",
+    "bytes_in",
+    "bytes_out",
+];
+
 /// Writes one JSON object per event.
 pub struct JsonLayer {
     writer: tracing_appender::non_blocking::NonBlocking,
@@ -106,6 +124,14 @@ where
         line.insert("level".into(), Value::from(meta.level().as_str()));
         line.insert("target".into(), Value::from(meta.target()));
         event.record(&mut JsonVisitor(&mut line));
+        if meta.target() == ACCESS_TARGET {
+            // Every access line has every field of SPEC §5: `null` where
+            // one does not apply (no `user` on an open route, no
+            // `upstream_ms` for palisade's own answers), never left out.
+            for field in ACCESS_FIELDS {
+                line.entry(field).or_insert(Value::Null);
+            }
+        }
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
                 if let Some(fields) = span.extensions().get::<SpanFields>() {
