@@ -172,7 +172,7 @@ fn header_work(c: &mut Criterion, policy: &Policy, token: &str) {
         b.iter_batched_ref(
             || template.clone(),
             |h| {
-                head::clean_client_headers(h, &request_id);
+                head::clean_client_headers(h, |name| name == request_id);
                 forward::remove_client_claimed(h, false);
                 policy.stripped_headers.strip(h);
                 forward::set_forwarded(h, &peer, false, false, Some(&host));

@@ -14,6 +14,14 @@ pub enum LimitRejection {
     BodyTooLarge,
 }
 
+/// Marks a request that stands for a head larger than the connection's
+/// head buffer (palisade's HTTP/1 engine, `proxy::h1`): the head was never
+/// read whole, and the request is refused with the limit it broke, as a
+/// head under the buffer would be (414 or 431 with a problem body), not
+/// with the HTTP library's bare 431.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OversizedHead(pub LimitRejection);
+
 /// The URI and header-block limits (414, then 431), before anything reads
 /// the path or the headers.
 pub fn check_head(

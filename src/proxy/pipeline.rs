@@ -252,6 +252,9 @@ fn process(
 /// The head's limits and spelling (URI and header sizes, `Host`, method,
 /// no method override), then the canonical path routes are matched on.
 fn check_head(policy: &Policy, req: &Request<RequestBody>) -> Result<String, Reject> {
+    if let Some(limits::OversizedHead(broken)) = req.extensions().get() {
+        return Err((*broken).into());
+    }
     let server = &policy.server;
     limits::check_head(
         req.uri(),

@@ -5,12 +5,14 @@
 //!
 //! It serves only what needs no framing decision: a request whose head
 //! declares no body (see [`parse`]). The first head that is anything else
-//! (a body, `Expect`, an upgrade, HTTP/1.0, a head `httparse` refuses, one
-//! larger than the head buffer) hands the connection to hyper for the rest
+//! (a body, `Expect`, an upgrade, HTTP/1.0, a head `httparse` refuses)
+//! hands the connection to hyper for the rest
 //! of its life, with the bytes already read replayed first ([`rewind`]):
 //! from there it is served exactly as on the hyper engine. So request
 //! bodies, chunked coding, `100-continue`, upgrades and every parse error
-//! stay hyper's.
+//! stay hyper's. A head larger than the head buffer is the one exception:
+//! the pipeline refuses it (414 or 431, see `parse::oversized`) where
+//! hyper would send a bare 431.
 //!
 //! Per request it does what hyper's server does for such a request:
 //! the same parser and settings, the request handed to the same
@@ -125,8 +127,15 @@ where
                 }
             }
             if buffer.len() >= context.head_buffer {
-                // hyper answers 431 once its own buffer is full.
-                return Box::pin(to_hyper(io, buffer, context, closing)).await;
+                // A head larger than the buffer: the pipeline answers it
+                // (414 or 431, problem+json, counted and logged), and the
+                // connection closes (hyper would send a bare 431).
+                let request = parse::oversized(&buffer);
+                buffer.clear();
+                exchange(&mut io, &mut buffer, &mut out, &context, &closing, request).await?;
+                let _ = io.shutdown().await;
+                linger(&mut io).await;
+                return Ok(());
             }
             match read_more(&mut io, &mut buffer, &closing).await? {
                 Read::Data => {}
@@ -140,6 +149,29 @@ where
         }
         if out.capacity() > WRITE_BATCH {
             out = Vec::new();
+        }
+    }
+}
+
+/// Bytes of a refused head read and dropped at most, after its answer.
+const LINGER_BYTES: usize = 256 * 1024;
+/// How long the client may pause while the rest of the head is dropped.
+const LINGER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// After answering a head that was never read whole, the client may still
+/// be sending it: closing with its bytes unread would reset the
+/// connection, and a reset can destroy the answer before the client reads
+/// it. So the rest is read and dropped (NGINX's lingering close), up to
+/// [`LINGER_BYTES`], until the client closes or pauses for [`LINGER_IDLE`].
+/// The buffer is on the heap: this is part of every connection's future.
+async fn linger<I: AsyncRead + Unpin>(io: &mut I) {
+    use tokio::io::AsyncReadExt;
+    let mut sink = vec![0; READ_CHUNK];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        match tokio::time::timeout(LINGER_IDLE, io.read(&mut sink)).await {
+            Ok(Ok(read)) if read > 0 => left = left.saturating_sub(read),
+            _ => return,
         }
     }
 }

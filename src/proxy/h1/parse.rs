@@ -20,6 +20,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Uri, Version};
 
 use crate::policy::body::RequestBody;
+use crate::policy::limits::{LimitRejection, OversizedHead};
 use crate::proxy::wire::{Span, has_token, header_map};
 
 /// Header lines palisade's reader handles in one head; a head with more
@@ -120,6 +121,45 @@ pub fn read_head(buffer: &mut BytesMut) -> Head {
     }
 }
 
+/// What stands for a head larger than the head buffer (the buffer is full
+/// and holds no whole head): the pipeline refuses it with the limit it
+/// broke ([`OversizedHead`]), 414 while the request line itself is not
+/// whole, else 431, and the connection closes after the answer (the rest
+/// of the head is never read). The method and, for a 431, the target come
+/// from the request line when they parse (for the access line), else
+/// `GET /`.
+pub fn oversized(buffer: &[u8]) -> PlainRequest {
+    let line = buffer
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|end| &buffer[..end]);
+    let first = line.unwrap_or(buffer);
+    let mut words = first.split(|&b| b == b' ');
+    let method = words
+        .next()
+        .and_then(|word| Method::from_bytes(word).ok())
+        .unwrap_or(Method::GET);
+    let (broken, uri) = match line {
+        None => (LimitRejection::UriTooLong, None),
+        Some(_) => (
+            LimitRejection::HeaderTooLarge,
+            words
+                .next()
+                .filter(|target| target.starts_with(b"/"))
+                .and_then(|target| Uri::try_from(target).ok()),
+        ),
+    };
+    let mut request = Request::new(RequestBody::Empty);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri.unwrap_or_else(|| Uri::from_static("/"));
+    *request.version_mut() = Version::HTTP_11;
+    request.extensions_mut().insert(OversizedHead(broken));
+    PlainRequest {
+        request,
+        keep_alive: false,
+    }
+}
+
 /// The request for a parsed head, or `None` where the `http` types refuse
 /// a part of it.
 fn build(
@@ -141,6 +181,37 @@ fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_head_is_refused_with_the_limit_it_broke() {
+        let broken = |request: &PlainRequest| request.request.extensions().get().copied();
+        let line = oversized(b"PUT /aaaaaaaa");
+        assert_eq!(
+            broken(&line),
+            Some(OversizedHead(LimitRejection::UriTooLong))
+        );
+        assert_eq!(
+            (
+                line.request.method(),
+                line.request.uri().path(),
+                line.keep_alive
+            ),
+            (&Method::PUT, "/", false)
+        );
+        let headers = oversized(b"POST /x?y=1 HTTP/1.1\r\nX-Big: vvvv");
+        assert_eq!(
+            broken(&headers),
+            Some(OversizedHead(LimitRejection::HeaderTooLarge))
+        );
+        assert_eq!(headers.request.method(), Method::POST);
+        assert_eq!(headers.request.uri(), "/x?y=1");
+        // Garbage stands for itself as `GET /`.
+        let garbage = oversized(b"\x00\x01 \x02\n");
+        assert_eq!(
+            (garbage.request.method(), garbage.request.uri().path()),
+            (&Method::GET, "/")
+        );
+    }
 
     fn read(text: &[u8]) -> (Head, BytesMut) {
         let mut buffer = BytesMut::from(text);
