@@ -391,7 +391,24 @@ async fn a_head_past_the_buffer_is_refused_with_the_limit_it_broke() {
         "GET /long HTTP/1.1\r\nHost: t\r\nX-Long: {}\r\n\r\n{LAST}",
         "a".repeat(20 * 1024)
     );
-    for (bytes, status) in [(long_target, 414), (long_header, 431)] {
+    // Just past the buffer, in one write: refused however the bytes came.
+    let just_past = format!(
+        "GET /long HTTP/1.1\r\nHost: t\r\nX-Long: {}\r\n\r\n{LAST}",
+        "a".repeat(16 * 1024)
+    );
+    // A whole request line whose target is over max_uri_bytes (8 KiB),
+    // headers filling the rest: the URI's limit, 414.
+    let long_line_and_headers = format!(
+        "GET /{} HTTP/1.1\r\nHost: t\r\nX-Long: {}\r\n\r\n{LAST}",
+        "u".repeat(9 * 1024),
+        "a".repeat(10 * 1024)
+    );
+    for (bytes, status) in [
+        (long_target, 414),
+        (long_header, 431),
+        (just_past, 431),
+        (long_line_and_headers, 414),
+    ] {
         let answer = exchange(own.proxy_addr, bytes.as_bytes(), false).await;
         let answer = String::from_utf8_lossy(&answer).into_owned();
         assert_eq!(raw_status(&answer), status, "{answer}");
@@ -412,7 +429,7 @@ async fn a_head_past_the_buffer_is_refused_with_the_limit_it_broke() {
     let scrape = metrics(&own).await;
     for reason in ["uri_too_long", "header_too_large"] {
         let series = format!("palisade_rejections_total{{reason=\"{reason}\",route=\"-\"}}");
-        assert_eq!(sample(&scrape, &series), 1.0, "{series}: {scrape}");
+        assert_eq!(sample(&scrape, &series), 2.0, "{series}: {scrape}");
     }
 }
 

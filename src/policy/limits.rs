@@ -20,7 +20,21 @@ pub enum LimitRejection {
 /// head under the buffer would be (414 or 431 with a problem body), not
 /// with the HTTP library's bare 431.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OversizedHead(pub LimitRejection);
+pub struct OversizedHead {
+    /// The request target's length, when the request line was whole.
+    pub target_bytes: Option<usize>,
+}
+
+impl OversizedHead {
+    /// The limit it broke: the URI's (414) when the target is over
+    /// `max_uri_bytes` or was not even whole, else the header block's (431).
+    pub fn broken(&self, max_uri_bytes: usize) -> LimitRejection {
+        match self.target_bytes {
+            Some(bytes) if bytes <= max_uri_bytes => LimitRejection::HeaderTooLarge,
+            _ => LimitRejection::UriTooLong,
+        }
+    }
+}
 
 /// The URI and header-block limits (414, then 431), before anything reads
 /// the path or the headers.

@@ -252,10 +252,10 @@ fn process(
 /// The head's limits and spelling (URI and header sizes, `Host`, method,
 /// no method override), then the canonical path routes are matched on.
 fn check_head(policy: &Policy, req: &Request<RequestBody>) -> Result<String, Reject> {
-    if let Some(limits::OversizedHead(broken)) = req.extensions().get() {
-        return Err((*broken).into());
-    }
     let server = &policy.server;
+    if let Some(oversized) = req.extensions().get::<limits::OversizedHead>() {
+        return Err(oversized.broken(server.max_uri_bytes).into());
+    }
     limits::check_head(
         req.uri(),
         req.headers(),

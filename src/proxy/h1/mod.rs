@@ -120,22 +120,17 @@ where
     loop {
         let request = loop {
             if !buffer.is_empty() {
-                match parse::read_head(&mut buffer) {
+                match parse::read_head(&mut buffer, context.head_buffer) {
                     Head::Plain(request) => break request,
                     Head::Partial => {}
                     Head::Hyper => return Box::pin(to_hyper(io, buffer, context, closing)).await,
+                    Head::Oversized => {
+                        return Box::pin(refuse_oversized(io, buffer, out, context, closing)).await;
+                    }
                 }
             }
             if buffer.len() >= context.head_buffer {
-                // A head larger than the buffer: the pipeline answers it
-                // (414 or 431, problem+json, counted and logged), and the
-                // connection closes (hyper would send a bare 431).
-                let request = parse::oversized(&buffer);
-                buffer.clear();
-                exchange(&mut io, &mut buffer, &mut out, &context, &closing, request).await?;
-                let _ = io.shutdown().await;
-                linger(&mut io).await;
-                return Ok(());
+                return Box::pin(refuse_oversized(io, buffer, out, context, closing)).await;
             }
             match read_more(&mut io, &mut buffer, &closing).await? {
                 Read::Data => {}
@@ -151,6 +146,28 @@ where
             out = Vec::new();
         }
     }
+}
+
+/// A head larger than the buffer: the pipeline answers it (414 or 431,
+/// problem+json, counted and logged; hyper would send a bare 431), then
+/// the connection closes after a lingering read. Boxed by the caller: rare,
+/// and inline it would be part of every connection's future.
+async fn refuse_oversized<I>(
+    mut io: I,
+    mut buffer: BytesMut,
+    mut out: Vec<u8>,
+    context: ConnContext,
+    closing: Arc<AtomicBool>,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let request = parse::oversized(&buffer);
+    buffer.clear();
+    exchange(&mut io, &mut buffer, &mut out, &context, &closing, request).await?;
+    let _ = io.shutdown().await;
+    linger(&mut io).await;
+    Ok(())
 }
 
 /// Bytes of a refused head read and dropped at most, after its answer.

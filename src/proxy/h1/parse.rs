@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Uri, Version};
 
 use crate::policy::body::RequestBody;
-use crate::policy::limits::{LimitRejection, OversizedHead};
+use crate::policy::limits::OversizedHead;
 use crate::proxy::wire::{Span, has_token, header_map};
 
 /// Header lines palisade's reader handles in one head; a head with more
@@ -42,6 +42,10 @@ pub enum Head {
     Plain(Box<PlainRequest>),
     /// Everything else: hyper reads it, from the first unread byte.
     Hyper,
+    /// A whole head longer than the head buffer (it arrived in one read
+    /// that outgrew the buffer): refused as one that does not fit in it
+    /// ([`oversized`]), however the client's bytes were cut.
+    Oversized,
 }
 
 /// A request without a body, and whether the client keeps the connection.
@@ -66,13 +70,15 @@ fn needs_hyper(name: &str) -> bool {
     .any(|n| name.eq_ignore_ascii_case(n))
 }
 
-/// Reads the head at the front of `buffer`. On [`Head::Plain`] the head's
+/// Reads the head at the front of `buffer`; a head longer than
+/// `head_buffer` is [`Head::Oversized`]. On [`Head::Plain`] the head's
 /// bytes are taken off the buffer; otherwise it is left as it was.
-pub fn read_head(buffer: &mut BytesMut) -> Head {
+pub fn read_head(buffer: &mut BytesMut, head_buffer: usize) -> Head {
     // Uninitialised: httparse writes only the lines it finds.
     let mut lines = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let length = match parsed.parse_with_uninit_headers(buffer, &mut lines) {
+        Ok(httparse::Status::Complete(length)) if length > head_buffer => return Head::Oversized,
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) => return Head::Partial,
         Err(_) => return Head::Hyper,
@@ -122,11 +128,11 @@ pub fn read_head(buffer: &mut BytesMut) -> Head {
 }
 
 /// What stands for a head larger than the head buffer (the buffer is full
-/// and holds no whole head): the pipeline refuses it with the limit it
-/// broke ([`OversizedHead`]), 414 while the request line itself is not
-/// whole, else 431, and the connection closes after the answer (the rest
-/// of the head is never read). The method and, for a 431, the target come
-/// from the request line when they parse (for the access line), else
+/// and holds no whole head, or a whole head outgrew it): the pipeline
+/// refuses it ([`OversizedHead`]) with the limit it broke, and the
+/// connection closes after the answer (the rest of the head is never
+/// read). The method and target come from the request line when they
+/// parse (a method of at most [`MAX_METHOD`] bytes: it is logged), else
 /// `GET /`.
 pub fn oversized(buffer: &[u8]) -> PlainRequest {
     let line = buffer
@@ -137,28 +143,28 @@ pub fn oversized(buffer: &[u8]) -> PlainRequest {
     let mut words = first.split(|&b| b == b' ');
     let method = words
         .next()
+        .filter(|word| word.len() <= MAX_METHOD)
         .and_then(|word| Method::from_bytes(word).ok())
         .unwrap_or(Method::GET);
-    let (broken, uri) = match line {
-        None => (LimitRejection::UriTooLong, None),
-        Some(_) => (
-            LimitRejection::HeaderTooLarge,
-            words
-                .next()
-                .filter(|target| target.starts_with(b"/"))
-                .and_then(|target| Uri::try_from(target).ok()),
-        ),
-    };
+    let target = line.and_then(|_| words.next());
+    let uri = target
+        .filter(|target| target.starts_with(b"/"))
+        .and_then(|target| Uri::try_from(target).ok());
     let mut request = Request::new(RequestBody::Empty);
     *request.method_mut() = method;
     *request.uri_mut() = uri.unwrap_or_else(|| Uri::from_static("/"));
     *request.version_mut() = Version::HTTP_11;
-    request.extensions_mut().insert(OversizedHead(broken));
+    request.extensions_mut().insert(OversizedHead {
+        target_bytes: target.map(<[u8]>::len),
+    });
     PlainRequest {
         request,
         keep_alive: false,
     }
 }
+
+/// The longest method [`oversized`] keeps from a request line.
+const MAX_METHOD: usize = 32;
 
 /// The request for a parsed head, or `None` where the `http` types refuse
 /// a part of it.
@@ -184,12 +190,15 @@ mod tests {
 
     #[test]
     fn an_oversized_head_is_refused_with_the_limit_it_broke() {
-        let broken = |request: &PlainRequest| request.request.extensions().get().copied();
+        let target = |request: &PlainRequest| {
+            request
+                .request
+                .extensions()
+                .get::<OversizedHead>()
+                .map(|o| o.target_bytes)
+        };
         let line = oversized(b"PUT /aaaaaaaa");
-        assert_eq!(
-            broken(&line),
-            Some(OversizedHead(LimitRejection::UriTooLong))
-        );
+        assert_eq!(target(&line), Some(None));
         assert_eq!(
             (
                 line.request.method(),
@@ -199,23 +208,27 @@ mod tests {
             (&Method::PUT, "/", false)
         );
         let headers = oversized(b"POST /x?y=1 HTTP/1.1\r\nX-Big: vvvv");
-        assert_eq!(
-            broken(&headers),
-            Some(OversizedHead(LimitRejection::HeaderTooLarge))
-        );
+        assert_eq!(target(&headers), Some(Some(6)));
         assert_eq!(headers.request.method(), Method::POST);
         assert_eq!(headers.request.uri(), "/x?y=1");
-        // Garbage stands for itself as `GET /`.
+        // Garbage, or a method too long to log, stands for itself as `GET /`.
         let garbage = oversized(b"\x00\x01 \x02\n");
         assert_eq!(
             (garbage.request.method(), garbage.request.uri().path()),
             (&Method::GET, "/")
         );
+        let long = oversized(&[b'A'; 40]);
+        assert_eq!(long.request.method(), Method::GET);
+        // A whole head longer than the buffer is oversized however it came.
+        let mut whole =
+            BytesMut::from(&b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: vvvvvvvv\r\n\r\n"[..]);
+        assert!(matches!(read_head(&mut whole, 32), Head::Oversized));
+        assert!(matches!(read_head(&mut whole, 1024), Head::Plain(_)));
     }
 
     fn read(text: &[u8]) -> (Head, BytesMut) {
         let mut buffer = BytesMut::from(text);
-        let head = read_head(&mut buffer);
+        let head = read_head(&mut buffer, usize::MAX);
         (head, buffer)
     }
 
