@@ -361,6 +361,30 @@ async fn strip_prefix_and_canonical_path_reach_the_upstream() {
     assert_eq!(upstream.requests()[0].uri, "/v1/users?q=1");
 }
 
+/// A chunked body on a method without defined body semantics (GET, HEAD,
+/// DELETE) reaches the upstream whole, chunked: it was sent as no body at
+/// all (the red team, session 13).
+#[tokio::test]
+async fn a_chunked_body_on_a_get_reaches_the_upstream() {
+    let (upstream, server) = setup(OPEN).await;
+    for method in ["GET", "DELETE", "OPTIONS"] {
+        let request = format!(
+            "{method} /api/cg HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let response = raw(server.proxy_addr, request.as_bytes()).await;
+        assert_eq!(raw_status(&response), 200, "{method}: {response}");
+        let seen = upstream.requests().pop().unwrap();
+        assert_eq!(seen.method, method);
+        assert_eq!(
+            (seen.body_len, seen.body_sha256.as_str()),
+            (5, sha256_hex(b"hello").as_str()),
+            "{method}: the body did not arrive"
+        );
+        assert!(seen.complete, "{method}");
+    }
+}
+
 #[tokio::test]
 async fn strip_prefix_applies_in_whatever_case_the_route_matched() {
     // Routes match literal segments ignoring case, so `/LEGACY/x` takes the

@@ -162,7 +162,7 @@ impl Upstream {
                 && self.policy.retry.attempts > 0
                 && rewritten.client_upgrade.is_none()
                 && retry::idempotent(&rewritten.parts.method, &rewritten.parts.headers);
-            let head = Head {
+            let mut head = Head {
                 method: rewritten.parts.method,
                 uri: rewritten.uri,
                 headers: rewritten.parts.headers,
@@ -172,6 +172,17 @@ impl Upstream {
             let body = tokio::time::timeout_at(deadline, body)
                 .await
                 .map_err(|_| Reject::Timeout)??;
+            if let PreparedBody::Once { empty: false, .. } = &body
+                && !head.headers.contains_key(http::header::CONTENT_LENGTH)
+            {
+                // A body of unknown length goes chunked whatever the
+                // method: left to hyper, a GET's (or HEAD's, DELETE's)
+                // would be sent as no body at all, silently dropped.
+                head.headers.insert(
+                    http::header::TRANSFER_ENCODING,
+                    http::HeaderValue::from_static("chunked"),
+                );
+            }
             // A body read whole before the first try took time of its own.
             let admitted = match &body {
                 PreparedBody::Replay(bytes) if !bytes.is_empty() => Instant::now(),
