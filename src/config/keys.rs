@@ -150,58 +150,107 @@ impl<'a> Located<'a> {
 
 /// The key a syntax error at `offset` sits in, read from the text itself
 /// (toml's recovered parse leaves out the line it could not read): the
-/// last table header above the line (`[[routes]]` counted into an index)
-/// and the bare key the line begins with, or the header the line is.
-/// `None` when neither is there (the error is before any key).
+/// last table header above the line (`[[routes]]` counted into an index,
+/// `[routes.x]` under the last of them) and the bare key the line begins
+/// with, or the header the line is. `None` rather than a guess: before
+/// any key, or when the text above holds what this reading does not follow
+/// (a quoted table name, a multi-line string or array).
 pub fn key_from_text(text: &str, offset: usize) -> Option<KeyPath> {
     let offset = offset.min(text.len());
     let line_start = text.get(..offset)?.rfind('\n').map_or(0, |i| i + 1);
-    let line = text[line_start..].lines().next().unwrap_or("").trim();
+    let line = clean(text[line_start..].lines().next().unwrap_or(""));
     let mut table = KeyPath::default();
     let mut arrays: Vec<(String, usize)> = Vec::new();
-    let mut header = |line: &str| -> Option<KeyPath> {
-        if let Some(name) = line.strip_prefix("[[") {
-            let name = name.split("]]").next()?.trim();
-            bare(name)?;
-            let index = match arrays.iter_mut().find(|(n, _)| n == name) {
-                Some((_, count)) => {
-                    *count += 1;
-                    *count
-                }
-                None => {
-                    arrays.push((name.to_string(), 0));
-                    0
-                }
-            };
-            return Some(KeyPath::from(name).at(index));
-        }
-        let name = line.strip_prefix('[')?.split(']').next()?.trim();
-        bare(name).map(KeyPath::from)
-    };
     for above in text[..line_start].lines() {
-        if let Some(path) = header(above.trim()) {
-            table = path;
+        let above = clean(above);
+        if above.contains("\"\"\"") || above.contains("'''") || unbalanced(above) {
+            return None;
+        }
+        if above.starts_with('[') {
+            table = header(above, &mut arrays)?;
         }
     }
     if line.starts_with('[') {
-        return header(line);
+        return header(line, &mut arrays);
     }
-    let key = line.split_once('=').map(|(key, _)| key.trim());
-    match key.and_then(bare) {
-        Some(key) => Some(KeyPath(
-            table.0.into_iter().chain(KeyPath::from(key).0).collect(),
-        )),
-        None => (!table.0.is_empty()).then_some(table),
-    }
+    let key = line.split_once('=').map(|(key, _)| dotted(key))?;
+    Some(KeyPath(table.0.into_iter().chain(key?.0).collect()))
 }
 
-/// `name` when it is a bare (possibly dotted) TOML key.
-fn bare(name: &str) -> Option<&str> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    ok.then_some(name)
+/// A line without its comment (when no quote comes before it), a byte
+/// order mark or surrounding blanks.
+fn clean(line: &str) -> &str {
+    let line = line.trim_start_matches('\u{feff}');
+    let line = match line.find('#') {
+        Some(at) if !line[..at].contains(['"', '\'']) => &line[..at],
+        _ => line,
+    };
+    line.trim()
+}
+
+/// Whether a line opens or closes more brackets than it closes or opens
+/// outside its strings: a multi-line array or inline table.
+fn unbalanced(line: &str) -> bool {
+    let (mut depth, mut quote) = (0i32, None);
+    for c in line.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), _) if c == q => quote = None,
+            (None, '[' | '{') => depth += 1,
+            (None, ']' | '}') => depth -= 1,
+            _ => {}
+        }
+    }
+    depth != 0
+}
+
+/// The table a header line names: `[[a.b]]` the next item of that array,
+/// `[a.b]` (a table under the last item of an array `a`, when there is
+/// one). `None` for a name this reading does not follow (quoted).
+fn header(line: &str, arrays: &mut Vec<(String, usize)>) -> Option<KeyPath> {
+    if let Some(name) = line.strip_prefix("[[") {
+        let path = dotted(name.split("]]").next()?)?;
+        let name = path.to_string();
+        let index = match arrays.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => {
+                *count += 1;
+                *count
+            }
+            None => {
+                arrays.push((name, 0));
+                0
+            }
+        };
+        return Some(path.at(index));
+    }
+    let path = dotted(line.strip_prefix('[')?.split(']').next()?)?;
+    // `[routes.x]` after `[[routes]]`: a table of the last `routes` item.
+    let mut steps = Vec::new();
+    for step in path.0 {
+        steps.push(step);
+        let so_far = KeyPath(steps.clone()).to_string();
+        if let Some((_, index)) = arrays.iter().find(|(n, _)| *n == so_far) {
+            steps.push(Step::Index(*index));
+        }
+    }
+    Some(KeyPath(steps))
+}
+
+/// A bare, possibly dotted, key (blanks around the dots allowed).
+fn dotted(name: &str) -> Option<KeyPath> {
+    let mut path = KeyPath::default();
+    for part in name.split('.') {
+        let part = part.trim();
+        let bare = !part.is_empty()
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
+        if !bare {
+            return None;
+        }
+        path = path.key(part);
+    }
+    Some(path)
 }
 
 fn entry<'t, 'i>(table: &'t DeTable<'i>, name: &str) -> Option<&'t Spanned<DeValue<'i>>> {
@@ -280,6 +329,32 @@ mod tests {
             Some("server".to_string())
         );
         assert_eq!(key_from_text("= 1\n", 0), None);
+        let key_at_end = |text: &str| key_from_text(text, text.len() - 2).map(|k| k.to_string());
+        // The red team's cases: no guess past what the reading follows.
+        assert_eq!(
+            key_at_end("[server]\nworkers = 1\n[auth.secrets.\"vapi hook\"]\nheader = \n"),
+            None
+        );
+        assert_eq!(
+            key_at_end("[server]\nlisten = \'\'\'\n[[routes]]\n\'\'\'\n[[routes]]\nname = \n"),
+            None
+        );
+        assert_eq!(
+            key_at_end("[[routes]]\nname = \"a\"\nmethods = [\n  \"GET\",\nx = \n"),
+            None
+        );
+        assert_eq!(
+            key_at_end("[[routes]]\nname = \"a\"\n[routes.security_headers]\nx = \n").as_deref(),
+            Some("routes[0].security_headers.x")
+        );
+        assert_eq!(
+            key_at_end("[ server . tls ]\ncert = \n").as_deref(),
+            Some("server.tls.cert")
+        );
+        assert_eq!(
+            key_at_end("\u{feff}[server] # the server\nlisten = \n").as_deref(),
+            Some("server.listen")
+        );
     }
 
     #[test]
