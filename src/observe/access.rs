@@ -22,6 +22,10 @@ use crate::policy::body::BodyProgress;
 use crate::policy::ratelimit::Decisions;
 use crate::route::Route;
 
+/// The target of the access lines (JSON logs fill in their fields,
+/// `observe::logging`).
+pub const ACCESS_TARGET: &str = "palisade::access";
+
 /// Keeps `palisade_requests_in_flight` right however a request ends
 /// (including the client vanishing mid-handler).
 struct InFlightGauge(Arc<Metrics>);
@@ -250,7 +254,7 @@ impl RequestRecord {
             macro_rules! access_line {
                 ($level:ident) => {
                     tracing::$level!(
-                        target: "palisade::access",
+                        target: ACCESS_TARGET,
                         request_id,
                         trace_id,
                         method = self.method.as_str(),

@@ -45,9 +45,6 @@ pub struct LogGuard {
     _worker: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
-/// The target of the access lines (`observe::access`).
-const ACCESS_TARGET: &str = "palisade::access";
-
 /// The access line's fields (SPEC §5).
 const ACCESS_FIELDS: [&str; 11] = [
     "request_id",
@@ -124,7 +121,7 @@ where
         line.insert("level".into(), Value::from(meta.level().as_str()));
         line.insert("target".into(), Value::from(meta.target()));
         event.record(&mut JsonVisitor(&mut line));
-        if meta.target() == ACCESS_TARGET {
+        if meta.target() == super::access::ACCESS_TARGET {
             // Every access line has every field of SPEC §5: `null` where
             // one does not apply (no `user` on an open route, no
             // `upstream_ms` for palisade's own answers), never left out.

@@ -33,8 +33,7 @@ pub struct JwtVerifier {
     /// When set, `aud` must be present and name one of them.
     audiences: Vec<String>,
     leeway: u64,
-    /// Where tokens are looked for (`sources`).
-    pub sources: Vec<TokenSource>,
+    sources: Vec<TokenSource>,
     cache: TokenCache,
     cache_ttl: Duration,
 }
@@ -110,6 +109,13 @@ impl JwtVerifier {
         headers: &'h HeaderMap,
     ) -> Result<Option<std::borrow::Cow<'h, str>>, AuthFailure> {
         super::sources::token_in(&self.sources, headers)
+    }
+
+    /// Whether a `header:` source reads the header `name`.
+    pub fn reads_header(&self, name: &http::HeaderName) -> bool {
+        self.sources
+            .iter()
+            .any(|source| matches!(source, TokenSource::Header(header) if header == name))
     }
 
     /// Verifies `token`, from the cache when it was verified recently.

@@ -171,16 +171,12 @@ impl AuthPolicy {
     /// an `hmac:` signature, timestamp or id header, a `header:` token
     /// source. A client's `Connection` may not remove it (SPEC §3).
     pub fn reads_header(&self, name: &HeaderName) -> bool {
-        let token_header = |source: &sources::TokenSource| matches!(source, sources::TokenSource::Header(header) if header == name);
         self.secrets.iter().any(|secret| secret.header == name)
             || self
                 .hmac
                 .iter()
                 .any(|hmac| hmac.header_names().any(|header| header == name))
-            || self
-                .jwt
-                .as_ref()
-                .is_some_and(|jwt| jwt.sources.iter().any(token_header))
+            || self.jwt.as_ref().is_some_and(|jwt| jwt.reads_header(name))
     }
 
     /// Takes the secret headers' values out of the request.

@@ -146,9 +146,6 @@ where
                         }
                     }
                 }
-                if buffer.len() >= context.head_buffer {
-                    return Box::pin(refuse_oversized(io, buffer, out, context, closing)).await;
-                }
                 match read_more(&mut io, &mut buffer, &closing).await? {
                     Read::Data => {}
                     Read::Over => return Ok(()),

@@ -42,9 +42,9 @@ pub enum Head {
     Plain(Box<PlainRequest>),
     /// Everything else: hyper reads it, from the first unread byte.
     Hyper,
-    /// A whole head longer than the head buffer (it arrived in one read
-    /// that outgrew the buffer): refused as one that does not fit in it
-    /// ([`oversized`]), however the client's bytes were cut.
+    /// A head longer than the head buffer, whole or not (a whole one
+    /// arrived in a read that outgrew the buffer): refused ([`oversized`]),
+    /// however the client's bytes were cut.
     Oversized,
 }
 
@@ -71,7 +71,8 @@ fn needs_hyper(name: &str) -> bool {
 }
 
 /// Reads the head at the front of `buffer`; a head longer than
-/// `head_buffer` is [`Head::Oversized`]. On [`Head::Plain`] the head's
+/// `head_buffer`, or an unfinished one that fills it, is
+/// [`Head::Oversized`]. On [`Head::Plain`] the head's
 /// bytes are taken off the buffer; otherwise it is left as it was.
 pub fn read_head(buffer: &mut BytesMut, head_buffer: usize) -> Head {
     // Uninitialised: httparse writes only the lines it finds.
@@ -80,6 +81,7 @@ pub fn read_head(buffer: &mut BytesMut, head_buffer: usize) -> Head {
     let length = match parsed.parse_with_uninit_headers(buffer, &mut lines) {
         Ok(httparse::Status::Complete(length)) if length > head_buffer => return Head::Oversized,
         Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buffer.len() >= head_buffer => return Head::Oversized,
         Ok(httparse::Status::Partial) => return Head::Partial,
         Err(_) => return Head::Hyper,
     };
@@ -223,6 +225,9 @@ mod tests {
         let mut whole =
             BytesMut::from(&b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: vvvvvvvv\r\n\r\n"[..]);
         assert!(matches!(read_head(&mut whole, 32), Head::Oversized));
+        let mut unfinished = BytesMut::from(&b"GET /x HTTP/1.1\r\nHost: t\r\n"[..]);
+        assert!(matches!(read_head(&mut unfinished, 16), Head::Oversized));
+        assert!(matches!(read_head(&mut unfinished, 1024), Head::Partial));
         assert!(matches!(read_head(&mut whole, 1024), Head::Plain(_)));
     }
 
