@@ -8,7 +8,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -16,6 +15,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::proxy::response_body::ResponseBody;
 use crate::proxy::state::Shared;
 
 /// Serves until `proxy_done` turns true (the proxy has drained).
@@ -52,8 +52,8 @@ pub async fn serve(
     }
 }
 
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::local(body.into()));
     *response.status_mut() = status;
     if let Ok(value) = HeaderValue::from_str(content_type) {
         response.headers_mut().insert(header::CONTENT_TYPE, value);
@@ -64,7 +64,7 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 async fn answer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<ResponseBody>, Infallible> {
     let json = "application/json";
     Ok(match req.uri().path() {
         "/metrics" => {
@@ -122,10 +122,17 @@ async fn answer(
                 ),
             }
         }
-        _ => reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found: try /metrics /healthz /readyz /config\n",
-        ),
+        _ => not_found(&shared),
     })
+}
+
+/// A path the admin listener does not serve: problem+json like every
+/// other error palisade produces (SPEC §3), with a fresh request ID.
+fn not_found(shared: &Shared) -> Response<ResponseBody> {
+    let production = shared.current.load().policy.server.production;
+    crate::proxy::respond::problem(
+        &crate::proxy::reject::Reject::NoRoute,
+        &crate::policy::request_id::new_id(),
+        production,
+    )
 }

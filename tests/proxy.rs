@@ -493,10 +493,16 @@ async fn admin_endpoints() {
         config_json.json()["auth"]["secrets"]["hook"]["value"],
         "<redacted>"
     );
-    // The admin listener never proxies.
-    assert_eq!(
-        get(server.admin_addr, "/api/x").await.status,
-        StatusCode::NOT_FOUND
+    // The admin listener never proxies; what it does not serve is a
+    // problem+json 404 like every other error palisade produces.
+    let unknown = get(server.admin_addr, "/api/x").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.headers["content-type"], "application/problem+json");
+    assert_eq!(unknown.json()["status"], 404);
+    assert!(
+        unknown.json()["request_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
     );
     assert_eq!(upstream.count(), 0);
     // The proxy listener does not serve admin paths.
