@@ -12,13 +12,17 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-/// A client's request body as the pipeline receives it: hyper's stream, or
-/// nothing at all (a request palisade's own HTTP/1 reader took, which it
-/// takes only when the head declares no body: see `proxy::h1`).
+/// A client's request body as the pipeline receives it: hyper's stream,
+/// a small body palisade's own HTTP/1 reader read whole, or nothing at all
+/// (see `proxy::h1`).
 #[derive(Debug)]
 pub enum RequestBody {
     /// Read by hyper from the client connection.
     Hyper(Incoming),
+    /// A `Content-Length` body no larger than any route's `max_body` that
+    /// had arrived whole with its head, taken by palisade's HTTP/1 reader;
+    /// `None` once it has been polled out.
+    Buffered(Option<Bytes>),
     /// The request has no body.
     Empty,
 }
@@ -33,6 +37,11 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Hyper(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Buffered(body) => Poll::Ready(
+                body.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
             RequestBody::Empty => Poll::Ready(None),
         }
     }
@@ -40,6 +49,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Buffered(body) => body.as_ref().is_none_or(Bytes::is_empty),
             RequestBody::Empty => true,
         }
     }
@@ -47,6 +57,9 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Buffered(body) => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

@@ -308,6 +308,7 @@ impl Connection {
         match protocol {
             Protocol::Http1 if !tls && self.engine == Http1Engine::Palisade => {
                 let context = h1::ConnContext {
+                    body_buffer: h1::body_buffer(&self.shared.current.load().policy),
                     shared: self.shared.clone(),
                     info,
                     activity: activity.clone(),

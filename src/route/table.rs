@@ -160,6 +160,14 @@ impl RouteTable {
         &self.routes
     }
 
+    /// The smallest `max_body` of any route: a declared body no larger
+    /// is within every route's limit, so reading it before the route is
+    /// known never reads one that must be refused unread (SPEC §3: 413 at
+    /// once). 0 when there are no routes.
+    pub fn smallest_max_body(&self) -> u64 {
+        self.routes.iter().map(|r| r.max_body).min().unwrap_or(0)
+    }
+
     /// First route whose pattern matches `path` and whose methods take `method`.
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup {
         let mut pattern_matched = false;

@@ -4,15 +4,25 @@
 //! (see `bench/RESULTS.md`).
 //!
 //! It serves only what needs no framing decision: a request whose head
-//! declares no body (see [`parse`]). The first head that is anything else
-//! (a body, `Expect`, an upgrade, HTTP/1.0, a head `httparse` refuses)
-//! hands the connection to hyper for the rest
-//! of its life, with the bytes already read replayed first ([`rewind`]):
-//! from there it is served exactly as on the hyper engine. So request
-//! bodies, chunked coding, `100-continue`, upgrades and every parse error
-//! stay hyper's. A head larger than the head buffer is the one exception:
-//! the pipeline refuses it (414 or 431, see `parse::oversized`) where
-//! hyper would send a bare 431.
+//! declares no body, or a small one by one plain `Content-Length` (see
+//! [`parse`]) that came whole with its head. The first head that is
+//! anything else (a larger, chunked or unfinished body, `Expect`, an
+//! upgrade, HTTP/1.0, a head `httparse` refuses) hands the connection to
+//! hyper for the rest of its life, with the bytes already read replayed
+//! first ([`rewind`]): from there it is served exactly as on the hyper
+//! engine. So streamed bodies, chunked coding, `100-continue`, upgrades
+//! and every parse error stay hyper's. A head larger than the head buffer
+//! is the one exception: the pipeline refuses it (414 or 431, see
+//! `parse::oversized`) where hyper would send a bare 431.
+//!
+//! A small body is taken only when its bytes are here: those read with
+//! the head, and what the socket already holds, read without waiting
+//! ([`fill_now`]). A body still on its way is hyper's, which hands the
+//! request on at once and streams the body under the route's timeout (a
+//! stalled upload is a 504, and never counts against the upstream).
+//! Small means at most [`MAX_BODY_BUFFER`] and at most every route's
+//! `max_body` ([`body_buffer`]), so a body a route must refuse unread
+//! (413 at once) is never taken.
 //!
 //! Per request it does what hyper's server does for such a request:
 //! the same parser and settings, the request handed to the same
@@ -47,6 +57,7 @@ use super::protocol;
 use super::response_body::{BoxError, ResponseBody};
 use super::state::Shared;
 use super::wire::{self, write_two};
+use crate::policy::body::RequestBody;
 
 /// Bytes read ahead of the head buffer's use at a time.
 const READ_CHUNK: usize = 4096;
@@ -56,6 +67,21 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// A body chunk at least this large is written from where it lies, not
 /// copied behind the head.
 const COPY_LIMIT: usize = 8 * 1024;
+
+/// The largest declared body palisade's reader takes whole with its head
+/// (NGINX buffers request bodies of up to 16 KiB in memory by default);
+/// larger ones stream through hyper.
+pub const MAX_BODY_BUFFER: usize = 64 * 1024;
+
+/// The largest declared body palisade's reader takes on a connection
+/// accepted under `policy`: [`MAX_BODY_BUFFER`], or less when a route's
+/// `max_body` is smaller (a reload applies to the next connection, as the
+/// other connection settings do).
+pub fn body_buffer(policy: &crate::config::Policy) -> usize {
+    usize::try_from(policy.routes.smallest_max_body())
+        .unwrap_or(usize::MAX)
+        .min(MAX_BODY_BUFFER)
+}
 
 /// What serving one connection needs.
 #[derive(Clone)]
@@ -68,6 +94,8 @@ pub struct ConnContext {
     pub activity: Arc<Activity>,
     /// The largest head (hyper's `max_buf_size` after a hand-over).
     pub head_buffer: usize,
+    /// The largest declared body read whole ([`body_buffer`]).
+    pub body_buffer: usize,
 }
 
 /// One connection served by palisade's engine (and by hyper after a
@@ -132,11 +160,17 @@ where
         let mut buffer = BytesMut::new();
         let mut out = Vec::new();
         loop {
-            let request = loop {
+            let mut request = loop {
                 if !buffer.is_empty() {
-                    match parse::read_head(&mut buffer, context.head_buffer) {
+                    match parse::read_head(&mut buffer, context.head_buffer, context.body_buffer) {
                         Head::Plain(request) => break request,
                         Head::Partial => {}
+                        Head::BodyPending { total } => {
+                            if !fill_now(&mut io, &mut buffer, total) {
+                                return Box::pin(to_hyper(io, buffer, context, closing)).await;
+                            }
+                            continue;
+                        }
                         Head::Hyper => {
                             return Box::pin(to_hyper(io, buffer, context, closing)).await;
                         }
@@ -151,6 +185,10 @@ where
                     Read::Over => return Ok(()),
                 }
             };
+            if request.body_length > 0 {
+                let body = buffer.split_to(request.body_length).freeze();
+                *request.request.body_mut() = RequestBody::Buffered(Some(body));
+            }
             let last =
                 exchange(&mut io, &mut buffer, &mut out, &context, &closing, *request).await?;
             if last || closing.load(Ordering::Relaxed) {
@@ -209,6 +247,21 @@ async fn linger<I: AsyncRead + Unpin>(io: &mut I) {
     }
 }
 
+/// Reads what the socket already holds, without waiting, until `buffer`
+/// has `total` bytes; whether it does. (A read that would wait, the
+/// client's end, or an error all say no: the connection goes to hyper,
+/// which reads on from there.)
+fn fill_now<I: AsyncRead + Unpin>(io: &mut I, buffer: &mut BytesMut, total: usize) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    while buffer.len() < total {
+        match wire::poll_read(io, buffer, total - buffer.len(), &mut cx) {
+            Poll::Ready(Ok(read)) if read > 0 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Reads more of the next head; a graceful shutdown ends the wait.
 async fn read_more<I: AsyncRead + Unpin>(
     io: &mut I,
@@ -245,6 +298,7 @@ where
     let PlainRequest {
         request,
         keep_alive,
+        ..
     } = request;
     let method = request.method().clone();
     let guard = context.activity.request_started();

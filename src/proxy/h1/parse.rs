@@ -2,14 +2,20 @@
 //! may take the request at all.
 //!
 //! It takes only the plainest request: a complete HTTP/1.1 head in
-//! origin form that declares no body and asks for nothing of the
-//! connection (no `Content-Length`, `Transfer-Encoding`, `Expect`,
-//! `Upgrade` or `TE` line, not `CONNECT`). Everything else, and every head
-//! `httparse` or the `http` types refuse, is [`Head::Hyper`]: the bytes go
-//! to hyper unread, which frames, answers or refuses them exactly as it
-//! does on a connection palisade never read. So this reader decides no
-//! question of message framing that hyper would decide otherwise: a head
-//! it takes has no body, and the next head starts right after it.
+//! origin form that asks for nothing of the connection (no
+//! `Transfer-Encoding`, `Expect`, `Upgrade` or `TE` line, not `CONNECT`)
+//! and declares no body, or a small one by exactly one `Content-Length`
+//! line of plain digits (no sign, list or second line) no larger than the
+//! caller's `body_limit`, whose bytes are all here (the caller may read
+//! what the socket already holds for them, never wait: a body that
+//! stalls is hyper's, which streams it under the route's timeout).
+//! Everything else, and every head `httparse` or
+//! the `http` types refuse, is [`Head::Hyper`]: the bytes go to hyper
+//! unread, which frames, answers or refuses them exactly as it does on a
+//! connection palisade never read. So this reader decides no question of
+//! message framing that hyper could decide otherwise: a head it takes has
+//! no body, or exactly the declared bytes after it, and the next head
+//! starts right after those.
 //!
 //! The parser is `httparse` with its default settings, the same crate and
 //! settings hyper's server parses with.
@@ -38,6 +44,9 @@ const ROOM_FOR_FORWARDING: usize = 8;
 pub enum Head {
     /// Not a whole head yet.
     Partial,
+    /// A whole head that declares a body palisade's reader may take, whose
+    /// bytes are not all here yet: `total` bytes of head and body.
+    BodyPending { total: usize },
     /// A request palisade serves itself; its head was taken off the buffer.
     Plain(Box<PlainRequest>),
     /// Everything else: hyper reads it, from the first unread byte.
@@ -48,33 +57,34 @@ pub enum Head {
     Oversized,
 }
 
-/// A request without a body, and whether the client keeps the connection.
+/// A request whose body, if any, is the declared bytes that follow its
+/// head, and whether the client keeps the connection.
 #[derive(Debug)]
 pub struct PlainRequest {
-    /// The request, body empty.
+    /// The request, body empty (the caller reads a declared body).
     pub request: Request<RequestBody>,
     /// No `Connection: close` was sent (HTTP/1.1 keeps connections open).
     pub keep_alive: bool,
+    /// The bytes of body right after the head (its `Content-Length`),
+    /// already in the buffer.
+    pub body_length: usize,
 }
 
 /// Header names that make a request something other than a plain one.
 fn needs_hyper(name: &str) -> bool {
-    [
-        "content-length",
-        "transfer-encoding",
-        "expect",
-        "upgrade",
-        "te",
-    ]
-    .iter()
-    .any(|n| name.eq_ignore_ascii_case(n))
+    ["transfer-encoding", "expect", "upgrade", "te"]
+        .iter()
+        .any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// Reads the head at the front of `buffer`; a head longer than
 /// `head_buffer`, or an unfinished one that fills it, is
-/// [`Head::Oversized`]. On [`Head::Plain`] the head's
-/// bytes are taken off the buffer; otherwise it is left as it was.
-pub fn read_head(buffer: &mut BytesMut, head_buffer: usize) -> Head {
+/// [`Head::Oversized`]; a body declared longer than `body_limit` is
+/// hyper's to stream, and one not wholly here yet is
+/// [`Head::BodyPending`]. On [`Head::Plain`] the head's bytes are taken
+/// off the buffer (its body, if any, is what follows); otherwise it is
+/// left as it was.
+pub fn read_head(buffer: &mut BytesMut, head_buffer: usize, body_limit: usize) -> Head {
     // Uninitialised: httparse writes only the lines it finds.
     let mut lines = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -96,11 +106,20 @@ pub fn read_head(buffer: &mut BytesMut, head_buffer: usize) -> Head {
     };
     let path = Span::within(buffer, path.as_bytes());
     let mut keep_alive = true;
+    let mut body_length = None;
     let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
     let count = parsed.headers.len();
     for (line, span) in parsed.headers.iter().zip(spans.iter_mut()) {
         if needs_hyper(line.name) {
             return Head::Hyper;
+        }
+        if line.name.eq_ignore_ascii_case("content-length") {
+            match (body_length, small_length(line.value, body_limit)) {
+                (None, Some(length)) => body_length = Some(length),
+                // A second line, even an equal one, or a value that is
+                // not plain digits within the limit: hyper decides.
+                _ => return Head::Hyper,
+            }
         }
         if line.name.eq_ignore_ascii_case("connection") && has_token(line.value, b"close") {
             keep_alive = false;
@@ -110,13 +129,20 @@ pub fn read_head(buffer: &mut BytesMut, head_buffer: usize) -> Head {
             Span::within(buffer, line.value),
         );
     }
+    let body_length = body_length.unwrap_or(0);
+    if buffer.len() - length < body_length {
+        return Head::BodyPending {
+            total: length + body_length,
+        };
+    }
     // The head becomes shared bytes that the URI and header values point
-    // into; the buffer keeps what follows (a pipelined request).
+    // into; the buffer keeps what follows (its body, a pipelined request).
     let head = buffer.split_to(length).freeze();
     match build(&head, method, path, &spans[..count]) {
         Some(request) => Head::Plain(Box::new(PlainRequest {
             request,
             keep_alive,
+            body_length,
         })),
         None => {
             // Put the bytes back for hyper: a head the `http` types refuse
@@ -127,6 +153,18 @@ pub fn read_head(buffer: &mut BytesMut, head_buffer: usize) -> Head {
             Head::Hyper
         }
     }
+}
+
+/// A `Content-Length` value of plain ASCII digits (no sign, no list, no
+/// spaces) no larger than `limit`.
+fn small_length(value: &[u8], limit: usize) -> Option<usize> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let length = crate::proxy::wire::content_length(value)?;
+    usize::try_from(length)
+        .ok()
+        .filter(|&length| length <= limit)
 }
 
 /// What stands for a head larger than the head buffer (the buffer is full
@@ -162,6 +200,7 @@ pub fn oversized(buffer: &[u8]) -> PlainRequest {
     PlainRequest {
         request,
         keep_alive: false,
+        body_length: 0,
     }
 }
 
@@ -224,16 +263,20 @@ mod tests {
         // A whole head longer than the buffer is oversized however it came.
         let mut whole =
             BytesMut::from(&b"GET /x HTTP/1.1\r\nHost: t\r\nX-Big: vvvvvvvv\r\n\r\n"[..]);
-        assert!(matches!(read_head(&mut whole, 32), Head::Oversized));
+        assert!(matches!(read_head(&mut whole, 32, 0), Head::Oversized));
         let mut unfinished = BytesMut::from(&b"GET /x HTTP/1.1\r\nHost: t\r\n"[..]);
-        assert!(matches!(read_head(&mut unfinished, 16), Head::Oversized));
-        assert!(matches!(read_head(&mut unfinished, 1024), Head::Partial));
-        assert!(matches!(read_head(&mut whole, 1024), Head::Plain(_)));
+        assert!(matches!(read_head(&mut unfinished, 16, 0), Head::Oversized));
+        assert!(matches!(read_head(&mut unfinished, 1024, 0), Head::Partial));
+        assert!(matches!(read_head(&mut whole, 1024, 0), Head::Plain(_)));
     }
 
     fn read(text: &[u8]) -> (Head, BytesMut) {
+        read_with_body_limit(text, 0)
+    }
+
+    fn read_with_body_limit(text: &[u8], body_limit: usize) -> (Head, BytesMut) {
         let mut buffer = BytesMut::from(text);
-        let head = read_head(&mut buffer, usize::MAX);
+        let head = read_head(&mut buffer, usize::MAX, body_limit);
         (head, buffer)
     }
 
@@ -284,7 +327,6 @@ mod tests {
     fn anything_but_a_plain_head_is_left_whole_for_hyper() {
         let cases: &[&[u8]] = &[
             b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
-            b"GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"GET / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
@@ -303,6 +345,60 @@ mod tests {
         ];
         for text in cases {
             let (head, rest) = read(text);
+            assert!(
+                matches!(head, Head::Hyper),
+                "{}: {head:?}",
+                String::from_utf8_lossy(text)
+            );
+            assert_eq!(&rest[..], *text, "the bytes stay for hyper");
+        }
+    }
+
+    #[test]
+    fn a_small_declared_body_is_taken_and_left_after_the_head() {
+        let whole = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /next";
+        // Until every byte of the body is here, it is pending (the bytes
+        // stay where they are).
+        for cut in [whole.len() - 12, whole.len() - 10] {
+            let (head, rest) = read_with_body_limit(&whole[..cut], 3);
+            assert!(
+                matches!(head, Head::BodyPending { total } if total == whole.len() - 9),
+                "cut at {cut}: {head:?}"
+            );
+            assert_eq!(&rest[..], &whole[..cut]);
+        }
+        let (head, rest) = read_with_body_limit(whole, 3);
+        let Head::Plain(request) = head else {
+            panic!("expected a plain request, got {head:?}");
+        };
+        assert_eq!(request.body_length, 3);
+        assert_eq!(request.request.headers()["content-length"], "3");
+        assert_eq!(&rest[..], b"abcGET /next");
+        let (head, _) = read_with_body_limit(b"GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n", 0);
+        assert!(matches!(head, Head::Plain(ref r) if r.body_length == 0));
+    }
+
+    #[test]
+    fn any_other_declared_body_is_left_whole_for_hyper() {
+        let cases: &[&[u8]] = &[
+            // Past the limit: hyper streams it.
+            b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n",
+            // Two lines, even equal ones; a list; a sign; not digits.
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: 0x3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length: 3 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nContent-Length:\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            // Beside a transfer coding, in either order.
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+            b"POST / HTTP/1.0\r\nContent-Length: 3\r\n\r\nabc",
+        ];
+        for text in cases {
+            let (head, rest) = read_with_body_limit(text, 10);
             assert!(
                 matches!(head, Head::Hyper),
                 "{}: {head:?}",

@@ -85,6 +85,10 @@ pub enum PreparedBody {
     /// Streamed through the limit; sent once, never retried. `empty` when
     /// the client sent no body at all.
     Once { body: UpstreamBody, empty: bool },
+    /// Whole in memory before the exchange began (palisade's HTTP/1 reader
+    /// read it), but not to be retried: sent once, as a replayed body is
+    /// sent (head and body together, no stream).
+    Whole(Bytes),
 }
 
 impl Upstream {
@@ -113,8 +117,10 @@ impl Upstream {
                         .await;
                     return outcome.map(|response| (response, answered));
                 }
-                PreparedBody::Replay(bytes) => bytes,
+                PreparedBody::Replay(bytes) => (bytes, true),
+                PreparedBody::Whole(bytes) => (bytes, false),
             };
+            let (bytes, retryable) = bytes;
             let mut admitted = started;
             loop {
                 let outgoing = Outgoing::Lent {
@@ -124,9 +130,10 @@ impl Upstream {
                 let (outcome, answered, unanswered) = self
                     .try_once(outgoing, upgrade, true, progress, (admitted, deadline))
                     .await;
-                if !self
-                    .retry_after(&outcome, unanswered, *retries, deadline)
-                    .await
+                if !retryable
+                    || !self
+                        .retry_after(&outcome, unanswered, *retries, deadline)
+                        .await
                 {
                     return outcome.map(|response| (response, answered));
                 }

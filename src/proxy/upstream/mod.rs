@@ -29,7 +29,7 @@ use super::response_body::BoxError;
 use super::retry::{self, RetryBudget};
 use crate::config::UpstreamPolicy;
 use crate::policy::body::{
-    BodyError, BodyProgress, ClientBody, LimitedBody, UpstreamBody, collect_for_replay,
+    BodyError, BodyProgress, ClientBody, LimitedBody, RequestBody, UpstreamBody, collect_for_replay,
 };
 use crate::policy::limits;
 use crate::policy::response_headers::UpstreamLines;
@@ -220,6 +220,22 @@ async fn prepare_body(
             let empty = bytes.is_empty();
             let body = UpstreamBody::replay(bytes);
             return Ok(PreparedBody::Once { body, empty });
+        }
+        ClientBody::Streaming(RequestBody::Buffered(Some(bytes))) => {
+            // Read whole by palisade's HTTP/1 reader: exactly its
+            // `Content-Length`, which the pipeline held to the route's
+            // `max_body` before the exchange.
+            progress
+                .bytes
+                .store(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            progress
+                .complete
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(if replayable {
+                PreparedBody::Replay(bytes)
+            } else {
+                PreparedBody::Whole(bytes)
+            });
         }
         ClientBody::Streaming(body) => body,
     };
