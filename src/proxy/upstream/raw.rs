@@ -40,8 +40,10 @@ const ROOM_FOR_RESPONSE_HEADERS: usize = 12;
 const MAX_HEADERS: usize = 100;
 /// The largest response head (hyper's default read buffer limit).
 const MAX_HEAD: usize = 400 * 1024;
-/// Bytes asked of the socket at a time.
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes asked of the socket at a time: room for a whole response of a
+/// few tens of KiB in one read (a 16 KiB answer took two reads and, with
+/// them, two writes to the client at 16 KiB; bench/RESULTS.md, session 14).
+const READ_CHUNK: usize = 64 * 1024;
 /// Longest chunk-size line (with extensions, before its LF) accepted,
 /// whether it came in one read or in several.
 const MAX_CHUNK_LINE: usize = 4096;
