@@ -318,6 +318,29 @@ async fn smuggling_table() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
+/// The HTTP library reads `0005` and two equal lines as one length of 5
+/// (a list it refuses); the upstream gets that length as one plain line, never a
+/// spelling its own parser could read otherwise (leading zeros as octal, a
+/// list or a second line refused or taken differently).
+#[tokio::test]
+async fn content_length_reaches_the_upstream_as_one_plain_line() {
+    for lines in [
+        "Content-Length: 0005\r\n",
+        "Content-Length: 5\r\nContent-Length: 5\r\n",
+        "Content-Length: 5\r\n",
+    ] {
+        let (upstream, server) = setup().await;
+        let request =
+            format!("POST /x HTTP/1.1\r\nHost: test\r\n{lines}Connection: close\r\n\r\nhello");
+        let response = exchange(&server, request.as_bytes()).await;
+        assert_eq!(statuses(&response), [200], "{lines:?}: {response}");
+        let seen = upstream.wait_for_count(1).await;
+        let lengths: Vec<_> = seen[0].headers.get_all("content-length").iter().collect();
+        assert_eq!(lengths, ["5"], "{lines:?}");
+        assert_eq!((seen[0].body_len, seen[0].complete), (5, true), "{lines:?}");
+    }
+}
+
 #[tokio::test]
 async fn pipelined_request_after_a_refused_one_is_served_alone() {
     let (upstream, server) = setup().await;

@@ -50,6 +50,38 @@ pub struct Rewritten {
     pub tunnel_watch: Option<TunnelWatch>,
 }
 
+/// One `Content-Length` line in plain digits: the HTTP library accepted
+/// the client's spelling (`0005`, `5, 5`, two equal lines) as one length,
+/// and the upstream gets that length, not a spelling its own parser might
+/// read otherwise.
+fn canonical_content_length(headers: &mut http::HeaderMap) {
+    let mut lines = headers.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = lines.next() else {
+        return;
+    };
+    let plain = |value: &[u8]| {
+        !value.is_empty()
+            && value.iter().all(u8::is_ascii_digit)
+            && (value[0] != b'0' || value.len() == 1)
+    };
+    if lines.next().is_none() && plain(first.as_bytes()) {
+        return;
+    }
+    // Every line must say the same length (the HTTP library refused a
+    // request where they differ); otherwise the lines stay as they are.
+    let mut length = None;
+    for line in headers.get_all(header::CONTENT_LENGTH) {
+        match (length, crate::proxy::wire::content_length(line.as_bytes())) {
+            (_, None) => return,
+            (Some(seen), Some(this)) if seen != this => return,
+            (_, this) => length = this,
+        }
+    }
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+}
+
 /// Rewrites the client's request head for `policy`'s upstream.
 pub fn rewrite(
     mut parts: Parts,
@@ -62,6 +94,7 @@ pub fn rewrite(
     // whatever `Connection` says. Only a WebSocket handshake may switch
     // protocols, and it is rebuilt below.
     strip_fixed_hop_by_hop(headers);
+    canonical_content_length(headers);
     let (client_upgrade, tunnel_watch) = if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, WEBSOCKET.clone());
@@ -150,6 +183,32 @@ fn upstream_uri(base: &str, path: &str, client: &Uri) -> Result<Uri, Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upstream_gets_one_plain_content_length() {
+        let canonical = |lines: &[&'static str]| {
+            let mut headers = http::HeaderMap::new();
+            for line in lines {
+                headers.append(header::CONTENT_LENGTH, HeaderValue::from_static(line));
+            }
+            canonical_content_length(&mut headers);
+            headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(canonical(&["5"]), ["5"]);
+        assert_eq!(canonical(&["0"]), ["0"]);
+        assert_eq!(canonical(&["0005"]), ["5"]);
+        assert_eq!(canonical(&["00"]), ["0"]);
+        assert_eq!(canonical(&["5, 5"]), ["5"]);
+        assert_eq!(canonical(&["5", "5"]), ["5"]);
+        // Lines that disagree or do not parse are left for what refuses them.
+        assert_eq!(canonical(&["5", "6"]), ["5", "6"]);
+        assert_eq!(canonical(&["x"]), ["x"]);
+        assert!(canonical(&[]).is_empty());
+    }
 
     /// The client's target is reused only when it is exactly the canonical
     /// path and its query: a path canonicalised into another (`/a/.`,
