@@ -9,8 +9,9 @@
 #   bench/instructions.sh [BINARY...]     default: target/release/palisade
 #                     a BINARY named hyper_ceiling or tokio_floor (examples/)
 #                     is run as the no-policy reference
-#   DURATION=5 CONNECTIONS=8 POLICY=plain|full|plain-hyper|full-hyper (-hyper: both
-#                     http1_engine = "hyper"; plain and full run the default, palisade's own)
+#   DURATION=5 CONNECTIONS=8 POLICY=plain|full|redis|plain-hyper|full-hyper (-hyper: both
+#                     http1_engine = "hyper"; plain and full run the default, palisade's own;
+#                     redis: plain plus a Redis limit, on a redis-server started here)
 #   PROFILE_DIR=dir   keep each run's callgrind file there (read it with
 #                     callgrind_annotate; build with --profile profiling for symbols)
 #
@@ -19,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 source bench/targets.sh
-need valgrind callgrind_control wrk nginx curl
+need valgrind callgrind_control wrk nginx curl redis-server
 DURATION=${DURATION:-5}
 CONNECTIONS=${CONNECTIONS:-8}
 POLICY=${POLICY:-plain}
@@ -38,7 +39,16 @@ for bin in "${bins[@]}"; do
     TOKEN=$(BENCH_JWT_SECRET=$JWT_SECRET "$BIN" --config "$work/token.toml" token \
       --sub bench --ttl 1h --secret-env BENCH_JWT_SECRET 2>/dev/null || true)
   fi
-  palisade_config "$name" "$T_PORT" "$(port)" > "$work/$name.toml"
+  rds=""
+  if [ "$base" = redis ]; then
+    # The Redis limit: a redis-server of its own (its instructions are
+    # not counted, only palisade's).
+    rds=$(port)
+    redis-server --port "$rds" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+      >"$work/redis.log" 2>&1 & pids+=($!)
+    wait_port "$rds"
+  fi
+  palisade_config "$name" "$T_PORT" "$(port)" "$rds" > "$work/$name.toml"
   out=$work/callgrind.$$.out
   args=(run --config "$work/$name.toml")
   # examples/hyper_ceiling.rs and tokio_floor.rs take their two addresses

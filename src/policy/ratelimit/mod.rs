@@ -266,10 +266,12 @@ impl RateLimitEngine {
         let results = match &self.redis {
             None => self.local(limits, &keys),
             Some(redis) => {
+                // The keys go to Redis; the memory fallback (rare) makes
+                // them again.
                 let request: Vec<(String, Gcra, bool)> = limits
                     .iter()
-                    .zip(&keys)
-                    .map(|(l, k)| (k.clone(), l.gcra, !l.rule.shadow))
+                    .zip(keys)
+                    .map(|(l, k)| (k, l.gcra, !l.rule.shadow))
                     .collect();
                 // Boxed: the Redis round trip is a large future, and
                 // inline it would be copied with every request's future
@@ -301,7 +303,7 @@ impl RateLimitEngine {
                             OnRedisError::Deny => Some(Verdict::Unavailable),
                         };
                         match verdict {
-                            None => self.local(limits, &keys),
+                            None => self.local(limits, &self.keys_of(limits, inputs)),
                             Some(verdict) => {
                                 return RateOutcome {
                                     verdict,

@@ -15,6 +15,7 @@
 //! cool-down ends; its success ends the outage.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,30 +30,38 @@ use super::gcra::Gcra;
 mod health;
 mod seen;
 
-/// The script. `ARGV[1]` is the number of requests; then, per request, its
-/// number of limits followed by three arguments per limit: emission interval
-/// (µs), burst, enforce (1) or shadow (0). `KEYS` are every request's keys in
-/// order. A request is admitted when every enforced limit admits it; only
-/// then are its admitting buckets updated. Returns
-/// `now (admitted (allowed_i tat_i)...)...` as one string of integers
-/// separated by spaces: one bulk reply, where an array of integers made
-/// the client parse one reply per number (most of the Redis path's cost,
-/// measured). Each is written with `%d`: Lua's own number to text would
+/// The script. `ARGV[1]` is the number of requests; `ARGV[2]` holds, per
+/// request, its number of limits followed by three numbers per limit:
+/// emission interval (µs), burst, enforce (1) or shadow (0), all in one
+/// string separated by spaces (one argument for the whole batch: an
+/// argument each cost the client an allocation and two copies, and was
+/// most of a batch's cost on palisade's side, measured). `KEYS` are every
+/// request's keys in order. A request is admitted when every enforced
+/// limit admits it; only then are its admitting buckets updated. Returns
+/// `now (admitted (allowed_i tat_i - now)...)...` as one string of
+/// integers separated by spaces: one bulk reply, where an array of
+/// integers made the client parse one reply per number, and each `tat`
+/// less `now` (never negative), a few digits where the timestamp had
+/// sixteen. Each is written with `%d`: Lua's own number to text would
 /// round a microsecond timestamp.
 pub const GCRA_SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {string.format('%d', now)}
+local args = {}
+for word in string.gmatch(ARGV[2], '%S+') do
+  args[#args + 1] = word
+end
 local k = 0
-local a = 2
+local a = 1
 for r = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[a])
+  local n = tonumber(args[a])
   a = a + 1
   local prev, cand, ok = {}, {}, {}
   local admit = 1
   for i = 1, n do
-    local T = tonumber(ARGV[a])
-    local burst = tonumber(ARGV[a + 1])
+    local T = tonumber(args[a])
+    local burst = tonumber(args[a + 1])
     local stored = redis.call('GET', KEYS[k + i])
     local tat = now
     if stored then
@@ -62,7 +71,7 @@ for r = 1, tonumber(ARGV[1]) do
     cand[i] = tat + T
     if now < cand[i] - T * burst then
       ok[i] = 0
-      if ARGV[a + 2] == '1' then admit = 0 end
+      if args[a + 2] == '1' then admit = 0 end
     else
       ok[i] = 1
     end
@@ -76,7 +85,7 @@ for r = 1, tonumber(ARGV[1]) do
       redis.call('SET', KEYS[k + i], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
     end
     out[#out + 1] = string.format('%d', ok[i])
-    out[#out + 1] = string.format('%d', tat)
+    out[#out + 1] = string.format('%d', tat - now)
   end
   k = k + n
 end
@@ -155,6 +164,9 @@ pub struct RedisBackend {
     connection: Arc<Connection>,
     timeout: Duration,
     health: Mutex<Health>,
+    /// Whether `health` holds an outage (set with it, under its lock): while
+    /// it does not, a call neither locks it nor reads the clock.
+    in_outage: AtomicBool,
     /// One batcher per hash slot tag (one in all for a single node).
     batchers: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
 }
@@ -214,6 +226,7 @@ impl RedisBackend {
             connection,
             timeout,
             health: Mutex::new(Health::default()),
+            in_outage: AtomicBool::new(false),
             batchers: Mutex::new(HashMap::new()),
         })
     }
@@ -247,10 +260,11 @@ impl RedisBackend {
         &self,
         call: impl std::future::Future<Output = Result<T, RedisFailure>>,
     ) -> Result<T, RedisFailure> {
-        let allowed = self
-            .health
-            .lock()
-            .is_ok_and(|mut h| h.should_try(Instant::now()));
+        let allowed = !self.in_outage.load(Ordering::Relaxed)
+            || self
+                .health
+                .lock()
+                .is_ok_and(|mut h| h.should_try(Instant::now()));
         if !allowed {
             return Err(RedisFailure::CoolingDown);
         }
@@ -258,11 +272,13 @@ impl RedisBackend {
             Ok(result) => result,
             Err(_) => Err(RedisFailure::Timeout),
         };
-        if let Ok(mut health) = self.health.lock() {
+        let record = result.is_err() || self.in_outage.load(Ordering::Relaxed);
+        if record && let Ok(mut health) = self.health.lock() {
             match &result {
                 Ok(_) => health.succeeded(),
                 Err(_) => health.failed(Instant::now()),
             }
+            self.in_outage.store(result.is_err(), Ordering::Relaxed);
         }
         result
     }
@@ -276,10 +292,15 @@ impl RedisBackend {
         let (reply, answer) = oneshot::channel();
         let sender = {
             let mut batchers = self.batchers.lock().map_err(|_| RedisFailure::BadReply)?;
-            batchers
-                .entry(tag.to_string())
-                .or_insert_with(|| spawn_batcher(self.connection.clone()))
-                .clone()
+            // Looked up by `&str` first: the tag is made a `String` only
+            // for a batcher's first request.
+            match batchers.get(tag) {
+                Some(sender) => sender.clone(),
+                None => batchers
+                    .entry(tag.to_string())
+                    .or_insert_with(|| spawn_batcher(self.connection.clone()))
+                    .clone(),
+            }
         };
         sender
             .send(Pending { limits, reply })
@@ -376,15 +397,10 @@ impl Connection {
 
     async fn invoke(&self, batch: &[Pending]) -> Result<Vec<RedisDecision>, RedisFailure> {
         let mut invocation = self.script.prepare_invoke();
-        invocation.arg(batch.len());
+        invocation.arg(batch.len()).arg(packed_limits(batch));
         for pending in batch {
-            invocation.arg(pending.limits.len());
-            for (key, gcra, enforced) in &pending.limits {
-                invocation
-                    .key(key)
-                    .arg(gcra.emission_us)
-                    .arg(gcra.burst)
-                    .arg(if *enforced { "1" } else { "0" });
+            for (key, _, _) in &pending.limits {
+                invocation.key(key);
             }
         }
         let reply: Vec<u8> = match &self.target {
@@ -404,6 +420,25 @@ impl Connection {
         let numbers = integers(&reply)?;
         parse_reply(&numbers, batch.iter().map(|p| p.limits.len()))
     }
+}
+
+/// The script's `ARGV[2]`: per request, its number of limits, then each
+/// limit's emission interval, burst and enforce flag, separated by spaces.
+fn packed_limits(batch: &[Pending]) -> String {
+    let mut packed = String::with_capacity(batch.len() * 32);
+    let mut digits = itoa::Buffer::new();
+    for pending in batch {
+        packed.push_str(digits.format(pending.limits.len()));
+        for (_, gcra, enforced) in &pending.limits {
+            packed.push(' ');
+            packed.push_str(digits.format(gcra.emission_us));
+            packed.push(' ');
+            packed.push_str(digits.format(gcra.burst));
+            packed.push_str(if *enforced { " 1" } else { " 0" });
+        }
+        packed.push(' ');
+    }
+    packed
 }
 
 /// The script's reply: integers separated by single spaces.
@@ -461,7 +496,8 @@ fn parse_reply(
                 .chunks_exact(2)
                 .map(|pair| RedisLimitResult {
                     allowed: pair[0] == 1,
-                    tat: pair[1],
+                    // The script sends `tat` less `now`.
+                    tat: now.saturating_add(pair[1]),
                 })
                 .collect(),
         });

@@ -34,7 +34,8 @@ fn cool_down_grows_and_allows_one_probe() {
 
 #[test]
 fn replies_are_checked() {
-    let decisions = parse_reply(&[100, 1, 1, 200, 0, 300, 0, 0, 400], [2, 1].into_iter()).unwrap();
+    // Each `tat` comes as its distance from `now`.
+    let decisions = parse_reply(&[100, 1, 1, 100, 0, 200, 0, 0, 300], [2, 1].into_iter()).unwrap();
     assert_eq!(decisions.len(), 2);
     assert!(decisions[0].admitted);
     assert_eq!(
@@ -44,6 +45,7 @@ fn replies_are_checked() {
             tat: 300
         }
     );
+    assert_eq!(decisions[1].limits[0].tat, 400);
     assert!(!decisions[1].admitted);
     assert_eq!(decisions[1].now, 100);
     assert!(parse_reply(&[100, 1, 1], [2].into_iter()).is_err());
@@ -73,4 +75,21 @@ fn the_scripts_reply_is_read_as_integers_or_refused() {
     for bad in [&b""[..], b"1  2", b"1 x", b"1.5", b" 1", b"1\n", b"\xff"] {
         assert!(integers(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
     }
+}
+
+#[test]
+fn limits_go_to_the_script_as_one_argument() {
+    let pending = |limits: LimitRequest| Pending {
+        limits,
+        reply: oneshot::channel().0,
+    };
+    let gcra = |emission_us, burst| Gcra { emission_us, burst };
+    let batch = [
+        pending(vec![
+            ("a".into(), gcra(1000, 5), true),
+            ("b".into(), gcra(60_000_000, 1), false),
+        ]),
+        pending(vec![("c".into(), gcra(7, 100), true)]),
+    ];
+    assert_eq!(packed_limits(&batch), "2 1000 5 1 60000000 1 0 1 7 100 1 ");
 }
