@@ -70,6 +70,29 @@ async fn an_underscore_request_id_never_reaches_the_upstream() {
     );
 }
 
+/// Session 14's red team: `Transfer_Encoding: chunked` beside a
+/// `Content-Length` reached the upstream, where a CGI/WSGI-style server
+/// reads it as `Transfer-Encoding` and frames the body otherwise than
+/// palisade did (a desync). Every `_` spelling of a framing header goes;
+/// the request is framed by its `Content-Length` alone, on both engines.
+#[tokio::test]
+async fn underscore_spellings_of_framing_headers_never_reach_the_upstream() {
+    let (upstream, server) = setup().await;
+    let request = b"POST /open/x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\
+        Transfer_Encoding: chunked\r\nCONTENT_length: 99\r\nKeep_Alive: 1\r\n\
+        Connection: close\r\n\r\n0\r\n\r\n";
+    let response = raw(server.proxy_addr, request).await;
+    assert_eq!(raw_status(&response), 200, "{response}");
+    let seen = upstream.wait_for_count(1).await.pop().unwrap();
+    let names = header_names(&seen);
+    assert!(
+        names.iter().all(|n| !n.contains('_')),
+        "an underscore framing header went upstream: {names:?}"
+    );
+    assert_eq!(seen.headers["content-length"], "5");
+    assert_eq!((seen.body_len, seen.complete), (5, true));
+}
+
 #[tokio::test]
 async fn a_rate_limit_key_sent_twice_is_refused_before_the_upstream() {
     let (upstream, server) = setup().await;

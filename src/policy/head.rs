@@ -197,6 +197,7 @@ const RELIED_ON: [HeaderName; 9] = [
 ];
 
 /// Cleans the client's header lines before anything reads them: removes
+/// `_` spellings of framing headers ([`FRAMING`]) and
 /// what its `Connection` names (never a [`RELIED_ON`] header nor one the
 /// policy reads, `policy_reads`: the request-ID header, a shared secret's,
 /// a signed webhook's, a `header:` token source; palisade's own headers
@@ -208,7 +209,50 @@ pub fn clean_client_headers(headers: &mut HeaderMap, policy_reads: impl Fn(&Head
     remove_connection_nominated(headers, |name| {
         RELIED_ON.contains(name) || policy_reads(name)
     });
+    remove_underscored_framing(headers);
     join_cookies(headers);
+}
+
+/// Names that decide how a message is framed, routed or kept: an `_`
+/// spelling of one (`Transfer_Encoding`, `Content_Length`) is not the
+/// header to palisade or the HTTP library, but CGI/WSGI-style servers read
+/// it as that header, and would frame the request otherwise than palisade
+/// did.
+const FRAMING: [&str; 10] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "host",
+    "expect",
+];
+
+/// Bit `n` set: some name of [`FRAMING`] is `n` bytes long.
+const FRAMING_LENGTHS: u64 = crate::policy::headers::length_mask(&FRAMING);
+
+/// Removes every header that spells a [`FRAMING`] name with `_` for `-`
+/// (in any case), as NGINX drops names with `_` by default.
+fn remove_underscored_framing(headers: &mut HeaderMap) {
+    let lookalike = |name: &HeaderName| {
+        let name = name.as_str();
+        crate::policy::headers::length_in(FRAMING_LENGTHS, name.len())
+            && name.bytes().any(|b| b == b'_')
+            && FRAMING
+                .iter()
+                .any(|framing| crate::policy::forward::same_header_name(framing, name))
+    };
+    // Usually there is none: look first, collect only then.
+    if !headers.keys().any(lookalike) {
+        return;
+    }
+    let doomed: Vec<HeaderName> = headers.keys().filter(|n| lookalike(n)).cloned().collect();
+    for name in doomed {
+        headers.remove(name);
+    }
 }
 
 fn join_cookies(headers: &mut HeaderMap) {
@@ -240,6 +284,33 @@ fn join_cookies(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn underscore_spellings_of_framing_headers_go() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "transfer_encoding",
+            "Content_Length",
+            "CONNECTION",
+            "te",
+            "keep_alive",
+            "x_custom_header",
+            "host",
+            "ho_t",
+        ] {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        clean_client_headers(&mut headers, |_| false);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["connection", "ho_t", "host", "te", "x_custom_header"]
+        );
+    }
 
     fn host_check(version: Version, uri: &str, hosts: &[&str]) -> Result<(), HeadRejection> {
         let mut headers = HeaderMap::new();
