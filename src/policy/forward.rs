@@ -133,14 +133,7 @@ pub fn remove_client_claimed(headers: &mut HeaderMap, peer_trusted: bool) {
             false
         }
     };
-    // Usually nothing is claimed: look first, collect only then.
-    if !headers.keys().any(claimed) {
-        return;
-    }
-    let doomed: Vec<HeaderName> = headers.keys().filter(|n| claimed(n)).cloned().collect();
-    for name in doomed {
-        headers.remove(name);
-    }
+    crate::policy::headers::remove_matching(headers, claimed);
 }
 
 /// Whether two header names are the same ignoring case and `_` vs `-`, as
@@ -290,14 +283,9 @@ impl StrippedHeaders {
         if self.names.is_empty() && self.twins_of.is_empty() {
             return;
         }
-        let doomed = |name: &&HeaderName| self.contains(name.as_str()) || self.is_twin(name);
-        if !headers.keys().any(|name| doomed(&name)) {
-            return;
-        }
-        let doomed: Vec<HeaderName> = headers.keys().filter(doomed).cloned().collect();
-        for name in doomed {
-            headers.remove(name);
-        }
+        crate::policy::headers::remove_matching(headers, |name| {
+            self.contains(name.as_str()) || self.is_twin(name)
+        });
     }
 }
 

@@ -245,14 +245,7 @@ fn remove_underscored_framing(headers: &mut HeaderMap) {
                 .iter()
                 .any(|framing| crate::policy::forward::same_header_name(framing, name))
     };
-    // Usually there is none: look first, collect only then.
-    if !headers.keys().any(lookalike) {
-        return;
-    }
-    let doomed: Vec<HeaderName> = headers.keys().filter(|n| lookalike(n)).cloned().collect();
-    for name in doomed {
-        headers.remove(name);
-    }
+    crate::policy::headers::remove_matching(headers, lookalike);
 }
 
 fn join_cookies(headers: &mut HeaderMap) {

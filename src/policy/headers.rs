@@ -179,6 +179,18 @@ pub fn strip_fixed_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes every header whose name `doomed` picks. Usually none is
+/// picked: the names are looked at first, and collected only then.
+pub fn remove_matching(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    if !headers.keys().any(&doomed) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
 /// Bit `n` set: some hop-by-hop name is `n` bytes long.
 const HOP_BY_HOP_LENGTHS: u64 = length_mask(&HOP_BY_HOP);
 
