@@ -109,7 +109,7 @@ impl Upstream {
     ) -> impl Future<Output = Result<(Response<ExchangeBody>, std::time::Instant), Reject>> {
         async move {
             let upgrade = head.upgrade;
-            let bytes = match body {
+            let (bytes, retryable) = match body {
                 PreparedBody::Once { body, empty } => {
                     let outgoing = Outgoing::Owned(head.into_request(body));
                     let (outcome, answered, _) = self
@@ -120,7 +120,6 @@ impl Upstream {
                 PreparedBody::Replay(bytes) => (bytes, true),
                 PreparedBody::Whole(bytes) => (bytes, false),
             };
-            let (bytes, retryable) = bytes;
             let mut admitted = started;
             loop {
                 let outgoing = Outgoing::Lent {
