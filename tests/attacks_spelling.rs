@@ -93,6 +93,44 @@ async fn underscore_spellings_of_framing_headers_never_reach_the_upstream() {
     assert_eq!((seen.body_len, seen.complete), (5, true));
 }
 
+/// "httpoxy": a `Proxy` request header becomes `HTTP_PROXY` in a CGI-style
+/// server, which many HTTP client libraries take as their outbound proxy.
+/// It never reaches the upstream, over HTTP/1.1 (any case) or HTTP/2; nor
+/// do the `_` spellings of the other hop-by-hop headers.
+#[tokio::test]
+async fn a_proxy_header_never_reaches_the_upstream() {
+    let (upstream, server) = setup().await;
+    let request = b"GET /open/h1 HTTP/1.1\r\nHost: t\r\nPROXY: http://evil.example:8080\r\n\
+        Proxy_Authorization: Basic eDp5\r\nHTTP2_Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\
+        Proxy-Token: kept\r\nConnection: close\r\n\r\n";
+    let response = raw(server.proxy_addr, request).await;
+    assert_eq!(raw_status(&response), 200, "{response}");
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let h2 = http::Request::get(format!("http://{}/open/h2", server.proxy_addr))
+        .header("proxy", "http://evil.example:8080")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let answer = client.request(h2).await.unwrap();
+    assert_eq!(answer.version(), http::Version::HTTP_2);
+    assert_eq!(answer.status(), StatusCode::OK);
+
+    let seen = upstream.wait_for_count(2).await;
+    for request in &seen {
+        let names = header_names(request);
+        assert!(
+            !names.iter().any(|n| n == "proxy" || n.contains('_')),
+            "{}: {names:?}",
+            request.uri
+        );
+    }
+    // Only that name: a header that merely starts with it passes.
+    let h1 = seen.iter().find(|r| r.uri == "/open/h1").unwrap();
+    assert_eq!(h1.headers["proxy-token"], "kept");
+}
+
 #[tokio::test]
 async fn a_rate_limit_key_sent_twice_is_refused_before_the_upstream() {
     let (upstream, server) = setup().await;

@@ -197,7 +197,8 @@ const RELIED_ON: [HeaderName; 9] = [
 ];
 
 /// Cleans the client's header lines before anything reads them: removes
-/// `_` spellings of framing headers ([`FRAMING`]) and
+/// `Proxy` ([`PROXY`]), `_` spellings of framing and hop-by-hop headers
+/// ([`FRAMING`]) and
 /// what its `Connection` names (never a [`RELIED_ON`] header nor one the
 /// policy reads, `policy_reads`: the request-ID header, a shared secret's,
 /// a signed webhook's, a `header:` token source; palisade's own headers
@@ -209,16 +210,17 @@ pub fn clean_client_headers(headers: &mut HeaderMap, policy_reads: impl Fn(&Head
     remove_connection_nominated(headers, |name| {
         RELIED_ON.contains(name) || policy_reads(name)
     });
-    remove_underscored_framing(headers);
+    remove_unforwardable(headers);
     join_cookies(headers);
 }
 
-/// Names that decide how a message is framed, routed or kept: an `_`
-/// spelling of one (`Transfer_Encoding`, `Content_Length`) is not the
-/// header to palisade or the HTTP library, but CGI/WSGI-style servers read
-/// it as that header, and would frame the request otherwise than palisade
-/// did.
-const FRAMING: [&str; 10] = [
+/// Names that decide how a message is framed, routed or kept, and every
+/// other hop-by-hop name (`policy::headers`): an `_` spelling of one
+/// (`Transfer_Encoding`, `Content_Length`, `Proxy_Authorization`) is not
+/// the header to palisade or the HTTP library, but CGI/WSGI-style servers
+/// read it as that header, and would frame the request otherwise than
+/// palisade did, or see a hop-by-hop header palisade removed.
+const FRAMING: [&str; 13] = [
     "content-length",
     "transfer-encoding",
     "connection",
@@ -227,6 +229,9 @@ const FRAMING: [&str; 10] = [
     "trailer",
     "keep-alive",
     "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "http2-settings",
     "host",
     "expect",
 ];
@@ -234,18 +239,26 @@ const FRAMING: [&str; 10] = [
 /// Bit `n` set: some name of [`FRAMING`] is `n` bytes long.
 const FRAMING_LENGTHS: u64 = crate::policy::headers::length_mask(&FRAMING);
 
-/// Removes every header that spells a [`FRAMING`] name with `_` for `-`
-/// (in any case), as NGINX drops names with `_` by default.
-fn remove_underscored_framing(headers: &mut HeaderMap) {
-    let lookalike = |name: &HeaderName| {
+/// `Proxy`: no HTTP header of that name exists, and CGI-style servers
+/// hand it to the application as `HTTP_PROXY`, which many HTTP client
+/// libraries take as their outbound proxy ("httpoxy", CVE-2016-5385 and
+/// its kin): a client could route the upstream's own outbound calls
+/// through a server of its choosing. NGINX and Apache advise removing it.
+const PROXY: &str = "proxy";
+
+/// Removes `Proxy` and every header that spells a [`FRAMING`] name with
+/// `_` for `-` (in any case), as NGINX drops names with `_` by default.
+fn remove_unforwardable(headers: &mut HeaderMap) {
+    let unforwardable = |name: &HeaderName| {
         let name = name.as_str();
-        crate::policy::headers::length_in(FRAMING_LENGTHS, name.len())
-            && name.bytes().any(|b| b == b'_')
-            && FRAMING
-                .iter()
-                .any(|framing| crate::policy::forward::same_header_name(framing, name))
+        crate::policy::headers::length_in(FRAMING_LENGTHS | 1 << PROXY.len(), name.len())
+            && (name == PROXY
+                || (name.bytes().any(|b| b == b'_')
+                    && FRAMING
+                        .iter()
+                        .any(|framing| crate::policy::forward::same_header_name(framing, name))))
     };
-    crate::policy::headers::remove_matching(headers, lookalike);
+    crate::policy::headers::remove_matching(headers, unforwardable);
 }
 
 fn join_cookies(headers: &mut HeaderMap) {
@@ -457,5 +470,25 @@ mod tests {
         assert!(headers.contains_key("x-request-id"));
         assert!(headers.contains_key("host"));
         assert!(!headers.contains_key("x-hop"));
+    }
+
+    #[test]
+    fn proxy_and_underscored_hop_by_hop_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "proxy",
+            "proxy_authorization",
+            "http2_settings",
+            "transfer_encoding",
+            "x_proxy",
+            "proxy-x",
+            "x-custom_name",
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from_static("v"));
+        }
+        clean_client_headers(&mut headers, |_| false);
+        let mut left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["proxy-x", "x-custom_name", "x_proxy"]);
     }
 }
