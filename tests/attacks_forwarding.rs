@@ -742,3 +742,60 @@ async fn upstream_headers_reach_an_h2_client() {
     assert_eq!(headers.get_all("x-request-id").iter().count(), 1);
     assert_eq!(upstream.wait_for_count(1).await[0].method, "GET");
 }
+
+/// palisade writes `X-Forwarded-*` and the request ID as lines of its own
+/// after the client's: the client's lines of those names, in any case and
+/// however many, must be gone, so the upstream reads exactly one of each,
+/// palisade's. From a trusted proxy, its chain is appended to and its
+/// `X-Forwarded-Proto` / `-Host` are kept, once.
+#[tokio::test]
+async fn forwarding_headers_and_the_request_id_reach_the_upstream_once() {
+    let (upstream, server) = setup().await;
+    let request = "GET /open/once HTTP/1.1\r\nHost: app.test\r\n\
+        x-forwarded-for: 6.6.6.6\r\nX-FORWARDED-FOR: 7.7.7.7\r\n\
+        X-Forwarded-Proto: https\r\nx-forwarded-proto: wss\r\n\
+        X-Forwarded-Host: evil.test\r\nX-Request-Id: bad id\r\nx-request-id: also bad\r\n\
+        Connection: close\r\n\r\n";
+    let response = raw(server.proxy_addr, request.as_bytes()).await;
+    assert_eq!(raw_status(&response), 200, "{response}");
+    let seen = &upstream.wait_for_count(1).await[0];
+    let once = |name: &str| {
+        let values: Vec<_> = seen.headers.get_all(name).iter().collect();
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+        values[0].to_str().unwrap().to_string()
+    };
+    assert_eq!(once("x-forwarded-for"), "127.0.0.1");
+    assert_eq!(once("x-forwarded-proto"), "http");
+    assert_eq!(once("x-forwarded-host"), "app.test");
+    let id = once("x-request-id");
+    assert!(
+        response.contains(&format!("x-request-id: {id}\r\n")),
+        "{response}"
+    );
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+
+    let behind = TestUpstream::start().await;
+    let trusting = start_palisade(
+        &CONFIG.replace(
+            "[auth.jwt]",
+            "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n[auth.jwt]",
+        ),
+        behind.addr,
+    )
+    .await;
+    let request = "GET /open/once HTTP/1.1\r\nHost: app.test\r\n\
+        X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\
+        X-Forwarded-Host: public.test\r\nX-Request-Id: edge-id-1\r\nConnection: close\r\n\r\n";
+    let response = raw(trusting.proxy_addr, request.as_bytes()).await;
+    assert_eq!(raw_status(&response), 200, "{response}");
+    let seen = &behind.wait_for_count(1).await[0];
+    let once = |name: &str| {
+        let values: Vec<_> = seen.headers.get_all(name).iter().collect();
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+        values[0].to_str().unwrap().to_string()
+    };
+    assert_eq!(once("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
+    assert_eq!(once("x-forwarded-proto"), "https");
+    assert_eq!(once("x-forwarded-host"), "public.test");
+    assert_eq!(once("x-request-id"), "edge-id-1");
+}

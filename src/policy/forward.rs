@@ -145,22 +145,50 @@ pub fn same_header_name(a: &str, b: &str) -> bool {
             .all(|(x, y)| normalize(x) == normalize(y))
 }
 
-/// Sets `X-Forwarded-For` (appended to from a trusted proxy, else the peer
-/// alone) and `-Proto` / `-Host`. A trusted proxy's `X-Forwarded-Proto` /
-/// `-Host` are kept.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
+/// palisade's `X-Forwarded-*` values for the upstream request, written
+/// after the client's lines (`proxy::upstream::rewrite`): the lines they
+/// replace leave the header map by [`forwarded_replaces`].
+#[derive(Debug, Clone)]
+pub struct Forwarded {
+    /// `X-Forwarded-For`: a trusted proxy's chain with the peer appended,
+    /// else the peer alone.
+    pub for_chain: HeaderValue,
+    /// `X-Forwarded-Proto`; `None` keeps a trusted proxy's.
+    pub proto: Option<HeaderValue>,
+    /// `X-Forwarded-Host`; `None` keeps a trusted proxy's, or (from any
+    /// other peer) sends none: the request named no host.
+    pub host: Option<HeaderValue>,
+}
+
+impl Forwarded {
+    /// Each line, as name and value, in the order they are written.
+    pub fn each(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        [
+            Some((&X_FORWARDED_FOR, &self.for_chain)),
+            self.proto.as_ref().map(|v| (&X_FORWARDED_PROTO, v)),
+            self.host.as_ref().map(|v| (&X_FORWARDED_HOST, v)),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// The `X-Forwarded-*` palisade sends: `X-Forwarded-For` appended to from a
+/// trusted proxy, else the peer alone; `-Proto` and `-Host` palisade's,
+/// but a trusted proxy's are kept. Reads `headers` only.
+pub fn forwarded(
+    headers: &HeaderMap,
     peer_value: &HeaderValue,
     peer_trusted: bool,
     client_https: bool,
     host: Option<&HeaderValue>,
-) {
+) -> Forwarded {
     let believed = if peer_trusted {
         headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
     } else {
         None
     };
-    let xff = match believed {
+    let joined = match believed {
         Some(existing) if !existing.trim().is_empty() => {
             let joined = headers
                 .get_all(&X_FORWARDED_FOR)
@@ -171,26 +199,34 @@ pub fn set_forwarded(
             let peer_text = peer_value.to_str().unwrap_or_default();
             HeaderValue::from_str(&format!("{joined}, {peer_text}")).ok()
         }
-        _ => Some(peer_value.clone()),
+        _ => None,
     };
-    if let Some(value) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        let proto = if client_https { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(host) => {
-                headers.insert(X_FORWARDED_HOST.clone(), host.clone());
-            }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
-        }
+    let kept = |name: &HeaderName| peer_trusted && headers.contains_key(name);
+    Forwarded {
+        for_chain: joined.unwrap_or_else(|| peer_value.clone()),
+        proto: (!kept(&X_FORWARDED_PROTO))
+            .then(|| HeaderValue::from_static(if client_https { "https" } else { "http" })),
+        host: if kept(&X_FORWARDED_HOST) {
+            None
+        } else {
+            host.cloned()
+        },
     }
 }
+
+/// Whether the request's own line named `name` gives way to what
+/// [`forwarded`] sends: `X-Forwarded-For` always (a trusted proxy's chain
+/// is in palisade's line), `-Proto` and `-Host` unless the peer is a
+/// trusted proxy (then its own are kept).
+pub fn forwarded_replaces(name: &HeaderName, peer_trusted: bool) -> bool {
+    // Most names are none of the three by their length alone.
+    length_in(FORWARDED_LENGTHS, name.as_str().len())
+        && (*name == X_FORWARDED_FOR
+            || (!peer_trusted && (*name == X_FORWARDED_PROTO || *name == X_FORWARDED_HOST)))
+}
+
+/// Bit `n` set: some `X-Forwarded-*` name palisade sets is `n` bytes long.
+const FORWARDED_LENGTHS: u64 = length_mask(&SET_BY_PALISADE);
 
 /// The peer address as header text, IPv4-mapped IPv6 written as IPv4.
 pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
@@ -388,26 +424,48 @@ mod tests {
         headers.insert("x-forwarded-for", HeaderValue::from_static("9.9.9.9"));
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let host = HeaderValue::from_static("api.example.com");
-        let mut trusted = headers.clone();
-        set_forwarded(
-            &mut trusted,
-            &ip_header_value("10.0.0.1".parse().unwrap()),
-            true,
-            false,
-            Some(&host),
+        let lines = |f: &Forwarded| {
+            f.each()
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let peer = ip_header_value("10.0.0.1".parse().unwrap());
+        let trusted = forwarded(&headers, &peer, true, false, Some(&host));
+        // The proxy's Proto is kept (no line of palisade's); no Host came
+        // from it, so palisade's goes.
+        assert_eq!(
+            lines(&trusted),
+            [
+                "x-forwarded-for: 9.9.9.9, 10.0.0.1",
+                "x-forwarded-host: api.example.com"
+            ]
         );
-        assert_eq!(trusted["x-forwarded-for"], "9.9.9.9, 10.0.0.1");
-        assert_eq!(trusted["x-forwarded-proto"], "https");
-        set_forwarded(
-            &mut headers,
-            &ip_header_value("1.2.3.4".parse().unwrap()),
-            false,
-            false,
-            Some(&host),
+        let peer = ip_header_value("1.2.3.4".parse().unwrap());
+        let untrusted = forwarded(&headers, &peer, false, false, Some(&host));
+        assert_eq!(
+            lines(&untrusted),
+            [
+                "x-forwarded-for: 1.2.3.4",
+                "x-forwarded-proto: http",
+                "x-forwarded-host: api.example.com"
+            ]
         );
-        assert_eq!(headers["x-forwarded-for"], "1.2.3.4");
-        assert_eq!(headers["x-forwarded-proto"], "http");
-        assert_eq!(headers["x-forwarded-host"], "api.example.com");
+        assert_eq!(
+            lines(&forwarded(&headers, &peer, false, true, None)).len(),
+            2
+        );
+        for (name, trusted, replaced) in [
+            ("x-forwarded-for", true, true),
+            ("x-forwarded-for", false, true),
+            ("x-forwarded-proto", true, false),
+            ("x-forwarded-proto", false, true),
+            ("x-forwarded-host", true, false),
+            ("x-forwarded-host", false, true),
+            ("x-forwarded-port", false, false),
+        ] {
+            let name = HeaderName::from_static(name);
+            assert_eq!(forwarded_replaces(&name, trusted), replaced, "{name}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
 use tokio::time::Instant;
 
 use super::client::ClientFailure;
+use super::rewrite::AddedLines;
 use super::{ExchangeBody, Upstream};
 use crate::policy::body::{BodyProgress, UpstreamBody};
 use crate::proxy::breaker;
@@ -26,14 +27,17 @@ pub struct Head {
     pub uri: Uri,
     /// Rewritten headers.
     pub headers: HeaderMap,
+    /// palisade's own lines, sent after `headers`.
+    pub added: AddedLines,
     /// A WebSocket handshake (sent on a connection of its own).
     pub upgrade: bool,
 }
 
 impl Head {
-    /// The head as a request; one sent once sends the head itself
-    /// (nothing copied).
-    fn into_request(self, body: UpstreamBody) -> Request<UpstreamBody> {
+    /// The head as a request, palisade's lines in its header map; one
+    /// sent once sends the head itself (nothing copied).
+    fn into_request(mut self, body: UpstreamBody) -> Request<UpstreamBody> {
+        self.added.insert_into(&mut self.headers);
         let mut request = Request::new(body);
         *request.method_mut() = self.method;
         *request.uri_mut() = self.uri;

@@ -166,6 +166,7 @@ impl Upstream {
                 method: rewritten.parts.method,
                 uri: rewritten.uri,
                 headers: rewritten.parts.headers,
+                added: rewritten.added,
                 upgrade: rewritten.client_upgrade.is_some(),
             };
             let body = prepare_body(body, &head, replayable, settings.max_body, &progress);

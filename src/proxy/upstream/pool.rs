@@ -76,11 +76,13 @@ impl<'a> RawHead<'a> {
                 method: request.method(),
                 uri: request.uri(),
                 headers: request.headers(),
+                added: None,
             },
             RawHead::Lent(head) => raw::HeadRef {
                 method: &head.method,
                 uri: &head.uri,
                 headers: &head.headers,
+                added: Some(&head.added),
             },
         }
     }

@@ -25,6 +25,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::rewrite::AddedLines;
 use crate::policy::body::UpstreamBody;
 use crate::policy::headers::{is_hop_by_hop_name, names_nothing};
 use crate::policy::response_headers::{Known, UpstreamLines};
@@ -77,6 +78,9 @@ pub struct HeadRef<'a> {
     pub uri: &'a http::Uri,
     /// Header lines.
     pub headers: &'a HeaderMap,
+    /// palisade's own lines, written after `headers` (a request of its
+    /// own has them in its map).
+    pub added: Option<&'a AddedLines>,
 }
 
 /// Why an exchange failed.
@@ -147,13 +151,7 @@ where
         payload: &Bytes,
     ) -> Result<Response<RawBody<T>>, RawFailure> {
         let mut head = Vec::with_capacity(256);
-        encode_request(
-            request.method,
-            request.uri,
-            request.headers,
-            payload.len(),
-            &mut head,
-        );
+        encode_request(request, payload.len(), &mut head);
         if let Err(error) = write_two(&mut *self.io, &head, payload).await {
             return Err(RawFailure::Unsent(error.into()));
         }
@@ -203,23 +201,21 @@ where
 
 /// The request head, by hyper's client rules for a body of `length`
 /// bytes: the headers as they are (a `Content-Length` where the client put
-/// it), and a `content-length` line added last when a body has none.
-fn encode_request(
-    method: &Method,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    length: usize,
-    out: &mut Vec<u8>,
-) {
-    out.extend_from_slice(method.as_str().as_bytes());
+/// it), palisade's own lines after them, and a `content-length` line added
+/// last when a body has none.
+fn encode_request(request: HeadRef<'_>, length: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
-    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in request.headers {
         wire::line(out, name.as_str(), value.as_bytes());
     }
-    if length > 0 && !headers.contains_key(header::CONTENT_LENGTH) {
+    for (name, value) in request.added.into_iter().flat_map(AddedLines::each) {
+        wire::line(out, name.as_str(), value.as_bytes());
+    }
+    if length > 0 && !request.headers.contains_key(header::CONTENT_LENGTH) {
         let mut digits = itoa::Buffer::new();
         wire::line(out, "content-length", digits.format(length).as_bytes());
     }
@@ -1001,7 +997,16 @@ mod tests {
         headers.insert("content-length", HeaderValue::from_static("0"));
         let uri: http::Uri = "/a?b".parse().unwrap();
         let mut out = Vec::new();
-        encode_request(&Method::GET, &uri, &headers, 0, &mut out);
+        let encode = |method: &Method, headers: &HeaderMap, added, length, out: &mut Vec<u8>| {
+            let head = HeadRef {
+                method,
+                uri: &uri,
+                headers,
+                added,
+            };
+            encode_request(head, length, out);
+        };
+        encode(&Method::GET, &headers, None, 0, &mut out);
         assert_eq!(
             out,
             b"GET /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 0\r\n\r\n"
@@ -1009,17 +1014,30 @@ mod tests {
         out.clear();
         headers.insert("content-length", HeaderValue::from_static("3"));
         headers.insert("x-after", HeaderValue::from_static("1"));
-        encode_request(&Method::PUT, &uri, &headers, 3, &mut out);
+        encode(&Method::PUT, &headers, None, 3, &mut out);
         assert_eq!(
             out, b"PUT /a?b HTTP/1.1\r\nhost: up\r\ncontent-length: 3\r\nx-after: 1\r\n\r\n",
             "the client's Content-Length stays where it was"
         );
         out.clear();
         headers.remove("content-length");
-        encode_request(&Method::PUT, &uri, &headers, 3, &mut out);
+        let added = AddedLines::new(
+            crate::policy::forward::Forwarded {
+                for_chain: HeaderValue::from_static("1.2.3.4"),
+                proto: Some(HeaderValue::from_static("http")),
+                host: None,
+            },
+            (
+                http::HeaderName::from_static("x-request-id"),
+                HeaderValue::from_static("id-1"),
+            ),
+        );
+        encode(&Method::PUT, &headers, Some(&added), 3, &mut out);
         assert_eq!(
-            out,
-            b"PUT /a?b HTTP/1.1\r\nhost: up\r\nx-after: 1\r\ncontent-length: 3\r\n\r\n"
+            String::from_utf8(out).unwrap(),
+            "PUT /a?b HTTP/1.1\r\nhost: up\r\nx-after: 1\r\nx-forwarded-for: 1.2.3.4\r\n\
+             x-forwarded-proto: http\r\nx-request-id: id-1\r\ncontent-length: 3\r\n\r\n",
+            "palisade's lines after the client's; a length the body needs last"
         );
     }
 

@@ -1,8 +1,8 @@
 //! The request the upstream receives: hop-by-hop headers gone (what
 //! `Connection` named went on arrival), no `Upgrade` but a WebSocket
-//! handshake's (rebuilt here), `X-Forwarded-*` set, `Host` set, the
-//! request ID and `traceparent` set, and the URI rebuilt from the
-//! canonical path.
+//! handshake's (rebuilt here), `Host` and `traceparent` set, the URI
+//! rebuilt from the canonical path, and `X-Forwarded-*` and the request
+//! ID as palisade's own lines after the client's ([`AddedLines`]).
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -44,10 +44,52 @@ pub struct Rewritten {
     pub uri: Uri,
     /// Method, headers (version is always HTTP/1.1 upstream).
     pub parts: Parts,
+    /// palisade's own lines, sent after `parts`' headers.
+    pub added: AddedLines,
     /// The client's half of the upgrade, for a WebSocket handshake.
     pub client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// The idle watch of the client connection, for the tunnel.
     pub tunnel_watch: Option<TunnelWatch>,
+}
+
+/// The lines palisade adds to the upstream request after the client's
+/// (`X-Forwarded-*` and the request ID), kept beside the header map rather
+/// than inserted into it: palisade's engine writes them as lines, and only
+/// a request hyper sends puts them in its map
+/// ([`insert_into`](Self::insert_into)). Hashing each name into the map
+/// and reading it back cost about 1,100 instructions per request
+/// (`bench/RESULTS.md`). The client's lines of these names are gone from
+/// the map (`rewrite`), so the upstream gets one of each.
+#[derive(Debug, Clone)]
+pub struct AddedLines {
+    forwarded: forward::Forwarded,
+    request_id: (HeaderName, HeaderValue),
+}
+
+impl AddedLines {
+    /// `forwarded`'s lines, then the request-ID header.
+    pub fn new(forwarded: forward::Forwarded, request_id: (HeaderName, HeaderValue)) -> Self {
+        Self {
+            forwarded,
+            request_id,
+        }
+    }
+
+    /// Each line, as name and value, in the order it is written.
+    pub fn each(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.forwarded
+            .each()
+            .chain(std::iter::once((&self.request_id.0, &self.request_id.1)))
+    }
+
+    /// The lines put into a header map, for an exchange that writes only
+    /// a map (hyper's).
+    pub fn insert_into(&self, headers: &mut http::HeaderMap) {
+        headers.reserve(4);
+        for (name, value) in self.each() {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 /// One `Content-Length` line in plain digits: the HTTP library accepted
@@ -106,35 +148,39 @@ pub fn rewrite(
     } else {
         (None, None)
     };
-    // Room for what is set below (X-Forwarded-*, Host, the request ID,
-    // trace context) in one growth: hyper sized the map to what arrived.
-    headers.reserve(6);
     let client_host = headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    forward::set_forwarded(
+    let forwarded = forward::forwarded(
         headers,
         target.peer,
         target.peer_trusted,
         target.https,
         client_host.as_ref(),
     );
+    // The client's lines palisade's own replace: looked for by name
+    // (length first), not hashed one by one; usually none is there.
+    let (id_name, id_value) = target.request_id;
+    crate::policy::headers::remove_matching(headers, |name| {
+        name == id_name || forward::forwarded_replaces(name, target.peer_trusted)
+    });
     let host = match client_host {
         Some(host) if policy.preserve_host => host,
         _ => policy.host_header.clone(),
     };
     headers.insert(header::HOST, host);
-    headers.insert(target.request_id.0.clone(), target.request_id.1.clone());
     if let Some(outgoing) = target.trace {
         trace::set_outgoing(headers, outgoing);
     }
+    let added = AddedLines::new(forwarded, (id_name.clone(), id_value.clone()));
     parts.version = Version::HTTP_11;
     Ok(Rewritten {
         uri: upstream_uri(&policy.base_path, target.path, &parts.uri)?,
         parts,
+        added,
         client_upgrade,
         tunnel_watch,
     })
