@@ -248,7 +248,7 @@ impl Compiler<'_> {
         let upstream = self.upstream(&file)?;
         let log = self.log(&file)?;
         let request_id = RequestIdPolicy {
-            header: self.header_name(&file.request_id.header, "request_id.header")?,
+            header: self.settable_header_name(&file.request_id.header, "request_id.header")?,
             trust_incoming: file.request_id.trust_incoming,
         };
         let auth = self.auth(&file)?;
@@ -258,6 +258,20 @@ impl Compiler<'_> {
             self.security_headers(&file.security_headers, &"security_headers".into())?;
         let routes = self.routes(&file, &base_headers)?;
         let mut stripped_headers = routes::stripped_headers(&file);
+        // The request ID is read from the client (`trust_incoming`) and
+        // set by palisade: not a header it strips from clients and sets
+        // with another meaning.
+        if stripped_headers.contains(request_id.header.as_str()) {
+            return Err(self.err(
+                "request_id.header",
+                format!(
+                    "\"{}\" is also a header palisade sets with another meaning (a forward_claims \
+                     target, a shared secret's header, upstream.deadline_header or a method \
+                     override); choose a name of its own",
+                    file.request_id.header
+                ),
+            ));
+        }
         routes::strip_twins(&mut stripped_headers, &request_id, &auth, &routes);
         let tracing = self.tracing(&file)?;
         Ok(Policy {
@@ -293,5 +307,21 @@ impl Compiler<'_> {
     fn header_name(&self, value: &Text, key: impl Into<KeyPath>) -> Result<HeaderName> {
         HeaderName::from_bytes(value.as_str().as_bytes())
             .map_err(|_| self.err(key, format!("\"{value}\" is not a valid header name")))
+    }
+
+    /// A header palisade sets on the upstream request for the operator
+    /// (the request ID, `deadline_header`, a `forward_claims` target): a
+    /// valid name, and none palisade already owns
+    /// (`policy::head::reserved_reason`).
+    fn settable_header_name(&self, value: &Text, key: impl Into<KeyPath>) -> Result<HeaderName> {
+        let key = key.into();
+        let name = self.header_name(value, key.clone())?;
+        match crate::policy::head::reserved_reason(name.as_str()) {
+            None => Ok(name),
+            Some(why) => Err(self.err(
+                key,
+                format!("\"{value}\" is a header palisade {why}; choose a name of your own"),
+            )),
+        }
     }
 }

@@ -136,6 +136,17 @@ pub fn remove_client_claimed(headers: &mut HeaderMap, peer_trusted: bool) {
     crate::policy::headers::remove_matching(headers, claimed);
 }
 
+/// Whether `name` (in any case, `_` for `-`) is a header that says who the
+/// client is or what it asked for ([`CLIENT_CLAIMED`], and the
+/// `X-Forwarded-*` palisade sets): palisade removes or sets it, so an
+/// operator may not give it another meaning (config).
+pub fn tells_about_client(name: &str) -> bool {
+    CLIENT_CLAIMED
+        .iter()
+        .chain(&SET_BY_PALISADE)
+        .any(|listed| same_header_name(listed, name))
+}
+
 /// Whether two header names are the same ignoring case and `_` vs `-`, as
 /// CGI/WSGI servers read them (`X_Api_Token` is `X-Api-Token` there).
 pub fn same_header_name(a: &str, b: &str) -> bool {

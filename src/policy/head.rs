@@ -246,6 +246,31 @@ const FRAMING_LENGTHS: u64 = crate::policy::headers::length_mask(&FRAMING);
 /// through a server of its choosing. NGINX and Apache advise removing it.
 const PROXY: &str = "proxy";
 
+/// Why palisade cannot set a header of this name for the operator (the
+/// request-ID header, `upstream.deadline_header`, a `forward_claims`
+/// target), or `None` when it can. A name that frames or routes the
+/// message, says who the client is, carries its credentials or palisade's
+/// trace context (in any case, `_` for `-`) would reach the upstream
+/// beside, or instead of, what palisade or the client put there: two
+/// `X-Forwarded-For` lines, a `Content-Length` of a UUID, a client-chosen
+/// `Proxy` (red team, session 15).
+pub fn reserved_reason(name: &str) -> Option<&'static str> {
+    let same = |listed: &&str| crate::policy::forward::same_header_name(listed, name);
+    if FRAMING.iter().chain(&[PROXY]).any(same) {
+        Some("frames or routes the message (a hop-by-hop or framing header)")
+    } else if crate::policy::forward::tells_about_client(name) {
+        Some(
+            "sets or removes: it says who the client is (X-Forwarded-*, Forwarded, X-Real-IP and their kin)",
+        )
+    } else if ["authorization", "cookie"].iter().any(same) {
+        Some("forwards unchanged: it carries the client's credentials")
+    } else if ["traceparent", "tracestate"].iter().any(same) {
+        Some("sets for trace context ([tracing] propagate)")
+    } else {
+        None
+    }
+}
+
 /// Removes `Proxy` and every header that spells a [`FRAMING`] name with
 /// `_` for `-` (in any case), as NGINX drops names with `_` by default.
 fn remove_unforwardable(headers: &mut HeaderMap) {
@@ -490,5 +515,33 @@ mod tests {
         let mut left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["proxy-x", "x-custom_name", "x_proxy"]);
+    }
+
+    #[test]
+    fn names_palisade_owns_are_reserved() {
+        for name in [
+            "X-Forwarded-For",
+            "x_forwarded_proto",
+            "Host",
+            "content-length",
+            "Transfer_Encoding",
+            "Proxy",
+            "X-Real-IP",
+            "forwarded",
+            "Authorization",
+            "cookie",
+            "traceparent",
+            "Connection",
+        ] {
+            assert!(reserved_reason(name).is_some(), "{name}");
+        }
+        for name in [
+            "X-Request-Id",
+            "X-Correlation-Id",
+            "X-User-Id",
+            "X-Request-Timeout-Ms",
+        ] {
+            assert_eq!(reserved_reason(name), None, "{name}");
+        }
     }
 }

@@ -179,7 +179,12 @@ impl Compiler<'_> {
     ) -> Result<crate::policy::auth::claims::ForwardClaims> {
         claims
             .iter()
-            .map(|(claim, header)| Ok((claim.clone(), self.header_name(header, key.key(claim))?)))
+            .map(|(claim, header)| {
+                Ok((
+                    claim.clone(),
+                    self.settable_header_name(header, key.key(claim))?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()
             .map(Into::into)
     }

@@ -62,6 +62,50 @@ fn a_bad_deadline_header_names_its_key() {
     );
 }
 
+/// Red team, session 15: a header palisade owns, given as the request
+/// ID, the deadline header or a claim's target, reached the upstream twice
+/// (`X-Forwarded-For`), client-chosen (`Proxy`), or as a framing header
+/// with a UUID in it (`Content-Length`).
+#[test]
+fn headers_palisade_owns_cannot_be_set_for_the_operator() {
+    let route = "[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n";
+    fails_at(
+        &format!("[request_id]\nheader = \"X-Forwarded-For\"\n{route}"),
+        "t.toml:2:10: request_id.header: \"X-Forwarded-For\" is a header palisade sets or removes",
+    );
+    fails_at(
+        &format!("[request_id]\nheader = \"proxy\"\n{route}"),
+        "t.toml:2:10: request_id.header: \"proxy\" is a header palisade frames or routes",
+    );
+    fails_at(
+        &format!("[upstream]\ndeadline_header = \"Content_Length\"\n{route}"),
+        "t.toml:2:19: upstream.deadline_header: \"Content_Length\" is a header palisade frames",
+    );
+    fails_at(
+        &format!("{JWT}forward_claims = {{ sub = \"Host\" }}\n{route}"),
+        "t.toml:3:26: auth.jwt.forward_claims.sub: \"Host\" is a header palisade frames",
+    );
+    fails_at(
+        &format!("[request_id]\nheader = \"traceparent\"\n{route}"),
+        "t.toml:2:10: request_id.header: \"traceparent\" is a header palisade sets for trace",
+    );
+    fails_at(
+        &format!(
+            "{JWT}forward_claims = {{ sub = \"X-Trace\" }}\n[request_id]\nheader = \"x_trace\"\n{route}"
+        ),
+        "t.toml:5:10: request_id.header: \"x_trace\" is also a header palisade sets with another meaning",
+    );
+    let ok = format!(
+        "{JWT}forward_claims = {{ sub = \"X-User-Id\" }}\n[request_id]\nheader = \"X-Correlation-Id\"\n\
+         [upstream]\ndeadline_header = \"X-Request-Timeout-Ms\"\n{route}"
+    );
+    assert!(
+        error_of(&ok).starts_with("loaded without an error"),
+        "{}",
+        error_of(&ok)
+    );
+}
+
 #[test]
 fn tiers_need_a_tier_claim_and_good_limits() {
     let route = "[[routes]]\nname = \"a\"\npath = \"/**\"\n";

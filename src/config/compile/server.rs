@@ -89,7 +89,9 @@ impl Compiler<'_> {
             ca_file: u.ca_file.as_ref().map(|p| PathBuf::from(p.as_str())),
             deadline_header: match u.deadline_header.as_str() {
                 "" => None,
-                _ => Some(self.header_name(&u.deadline_header, "upstream.deadline_header")?),
+                _ => {
+                    Some(self.settable_header_name(&u.deadline_header, "upstream.deadline_header")?)
+                }
             },
             http1_engine: u.http1_engine,
             retry: self.retry(&u.retry)?,
