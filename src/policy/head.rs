@@ -153,6 +153,13 @@ fn valid_authority(bytes: &[u8]) -> Result<Authority, HeadRejection> {
 /// framework that upper-cases it.
 pub fn check_method(method: &Method, known: &[Method]) -> Result<(), HeadRejection> {
     let text = method.as_str();
+    // Every known method is in upper case (the standard ones, and routes'
+    // `methods`, upper-cased at load): a method with no lower-case letter
+    // equals one ignoring case only if it is that very method. Most
+    // requests stop here, without comparing against each known method.
+    if !text.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Ok(());
+    }
     if known
         .iter()
         .any(|m| m != method && m.as_str().eq_ignore_ascii_case(text))

@@ -321,3 +321,22 @@ fn upstream_max_connections_defaults_to_1024_and_is_shown() {
     let text = format!("[upstream]\nmax_connections = 0\n{MINIMAL}");
     assert!(err(&text).contains("upstream.max_connections"));
 }
+
+/// `policy::head::check_method` lets a method with no lower-case letter
+/// through without comparing: it relies on every known method being in
+/// upper case, as a route's `methods` are made at load.
+#[test]
+fn route_methods_are_known_in_upper_case() {
+    let policy = load(
+        "[[routes]]\nname = \"purge\"\npath = \"/cache/**\"\nauth = \"none\"\nmethods = [\"purge\", \"Get\"]\n",
+    )
+    .unwrap();
+    let known = policy.routes.known_methods();
+    assert!(known.iter().any(|m| m.as_str() == "PURGE"), "{known:?}");
+    assert!(
+        known
+            .iter()
+            .all(|m| !m.as_str().bytes().any(|b| b.is_ascii_lowercase())),
+        "{known:?}"
+    );
+}
