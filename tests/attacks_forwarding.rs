@@ -743,6 +743,13 @@ async fn upstream_headers_reach_an_h2_client() {
     assert_eq!(upstream.wait_for_count(1).await[0].method, "GET");
 }
 
+/// The one value of `name` the upstream got (it fails on none or several).
+fn only_value(seen: &support::upstream::Recorded, name: &str) -> String {
+    let values: Vec<_> = seen.headers.get_all(name).iter().collect();
+    assert_eq!(values.len(), 1, "{name}: {values:?}");
+    values[0].to_str().unwrap().to_string()
+}
+
 /// palisade writes `X-Forwarded-*` and the request ID as lines of its own
 /// after the client's: the client's lines of those names, in any case and
 /// however many, must be gone, so the upstream reads exactly one of each,
@@ -759,11 +766,7 @@ async fn forwarding_headers_and_the_request_id_reach_the_upstream_once() {
     let response = raw(server.proxy_addr, request.as_bytes()).await;
     assert_eq!(raw_status(&response), 200, "{response}");
     let seen = &upstream.wait_for_count(1).await[0];
-    let once = |name: &str| {
-        let values: Vec<_> = seen.headers.get_all(name).iter().collect();
-        assert_eq!(values.len(), 1, "{name}: {values:?}");
-        values[0].to_str().unwrap().to_string()
-    };
+    let once = |name: &str| only_value(seen, name);
     assert_eq!(once("x-forwarded-for"), "127.0.0.1");
     assert_eq!(once("x-forwarded-proto"), "http");
     assert_eq!(once("x-forwarded-host"), "app.test");
@@ -789,11 +792,7 @@ async fn forwarding_headers_and_the_request_id_reach_the_upstream_once() {
     let response = raw(trusting.proxy_addr, request.as_bytes()).await;
     assert_eq!(raw_status(&response), 200, "{response}");
     let seen = &behind.wait_for_count(1).await[0];
-    let once = |name: &str| {
-        let values: Vec<_> = seen.headers.get_all(name).iter().collect();
-        assert_eq!(values.len(), 1, "{name}: {values:?}");
-        values[0].to_str().unwrap().to_string()
-    };
+    let once = |name: &str| only_value(seen, name);
     assert_eq!(once("x-forwarded-for"), "203.0.113.9, 127.0.0.1");
     assert_eq!(once("x-forwarded-proto"), "https");
     assert_eq!(once("x-forwarded-host"), "public.test");
