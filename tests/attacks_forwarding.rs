@@ -798,3 +798,33 @@ async fn forwarding_headers_and_the_request_id_reach_the_upstream_once() {
     assert_eq!(once("x-forwarded-host"), "public.test");
     assert_eq!(once("x-request-id"), "edge-id-1");
 }
+
+/// Red team, session 15: from a trusted proxy, a blank `X-Forwarded-For`
+/// line dropped the whole chain upstream while palisade believed the
+/// address after it, and a line that is not text was left out while the
+/// entries left of it were kept (an upstream walking from the right could
+/// then believe an entry palisade did not). The upstream now gets the part
+/// of the chain palisade believed.
+#[tokio::test]
+async fn the_upstream_gets_the_part_of_a_trusted_chain_palisade_believed() {
+    let (upstream, server) = with_trust("\"127.0.0.1/32\"").await;
+    let cases: [(&[u8], &str); 2] = [
+        (
+            b"X-Forwarded-For: \r\nX-Forwarded-For: 2.2.2.2\r\n",
+            "2.2.2.2, 127.0.0.1",
+        ),
+        (
+            b"X-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: \xff\xfe\r\nX-Forwarded-For: 8.8.8.8\r\n",
+            "8.8.8.8, 127.0.0.1",
+        ),
+    ];
+    for (i, (lines, chain)) in cases.into_iter().enumerate() {
+        let mut request = b"GET /x HTTP/1.1\r\nHost: t\r\n".to_vec();
+        request.extend_from_slice(lines);
+        request.extend_from_slice(b"Connection: close\r\n\r\n");
+        let response = raw(server.proxy_addr, &request).await;
+        assert_eq!(raw_status(&response), 200, "{response}");
+        let seen = &upstream.wait_for_count(i + 1).await[i];
+        assert_eq!(only_value(seen, "x-forwarded-for"), chain);
+    }
+}

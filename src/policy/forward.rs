@@ -30,12 +30,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     if trusted.is_empty() || !is_trusted(peer, trusted) {
         return peer;
     }
-    let mut hops = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("").split(','))
-        .map(str::trim)
-        .collect::<Vec<_>>();
+    let mut hops = forwarded_hops(headers);
     while let Some(hop) = hops.pop() {
         // A malformed hop ends the chain we can believe.
         let Some(ip) = parse_hop(hop) else { break };
@@ -45,6 +40,34 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     peer
+}
+
+/// Every entry of every `X-Forwarded-For` line, in order, trimmed; a line
+/// that is not text is one empty (malformed) entry.
+fn forwarded_hops(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("").split(','))
+        .map(str::trim)
+        .collect()
+}
+
+/// The part of a trusted proxy's `X-Forwarded-For` chain palisade
+/// believes, as [`client_ip`] reads it: the entries right of the last one
+/// that is not an address. The upstream gets that part, so that walking
+/// it from the right finds no client palisade did not believe (before, a
+/// blank first line dropped the whole chain, and a line that was not text
+/// was left out while the entries beside it were kept). `None` when
+/// nothing is left.
+fn believed_chain(headers: &HeaderMap) -> Option<String> {
+    let hops = forwarded_hops(headers);
+    let from = hops
+        .iter()
+        .rposition(|hop| parse_hop(hop).is_none())
+        .map_or(0, |malformed| malformed + 1);
+    let believed = hops.get(from..).filter(|rest| !rest.is_empty())?;
+    Some(believed.join(", "))
 }
 
 /// One `X-Forwarded-For` entry: an address, optionally with a port as
@@ -185,7 +208,8 @@ impl Forwarded {
 }
 
 /// The `X-Forwarded-*` palisade sends: `X-Forwarded-For` appended to from a
-/// trusted proxy, else the peer alone; `-Proto` and `-Host` palisade's,
+/// trusted proxy (the part of its chain palisade believes), else the peer
+/// alone; `-Proto` and `-Host` palisade's,
 /// but a trusted proxy's are kept. Reads `headers` only.
 pub fn forwarded(
     headers: &HeaderMap,
@@ -194,24 +218,13 @@ pub fn forwarded(
     client_https: bool,
     host: Option<&HeaderValue>,
 ) -> Forwarded {
-    let believed = if peer_trusted {
-        headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())
-    } else {
-        None
-    };
-    let joined = match believed {
-        Some(existing) if !existing.trim().is_empty() => {
-            let joined = headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect::<Vec<_>>()
-                .join(", ");
+    let joined = peer_trusted
+        .then(|| believed_chain(headers))
+        .flatten()
+        .and_then(|chain| {
             let peer_text = peer_value.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{joined}, {peer_text}")).ok()
-        }
-        _ => None,
-    };
+            HeaderValue::from_str(&format!("{chain}, {peer_text}")).ok()
+        });
     let kept = |name: &HeaderName| peer_trusted && headers.contains_key(name);
     Forwarded {
         for_chain: joined.unwrap_or_else(|| peer_value.clone()),
@@ -477,6 +490,51 @@ mod tests {
             let name = HeaderName::from_static(name);
             assert_eq!(forwarded_replaces(&name, trusted), replaced, "{name}");
         }
+    }
+
+    /// Red team, session 15: the upstream's `X-Forwarded-For` holds the
+    /// part of a trusted proxy's chain palisade believed, so its client is
+    /// the one palisade rate-limited and logged.
+    #[test]
+    fn the_forwarded_chain_is_the_one_palisade_believed() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let peer_ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let peer = ip_header_value(peer_ip);
+        let cases: [(&[&[u8]], &str, &str); 5] = [
+            (&[b"9.9.9.9"], "9.9.9.9, 10.0.0.1", "9.9.9.9"),
+            (
+                &[b"1.1.1.1 ,9.9.9.9:5555"],
+                "1.1.1.1, 9.9.9.9:5555, 10.0.0.1",
+                "9.9.9.9",
+            ),
+            (&[b"", b"2.2.2.2"], "2.2.2.2, 10.0.0.1", "2.2.2.2"),
+            (
+                &[b"1.1.1.1", b"unknown", b"10.0.0.5"],
+                "10.0.0.5, 10.0.0.1",
+                "10.0.0.1",
+            ),
+            (
+                &[b"1.1.1.1", b"\xff\xfe", b"8.8.8.8"],
+                "8.8.8.8, 10.0.0.1",
+                "8.8.8.8",
+            ),
+        ];
+        for (lines, chain, client) in cases {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append("x-forwarded-for", HeaderValue::from_bytes(line).unwrap());
+            }
+            let sent = forwarded(&headers, &peer, true, false, None);
+            assert_eq!(sent.for_chain, chain, "{lines:?}");
+            assert_eq!(client_ip(peer_ip, &headers, &trusted).to_string(), client);
+        }
+        // Nothing believable: the peer alone.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static(" "));
+        assert_eq!(
+            forwarded(&headers, &peer, true, false, None).for_chain,
+            "10.0.0.1"
+        );
     }
 
     #[test]
