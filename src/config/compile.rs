@@ -258,6 +258,30 @@ impl Compiler<'_> {
             self.security_headers(&file.security_headers, &"security_headers".into())?;
         let routes = self.routes(&file, &base_headers)?;
         let mut stripped_headers = routes::stripped_headers(&file);
+        // Each try's deadline is palisade's, not a verified claim's.
+        let deadline = file.upstream.deadline_header.as_str();
+        let claim_targets = file
+            .auth
+            .jwt
+            .iter()
+            .flat_map(|jwt| jwt.forward_claims.values())
+            .chain(
+                file.routes
+                    .iter()
+                    .flat_map(|r| r.forward_claims.iter().flat_map(|m| m.values())),
+            );
+        if !deadline.is_empty()
+            && claim_targets
+                .into_iter()
+                .any(|t| crate::policy::forward::same_header_name(t.as_str(), deadline))
+        {
+            return Err(self.err(
+                "upstream.deadline_header",
+                format!(
+                    "\"{deadline}\" is also a forward_claims target; the two would share one header"
+                ),
+            ));
+        }
         // The request ID is read from the client (`trust_incoming`) and
         // set by palisade: not a header it strips from clients and sets
         // with another meaning.

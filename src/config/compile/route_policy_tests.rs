@@ -95,6 +95,12 @@ fn headers_palisade_owns_cannot_be_set_for_the_operator() {
         ),
         "t.toml:5:10: request_id.header: \"x_trace\" is also a header palisade sets with another meaning",
     );
+    fails_at(
+        &format!(
+            "{JWT}forward_claims = {{ sub = \"X-Budget\" }}\n[upstream]\ndeadline_header = \"x_budget\"\n{route}"
+        ),
+        "t.toml:5:19: upstream.deadline_header: \"x_budget\" is also a forward_claims target",
+    );
     let ok = format!(
         "{JWT}forward_claims = {{ sub = \"X-User-Id\" }}\n[request_id]\nheader = \"X-Correlation-Id\"\n\
          [upstream]\ndeadline_header = \"X-Request-Timeout-Ms\"\n{route}"
