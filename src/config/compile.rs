@@ -258,44 +258,7 @@ impl Compiler<'_> {
             self.security_headers(&file.security_headers, &"security_headers".into())?;
         let routes = self.routes(&file, &base_headers)?;
         let mut stripped_headers = routes::stripped_headers(&file);
-        // Each try's deadline is palisade's, not a verified claim's.
-        let deadline = file.upstream.deadline_header.as_str();
-        let claim_targets = file
-            .auth
-            .jwt
-            .iter()
-            .flat_map(|jwt| jwt.forward_claims.values())
-            .chain(
-                file.routes
-                    .iter()
-                    .flat_map(|r| r.forward_claims.iter().flat_map(|m| m.values())),
-            );
-        if !deadline.is_empty()
-            && claim_targets
-                .into_iter()
-                .any(|t| crate::policy::forward::same_header_name(t.as_str(), deadline))
-        {
-            return Err(self.err(
-                "upstream.deadline_header",
-                format!(
-                    "\"{deadline}\" is also a forward_claims target; the two would share one header"
-                ),
-            ));
-        }
-        // The request ID is read from the client (`trust_incoming`) and
-        // set by palisade: not a header it strips from clients and sets
-        // with another meaning.
-        if stripped_headers.contains(request_id.header.as_str()) {
-            return Err(self.err(
-                "request_id.header",
-                format!(
-                    "\"{}\" is also a header palisade sets with another meaning (a forward_claims \
-                     target, a shared secret's header, upstream.deadline_header or a method \
-                     override); choose a name of its own",
-                    file.request_id.header
-                ),
-            ));
-        }
+        self.own_headers_apart(&file, &request_id, &stripped_headers)?;
         routes::strip_twins(&mut stripped_headers, &request_id, &auth, &routes);
         let tracing = self.tracing(&file)?;
         Ok(Policy {
@@ -331,6 +294,43 @@ impl Compiler<'_> {
     fn header_name(&self, value: &Text, key: impl Into<KeyPath>) -> Result<HeaderName> {
         HeaderName::from_bytes(value.as_str().as_bytes())
             .map_err(|_| self.err(key, format!("\"{value}\" is not a valid header name")))
+    }
+
+    /// The headers palisade sets for the operator keep apart: the
+    /// deadline header is no claim's target (each try's deadline is
+    /// palisade's, not a verified claim's), and the request ID, read from
+    /// the client (`trust_incoming`) and set by palisade, is no header
+    /// palisade strips from clients and sets with another meaning.
+    fn own_headers_apart(
+        &self,
+        file: &FileConfig,
+        request_id: &RequestIdPolicy,
+        stripped: &StrippedHeaders,
+    ) -> Result<()> {
+        let deadline = file.upstream.deadline_header.as_str();
+        if !deadline.is_empty()
+            && routes::claim_targets(file)
+                .any(|t| crate::policy::forward::same_header_name(t.as_str(), deadline))
+        {
+            return Err(self.err(
+                "upstream.deadline_header",
+                format!(
+                    "\"{deadline}\" is also a forward_claims target; the two would share one header"
+                ),
+            ));
+        }
+        if stripped.contains(request_id.header.as_str()) {
+            return Err(self.err(
+                "request_id.header",
+                format!(
+                    "\"{}\" is also a header palisade sets with another meaning (a forward_claims \
+                     target, a shared secret's header, upstream.deadline_header or a method \
+                     override); choose a name of its own",
+                    file.request_id.header
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A header palisade sets on the upstream request for the operator

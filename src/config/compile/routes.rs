@@ -288,6 +288,19 @@ const METHOD_OVERRIDES: [&str; 3] = [
     "X-Method-Override",
 ];
 
+/// Every `forward_claims` target, `[auth.jwt]`'s and each route's.
+pub(super) fn claim_targets(file: &FileConfig) -> impl Iterator<Item = &Text> {
+    let routes = file
+        .routes
+        .iter()
+        .flat_map(|route| route.forward_claims.iter().flat_map(|m| m.values()));
+    file.auth
+        .jwt
+        .iter()
+        .flat_map(|jwt| jwt.forward_claims.values())
+        .chain(routes)
+}
+
 /// Every `forward_claims` target, every shared-secret header, the
 /// method-override headers and `upstream.deadline_header`.
 pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
@@ -295,15 +308,8 @@ pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
     for name in METHOD_OVERRIDES {
         set.add(name);
     }
-    if let Some(jwt) = &file.auth.jwt {
-        for header in jwt.forward_claims.values() {
-            set.add(header.as_str());
-        }
-    }
-    for route in &file.routes {
-        for header in route.forward_claims.iter().flat_map(|m| m.values()) {
-            set.add(header.as_str());
-        }
+    for header in claim_targets(file) {
+        set.add(header.as_str());
     }
     for secret in file.auth.secrets.values() {
         set.add(secret.header.as_str());
