@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use super::conn::{Activity, ConnSlot, Expiry, TrackedIo};
 use super::generation;
 use super::h1;
-use super::pipeline::{ConnInfo, handle};
+use super::pipeline::{ConnInfo, handle_boxed};
 use super::protocol::{self, Protocol};
 use super::response_body::ResponseBody;
 use super::state::{Persistent, Shared};
@@ -361,11 +361,11 @@ impl Connection {
         // and the drain signal (`gate`) are polled again only when they may
         // be ready, not on every wake-up: each registered this task's waker
         // when first polled, and that waker stays the same for its life.
-        let mut watchdog = Watchdog::new(header_timeout.min(idle_timeout));
+        let mut watchdog = std::pin::pin!(Watchdog::new(header_timeout.min(idle_timeout)));
         let drain = self.stop.clone();
         loop {
             let stopped = gate(self.stop.changed(), || drain.has_changed().unwrap_or(true));
-            let fired = std::future::poll_fn(|cx| watchdog.poll_fired(cx));
+            let fired = std::future::poll_fn(|cx| watchdog.as_mut().poll_fired(cx));
             tokio::select! {
                 biased;
                 result = conn.as_mut() => {
@@ -392,7 +392,7 @@ impl Connection {
                         }
                         Err(Expiry::Idle) => return,
                     };
-                    watchdog.reset(next);
+                    watchdog.as_mut().reset(next);
                 }
                 _ = stopped, if !closing => {
                     graceful_shutdown(conn.as_mut());
@@ -425,12 +425,12 @@ pub(crate) fn proxy_service(
         // connection, so inline it would cost each idle keep-alive
         // connection the size of the whole request path.
         let req = req.map(RequestBody::Hyper);
-        let future: Handling = Box::pin(handle(
+        let future: Handling = handle_boxed(
             shared.clone(),
             info.clone(),
             activity.request_started(),
             req,
-        ));
+        );
         future
     })
 }
@@ -440,38 +440,49 @@ type Handling = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<hyper::Response<ResponseBody>, Infallible>> + Send>,
 >;
 
-/// The connection's one timer, polled only when it may have fired: its
-/// first poll after a reset registers the task's waker (the task's waker
-/// stays the same for its life), and afterwards `Sleep::is_elapsed` says
-/// whether polling again can find it fired.
-struct Watchdog {
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-    registered: bool,
+pin_project_lite::pin_project! {
+    /// The connection's one timer, polled only when it may have fired: its
+    /// first poll after a reset registers the task's waker (the task's waker
+    /// stays the same for its life), and afterwards `Sleep::is_elapsed` says
+    /// whether polling again can find it fired. The timer lies inside the
+    /// connection's task, not in an allocation of its own: that check runs
+    /// on every wake-up of the task, and a separate allocation cost a cache
+    /// line each time (`perf`: `poll_fired` 0.6% of the proxy's time).
+    struct Watchdog {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        registered: bool,
+    }
 }
 
 impl Watchdog {
     fn new(after: Duration) -> Self {
         Self {
-            sleep: Box::pin(tokio::time::sleep(after)),
+            sleep: tokio::time::sleep(after),
             registered: false,
         }
     }
 
-    fn poll_fired(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        if self.registered && !self.sleep.is_elapsed() {
+    fn poll_fired(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.project();
+        if *this.registered && !this.sleep.is_elapsed() {
             return std::task::Poll::Pending;
         }
         // Unconstrained: with the task's cooperative budget spent, a
         // `Sleep` answers Pending without registering anything, and this
         // timer would never be polled again.
-        let polled = std::pin::pin!(tokio::task::unconstrained(self.sleep.as_mut())).poll(cx);
-        self.registered = polled.is_pending();
+        let polled = std::pin::pin!(tokio::task::unconstrained(this.sleep)).poll(cx);
+        *this.registered = polled.is_pending();
         polled
     }
 
-    fn reset(&mut self, at: tokio::time::Instant) {
-        self.sleep.as_mut().reset(at);
-        self.registered = false;
+    fn reset(self: std::pin::Pin<&mut Self>, at: tokio::time::Instant) {
+        let this = self.project();
+        this.sleep.reset(at);
+        *this.registered = false;
     }
 }
 
@@ -513,14 +524,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_watchdog_fires_when_first_polled_without_budget() {
-        let mut watchdog = Watchdog::new(Duration::from_secs(1));
+        let mut watchdog = std::pin::pin!(Watchdog::new(Duration::from_secs(1)));
         std::future::poll_fn(|cx| {
             spend_budget(cx);
-            assert!(watchdog.poll_fired(cx).is_pending());
+            assert!(watchdog.as_mut().poll_fired(cx).is_pending());
             Poll::Ready(())
         })
         .await;
-        let fired = std::future::poll_fn(|cx| watchdog.poll_fired(cx));
+        let fired = std::future::poll_fn(|cx| watchdog.as_mut().poll_fired(cx));
         let fired = tokio::time::timeout(Duration::from_secs(60), fired).await;
         assert!(fired.is_ok(), "the watchdog never fired");
     }

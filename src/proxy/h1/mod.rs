@@ -52,7 +52,7 @@ use self::encode::{EncodeError, Framing};
 use self::parse::{Head, PlainRequest};
 use self::rewind::Rewind;
 use super::conn::Activity;
-use super::pipeline::{ConnInfo, handle};
+use super::pipeline::{ConnInfo, handle_boxed};
 use super::protocol;
 use super::response_body::{BoxError, ResponseBody};
 use super::state::Shared;
@@ -302,14 +302,7 @@ where
     } = request;
     let method = request.method().clone();
     let guard = context.activity.request_started();
-    // Boxed, as on hyper: the request's future is large, and inline it
-    // would be part of every idle connection's state.
-    let mut handling = Box::pin(handle(
-        context.shared.clone(),
-        context.info.clone(),
-        guard,
-        request,
-    ));
+    let mut handling = handle_boxed(context.shared.clone(), context.info.clone(), guard, request);
     let response = std::future::poll_fn(|cx| {
         if let Poll::Ready(Ok(response)) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(response));
