@@ -146,7 +146,7 @@ impl Metrics {
             "Spans dropped: the export queue was full or their export failed",
         )?;
         registry.register(Box::new(trace_spans_dropped.clone()))?;
-        Ok(Self {
+        let metrics = Self {
             requests_total: counter(
                 &registry,
                 REQUESTS_TOTAL,
@@ -200,7 +200,21 @@ impl Metrics {
             config_last_reload,
             trace_spans_dropped,
             registry,
-        })
+        };
+        metrics.zero_known_series();
+        Ok(metrics)
+    }
+
+    /// Shows at 0, from start-up, each series whose labels are known before
+    /// anything happens, as Prometheus advises: a counter first created by
+    /// its first event is absent from every scrape before it, so a dashboard
+    /// or an alert on `increase()` misses that first event, and a scrape
+    /// cannot tell "no reload failed" from "not exported".
+    fn zero_known_series(&self) {
+        for result in ["success", "failure"] {
+            self.config_reloads.with_label_values(&[result]);
+        }
+        self.ratelimit_backend_errors.with_label_values(&["redis"]);
     }
 
     /// Records a successful config load now.

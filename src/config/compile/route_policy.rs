@@ -67,7 +67,12 @@ impl Compiler<'_> {
 
 impl Compiler<'_> {
     /// The route's `require_claims`, else the default's; only a route whose
-    /// auth accepts a JWT can check claims.
+    /// auth accepts a JWT can check claims. The default's applies to the
+    /// routes that take one: on a route with `auth = "none"` or only
+    /// shared secrets or signatures there are no claims to require (as for
+    /// the requests such proofs admit on an any-of route, SPEC §6.6), and
+    /// a policy with one public route beside claim-guarded ones must load.
+    /// A route's own requirement that it can never check is an error.
     pub(super) fn require_claims(
         &self,
         r: &RouteFile,
@@ -77,6 +82,7 @@ impl Compiler<'_> {
     ) -> Result<Vec<ClaimEntry>> {
         let (map, at) = match (&r.require_claims, &file.defaults.require_claims) {
             (Some(own), _) => (own, key.key("require_claims")),
+            (None, Some(_)) if !auth.accepts_jwt() => return Ok(Vec::new()),
             (None, Some(inherited)) => (inherited, KeyPath::from("defaults.require_claims")),
             (None, None) => return Ok(Vec::new()),
         };
@@ -94,7 +100,7 @@ impl Compiler<'_> {
             return Err(self.err(
                 at,
                 format!(
-                    "route \"{}\" requires claims but its auth (\"{auth}\") accepts no JWT; add \"jwt\" to its auth, or set require_claims = {{}} on the route",
+                    "route \"{}\" requires claims but its auth (\"{auth}\") accepts no JWT; add \"jwt\" to its auth, or remove require_claims from the route",
                     r.name
                 ),
             ));
