@@ -283,6 +283,29 @@ fn explain_gives_refusal_reasons() {
     assert!(out.contains("404: no route matches"), "{out}");
 }
 
+/// Black-box audit, session 16: a request the IP lists refuse was
+/// explained as admitted by auth, which it never reaches.
+#[test]
+fn explain_says_an_ip_refusal_comes_before_auth() {
+    let dir = temp_dir("ex-ip");
+    let policy = POLICY.replace(
+        "[[routes]]\nname = \"open\"",
+        "[[routes]]\nname = \"office\"\npath = \"/office\"\nauth = \"none\"\nallow_ips = [\"10.0.0.0/8\"]\n[[routes]]\nname = \"open\"",
+    );
+    write(&dir, "policy.toml", &policy);
+    let (code, out, err) = run(
+        &["explain", "--config", "policy.toml", "GET", "/office"],
+        &dir,
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("auth        none: not reached (the client IP"),
+        "{out}"
+    );
+    assert!(!out.contains("admitted"), "{out}");
+    assert!(out.contains("result      403 from palisade (ip)"), "{out}");
+}
+
 #[test]
 fn explain_json_is_one_object_for_tools() {
     let claims = r#"{"sub":"u1","org":"o1"}"#;

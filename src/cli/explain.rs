@@ -295,9 +295,17 @@ fn route_stages(
     request_headers: &HeaderMap,
 ) {
     let policy = harness.policy();
-    let reached_auth = observed.route.as_deref() == Some(&*route.name);
+    // The route's IP lists are checked before authentication (SPEC §6.7).
+    let refused_by_ip = observed.reason.as_deref() == Some("ip");
+    let reached_auth = observed.route.as_deref() == Some(&*route.name) && !refused_by_ip;
     let reason = observed.reason.clone();
-    out.auth = if !reached_auth {
+    out.auth = if refused_by_ip {
+        Stage::info(format!(
+            "{}: not reached (the client IP {} is refused by the route's IP lists, 403)",
+            route.auth,
+            CLIENT_PEER.ip()
+        ))
+    } else if !reached_auth {
         Stage::info(format!("{}: not reached", route.auth))
     } else if observed.auth_failed {
         Stage::outcome(
