@@ -75,13 +75,15 @@ async fn file_change_reloads_and_an_invalid_edit_keeps_the_old_policy() {
 }
 
 #[tokio::test]
-async fn counters_with_known_labels_are_scraped_at_zero_from_the_start() {
+async fn sighup_reloads_even_an_unchanged_file_counted_from_zero() {
     let upstream = TestUpstream::start().await;
-    let dir = temp_dir("metrics-zero");
+    let dir = temp_dir("reload-hup");
     let path = dir.join("policy.toml");
     std::fs::write(&path, policy_text(upstream.addr, ONE_ROUTE)).unwrap();
     let mut process = Process::start(&path);
     let (_proxy, admin) = process.addresses();
+    // Series whose labels are known at start-up are scraped at 0 before
+    // their first event (before session 16 they were absent until then).
     let scrape = String::from_utf8(get(admin, "/metrics").await.body.to_vec()).unwrap();
     for series in [
         "palisade_config_reloads_total{result=\"success\"}",
@@ -90,18 +92,6 @@ async fn counters_with_known_labels_are_scraped_at_zero_from_the_start() {
     ] {
         assert_eq!(sample_present(&scrape, series), 0.0, "{series}");
     }
-    process.signal("TERM");
-    assert_eq!(process.rest().0, Some(0));
-}
-
-#[tokio::test]
-async fn sighup_reloads_even_an_unchanged_file() {
-    let upstream = TestUpstream::start().await;
-    let dir = temp_dir("reload-hup");
-    let path = dir.join("policy.toml");
-    std::fs::write(&path, policy_text(upstream.addr, ONE_ROUTE)).unwrap();
-    let mut process = Process::start(&path);
-    let (_proxy, admin) = process.addresses();
     let before = reloads(admin, "success").await;
     process.signal("HUP");
     process.wait_for("config reloaded");
