@@ -297,7 +297,7 @@ fn route_stages(
     let policy = harness.policy();
     // The route's IP lists are checked before authentication (SPEC §6.7).
     let refused_by_ip = observed.reason.as_deref() == Some("ip");
-    let reached_auth = observed.route.as_deref() == Some(&*route.name) && !refused_by_ip;
+    let reached_auth = observed.route.as_deref() == Some(&*route.name);
     let reason = observed.reason.clone();
     out.auth = if refused_by_ip {
         Stage::info(format!(
