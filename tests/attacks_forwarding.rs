@@ -687,6 +687,46 @@ async fn request_trailers_never_carry_identity_headers_upstream() {
     assert!(!wire.contains("x-tenant-id"), "{wire}");
 }
 
+/// A transfer coding besides the one `chunked` is refused, not dropped:
+/// palisade removes the chunked framing and makes it again, so `gzip`
+/// before it would reach the upstream as gzip bytes labelled plain, and a
+/// second `chunked` would be unwrapped once (RFC 9112 §6.1).
+#[tokio::test]
+async fn transfer_codings_other_than_one_chunked_never_reach_the_upstream() {
+    let (upstream, addr) = RawUpstream::start().await;
+    let server = start_palisade(CONFIG, addr).await;
+    let codings = [
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: identity, chunked\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+    ];
+    for coding in codings {
+        let request = format!(
+            "POST /open/upload HTTP/1.1\r\nHost: test\r\n{coding}Connection: close\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\n"
+        );
+        let response = raw(server.proxy_addr, request.as_bytes()).await;
+        assert_eq!(raw_status(&response), 400, "{coding}: {response}");
+        assert!(
+            response.contains("x-request-id: "),
+            "palisade's answer: {response}"
+        );
+    }
+    let scrape = metrics(&server).await;
+    let series = r#"palisade_rejections_total{reason="transfer_coding",route="-"}"#;
+    assert_eq!(sample(&scrape, series), codings.len() as f64, "{scrape}");
+    // The one accepted spelling still goes through.
+    let request = "POST /open/upload HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: Chunked \r\n\
+                   Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let response = raw(server.proxy_addr, request.as_bytes()).await;
+    assert_eq!(raw_status(&response), 200, "{response}");
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 1, "only the accepted request: {seen:?}");
+    assert!(seen[0].contains("hello"), "{seen:?}");
+}
+
 #[tokio::test]
 async fn identity_headers_are_set_once_whatever_the_client_sent() {
     let (upstream, server) = setup().await;

@@ -32,6 +32,10 @@ pub enum HeadRejection {
     /// A `header:NAME` rate-limit key sent on several lines: palisade would
     /// count one value while the backend may read another.
     RepeatedLimitKey,
+    /// A `Transfer-Encoding` other than one `chunked`: a coding before it
+    /// (`gzip, chunked`) would be dropped while its bytes are passed on,
+    /// and `chunked` twice would be unwrapped once (RFC 9112 §6.1).
+    TransferCoding,
 }
 
 impl HeadRejection {
@@ -40,6 +44,7 @@ impl HeadRejection {
         match self {
             Self::MethodCase | Self::MethodOverride => "method",
             Self::RepeatedLimitKey => "repeated_header",
+            Self::TransferCoding => "transfer_coding",
             _ => "host",
         }
     }
@@ -55,6 +60,9 @@ impl fmt::Display for HeadRejection {
             Self::MethodCase => "the method is a case variant of a known method",
             Self::MethodOverride => "the query has a _method parameter (method override)",
             Self::RepeatedLimitKey => "the rate-limit key header appears more than once",
+            Self::TransferCoding => {
+                "the only transfer coding accepted is chunked, once (RFC 9112 section 6.1)"
+            }
         })
     }
 }
@@ -165,6 +173,26 @@ pub fn check_method(method: &Method, known: &[Method]) -> Result<(), HeadRejecti
         .any(|m| m != method && m.as_str().eq_ignore_ascii_case(text))
     {
         return Err(HeadRejection::MethodCase);
+    }
+    Ok(())
+}
+
+/// Refuses a request whose `Transfer-Encoding` lines, taken together, are
+/// anything but the one coding `chunked` (any case, spaces around it).
+/// The chunked framing is removed on the way in and made again on the way
+/// out, so any other coding would reach the upstream as a label dropped
+/// from bytes still coded by it (`gzip, chunked`), or a body unwrapped
+/// once of two chunkings (`chunked, chunked`).
+pub fn check_transfer_coding(headers: &HeaderMap) -> Result<(), HeadRejection> {
+    let mut codings = 0;
+    for line in headers.get_all(header::TRANSFER_ENCODING) {
+        for coding in line.as_bytes().split(|&b| b == b',') {
+            let coding = coding.trim_ascii();
+            codings += 1;
+            if codings > 1 || !coding.eq_ignore_ascii_case(b"chunked") {
+                return Err(HeadRejection::TransferCoding);
+            }
+        }
     }
     Ok(())
 }
@@ -322,6 +350,40 @@ fn join_cookies(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_one_chunked_coding_is_accepted() {
+        let with = |lines: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_str(line).unwrap(),
+                );
+            }
+            check_transfer_coding(&headers)
+        };
+        assert_eq!(with(&[]), Ok(()));
+        for fine in ["chunked", "Chunked", " chunked\t", "CHUNKED"] {
+            assert_eq!(with(&[fine]), Ok(()), "{fine:?}");
+        }
+        for refused in [
+            &["gzip, chunked"][..],
+            &["identity, chunked"],
+            &["chunked, chunked"],
+            &["chunked", "chunked"],
+            &["gzip", "chunked"],
+            &["chunked,"],
+            &["chunked;q=1"],
+            &["gzip"],
+        ] {
+            assert_eq!(
+                with(refused),
+                Err(HeadRejection::TransferCoding),
+                "{refused:?}"
+            );
+        }
+    }
 
     #[test]
     fn proxy_and_underscore_spellings_of_framing_headers_go() {

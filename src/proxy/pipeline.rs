@@ -3,8 +3,8 @@
 //!
 //! request ID (and trace context) → identity-header stripping (with the client-header cleanup:
 //! `Connection`-named headers, cookie lines, headers only a trusted proxy
-//! may send) → URI and header limits → `Host` and method spelling → path
-//! sanitization → route match → CORS preflight → client-IP lists →
+//! may send) → URI and header limits → `Host`, transfer coding and method
+//! spelling → path sanitization → route match → CORS preflight → client-IP lists →
 //! (signed-webhook routes: the body held up to `max_body`) →
 //! authentication (then `require_claims`) → tenant check → rate limits →
 //! body limit (streamed) → upstream (timeout, retry, circuit breaker) →
@@ -269,8 +269,8 @@ fn process(
     }
 }
 
-/// The head's limits and spelling (URI and header sizes, `Host`, method,
-/// no method override), then the canonical path routes are matched on.
+/// The head's limits and spelling (URI and header sizes, `Host`, one
+/// `chunked` coding at most, method, no method override), then the canonical path routes are matched on.
 fn check_head(policy: &Policy, req: &Request<RequestBody>) -> Result<String, Reject> {
     let server = &policy.server;
     if let Some(oversized) = req.extensions().get::<limits::OversizedHead>() {
@@ -283,6 +283,7 @@ fn check_head(policy: &Policy, req: &Request<RequestBody>) -> Result<String, Rej
         server.max_header_bytes,
     )?;
     head::check_host(req.version(), req.uri(), req.headers())?;
+    head::check_transfer_coding(req.headers())?;
     head::check_method(req.method(), policy.routes.known_methods())?;
     head::check_method_override(req.uri().query())?;
     Ok(sanitize::route_path(
