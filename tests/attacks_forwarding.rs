@@ -701,6 +701,8 @@ async fn transfer_codings_other_than_one_chunked_never_reach_the_upstream() {
         "Transfer-Encoding: chunked, chunked\r\n",
         "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
         "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        // Naming it in `Connection` does not take it out before the check.
+        "Transfer-Encoding: gzip, chunked\r\nConnection: transfer-encoding\r\n",
     ];
     for coding in codings {
         let request = format!(

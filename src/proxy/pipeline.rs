@@ -270,7 +270,8 @@ fn process(
 }
 
 /// The head's limits and spelling (URI and header sizes, `Host`, one
-/// `chunked` coding at most, method, no method override), then the canonical path routes are matched on.
+/// `chunked` coding at most, method, no method override), then the
+/// canonical path routes are matched on.
 fn check_head(policy: &Policy, req: &Request<RequestBody>) -> Result<String, Reject> {
     let server = &policy.server;
     if let Some(oversized) = req.extensions().get::<limits::OversizedHead>() {
