@@ -256,17 +256,30 @@ fn cases() -> Vec<Case> {
 
 /// Sends the bytes, reads until the server closes (or 3 s of quiet).
 async fn exchange(server: &palisade::Server, bytes: &[u8]) -> String {
+    exchange_until(server, bytes, Duration::from_secs(3))
+        .await
+        .0
+}
+
+/// Sends the bytes, reads until the server closes or is quiet for
+/// `quiet`; whether it closed.
+async fn exchange_until(
+    server: &palisade::Server,
+    bytes: &[u8],
+    quiet: Duration,
+) -> (String, bool) {
     let mut stream = TcpStream::connect(server.proxy_addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
-    loop {
-        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
+    let closed = loop {
+        match tokio::time::timeout(quiet, stream.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
-            _ => break,
+            Ok(_) => break true,
+            Err(_) => break false,
         }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    };
+    (String::from_utf8_lossy(&out).into_owned(), closed)
 }
 
 /// The status codes of every response in a raw HTTP/1.1 stream.
@@ -380,6 +393,78 @@ async fn request_inside_a_refused_body_never_runs() {
         upstream.requests()
     );
     assert_eq!(upstream.count(), 0);
+}
+
+/// hyper ends a request's trailer section only at CRLF CRLF, where a bare
+/// LF ends it for other readers: a request a front proxy pipelined after
+/// `0\r\n\n` (or after a trailer line ended by a bare LF) is read as
+/// trailers, and every later response on the connection would answer the
+/// wrong request. So a body that ends in a trailer section, or that
+/// palisade left unread, ends the connection after its response; a
+/// section with no field at all can only be a bare LF, and is refused.
+#[tokio::test]
+async fn a_request_hidden_in_a_trailer_section_ends_the_connection() {
+    const NEXT: &str = "GET /next HTTP/1.1\r\nHost: test\r\n\r\n";
+    let post = |path: &str, rest: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\n{rest}{NEXT}"
+        )
+    };
+    let cases = [
+        ("section begins with a bare LF", post("/x", "\n"), 400, None),
+        (
+            "bare LF ends a trailer line",
+            post("/x", "X-A: b\n\n"),
+            200,
+            Some(5),
+        ),
+        ("refused, body unread", post("/hook/x", "\n"), 401, None),
+        (
+            "well-formed trailers",
+            post("/x", "X-User-Id: admin\r\n\r\n"),
+            200,
+            Some(5),
+        ),
+    ];
+    for (name, request, status, forwarded) in cases {
+        let (upstream, server) = setup().await;
+        let (response, closed) =
+            exchange_until(&server, request.as_bytes(), Duration::from_secs(10)).await;
+        assert_eq!(statuses(&response), [status], "{name}: {response}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains("connection: close\r\n"),
+            "{name}: {response}"
+        );
+        assert!(closed, "{name}: the connection stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let seen = upstream.requests();
+        assert!(seen.iter().all(|r| r.uri != "/next"), "{name}: {seen:?}");
+        let complete: Vec<_> = seen.iter().filter(|r| r.complete).collect();
+        match forwarded {
+            None => assert!(complete.is_empty(), "{name}: {seen:?}"),
+            Some(len) => {
+                assert_eq!(complete.len(), 1, "{name}: {seen:?}");
+                assert_eq!(complete[0].body_len, len, "{name}");
+                assert!(!complete[0].headers.contains_key("x-user-id"), "{name}");
+                assert!(!complete[0].headers.contains_key("x-a"), "{name}");
+            }
+        }
+    }
+    // A body that ends with its last chunk keeps the connection.
+    let (upstream, server) = setup().await;
+    let request = post("/x", "\r\n").replace(
+        NEXT,
+        "GET /next HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    );
+    let (response, closed) =
+        exchange_until(&server, request.as_bytes(), Duration::from_secs(10)).await;
+    assert_eq!(statuses(&response), [200, 200], "{response}");
+    assert!(closed, "the second request asked to close");
+    let seen = upstream.wait_for_count(2).await;
+    assert_eq!(seen[1].uri, "/next");
 }
 
 #[tokio::test]

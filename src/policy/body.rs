@@ -75,6 +75,21 @@ pub struct BodyProgress {
     pub overflowed: AtomicBool,
     /// The client's body ended cleanly.
     pub complete: AtomicBool,
+    /// The body ended in a trailer section (well-formed or not).
+    pub trailers: AtomicBool,
+}
+
+impl BodyProgress {
+    /// Whether the whole body was read and ended with its last chunk (or
+    /// its length), no trailer section after it. Only then may a
+    /// connection that sent a chunked body serve another request: a
+    /// trailer section ends where hyper's reader says (at CRLF CRLF),
+    /// while a bare LF ends it for other readers, so bytes a front proxy
+    /// sent as the next request may have been read as trailers, by the
+    /// pipeline or by hyper's drain of a body left unread.
+    pub fn ended_cleanly(&self) -> bool {
+        self.complete.load(Ordering::Relaxed) && !self.trailers.load(Ordering::Relaxed)
+    }
 }
 
 /// Why the request body stream failed.
@@ -86,6 +101,12 @@ pub enum BodyError {
     /// The client connection failed mid-body.
     #[error("client body stream failed: {0}")]
     Client(#[from] hyper::Error),
+    /// A trailer section with no field in it: only a bare LF right after
+    /// the last chunk makes one (hyper reads on to the next CRLF CRLF,
+    /// which may be the end of a pipelined request), so the body's end is
+    /// ambiguous.
+    #[error("request trailer section began with a bare LF")]
+    MalformedTrailers,
 }
 
 pin_project_lite::pin_project! {
@@ -122,9 +143,16 @@ impl Body for LimitedBody {
         let mut this = self.project();
         // Trailers from the client are dropped: they could carry an
         // identity header after every check ran (and the upstream may merge
-        // them into the headers it reads). A trailer frame is the last one.
+        // them into the headers it reads). A trailer frame is the last one;
+        // the connection closes after the response (`ended_cleanly`).
         let mut next = ready!(this.inner.as_mut().poll_frame(cx));
-        if matches!(&next, Some(Ok(frame)) if frame.is_trailers()) {
+        if let Some(Ok(frame)) = &next
+            && let Some(trailers) = frame.trailers_ref()
+        {
+            this.progress.trailers.store(true, Ordering::Relaxed);
+            if trailers.is_empty() {
+                return Poll::Ready(Some(Err(BodyError::MalformedTrailers)));
+            }
             next = ready!(this.inner.as_mut().poll_frame(cx));
         }
         match next {
@@ -136,6 +164,11 @@ impl Body for LimitedBody {
                         this.progress.overflowed.store(true, Ordering::Relaxed);
                         return Poll::Ready(Some(Err(BodyError::TooLarge)));
                     }
+                }
+                // A body of known length ends with its last bytes: the
+                // upstream client may not ask for more.
+                if this.inner.is_end_stream() {
+                    this.progress.complete.store(true, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

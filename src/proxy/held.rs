@@ -30,7 +30,9 @@ pub async fn hold_body(
     let bytes = match tokio::time::timeout(route.timeout, read).await {
         Err(_) => return Err(Reject::Timeout),
         Ok(Err(BodyError::TooLarge)) => return Err(Reject::BodyTooLarge),
-        Ok(Err(BodyError::Client(_))) => return Err(Reject::ClientBodyAborted),
+        Ok(Err(BodyError::Client(_) | BodyError::MalformedTrailers)) => {
+            return Err(Reject::ClientBodyAborted);
+        }
         Ok(Ok(bytes)) => bytes,
     };
     let req = Request::from_parts(parts, ClientBody::Held(bytes.clone()));

@@ -96,6 +96,7 @@ fn handle(
     async move {
         let generation = shared.current.load_full();
         let policy = &generation.policy;
+        let chunked_body = chunked_from_connection(&req);
 
         let request_id = policy.request_id.resolve(req.headers());
         let trusted = &policy.server.trusted_proxies;
@@ -155,11 +156,37 @@ fn handle(
             ResponseHeaders::new(&mut parts.headers, body.pending_headers_mut())
         };
         finish_headers(policy, &ctx, headers);
+        if chunked_body
+            && !ctx.record.body_in.ended_cleanly()
+            && parts.status != StatusCode::SWITCHING_PROTOCOLS
+        {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let mut record = ctx.record;
         record.status = parts.status;
         body.set_record(record, in_flight_on_conn);
         Ok(Response::from_parts(parts, body))
     }
+}
+
+/// Whether hyper reads this request's body from an HTTP/1 connection in
+/// chunks, after which the next request starts where hyper says the body
+/// ended. Such a connection serves no further request unless the body was
+/// read to its last chunk with no trailer section after it
+/// ([`BodyProgress::ended_cleanly`]): hyper ends a trailer section only at
+/// CRLF CRLF (and its drain of a body left unread reads through one),
+/// where other readers end it at a bare LF, so a request a front proxy
+/// pipelined after one could vanish into it, and the responses on the
+/// connection would no longer match its requests. (A `Content-Length` body
+/// ends where its length says, on every reader.)
+///
+/// [`BodyProgress::ended_cleanly`]: crate::policy::body::BodyProgress::ended_cleanly
+fn chunked_from_connection(req: &Request<RequestBody>) -> bool {
+    req.version() <= http::Version::HTTP_11
+        && req.headers().contains_key(header::TRANSFER_ENCODING)
+        && matches!(req.body(), RequestBody::Hyper(body) if !http_body::Body::is_end_stream(body))
 }
 
 /// [`handle`]'s future on the heap, where each engine keeps it (inline, it

@@ -251,7 +251,9 @@ async fn prepare_body(
         return match collect_for_replay(body, max_body, progress.clone()).await {
             Ok(bytes) => Ok(PreparedBody::Replay(bytes)),
             Err(BodyError::TooLarge) => Err(Reject::BodyTooLarge),
-            Err(BodyError::Client(_)) => Err(Reject::ClientBodyAborted),
+            Err(BodyError::Client(_) | BodyError::MalformedTrailers) => {
+                Err(Reject::ClientBodyAborted)
+            }
         };
     }
     let body = UpstreamBody::Stream {
