@@ -20,7 +20,7 @@ use palisade::config::{Env, Policy, load_str};
 use palisade::observe::trace::{self, TracingPolicy};
 use palisade::policy::auth::Identity;
 use palisade::policy::ratelimit::gcra::Gcra;
-use palisade::policy::ratelimit::local::{LimiterRegistry, check, limiter_with_clock};
+use palisade::policy::ratelimit::local::{LimiterRegistry, LocalBuckets};
 use palisade::policy::ratelimit::{KeyInputs, RateLimitEngine};
 use palisade::policy::response_headers::edit_map;
 use palisade::policy::{forward, head, headers, sanitize};
@@ -227,13 +227,12 @@ fn rate_limit(c: &mut Criterion, policy: &Policy, rt: &tokio::runtime::Runtime) 
             outcome
         })
     });
-    // The memory backend: a governor keyed limiter, one key.
+    // The memory backend: governor's keyed store deciding by `gcra`, one key.
     let wide = Gcra::new(1_000_000_000, Duration::from_secs(1), 1_000_000_000);
-    let clock = DefaultClock::default();
-    let limiter = limiter_with_clock(wide, clock.clone());
+    let buckets = LocalBuckets::with_clock(wide, DefaultClock::default());
     let key = "palisade:{last}:ip:1000000000:1000000:0:10.1.2.3".to_string();
     group.bench_function("memory_limiter_check", |b| {
-        b.iter(|| check(&limiter, wide, &clock, black_box(&key)))
+        b.iter(|| buckets.charge(black_box(&key), buckets.now_us()))
     });
     // The whole stage: key built from the client IP, the memory decision,
     // the RateLimit headers.

@@ -325,6 +325,86 @@ async fn most_restrictive_limit_and_shadow_mode_redis() {
     .await;
 }
 
+/// Two limits on one route, and a shadow limit behind an enforced one.
+const LAYERED: &str = r#"
+[[routes]]
+name = "layered"
+path = "/layered/**"
+rate_limits = [{ by = "route", limit = 3, per = "1h", burst = 3 }, { by = "header:X-Client", limit = 1, per = "1h", burst = 1 }]
+[[routes]]
+name = "watched"
+path = "/watched/**"
+rate_limits = [{ by = "header:X-Client", limit = 1, per = "1h", burst = 1 }, { by = "route", limit = 10, per = "1h", shadow = true }]
+"#;
+
+/// A request one limit refuses costs the others nothing, and shadow limits
+/// still judge it (what Redis's script does, and NGINX's `limit_req` with
+/// several zones): a client past its own limit cannot drain a limit it
+/// shares with others.
+async fn refused_requests_are_not_charged(backend: &str) {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(&config(backend, LAYERED), upstream.addr).await;
+    let send = |path: &'static str, client: &'static str| {
+        let addr = server.proxy_addr;
+        async move {
+            let request = format!(
+                "GET {path} HTTP/1.1\r\nHost: t\r\nX-Client: {client}\r\nConnection: close\r\n\r\n"
+            );
+            raw_status(&raw(addr, request.as_bytes()).await)
+        }
+    };
+    // `a` uses its one request, then is refused twice by its own limit.
+    assert_eq!(send("/layered/x", "a").await, 200);
+    assert_eq!(send("/layered/x", "a").await, 429);
+    assert_eq!(send("/layered/x", "a").await, 429);
+    // The route-wide limit (3) counted only the admitted request.
+    assert_eq!(
+        send("/layered/x", "b").await,
+        200,
+        "the shared limit was drained"
+    );
+    assert_eq!(send("/layered/x", "c").await, 200);
+    assert_eq!(
+        send("/layered/x", "d").await,
+        429,
+        "the shared limit holds 3"
+    );
+    assert_eq!(upstream.count(), 3);
+
+    for expected in [200, 429, 429] {
+        assert_eq!(send("/watched/x", "a").await, expected);
+    }
+    let scrape = metrics(&server).await;
+    let shadow = |decision: &str| {
+        sample(
+            &scrape,
+            &format!(
+                "palisade_ratelimit_decisions_total{{by=\"route\",decision=\"{decision}\",mode=\"shadow\",route=\"watched\"}}"
+            ),
+        )
+    };
+    assert_eq!(
+        shadow("allow"),
+        3.0,
+        "the shadow limit judged every request: {scrape}"
+    );
+}
+
+#[tokio::test]
+async fn refused_requests_are_not_charged_memory() {
+    refused_requests_are_not_charged("backend = \"memory\"").await;
+}
+
+#[tokio::test]
+async fn refused_requests_are_not_charged_redis() {
+    let redis = RedisServer::start();
+    refused_requests_are_not_charged(&format!(
+        "backend = \"redis\"\nredis_url = \"{}\"",
+        redis.url()
+    ))
+    .await;
+}
+
 #[tokio::test]
 async fn keys_by_header_and_user() {
     let redis = RedisServer::start();

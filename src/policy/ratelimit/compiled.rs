@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 
 use super::gcra::Gcra;
-use super::local::{KeyedLimiter, LimiterRegistry};
+use super::local::{LimiterRegistry, LocalBuckets};
 use super::{RateLimitRule, RateLimitSettings, Tier};
 use crate::policy::auth::Identity;
 
@@ -30,7 +30,7 @@ impl TieredLimit {
 pub(super) struct CompiledLimit {
     pub(super) rule: RateLimitRule,
     pub(super) gcra: Gcra,
-    pub(super) local: Arc<KeyedLimiter>,
+    pub(super) local: Arc<LocalBuckets>,
     pub(super) key_base: String,
     pub(super) name: Arc<str>,
     /// `RateLimit-Policy`, fixed per limit.

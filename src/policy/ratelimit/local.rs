@@ -1,90 +1,109 @@
-//! The memory backend: governor keyed limiters, one per (route, limit),
-//! kept in a registry that outlives config generations so an unchanged limit
-//! keeps its state across a reload. Idle keys are evicted periodically, so
-//! memory stays bounded whatever keys clients make up.
+//! The memory backend: one bucket store per (route, limit), kept in a
+//! registry that outlives config generations so an unchanged limit keeps its
+//! state across a reload. Idle keys are evicted periodically, so memory
+//! stays bounded whatever keys clients make up.
+//!
+//! The store is governor's concurrent keyed state (a `tat` per key, updated
+//! by compare-and-swap); the decisions are `gcra`'s, the arithmetic the
+//! Redis script runs, so both backends give the same answers. That includes
+//! judging a request by every limit before charging any: governor's own
+//! `check_key` charges a bucket as it admits, and a request a second limit
+//! then refused had already drained the first.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DashMapStateStore;
-use governor::{Quota, RateLimiter};
+use governor::clock::{Clock, DefaultClock, Reference};
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::{NotKeyed, StateStore};
 
-use super::gcra::Gcra;
-
-/// A keyed limiter reporting its state after each decision.
-pub type KeyedLimiter<C = DefaultClock> =
-    RateLimiter<String, DashMapStateStore<String>, C, StateInformationMiddleware>;
+use super::gcra::{Gcra, Outcome};
 
 /// What identifies a limit across reloads: same route name, `by`, `limit`,
 /// `per`, `burst` means same state.
 pub type LimitId = (String, String, u32, Duration, u32);
 
-/// The decision of one local limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalOutcome {
-    /// Admitted.
-    pub allowed: bool,
-    /// Requests still admitted now.
-    pub remaining: u32,
-    /// Time until a request would be admitted (0 when allowed).
-    pub retry_after: Duration,
-    /// Time until the bucket is full.
-    pub reset: Duration,
-}
-
-/// Builds a limiter for a GCRA with an explicit clock (tests use a fake one).
-pub fn limiter_with_clock<C: Clock>(gcra: Gcra, clock: C) -> KeyedLimiter<C> {
-    let period = Duration::from_micros(u64::try_from(gcra.emission_us).unwrap_or(1));
-    let burst =
-        NonZeroU32::new(u32::try_from(gcra.burst).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
-    let quota = Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst);
-    RateLimiter::dashmap_with_clock(quota, clock).with_middleware::<StateInformationMiddleware>()
-}
-
-/// Decides one request for `key`.
-pub fn check<C: Clock>(
-    limiter: &KeyedLimiter<C>,
+/// One limit's buckets in memory: the `tat` of each key, in microseconds
+/// of `clock` since `start` (plus one: governor's store reads 0 as "no
+/// state").
+pub struct LocalBuckets<C: Clock = DefaultClock> {
+    store: DashMapStateStore<String>,
+    clock: C,
+    start: C::Instant,
     gcra: Gcra,
-    clock: &C,
-    key: &String,
-) -> LocalOutcome {
-    let per_cell = Duration::from_micros(u64::try_from(gcra.emission_us).unwrap_or(1));
-    match limiter.check_key(key) {
-        Ok(snapshot) => {
-            let remaining = snapshot.remaining_burst_capacity();
-            let used = u32::try_from(gcra.burst)
-                .unwrap_or(u32::MAX)
-                .saturating_sub(remaining);
-            LocalOutcome {
-                allowed: true,
-                remaining,
-                retry_after: Duration::ZERO,
-                reset: per_cell * used,
-            }
-        }
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(clock.now());
-            let burst = u32::try_from(gcra.burst).unwrap_or(u32::MAX);
-            LocalOutcome {
-                allowed: false,
-                remaining: 0,
-                retry_after: wait,
-                reset: wait + per_cell * burst.saturating_sub(1),
-            }
+}
+
+impl<C: Clock> LocalBuckets<C> {
+    /// Empty buckets for `gcra`, timed by `clock` (tests use a fake one).
+    pub fn with_clock(gcra: Gcra, clock: C) -> Self {
+        let start = clock.now();
+        Self {
+            store: DashMapStateStore::default(),
+            clock,
+            start,
+            gcra,
         }
     }
+
+    /// The time on this store's scale.
+    pub fn now_us(&self) -> i64 {
+        let since: u64 = self.clock.now().duration_since(self.start).into();
+        i64::try_from(since / 1_000).unwrap_or(i64::MAX - 1) + 1
+    }
+
+    /// `key`'s stored `tat`, left as it is (no entry is made for a new key).
+    pub fn peek(&self, key: &String) -> Option<i64> {
+        let state = self.store.get(key)?;
+        let stored = state.measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), _>);
+        stored.err().flatten().map(to_us)
+    }
+
+    /// Decides one request for `key` at `now` and, when admitted, charges
+    /// its bucket, atomically against concurrent requests for the key.
+    pub fn charge(&self, key: &String, now: i64) -> Outcome {
+        let gcra = self.gcra;
+        let decided = self.store.measure_and_replace(key, |tat| {
+            let outcome = gcra.decide(tat.map(to_us), now);
+            if outcome.allowed {
+                Ok((outcome, from_us(outcome.tat)))
+            } else {
+                Err(outcome)
+            }
+        });
+        decided.unwrap_or_else(|refused| refused)
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        ShrinkableKeyedStateStore::len(&self.store)
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops the keys whose bucket is full again (a fresh key's state).
+    fn evict_full(&self) {
+        self.store.retain_recent(from_us(self.now_us()));
+        ShrinkableKeyedStateStore::shrink_to_fit(&self.store);
+    }
+}
+
+fn to_us(stored: Nanos) -> i64 {
+    i64::try_from(u64::from(stored)).unwrap_or(i64::MAX)
+}
+
+fn from_us(tat: i64) -> Nanos {
+    Nanos::from(u64::try_from(tat).unwrap_or(1))
 }
 
 /// Every local limiter, by limit identity.
 #[derive(Default)]
 pub struct LimiterRegistry {
-    limiters: Mutex<HashMap<LimitId, Arc<KeyedLimiter>>>,
+    limiters: Mutex<HashMap<LimitId, Arc<LocalBuckets>>>,
 }
 
 impl std::fmt::Debug for LimiterRegistry {
@@ -99,14 +118,12 @@ impl std::fmt::Debug for LimiterRegistry {
 
 impl LimiterRegistry {
     /// The limiter for `id`, created on first use and shared afterwards.
-    pub fn get_or_create(&self, id: LimitId, gcra: Gcra) -> Arc<KeyedLimiter> {
+    pub fn get_or_create(&self, id: LimitId, gcra: Gcra) -> Arc<LocalBuckets> {
+        let fresh = || Arc::new(LocalBuckets::with_clock(gcra, DefaultClock::default()));
         let Ok(mut limiters) = self.limiters.lock() else {
-            return Arc::new(limiter_with_clock(gcra, DefaultClock::default()));
+            return fresh();
         };
-        limiters
-            .entry(id)
-            .or_insert_with(|| Arc::new(limiter_with_clock(gcra, DefaultClock::default())))
-            .clone()
+        limiters.entry(id).or_insert_with(fresh).clone()
     }
 
     /// Evicts idle keys, and limiters no generation uses any more.
@@ -116,8 +133,7 @@ impl LimiterRegistry {
         };
         limiters.retain(|_, limiter| Arc::strong_count(limiter) > 1);
         for limiter in limiters.values() {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+            limiter.evict_full();
         }
     }
 
@@ -148,55 +164,93 @@ mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
 
+    const S: i64 = 1_000_000;
+
     #[test]
-    fn governor_matches_the_gcra_reference() {
+    fn buckets_follow_the_gcra_reference() {
+        // { limit = 10, per = "1m", burst = 5 }: 5 at once, then one every 6 s.
         let gcra = Gcra::new(10, Duration::from_secs(60), 5);
         let clock = FakeRelativeClock::default();
-        let limiter = limiter_with_clock(gcra, clock.clone());
+        let buckets = LocalBuckets::with_clock(gcra, clock.clone());
         let key = "ip:1.2.3.4".to_string();
         for expected in [4, 3, 2, 1, 0] {
-            let outcome = check(&limiter, gcra, &clock, &key);
+            let now = buckets.now_us();
+            let outcome = buckets.charge(&key, now);
             assert!(outcome.allowed);
-            assert_eq!(outcome.remaining, expected);
+            assert_eq!(gcra.remaining(outcome.tat, now), expected);
         }
-        let denied = check(&limiter, gcra, &clock, &key);
+        let now = buckets.now_us();
+        let denied = buckets.charge(&key, now);
         assert!(!denied.allowed);
-        assert_eq!(denied.retry_after, Duration::from_secs(6));
-        assert_eq!(denied.reset, Duration::from_secs(30));
+        assert_eq!(denied.retry_after_us, 6 * S);
+        assert_eq!(gcra.reset_us(denied.tat, now), 30 * S);
         clock.advance(Duration::from_secs(6));
-        assert!(check(&limiter, gcra, &clock, &key).allowed);
-        assert!(!check(&limiter, gcra, &clock, &key).allowed);
+        assert!(buckets.charge(&key, buckets.now_us()).allowed);
+        assert!(!buckets.charge(&key, buckets.now_us()).allowed);
         // Another key has its own bucket.
-        assert!(check(&limiter, gcra, &clock, &"ip:5.6.7.8".to_string()).allowed);
+        assert!(
+            buckets
+                .charge(&"ip:5.6.7.8".to_string(), buckets.now_us())
+                .allowed
+        );
     }
 
     #[test]
-    fn idle_keys_are_evicted() {
-        let registry = Arc::new(LimiterRegistry::default());
+    fn peeking_changes_nothing() {
+        let gcra = Gcra::new(1, Duration::from_secs(60), 1);
+        let buckets = LocalBuckets::with_clock(gcra, FakeRelativeClock::default());
+        let key = "k".to_string();
+        assert_eq!(buckets.peek(&key), None);
+        assert!(buckets.is_empty(), "a peek makes no entry");
+        let now = buckets.now_us();
+        let charged = buckets.charge(&key, now);
+        assert_eq!(buckets.peek(&key), Some(charged.tat));
+        assert_eq!(buckets.peek(&key), Some(charged.tat));
+        assert!(!buckets.charge(&key, now).allowed);
+        assert_eq!(
+            buckets.peek(&key),
+            Some(charged.tat),
+            "a refusal charges nothing"
+        );
+    }
+
+    #[test]
+    fn full_buckets_are_evicted() {
+        let gcra = Gcra::new(10, Duration::from_secs(1), 10);
+        let clock = FakeRelativeClock::default();
+        let buckets = LocalBuckets::with_clock(gcra, clock.clone());
+        for i in 0..1000 {
+            buckets.charge(&format!("k{i}"), buckets.now_us());
+        }
+        clock.advance(Duration::from_millis(50));
+        buckets.charge(&"busy".to_string(), buckets.now_us());
+        assert_eq!(buckets.len(), 1001);
+        buckets.evict_full();
+        assert_eq!(buckets.len(), 1001, "no bucket is full yet");
+        // 100 ms later the first keys' buckets are full again; `busy`'s
+        // is not (charged 50 ms later).
+        clock.advance(Duration::from_millis(60));
+        buckets.evict_full();
+        assert_eq!(buckets.len(), 1, "keys whose bucket refilled are dropped");
+    }
+
+    #[test]
+    fn limiters_no_generation_holds_are_dropped() {
+        let registry = LimiterRegistry::default();
         let gcra = Gcra::new(1000, Duration::from_millis(100), 10);
-        let limiter = registry.get_or_create(
+        let id = || {
             (
                 "r".into(),
                 "ip".into(),
                 1000,
                 Duration::from_millis(100),
                 10,
-            ),
-            gcra,
-        );
-        let clock = DefaultClock::default();
-        for i in 0..1000 {
-            check(&limiter, gcra, &clock, &format!("k{i}"));
-        }
-        assert_eq!(registry.keys(), 1000);
-        std::thread::sleep(Duration::from_millis(150));
-        registry.evict_idle();
-        assert_eq!(
-            registry.keys(),
-            0,
-            "keys idle past a full refill are dropped"
-        );
-        // Limiters no generation holds are dropped too.
+            )
+        };
+        let limiter = registry.get_or_create(id(), gcra);
+        limiter.charge(&"k".to_string(), limiter.now_us());
+        assert!(Arc::ptr_eq(&limiter, &registry.get_or_create(id(), gcra)));
+        assert_eq!(registry.keys(), 1);
         drop(limiter);
         registry.evict_idle();
         assert_eq!(registry.limiters.lock().unwrap().len(), 0);

@@ -17,7 +17,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::DefaultClock;
 use http::HeaderMap;
 
 use self::compiled::{CompiledLimit, TieredLimit, compile_limit};
@@ -182,12 +181,26 @@ struct LimitResult {
     reset_us: i64,
 }
 
+/// What the headers say of one limit that did (or did not) admit a
+/// request, its bucket at `tat` at `now`: the same for both backends.
+fn limit_result(gcra: Gcra, allowed: bool, tat: i64, now: i64) -> LimitResult {
+    LimitResult {
+        allowed,
+        remaining: gcra.remaining(tat, now),
+        retry_after_us: if allowed {
+            0
+        } else {
+            gcra.decide(Some(tat), now).retry_after_us
+        },
+        reset_us: gcra.reset_us(tat, now),
+    }
+}
+
 /// Rate limiting for one policy generation.
 pub struct RateLimitEngine {
     settings: RateLimitSettings,
     redis: Option<Arc<RedisBackend>>,
     routes: Vec<Vec<TieredLimit>>,
-    clock: DefaultClock,
 }
 
 impl std::fmt::Debug for RateLimitEngine {
@@ -222,7 +235,6 @@ impl RateLimitEngine {
             settings,
             redis,
             routes: compiled,
-            clock: DefaultClock::default(),
         }
     }
 
@@ -280,17 +292,7 @@ impl RateLimitEngine {
                     Ok(decision) => limits
                         .iter()
                         .zip(&decision.limits)
-                        .map(|(l, r)| LimitResult {
-                            allowed: r.allowed,
-                            remaining: l.gcra.remaining(r.tat, decision.now),
-                            retry_after_us: if r.allowed {
-                                0
-                            } else {
-                                l.gcra.decide(Some(r.tat), decision.now).retry_after_us
-                            },
-                            reset_us: l.gcra.reset_us(r.tat, decision.now),
-                        })
-                        .map(Some)
+                        .map(|(l, r)| Some(limit_result(l.gcra, r.allowed, r.tat, decision.now)))
                         .collect::<PerLimit<_>>(),
                     Err(failure) => {
                         backend_failed = !matches!(failure, RedisFailure::CoolingDown);
@@ -321,26 +323,49 @@ impl RateLimitEngine {
         outcome
     }
 
-    /// The memory backend: enforced limits first, stopping at the first
-    /// refusal; shadow limits only when the request is admitted.
+    /// The memory backend, deciding as the Redis script does: every limit
+    /// judges the request (shadow ones too); it is admitted when every
+    /// enforced limit admits it, and only then are the buckets that
+    /// admitted it charged. One limit (most routes) is judged and charged
+    /// in one step.
     fn local(&self, limits: &[&CompiledLimit], keys: &[String]) -> PerLimit<Option<LimitResult>> {
-        let mut results: PerLimit<Option<LimitResult>> = smallvec::smallvec![None; limits.len()];
-        let enforced = limits.iter().enumerate().filter(|(_, l)| !l.rule.shadow);
-        let shadow = limits.iter().enumerate().filter(|(_, l)| l.rule.shadow);
-        for (i, limit) in enforced.chain(shadow) {
-            let outcome = local::check(&limit.local, limit.gcra, &self.clock, &keys[i]);
-            let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-            results[i] = Some(LimitResult {
-                allowed: outcome.allowed,
-                remaining: outcome.remaining,
-                retry_after_us: micros(outcome.retry_after),
-                reset_us: micros(outcome.reset),
-            });
-            if !outcome.allowed && !limit.rule.shadow {
-                break;
-            }
+        if let ([limit], [key]) = (limits, keys) {
+            let now = limit.local.now_us();
+            let outcome = limit.local.charge(key, now);
+            return smallvec::smallvec![Some(limit_result(
+                limit.gcra,
+                outcome.allowed,
+                outcome.tat,
+                now
+            ))];
         }
-        results
+        let judged: PerLimit<(Option<i64>, i64)> = limits
+            .iter()
+            .zip(keys)
+            .map(|(l, key)| (l.local.peek(key), l.local.now_us()))
+            .collect();
+        let allows =
+            |l: &CompiledLimit, (tat, now): (Option<i64>, i64)| l.gcra.decide(tat, now).allowed;
+        let admitted = limits
+            .iter()
+            .zip(&judged)
+            .all(|(l, judged)| l.rule.shadow || allows(l, *judged));
+        limits
+            .iter()
+            .zip(keys)
+            .zip(judged)
+            .map(|((l, key), (tat, now))| {
+                let (allowed, tat) = if admitted && allows(l, (tat, now)) {
+                    // Charged now; a request for the same key that got in
+                    // between may have taken the last room (then refused).
+                    let outcome = l.local.charge(key, now);
+                    (outcome.allowed, outcome.tat)
+                } else {
+                    (allows(l, (tat, now)), tat.unwrap_or(now).max(now))
+                };
+                Some(limit_result(l.gcra, allowed, tat, now))
+            })
+            .collect()
     }
 
     fn conclude(
