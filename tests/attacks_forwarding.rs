@@ -527,6 +527,41 @@ async fn an_empty_absolute_form_path_reaches_the_upstream_as_slash() {
     }
 }
 
+/// An absolute-form target of another scheme than `http` or `https`
+/// (`ftp://h/x`) names nothing palisade serves: 400 on every engine, and
+/// the upstream never sees it as the origin-form request it would become.
+#[tokio::test]
+async fn absolute_form_targets_of_other_schemes_never_reach_the_upstream() {
+    let upstream = TestUpstream::start().await;
+    for engine in ["hyper", "palisade"] {
+        let config = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nhttp1_engine = \"{engine}\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\n[[routes]]\nname = \"all\"\npath = \"/**\"\nauth = \"none\"\n"
+        );
+        let server = start_palisade(&config, upstream.addr).await;
+        for target in ["ftp://h/x", "FTP://h/x", "ws://h/x", "file://h/etc/passwd"] {
+            let request = format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+            let response = raw(server.proxy_addr, request.as_bytes()).await;
+            assert_eq!(raw_status(&response), 400, "{engine} {target}: {response}");
+            assert!(
+                response.contains("x-request-id: "),
+                "{engine}: palisade's answer"
+            );
+        }
+        let scrape = metrics(&server).await;
+        let series = r#"palisade_rejections_total{reason="host",route="-"}"#;
+        assert_eq!(sample(&scrape, series), 4.0, "{engine}: {scrape}");
+        // The web's schemes still pass.
+        let request = "GET HTTPS://h/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n";
+        assert_eq!(
+            raw_status_of(&server, request.to_string()).await,
+            200,
+            "{engine}"
+        );
+    }
+    let seen = upstream.wait_for_count(2).await;
+    assert_eq!(seen.len(), 2, "only the https targets: {seen:?}");
+}
+
 fn h2_client() -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,

@@ -24,6 +24,9 @@ pub enum HeadRejection {
     BadHost,
     /// `Host` disagrees with the absolute-form target or `:authority`.
     HostMismatch,
+    /// An absolute-form target (or HTTP/2 `:scheme`) that is neither
+    /// `http` nor `https` (`ftp://h/x`): no resource a sidecar serves.
+    TargetScheme,
     /// A method that equals a known one only when case is ignored (`post`).
     MethodCase,
     /// A `_method` query parameter: Rails, Laravel, Symfony and Express
@@ -57,6 +60,7 @@ impl fmt::Display for HeadRejection {
             Self::DuplicateHost => "the request has more than one Host header",
             Self::BadHost => "the Host or authority is not host[:port]",
             Self::HostMismatch => "the Host header disagrees with the request target's authority",
+            Self::TargetScheme => "the request target's scheme is neither http nor https",
             Self::MethodCase => "the method is a case variant of a known method",
             Self::MethodOverride => "the query has a _method parameter (method override)",
             Self::RepeatedLimitKey => "the rate-limit key header appears more than once",
@@ -69,6 +73,12 @@ impl fmt::Display for HeadRejection {
 
 /// Checks `Host` against the version and the target's authority.
 pub fn check_host(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), HeadRejection> {
+    if let Some(scheme) = uri.scheme_str()
+        && !scheme.eq_ignore_ascii_case("http")
+        && !scheme.eq_ignore_ascii_case("https")
+    {
+        return Err(HeadRejection::TargetScheme);
+    }
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -465,6 +475,11 @@ mod tests {
         );
         assert_eq!(host_check(h11, "http://ab/x", &["a"]), Err(HostMismatch));
         assert_eq!(host_check(h11, "http://u@a/x", &["a"]), Err(BadHost));
+        // Only the web's schemes, in any case.
+        assert_eq!(host_check(h11, "HTTPS://a/x", &["a"]), Ok(()));
+        assert_eq!(host_check(h11, "ftp://a/x", &["a"]), Err(TargetScheme));
+        assert_eq!(host_check(h11, "ws://a/x", &["a"]), Err(TargetScheme));
+        assert_eq!(host_check(h11, "ftp://a/x", &[]), Err(TargetScheme));
         let h2 = Version::HTTP_2;
         assert_eq!(host_check(h2, "http://legit/x", &[]), Ok(()));
         assert_eq!(
