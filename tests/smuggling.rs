@@ -426,6 +426,18 @@ async fn a_request_hidden_in_a_trailer_section_ends_the_connection() {
             200,
             Some(5),
         ),
+        // A handshake with a body is served as a plain GET, never a tunnel
+        // that would keep the connection (and the body in its stream).
+        (
+            "WebSocket handshake with a chunked body",
+            post("/x", "X-A: b\n\n").replace(
+                "POST /x HTTP/1.1\r\n",
+                "GET /x HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+            ),
+            200,
+            Some(5),
+        ),
     ];
     for (name, request, status, forwarded) in cases {
         let (upstream, server) = setup().await;
@@ -465,6 +477,23 @@ async fn a_request_hidden_in_a_trailer_section_ends_the_connection() {
     assert!(closed, "the second request asked to close");
     let seen = upstream.wait_for_count(2).await;
     assert_eq!(seen[1].uri, "/next");
+}
+
+/// palisade does not tunnel: a `CONNECT` (here with an origin-form target,
+/// which routes would match) never reaches the upstream, whose 200 would
+/// make the connection a tunnel nobody serves; and the connection closes,
+/// where hyper would otherwise wait on it for a tunnel until `idle_timeout`.
+#[tokio::test]
+async fn connect_is_refused_and_ends_the_connection() {
+    let (upstream, server) = setup().await;
+    let request = format!("CONNECT /x HTTP/1.1\r\nHost: test\r\n\r\n{SMUGGLED}");
+    let (response, closed) =
+        exchange_until(&server, request.as_bytes(), Duration::from_secs(10)).await;
+    assert_eq!(statuses(&response), [400], "{response}");
+    assert!(response.contains("connection: close\r\n"), "{response}");
+    assert!(closed, "the connection stayed open");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
 }
 
 #[tokio::test]

@@ -32,6 +32,10 @@ pub enum HeadRejection {
     /// A `_method` query parameter: Rails, Laravel, Symfony and Express
     /// middleware would run another method than the one routed on.
     MethodOverride,
+    /// `CONNECT`: palisade does not tunnel, and the upstream's answer to a
+    /// `CONNECT` it was handed would make the client connection a tunnel
+    /// nobody serves.
+    Connect,
     /// A `header:NAME` rate-limit key sent on several lines: palisade would
     /// count one value while the backend may read another.
     RepeatedLimitKey,
@@ -45,7 +49,7 @@ impl HeadRejection {
     /// The `palisade_rejections_total` reason.
     pub fn reason(self) -> &'static str {
         match self {
-            Self::MethodCase | Self::MethodOverride => "method",
+            Self::MethodCase | Self::MethodOverride | Self::Connect => "method",
             Self::RepeatedLimitKey => "repeated_header",
             Self::TransferCoding => "transfer_coding",
             _ => "host",
@@ -63,6 +67,7 @@ impl fmt::Display for HeadRejection {
             Self::TargetScheme => "the request target's scheme is neither http nor https",
             Self::MethodCase => "the method is a case variant of a known method",
             Self::MethodOverride => "the query has a _method parameter (method override)",
+            Self::Connect => "CONNECT is not served: palisade is a reverse proxy, not a tunnel",
             Self::RepeatedLimitKey => "the rate-limit key header appears more than once",
             Self::TransferCoding => {
                 "the only transfer coding accepted is chunked, once (RFC 9112 section 6.1)"
@@ -170,6 +175,9 @@ fn valid_authority(bytes: &[u8]) -> Result<Authority, HeadRejection> {
 /// `post` would skip a `POST`-only route here and run as `POST` in a
 /// framework that upper-cases it.
 pub fn check_method(method: &Method, known: &[Method]) -> Result<(), HeadRejection> {
+    if method == Method::CONNECT {
+        return Err(HeadRejection::Connect);
+    }
     let text = method.as_str();
     // Every known method is in upper case (the standard ones, and routes'
     // `methods`, upper-cased at load): a method with no lower-case letter
@@ -530,6 +538,10 @@ mod tests {
             Method::from_bytes(b"PURGE").unwrap(),
         ];
         assert_eq!(check_method(&Method::POST, &known), Ok(()));
+        assert_eq!(
+            check_method(&Method::CONNECT, &known),
+            Err(HeadRejection::Connect)
+        );
         let lower = Method::from_bytes(b"post").unwrap();
         assert_eq!(check_method(&lower, &known), Err(HeadRejection::MethodCase));
         let purge = Method::from_bytes(b"Purge").unwrap();

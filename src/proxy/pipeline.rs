@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::header;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use super::conn::ConnRequestGuard;
 use super::ctx::RequestCtx;
@@ -97,6 +97,10 @@ fn handle(
         let generation = shared.current.load_full();
         let policy = &generation.policy;
         let chunked_body = chunked_from_connection(&req);
+        // Refused in the head checks; hyper's HTTP/1 server then reads no
+        // further request on the connection (it waits for a tunnel), so
+        // it is closed instead of left hanging until `idle_timeout`.
+        let connect = req.method() == Method::CONNECT;
 
         let request_id = policy.request_id.resolve(req.headers());
         let trusted = &policy.server.trusted_proxies;
@@ -156,10 +160,7 @@ fn handle(
             ResponseHeaders::new(&mut parts.headers, body.pending_headers_mut())
         };
         finish_headers(policy, &ctx, headers);
-        if chunked_body
-            && !ctx.record.body_in.ended_cleanly()
-            && parts.status != StatusCode::SWITCHING_PROTOCOLS
-        {
+        if connect || (chunked_body && !ctx.record.body_in.ended_cleanly()) {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -191,6 +191,12 @@ impl Compiler<'_> {
             let upper = m.as_str().to_ascii_uppercase();
             let method = Method::from_bytes(upper.as_bytes())
                 .map_err(|_| self.err(key.at(i), format!("\"{m}\" is not an HTTP method")))?;
+            if method == Method::CONNECT {
+                return Err(self.err(
+                    key.at(i),
+                    "CONNECT is never served (palisade does not tunnel); remove it",
+                ));
+            }
             methods.push(method);
         }
         Ok(Some(methods))

@@ -210,6 +210,10 @@ fn bad_patterns_and_methods() {
             .contains("not an HTTP method")
     );
     assert!(
+        err("[[routes]]\nname = \"a\"\npath = \"/a\"\nauth = \"none\"\nmethods = [\"connect\"]\n")
+            .contains("routes[0].methods[0]: CONNECT is never served")
+    );
+    assert!(
         err("[[routes]]\nname = \"a\"\npath = \"/a\"\nauth = \"sometimes\"\n")
             .contains("unknown auth mode")
     );

@@ -31,6 +31,20 @@ pub fn requested_websocket(parts: &http::request::Parts) -> bool {
         && parts.method == http::Method::GET
         && has_token(&parts.headers, header::CONNECTION, "upgrade")
         && has_token(&parts.headers, header::UPGRADE, "websocket")
+        && has_no_body(&parts.headers)
+}
+
+/// A handshake is a bodiless GET (RFC 6455 §4.1). One with a body is
+/// served as the plain GET it also is: after a `101` the connection is a
+/// tunnel whatever the body's framing left unread, so a chunked body's
+/// trailer section (where hyper may have swallowed a pipelined request,
+/// `pipeline::chunked_from_connection`) would never close it, and the
+/// upstream would find the body inside its WebSocket stream.
+fn has_no_body(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::TRANSFER_ENCODING)
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|length| length.as_bytes() == b"0")
 }
 
 /// Whether a 101 switches to WebSocket, the protocol palisade asked for.
