@@ -181,13 +181,15 @@ fn handle(
 /// where other readers end it at a bare LF, so a request a front proxy
 /// pipelined after one could vanish into it, and the responses on the
 /// connection would no longer match its requests. (A `Content-Length` body
-/// ends where its length says, on every reader.)
+/// ends where its length says, on every reader.) The body's kind is looked
+/// at first: palisade's engine never hands on a chunked body, so most
+/// requests need no header lookup.
 ///
 /// [`BodyProgress::ended_cleanly`]: crate::policy::body::BodyProgress::ended_cleanly
 fn chunked_from_connection(req: &Request<RequestBody>) -> bool {
-    req.version() <= http::Version::HTTP_11
+    matches!(req.body(), RequestBody::Hyper(body) if !http_body::Body::is_end_stream(body))
+        && req.version() <= http::Version::HTTP_11
         && req.headers().contains_key(header::TRANSFER_ENCODING)
-        && matches!(req.body(), RequestBody::Hyper(body) if !http_body::Body::is_end_stream(body))
 }
 
 /// [`handle`]'s future on the heap, where each engine keeps it (inline, it
