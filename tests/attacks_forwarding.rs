@@ -722,6 +722,43 @@ async fn request_trailers_never_carry_identity_headers_upstream() {
     assert!(!wire.contains("x-tenant-id"), "{wire}");
 }
 
+/// Over HTTP/2 an empty trailer block is framing, not a bare LF hiding a
+/// request (HTTP/1's 400 for an empty section does not apply): the body is
+/// served, the block dropped.
+#[tokio::test]
+async fn an_empty_http2_trailer_block_is_served() {
+    let (upstream, server) = setup().await;
+    /// A body that is these frames, in order.
+    struct Frames(std::collections::VecDeque<hyper::body::Frame<Bytes>>);
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+    let body = Frames(
+        [
+            hyper::body::Frame::data(Bytes::from_static(b"hello")),
+            hyper::body::Frame::trailers(http::HeaderMap::new()),
+        ]
+        .into(),
+    );
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = Request::post(format!("http://{}/open/upload", server.proxy_addr))
+        .body(body)
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = &upstream.wait_for_count(1).await[0];
+    assert_eq!((seen.body_len, seen.complete), (5, true));
+}
+
 /// A transfer coding besides the one `chunked` is refused, not dropped:
 /// palisade removes the chunked framing and makes it again, so `gzip`
 /// before it would reach the upstream as gzip bytes labelled plain, and a

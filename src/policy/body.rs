@@ -77,6 +77,10 @@ pub struct BodyProgress {
     pub complete: AtomicBool,
     /// The body ended in a trailer section (well-formed or not).
     pub trailers: AtomicBool,
+    /// Set by the pipeline for a chunked HTTP/1 body, where a trailer
+    /// section with no field can only be a bare LF after the last chunk
+    /// (an HTTP/2 client may send an empty trailer block).
+    pub chunked: AtomicBool,
 }
 
 impl BodyProgress {
@@ -101,8 +105,8 @@ pub enum BodyError {
     /// The client connection failed mid-body.
     #[error("client body stream failed: {0}")]
     Client(#[from] hyper::Error),
-    /// A trailer section with no field in it: only a bare LF right after
-    /// the last chunk makes one (hyper reads on to the next CRLF CRLF,
+    /// A chunked body's trailer section with no field in it: only a bare
+    /// LF right after the last chunk makes one (hyper reads on to the next CRLF CRLF,
     /// which may be the end of a pipelined request), so the body's end is
     /// ambiguous.
     #[error("request trailer section began with a bare LF")]
@@ -150,7 +154,7 @@ impl Body for LimitedBody {
             && let Some(trailers) = frame.trailers_ref()
         {
             this.progress.trailers.store(true, Ordering::Relaxed);
-            if trailers.is_empty() {
+            if trailers.is_empty() && this.progress.chunked.load(Ordering::Relaxed) {
                 return Poll::Ready(Some(Err(BodyError::MalformedTrailers)));
             }
             next = ready!(this.inner.as_mut().poll_frame(cx));

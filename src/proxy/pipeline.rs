@@ -24,6 +24,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use http::header;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -123,6 +124,9 @@ fn handle(
                 client_ip,
             ),
         };
+        if chunked_body {
+            ctx.record.body_in.chunked.store(true, Ordering::Relaxed);
+        }
         // Before the client's headers are cleaned: its `traceparent` is read here.
         ctx.record.trace = trace::start(
             &policy.tracing,
