@@ -335,6 +335,10 @@ rate_limits = [{ by = "route", limit = 3, per = "1h", burst = 3 }, { by = "heade
 name = "watched"
 path = "/watched/**"
 rate_limits = [{ by = "header:X-Client", limit = 1, per = "1h", burst = 1 }, { by = "route", limit = 10, per = "1h", shadow = true }]
+[[routes]]
+name = "twin"
+path = "/twin/**"
+rate_limits = [{ by = "header:X-Client", limit = 2, per = "1h", burst = 2 }, { by = "header:X-Client", limit = 2, per = "1h", burst = 2, shadow = true }]
 "#;
 
 /// A request one limit refuses costs the others nothing, and shadow limits
@@ -388,6 +392,12 @@ async fn refused_requests_are_not_charged(backend: &str) {
         3.0,
         "the shadow limit judged every request: {scrape}"
     );
+
+    // Two identical limits share one bucket (one key in Redis): a request
+    // is charged to it once, and the shadow twin refuses nothing.
+    for expected in [200, 200, 429] {
+        assert_eq!(send("/twin/x", "a").await, expected);
+    }
 }
 
 #[tokio::test]

@@ -75,6 +75,19 @@ impl<C: Clock> LocalBuckets<C> {
         decided.unwrap_or_else(|refused| refused)
     }
 
+    /// Takes one charge of `key` back: a request it was made for was
+    /// refused by another limit after all (a concurrent request took that
+    /// limit's last room between the judging and the charging). A `tat`
+    /// at or below the present is a full bucket, so subtracting one
+    /// emission interval is exact whatever was charged since.
+    pub fn refund(&self, key: &String) {
+        let emission = self.gcra.emission_us;
+        let _ = self.store.measure_and_replace(key, |tat| match tat {
+            Some(tat) => Ok(((), from_us((to_us(tat) - emission).max(1)))),
+            None => Err(()),
+        });
+    }
+
     /// Keys held.
     pub fn len(&self) -> usize {
         ShrinkableKeyedStateStore::len(&self.store)
@@ -212,6 +225,27 @@ mod tests {
             Some(charged.tat),
             "a refusal charges nothing"
         );
+    }
+
+    #[test]
+    fn a_refund_takes_one_charge_back() {
+        let gcra = Gcra::new(1, Duration::from_secs(60), 2);
+        let buckets = LocalBuckets::with_clock(gcra, FakeRelativeClock::default());
+        let key = "k".to_string();
+        let now = buckets.now_us();
+        let first = buckets.charge(&key, now);
+        let second = buckets.charge(&key, now);
+        assert!(first.allowed && second.allowed);
+        assert!(!buckets.charge(&key, now).allowed, "the bucket is empty");
+        buckets.refund(&key);
+        assert_eq!(buckets.peek(&key), Some(first.tat));
+        assert!(
+            buckets.charge(&key, now).allowed,
+            "the refunded room is there"
+        );
+        // A refund of a key never charged makes no entry.
+        buckets.refund(&"other".to_string());
+        assert_eq!(buckets.peek(&"other".to_string()), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use http::HeaderMap;
 
 use self::compiled::{CompiledLimit, TieredLimit, compile_limit};
-use self::gcra::{Gcra, ceil_secs};
+use self::gcra::{Gcra, Outcome, ceil_secs};
 pub use self::headers::RateHeaders;
 pub use self::keys::ip_bucket;
 use self::keys::{bounded, push_ip_bucket};
@@ -326,8 +326,9 @@ impl RateLimitEngine {
     /// The memory backend, deciding as the Redis script does: every limit
     /// judges the request (shadow ones too); it is admitted when every
     /// enforced limit admits it, and only then are the buckets that
-    /// admitted it charged. One limit (most routes) is judged and charged
-    /// in one step.
+    /// admitted it charged, each once (two identical limits share one
+    /// bucket, as they share one key in Redis). One limit (most routes) is
+    /// judged and charged in one step.
     fn local(&self, limits: &[&CompiledLimit], keys: &[String]) -> PerLimit<Option<LimitResult>> {
         if let ([limit], [key]) = (limits, keys) {
             let now = limit.local.now_us();
@@ -344,28 +345,53 @@ impl RateLimitEngine {
             .zip(keys)
             .map(|(l, key)| (l.local.peek(key), l.local.now_us()))
             .collect();
-        let allows =
-            |l: &CompiledLimit, (tat, now): (Option<i64>, i64)| l.gcra.decide(tat, now).allowed;
-        let admitted = limits
-            .iter()
-            .zip(&judged)
-            .all(|(l, judged)| l.rule.shadow || allows(l, *judged));
-        limits
-            .iter()
-            .zip(keys)
-            .zip(judged)
-            .map(|((l, key), (tat, now))| {
-                let (allowed, tat) = if admitted && allows(l, (tat, now)) {
-                    // Charged now; a request for the same key that got in
-                    // between may have taken the last room (then refused).
-                    let outcome = l.local.charge(key, now);
-                    (outcome.allowed, outcome.tat)
-                } else {
-                    (allows(l, (tat, now)), tat.unwrap_or(now).max(now))
-                };
-                Some(limit_result(l.gcra, allowed, tat, now))
-            })
-            .collect()
+        let uncharged = |i: usize| {
+            let (l, (tat, now)) = (limits[i], judged[i]);
+            let allowed = l.gcra.decide(tat, now).allowed;
+            (
+                allowed,
+                limit_result(l.gcra, allowed, tat.unwrap_or(now).max(now), now),
+            )
+        };
+        let mut results: PerLimit<Option<LimitResult>> =
+            (0..limits.len()).map(|i| Some(uncharged(i).1)).collect();
+        let admitted = (0..limits.len()).all(|i| limits[i].rule.shadow || uncharged(i).0);
+        if !admitted {
+            return results;
+        }
+        // Charged in order. A charge that a concurrent request for the same
+        // key beat to the last room refuses this request after all: the
+        // charges already made for it are taken back.
+        let mut charged: PerLimit<(usize, Outcome)> = PerLimit::new();
+        for (i, (l, key)) in limits.iter().zip(keys).enumerate() {
+            if !uncharged(i).0 {
+                continue;
+            }
+            let now = judged[i].1;
+            let same_bucket = charged
+                .iter()
+                .find(|(j, _)| Arc::ptr_eq(&limits[*j].local, &l.local) && keys[*j] == *key);
+            let outcome = match same_bucket {
+                Some((_, outcome)) => *outcome,
+                None => l.local.charge(key, now),
+            };
+            results[i] = Some(limit_result(l.gcra, outcome.allowed, outcome.tat, now));
+            if !outcome.allowed && !l.rule.shadow {
+                for (j, outcome) in &charged {
+                    if outcome.allowed {
+                        limits[*j].local.refund(&keys[*j]);
+                    }
+                }
+                for (j, result) in results.iter_mut().enumerate().take(i) {
+                    *result = Some(uncharged(j).1);
+                }
+                return results;
+            }
+            if same_bucket.is_none() {
+                charged.push((i, outcome));
+            }
+        }
+        results
     }
 
     fn conclude(
