@@ -345,17 +345,23 @@ impl RateLimitEngine {
             .zip(keys)
             .map(|(l, key)| (l.local.peek(key), l.local.now_us()))
             .collect();
-        let uncharged = |i: usize| {
-            let (l, (tat, now)) = (limits[i], judged[i]);
-            let allowed = l.gcra.decide(tat, now).allowed;
-            (
-                allowed,
-                limit_result(l.gcra, allowed, tat.unwrap_or(now).max(now), now),
-            )
-        };
+        // Each limit's verdict and headers with nothing charged: what a
+        // refused request reports, and which limits a charge is due to.
+        let uncharged: PerLimit<(bool, LimitResult)> = limits
+            .iter()
+            .zip(&judged)
+            .map(|(l, &(tat, now))| {
+                let allowed = l.gcra.decide(tat, now).allowed;
+                let tat = tat.unwrap_or(now).max(now);
+                (allowed, limit_result(l.gcra, allowed, tat, now))
+            })
+            .collect();
         let mut results: PerLimit<Option<LimitResult>> =
-            (0..limits.len()).map(|i| Some(uncharged(i).1)).collect();
-        let admitted = (0..limits.len()).all(|i| limits[i].rule.shadow || uncharged(i).0);
+            uncharged.iter().map(|(_, result)| Some(*result)).collect();
+        let admitted = limits
+            .iter()
+            .zip(&uncharged)
+            .all(|(l, (allowed, _))| l.rule.shadow || *allowed);
         if !admitted {
             return results;
         }
@@ -364,7 +370,7 @@ impl RateLimitEngine {
         // charges already made for it are taken back.
         let mut charged: PerLimit<(usize, Outcome)> = PerLimit::new();
         for (i, (l, key)) in limits.iter().zip(keys).enumerate() {
-            if !uncharged(i).0 {
+            if !uncharged[i].0 {
                 continue;
             }
             let now = judged[i].1;
@@ -382,8 +388,8 @@ impl RateLimitEngine {
                         limits[*j].local.refund(&keys[*j]);
                     }
                 }
-                for (j, result) in results.iter_mut().enumerate().take(i) {
-                    *result = Some(uncharged(j).1);
+                for (result, (_, before)) in results.iter_mut().zip(&uncharged).take(i) {
+                    *result = Some(*before);
                 }
                 return results;
             }
