@@ -623,6 +623,20 @@ async fn cookie_sources() {
     let gap = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.2={c}");
     expect_401(&server, "/api/x", &[("cookie", &gap)], INVALID).await;
     assert_eq!(upstream.count(), 3);
+    // NAME itself wins when present (SPEC §2): stray, incomplete or
+    // unreadable chunks beside it are not read.
+    for stray in [
+        "sb-ref-auth-token.0=garbage".to_string(),
+        format!("sb-ref-auth-token.1={b}"),
+        "sb-ref-auth-token.01=x".to_string(),
+    ] {
+        let cookie = format!("{stray}; sb-ref-auth-token={encoded}");
+        let reply = get_with(server.proxy_addr, "/api/x", &[("cookie", &cookie)]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{cookie}");
+        let seen = upstream.requests();
+        assert_eq!(seen.last().unwrap().headers["x-user-id"], "user-1");
+    }
+    assert_eq!(upstream.count(), 6);
 }
 
 // === JWKS ===

@@ -109,6 +109,20 @@ fn check_places_every_error_at_its_key() {
             format!("{route}{route}path = /x\n"),
             "9:8: routes[1].path: ",
         ),
+        // After a multi-line array, syntax errors still name their key.
+        (
+            format!("[cors]\nallow_origins = [\n\"https://a.example\"\n]\n{route}timeout = \"1s\n"),
+            "9:14: routes[0].timeout: invalid basic string",
+        ),
+        (
+            format!("[cors]\nallow_origins = [\n\"https://a.example\"\n]\n{route}auth = \"jwt\"\n"),
+            "9:1: routes[0].auth: duplicate key",
+        ),
+        // A word `EnvFilter` would take for a target, logging nothing.
+        (
+            format!("[log]\nlevel = \"verbose\"\n{route}"),
+            "2:9: log.level: \"verbose\" is not a log level or filter",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let (code, stderr, path) = check(&format!("placed-{i}"), text);
@@ -183,6 +197,11 @@ fn usage_error_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = palisade().args(["token"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "--sub is required");
+    let out = palisade()
+        .args(["--log-level", "warning", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a level that logs nothing");
 }
 
 #[test]
@@ -415,7 +434,15 @@ async fn tokens_and_secrets_never_appear_in_output_at_any_level() {
     let path = write_config(&dir, &text);
     for level in ["trace", "debug", "info"] {
         let mut child = palisade()
-            .args(["run", "--log-level", level, "--config"])
+            // Development logs pretty unless told otherwise; JSON is read here.
+            .args([
+                "run",
+                "--log-format",
+                "json",
+                "--log-level",
+                level,
+                "--config",
+            ])
             .arg(&path)
             .env("JWT_SECRET", JWT_SECRET)
             .env("HOOK_SECRET", HOOK_SECRET)

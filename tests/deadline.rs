@@ -104,3 +104,53 @@ async fn without_deadline_header_nothing_is_added_or_removed() {
     let recorded = upstream.requests().last().unwrap().clone();
     assert_eq!(recorded.headers["x-request-timeout-ms"], "42");
 }
+
+/// A signed-webhook route holds its body before verifying it: the time
+/// the client took to send it comes off the route's timeout (one total
+/// deadline), and the deadline header carries what is left. Before, the
+/// upstream got the whole timeout again after the body was read.
+#[tokio::test]
+async fn a_held_body_spends_the_routes_deadline() {
+    use hmac::{Hmac, Mac};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = TestUpstream::start().await;
+    let config = CONFIG.replace(
+        "[[routes]]\nname = \"quick\"",
+        "[auth.hmac.gh]\npreset = \"github\"\nsecret = \"gh-secret\"\n\
+         [[routes]]\nname = \"hook\"\npath = \"/hook\"\nauth = \"hmac:gh\"\ntimeout = \"5s\"\n\
+         [[routes]]\nname = \"quick\"",
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    let body = br#"{"event":"push"}"#;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"gh-secret").unwrap();
+    mac.update(body);
+    let signature: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut stream = tokio::net::TcpStream::connect(server.proxy_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /hook HTTP/1.1\r\nHost: t\r\nX-Hub-Signature-256: sha256={signature}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..4]).await.unwrap();
+    // The client takes at least this long over its body.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    stream.write_all(&body[4..]).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert_eq!(raw_status(&response), 200, "{response}");
+    let recorded = upstream.requests().last().unwrap().clone();
+    assert_eq!(recorded.body_sha256, support::upstream::sha256_hex(body));
+    let left = deadline_of(&recorded);
+    assert!(
+        (1..=4400).contains(&left),
+        "600ms of the 5s went to the body: {left} left"
+    );
+}

@@ -39,11 +39,17 @@ pub struct Cli {
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Overrides [log] level (RUST_LOG overrides both).
-    #[arg(long, global = true, value_name = "LEVEL")]
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<String>,
     /// What to do (default: run).
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--log-level`: checked as `log.level` is (a typo is a usage error, not
+/// a filter that logs nothing).
+fn parse_log_level(text: &str) -> Result<String, String> {
+    crate::observe::logging::check_level(text).map(|()| text.to_string())
 }
 
 /// `--log-format`.

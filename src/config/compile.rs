@@ -242,11 +242,12 @@ impl Compiler<'_> {
         ConfigError::at_span(self.label, self.text, span, Some(key.to_string()), message)
     }
 
-    fn compile(&self, file: FileConfig) -> Result<Policy> {
+    fn compile(&self, mut file: FileConfig) -> Result<Policy> {
         let server = self.server(&file)?;
         let admin_listen = self.socket_addr(&file.admin.listen, "admin.listen")?;
         let upstream = self.upstream(&file)?;
         let log = self.log(&file)?;
+        file.log.format = Some(server::log_format(&file));
         let request_id = RequestIdPolicy {
             header: self.settable_header_name(&file.request_id.header, "request_id.header")?,
             trust_incoming: file.request_id.trust_incoming,

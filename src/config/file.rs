@@ -181,7 +181,10 @@ impl Default for BreakerFile {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogFile {
-    pub format: LogFormat,
+    /// Absent: pretty in `environment = "development"`, else JSON (the
+    /// compiled config fills it in, so `/config` shows the one in force).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<LogFormat>,
     pub level: Text,
     pub access_log: bool,
 }
@@ -189,7 +192,7 @@ pub struct LogFile {
 impl Default for LogFile {
     fn default() -> Self {
         Self {
-            format: LogFormat::Json,
+            format: None,
             level: Text::from("info"),
             access_log: true,
         }

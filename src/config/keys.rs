@@ -161,11 +161,12 @@ pub fn key_from_text(text: &str, offset: usize) -> Option<KeyPath> {
     let line = clean(text[line_start..].lines().next().unwrap_or(""));
     let mut table = KeyPath::default();
     let mut arrays: Vec<(String, usize)> = Vec::new();
-    for above in text[..line_start].lines() {
+    let (lines, line_is_top_level) = top_level_lines(&text[..line_start]);
+    if !line_is_top_level {
+        return None;
+    }
+    for above in lines {
         let above = clean(above);
-        if above.contains("\"\"\"") || above.contains("'''") || unbalanced(above) {
-            return None;
-        }
         if above.starts_with('[') {
             table = header(above, &mut arrays)?;
         }
@@ -188,20 +189,73 @@ fn clean(line: &str) -> &str {
     line.trim()
 }
 
-/// Whether a line opens or closes more brackets than it closes or opens
-/// outside its strings: a multi-line array or inline table.
-fn unbalanced(line: &str) -> bool {
-    let (mut depth, mut quote) = (0i32, None);
-    for c in line.chars() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), _) if c == q => quote = None,
-            (None, '[' | '{') => depth += 1,
-            (None, ']' | '}') => depth -= 1,
+/// Where a byte of a TOML text is, for [`top_level_lines`].
+#[derive(Clone, Copy, PartialEq)]
+enum Lexed {
+    Code,
+    Comment,
+    Basic,
+    Literal,
+    LongBasic,
+    LongLiteral,
+}
+
+/// The lines of `text` that begin outside every string, array and inline
+/// table (the only lines where a table header or a key can begin: a
+/// multi-line array or string above is read past, not mistaken for keys),
+/// and whether the end of `text` is outside them too.
+fn top_level_lines(text: &str) -> (Vec<&str>, bool) {
+    let bytes = text.as_bytes();
+    let (mut state, mut depth) = (Lexed::Code, 0u32);
+    let mut lines = Vec::new();
+    let mut line_start = Some(0);
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        match (state, bytes[i]) {
+            (Lexed::Code, b'#') => state = Lexed::Comment,
+            (Lexed::Code, b'"') if rest.starts_with(b"\"\"\"") => {
+                state = Lexed::LongBasic;
+                i += 2;
+            }
+            (Lexed::Code, b'"') => state = Lexed::Basic,
+            (Lexed::Code, b'\'') if rest.starts_with(b"'''") => {
+                state = Lexed::LongLiteral;
+                i += 2;
+            }
+            (Lexed::Code, b'\'') => state = Lexed::Literal,
+            (Lexed::Code, b'[' | b'{') => depth += 1,
+            (Lexed::Code, b']' | b'}') => depth = depth.saturating_sub(1),
+            (Lexed::Basic | Lexed::LongBasic, b'\\') if rest.get(1) != Some(&b'\n') => i += 1,
+            (Lexed::Basic, b'"') | (Lexed::Literal, b'\'') => state = Lexed::Code,
+            (Lexed::LongBasic, b'"') if rest.starts_with(b"\"\"\"") => {
+                state = Lexed::Code;
+                i += 2;
+            }
+            (Lexed::LongLiteral, b'\'') if rest.starts_with(b"'''") => {
+                state = Lexed::Code;
+                i += 2;
+            }
             _ => {}
         }
+        if bytes[i] == b'\n' {
+            if let Some(start) = line_start.take() {
+                lines.push(&text[start..i]);
+            }
+            // A one-line string or a comment ends with its line.
+            if matches!(state, Lexed::Comment | Lexed::Basic | Lexed::Literal) {
+                state = Lexed::Code;
+            }
+            if state == Lexed::Code && depth == 0 {
+                line_start = Some(i + 1);
+            }
+        }
+        i += 1;
     }
-    depth != 0
+    if let Some(start) = line_start.filter(|start| *start < text.len()) {
+        lines.push(&text[start..]);
+    }
+    (lines, state == Lexed::Code && depth == 0)
 }
 
 /// The table a header line names: `[[a.b]]` the next item of that array,
@@ -335,9 +389,21 @@ mod tests {
             key_at_end("[server]\nworkers = 1\n[auth.secrets.\"vapi hook\"]\nheader = \n"),
             None
         );
+        // A multi-line string or array above is read past (a header in
+        // it is no header); an error inside one is not guessed at.
         assert_eq!(
-            key_at_end("[server]\nlisten = \'\'\'\n[[routes]]\n\'\'\'\n[[routes]]\nname = \n"),
-            None
+            key_at_end("[server]\nlisten = \'\'\'\n[[routes]]\n\'\'\'\n[[routes]]\nname = \n")
+                .as_deref(),
+            Some("routes[0].name")
+        );
+        assert_eq!(
+            key_at_end("[cors]\nallow_origins = [\n\"https://a\", # ]\n\"[x]\"\n]\n[[routes]]\nname = \"b\"\ntimeout = \"1s\n")
+                .as_deref(),
+            Some("routes[0].timeout")
+        );
+        assert_eq!(
+            key_at_end("[server]\nlisten = \"a\\\"[\"\n[log]\nlevel = \n").as_deref(),
+            Some("log.level")
         );
         assert_eq!(
             key_at_end("[[routes]]\nname = \"a\"\nmethods = [\n  \"GET\",\nx = \n"),

@@ -14,6 +14,34 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
+/// The level names `log.level` and `--log-level` accept.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Checks a `log.level` / `--log-level` value: a level name, or a filter
+/// of comma-separated `target=level` directives beside at most level names.
+/// `EnvFilter` alone takes any bare word as a target to log at every level
+/// and turns everything else off, so a typo (`verbose`, `warning`) would
+/// silently stop all logging.
+pub fn check_level(text: &str) -> Result<(), String> {
+    let is_level = |word: &str| LEVELS.iter().any(|l| word.eq_ignore_ascii_case(l));
+    let well_formed = !text.trim().is_empty()
+        && text.split(',').all(|directive| {
+            let directive = directive.trim();
+            match directive.rsplit_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && is_level(level.trim()),
+                None => is_level(directive),
+            }
+        });
+    if !well_formed {
+        return Err(format!(
+            "\"{text}\" is not a log level or filter; accepted: off, error, warn, info, debug, trace, or target=level directives"
+        ));
+    }
+    EnvFilter::try_new(text)
+        .map(|_| ())
+        .map_err(|e| format!("\"{text}\" is not a log level or filter ({e})"))
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `level`.
 /// Returns false if one was already installed (tests, a second call).
 pub fn init(json: bool, level: &str) -> LogGuard {
@@ -31,7 +59,11 @@ pub fn init(json: bool, level: &str) -> LogGuard {
         registry.with(JsonLayer { writer }).try_init().is_ok()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_writer(writer))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                    .with_writer(writer),
+            )
             .try_init()
             .is_ok()
     };
@@ -141,5 +173,25 @@ where
         let mut text = Value::Object(line).to_string();
         text.push('\n');
         let _ = self.writer.clone().write_all(text.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_levels_are_names_or_directives() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "trace",
+            "info,palisade=debug",
+            "hyper=warn",
+        ] {
+            assert!(super::check_level(ok).is_ok(), "{ok}");
+        }
+        for bad in ["verbose", "warning", "", "info,loud", "x=loud", "=info"] {
+            assert!(super::check_level(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -247,6 +247,10 @@ fn process(
         ctx.set_route(&route);
         ip_list::check(&route.ips, ctx.record.client_ip)?;
 
+        // A held body is read within the route's timeout, and what its
+        // reading took comes off the upstream's: the timeout is one total
+        // deadline (SPEC §3), and the deadline header says what is left.
+        let holding_since = route.auth.accepts_hmac().then(std::time::Instant::now);
         let (mut req, held) = held::hold_body(req, &route, &ctx.record.body_in).await?;
         let signed = held.as_deref().map(|body| Signed {
             body,
@@ -284,7 +288,9 @@ fn process(
         let settings = ExchangeSettings {
             retry: route.retry,
             max_body: route.max_body,
-            deadline: route.timeout,
+            deadline: holding_since.map_or(route.timeout, |since| {
+                route.timeout.saturating_sub(since.elapsed())
+            }),
         };
         let body = ctx.record.body_in.clone();
         let mut retries = 0;

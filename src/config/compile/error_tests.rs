@@ -140,6 +140,11 @@ fn log() {
         &format!("[log]\nlevel = \"info,x=loud\"\n{ROUTE}"),
         "t.toml:2:9: log.level: \"info,x=loud\" is not a log level or filter",
     );
+    // `EnvFilter` reads a bare word as a target, logging nothing else.
+    fails_at(
+        &format!("[log]\nlevel = \"verbose\"\n{ROUTE}"),
+        "t.toml:2:9: log.level: \"verbose\" is not a log level or filter",
+    );
 }
 
 #[test]

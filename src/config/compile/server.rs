@@ -173,16 +173,20 @@ impl Compiler<'_> {
 
     pub(super) fn log(&self, file: &FileConfig) -> Result<LogPolicy> {
         let level = file.log.level.as_str().to_string();
-        tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| {
-            self.err(
-                "log.level",
-                format!("\"{level}\" is not a log level or filter ({e}); accepted: error, warn, info, debug, trace"),
-            )
-        })?;
+        crate::observe::logging::check_level(&level).map_err(|e| self.err("log.level", e))?;
         Ok(LogPolicy {
-            json: file.log.format == LogFormat::Json,
+            json: log_format(file) == LogFormat::Json,
             level,
             access_log: file.log.access_log,
         })
     }
+}
+
+/// The log format in force: `log.format`, else pretty in development and
+/// JSON in production (SPEC §2: `environment = "development"` means pretty logs).
+pub(super) fn log_format(file: &FileConfig) -> LogFormat {
+    file.log.format.unwrap_or(match file.server.environment {
+        Environment::Development => LogFormat::Pretty,
+        Environment::Production => LogFormat::Json,
+    })
 }

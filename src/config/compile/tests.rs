@@ -27,6 +27,19 @@ fn err(text: &str) -> String {
 }
 
 #[test]
+fn development_logs_pretty_unless_a_format_is_set() {
+    assert!(load(MINIMAL).unwrap().log.json);
+    let dev = format!("[server]\nenvironment = \"development\"\n{MINIMAL}");
+    let policy = load(&dev).unwrap();
+    assert!(!policy.log.json);
+    let shown = serde_json::to_value(&*policy.effective).unwrap();
+    assert_eq!(shown["log"]["format"], "pretty");
+    let json =
+        format!("[server]\nenvironment = \"development\"\n[log]\nformat = \"json\"\n{MINIMAL}");
+    assert!(load(&json).unwrap().log.json);
+}
+
+#[test]
 fn minimal_config_gets_spec_defaults() {
     let policy = load(MINIMAL).unwrap();
     assert_eq!(policy.server.listen, "0.0.0.0:8080".parse().unwrap());

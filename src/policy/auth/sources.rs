@@ -94,10 +94,15 @@ pub fn token_in<'h>(
                 }
             }
             TokenSource::SupabaseCookie(_) => {
-                for value in &jar.slots[i].whole {
+                // NAME itself wins when present (SPEC §2; Supabase's own
+                // `combineChunks` reads it first): its chunks are not read.
+                let slot = &jar.slots[i];
+                for value in &slot.whole {
                     found.offer(supabase_session(value)?.map(Cow::Owned))?;
                 }
-                if let Some(joined) = jar.slots[i].joined_chunks()? {
+                if slot.whole.is_empty()
+                    && let Some(joined) = slot.joined_chunks()?
+                {
                     found.offer(supabase_session(&joined)?.map(Cow::Owned))?;
                 }
             }
@@ -192,6 +197,9 @@ struct Jar<'a> {
 struct Slot<'a> {
     whole: Vec<&'a [u8]>,
     chunks: BTreeMap<usize, Vec<&'a [u8]>>,
+    /// A chunk's index was unreadable or past the bound: the chunks make
+    /// no session (they are not read at all when NAME is present).
+    bad_chunk: bool,
 }
 
 impl<'a> Jar<'a> {
@@ -218,8 +226,14 @@ impl<'a> Jar<'a> {
                     TokenSource::SupabaseCookie(wanted) => {
                         if name.eq_ignore_ascii_case(wanted.as_bytes()) {
                             slot.whole.push(value);
-                        } else if let Some(index) = chunk_index(&name, wanted.as_bytes())? {
-                            slot.chunks.entry(index).or_default().push(value);
+                        } else {
+                            match chunk_index(&name, wanted.as_bytes()) {
+                                Ok(Some(index)) => {
+                                    slot.chunks.entry(index).or_default().push(value)
+                                }
+                                Ok(None) => {}
+                                Err(_) => slot.bad_chunk = true,
+                            }
                         }
                     }
                 }
@@ -234,6 +248,9 @@ impl Slot<'_> {
     /// one is missing (`NAME.0`, `NAME.2` without `NAME.1`, or no `NAME.0`);
     /// `Ambiguous` when one chunk comes with two different values.
     fn joined_chunks(&self) -> Result<Option<Vec<u8>>, AuthFailure> {
+        if self.bad_chunk {
+            return Err(AuthFailure::Malformed);
+        }
         if self.chunks.is_empty() {
             return Ok(None);
         }

@@ -118,7 +118,8 @@ fn supabase_chunks() {
         supabase(&[("cookie", &orphan)]),
         Err(AuthFailure::Malformed)
     );
-    // NAME beside chunks: fine when they agree, ambiguous when not.
+    // NAME itself wins over chunks (SPEC §2): agreeing, different, stray,
+    // incomplete or unreadable chunks beside it are not read.
     let same =
         format!("sb-ref-auth-token.0={a}; sb-ref-auth-token={encoded}; sb-ref-auth-token.1={b}");
     assert_eq!(
@@ -126,9 +127,19 @@ fn supabase_chunks() {
         Ok(Some("chunked.tok.sig".into()))
     );
     let whole = b64(r#"{"access_token":"whole.tok.sig"}"#, false);
-    let both =
-        format!("sb-ref-auth-token.0={a}; sb-ref-auth-token={whole}; sb-ref-auth-token.1={b}");
-    assert_eq!(supabase(&[("cookie", &both)]), Err(AuthFailure::Ambiguous));
+    for chunks in [
+        format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1={b}"),
+        "sb-ref-auth-token.0=garbage".to_string(),
+        format!("sb-ref-auth-token.1={b}"),
+        format!("sb-ref-auth-token.{MAX_SUPABASE_CHUNKS}=x; sb-ref-auth-token.01=y"),
+    ] {
+        let both = format!("{chunks}; sb-ref-auth-token={whole}");
+        assert_eq!(
+            supabase(&[("cookie", &both)]),
+            Ok(Some("whole.tok.sig".into())),
+            "{both}"
+        );
+    }
     // One chunk twice with different values.
     let twice = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1={b}; sb-ref-auth-token.1=x");
     assert_eq!(supabase(&[("cookie", &twice)]), Err(AuthFailure::Ambiguous));
