@@ -135,6 +135,58 @@ fn check_places_every_error_at_its_key() {
     }
 }
 
+/// `check` refuses what `run` would refuse as it starts: TLS files,
+/// the upstream's CA file and Redis URLs the client cannot use. Each used
+/// to pass `check` and stop `run` without a position.
+#[test]
+fn check_refuses_what_run_would() {
+    let route = "[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n";
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let cases = [
+        (
+            format!("[server]\ntls = {{ cert = \"nope.crt\", key = \"nope.key\" }}\n{route}"),
+            "2:16: server.tls.cert: cert ",
+        ),
+        (
+            format!(
+                "[server]\ntls = {{ cert = \"{fixtures}/tls.crt\", key = \"{fixtures}/tls.crt\" }}\n{route}"
+            ),
+            "server.tls.key: key ",
+        ),
+        (
+            format!("[upstream]\nurl = \"https://127.0.0.1:1\"\nca_file = \"nope.pem\"\n{route}"),
+            "3:11: upstream.ca_file: ",
+        ),
+        (
+            format!(
+                "[ratelimit]\nbackend = \"redis\"\nredis_url = \"redis://u:pw-in-url@127.0.0.1:notaport\"\n{route}"
+            ),
+            "3:13: ratelimit.redis_url: not a Redis URL",
+        ),
+        (
+            format!(
+                "[ratelimit]\nbackend = \"redis\"\nredis_cluster = [\"redis://127.0.0.1:7000\", \"redis://127.0.0.1:bad\"]\n{route}"
+            ),
+            "3:44: ratelimit.redis_cluster[1]: not a Redis URL",
+        ),
+    ];
+    for (i, (text, expected)) in cases.iter().enumerate() {
+        let (code, stderr, path) = check(&format!("run-would-{i}"), text);
+        assert_eq!(code, Some(1), "{text}\n{stderr}");
+        assert!(
+            stderr.starts_with(&format!("{}:", path.display())) && stderr.contains(expected),
+            "expected {expected}\n got {stderr}"
+        );
+        assert!(!stderr.contains("pw-in-url"), "{stderr}");
+    }
+    let good = format!(
+        "[server]\ntls = {{ cert = \"{fixtures}/tls.crt\", key = \"{fixtures}/tls.key\" }}\n\
+         [upstream]\nurl = \"https://127.0.0.1:1\"\nca_file = \"{fixtures}/ca.crt\"\n{route}"
+    );
+    let (code, stderr, _) = check("run-would-ok", &good);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
 #[test]
 fn check_fails_on_an_unset_variable() {
     let text = "[upstream]\nurl = \"${PALISADE_TEST_UNSET_VAR}\"\n[[routes]]\nname = \"a\"\npath = \"/**\"\nauth = \"none\"\n";

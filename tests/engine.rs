@@ -483,6 +483,49 @@ async fn a_head_past_the_buffer_is_refused_with_the_limit_it_broke() {
     }
 }
 
+/// More header lines than hyper takes (256) in a head under the byte
+/// limit: palisade's engine refuses it with the pipeline's 431
+/// (problem+json, request ID, counted) where hyper answered a bare 431;
+/// a head of 80 lines, past palisade's own reader (64), is still served
+/// (by hyper; the test upstream, hyper too, takes 100 at most).
+#[tokio::test]
+async fn a_flood_of_header_lines_gets_the_pipelines_431() {
+    let upstream = TestUpstream::start().await;
+    let own = start("palisade", &upstream).await;
+    let lines = |n: usize| -> String { (0..n).map(|i| format!("X-L{i}: v\r\n")).collect() };
+    let served = format!(
+        "GET /eighty HTTP/1.1\r\nHost: t\r\n{}Connection: close\r\n\r\n",
+        lines(80)
+    );
+    let answer = exchange(own.proxy_addr, served.as_bytes(), false).await;
+    assert_eq!(raw_status(&String::from_utf8_lossy(&answer)), 200);
+    assert_eq!(upstream.count(), 1);
+    let flood = format!("GET /flood HTTP/1.1\r\nHost: t\r\n{}\r\n{LAST}", lines(300));
+    assert!(flood.len() < 8 * 1024, "under the byte limits");
+    // In one write, and cut in the middle of its lines.
+    for cut in [flood.len(), 1500] {
+        let mut stream = TcpStream::connect(own.proxy_addr).await.unwrap();
+        stream.write_all(&flood.as_bytes()[..cut]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = stream.write_all(&flood.as_bytes()[cut..]).await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert_eq!(raw_status(&answer), 431, "{answer}");
+        let lower = answer.to_ascii_lowercase();
+        assert!(
+            lower.contains("content-type: application/problem+json"),
+            "{answer}"
+        );
+        assert!(lower.contains("x-request-id: "), "{answer}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    }
+    assert_eq!(upstream.count(), 1, "the flood never reached the upstream");
+    let scrape = metrics(&own).await;
+    let series = "palisade_rejections_total{reason=\"header_too_large\",route=\"-\"}";
+    assert_eq!(sample(&scrape, series), 2.0, "{scrape}");
+}
+
 /// The half-closed client: hyper cancels a request in flight when the
 /// client's end of the connection is closed; so must the engine, and the
 /// next request on a connection is read only after the answer.

@@ -589,6 +589,44 @@ async fn redis_down_with_local_fallback_keeps_limiting_and_recovers() {
     wait_for_shared_limiting(&server, &peer).await;
 }
 
+/// `/readyz` tells the truth about a Redis that was never reached: before
+/// any request has failed it used to say `ok`. It says `degraded` once the
+/// start-up connection fails, and `ok` again when the background retry
+/// reaches Redis, with no request sent at all.
+#[tokio::test]
+async fn readyz_reports_a_redis_never_reached_and_its_arrival() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let (upstream, server) = outage_config(&redis, "local").await;
+    let status = || async {
+        let ready = get(server.admin_addr, "/readyz").await;
+        assert_eq!(ready.status, StatusCode::OK, "the fallback serves");
+        ready.json()["redis"]["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = status().await;
+        if seen == "degraded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, "degraded", "no request was sent, Redis is down");
+    redis.restart();
+    for _ in 0..200 {
+        seen = status().await;
+        if seen == "ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "ok", "the background retry reached Redis");
+    assert_eq!(upstream.count(), 0);
+}
+
 /// Polls until one instance's consumption is visible to the other again
 /// (the cool-down ends within 30 s).
 async fn wait_for_shared_limiting(a: &palisade::Server, b: &palisade::Server) {

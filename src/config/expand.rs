@@ -91,9 +91,12 @@ pub fn expand(text: &str, env: &Env) -> Result<String, String> {
                 "invalid variable name \"{name}\" in \"{text}\"; names are letters, digits and _"
             ));
         }
+        // As in the shell and Docker Compose, `:-` also replaces a value
+        // set but empty (an empty `LISTEN=` in a manifest is not meant).
         match (env.get(name), default) {
-            (Some(value), _) => out.push_str(value),
-            (None, Some(default)) => out.push_str(default),
+            (Some(value), None) => out.push_str(value),
+            (Some(value), Some(_)) if !value.is_empty() => out.push_str(value),
+            (_, Some(default)) => out.push_str(default),
             (None, None) => {
                 return Err(format!(
                     "environment variable {name} is not set (referenced as ${{{name}}}; set it, or write ${{{name}:-default}})"
@@ -163,7 +166,9 @@ mod tests {
         assert_eq!(expand("x-${A}-y", &env).unwrap(), "x-alpha-y");
         assert_eq!(expand("${B:-beta}", &env).unwrap(), "beta");
         assert_eq!(expand("${A:-beta}", &env).unwrap(), "alpha");
-        assert_eq!(expand("${EMPTY:-d}", &env).unwrap(), "");
+        // Set but empty: `:-` takes the default, as the shell does.
+        assert_eq!(expand("${EMPTY:-d}", &env).unwrap(), "d");
+        assert_eq!(expand("${EMPTY}", &env).unwrap(), "");
         assert_eq!(expand("no vars", &env).unwrap(), "no vars");
         assert_eq!(expand("cost $5", &env).unwrap(), "cost $5");
         assert_eq!(expand("$${A}", &env).unwrap(), "${A}");

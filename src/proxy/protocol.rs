@@ -66,6 +66,13 @@ pub fn buffer_size(server: &ServerPolicy) -> usize {
     (server.max_header_bytes + server.max_uri_bytes + 4096).max(8192)
 }
 
+/// Header lines hyper takes in one head; past them it answers a bare 431
+/// itself (palisade's own HTTP/1 reader refuses such a head first, with
+/// the pipeline's 431). Above hyper's default of 100 so that most header
+/// floods reach the pipeline's own 431 (counted, with problem+json and
+/// security headers).
+pub const HYPER_MAX_HEADERS: usize = 256;
+
 /// The HTTP/1 settings.
 pub fn http1_builder(buffer: usize) -> http1::Builder {
     let mut builder = http1::Builder::new();
@@ -75,9 +82,7 @@ pub fn http1_builder(buffer: usize) -> http1::Builder {
         // hyper's own timer would also cut idle keep-alive connections.
         .header_read_timeout(None)
         .max_buf_size(buffer)
-        // Above hyper's default of 100 so that header floods reach the
-        // pipeline's own 431 (counted, with problem+json and security headers).
-        .max_headers(256)
+        .max_headers(HYPER_MAX_HEADERS)
         .keep_alive(true);
     builder
 }

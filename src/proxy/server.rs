@@ -73,17 +73,38 @@ pub fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
 ) -> Result<TlsAcceptor, StartError> {
+    let config = tls_server_config(cert, key).map_err(|(_, message)| StartError::Tls(message))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The TLS server configuration of `server.tls`; on failure, which of its
+/// keys is at fault (`server.tls.cert`, `server.tls.key`, or `server.tls`
+/// when the two do not belong together) and why. `check` calls it too, so
+/// it refuses what `run` would.
+pub fn tls_server_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<rustls::ServerConfig, (&'static str, String)> {
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| StartError::Tls(format!("cert {}: {e}", cert.display())))?;
+        .map_err(|e| ("server.tls.cert", format!("cert {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err((
+            "server.tls.cert",
+            format!("cert {}: no certificate in the file", cert.display()),
+        ));
+    }
     let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| StartError::Tls(format!("key {}: {e}", key.display())))?;
-    let mut config = rustls::ServerConfig::builder()
+        .map_err(|e| ("server.tls.key", format!("key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ("server.tls", e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| StartError::Tls(e.to_string()))?;
+        .map_err(|e| ("server.tls", e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok(config)
 }
 
 /// Binds both listeners and starts serving.

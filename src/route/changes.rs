@@ -77,6 +77,7 @@ pub fn changes(old: &RouteTable, new: &RouteTable) -> Vec<String> {
         .map(|r| &*r.name)
         .filter(|n| find(old, n).is_some())
         .collect();
+    let kept_in_order = longest_common_order(&common_old, &common_new);
     for (i, route) in new.iter().enumerate() {
         let Some(was) = find(old, &route.name) else {
             let fields = summary(route).map(|(k, v)| format!("{k} {v}")).join(", ");
@@ -87,9 +88,7 @@ pub fn changes(old: &RouteTable, new: &RouteTable) -> Vec<String> {
             ));
             continue;
         };
-        let moved = common_old.iter().position(|n| *n == &*route.name)
-            != common_new.iter().position(|n| *n == &*route.name);
-        if moved {
+        if !kept_in_order.contains(&&*route.name) {
             out.push(format!(
                 "reordered route \"{}\": #{} -> #{}",
                 route.name,
@@ -112,6 +111,39 @@ pub fn changes(old: &RouteTable, new: &RouteTable) -> Vec<String> {
         }
     }
     out
+}
+
+/// The most routes whose order among themselves is the same in both
+/// lists (a longest common subsequence): the others are the ones that
+/// moved, so one route moved ahead is one line, not a line for every
+/// route it passed. Between two routes that swapped, the one that moved
+/// ahead is reported (it is the one that may now shadow the other).
+fn longest_common_order<'a>(old: &[&'a str], new: &[&str]) -> Vec<&'a str> {
+    let (n, m) = (old.len(), new.len());
+    let mut lengths = vec![vec![0usize; m + 1]; n + 1];
+    for i in 0..n {
+        for j in 0..m {
+            lengths[i + 1][j + 1] = if old[i] == new[j] {
+                lengths[i][j] + 1
+            } else {
+                lengths[i][j + 1].max(lengths[i + 1][j])
+            };
+        }
+    }
+    let (mut i, mut j) = (n, m);
+    let mut kept = Vec::new();
+    while i > 0 && j > 0 {
+        if old[i - 1] == new[j - 1] {
+            kept.push(old[i - 1]);
+            i -= 1;
+            j -= 1;
+        } else if lengths[i - 1][j] >= lengths[i][j - 1] {
+            i -= 1;
+        } else {
+            j -= 1;
+        }
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -146,10 +178,27 @@ mod tests {
             lines[2],
             "changed route \"b\": methods * -> GET; limits - -> ip:5/1m; timeout 5s -> 30s"
         );
-        assert_eq!(lines[3], "reordered route \"a\": #1 -> #2");
-        assert!(lines[4].starts_with("added route \"d\" at #3: methods *, pattern /d"));
-        assert_eq!(lines.len(), 5);
+        // `a` kept its order among the others; only `b` moved (ahead of it).
+        assert!(lines[3].starts_with("added route \"d\" at #3: methods *, pattern /d"));
+        assert_eq!(lines.len(), 4);
         assert!(changes(&new, &new).is_empty());
+    }
+
+    /// The audit's case: one route moved ahead past another, with a
+    /// removal before both; the route it passed kept its index and used
+    /// to be listed as `reordered route "admin": #3 -> #3`.
+    #[test]
+    fn only_the_route_that_moved_is_reordered() {
+        let route = |name: &str| format!("[[routes]]\nname = \"{name}\"\npath = \"/{name}\"\n");
+        let old = table(&["h", "e", "admin", "r", "v"].map(route).concat());
+        let new = table(&["e", "r", "admin", "v"].map(route).concat());
+        assert_eq!(
+            changes(&old, &new),
+            [
+                "removed route \"h\" (was #1)",
+                "reordered route \"r\": #4 -> #2"
+            ]
+        );
     }
 
     #[test]

@@ -451,3 +451,25 @@ fn unknown_tables_and_listed_values_from_a_variable() {
         "t.toml:2:17: cors.allow_origins[1]: \"ftp://b\" is not an origin",
     );
 }
+
+/// A zero timeout would answer every request (or connection) at once:
+/// refused, naming the key, as `redis_timeout = "0s"` already was.
+#[test]
+fn zero_timeouts() {
+    fails_at(
+        &format!("{ROUTE}timeout = \"0s\"\n"),
+        "t.toml:6:11: routes[0].timeout: must be longer than 0s",
+    );
+    fails_at(
+        &format!("[defaults]\ntimeout = \"0ms\"\n{ROUTE}"),
+        "t.toml:2:11: defaults.timeout: must be longer than 0s",
+    );
+    fails_at(
+        &format!("[server]\nheader_read_timeout = \"0s\"\n{ROUTE}"),
+        "t.toml:2:23: server.header_read_timeout: must be longer than 0s",
+    );
+    fails_at(
+        &format!("[upstream]\nconnect_timeout = \"0s\"\n{ROUTE}"),
+        "t.toml:2:19: upstream.connect_timeout: must be longer than 0s",
+    );
+}

@@ -88,8 +88,16 @@ impl Compiler<'_> {
             std::iter::once(("ratelimit.redis_url".to_string(), &r.redis_url)).chain(cluster)
         {
             let placeholder = url.0.starts_with(UNSET_PLACEHOLDER);
-            if !(placeholder || url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
+            if placeholder {
+                continue;
+            }
+            if !(url.0.starts_with("redis://") || url.0.starts_with("rediss://")) {
                 return Err(self.err(key, "must start with redis:// or rediss://"));
+            }
+            // As the client will read it when `run` starts (its message
+            // never quotes the URL, which may carry a password).
+            if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.0.as_str()) {
+                return Err(self.err(key, format!("not a Redis URL the client can use: {e}")));
             }
         }
         Ok(())

@@ -138,6 +138,18 @@ impl Compiler<'_> {
             Some(claims) => self.forward_claims(claims, &key.key("forward_claims"))?,
             None => inherited.forward_claims.clone(),
         };
+        let timeout = match r.timeout {
+            Some(own) => own.0,
+            None => file.defaults.timeout.0,
+        };
+        if timeout.is_zero() {
+            // Every request would be a 504 before it was sent.
+            let at = match r.timeout {
+                Some(_) => key.key("timeout"),
+                None => "defaults.timeout".into(),
+            };
+            return Err(self.err(at, "must be longer than 0s"));
+        }
         Ok(Route {
             id: i,
             name: name.into(),
@@ -145,7 +157,7 @@ impl Compiler<'_> {
             methods,
             auth,
             tenant,
-            timeout: r.timeout.unwrap_or(file.defaults.timeout).0,
+            timeout,
             max_body: r.max_body.unwrap_or(file.defaults.max_body).0,
             rate_limits,
             cors: r.cors.unwrap_or(true),

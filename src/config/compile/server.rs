@@ -51,6 +51,18 @@ impl Compiler<'_> {
         if s.max_connections == 0 {
             return Err(self.err("server.max_connections", "must be at least 1"));
         }
+        if s.header_read_timeout.0.is_zero() {
+            return Err(self.err("server.header_read_timeout", "must be longer than 0s"));
+        }
+        if let Some(files) = &s.tls {
+            // Read as `run` reads them, so `check` refuses what `run` would.
+            let (cert, key) = (
+                self.base.join(files.cert.as_str()),
+                self.base.join(files.key.as_str()),
+            );
+            crate::proxy::server::tls_server_config(&cert, &key)
+                .map_err(|(key, message)| self.err(key, message))?;
+        }
         Ok(ServerPolicy {
             listen,
             tls: s.tls.as_ref().map(|t| TlsFiles {
@@ -75,6 +87,14 @@ impl Compiler<'_> {
         let target = self.upstream_target(u)?;
         if u.max_connections == 0 {
             return Err(self.err("upstream.max_connections", "must be at least 1"));
+        }
+        if u.connect_timeout.0.is_zero() {
+            return Err(self.err("upstream.connect_timeout", "must be longer than 0s"));
+        }
+        if let Some(ca) = &u.ca_file {
+            let path = self.base.join(ca.as_str());
+            crate::proxy::upstream::ca_roots(&path)
+                .map_err(|e| self.err("upstream.ca_file", format!("{}: {e}", path.display())))?;
         }
         Ok(UpstreamPolicy {
             scheme: target.scheme,

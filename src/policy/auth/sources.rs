@@ -95,15 +95,22 @@ pub fn token_in<'h>(
             }
             TokenSource::SupabaseCookie(_) => {
                 // NAME itself wins when present (SPEC §2; Supabase's own
-                // `combineChunks` reads it first): its chunks are not read.
+                // `combineChunks` reads it first): chunks beside it that
+                // make no session (stray, incomplete, unreadable) are left
+                // alone. Chunks that do hold another token are still
+                // ambiguous: a backend reading chunks first would get a
+                // token palisade never verified.
                 let slot = &jar.slots[i];
                 for value in &slot.whole {
                     found.offer(supabase_session(value)?.map(Cow::Owned))?;
                 }
-                if slot.whole.is_empty()
-                    && let Some(joined) = slot.joined_chunks()?
-                {
-                    found.offer(supabase_session(&joined)?.map(Cow::Owned))?;
+                let chunked = slot
+                    .joined_chunks()
+                    .and_then(|joined| joined.map(|j| supabase_session(&j)).transpose());
+                match chunked {
+                    Ok(token) => found.offer(token.flatten().map(Cow::Owned))?,
+                    Err(failure) if slot.whole.is_empty() => return Err(failure),
+                    Err(_) => {}
                 }
             }
         }

@@ -155,6 +155,10 @@ enum Target {
 struct Connection {
     target: Target,
     script: redis::Script,
+    /// Redis has not been reached since the connection was made: the
+    /// warm-up failed and no call has succeeded since (`/readyz` says
+    /// `degraded` then, before any request has failed).
+    unreached: AtomicBool,
 }
 
 /// A shared Redis (or Redis Cluster) target.
@@ -219,6 +223,7 @@ impl RedisBackend {
         let connection = Arc::new(Connection {
             target,
             script: redis::Script::new(GCRA_SCRIPT),
+            unreached: AtomicBool::new(false),
         });
         connection.warm_up();
         Ok(Self {
@@ -243,9 +248,11 @@ impl RedisBackend {
 
     /// Whether Redis is currently being skipped after errors.
     pub fn is_degraded(&self) -> bool {
-        self.health
-            .lock()
-            .map_or(true, |h| h.is_degraded(Instant::now()))
+        self.connection.unreached.load(Ordering::Relaxed)
+            || self
+                .health
+                .lock()
+                .map_or(true, |h| h.is_degraded(Instant::now()))
     }
 
     /// Evaluates one request's limits, atomically, within `redis_timeout`.
@@ -272,6 +279,9 @@ impl RedisBackend {
             Ok(result) => result,
             Err(_) => Err(RedisFailure::Timeout),
         };
+        if result.is_ok() && self.connection.unreached.load(Ordering::Relaxed) {
+            self.connection.unreached.store(false, Ordering::Relaxed);
+        }
         let record = result.is_err() || self.in_outage.load(Ordering::Relaxed);
         if record && let Ok(mut health) = self.health.lock() {
             match &result {
@@ -365,34 +375,60 @@ fn spawn_batcher(connection: Arc<Connection>) -> mpsc::UnboundedSender<Pending> 
 
 impl Connection {
     /// Connects and loads the script in the background, so the first
-    /// request does not pay for the connection (and TLS) within `redis_timeout`.
+    /// request does not pay for the connection (and TLS) within
+    /// `redis_timeout`. While Redis cannot be reached it tries again (after
+    /// 1 s, doubling to 30 s) and the backend reads as degraded, until it
+    /// is reached or the backend is dropped (a reload that replaced it).
     fn warm_up(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let connection = self.clone();
+        let weak = Arc::downgrade(self);
         runtime.spawn(async move {
-            let loaded = tokio::time::timeout(Duration::from_secs(5), async {
-                match &connection.target {
-                    Target::Single(manager) => {
-                        connection.script.load_async(&mut manager.clone()).await
+            let mut backoff = MIN_COOLDOWN;
+            let mut warned = false;
+            while let Some(connection) = weak.upgrade() {
+                match connection.load_script().await {
+                    Ok(()) => {
+                        tracing::debug!("redis connected; rate-limit script loaded");
+                        connection.unreached.store(false, Ordering::Relaxed);
+                        return;
                     }
-                    Target::Cluster(cluster) => {
-                        let (client, cell) = &**cluster;
-                        let conn = cell
-                            .get_or_try_init(|| client.get_async_connection())
-                            .await?;
-                        connection.script.load_async(&mut conn.clone()).await
+                    Err(error) => {
+                        connection.unreached.store(true, Ordering::Relaxed);
+                        if !warned {
+                            tracing::warn!(%error, "redis is not reachable yet; trying again in the background");
+                            warned = true;
+                        }
                     }
                 }
-            })
-            .await;
-            match loaded {
-                Ok(Ok(_)) => tracing::debug!("redis connected; rate-limit script loaded"),
-                Ok(Err(error)) => tracing::warn!(%error, "redis is not reachable yet"),
-                Err(_) => tracing::warn!("redis did not answer within 5s"),
+                drop(connection);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_COOLDOWN);
             }
         });
+    }
+
+    /// One attempt at connecting and loading the script, within 5 s.
+    async fn load_script(&self) -> Result<(), String> {
+        let loaded = tokio::time::timeout(Duration::from_secs(5), async {
+            match &self.target {
+                Target::Single(manager) => self.script.load_async(&mut manager.clone()).await,
+                Target::Cluster(cluster) => {
+                    let (client, cell) = &**cluster;
+                    let conn = cell
+                        .get_or_try_init(|| client.get_async_connection())
+                        .await?;
+                    self.script.load_async(&mut conn.clone()).await
+                }
+            }
+        })
+        .await;
+        match loaded {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("no answer within 5s".into()),
+        }
     }
 
     async fn invoke(&self, batch: &[Pending]) -> Result<Vec<RedisDecision>, RedisFailure> {

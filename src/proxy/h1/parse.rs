@@ -27,6 +27,7 @@ use http::{Method, Request, Uri, Version};
 
 use crate::policy::body::RequestBody;
 use crate::policy::limits::OversizedHead;
+use crate::proxy::protocol::HYPER_MAX_HEADERS;
 use crate::proxy::wire::{Span, has_token, header_map};
 
 /// Header lines palisade's reader handles in one head; a head with more
@@ -93,6 +94,7 @@ pub fn read_head(buffer: &mut BytesMut, head_buffer: usize, body_limit: usize) -
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if buffer.len() >= head_buffer => return Head::Oversized,
         Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(httparse::Error::TooManyHeaders) => return many_headers(buffer, head_buffer),
         Err(_) => return Head::Hyper,
     };
     let (Some(method), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
@@ -165,6 +167,29 @@ fn small_length(value: &[u8], limit: usize) -> Option<usize> {
     usize::try_from(length)
         .ok()
         .filter(|&length| length <= limit)
+}
+
+/// A head with more lines than palisade's reader takes: hyper's while it
+/// has at most [`HYPER_MAX_HEADERS`]; refused as an oversized header block
+/// (431 problem+json from the pipeline, counted and logged, as Envoy's
+/// header-count limit answers) when it has more, rather than hyper's bare
+/// 431; not whole yet: read on (within the head buffer).
+fn many_headers(buffer: &[u8], head_buffer: usize) -> Head {
+    let end = buffer
+        .windows(2)
+        .position(|pair| pair == b"\n\n")
+        .or_else(|| buffer.windows(3).position(|triple| triple == b"\n\r\n"));
+    let head = end.map_or(buffer, |end| &buffer[..end]);
+    // The request line's newline, then one per header line.
+    let lines = head.iter().filter(|&&b| b == b'\n').count();
+    if lines > HYPER_MAX_HEADERS {
+        return Head::Oversized;
+    }
+    match end {
+        Some(_) => Head::Hyper,
+        None if buffer.len() >= head_buffer => Head::Oversized,
+        None => Head::Partial,
+    }
 }
 
 /// What stands for a head larger than the head buffer (the buffer is full

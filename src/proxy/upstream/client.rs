@@ -51,15 +51,8 @@ impl UpstreamClient {
         let tls = match &policy.ca_file {
             None => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
             Some(path) => {
-                let error =
-                    |e: &dyn std::fmt::Display| format!("upstream.ca_file {}: {e}", path.display());
-                let mut roots = rustls::RootCertStore::empty();
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| error(&e))?;
-                for cert in certs {
-                    roots.add(cert).map_err(|e| error(&e))?;
-                }
+                let roots = ca_roots(path)
+                    .map_err(|e| format!("upstream.ca_file {}: {e}", path.display()))?;
                 let config = rustls::ClientConfig::builder()
                     .with_root_certificates(roots)
                     .with_no_client_auth();
@@ -141,4 +134,20 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// The roots of `upstream.ca_file`: every certificate of the PEM file
+/// (none is an error). `check` calls it too, so it refuses what `run` would.
+pub fn ca_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate in the file".into());
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|e| e.to_string())?;
+    }
+    Ok(roots)
 }

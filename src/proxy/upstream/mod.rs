@@ -21,6 +21,7 @@ use prometheus::IntGauge;
 
 use self::attempts::{Head, PreparedBody};
 use self::client::UpstreamClient;
+pub use self::client::ca_roots;
 pub use self::pool::PooledBody;
 pub use self::rewrite::ForwardTarget;
 use super::breaker::Breaker;

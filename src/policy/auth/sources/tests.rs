@@ -118,8 +118,10 @@ fn supabase_chunks() {
         supabase(&[("cookie", &orphan)]),
         Err(AuthFailure::Malformed)
     );
-    // NAME itself wins over chunks (SPEC §2): agreeing, different, stray,
-    // incomplete or unreadable chunks beside it are not read.
+    // NAME itself wins over chunks (SPEC §2): stray, incomplete or
+    // unreadable chunks beside it are left alone; chunks holding another
+    // token are ambiguous (a backend reading them first would get a token
+    // never verified).
     let same =
         format!("sb-ref-auth-token.0={a}; sb-ref-auth-token={encoded}; sb-ref-auth-token.1={b}");
     assert_eq!(
@@ -127,8 +129,10 @@ fn supabase_chunks() {
         Ok(Some("chunked.tok.sig".into()))
     );
     let whole = b64(r#"{"access_token":"whole.tok.sig"}"#, false);
+    let both =
+        format!("sb-ref-auth-token.0={a}; sb-ref-auth-token={whole}; sb-ref-auth-token.1={b}");
+    assert_eq!(supabase(&[("cookie", &both)]), Err(AuthFailure::Ambiguous));
     for chunks in [
-        format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1={b}"),
         "sb-ref-auth-token.0=garbage".to_string(),
         format!("sb-ref-auth-token.1={b}"),
         format!("sb-ref-auth-token.{MAX_SUPABASE_CHUNKS}=x; sb-ref-auth-token.01=y"),
