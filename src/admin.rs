@@ -88,9 +88,14 @@ async fn answer(
                 (false, false) => "starting",
                 (false, true) => "ready",
             };
+            let (upstream_status, circuit) = generation.upstream.readiness();
             let body = serde_json::json!({
                 "status": status_text,
-                "upstream": { "url": format!("{}://{}{}", upstream.scheme, upstream.authority, upstream.base_path) },
+                "upstream": {
+                    "url": format!("{}://{}{}", upstream.scheme, upstream.authority, upstream.base_path),
+                    "status": upstream_status,
+                    "circuit": circuit,
+                },
                 "jwks": match jwks {
                     None => serde_json::json!({ "status": "not_configured" }),
                     Some(store) => serde_json::json!({

@@ -214,12 +214,40 @@ async fn the_breaker_opens_serves_503_and_recovers() {
     assert!(retry_after >= 1);
     assert_eq!(upstream.count(), 4);
     assert_eq!(circuit(&metrics(&server).await), 2.0);
+    let ready = get(server.admin_addr, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "palisade itself serves");
+    assert_eq!(ready.json()["upstream"]["status"], "circuit_open");
+    assert_eq!(ready.json()["upstream"]["circuit"], "open");
     // After open_for one probe goes through; it succeeds and closes the circuit.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get(server.proxy_addr, "/x").await.status, StatusCode::OK);
     assert_eq!(circuit(&metrics(&server).await), 0.0);
+    let ready = get(server.admin_addr, "/readyz").await.json();
+    assert_eq!(ready["upstream"]["status"], "ok");
+    assert_eq!(ready["upstream"]["circuit"], "closed");
     assert_eq!(get(server.proxy_addr, "/x").await.status, StatusCode::OK);
     assert_eq!(upstream.count(), 6);
+}
+
+/// SPEC §4: `/readyz` gives the upstream's status. It said only its URL,
+/// `ok` or not, while every request got 502.
+#[tokio::test]
+async fn readyz_says_when_the_upstream_cannot_be_reached() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(CONFIG, upstream.addr).await;
+    let ready = get(server.admin_addr, "/readyz").await.json();
+    assert_eq!(ready["upstream"]["status"], "ok");
+    assert_eq!(get(server.proxy_addr, "/x").await.status, StatusCode::OK);
+    let dead = support::otlp::closed_port();
+    let gone = start_palisade(CONFIG, dead).await;
+    assert_eq!(
+        get(gone.proxy_addr, "/x").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    let ready = get(gone.admin_addr, "/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "palisade itself serves");
+    assert_eq!(ready.json()["upstream"]["status"], "unreachable");
+    assert_eq!(ready.json()["upstream"]["circuit"], "closed");
 }
 
 /// An upstream whose first connection answers one request (keep-alive, no

@@ -54,7 +54,7 @@ pub fn status_is_failure(status: http::StatusCode) -> bool {
     matches!(status.as_u16(), 502..=504)
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 enum Phase {
     Closed,
     Open {
@@ -145,6 +145,18 @@ impl Breaker {
         };
         breaker.publish(0);
         breaker
+    }
+
+    /// The breaker's phase as `/readyz` names it: `closed`, `open` or
+    /// `half_open` (an open breaker whose time is up reads as half-open,
+    /// as the next request will find it).
+    pub fn phase_name(&self, now: Instant) -> &'static str {
+        match self.state.lock().map(|state| state.phase) {
+            Ok(Phase::Closed) => "closed",
+            Ok(Phase::Open { until }) if now < until => "open",
+            Ok(_) => "half_open",
+            Err(_) => "open",
+        }
     }
 
     fn publish(&self, value: i64) {

@@ -42,6 +42,11 @@ pub enum ClientFailure {
 }
 
 impl UpstreamClient {
+    /// Whether the last attempt to open a connection failed.
+    pub fn is_unreachable(&self) -> bool {
+        self.pool.is_unreachable()
+    }
+
     /// Builds the pool for `policy`.
     pub fn new(policy: &UpstreamPolicy) -> Result<Self, String> {
         let mut http = HttpConnector::new();

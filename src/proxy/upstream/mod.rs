@@ -125,6 +125,22 @@ pub struct Exchange {
 }
 
 impl Upstream {
+    /// The upstream's state for `/readyz`: `status` is `unreachable` when
+    /// the last connection attempt failed, `circuit_open` while the
+    /// breaker refuses requests, else `ok`; `circuit` is the breaker's
+    /// phase.
+    pub fn readiness(&self) -> (&'static str, &'static str) {
+        let circuit = self.breaker.phase_name(std::time::Instant::now());
+        let status = if self.client.is_unreachable() {
+            "unreachable"
+        } else if circuit == "open" {
+            "circuit_open"
+        } else {
+            "ok"
+        };
+        (status, circuit)
+    }
+
     /// Builds the pooled client.
     pub fn new(policy: &UpstreamPolicy, circuit_gauge: Option<IntGauge>) -> Result<Self, String> {
         Ok(Self {

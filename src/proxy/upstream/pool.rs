@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -212,6 +213,9 @@ pub struct Pool {
     /// `upstream.http1_engine = "palisade"`: new connections start with
     /// palisade's own exchange.
     raw: bool,
+    /// The last attempt to open a connection failed (for `/readyz`); set
+    /// only when it changes, and only connecting touches it.
+    unreachable: AtomicBool,
 }
 
 impl Pool {
@@ -234,7 +238,13 @@ impl Pool {
             max_idle,
             idle_timeout,
             raw,
+            unreachable: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the last attempt to open a connection failed.
+    pub fn is_unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
     }
 
     /// Sends `request` and waits for the response head, driving the
@@ -446,15 +456,22 @@ impl Pool {
     }
 
     async fn open(&self, slot: OwnedSemaphorePermit) -> Result<Io, ClientFailure> {
+        let opened = self.dial().await;
+        if opened.is_ok() == self.unreachable.load(Ordering::Relaxed) {
+            self.unreachable.store(opened.is_err(), Ordering::Relaxed);
+        }
+        Ok(CappedIo::new(opened?, slot))
+    }
+
+    async fn dial(&self) -> Result<<Connector as Service<Uri>>::Response, ClientFailure> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
             .map_err(|e| ClientFailure::Connect(super::client::error_chain(&*e)))?;
-        let io = connector
+        connector
             .call(self.target.clone())
             .await
-            .map_err(|e| ClientFailure::Connect(super::client::error_chain(&*e)))?;
-        Ok(CappedIo::new(io, slot))
+            .map_err(|e| ClientFailure::Connect(super::client::error_chain(&*e)))
     }
 
     async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn, ClientFailure> {
