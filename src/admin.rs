@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -66,6 +66,17 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let json = "application/json";
+    // Every admin endpoint only reads: another method changes nothing and
+    // gets 405, as on Envoy's admin listener (a `POST /config` that
+    // answered 200 suggested it had done something).
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let production = shared.current.load().policy.server.production;
+        return Ok(crate::proxy::respond::problem(
+            &crate::proxy::reject::Reject::MethodNotAllowed("GET, HEAD".into()),
+            &crate::policy::request_id::new_id(),
+            production,
+        ));
+    }
     Ok(match req.uri().path() {
         "/metrics" => {
             let (body, content_type) = shared.metrics.render();

@@ -317,6 +317,21 @@ fn token_mints_a_verifiable_hs256_jwt() {
     assert_eq!(data.claims["restaurant_id"], "r9");
     let exp = data.claims["exp"].as_u64().unwrap();
     assert!(exp > now() && exp <= now() + 300);
+    // The secret's variable unset: the environment is at fault, not the
+    // command line: 1 (config error), as `run` exits, not 2 (usage).
+    let out = palisade()
+        .args([
+            "token",
+            "--sub",
+            "u",
+            "--secret-env",
+            "PALISADE_TEST_UNSET_SECRET",
+        ])
+        .env_remove("PALISADE_TEST_UNSET_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PALISADE_TEST_UNSET_SECRET"));
 }
 
 fn process_config(upstream: std::net::SocketAddr, extra: &str) -> String {

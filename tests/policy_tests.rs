@@ -281,6 +281,24 @@ fn explain_gives_refusal_reasons() {
     );
     let (_, out) = explain("ex-404", &["GET", "/nowhere"]);
     assert!(out.contains("404: no route matches"), "{out}");
+    // Refused by the head's checks before the path is read: the path line
+    // gives that 400 and its reason, and no route is reached (the audit
+    // saw a 405 route line beside a 400 result for `get`).
+    for (name, method, target, reason) in [
+        ("ex-case", "get", "/open", "method"),
+        ("ex-target", "GET", "open", "host"),
+    ] {
+        let (_, out) = explain(name, &[method, target]);
+        assert!(
+            out.contains(&format!("path        400: the request head is refused before its path is read (reason {reason})")),
+            "{out}"
+        );
+        assert!(out.contains("route       not reached"), "{out}");
+        assert!(
+            out.contains(&format!("result      400 from palisade ({reason})")),
+            "{out}"
+        );
+    }
 }
 
 /// Black-box audit, session 16: a request the IP lists refuse was

@@ -510,6 +510,27 @@ async fn admin_endpoints() {
         get(server.proxy_addr, "/metrics").await.status,
         StatusCode::NOT_FOUND
     );
+    // Every admin endpoint only reads: another method gets 405 with
+    // `Allow`, where `POST /config` used to answer 200.
+    for (method, path) in [
+        ("POST", "/config"),
+        ("DELETE", "/metrics"),
+        ("PUT", "/readyz"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", server.admin_addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let refused = send(server.admin_addr, request).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(refused.headers["allow"], "GET, HEAD");
+        assert_eq!(refused.headers["content-type"], "application/problem+json");
+    }
 }
 
 #[tokio::test]

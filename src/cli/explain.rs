@@ -236,6 +236,24 @@ pub fn explain_with(
         }),
         result: result(observed),
     };
+    // The real pipeline reads the head (its size, `Host`, the method's
+    // spelling, the framing) before the path: a refusal there, which the
+    // path's own reading cannot know of, is what the path line shows, and
+    // no route is reached (a lower-case `get` is a 400, not a 405).
+    let status = observed.status.as_u16();
+    if observed.route.is_none()
+        && observed.upstream.is_none()
+        && matches!(status, 400 | 414 | 431)
+        && let Some(reason) = &observed.reason
+        && explanation.path.reason.as_ref() != Some(reason)
+    {
+        explanation.path = Stage::outcome(
+            format!("{status}: the request head is refused before its path is read"),
+            false,
+            Some(reason.clone()),
+        );
+        return explanation;
+    }
     let Ok(path) = canonical else {
         return explanation;
     };

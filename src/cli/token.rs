@@ -139,9 +139,11 @@ pub fn token(cli: &Cli, args: &TokenArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    // The command line is fine; the environment it needs is not: a config
+    // error (1), as `run` exits on an unset secret, not a usage error (2).
     let Ok(secret) = std::env::var(&var) else {
         eprintln!("palisade token: environment variable {var} is not set");
-        return ExitCode::from(2);
+        return ExitCode::FAILURE;
     };
     let ttl = match crate::config::units::parse_duration(&args.ttl) {
         Ok(ttl) => ttl,
