@@ -598,31 +598,34 @@ async fn readyz_reports_a_redis_never_reached_and_its_arrival() {
     let mut redis = RedisServer::start();
     redis.kill();
     let (upstream, server) = outage_config(&redis, "local").await;
-    let status = || async {
-        let ready = get(server.admin_addr, "/readyz").await;
-        assert_eq!(ready.status, StatusCode::OK, "the fallback serves");
-        ready.json()["redis"]["status"]
-            .as_str()
-            .unwrap()
-            .to_string()
+    // What `/readyz` says of Redis once it says `wanted`, or after `tries`
+    // looks 100 ms apart (the retry's first back-off is 1 s).
+    let redis_status = |wanted: &'static str, tries: usize| {
+        let admin = server.admin_addr;
+        async move {
+            let mut seen = String::new();
+            for _ in 0..tries {
+                let ready = get(admin, "/readyz").await;
+                assert_eq!(ready.status, StatusCode::OK, "the fallback serves");
+                seen = ready.json()["redis"]["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                if seen == wanted {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            seen
+        }
     };
-    let mut seen = String::new();
-    for _ in 0..100 {
-        seen = status().await;
-        if seen == "degraded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen, "degraded", "no request was sent, Redis is down");
+    assert_eq!(
+        redis_status("degraded", 50).await,
+        "degraded",
+        "no request was sent, Redis is down"
+    );
     redis.restart();
-    for _ in 0..200 {
-        seen = status().await;
-        if seen == "ok" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = redis_status("ok", 200).await;
     assert_eq!(seen, "ok", "the background retry reached Redis");
     assert_eq!(upstream.count(), 0);
 }
