@@ -637,6 +637,26 @@ async fn cookie_sources() {
         assert_eq!(seen.last().unwrap().headers["x-user-id"], "user-1");
     }
     assert_eq!(upstream.count(), 6);
+    // Beside NAME, the chunk a chunk reader would join first may not be
+    // given twice with different values, nor hold another token past a gap.
+    let forged = format!(
+        "base64-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(json!({"access_token": "forged.tok.sig"}).to_string())
+    );
+    for attack in [
+        format!(
+            "sb-ref-auth-token={encoded}; sb-ref-auth-token.0={encoded}; sb-ref-auth-token.0={forged}"
+        ),
+        format!("sb-ref-auth-token={encoded}; sb-ref-auth-token.0={forged}; sb-ref-auth-token.2=x"),
+    ] {
+        expect_401(&server, "/api/x", &[("cookie", &attack)], INVALID).await;
+    }
+    assert_eq!(
+        upstream.count(),
+        6,
+        "an ambiguous session reached the upstream"
+    );
 }
 
 // === JWKS ===

@@ -242,7 +242,24 @@ impl Compiler<'_> {
         ConfigError::at_span(self.label, self.text, span, Some(key.to_string()), message)
     }
 
+    /// The floor of a timeout or a limit's window: under a millisecond (the
+    /// timers' and the Redis limiter's resolution) every request would time
+    /// out before it was sent, or a window would round to nothing.
+    fn at_least_a_millisecond(
+        &self,
+        duration: std::time::Duration,
+        key: impl Into<KeyPath>,
+    ) -> Result<()> {
+        if duration < std::time::Duration::from_millis(1) {
+            return Err(self.err(key, "must be at least 1ms"));
+        }
+        Ok(())
+    }
+
     fn compile(&self, mut file: FileConfig) -> Result<Policy> {
+        // Checked even when every route sets its own: a route added later
+        // would inherit it.
+        self.at_least_a_millisecond(file.defaults.timeout.0, "defaults.timeout")?;
         let server = self.server(&file)?;
         let admin_listen = self.socket_addr(&file.admin.listen, "admin.listen")?;
         let upstream = self.upstream(&file)?;

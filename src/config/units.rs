@@ -15,12 +15,23 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "duration \"{trimmed}\" has no unit; write e.g. \"{trimmed}s\" or \"{trimmed}ms\""
         ));
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
+    let duration = humantime::parse_duration(trimmed).map_err(|e| {
         format!(
             "invalid duration \"{trimmed}\" ({e}); expected e.g. \"250ms\", \"30s\", \"5m\", \"1h\""
         )
-    })
+    })?;
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "duration \"{trimmed}\" is longer than the most any key takes, 366 days (\"8784h\")"
+        ));
+    }
+    Ok(duration)
 }
+
+/// The longest duration any key takes. Far past any sensible timeout or
+/// window, and far below what would overflow a deadline computed from the
+/// clock (`Instant + duration` panics on overflow).
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Renders a duration back in the same unit style the file accepts.
 pub fn format_duration(d: Duration) -> String {
@@ -101,6 +112,16 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("10 parsecs").is_err());
+        // A year (humantime's 365.25 days) is taken; past 366 days is not:
+        // such a deadline could overflow the clock and panic per request.
+        assert!(parse_duration("1y").is_ok());
+        assert_eq!(parse_duration("8784h").unwrap(), MAX_DURATION);
+        for huge in ["8785h", "5000000000000000h"] {
+            assert!(
+                parse_duration(huge).unwrap_err().contains("366 days"),
+                "{huge}"
+            );
+        }
     }
 
     #[test]

@@ -73,7 +73,11 @@ impl TestUpstream {
                 let server = server.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| server.clone().handle(req));
-                    let _ = auto::Builder::new(TokioExecutor::new())
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    // More header lines than palisade takes (hyper's default
+                    // is 100): a test of palisade's limit meets palisade's.
+                    builder.http1().max_headers(1024);
+                    let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .await;
                 });

@@ -290,7 +290,7 @@ fn ratelimit() {
     );
     fails_at(
         &format!("[ratelimit]\nredis_timeout = \"0s\"\n{ROUTE}"),
-        "t.toml:2:17: ratelimit.redis_timeout: must be longer than 0s",
+        "t.toml:2:17: ratelimit.redis_timeout: must be at least 1ms",
     );
 }
 
@@ -458,18 +458,33 @@ fn unknown_tables_and_listed_values_from_a_variable() {
 fn zero_timeouts() {
     fails_at(
         &format!("{ROUTE}timeout = \"0s\"\n"),
-        "t.toml:6:11: routes[0].timeout: must be longer than 0s",
+        "t.toml:6:11: routes[0].timeout: must be at least 1ms",
     );
     fails_at(
         &format!("[defaults]\ntimeout = \"0ms\"\n{ROUTE}"),
-        "t.toml:2:11: defaults.timeout: must be longer than 0s",
+        "t.toml:2:11: defaults.timeout: must be at least 1ms",
     );
     fails_at(
         &format!("[server]\nheader_read_timeout = \"0s\"\n{ROUTE}"),
-        "t.toml:2:23: server.header_read_timeout: must be longer than 0s",
+        "t.toml:2:23: server.header_read_timeout: must be at least 1ms",
     );
     fails_at(
         &format!("[upstream]\nconnect_timeout = \"0s\"\n{ROUTE}"),
-        "t.toml:2:19: upstream.connect_timeout: must be longer than 0s",
+        "t.toml:2:19: upstream.connect_timeout: must be at least 1ms",
+    );
+    // Under a millisecond is no timeout either.
+    fails_at(
+        &format!("{ROUTE}timeout = \"400us\"\n"),
+        "t.toml:6:11: routes[0].timeout: must be at least 1ms",
+    );
+    // defaults.timeout is checked even when every route sets its own.
+    fails_at(
+        &format!("[defaults]\ntimeout = \"1ns\"\n{ROUTE}timeout = \"5s\"\n"),
+        "t.toml:2:11: defaults.timeout: must be at least 1ms",
+    );
+    // A timeout so long its deadline would overflow the clock.
+    fails_at(
+        &format!("{ROUTE}timeout = \"5000000000000000h\"\n"),
+        "t.toml:6:11: routes[0].timeout: duration \"5000000000000000h\" is longer",
     );
 }

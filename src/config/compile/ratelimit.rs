@@ -50,9 +50,7 @@ impl Compiler<'_> {
             return Err(self.err("ratelimit.ipv6_prefix", "must be between 1 and 128"));
         }
         self.redis_urls(r)?;
-        if r.redis_timeout.0.is_zero() {
-            return Err(self.err("ratelimit.redis_timeout", "must be longer than 0s"));
-        }
+        self.at_least_a_millisecond(r.redis_timeout.0, "ratelimit.redis_timeout")?;
         Ok(RateLimitSettings {
             redis: (r.backend == Backend::Redis).then(|| RedisTarget {
                 url: r.redis_url.0.clone(),

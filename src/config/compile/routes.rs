@@ -41,9 +41,7 @@ impl Compiler<'_> {
             if r.limit == 0 {
                 return Err(self.err(key.key("limit"), "must be at least 1"));
             }
-            if r.per.0.is_zero() {
-                return Err(self.err(key.key("per"), "must be longer than 0s"));
-            }
+            self.at_least_a_millisecond(r.per.0, key.key("per"))?;
             let burst = r.burst.unwrap_or(r.limit);
             if burst == 0 {
                 return Err(self.err(key.key("burst"), "must be at least 1"));
@@ -142,13 +140,8 @@ impl Compiler<'_> {
             Some(own) => own.0,
             None => file.defaults.timeout.0,
         };
-        if timeout.is_zero() {
-            // Every request would be a 504 before it was sent.
-            let at = match r.timeout {
-                Some(_) => key.key("timeout"),
-                None => "defaults.timeout".into(),
-            };
-            return Err(self.err(at, "must be longer than 0s"));
+        if r.timeout.is_some() {
+            self.at_least_a_millisecond(timeout, key.key("timeout"))?;
         }
         Ok(Route {
             id: i,

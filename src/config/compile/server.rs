@@ -51,9 +51,7 @@ impl Compiler<'_> {
         if s.max_connections == 0 {
             return Err(self.err("server.max_connections", "must be at least 1"));
         }
-        if s.header_read_timeout.0.is_zero() {
-            return Err(self.err("server.header_read_timeout", "must be longer than 0s"));
-        }
+        self.at_least_a_millisecond(s.header_read_timeout.0, "server.header_read_timeout")?;
         if let Some(files) = &s.tls {
             // Read as `run` reads them, so `check` refuses what `run` would.
             let (cert, key) = (
@@ -88,9 +86,7 @@ impl Compiler<'_> {
         if u.max_connections == 0 {
             return Err(self.err("upstream.max_connections", "must be at least 1"));
         }
-        if u.connect_timeout.0.is_zero() {
-            return Err(self.err("upstream.connect_timeout", "must be longer than 0s"));
-        }
+        self.at_least_a_millisecond(u.connect_timeout.0, "upstream.connect_timeout")?;
         if let Some(ca) = &u.ca_file {
             let path = self.base.join(ca.as_str());
             crate::proxy::upstream::ca_roots(&path)

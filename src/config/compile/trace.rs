@@ -1,8 +1,6 @@
 //! `[tracing]` (SPEC §6.4) compiled: the sampling ratio checked, the OTLP
 //! endpoint checked and completed to its traces URL.
 
-use std::time::Duration;
-
 use http::uri::Scheme;
 
 use super::{Compiler, Result};
@@ -31,9 +29,7 @@ impl Compiler<'_> {
         if t.queue_size == 0 {
             return Err(self.err("tracing.queue_size", "must be at least 1"));
         }
-        if t.export_timeout.0 == Duration::ZERO {
-            return Err(self.err("tracing.export_timeout", "must be longer than 0s"));
-        }
+        self.at_least_a_millisecond(t.export_timeout.0, "tracing.export_timeout")?;
         let export = match t.otlp_endpoint.as_str() {
             "" => None,
             _ => Some(ExportSettings {

@@ -84,7 +84,7 @@ fn errors_name_the_key_and_its_place() {
     );
     fails_at(
         &format!("[tracing]\nexport_timeout = \"0s\"\n{ROUTE}"),
-        "t.toml:2:18: tracing.export_timeout: must be longer than 0s",
+        "t.toml:2:18: tracing.export_timeout: must be at least 1ms",
     );
     fails_at(
         &format!("[tracing]\nservice_name = \"\"\n{ROUTE}"),

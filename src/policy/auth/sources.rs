@@ -104,13 +104,16 @@ pub fn token_in<'h>(
                 for value in &slot.whole {
                     found.offer(supabase_session(value)?.map(Cow::Owned))?;
                 }
-                let chunked = slot
-                    .joined_chunks()
-                    .and_then(|joined| joined.map(|j| supabase_session(&j)).transpose());
-                match chunked {
-                    Ok(token) => found.offer(token.flatten().map(Cow::Owned))?,
-                    Err(failure) if slot.whole.is_empty() => return Err(failure),
-                    Err(_) => {}
+                if slot.whole.is_empty() {
+                    let joined = slot.joined_chunks()?;
+                    let token = joined.map(|j| supabase_session(&j)).transpose()?;
+                    found.offer(token.flatten().map(Cow::Owned))?;
+                } else if let Some(run) = slot.leading_run()? {
+                    // What a chunk reader (Supabase's `combineChunks`
+                    // without NAME) would join: `.0` up to the first gap.
+                    if let Ok(token) = supabase_session(&run) {
+                        found.offer(token.map(Cow::Owned))?;
+                    }
                 }
             }
         }
@@ -273,6 +276,25 @@ impl Slot<'_> {
             joined.extend_from_slice(first);
         }
         Ok(Some(joined))
+    }
+
+    /// Beside NAME, the chunks a chunk reader would join: `.0`, `.1`, ...
+    /// up to the first missing index (`None` without `.0`). A chunk of that
+    /// run given twice with different values is `Ambiguous` (readers take
+    /// the first or the last); chunks past the gap are read by nobody.
+    fn leading_run(&self) -> Result<Option<Vec<u8>>, AuthFailure> {
+        let mut joined: Option<Vec<u8>> = None;
+        for (expected, (index, values)) in self.chunks.iter().enumerate() {
+            if *index != expected {
+                break;
+            }
+            let first = values.first().copied().unwrap_or_default();
+            if values.iter().any(|v| *v != first) {
+                return Err(AuthFailure::Ambiguous);
+            }
+            joined.get_or_insert_with(Vec::new).extend_from_slice(first);
+        }
+        Ok(joined)
     }
 }
 

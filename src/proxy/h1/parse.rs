@@ -175,14 +175,24 @@ fn small_length(value: &[u8], limit: usize) -> Option<usize> {
 /// header-count limit answers) when it has more, rather than hyper's bare
 /// 431; not whole yet: read on (within the head buffer).
 fn many_headers(buffer: &[u8], head_buffer: usize) -> Head {
-    let end = buffer
-        .windows(2)
-        .position(|pair| pair == b"\n\n")
-        .or_else(|| buffer.windows(3).position(|triple| triple == b"\n\r\n"));
-    let head = end.map_or(buffer, |end| &buffer[..end]);
-    // The request line's newline, then one per header line.
-    let lines = head.iter().filter(|&&b| b == b'\n').count();
-    if lines > HYPER_MAX_HEADERS {
+    // The head ends at the first empty line (`\n\n` or `\n\r\n`): a body
+    // after it is not counted.
+    let end = (0..buffer.len()).find(|&i| {
+        buffer[i] == b'\n' && matches!(&buffer[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..])
+    });
+    let newlines = end
+        .map_or(buffer, |end| &buffer[..end])
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count();
+    // A whole head: the request line's newline and one per header line but
+    // the last (whose newline starts the empty line). Not whole yet: the
+    // request line's newline and one per header line read to its end.
+    let header_lines = match end {
+        Some(_) => newlines,
+        None => newlines.saturating_sub(1),
+    };
+    if header_lines > HYPER_MAX_HEADERS {
         return Head::Oversized;
     }
     match end {
@@ -253,6 +263,45 @@ fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_head_with_many_lines_is_hyper_s_up_to_its_limit() {
+        let head = |n: usize, end: &str, body: &str| -> Vec<u8> {
+            let lines: String = (0..n).map(|i| format!("X-L{i}: v\r\n")).collect();
+            format!("POST / HTTP/1.1\r\n{lines}{end}{body}").into_bytes()
+        };
+        let limit = HYPER_MAX_HEADERS;
+        let roomy = 1 << 20;
+        assert!(matches!(
+            many_headers(&head(limit, "\r\n", ""), roomy),
+            Head::Hyper
+        ));
+        assert!(matches!(
+            many_headers(&head(limit + 1, "\r\n", ""), roomy),
+            Head::Oversized
+        ));
+        // Bare-LF heads count alike.
+        let bare = String::from_utf8(head(limit, "\n", ""))
+            .unwrap()
+            .replace("\r\n", "\n");
+        assert!(matches!(many_headers(bare.as_bytes(), roomy), Head::Hyper));
+        // Not whole yet: exactly the limit's lines read, the empty line to
+        // come, is read on; one more line is refused at once.
+        assert!(matches!(
+            many_headers(&head(limit, "", ""), roomy),
+            Head::Partial
+        ));
+        assert!(matches!(
+            many_headers(&head(limit + 1, "", ""), roomy),
+            Head::Oversized
+        ));
+        // Lines of a body after the head are not header lines.
+        let body = format!("{}\n", "x\n".repeat(limit));
+        assert!(matches!(
+            many_headers(&head(100, "\r\n", &body), roomy),
+            Head::Hyper
+        ));
+    }
 
     #[test]
     fn an_oversized_head_is_refused_with_the_limit_it_broke() {

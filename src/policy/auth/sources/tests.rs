@@ -144,6 +144,36 @@ fn supabase_chunks() {
             "{both}"
         );
     }
+    // Beside NAME, the chunks a chunk reader joins (`.0` up to the first
+    // gap) must not hold another token, whatever lies past the gap; one of
+    // them given twice with different values is ambiguous too.
+    let other = b64(r#"{"access_token":"other.tok.sig"}"#, false);
+    for (cookies, expected) in [
+        (
+            format!(
+                "sb-ref-auth-token={whole}; sb-ref-auth-token.0={other}; sb-ref-auth-token.2=x"
+            ),
+            Err(AuthFailure::Ambiguous),
+        ),
+        (
+            format!(
+                "sb-ref-auth-token={whole}; sb-ref-auth-token.0={whole}; sb-ref-auth-token.2=x"
+            ),
+            Ok(Some("whole.tok.sig".into())),
+        ),
+        (
+            format!(
+                "sb-ref-auth-token={whole}; sb-ref-auth-token.0={whole}; sb-ref-auth-token.0={other}"
+            ),
+            Err(AuthFailure::Ambiguous),
+        ),
+        (
+            format!("sb-ref-auth-token={whole}; sb-ref-auth-token.0=x; sb-ref-auth-token.0=y"),
+            Err(AuthFailure::Ambiguous),
+        ),
+    ] {
+        assert_eq!(supabase(&[("cookie", &cookies)]), expected, "{cookies}");
+    }
     // One chunk twice with different values.
     let twice = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1={b}; sb-ref-auth-token.1=x");
     assert_eq!(supabase(&[("cookie", &twice)]), Err(AuthFailure::Ambiguous));
