@@ -39,7 +39,13 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = proxy_done.changed() => if *proxy_done.borrow() { break } else { continue },
+            // The proxy's end: drained, or its task gone (a panic) and
+            // the sender with it (`changed` would then fail at once, for
+            // ever).
+            changed = proxy_done.changed() => match changed {
+                Ok(()) if !*proxy_done.borrow() => continue,
+                _ => break,
+            },
         };
         let shared = shared.clone();
         let builder = builder.clone();

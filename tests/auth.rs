@@ -623,12 +623,12 @@ async fn cookie_sources() {
     let gap = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.2={c}");
     expect_401(&server, "/api/x", &[("cookie", &gap)], INVALID).await;
     assert_eq!(upstream.count(), 3);
-    // NAME itself wins when present (SPEC §2): stray, incomplete or
-    // unreadable chunks beside it are not read.
+    // NAME itself wins when present (SPEC §2): stray chunks beside it that
+    // no reader joins (no `.0`), or a run holding the same token, pass.
     for stray in [
-        "sb-ref-auth-token.0=garbage".to_string(),
         format!("sb-ref-auth-token.1={b}"),
         "sb-ref-auth-token.01=x".to_string(),
+        format!("sb-ref-auth-token.0={encoded}"),
     ] {
         let cookie = format!("{stray}; sb-ref-auth-token={encoded}");
         let reply = get_with(server.proxy_addr, "/api/x", &[("cookie", &cookie)]).await;
@@ -644,14 +644,35 @@ async fn cookie_sources() {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(json!({"access_token": "forged.tok.sig"}).to_string())
     );
+    // Nor may a run palisade cannot read stand beside NAME: a backend that
+    // does not see NAME (another case, an empty value) and reads chunks
+    // more leniently (percent-escapes, an empty chunk ending the run)
+    // would get the forged token.
+    let escaped = format!("base64-%{:02X}{}", forged.as_bytes()[7], &forged[8..]);
     for attack in [
         format!(
             "sb-ref-auth-token={encoded}; sb-ref-auth-token.0={encoded}; sb-ref-auth-token.0={forged}"
         ),
         format!("sb-ref-auth-token={encoded}; sb-ref-auth-token.0={forged}; sb-ref-auth-token.2=x"),
+        format!("SB-REF-AUTH-TOKEN={encoded}; sb-ref-auth-token.0={escaped}"),
+        format!(
+            "sb-ref-auth-token={encoded}; sb-ref-auth-token.0={forged}; sb-ref-auth-token.1=; sb-ref-auth-token.2=zz"
+        ),
+        format!("sb-ref-auth-token.0=garbage; sb-ref-auth-token={encoded}"),
     ] {
         expect_401(&server, "/api/x", &[("cookie", &attack)], INVALID).await;
     }
+    // An empty NAME beside a bearer token: the chunks are the session
+    // (Supabase reads them), read strictly.
+    let bearer = format!("Bearer {token}");
+    let empty_name = format!("sb-ref-auth-token=; sb-ref-auth-token.0={escaped}");
+    expect_401(
+        &server,
+        "/api/x",
+        &[("authorization", &bearer), ("cookie", &empty_name)],
+        INVALID,
+    )
+    .await;
     assert_eq!(
         upstream.count(),
         6,

@@ -522,6 +522,19 @@ async fn a_flood_of_header_lines_gets_the_pipelines_431() {
         assert!(lower.contains("x-request-id: "), "{answer}");
         assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
     }
+    // Empty lines before the request line (a stray CRLF after a body,
+    // RFC 9112 §2.2) are skipped, not counted: the same 431, not a 414.
+    for before in ["\r\n", "\r\n\r\n"] {
+        let answer = exchange(own.proxy_addr, format!("{before}{flood}").as_bytes(), false).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert_eq!(raw_status(&answer), 431, "{before:?}: {answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{before:?}: {answer}"
+        );
+    }
     assert_eq!(upstream.count(), 1, "the flood never reached the upstream");
     // Exactly hyper's limit of lines (Host, 254 more, Connection), the
     // empty line arriving in a later write: served.
@@ -540,7 +553,7 @@ async fn a_flood_of_header_lines_gets_the_pipelines_431() {
     assert_eq!(upstream.count(), 2);
     let scrape = metrics(&own).await;
     let series = "palisade_rejections_total{reason=\"header_too_large\",route=\"-\"}";
-    assert_eq!(sample(&scrape, series), 2.0, "{scrape}");
+    assert_eq!(sample(&scrape, series), 4.0, "{scrape}");
 }
 
 /// The half-closed client: hyper cancels a request in flight when the

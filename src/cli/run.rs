@@ -33,8 +33,16 @@ pub fn run(cli: &Cli) -> ExitCode {
             Ok(server) => server,
             Err(error) => return start_failure(&error),
         };
+        let mut server = server;
         tokio::spawn(watch.run(server.shared.clone()));
-        signals.wait().await;
+        tokio::select! {
+            () = signals.wait() => {}
+            () = server.proxy_stopped() => {
+                server.shutdown();
+                server.wait().await;
+                return ExitCode::FAILURE;
+            }
+        }
         server.shutdown();
         tracing::info!("shutdown requested; readiness is now 503");
         server.wait().await;

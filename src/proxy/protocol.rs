@@ -63,7 +63,11 @@ pub fn from_alpn(alpn: Option<&[u8]>) -> Protocol {
 /// past it; it is kept above our own limits so the pipeline answers first
 /// with a proper problem body.
 pub fn buffer_size(server: &ServerPolicy) -> usize {
-    (server.max_header_bytes + server.max_uri_bytes + 4096).max(8192)
+    server
+        .max_header_bytes
+        .saturating_add(server.max_uri_bytes)
+        .saturating_add(4096)
+        .max(8192)
 }
 
 /// Header lines hyper takes in one head; past them it answers a bare 431

@@ -64,7 +64,8 @@ pub struct Server {
     /// Shared state (reload swaps its generation).
     pub shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    proxy_task: JoinHandle<()>,
+    /// `None` once [`Server::proxy_stopped`] saw it end.
+    proxy_task: Option<JoinHandle<()>>,
     admin_task: JoinHandle<()>,
 }
 
@@ -163,7 +164,7 @@ pub async fn start(policy: Policy) -> Result<Server, StartError> {
         admin_addr,
         shared,
         stop,
-        proxy_task,
+        proxy_task: Some(proxy_task),
         admin_task,
     })
 }
@@ -176,11 +177,27 @@ impl Server {
         let _ = self.stop.send(true);
     }
 
+    /// Resolves only if the proxy listener stops before a shutdown (its
+    /// accept loop panicked): `run` then exits with an error instead of
+    /// staying up, ready by `/readyz`, with no listener.
+    pub async fn proxy_stopped(&mut self) {
+        match self.proxy_task.as_mut() {
+            Some(task) => {
+                let ended = task.await;
+                self.proxy_task = None;
+                tracing::error!(panicked = ended.is_err(), "the proxy listener stopped");
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     /// Waits until the drain is over and both listeners are closed, then
     /// flushes the spans still queued for export (bounded by
     /// `[tracing] export_timeout`).
     pub async fn wait(self) {
-        let _ = self.proxy_task.await;
+        if let Some(task) = self.proxy_task {
+            let _ = task.await;
+        }
         let _ = self.admin_task.await;
         let spans = self
             .shared

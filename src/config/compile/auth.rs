@@ -168,6 +168,11 @@ impl Compiler<'_> {
             ),
             (None, None) => return Ok(None),
         };
+        // Shorter would fetch the keys in a loop (an unknown kid is
+        // refetched at most once per 10 s regardless).
+        if jwt.jwks_refresh.0 < std::time::Duration::from_secs(1) {
+            return Err(self.err("auth.jwt.jwks_refresh", "must be at least 1s"));
+        }
         let store = JwksStore::new(source, jwt.jwks_refresh.0).map_err(|m| self.err(key, m))?;
         Ok(Some(Arc::new(store)))
     }

@@ -488,3 +488,39 @@ fn zero_timeouts() {
         "t.toml:6:11: routes[0].timeout: duration \"5000000000000000h\" is longer",
     );
 }
+
+#[test]
+fn values_run_could_not_live_with() {
+    // Session 20's red team: heads that
+    // overflowed the buffer's size, a bucket span that overflowed the
+    // limiter, a breaker window summed on every response, a queue the
+    // channel refuses, keys fetched in a loop.
+    fails_at(
+        &format!("[server]\nmax_header_bytes = \"18446744073709551615B\"\n{ROUTE}"),
+        "t.toml:2:20: server.max_header_bytes: must be at most \"1MiB\"",
+    );
+    fails_at(
+        &format!("[server]\nmax_uri_bytes = \"2MiB\"\n{ROUTE}"),
+        "t.toml:2:17: server.max_uri_bytes: must be at most \"1MiB\"",
+    );
+    fails_at(
+        &format!(
+            "{ROUTE}rate_limits = [{{ by = \"ip\", limit = 1, per = \"1h\", burst = 4294967295 }}]\n"
+        ),
+        "t.toml:6:60: routes[0].rate_limits[0].burst: per x burst / limit",
+    );
+    fails_at(
+        &format!("[upstream.circuit_breaker]\nwindow = \"366d\"\n{ROUTE}"),
+        "t.toml:2:10: upstream.circuit_breaker.window: must be at most \"1h\"",
+    );
+    fails_at(
+        &format!("[tracing]\nqueue_size = 18446744073709551615\n{ROUTE}"),
+        "t.toml:2:14: tracing.queue_size: must be between 1 and 1048576",
+    );
+    fails_at(
+        &format!(
+            "[auth.jwt]\nalgorithms = [\"ES256\"]\njwks_url = \"https://x.example/jwks.json\"\njwks_refresh = \"0s\"\n{ROUTE}"
+        ),
+        "t.toml:4:16: auth.jwt.jwks_refresh: must be at least 1s",
+    );
+}

@@ -35,6 +35,7 @@ impl Compiler<'_> {
             if burst == 0 {
                 return Err(self.err(at.key("burst"), "must be at least 1"));
             }
+            self.bucket_span_bounded(r.per.0, tier.limit, burst, at.key("burst"))?;
             out.push(Tier {
                 name: name.as_str().into(),
                 limit: tier.limit,
@@ -42,6 +43,26 @@ impl Compiler<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// A full bucket's span (`per` x `burst` / `limit`), what a bucket
+    /// remembers, bounded like every duration (past it the limiter's
+    /// microsecond arithmetic would overflow).
+    pub(super) fn bucket_span_bounded(
+        &self,
+        per: std::time::Duration,
+        limit: u32,
+        burst: u32,
+        key: KeyPath,
+    ) -> Result<()> {
+        let span = per.as_secs_f64() * f64::from(burst) / f64::from(limit.max(1));
+        if span > crate::config::units::MAX_DURATION.as_secs_f64() {
+            return Err(self.err(
+                key,
+                "per x burst / limit (a full bucket's span) must be at most 366 days",
+            ));
+        }
+        Ok(())
     }
 
     pub(super) fn ratelimit(&self, file: &FileConfig) -> Result<RateLimitSettings> {

@@ -46,6 +46,7 @@ impl Compiler<'_> {
             if burst == 0 {
                 return Err(self.err(key.key("burst"), "must be at least 1"));
             }
+            self.bucket_span_bounded(r.per.0, r.limit, burst, key.key("burst"))?;
             out.push(RateLimitRule {
                 by,
                 by_label: r.by.as_str().into(),

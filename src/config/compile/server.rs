@@ -48,6 +48,15 @@ impl Compiler<'_> {
         if s.max_uri_bytes.0 < 64 {
             return Err(self.err("server.max_uri_bytes", "must be at least \"64B\""));
         }
+        // Both size one buffer per connection.
+        for (key, size) in [
+            ("server.max_header_bytes", s.max_header_bytes.0),
+            ("server.max_uri_bytes", s.max_uri_bytes.0),
+        ] {
+            if size > MAX_HEAD_BYTES {
+                return Err(self.err(key, "must be at most \"1MiB\""));
+            }
+        }
         if s.max_connections == 0 {
             return Err(self.err("server.max_connections", "must be at least 1"));
         }
@@ -177,6 +186,10 @@ impl Compiler<'_> {
         if cb.half_open_probes == 0 {
             return Err(self.err(format!("{key}.half_open_probes"), "must be at least 1"));
         }
+        // One counter per second of the window, read on every response.
+        if cb.window.0 > MAX_BREAKER_WINDOW {
+            return Err(self.err(format!("{key}.window"), "must be at most \"1h\""));
+        }
         Ok(BreakerSettings {
             enabled: cb.enabled,
             failure_percent: cb.failure_percent,
@@ -206,3 +219,12 @@ pub(super) fn log_format(file: &FileConfig) -> LogFormat {
         Environment::Production => LogFormat::Json,
     })
 }
+
+/// The most `max_header_bytes` and `max_uri_bytes` take: far above any
+/// real head (NGINX's default is 8 KiB, Envoy's maximum 8 MiB for all
+/// headers), and a buffer each connection may grow to.
+const MAX_HEAD_BYTES: u64 = 1 << 20;
+
+/// The longest circuit-breaker window: it keeps one counter per second and
+/// sums them on every response.
+const MAX_BREAKER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);

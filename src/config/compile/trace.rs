@@ -26,8 +26,11 @@ impl Compiler<'_> {
         if t.service_name.as_str().trim().is_empty() {
             return Err(self.err("tracing.service_name", "must not be empty"));
         }
-        if t.queue_size == 0 {
-            return Err(self.err("tracing.queue_size", "must be at least 1"));
+        if !(1..=MAX_QUEUE_SIZE).contains(&t.queue_size) {
+            return Err(self.err(
+                "tracing.queue_size",
+                format!("must be between 1 and {MAX_QUEUE_SIZE}"),
+            ));
         }
         self.at_least_a_millisecond(t.export_timeout.0, "tracing.export_timeout")?;
         let export = match t.otlp_endpoint.as_str() {
@@ -77,3 +80,7 @@ impl Compiler<'_> {
         }
     }
 }
+
+/// The most spans the export queue holds: each queued span holds memory,
+/// and the channel behind it panics past 2^61.
+const MAX_QUEUE_SIZE: usize = 1 << 20;

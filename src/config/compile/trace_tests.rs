@@ -80,7 +80,7 @@ fn errors_name_the_key_and_its_place() {
     );
     fails_at(
         &format!("[tracing]\nqueue_size = 0\n{ROUTE}"),
-        "t.toml:2:14: tracing.queue_size: must be at least 1",
+        "t.toml:2:14: tracing.queue_size: must be between 1 and 1048576",
     );
     fails_at(
         &format!("[tracing]\nexport_timeout = \"0s\"\n{ROUTE}"),

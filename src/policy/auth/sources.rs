@@ -95,24 +95,30 @@ pub fn token_in<'h>(
             }
             TokenSource::SupabaseCookie(_) => {
                 // NAME itself wins when present (SPEC §2; Supabase's own
-                // `combineChunks` reads it first): chunks beside it that
-                // make no session (stray, incomplete, unreadable) are left
-                // alone. Chunks that do hold another token are still
-                // ambiguous: a backend reading chunks first would get a
-                // token palisade never verified.
+                // `combineChunks` reads it first), but a backend may not
+                // see NAME where palisade does (another case, an encoded
+                // name, an empty value) and read the chunks instead: a
+                // chunk run beside NAME must then read as NAME's token.
+                // Stray chunks a reader never joins (no `.0`) are left
+                // alone.
                 let slot = &jar.slots[i];
                 for value in &slot.whole {
                     found.offer(supabase_session(value)?.map(Cow::Owned))?;
                 }
-                if slot.whole.is_empty() {
+                if slot.whole.iter().all(|value| value.is_empty()) {
+                    // No NAME, or an empty one (Supabase reads the chunks).
                     let joined = slot.joined_chunks()?;
                     let token = joined.map(|j| supabase_session(&j)).transpose()?;
                     found.offer(token.flatten().map(Cow::Owned))?;
                 } else if let Some(run) = slot.leading_run()? {
-                    // What a chunk reader (Supabase's `combineChunks`
-                    // without NAME) would join: `.0` up to the first gap.
-                    if let Ok(token) = supabase_session(&run) {
-                        found.offer(token.map(Cow::Owned))?;
+                    // What a chunk reader would join: `.0` up to the first
+                    // gap. One palisade cannot read, or beside a chunk name
+                    // it cannot read, is one a more lenient reader might
+                    // (percent-escapes, whitespace, an empty chunk ending
+                    // its run): no token is certain.
+                    match supabase_session(&run) {
+                        Ok(token) if !slot.bad_chunk => found.offer(token.map(Cow::Owned))?,
+                        _ => return Err(AuthFailure::Ambiguous),
                     }
                 }
             }
@@ -208,7 +214,7 @@ struct Slot<'a> {
     whole: Vec<&'a [u8]>,
     chunks: BTreeMap<usize, Vec<&'a [u8]>>,
     /// A chunk's index was unreadable or past the bound: the chunks make
-    /// no session (they are not read at all when NAME is present).
+    /// no session (beside NAME, no chunk run is certain).
     bad_chunk: bool,
 }
 

@@ -42,8 +42,10 @@ impl Gcra {
     /// Decides one request arriving at `now` against the stored `tat`.
     pub fn decide(&self, stored_tat: Option<i64>, now: i64) -> Outcome {
         let tat = stored_tat.unwrap_or(now).max(now);
-        let new_tat = tat + self.emission_us;
-        let allow_at = new_tat - self.emission_us * self.burst;
+        // Saturating: config bounds a bucket's span to 366 days, but a
+        // decision must never panic on the request path.
+        let new_tat = tat.saturating_add(self.emission_us);
+        let allow_at = new_tat.saturating_sub(self.emission_us.saturating_mul(self.burst));
         if now < allow_at {
             Outcome {
                 allowed: false,
@@ -61,7 +63,10 @@ impl Gcra {
 
     /// Requests a bucket at `tat` would still admit at `now`.
     pub fn remaining(&self, tat: i64, now: i64) -> u32 {
-        let room = (now + self.emission_us * self.burst - tat.max(now)) / self.emission_us;
+        let room = now
+            .saturating_add(self.emission_us.saturating_mul(self.burst))
+            .saturating_sub(tat.max(now))
+            / self.emission_us;
         u32::try_from(room.clamp(0, self.burst)).unwrap_or(0)
     }
 
@@ -129,6 +134,17 @@ mod tests {
             assert!(b.hit().allowed);
         }
         assert!(!b.hit().allowed);
+    }
+
+    #[test]
+    fn a_bucket_past_any_span_config_allows_does_not_overflow() {
+        // Config refuses such a span; the arithmetic still must not panic.
+        let gcra = Gcra::new(1, Duration::from_secs(366 * 86_400), u32::MAX);
+        let now = 1_700_000_000_000_000;
+        let first = gcra.decide(None, now);
+        assert!(first.allowed);
+        assert!(gcra.remaining(first.tat, now) > 0);
+        assert!(gcra.decide(Some(i64::MAX - 1), now).retry_after_us >= 0);
     }
 
     #[test]

@@ -175,13 +175,13 @@ fn small_length(value: &[u8], limit: usize) -> Option<usize> {
 /// header-count limit answers) when it has more, rather than hyper's bare
 /// 431; not whole yet: read on (within the head buffer).
 fn many_headers(buffer: &[u8], head_buffer: usize) -> Head {
+    let head = after_empty_lines(buffer);
     // The head ends at the first empty line (`\n\n` or `\n\r\n`): a body
     // after it is not counted.
-    let end = (0..buffer.len()).find(|&i| {
-        buffer[i] == b'\n' && matches!(&buffer[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..])
-    });
+    let end = (0..head.len())
+        .find(|&i| head[i] == b'\n' && matches!(&head[i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]));
     let newlines = end
-        .map_or(buffer, |end| &buffer[..end])
+        .map_or(head, |end| &head[..end])
         .iter()
         .filter(|&&b| b == b'\n')
         .count();
@@ -210,6 +210,7 @@ fn many_headers(buffer: &[u8], head_buffer: usize) -> Head {
 /// parse (a method of at most [`MAX_METHOD`] bytes: it is logged), else
 /// `GET /`.
 pub fn oversized(buffer: &[u8]) -> PlainRequest {
+    let buffer = after_empty_lines(buffer);
     let line = buffer
         .iter()
         .position(|&b| b == b'\n')
@@ -237,6 +238,16 @@ pub fn oversized(buffer: &[u8]) -> PlainRequest {
         keep_alive: false,
         body_length: 0,
     }
+}
+
+/// `buffer` without the empty lines before its request line, which
+/// httparse (and RFC 9112 §2.2, after a body's stray CRLF) skips too.
+fn after_empty_lines(buffer: &[u8]) -> &[u8] {
+    let start = buffer
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buffer.len());
+    &buffer[start..]
 }
 
 /// The longest method [`oversized`] keeps from a request line.
@@ -295,6 +306,24 @@ mod tests {
             many_headers(&head(limit + 1, "", ""), roomy),
             Head::Oversized
         ));
+        // Empty lines before the request line are skipped, as httparse
+        // skips them.
+        for before in ["\r\n", "\n", "\r\n\r\n"] {
+            let mut led = before.as_bytes().to_vec();
+            led.extend(head(limit + 1, "\r\n", ""));
+            assert!(
+                matches!(many_headers(&led, roomy), Head::Oversized),
+                "{before:?}"
+            );
+            let mut led = before.as_bytes().to_vec();
+            led.extend(head(limit, "", ""));
+            assert!(
+                matches!(many_headers(&led, roomy), Head::Partial),
+                "{before:?}"
+            );
+            let refused = oversized(&led);
+            assert_eq!(refused.request.method(), Method::POST, "{before:?}");
+        }
         // Lines of a body after the head are not header lines.
         let body = format!("{}\n", "x\n".repeat(limit));
         assert!(matches!(

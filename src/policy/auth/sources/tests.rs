@@ -133,7 +133,6 @@ fn supabase_chunks() {
         format!("sb-ref-auth-token.0={a}; sb-ref-auth-token={whole}; sb-ref-auth-token.1={b}");
     assert_eq!(supabase(&[("cookie", &both)]), Err(AuthFailure::Ambiguous));
     for chunks in [
-        "sb-ref-auth-token.0=garbage".to_string(),
         format!("sb-ref-auth-token.1={b}"),
         format!("sb-ref-auth-token.{MAX_SUPABASE_CHUNKS}=x; sb-ref-auth-token.01=y"),
     ] {
@@ -170,6 +169,44 @@ fn supabase_chunks() {
         (
             format!("sb-ref-auth-token={whole}; sb-ref-auth-token.0=x; sb-ref-auth-token.0=y"),
             Err(AuthFailure::Ambiguous),
+        ),
+        // A run palisade cannot read may be one a lenient reader can
+        // (a percent-escape, a space, an empty chunk ending its run).
+        (
+            "sb-ref-auth-token.0=garbage; sb-ref-auth-token=".to_string() + &whole,
+            Err(AuthFailure::Ambiguous),
+        ),
+        (
+            format!(
+                "SB-REF-AUTH-TOKEN={whole}; sb-ref-auth-token.0=base64-%65{}",
+                &other[8..]
+            ),
+            Err(AuthFailure::Ambiguous),
+        ),
+        (
+            format!(
+                "sb-ref-auth-token={whole}; sb-ref-auth-token.0={other}; sb-ref-auth-token.1=; sb-ref-auth-token.2=zz"
+            ),
+            Err(AuthFailure::Ambiguous),
+        ),
+        (
+            format!(
+                "sb-ref-auth-token={whole}; sb-ref-auth-token.0={whole}; sb-ref-auth-token.01=x"
+            ),
+            Err(AuthFailure::Ambiguous),
+        ),
+        // An empty NAME is no NAME (Supabase reads the chunks): the
+        // chunks are read, strictly.
+        (
+            format!("sb-ref-auth-token=; sb-ref-auth-token.0={a}; sb-ref-auth-token.1={b}"),
+            Ok(Some("chunked.tok.sig".into())),
+        ),
+        (
+            format!(
+                "sb-ref-auth-token=; sb-ref-auth-token.0=base64-%65{}",
+                &other[8..]
+            ),
+            Err(AuthFailure::Malformed),
         ),
     ] {
         assert_eq!(supabase(&[("cookie", &cookies)]), expected, "{cookies}");
