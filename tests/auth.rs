@@ -673,6 +673,18 @@ async fn cookie_sources() {
         INVALID,
     )
     .await;
+    // Lines backends split differently from palisade (whitespace starts a
+    // cookie for SimpleCookie; a `,` is a value's for `cookie`/Starlette,
+    // a separator for others), and a plain-JSON session whose raw text
+    // (read without percent-decoding) holds another token.
+    for attack in [
+        format!("sb-access-token={token}; x=1 sb-access-token=forged.tok.sig"),
+        format!("sb-access-token={token},x=1"),
+        format!("sb-ref-auth-token={encoded}; x=1 sb-ref-auth-token={forged}"),
+        format!("sb-ref-auth-token=[\"{token}%22%2C%22x\"]"),
+    ] {
+        expect_401(&server, "/api/x", &[("cookie", &attack)], INVALID).await;
+    }
     assert_eq!(
         upstream.count(),
         6,

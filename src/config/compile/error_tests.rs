@@ -491,6 +491,10 @@ fn zero_timeouts() {
 
 #[test]
 fn values_run_could_not_live_with() {
+    fails_at(
+        &format!("[server]\nworkers = 18446744073709551615\n{ROUTE}"),
+        "t.toml:2:11: server.workers: must be at most 1024 (0 = one per core)",
+    );
     // Session 20's red team: heads that
     // overflowed the buffer's size, a bucket span that overflowed the
     // limiter, a breaker window summed on every response, a queue the

@@ -60,6 +60,14 @@ impl Compiler<'_> {
         if s.max_connections == 0 {
             return Err(self.err("server.max_connections", "must be at least 1"));
         }
+        // A thread each: thousands would exhaust the host (or overflow the
+        // runtime's arithmetic) before serving anything.
+        if s.workers > MAX_WORKERS {
+            return Err(self.err(
+                "server.workers",
+                format!("must be at most {MAX_WORKERS} (0 = one per core)"),
+            ));
+        }
         self.at_least_a_millisecond(s.header_read_timeout.0, "server.header_read_timeout")?;
         if let Some(files) = &s.tls {
             // Read as `run` reads them, so `check` refuses what `run` would.
@@ -228,3 +236,6 @@ const MAX_HEAD_BYTES: u64 = 1 << 20;
 /// The longest circuit-breaker window: it keeps one counter per second and
 /// sums them on every response.
 const MAX_BREAKER_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The most worker threads `server.workers` asks for.
+const MAX_WORKERS: usize = 1024;

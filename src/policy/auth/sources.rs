@@ -228,7 +228,10 @@ impl<'a> Jar<'a> {
             return Ok(Self { slots: Vec::new() });
         }
         let mut slots: Vec<Slot<'a>> = sources.iter().map(|_| Slot::default()).collect();
-        for (name, value) in cookie_pairs(headers) {
+        for (name, value, segment) in cookie_pairs(headers) {
+            if read_apart(segment, sources) {
+                return Err(AuthFailure::Ambiguous);
+            }
             for (source, slot) in sources.iter().zip(slots.iter_mut()) {
                 match source {
                     TokenSource::Header(_) => {}
@@ -308,34 +311,78 @@ impl Slot<'_> {
 /// as leniently as backends do: split on `;` and `,`, surrounding
 /// whitespace trimmed (as Python's `str.strip` does), names percent-decoded
 /// (Rack, PHP), values unquoted. Lines with non-ASCII bytes are read too.
-fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (Cow<'_, [u8]>, &[u8])> {
+/// Each pair comes with its `;`-separated segment (see [`read_apart`]).
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (Cow<'_, [u8]>, &[u8], &[u8])> {
     headers
         .get_all(header::COOKIE)
         .iter()
-        .flat_map(|line| line.as_bytes().split(|b| *b == b';' || *b == b','))
-        .filter_map(|pair| {
-            let eq = pair.iter().position(|b| *b == b'=')?;
-            let name = trim(&pair[..eq]);
-            let name = if name.contains(&b'%') {
-                let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(name).into();
-                Cow::Owned(trim(&decoded).to_vec())
-            } else {
-                Cow::Borrowed(name)
-            };
-            Some((name, unquote(trim(&pair[eq + 1..]))))
+        .flat_map(|line| line.as_bytes().split(|b| *b == b';'))
+        .flat_map(|segment| {
+            segment.split(|b| *b == b',').filter_map(move |pair| {
+                let (name, value) = name_and_value(pair)?;
+                Some((name, unquote(trim(value)), segment))
+            })
+        })
+}
+
+/// A pair's name (trimmed, percent-decoded) and its raw value.
+fn name_and_value(pair: &[u8]) -> Option<(Cow<'_, [u8]>, &[u8])> {
+    let eq = pair.iter().position(|b| *b == b'=')?;
+    let name = trim(&pair[..eq]);
+    let name = if name.contains(&b'%') {
+        let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(name).into();
+        Cow::Owned(trim(&decoded).to_vec())
+    } else {
+        Cow::Borrowed(name)
+    };
+    Some((name, &pair[eq + 1..]))
+}
+
+/// Whether backends would read a `;`-separated segment naming one of the
+/// cookie sources' cookies differently: it holds a `,` (which `cookie`,
+/// Starlette and Go read as part of a value, others as a separator) or
+/// whitespace inside (where Python's `SimpleCookie` starts another cookie:
+/// `x=1 session=<forged>`). No browser sends either: cookie values may
+/// hold neither (RFC 6265 §4.1.1).
+fn read_apart(segment: &[u8], sources: &[TokenSource]) -> bool {
+    let inner = trim(segment);
+    let apart = |b: &u8| *b == b',' || is_space(b);
+    if !inner.iter().any(apart) {
+        return false;
+    }
+    inner
+        .split(apart)
+        .filter_map(name_and_value)
+        .any(|(name, _)| {
+            sources.iter().any(|source| match source {
+                TokenSource::Header(_) => false,
+                TokenSource::Cookie(wanted) => name.eq_ignore_ascii_case(wanted.as_bytes()),
+                TokenSource::SupabaseCookie(wanted) => {
+                    name.eq_ignore_ascii_case(wanted.as_bytes())
+                        || !matches!(chunk_index(&name, wanted.as_bytes()), Ok(None))
+                }
+            })
         })
 }
 
 /// Whitespace around a cookie name or value: what `str.strip()` removes
 /// from a header read as Latin-1, and what HTTP calls whitespace.
 fn trim(bytes: &[u8]) -> &[u8] {
-    let space = |b: &u8| matches!(b, b' ' | b'\t' | 0x0b | 0x0c | 0x1c..=0x1f | 0x85 | 0xa0);
-    let start = bytes.iter().position(|b| !space(b)).unwrap_or(bytes.len());
+    let start = bytes
+        .iter()
+        .position(|b| !is_space(b))
+        .unwrap_or(bytes.len());
     let end = bytes
         .iter()
-        .rposition(|b| !space(b))
+        .rposition(|b| !is_space(b))
         .map_or(start, |i| i + 1);
     &bytes[start..end]
+}
+
+/// Whitespace to a cookie reader: HTTP's, and what Python's `str.strip`
+/// and `\s` take in a header read as Latin-1.
+fn is_space(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | 0x0b | 0x0c | 0x1c..=0x1f | 0x85 | 0xa0)
 }
 
 /// A value in double quotes without them (RFC 6265 allows the quotes;
@@ -387,23 +434,41 @@ fn supabase_session(raw: &[u8]) -> Result<Option<String>, AuthFailure> {
                 .map_err(|_| AuthFailure::Malformed)?;
             String::from_utf8(bytes).map_err(|_| AuthFailure::Malformed)?
         }
-        None => percent_encoding::percent_decode_str(raw)
-            .decode_utf8()
-            .map_err(|_| AuthFailure::Malformed)?
-            .into_owned(),
+        None => {
+            let decoded = percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .map_err(|_| AuthFailure::Malformed)?;
+            // Readers that do not percent-decode (Starlette) or give up on
+            // a bad escape (`cookie`) read the raw text: where it is JSON
+            // too, it must hold the same token.
+            if decoded != raw
+                && let Ok(session) = serde_json::from_str::<serde_json::Value>(raw)
+                && access_token(&session)
+                    != access_token(
+                        &serde_json::from_str(&decoded).map_err(|_| AuthFailure::Malformed)?,
+                    )
+            {
+                return Err(AuthFailure::Ambiguous);
+            }
+            decoded.into_owned()
+        }
     };
     let session: serde_json::Value =
         serde_json::from_str(&json_text).map_err(|_| AuthFailure::Malformed)?;
-    let token = match &session {
-        serde_json::Value::Object(map) => map.get("access_token").and_then(|t| t.as_str()),
-        // Older helpers stored [access_token, refresh_token, ...].
-        serde_json::Value::Array(items) => items.first().and_then(|t| t.as_str()),
-        _ => None,
-    };
-    token
+    access_token(&session)
         .filter(|t| !t.is_empty())
         .map(|t| Some(t.to_string()))
         .ok_or(AuthFailure::Malformed)
+}
+
+/// The session's access token: `access_token`, or the first item of the
+/// array older helpers stored (`[access_token, refresh_token, ...]`).
+fn access_token(session: &serde_json::Value) -> Option<&str> {
+    match session {
+        serde_json::Value::Object(map) => map.get("access_token").and_then(|t| t.as_str()),
+        serde_json::Value::Array(items) => items.first().and_then(|t| t.as_str()),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

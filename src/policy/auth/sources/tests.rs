@@ -411,3 +411,38 @@ fn lossy_borrows_utf8_and_replaces_anything_else() {
     assert!(matches!(lossy(b"abc.def"), Cow::Borrowed("abc.def")));
     assert_eq!(lossy(b"ab\xffc"), "ab\u{FFFD}c");
 }
+
+/// Where backends split or decode a `Cookie` line differently from
+/// palisade, a token source's cookie is ambiguous rather than read one way
+/// (session 20's red team: each case let a backend read a forged token).
+#[test]
+fn cookies_backends_read_apart_are_ambiguous() {
+    let session = TokenSource::parse("cookie:session").unwrap();
+    let read = |line: &str| session.extract(&headers(&[("cookie", line)]));
+    assert_eq!(read("a=1; session=good; b=2"), Ok(Some("good".into())));
+    // Unrelated cookies may hold what they like.
+    assert_eq!(read("_ga=GA1.2,3 4; session=good"), Ok(Some("good".into())));
+    for line in [
+        // SimpleCookie starts another cookie at whitespace.
+        "session=good; x=1 session=forged",
+        "session=good; x=1\tsession=forged",
+        // `cookie`/Starlette read `good,x=1` as the value; others split.
+        "session=good,x=1",
+        "x=1, session=good",
+    ] {
+        assert_eq!(read(line), Err(AuthFailure::Ambiguous), "{line}");
+    }
+    // A plain-JSON Supabase session whose raw text (read by readers that do
+    // not percent-decode, or give up on a bad escape) holds another token.
+    let good = "%7B%22access_token%22%3A%22good%22%7D";
+    assert_eq!(
+        supabase(&[("cookie", &format!("sb-ref-auth-token={good}"))]),
+        Ok(Some("good".into()))
+    );
+    // Raw: one item, `good%22%2C%22x`; decoded: `good` first of two.
+    let forged = r#"["good%22%2C%22x"]"#;
+    assert_eq!(
+        supabase(&[("cookie", &format!("sb-ref-auth-token={forged}"))]),
+        Err(AuthFailure::Ambiguous)
+    );
+}
