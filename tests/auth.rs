@@ -680,6 +680,7 @@ async fn cookie_sources() {
     for attack in [
         format!("sb-access-token={token}; x=1 sb-access-token=forged.tok.sig"),
         format!("sb-access-token={token},x=1"),
+        format!("sb-access-token={token}; \u{3000}sb-access-token=forged.tok.sig"),
         format!("sb-ref-auth-token={encoded}; x=1 sb-ref-auth-token={forged}"),
         format!("sb-ref-auth-token=[\"{token}%22%2C%22x\"]"),
     ] {

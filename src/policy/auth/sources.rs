@@ -282,6 +282,10 @@ impl Slot<'_> {
             if values.iter().any(|v| *v != first) {
                 return Err(AuthFailure::Ambiguous);
             }
+            // An empty chunk ends a reader's run, as a missing one does.
+            if first.is_empty() {
+                return Err(AuthFailure::Malformed);
+            }
             joined.extend_from_slice(first);
         }
         Ok(Some(joined))
@@ -300,6 +304,9 @@ impl Slot<'_> {
             let first = values.first().copied().unwrap_or_default();
             if values.iter().any(|v| *v != first) {
                 return Err(AuthFailure::Ambiguous);
+            }
+            if first.is_empty() {
+                break;
             }
             joined.get_or_insert_with(Vec::new).extend_from_slice(first);
         }
@@ -328,12 +335,12 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (Cow<'_, [u8]>, &[u
 /// A pair's name (trimmed, percent-decoded) and its raw value.
 fn name_and_value(pair: &[u8]) -> Option<(Cow<'_, [u8]>, &[u8])> {
     let eq = pair.iter().position(|b| *b == b'=')?;
-    let name = trim(&pair[..eq]);
+    let name = trimmed_name(&pair[..eq]);
     let name = if name.contains(&b'%') {
-        let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(name).into();
-        Cow::Owned(trim(&decoded).to_vec())
+        let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(&name).into();
+        Cow::Owned(trimmed_name(&decoded).into_owned())
     } else {
-        Cow::Borrowed(name)
+        name
     };
     Some((name, &pair[eq + 1..]))
 }
@@ -377,6 +384,26 @@ fn trim(bytes: &[u8]) -> &[u8] {
         .rposition(|b| !is_space(b))
         .map_or(start, |i| i + 1);
     &bytes[start..end]
+}
+
+/// A cookie name as the backend that trims the most would read it. Read
+/// as Latin-1 (Flask, most servers) bytes such as 0xA0 are whitespace;
+/// read as UTF-8 (Django, Werkzeug on a WSGI environ) so are U+3000,
+/// U+2000..U+200A and the rest of Unicode's, which `str.strip` removes:
+/// `\u{3000}session` is `session` there. Of the two readings, the one
+/// that is plain ASCII (as every configured name is) is taken.
+fn trimmed_name(raw: &[u8]) -> Cow<'_, [u8]> {
+    let latin1 = trim(raw);
+    if latin1.is_ascii() {
+        return Cow::Borrowed(latin1);
+    }
+    let text = String::from_utf8_lossy(raw);
+    let utf8 = text.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
+    if utf8.is_ascii() {
+        Cow::Owned(utf8.as_bytes().to_vec())
+    } else {
+        Cow::Borrowed(latin1)
+    }
 }
 
 /// Whitespace to a cookie reader: HTTP's, and what Python's `str.strip`

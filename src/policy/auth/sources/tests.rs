@@ -211,6 +211,9 @@ fn supabase_chunks() {
     ] {
         assert_eq!(supabase(&[("cookie", &cookies)]), expected, "{cookies}");
     }
+    // An empty chunk ends a reader's run as a missing one does.
+    let hole = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1=; sb-ref-auth-token.2={b}");
+    assert_eq!(supabase(&[("cookie", &hole)]), Err(AuthFailure::Malformed));
     // One chunk twice with different values.
     let twice = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1={b}; sb-ref-auth-token.1=x");
     assert_eq!(supabase(&[("cookie", &twice)]), Err(AuthFailure::Ambiguous));
@@ -432,6 +435,17 @@ fn cookies_backends_read_apart_are_ambiguous() {
     ] {
         assert_eq!(read(line), Err(AuthFailure::Ambiguous), "{line}");
     }
+    // Unicode whitespace around a name: Django and Werkzeug (UTF-8, then
+    // `str.strip`) read `\u{3000}session` as `session`.
+    for line in [
+        "session=good; \u{3000}session=forged",
+        "session=good; session\u{200a}=forged",
+        "session=good; session\u{a0}=forged",
+        "\u{2028}session=forged; session=good",
+    ] {
+        assert_eq!(read(line), Err(AuthFailure::Ambiguous), "{line:?}");
+    }
+    assert_eq!(read("\u{3000}session=good"), Ok(Some("good".into())));
     // A plain-JSON Supabase session whose raw text (read by readers that do
     // not percent-decode, or give up on a bad escape) holds another token.
     let good = "%7B%22access_token%22%3A%22good%22%7D";
