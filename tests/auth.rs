@@ -683,6 +683,11 @@ async fn cookie_sources() {
         format!("sb-access-token={token}; \u{3000}sb-access-token=forged.tok.sig"),
         format!("sb-ref-auth-token={encoded}; x=1 sb-ref-auth-token={forged}"),
         format!("sb-ref-auth-token=[\"{token}%22%2C%22x\"]"),
+        // A plain-JSON session's escape split across chunks: the `cookie`
+        // package decodes chunk by chunk and keeps an undecodable one raw.
+        format!(
+            "sb-ref-auth-token.0=%7B%22access_token%22%3A%2; sb-ref-auth-token.1=2{token}%22%7D"
+        ),
     ] {
         expect_401(&server, "/api/x", &[("cookie", &attack)], INVALID).await;
     }

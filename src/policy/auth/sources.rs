@@ -286,6 +286,7 @@ impl Slot<'_> {
             if first.is_empty() {
                 return Err(AuthFailure::Malformed);
             }
+            decodes_alone(first)?;
             joined.extend_from_slice(first);
         }
         Ok(Some(joined))
@@ -308,6 +309,7 @@ impl Slot<'_> {
             if first.is_empty() {
                 break;
             }
+            decodes_alone(first)?;
             joined.get_or_insert_with(Vec::new).extend_from_slice(first);
         }
         Ok(joined)
@@ -462,6 +464,7 @@ fn supabase_session(raw: &[u8]) -> Result<Option<String>, AuthFailure> {
             String::from_utf8(bytes).map_err(|_| AuthFailure::Malformed)?
         }
         None => {
+            decodes_alone(raw.as_bytes())?;
             let decoded = percent_encoding::percent_decode_str(raw)
                 .decode_utf8()
                 .map_err(|_| AuthFailure::Malformed)?;
@@ -486,6 +489,30 @@ fn supabase_session(raw: &[u8]) -> Result<Option<String>, AuthFailure> {
         .filter(|t| !t.is_empty())
         .map(|t| Some(t.to_string()))
         .ok_or(AuthFailure::Malformed)
+}
+
+/// A session cookie's value (or one chunk of it) whose percent-escapes
+/// every reader decodes alike: each `%` followed by two hex digits, the
+/// bytes they make UTF-8. The `cookie` package decodes each chunk on its
+/// own and keeps one it cannot decode raw, where palisade decodes the
+/// joined text: a bad escape (`%zz`), or one split across chunks, would
+/// let the two read different sessions.
+fn decodes_alone(value: &[u8]) -> Result<(), AuthFailure> {
+    if !value.contains(&b'%') {
+        return Ok(());
+    }
+    let escapes_whole = value.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || value
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    let text = percent_encoding::percent_decode(value).decode_utf8();
+    if escapes_whole && text.is_ok() {
+        Ok(())
+    } else {
+        Err(AuthFailure::Malformed)
+    }
 }
 
 /// The session's access token: `access_token`, or the first item of the

@@ -211,6 +211,38 @@ fn supabase_chunks() {
     ] {
         assert_eq!(supabase(&[("cookie", &cookies)]), expected, "{cookies}");
     }
+    // Plain-JSON chunks are decoded one by one by the `cookie` package,
+    // which keeps a chunk it cannot decode raw: each must decode alone.
+    let chunks = |parts: &[&str]| -> String {
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("sb-ref-auth-token.{i}={p}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let plain = ["%7B%22access_token%22%3A", "%22good%22%7D"];
+    assert_eq!(
+        supabase(&[("cookie", &chunks(&plain))]),
+        Ok(Some("good".into()))
+    );
+    for parts in [
+        // An escape split across chunks.
+        &["%7B%22access_token%22%3A%2", "2good%22%7D"][..],
+        // A bad escape, which that reader leaves raw.
+        &["%7B%22access_token%22%3A%22good%22%7D", "%zz"][..],
+        // Bytes that are not UTF-8 alone.
+        &["%7B%22access_token%22%3A%22good%E3%80", "%80%22%7D"][..],
+    ] {
+        let line = chunks(parts);
+        assert_eq!(
+            supabase(&[("cookie", &line)]),
+            Err(AuthFailure::Malformed),
+            "{line}"
+        );
+        let beside = format!("sb-ref-auth-token={good}; {line}", good = plain.concat());
+        assert!(supabase(&[("cookie", &beside)]).is_err(), "{beside}");
+    }
     // An empty chunk ends a reader's run as a missing one does.
     let hole = format!("sb-ref-auth-token.0={a}; sb-ref-auth-token.1=; sb-ref-auth-token.2={b}");
     assert_eq!(supabase(&[("cookie", &hole)]), Err(AuthFailure::Malformed));
