@@ -82,10 +82,7 @@ pub fn demo(cli: &Cli) -> ExitCode {
                 &text
             )
         );
-        signals.wait().await;
-        server.shutdown();
-        server.wait().await;
-        ExitCode::SUCCESS
+        super::run::serve_until_signal(server, signals).await
     })
 }
 

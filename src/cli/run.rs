@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use super::{Cli, EXIT_BIND, EXIT_CONFIG, runtime};
 use crate::config::{self, Env};
 use crate::observe::logging;
-use crate::proxy::server::{self, StartError};
+use crate::proxy::server::{self, Server, StartError};
+use crate::shutdown::ShutdownSignals;
 
 /// Runs the sidecar.
 pub fn run(cli: &Cli) -> ExitCode {
@@ -27,28 +28,34 @@ pub fn run(cli: &Cli) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let signals = crate::shutdown::ShutdownSignals::register();
+        let signals = ShutdownSignals::register();
         let watch = crate::reload::ConfigWatch::new(path);
         let server = match server::start(policy).await {
             Ok(server) => server,
             Err(error) => return start_failure(&error),
         };
-        let mut server = server;
         tokio::spawn(watch.run(server.shared.clone()));
-        tokio::select! {
-            () = signals.wait() => {}
-            () = server.proxy_stopped() => {
-                server.shutdown();
-                server.wait().await;
-                return ExitCode::FAILURE;
-            }
-        }
-        server.shutdown();
-        tracing::info!("shutdown requested; readiness is now 503");
-        server.wait().await;
-        tracing::info!("stopped");
-        ExitCode::SUCCESS
+        serve_until_signal(server, signals).await
     })
+}
+
+/// Serves until SIGTERM/SIGINT, then drains: success. Failure when the
+/// proxy listener stops by itself first (its accept loop panicked), so
+/// the process does not stay up, ready by `/readyz`, without it.
+pub async fn serve_until_signal(mut server: Server, signals: ShutdownSignals) -> ExitCode {
+    tokio::select! {
+        () = signals.wait() => {}
+        () = server.proxy_stopped() => {
+            server.shutdown();
+            server.wait().await;
+            return ExitCode::FAILURE;
+        }
+    }
+    server.shutdown();
+    tracing::info!("shutdown requested; readiness is now 503");
+    server.wait().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
 }
 
 /// Logs a start-up failure and picks its exit code.

@@ -137,13 +137,14 @@ impl Compiler<'_> {
             Some(claims) => self.forward_claims(claims, &key.key("forward_claims"))?,
             None => inherited.forward_claims.clone(),
         };
+        // `defaults.timeout` was checked once, in `compile`.
         let timeout = match r.timeout {
-            Some(own) => own.0,
+            Some(own) => {
+                self.at_least_a_millisecond(own.0, key.key("timeout"))?;
+                own.0
+            }
             None => file.defaults.timeout.0,
         };
-        if r.timeout.is_some() {
-            self.at_least_a_millisecond(timeout, key.key("timeout"))?;
-        }
         Ok(Route {
             id: i,
             name: name.into(),

@@ -264,8 +264,8 @@ impl<'a> Jar<'a> {
 
 impl Slot<'_> {
     /// The chunks joined in order: `None` without chunks; `Malformed` when
-    /// one is missing (`NAME.0`, `NAME.2` without `NAME.1`, or no `NAME.0`);
-    /// `Ambiguous` when one chunk comes with two different values.
+    /// one is missing or empty (`NAME.0`, `NAME.2` without `NAME.1`, or no
+    /// `NAME.0`); `Ambiguous` when one chunk comes with two different values.
     fn joined_chunks(&self) -> Result<Option<Vec<u8>>, AuthFailure> {
         if self.bad_chunk {
             return Err(AuthFailure::Malformed);
@@ -273,31 +273,28 @@ impl Slot<'_> {
         if self.chunks.is_empty() {
             return Ok(None);
         }
-        let mut joined = Vec::new();
-        for (expected, (index, values)) in self.chunks.iter().enumerate() {
-            if *index != expected {
-                return Err(AuthFailure::Malformed);
-            }
-            let first = values.first().copied().unwrap_or_default();
-            if values.iter().any(|v| *v != first) {
-                return Err(AuthFailure::Ambiguous);
-            }
-            // An empty chunk ends a reader's run, as a missing one does.
-            if first.is_empty() {
-                return Err(AuthFailure::Malformed);
-            }
-            decodes_alone(first)?;
-            joined.extend_from_slice(first);
+        match self.run()? {
+            // Every chunk in the run: none missing, none empty.
+            (joined, taken) if taken == self.chunks.len() => Ok(joined),
+            _ => Err(AuthFailure::Malformed),
         }
-        Ok(Some(joined))
     }
 
     /// Beside NAME, the chunks a chunk reader would join: `.0`, `.1`, ...
-    /// up to the first missing index (`None` without `.0`). A chunk of that
-    /// run given twice with different values is `Ambiguous` (readers take
-    /// the first or the last); chunks past the gap are read by nobody.
+    /// up to the first missing index (`None` without `.0`). Chunks past the
+    /// gap are read by nobody.
     fn leading_run(&self) -> Result<Option<Vec<u8>>, AuthFailure> {
+        Ok(self.run()?.0)
+    }
+
+    /// The chunks `.0`, `.1`, ... joined up to the first missing or empty
+    /// one (where readers stop), and how many were taken. A chunk of the
+    /// run given twice with different values is `Ambiguous` (readers take
+    /// the first or the last); one whose escapes do not decode alone is
+    /// `Malformed` ([`decodes_alone`]).
+    fn run(&self) -> Result<(Option<Vec<u8>>, usize), AuthFailure> {
         let mut joined: Option<Vec<u8>> = None;
+        let mut taken = 0;
         for (expected, (index, values)) in self.chunks.iter().enumerate() {
             if *index != expected {
                 break;
@@ -309,10 +306,14 @@ impl Slot<'_> {
             if first.is_empty() {
                 break;
             }
-            decodes_alone(first)?;
+            // (A chunk's bytes are read as text once joined.)
+            if first.contains(&b'%') {
+                decodes_alone(first)?;
+            }
             joined.get_or_insert_with(Vec::new).extend_from_slice(first);
+            taken += 1;
         }
-        Ok(joined)
+        Ok((joined, taken))
     }
 }
 
@@ -454,64 +455,55 @@ fn supabase_session(raw: &[u8]) -> Result<Option<String>, AuthFailure> {
         return Ok(None);
     }
     let raw = std::str::from_utf8(raw).map_err(|_| AuthFailure::Malformed)?;
-    let json_text = match raw.strip_prefix("base64-") {
+    let parse = |text: &str| -> Result<serde_json::Value, AuthFailure> {
+        serde_json::from_str(text).map_err(|_| AuthFailure::Malformed)
+    };
+    let session = match raw.strip_prefix("base64-") {
         Some(encoded) => {
             let trimmed = encoded.trim_end_matches('=');
             let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(trimmed)
                 .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
                 .map_err(|_| AuthFailure::Malformed)?;
-            String::from_utf8(bytes).map_err(|_| AuthFailure::Malformed)?
+            parse(&String::from_utf8(bytes).map_err(|_| AuthFailure::Malformed)?)?
         }
         None => {
-            decodes_alone(raw.as_bytes())?;
-            let decoded = percent_encoding::percent_decode_str(raw)
-                .decode_utf8()
-                .map_err(|_| AuthFailure::Malformed)?;
+            let decoded = decodes_alone(raw.as_bytes())?;
+            let session = parse(&decoded)?;
             // Readers that do not percent-decode (Starlette) or give up on
             // a bad escape (`cookie`) read the raw text: where it is JSON
             // too, it must hold the same token.
             if decoded != raw
-                && let Ok(session) = serde_json::from_str::<serde_json::Value>(raw)
-                && access_token(&session)
-                    != access_token(
-                        &serde_json::from_str(&decoded).map_err(|_| AuthFailure::Malformed)?,
-                    )
+                && let Ok(raw_session) = parse(raw)
+                && access_token(&raw_session) != access_token(&session)
             {
                 return Err(AuthFailure::Ambiguous);
             }
-            decoded.into_owned()
+            session
         }
     };
-    let session: serde_json::Value =
-        serde_json::from_str(&json_text).map_err(|_| AuthFailure::Malformed)?;
     access_token(&session)
         .filter(|t| !t.is_empty())
         .map(|t| Some(t.to_string()))
         .ok_or(AuthFailure::Malformed)
 }
 
-/// A session cookie's value (or one chunk of it) whose percent-escapes
-/// every reader decodes alike: each `%` followed by two hex digits, the
-/// bytes they make UTF-8. The `cookie` package decodes each chunk on its
-/// own and keeps one it cannot decode raw, where palisade decodes the
-/// joined text: a bad escape (`%zz`), or one split across chunks, would
-/// let the two read different sessions.
-fn decodes_alone(value: &[u8]) -> Result<(), AuthFailure> {
-    if !value.contains(&b'%') {
-        return Ok(());
-    }
+/// A session cookie's value (or one chunk of it) decoded, when every
+/// reader decodes its percent-escapes alike: each `%` followed by two hex
+/// digits, the bytes they make UTF-8; else `Malformed`. The `cookie`
+/// package decodes each chunk on its own and keeps one it cannot decode
+/// raw, where palisade decodes the joined text: a bad escape (`%zz`), or
+/// one split across chunks, would let the two read different sessions.
+fn decodes_alone(value: &[u8]) -> Result<Cow<'_, str>, AuthFailure> {
     let escapes_whole = value.iter().enumerate().all(|(i, b)| {
         *b != b'%'
             || value
                 .get(i + 1..i + 3)
                 .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
     });
-    let text = percent_encoding::percent_decode(value).decode_utf8();
-    if escapes_whole && text.is_ok() {
-        Ok(())
-    } else {
-        Err(AuthFailure::Malformed)
+    match percent_encoding::percent_decode(value).decode_utf8() {
+        Ok(text) if escapes_whole => Ok(text),
+        _ => Err(AuthFailure::Malformed),
     }
 }
 
