@@ -169,6 +169,19 @@ fn check_refuses_what_run_would() {
             ),
             "3:44: ratelimit.redis_cluster[1]: not a Redis URL",
         ),
+        // Values that panicked `run` (session 20's red team).
+        (
+            format!("[server]\nmax_header_bytes = \"18446744073709551615B\"\n{route}"),
+            "2:20: server.max_header_bytes: must be at most",
+        ),
+        (
+            format!("[server]\nworkers = 18446744073709551615\n{route}"),
+            "2:11: server.workers: must be at most 1024",
+        ),
+        (
+            format!("{route}timeout = \"5000000000000000h\"\n"),
+            "5:11: routes[0].timeout: duration",
+        ),
     ];
     for (i, (text, expected)) in cases.iter().enumerate() {
         let (code, stderr, path) = check(&format!("run-would-{i}"), text);
