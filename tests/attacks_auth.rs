@@ -362,6 +362,90 @@ async fn rejects_disagreeing_token_cookies_sent_as_http2_cookie_crumbs() {
     assert_eq!(upstream.count(), 0);
 }
 
+/// Sends GET /api/x over HTTP/2 (prior knowledge) with each of `cookies`
+/// as its own `cookie` field, as HTTP/2 clients send them (RFC 9113 §8.2.3).
+async fn attempt_h2(server: &palisade::Server, cookies: &[HeaderValue]) -> http::Response<()> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let mut req = Request::get(format!("http://{}/api/x", server.proxy_addr));
+    for cookie in cookies {
+        req = req.header("cookie", cookie.clone());
+    }
+    let response = client
+        .request(req.body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    response.map(|_| ())
+}
+
+#[tokio::test]
+async fn cookie_rules_hold_when_the_cookies_come_as_http2_crumbs() {
+    let (upstream, server) = setup("").await;
+    let user = token(claims("user-1"));
+    let whole = session(&user);
+    let forged = session(&forged_admin());
+    // A session in chunks, one crumb each: joined, read, and passed on as
+    // one `Cookie` line.
+    let (a, rest) = whole.split_at(whole.len() / 3);
+    let (b, c) = rest.split_at(rest.len() / 2);
+    let chunks = [
+        format!("sb-ref-auth-token.0={a}"),
+        format!("sb-ref-auth-token.1={b}"),
+        format!("sb-ref-auth-token.2={c}"),
+    ];
+    let crumbs: Vec<_> = chunks.iter().map(|c| text(c)).collect();
+    let response = attempt_h2(&server, &crumbs).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = &upstream.wait_for_count(1).await[0];
+    assert_eq!(seen.headers["x-user-id"], "user-1");
+    let lines: Vec<_> = seen.headers.get_all("cookie").iter().collect();
+    assert_eq!(lines, [chunks.join("; ").as_str()]);
+    // Each attack the HTTP/1 tests make on one line, made across crumbs:
+    // a chunk run holding another session beside NAME; a chunk given
+    // twice; a crumb a whitespace-splitting (SimpleCookie) or
+    // Unicode-stripping (Django) reader starts a second cookie in; a `,`
+    // inside a crumb.
+    let attacks: Vec<Vec<HeaderValue>> = vec![
+        vec![
+            text(&format!("sb-ref-auth-token={whole}")),
+            text(&format!("sb-ref-auth-token.0={forged}")),
+        ],
+        vec![
+            text(&format!("sb-ref-auth-token={whole}")),
+            text(&format!("sb-ref-auth-token.0={whole}")),
+            text(&format!("sb-ref-auth-token.0={forged}")),
+        ],
+        vec![
+            text(&format!("sb-access-token={user}")),
+            text(&format!("x=1 sb-access-token={}", forged_admin())),
+        ],
+        vec![
+            text(&format!("sb-access-token={user}")),
+            HeaderValue::from_bytes(
+                format!("\u{3000}sb-access-token={}", forged_admin()).as_bytes(),
+            )
+            .unwrap(),
+        ],
+        vec![
+            text(&format!("sb-access-token={user},x=1")),
+            text("theme=dark"),
+        ],
+    ];
+    for crumbs in &attacks {
+        let response = attempt_h2(&server, crumbs).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{crumbs:?}");
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            INVALID,
+            "{crumbs:?}"
+        );
+    }
+    // None of them reached the upstream.
+    assert_eq!(upstream.count(), 1);
+}
+
 #[tokio::test]
 async fn rejects_a_second_token_in_a_cookie_line_with_non_ascii_bytes() {
     let (upstream, server) = setup("").await;
