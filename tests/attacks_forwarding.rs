@@ -166,6 +166,13 @@ async fn lookalike_spellings_of_a_protected_route_never_reach_a_looser_one() {
         "/api/restaurants./6/orders",
         "/api/restaurants%20/6/orders",
         "/open/%EF%BC%8E%EF%BC%8E/api/admin",
+        // Dot segments padded with what IIS/Windows cut (a space, the
+        // stream name): `..` to such a backend, gone here once their dots
+        // were cut too, so the open route matched.
+        "/open/..%20/api/admin",
+        "/open/..::$DATA/api/admin",
+        "/open/.%20./api/admin",
+        "/api/restaurants/5/..%20/6/orders",
     ] {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
@@ -569,6 +576,71 @@ fn h2_client() -> hyper_util::client::legacy::Client<
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http()
+}
+
+#[tokio::test]
+async fn http2_values_padded_with_whitespace_are_refused() {
+    // An HTTP/1 upstream strips a value's surrounding whitespace (h11,
+    // which uvicorn uses, reads `k7 ` as `k7`): over HTTP/2, where it
+    // arrives as sent, a padded rate-limit key would be a fresh bucket to
+    // palisade and the same key to the backend. RFC 9113 §8.2.1 makes
+    // such a request malformed.
+    let config = r#"
+[upstream]
+url = "{UPSTREAM}"
+[[routes]]
+name = "keyed"
+path = "/**"
+auth = "none"
+rate_limits = [{ by = "header:X-Api-Key", limit = 1, per = "1m" }]
+"#;
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(config, upstream.addr).await;
+    let client = h2_client();
+    let send = |name: &'static str, value: &'static str| {
+        let client = client.clone();
+        let url = format!("http://{}/x", server.proxy_addr);
+        async move {
+            let req = Request::get(url)
+                .header("x-api-key", "k7")
+                .header(name, value)
+                .body(Full::default())
+                .unwrap();
+            let response = client.request(req).await.unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            response.status()
+        }
+    };
+    assert_eq!(send("x-other", "v").await, StatusCode::OK);
+    for (name, value) in [
+        ("x-other", "v "),
+        ("x-other", " v"),
+        ("x-other", "\tv"),
+        ("x-other", "v\t\t"),
+    ] {
+        assert_eq!(
+            send(name, value).await,
+            StatusCode::BAD_REQUEST,
+            "{value:?}"
+        );
+    }
+    for padded in ["k7 ", " k7", "\tk7", "k7\t", " k7 "] {
+        let req = Request::get(format!("http://{}/x", server.proxy_addr))
+            .header("x-api-key", padded)
+            .body(Full::default())
+            .unwrap();
+        let response = client.request(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{padded:?}");
+    }
+    // The key's one bucket is spent: its unpadded spelling is limited.
+    assert_eq!(send("x-other", "v").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(upstream.count(), 1);
+    // Over HTTP/1 the line's whitespace is not the value's: the same
+    // bucket.
+    let request = "GET /x HTTP/1.1\r\nHost: test\r\nX-Api-Key: k7 \t\r\n\
+                   Connection: close\r\n\r\n";
+    assert_eq!(raw_status_of(&server, request.into()).await, 429);
+    assert_eq!(upstream.count(), 1);
 }
 
 #[tokio::test]

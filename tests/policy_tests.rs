@@ -324,6 +324,40 @@ fn explain_says_an_ip_refusal_comes_before_auth() {
     assert!(out.contains("result      403 from palisade (ip)"), "{out}");
 }
 
+/// Red team, session 21: behind a trusted proxy `explain` keyed a
+/// `by = "ip"` limit by the proxy's address; the live server keys it by
+/// the client `X-Forwarded-For` names.
+#[test]
+fn explain_keys_an_ip_limit_by_the_forwarded_client_behind_a_trusted_proxy() {
+    let dir = temp_dir("ex-xff");
+    let policy = POLICY
+        .replace(
+            "[server]\n",
+            "[server]\ntrusted_proxies = [\"192.0.2.0/24\"]\n",
+        )
+        .replace(
+            "path = \"/open\"\n",
+            "path = \"/open\"\nrate_limits = [{ by = \"ip\", limit = 5, per = \"1m\" }]\n",
+        );
+    write(&dir, "policy.toml", &policy);
+    let (code, out, err) = run(
+        &[
+            "explain",
+            "--config",
+            "policy.toml",
+            "GET",
+            "/open",
+            "-H",
+            "X-Forwarded-For: 203.0.113.7",
+        ],
+        &dir,
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("ip:5/1m key "), "{out}");
+    assert!(out.contains(":ip:203.0.113.7\n"), "{out}");
+    assert!(!out.contains(":ip:192.0.2.10"), "{out}");
+}
+
 #[test]
 fn explain_json_is_one_object_for_tools() {
     let claims = r#"{"sub":"u1","org":"o1"}"#;

@@ -313,6 +313,13 @@ fn route_stages(
     request_headers: &HeaderMap,
 ) {
     let policy = harness.policy();
+    // The client as the live server reads it: the peer, or behind a
+    // trusted proxy the address its `X-Forwarded-For` names.
+    let client_ip = crate::policy::forward::client_ip(
+        CLIENT_PEER.ip(),
+        request_headers,
+        &policy.server.trusted_proxies,
+    );
     // The route's IP lists are checked before authentication (SPEC §6.7).
     let refused_by_ip = observed.reason.as_deref() == Some("ip");
     let reached_auth = observed.route.as_deref() == Some(&*route.name);
@@ -320,8 +327,7 @@ fn route_stages(
     out.auth = if refused_by_ip {
         Stage::info(format!(
             "{}: not reached (the client IP {} is refused by the route's IP lists, 403)",
-            route.auth,
-            CLIENT_PEER.ip()
+            route.auth, client_ip
         ))
     } else if !reached_auth {
         Stage::info(format!("{}: not reached", route.auth))
@@ -367,7 +373,7 @@ fn route_stages(
         }
     };
     let inputs = KeyInputs {
-        client_ip: CLIENT_PEER.ip(),
+        client_ip,
         identity: &identity,
         headers: request_headers,
     };

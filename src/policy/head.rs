@@ -43,6 +43,11 @@ pub enum HeadRejection {
     /// (`gzip, chunked`) would be dropped while its bytes are passed on,
     /// and `chunked` twice would be unwrapped once (RFC 9112 §6.1).
     TransferCoding,
+    /// An HTTP/2 field value that starts or ends with a space or tab (RFC
+    /// 9113 §8.2.1 makes such a request malformed): an HTTP/1 upstream
+    /// strips the whitespace, so `k7 ` would be one value to palisade (a
+    /// rate-limit key, a secret compared) and another to the backend.
+    PaddedValue,
 }
 
 impl HeadRejection {
@@ -52,6 +57,7 @@ impl HeadRejection {
             Self::MethodCase | Self::MethodOverride | Self::Connect => "method",
             Self::RepeatedLimitKey => "repeated_header",
             Self::TransferCoding => "transfer_coding",
+            Self::PaddedValue => "header_whitespace",
             _ => "host",
         }
     }
@@ -71,6 +77,9 @@ impl fmt::Display for HeadRejection {
             Self::RepeatedLimitKey => "the rate-limit key header appears more than once",
             Self::TransferCoding => {
                 "the only transfer coding accepted is chunked, once (RFC 9112 section 6.1)"
+            }
+            Self::PaddedValue => {
+                "an HTTP/2 header value starts or ends with whitespace (RFC 9113 section 8.2.1)"
             }
         })
     }
@@ -211,6 +220,25 @@ pub fn check_transfer_coding(headers: &HeaderMap) -> Result<(), HeadRejection> {
                 return Err(HeadRejection::TransferCoding);
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses an HTTP/2 request with a field value that starts or ends with a
+/// space or tab (RFC 9113 §8.2.1: malformed). HTTP/1 parsers, palisade's
+/// and hyper's and the upstream's, strip that whitespace from a line, so
+/// the value palisade would judge (a `header:` rate-limit key, a shared
+/// secret, a tenant header) would not be the one the backend reads. An
+/// HTTP/1 request's values arrive stripped.
+pub fn check_field_values(version: Version, headers: &HeaderMap) -> Result<(), HeadRejection> {
+    if version != Version::HTTP_2 {
+        return Ok(());
+    }
+    let padded = |value: &[u8]| {
+        matches!(value.first(), Some(b' ' | b'\t')) || matches!(value.last(), Some(b' ' | b'\t'))
+    };
+    if headers.values().any(|value| padded(value.as_bytes())) {
+        return Err(HeadRejection::PaddedValue);
     }
     Ok(())
 }

@@ -225,16 +225,24 @@ pub fn fold_lookalikes(canonical: &str) -> Option<Result<String, PathRejection>>
     {
         return Some(Err(PathRejection::DotSegment));
     }
-    let folded: Vec<String> = normalized
-        .split('/')
-        .map(|segment| {
-            let segment = match segment.find("::$") {
-                Some(at) => &segment[..at],
-                None => segment,
-            };
-            segment.trim_end_matches(['.', ' ']).to_string()
-        })
-        .collect();
+    let mut folded: Vec<String> = Vec::new();
+    for segment in normalized.split('/') {
+        let segment = match segment.find("::$") {
+            Some(at) => &segment[..at],
+            None => segment,
+        };
+        // `..%20`, `..::$DATA`, `. .`: a dot segment to a server that cuts
+        // trailing spaces or the stream name (IIS, Windows), where cutting
+        // its dots too would have made it vanish here. Three dots alone
+        // are a name (Windows too leaves them).
+        let dots_and_spaces = segment.bytes().all(|b| b == b'.' || b == b' ');
+        if matches!(segment.trim_end_matches(' '), "." | "..")
+            || (dots_and_spaces && segment.contains('.') && segment.contains(' '))
+        {
+            return Some(Err(PathRejection::DotSegment));
+        }
+        folded.push(segment.trim_end_matches(['.', ' ']).to_string());
+    }
     let mut rebuilt = String::with_capacity(canonical.len());
     for (i, segment) in folded.iter().enumerate() {
         if i > 0 {
@@ -373,6 +381,22 @@ mod tests {
             Some(Ok("/api/restaurants/6/orders".into()))
         );
         assert_eq!(fold("/a/%EF%BC%8E%EF%BC%8E/b"), Some(Err(DotSegment)));
+        // Dot segments a server that cuts trailing spaces or `::$DATA`
+        // reads as `..` or `.`, where cutting trailing dots too made the
+        // segment vanish here.
+        for padded in [
+            "/public/..%20/api",
+            "/public/..::$DATA/api",
+            "/a/.%20./b",
+            "/a/...%20/b",
+            "/a/..%C2%A0/b",
+            "/a/.%20%20",
+            "/a/%20..",
+        ] {
+            assert_eq!(fold(padded), Some(Err(DotSegment)), "{padded}");
+        }
+        // Three dots are a name: folded like any trailing dots.
+        assert_eq!(fold("/a/.../b"), Some(Ok("/a/b".into())));
         assert_eq!(fold("/a/b."), Some(Ok("/a/b".into())));
         // Characters whose lower case is longer in UTF-8 before the suffix
         // (a cut at an index from another string once panicked here).

@@ -325,6 +325,7 @@ fn check_head(policy: &Policy, req: &Request<RequestBody>) -> Result<String, Rej
     )?;
     head::check_host(req.version(), req.uri(), req.headers())?;
     head::check_transfer_coding(req.headers())?;
+    head::check_field_values(req.version(), req.headers())?;
     head::check_method(req.method(), policy.routes.known_methods())?;
     head::check_method_override(req.uri().query())?;
     Ok(sanitize::route_path(
