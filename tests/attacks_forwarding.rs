@@ -173,6 +173,14 @@ async fn lookalike_spellings_of_a_protected_route_never_reach_a_looser_one() {
         "/open/..::$DATA/api/admin",
         "/open/.%20./api/admin",
         "/api/restaurants/5/..%20/6/orders",
+        // NTFS stream syntax spelled with `%3A`, or its one-colon form
+        // (CVE-2010-2731): IIS serves the name before it.
+        "/open/..%3A%3A$DATA/api/admin",
+        "/api/admin%3A%3A$INDEX_ALLOCATION",
+        "/api/admin:$i30:$INDEX_ALLOCATION",
+        // Unicode whitespace an app strips from a segment.
+        "/api/admin%C2%85",
+        "/open/..%E2%80%A8/api/admin",
     ] {
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
@@ -640,6 +648,30 @@ rate_limits = [{ by = "header:X-Api-Key", limit = 1, per = "1m" }]
     let request = "GET /x HTTP/1.1\r\nHost: test\r\nX-Api-Key: k7 \t\r\n\
                    Connection: close\r\n\r\n";
     assert_eq!(raw_status_of(&server, request.into()).await, 429);
+    // Nor is whitespace a server strips beyond SP and HTAB: NEL and NBSP
+    // as Latin-1 bytes (gunicorn 21 reads `k7\xa0` as `k7`), Unicode
+    // whitespace in UTF-8.
+    for padded in [
+        b"k7\xa0".as_slice(),
+        b"\xa0\x85k7",
+        "k7\u{a0}".as_bytes(),
+        "\u{3000}k7\u{2028}".as_bytes(),
+    ] {
+        let mut request = b"GET /x HTTP/1.1\r\nHost: test\r\nX-Api-Key: ".to_vec();
+        request.extend_from_slice(padded);
+        request.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+        let response = raw(server.proxy_addr, &request).await;
+        assert_eq!(raw_status(&response), 429, "{padded:?}");
+    }
+    let req = Request::get(format!("http://{}/x", server.proxy_addr))
+        .header(
+            "x-api-key",
+            http::HeaderValue::from_bytes(b"k7\xa0").unwrap(),
+        )
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(upstream.count(), 1);
 }
 

@@ -204,7 +204,8 @@ pub fn fold_lookalikes(canonical: &str) -> Option<Result<String, PathRejection>>
     let suspicious = canonical.split('/').any(|segment| {
         segment.ends_with('.')
             || segment.ends_with("%20")
-            || segment.contains("::")
+            || segment.contains(':')
+            || segment.contains("%3A")
             || segment
                 .as_bytes()
                 .windows(2)
@@ -227,21 +228,28 @@ pub fn fold_lookalikes(canonical: &str) -> Option<Result<String, PathRejection>>
     }
     let mut folded: Vec<String> = Vec::new();
     for segment in normalized.split('/') {
-        let segment = match segment.find("::$") {
-            Some(at) => &segment[..at],
-            None => segment,
+        // NTFS stream syntax, `name::$DATA`, `name:$i30:$INDEX_ALLOCATION`,
+        // `name:stream:$DATA` (also as `%3A`): IIS and Windows serve `name`.
+        let segment = match (segment.find(":$"), segment.find(':')) {
+            (Some(_), Some(at)) => &segment[..at],
+            _ => segment,
         };
         // `..%20`, `..::$DATA`, `. .`: a dot segment to a server that cuts
-        // trailing spaces or the stream name (IIS, Windows), where cutting
-        // its dots too would have made it vanish here. Three dots alone
-        // are a name (Windows too leaves them).
-        let dots_and_spaces = segment.bytes().all(|b| b == b'.' || b == b' ');
-        if matches!(segment.trim_end_matches(' '), "." | "..")
-            || (dots_and_spaces && segment.contains('.') && segment.contains(' '))
+        // trailing whitespace or the stream name (IIS, Windows, apps that
+        // strip segments), where cutting its dots too would have made it
+        // vanish here. Three dots alone are a name (Windows too leaves
+        // them).
+        let dots_and_spaces = segment.chars().all(|c| c == '.' || c.is_whitespace());
+        if matches!(segment.trim_end_matches(char::is_whitespace), "." | "..")
+            || (dots_and_spaces && segment.contains('.') && segment.contains(char::is_whitespace))
         {
             return Some(Err(PathRejection::DotSegment));
         }
-        folded.push(segment.trim_end_matches(['.', ' ']).to_string());
+        folded.push(
+            segment
+                .trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+                .to_string(),
+        );
     }
     let mut rebuilt = String::with_capacity(canonical.len());
     for (i, segment) in folded.iter().enumerate() {
@@ -392,11 +400,32 @@ mod tests {
             "/a/..%C2%A0/b",
             "/a/.%20%20",
             "/a/%20..",
+            "/open/..%3A%3A$DATA/api",
+            "/open/..%3A$i30%3A$INDEX_ALLOCATION/api",
+            "/a/..%C2%85/b",
+            "/a/..%E2%80%A8/b",
         ] {
             assert_eq!(fold(padded), Some(Err(DotSegment)), "{padded}");
         }
         // Three dots are a name: folded like any trailing dots.
         assert_eq!(fold("/a/.../b"), Some(Ok("/a/b".into())));
+        // Stream syntax in any spelling folds onto the name before it, and
+        // so does trailing Unicode whitespace.
+        for spelling in [
+            "/api/admin%3A%3A$INDEX_ALLOCATION/x",
+            "/api/admin:$i30:$INDEX_ALLOCATION/x",
+            "/api/admin:stream:$DATA/x",
+            "/api/admin%C2%85/x",
+            "/api/admin%E1%9A%80/x",
+        ] {
+            assert_eq!(
+                fold(spelling),
+                Some(Ok("/api/admin/x".into())),
+                "{spelling}"
+            );
+        }
+        // A colon alone is no stream syntax.
+        assert_eq!(fold("/a/b:c/d"), None);
         assert_eq!(fold("/a/b."), Some(Ok("/a/b".into())));
         // Characters whose lower case is longer in UTF-8 before the suffix
         // (a cut at an index from another string once panicked here).

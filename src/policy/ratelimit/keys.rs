@@ -27,14 +27,71 @@ pub fn push_ip_bucket(out: &mut String, ip: IpAddr, prefix: u8) {
 
 /// Long or odd key material is hashed so keys stay short and printable.
 pub fn bounded(value: &str) -> String {
+    bounded_bytes(value.as_bytes())
+}
+
+/// [`bounded`] over raw bytes: values that differ in any byte stay
+/// different keys (a lossy UTF-8 reading made `C\xa0`, `C\x85` and `C\xff`
+/// one bucket, which a backend reads as three keys).
+pub fn bounded_bytes(value: &[u8]) -> String {
     if value.len() <= 64
         && value
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}')
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b'{' && b != b'}')
     {
-        value.to_string()
+        value.iter().map(|&b| char::from(b)).collect()
     } else {
-        let digest = Sha256::digest(value.as_bytes());
+        let digest = Sha256::digest(value);
         digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// A `header:NAME` value as a backend may read it: whitespace around it
+/// cut, every kind a server strips: ASCII, the Latin-1 NEL and NBSP bytes
+/// (0x85, 0xA0; Python servers that decode headers as Latin-1 and
+/// `strip()` them, gunicorn 21 among them), and Unicode whitespace
+/// written in UTF-8 (servers that decode UTF-8 and strip). Every padded
+/// spelling of a key is then its one bucket, where each was a fresh one.
+pub fn header_key_value(value: &[u8]) -> &[u8] {
+    let mut value = value;
+    loop {
+        let before = value.len();
+        value = value.trim_ascii();
+        // UTF-8 first: `\xc2\xa0` is one NBSP to a UTF-8 reader, which
+        // cuts both bytes where a Latin-1 reader would keep the `\xc2`.
+        if let Some(c) = first_char(value).filter(|c| c.is_whitespace()) {
+            value = &value[c.len_utf8()..];
+        }
+        if let Some(c) = last_char(value).filter(|c| c.is_whitespace()) {
+            value = &value[..value.len() - c.len_utf8()];
+        }
+        if let [0x85 | 0xa0, rest @ ..] = value {
+            value = rest;
+        }
+        if let [rest @ .., 0x85 | 0xa0] = value {
+            value = rest;
+        }
+        if value.len() == before {
+            return value;
+        }
+    }
+}
+
+/// The character `bytes` starts with, when they start with UTF-8.
+fn first_char(bytes: &[u8]) -> Option<char> {
+    let head = &bytes[..bytes.len().min(4)];
+    let valid = match std::str::from_utf8(head) {
+        Ok(text) => text,
+        Err(error) => std::str::from_utf8(&head[..error.valid_up_to()]).ok()?,
+    };
+    valid.chars().next()
+}
+
+/// The character `bytes` end with, when they end with UTF-8.
+fn last_char(bytes: &[u8]) -> Option<char> {
+    (1..=bytes.len().min(4)).find_map(|n| {
+        let mut chars = std::str::from_utf8(&bytes[bytes.len() - n..]).ok()?.chars();
+        let c = chars.next()?;
+        chars.next().is_none().then_some(c)
+    })
 }

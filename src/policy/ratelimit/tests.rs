@@ -26,6 +26,38 @@ fn key_material_is_bounded() {
     assert_eq!(bounded(&"x".repeat(100)).len(), 32);
     assert_eq!(bounded("a{b}").len(), 32);
     assert_eq!(bounded("with space").len(), 32);
+    // Raw bytes: values a lossy UTF-8 reading would merge stay apart.
+    let keys: Vec<String> = [
+        b"C\xa0".as_slice(),
+        b"C\x85",
+        b"C\xff",
+        "C\u{fffd}".as_bytes(),
+    ]
+    .iter()
+    .map(|v| bounded_bytes(v))
+    .collect();
+    for (i, a) in keys.iter().enumerate() {
+        assert!(keys[i + 1..].iter().all(|b| a != b), "{keys:?}");
+    }
+}
+
+#[test]
+fn header_key_values_lose_the_whitespace_a_server_strips() {
+    for padded in [
+        b"K8".as_slice(),
+        b" K8\t",
+        b"K8\xa0",
+        b"\xa0\xa0K8",
+        b"\x85K8\xa0",
+        "K8\u{a0}".as_bytes(),
+        "\u{3000}K8\u{2028}\u{85} ".as_bytes(),
+        "\u{1680} \u{a0}K8".as_bytes(),
+    ] {
+        assert_eq!(header_key_value(padded), b"K8", "{padded:?}");
+    }
+    assert_eq!(header_key_value(b"K 8"), b"K 8");
+    assert_eq!(header_key_value("K\u{e0}".as_bytes()), b"K\xc3");
+    assert_eq!(header_key_value(b"\xa0"), b"");
 }
 
 #[test]
