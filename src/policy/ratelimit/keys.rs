@@ -50,8 +50,11 @@ pub fn bounded_bytes(value: &[u8]) -> String {
 /// cut, every kind a server strips: ASCII, the Latin-1 NEL and NBSP bytes
 /// (0x85, 0xA0; Python servers that decode headers as Latin-1 and
 /// `strip()` them, gunicorn 21 among them), and Unicode whitespace
-/// written in UTF-8 (servers that decode UTF-8 and strip). Every padded
-/// spelling of a key is then its one bucket, where each was a fresh one.
+/// written in UTF-8, with U+FEFF, which JavaScript's `trim()` also cuts
+/// (servers that decode UTF-8 and strip). Every padded spelling of a key
+/// is then its one bucket, where each was a fresh one. Coarser than any
+/// one server (`k7\u{a0}` is `k7Â` to a Latin-1 reader): two keys a
+/// backend tells apart may share a bucket, never the other way round.
 pub fn header_key_value(value: &[u8]) -> &[u8] {
     let mut value = value;
     loop {
@@ -59,10 +62,10 @@ pub fn header_key_value(value: &[u8]) -> &[u8] {
         value = value.trim_ascii();
         // UTF-8 first: `\xc2\xa0` is one NBSP to a UTF-8 reader, which
         // cuts both bytes where a Latin-1 reader would keep the `\xc2`.
-        if let Some(c) = first_char(value).filter(|c| c.is_whitespace()) {
+        if let Some(c) = first_char(value).filter(|&c| stripped(c)) {
             value = &value[c.len_utf8()..];
         }
-        if let Some(c) = last_char(value).filter(|c| c.is_whitespace()) {
+        if let Some(c) = last_char(value).filter(|&c| stripped(c)) {
             value = &value[..value.len() - c.len_utf8()];
         }
         if let [0x85 | 0xa0, rest @ ..] = value {
@@ -75,6 +78,11 @@ pub fn header_key_value(value: &[u8]) -> &[u8] {
             return value;
         }
     }
+}
+
+/// A character some server strips from a header value's ends.
+fn stripped(c: char) -> bool {
+    c.is_whitespace() || c == '\u{feff}'
 }
 
 /// The character `bytes` starts with, when they start with UTF-8.

@@ -52,6 +52,8 @@ fn header_key_values_lose_the_whitespace_a_server_strips() {
         "K8\u{a0}".as_bytes(),
         "\u{3000}K8\u{2028}\u{85} ".as_bytes(),
         "\u{1680} \u{a0}K8".as_bytes(),
+        "K8\u{feff}\u{feff}".as_bytes(),
+        "\u{feff}K8".as_bytes(),
     ] {
         assert_eq!(header_key_value(padded), b"K8", "{padded:?}");
     }
