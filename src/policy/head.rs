@@ -48,6 +48,10 @@ pub enum HeadRejection {
     /// strips the whitespace, so `k7 ` would be one value to palisade (a
     /// rate-limit key, a secret compared) and another to the backend.
     PaddedValue,
+    /// A `header:NAME` rate-limit key with a byte outside ASCII: servers
+    /// read such bytes as Latin-1 or as UTF-8 and strip different
+    /// whitespace from them, so no one bucket matches every backend's key.
+    LimitKeyBytes,
 }
 
 impl HeadRejection {
@@ -58,6 +62,7 @@ impl HeadRejection {
             Self::RepeatedLimitKey => "repeated_header",
             Self::TransferCoding => "transfer_coding",
             Self::PaddedValue => "header_whitespace",
+            Self::LimitKeyBytes => "limit_key",
             _ => "host",
         }
     }
@@ -81,6 +86,7 @@ impl fmt::Display for HeadRejection {
             Self::PaddedValue => {
                 "an HTTP/2 header value starts or ends with whitespace (RFC 9113 section 8.2.1)"
             }
+            Self::LimitKeyBytes => "the rate-limit key header holds a byte outside ASCII",
         })
     }
 }

@@ -46,60 +46,10 @@ pub fn bounded_bytes(value: &[u8]) -> String {
     }
 }
 
-/// A `header:NAME` value as a backend may read it: whitespace around it
-/// cut, every kind a server strips: ASCII, the Latin-1 NEL and NBSP bytes
-/// (0x85, 0xA0; Python servers that decode headers as Latin-1 and
-/// `strip()` them, gunicorn 21 among them), and Unicode whitespace
-/// written in UTF-8, with U+FEFF, which JavaScript's `trim()` also cuts
-/// (servers that decode UTF-8 and strip). Every padded spelling of a key
-/// is then its one bucket, where each was a fresh one. Coarser than any
-/// one server (`k7\u{a0}` is `k7Â` to a Latin-1 reader): two keys a
-/// backend tells apart may share a bucket, never the other way round.
+/// A `header:NAME` value as a backend reads it: without the ASCII
+/// whitespace around it (HTTP/1 parsers strip it from a line; an HTTP/2
+/// value padded so is refused before this, and so is a value with a byte
+/// outside ASCII: [`super::check_key_headers`]).
 pub fn header_key_value(value: &[u8]) -> &[u8] {
-    let mut value = value;
-    loop {
-        let before = value.len();
-        value = value.trim_ascii();
-        // UTF-8 first: `\xc2\xa0` is one NBSP to a UTF-8 reader, which
-        // cuts both bytes where a Latin-1 reader would keep the `\xc2`.
-        if let Some(c) = first_char(value).filter(|&c| stripped(c)) {
-            value = &value[c.len_utf8()..];
-        }
-        if let Some(c) = last_char(value).filter(|&c| stripped(c)) {
-            value = &value[..value.len() - c.len_utf8()];
-        }
-        if let [0x85 | 0xa0, rest @ ..] = value {
-            value = rest;
-        }
-        if let [rest @ .., 0x85 | 0xa0] = value {
-            value = rest;
-        }
-        if value.len() == before {
-            return value;
-        }
-    }
-}
-
-/// A character some server strips from a header value's ends.
-fn stripped(c: char) -> bool {
-    c.is_whitespace() || c == '\u{feff}'
-}
-
-/// The character `bytes` starts with, when they start with UTF-8.
-fn first_char(bytes: &[u8]) -> Option<char> {
-    let head = &bytes[..bytes.len().min(4)];
-    let valid = match std::str::from_utf8(head) {
-        Ok(text) => text,
-        Err(error) => std::str::from_utf8(&head[..error.valid_up_to()]).ok()?,
-    };
-    valid.chars().next()
-}
-
-/// The character `bytes` end with, when they end with UTF-8.
-fn last_char(bytes: &[u8]) -> Option<char> {
-    (1..=bytes.len().min(4)).find_map(|n| {
-        let mut chars = std::str::from_utf8(&bytes[bytes.len() - n..]).ok()?.chars();
-        let c = chars.next()?;
-        chars.next().is_none().then_some(c)
-    })
+    value.trim_ascii()
 }

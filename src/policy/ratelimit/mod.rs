@@ -495,7 +495,10 @@ impl RateLimitEngine {
 /// Refuses a request that sends a `header:NAME` key of the route's limits
 /// as several values (lines, or a comma list): it would be counted under
 /// one value while the backend may read another (a decoy first escapes the
-/// real key's bucket).
+/// real key's bucket). Refuses a key with a byte outside ASCII too: one
+/// server strips `\xa0` as Latin-1 NBSP, another `\xc2\xa0` as UTF-8's,
+/// a third neither, so padded spellings would be fresh buckets for a key
+/// the backend reads as one.
 pub fn check_key_headers(route: &Route, headers: &HeaderMap) -> Result<(), HeadRejection> {
     for rule in &route.rate_limits {
         let mut lines = match &rule.by {
@@ -507,6 +510,9 @@ pub fn check_key_headers(route: &Route, headers: &HeaderMap) -> Result<(), HeadR
         // to RFC 9110 §5.3 and to a backend that takes the last value).
         if lines.next().is_some() || first.is_some_and(|v| v.as_bytes().contains(&b',')) {
             return Err(HeadRejection::RepeatedLimitKey);
+        }
+        if first.is_some_and(|v| !v.as_bytes().is_ascii()) {
+            return Err(HeadRejection::LimitKeyBytes);
         }
     }
     Ok(())

