@@ -228,12 +228,6 @@ pub fn fold_lookalikes(canonical: &str) -> Option<Result<String, PathRejection>>
             c => c,
         })
         .collect();
-    if normalized
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
-    {
-        return Some(Err(PathRejection::DotSegment));
-    }
     let mut folded: Vec<String> = Vec::new();
     for segment in normalized.split('/') {
         // NTFS stream syntax, `name::$DATA`, `name:$i30:$INDEX_ALLOCATION`,
@@ -242,7 +236,8 @@ pub fn fold_lookalikes(canonical: &str) -> Option<Result<String, PathRejection>>
             (Some(_), Some(at)) => &segment[..at],
             _ => segment,
         };
-        // `..%20`, `..::$DATA`, `. .`: a dot segment to a server that cuts
+        // A dot segment once normalised (`%EF%BC%8E%EF%BC%8E`), also
+        // padded: `..%20`, `..::$DATA`, `. .` are one to a server that cuts
         // trailing whitespace or the stream name (IIS, Windows, apps that
         // strip segments), where cutting its dots too would have made it
         // vanish here. Three dots alone are a name (Windows too leaves

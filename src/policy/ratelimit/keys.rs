@@ -45,11 +45,3 @@ pub fn bounded_bytes(value: &[u8]) -> String {
         digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 }
-
-/// A `header:NAME` value as a backend reads it: without the ASCII
-/// whitespace around it (HTTP/1 parsers strip it from a line; an HTTP/2
-/// value padded so is refused before this, and so is a value with a byte
-/// outside ASCII: [`super::check_key_headers`]).
-pub fn header_key_value(value: &[u8]) -> &[u8] {
-    value.trim_ascii()
-}

@@ -23,7 +23,7 @@ use self::compiled::{CompiledLimit, TieredLimit, compile_limit};
 use self::gcra::{Gcra, Outcome, ceil_secs};
 pub use self::headers::RateHeaders;
 pub use self::keys::ip_bucket;
-use self::keys::{bounded, bounded_bytes, header_key_value, push_ip_bucket};
+use self::keys::{bounded, bounded_bytes, push_ip_bucket};
 use self::local::LimiterRegistry;
 use self::redis::{RedisBackend, RedisFailure};
 
@@ -477,7 +477,7 @@ impl RateLimitEngine {
             LimitKey::Header(name) => inputs
                 .headers
                 .get(name)
-                .map(|v| ("header:", bounded_bytes(header_key_value(v.as_bytes())))),
+                .map(|v| ("header:", bounded_bytes(v.as_bytes()))),
         };
         match value {
             Some((kind, rest)) => {
