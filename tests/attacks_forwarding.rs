@@ -37,6 +37,10 @@ name = "admin"
 path = "/api/admin"
 auth = "secret:vapi"
 [[routes]]
+name = "admin-feed"
+path = "/api/admin.rss"
+auth = "none"
+[[routes]]
 name = "vapi-webhook"
 path = "/webhooks/vapi/**"
 methods = ["POST"]
@@ -200,6 +204,64 @@ async fn lookalike_spellings_of_a_protected_route_never_reach_a_looser_one() {
         let reply = get(server.proxy_addr, path).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
     }
+}
+
+#[tokio::test]
+async fn format_suffixes_of_a_protected_route_never_reach_a_looser_one() {
+    // Rails' `(.:format)` and Spring MVC's suffix matching (before 5.3)
+    // serve `/api/admin` for `/api/admin.json`, which the catch-all (a JWT
+    // is enough) would otherwise take without the shared secret.
+    let (upstream, server) = setup().await;
+    let token = user_token("5");
+    for (method, path) in [
+        ("GET", "/api/admin.json"),
+        ("GET", "/api/admin.json/"),
+        ("GET", "/API/ADMIN.JSON"),
+        ("GET", "/api/admin.tar.gz"),
+        ("GET", "/api/admin%2Ejson"),
+        // With a trailing dot (IIS) and a fullwidth dot (NFKC) as well.
+        ("GET", "/api/admin.json."),
+        ("GET", "/api/admin%EF%BC%8Ejson"),
+        // The webhook route takes POST only: its suffixed spelling must
+        // not reach the catch-all either.
+        ("POST", "/webhooks/vapi.json"),
+        ("POST", "/webhooks/vapi.xml/"),
+    ] {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            raw_status_of(&server, request).await,
+            400,
+            "{method} {path}"
+        );
+    }
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
+    // A suffix whose stem reaches the same route is served as usual, and
+    // so is a suffixed spelling a route names itself.
+    let bearer = format!("Bearer {token}");
+    for path in [
+        "/open/report.pdf",
+        "/static/app.js",
+        "/favicon.ico",
+        "/webhooks/vapi.json",
+        "/api/admin.rss",
+        "/.well-known/openid-configuration",
+    ] {
+        let reply = get_with(server.proxy_addr, path, &[("authorization", &bearer)]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+    assert_eq!(upstream.count(), 6);
+    // The feed route needs no credentials; the admin route still does.
+    assert_eq!(
+        get(server.proxy_addr, "/api/admin.rss").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(server.proxy_addr, "/api/admin").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]

@@ -37,6 +37,11 @@ pub enum PathRejection {
     /// Spring's trimming matchers and NFKC-normalising apps would serve the
     /// route it looks like.
     Lookalike,
+    /// A last segment with a format suffix (`admin.json`) whose stem
+    /// (`admin`) reaches another route: Rails' `(.:format)` and Spring
+    /// MVC's suffix matching (the default before 5.3) serve the stem's
+    /// resource for it.
+    FormatSuffix,
     /// A raw byte that a URI path cannot hold (RFC 3986 `pchar`): a space,
     /// non-ASCII, `"`, `<`, `{`, `|`, ... HTTP/2 and lenient parsers let
     /// some through; escapes are the one spelling.
@@ -58,6 +63,9 @@ impl fmt::Display for PathRejection {
             Self::BadEscape => "the path has an invalid percent-escape",
             Self::Semicolon => "the path has a \";\" (path parameters are refused)",
             Self::Lookalike => "the path is a lookalike spelling of another route's path",
+            Self::FormatSuffix => {
+                "the path's last segment has a suffix (\".json\") whose stem is another route's path"
+            }
             Self::BadCharacter => "the path has a character a URI path cannot hold raw",
         })
     }
@@ -115,12 +123,35 @@ pub fn route_path(
     routes: &crate::route::RouteTable,
 ) -> Result<String, PathRejection> {
     let canonical = canonicalize(raw)?;
-    if let Some(folded) = fold_lookalikes(&canonical)
-        && !routes.same_route(method, &canonical, &folded?)
+    let folded = fold_lookalikes(&canonical).transpose()?;
+    if let Some(folded) = &folded
+        && !routes.same_route(method, &canonical, folded)
     {
         return Err(PathRejection::Lookalike);
     }
+    // A route that names the suffixed segment itself (`/api/admin.json`)
+    // declares that spelling: it is the operator's, not a lookalike.
+    let stem_elsewhere = |path: &str| {
+        format_stem(path).is_some_and(|stem| !routes.same_route(method, &canonical, &stem))
+    };
+    if (stem_elsewhere(&canonical) || folded.as_deref().is_some_and(stem_elsewhere))
+        && !routes.names_last_segment(method, &canonical)
+    {
+        return Err(PathRejection::FormatSuffix);
+    }
     Ok(canonical)
+}
+
+/// The path without its last segment's format suffix (`/api/admin.json`
+/// is `/api/admin`; a trailing `/` is dropped, as routes ignore it), or
+/// `None` when that segment has no `.` after its first character (the
+/// common case, checked without allocating; `.well-known` is a name).
+/// Spring's suffix pattern is `name.*`, so the cut is at the first dot.
+pub fn format_stem(path: &str) -> Option<String> {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let start = trimmed.rfind('/').map_or(0, |at| at + 1);
+    let dot = trimmed[start..].find('.').filter(|&at| at > 0)?;
+    Some(trimmed[..start + dot].to_string())
 }
 
 /// The canonical form of a route pattern: as [`canonicalize`], with the
@@ -443,6 +474,26 @@ mod tests {
             fold("/a/%C4%B0%C4%B0%C4%B0%C4%B0::$%C3%A9%C3%A9/x"),
             Some(Ok("/a/iiii/x".into()))
         );
+    }
+
+    #[test]
+    fn format_stems() {
+        assert_eq!(
+            format_stem("/api/admin.json").as_deref(),
+            Some("/api/admin")
+        );
+        assert_eq!(
+            format_stem("/api/admin.json/").as_deref(),
+            Some("/api/admin")
+        );
+        // Spring's `name.*` takes every suffix after the first dot.
+        assert_eq!(format_stem("/a/b.tar.gz").as_deref(), Some("/a/b"));
+        // Only the last segment; a leading dot is a name.
+        assert_eq!(format_stem("/v1.2/users"), None);
+        assert_eq!(format_stem("/.well-known"), None);
+        assert_eq!(format_stem("/api/.env"), None);
+        assert_eq!(format_stem("/"), None);
+        assert_eq!(format_stem("/api/admin"), None);
     }
 
     #[test]

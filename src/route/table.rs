@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::pattern::{Params, Pattern};
+use super::pattern::{Params, Pattern, Segment};
 use crate::observe::metrics::RouteSeries;
 use crate::policy::auth::AuthRequirement;
 use crate::policy::headers::SecurityHeaders;
@@ -153,6 +153,21 @@ impl RouteTable {
             Lookup::MethodNotAllowed(_) | Lookup::NotFound => None,
         };
         id(a) == id(b)
+    }
+
+    /// Whether the route `path` reaches for `method` names its last
+    /// segment literally (`/api/admin.json` for that path): the operator
+    /// declared that spelling, so its suffix is not a lookalike.
+    pub fn names_last_segment(&self, method: &Method, path: &str) -> bool {
+        let Lookup::Found(route, _) = self.lookup(method, path) else {
+            return false;
+        };
+        let trimmed = path.strip_suffix('/').unwrap_or(path);
+        let last = trimmed.rsplit('/').next().unwrap_or(trimmed);
+        matches!(
+            route.pattern.segments().last(),
+            Some(Segment::Literal(literal)) if literal.eq_ignore_ascii_case(last)
+        )
     }
 
     /// The routes in match order.
@@ -309,5 +324,21 @@ mod tests {
         assert!(
             RouteTable::new(vec![route("x", "/api", None), route("y", "/api/**", None)]).is_ok()
         );
+    }
+
+    #[test]
+    fn a_route_names_the_last_segment_only_literally() {
+        let table = RouteTable::new(vec![
+            route("feed", "/feed.json", None),
+            route("admin", "/api/admin", None),
+            route("files", "/files/{name}", None),
+            route("rest", "/**", None),
+        ])
+        .unwrap();
+        assert!(table.names_last_segment(&Method::GET, "/FEED.json"));
+        assert!(table.names_last_segment(&Method::GET, "/feed.json/"));
+        assert!(!table.names_last_segment(&Method::GET, "/api/admin.json"));
+        assert!(!table.names_last_segment(&Method::GET, "/files/a.pdf"));
+        assert!(table.names_last_segment(&Method::GET, "/api/admin"));
     }
 }
