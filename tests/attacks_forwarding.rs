@@ -41,6 +41,23 @@ name = "admin-feed"
 path = "/api/admin.rss"
 auth = "none"
 [[routes]]
+name = "export"
+path = "/api/export.csv"
+auth = "secret:vapi"
+[[routes]]
+name = "reports"
+path = "/api/reports"
+methods = ["GET"]
+auth = "secret:vapi"
+[[routes]]
+name = "manifest"
+path = "/{lang}/manifest.json"
+auth = "none"
+[[routes]]
+name = "admin-manifest"
+path = "/admin/manifest"
+auth = "secret:vapi"
+[[routes]]
 name = "vapi-webhook"
 path = "/webhooks/vapi/**"
 methods = ["POST"]
@@ -226,6 +243,13 @@ async fn format_suffixes_of_a_protected_route_never_reach_a_looser_one() {
         // not reach the catch-all either.
         ("POST", "/webhooks/vapi.json"),
         ("POST", "/webhooks/vapi.xml/"),
+        // A protected name with a dot of its own: Rails' `(.:format)`
+        // cuts at the last dot, so every dot is a cut.
+        ("GET", "/api/export.csv.json"),
+        ("GET", "/api/EXPORT.CSV.xml/"),
+        // A wildcard route naming `manifest.json` does not take the
+        // suffixed spelling of a route naming `manifest`.
+        ("GET", "/admin/manifest.json"),
     ] {
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
@@ -248,11 +272,12 @@ async fn format_suffixes_of_a_protected_route_never_reach_a_looser_one() {
         "/webhooks/vapi.json",
         "/api/admin.rss",
         "/.well-known/openid-configuration",
+        "/en/manifest.json",
     ] {
         let reply = get_with(server.proxy_addr, path, &[("authorization", &bearer)]).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
     }
-    assert_eq!(upstream.count(), 6);
+    assert_eq!(upstream.count(), 7);
     // The feed route needs no credentials; the admin route still does.
     assert_eq!(
         get(server.proxy_addr, "/api/admin.rss").await.status,
@@ -262,6 +287,40 @@ async fn format_suffixes_of_a_protected_route_never_reach_a_looser_one() {
         get(server.proxy_addr, "/api/admin").await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn head_never_falls_through_a_get_route_to_a_looser_one() {
+    // Backends answer HEAD with their GET handler: falling through the
+    // GET-only protected route to the catch-all (a JWT is enough) would
+    // run it without the shared secret.
+    let (upstream, server) = setup().await;
+    let bearer = format!("Bearer {}", user_token("5"));
+    for path in ["/api/reports", "/api/reports/", "/API/Reports"] {
+        let request = format!(
+            "HEAD {path} HTTP/1.1\r\nHost: test\r\nAuthorization: {bearer}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let reply = raw(server.proxy_addr, request.as_bytes()).await;
+        assert_eq!(raw_status(&reply), 405, "{path}");
+        let head = reply.to_ascii_lowercase();
+        assert!(head.contains("\r\nallow: get\r\n"), "{head}");
+    }
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
+    // GET still needs the secret, and other methods still fall through.
+    let reply = get_with(
+        server.proxy_addr,
+        "/api/reports",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let request = format!(
+        "DELETE /api/reports HTTP/1.1\r\nHost: test\r\nAuthorization: {bearer}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    assert_eq!(raw_status_of(&server, request).await, 200);
+    assert_eq!(upstream.count(), 1);
 }
 
 #[tokio::test]

@@ -64,7 +64,7 @@ impl fmt::Display for PathRejection {
             Self::Semicolon => "the path has a \";\" (path parameters are refused)",
             Self::Lookalike => "the path is a lookalike spelling of another route's path",
             Self::FormatSuffix => {
-                "the path's last segment has a suffix (\".json\") whose stem is another route's path"
+                "the path's last segment has a dot suffix whose stem is another route's path (Rails and Spring serve \"admin.json\" as \"admin\")"
             }
             Self::BadCharacter => "the path has a character a URI path cannot hold raw",
         })
@@ -129,29 +129,38 @@ pub fn route_path(
     {
         return Err(PathRejection::Lookalike);
     }
-    // A route that names the suffixed segment itself (`/api/admin.json`)
-    // declares that spelling: it is the operator's, not a lookalike.
-    let stem_elsewhere = |path: &str| {
-        format_stem(path).is_some_and(|stem| !routes.same_route(method, &canonical, &stem))
+    let suffix_elsewhere = |path: &str| {
+        format_stems(path, routes.longest_literal()).any(|stem| {
+            !routes.same_route(method, &canonical, stem)
+                && !routes.declares_suffix(method, &canonical, stem)
+        })
     };
-    if (stem_elsewhere(&canonical) || folded.as_deref().is_some_and(stem_elsewhere))
-        && !routes.names_last_segment(method, &canonical)
-    {
+    if suffix_elsewhere(&canonical) || folded.as_deref().is_some_and(suffix_elsewhere) {
         return Err(PathRejection::FormatSuffix);
     }
     Ok(canonical)
 }
 
-/// The path without its last segment's format suffix (`/api/admin.json`
-/// is `/api/admin`; a trailing `/` is dropped, as routes ignore it), or
-/// `None` when that segment has no `.` after its first character (the
-/// common case, checked without allocating; `.well-known` is a name).
-/// Spring's suffix pattern is `name.*`, so the cut is at the first dot.
-pub fn format_stem(path: &str) -> Option<String> {
+/// The path cut at each dot of its last segment after that segment's
+/// first character (`/api/export.csv.json` gives `/api/export` and
+/// `/api/export.csv`; a trailing `/` is dropped, as routes ignore it):
+/// Spring's suffix pattern `name.*` cuts at the first dot, Rails'
+/// `(.:format)` at the last, so every cut is a spelling some backend
+/// serves. Empty when the segment has no such dot (the common case,
+/// checked without allocating; `.well-known` is a name). Only cuts whose
+/// stem segment is at most `longest` bytes: a longer stem equals no
+/// route's literal segment, so it reaches the route the path reaches
+/// (and a segment of dots costs no more than the routes' longest name).
+pub fn format_stems(path: &str, longest: usize) -> impl Iterator<Item = &str> {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let start = trimmed.rfind('/').map_or(0, |at| at + 1);
-    let dot = trimmed[start..].find('.').filter(|&at| at > 0)?;
-    Some(trimmed[..start + dot].to_string())
+    let segment = &trimmed[start..];
+    segment
+        .match_indices('.')
+        .map(|(at, _)| at)
+        .filter(|&at| at > 0)
+        .take_while(move |&at| at <= longest)
+        .map(move |at| &trimmed[..start + at])
 }
 
 /// The canonical form of a route pattern: as [`canonicalize`], with the
@@ -477,23 +486,27 @@ mod tests {
     }
 
     #[test]
-    fn format_stems() {
+    fn format_stems_cut_at_every_dot() {
+        fn stems(p: &str) -> Vec<&str> {
+            format_stems(p, 64).collect()
+        }
+        assert_eq!(stems("/api/admin.json"), ["/api/admin"]);
+        assert_eq!(stems("/api/admin.json/"), ["/api/admin"]);
+        assert_eq!(stems("/a/export.csv.json"), ["/a/export", "/a/export.csv"]);
+        // A leading dot is part of the name; a later one still cuts.
+        assert_eq!(stems("/api/.internal.json"), ["/api/.internal"]);
+        assert!(stems("/.well-known").is_empty());
+        assert!(stems("/api/.env").is_empty());
+        // Only the last segment.
+        assert!(stems("/v1.2/users").is_empty());
+        assert!(stems("/").is_empty());
+        assert!(stems("/api/admin").is_empty());
+        // No stem longer than the routes' longest literal segment.
         assert_eq!(
-            format_stem("/api/admin.json").as_deref(),
-            Some("/api/admin")
+            format_stems("/a/b.c.d.e", 3).collect::<Vec<_>>(),
+            ["/a/b", "/a/b.c"]
         );
-        assert_eq!(
-            format_stem("/api/admin.json/").as_deref(),
-            Some("/api/admin")
-        );
-        // Spring's `name.*` takes every suffix after the first dot.
-        assert_eq!(format_stem("/a/b.tar.gz").as_deref(), Some("/a/b"));
-        // Only the last segment; a leading dot is a name.
-        assert_eq!(format_stem("/v1.2/users"), None);
-        assert_eq!(format_stem("/.well-known"), None);
-        assert_eq!(format_stem("/api/.env"), None);
-        assert_eq!(format_stem("/"), None);
-        assert_eq!(format_stem("/api/admin"), None);
+        assert_eq!(format_stems("/a/bcdef.json", 4).count(), 0);
     }
 
     #[test]

@@ -65,12 +65,28 @@ impl Route {
             .is_none_or(|methods| methods.contains(method))
     }
 
-    /// Whether an earlier route `self` leaves nothing for `later` to take.
+    /// Whether a `HEAD` request stops at this route (405) rather than
+    /// fall through to a later one: the route takes `GET` and not `HEAD`.
+    /// Backends answer `HEAD` with their `GET` handler (RFC 9110 §9.3.2:
+    /// Starlette, Flask, Rails, Spring, Express do), so a later, looser
+    /// route would run the protected handler without its credentials.
+    fn stops_head(&self, method: &Method) -> bool {
+        method == Method::HEAD
+            && self
+                .methods
+                .as_ref()
+                .is_some_and(|methods| methods.contains(&Method::GET))
+    }
+
+    /// Whether an earlier route `self` leaves nothing for `later` to take
+    /// (a `HEAD` stops at a route taking `GET`, see `stops_head`).
     pub fn shadows(&self, later: &Route) -> bool {
         let methods_covered = match (&self.methods, &later.methods) {
             (None, _) => true,
             (Some(_), None) => false,
-            (Some(mine), Some(theirs)) => theirs.iter().all(|m| mine.contains(m)),
+            (Some(mine), Some(theirs)) => theirs
+                .iter()
+                .all(|m| mine.contains(m) || (m == Method::HEAD && mine.contains(&Method::GET))),
         };
         methods_covered && self.pattern.covers(&later.pattern)
     }
@@ -92,6 +108,7 @@ pub enum Lookup {
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
     known_methods: Vec<Method>,
+    longest_literal: usize,
 }
 
 /// The methods RFC 9110 §9 and RFC 5789 define.
@@ -125,8 +142,18 @@ impl RouteTable {
                 known_methods.push(method.clone());
             }
         }
+        let longest_literal = routes
+            .iter()
+            .flat_map(|r| r.pattern.segments())
+            .map(|s| match s {
+                Segment::Literal(l) => l.len(),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             known_methods,
+            longest_literal,
             routes: routes
                 .into_iter()
                 .enumerate()
@@ -155,19 +182,45 @@ impl RouteTable {
         id(a) == id(b)
     }
 
-    /// Whether the route `path` reaches for `method` names its last
-    /// segment literally (`/api/admin.json` for that path): the operator
-    /// declared that spelling, so its suffix is not a lookalike.
-    pub fn names_last_segment(&self, method: &Method, path: &str) -> bool {
+    /// The longest literal segment of any pattern, in bytes: a path
+    /// segment longer than it can only match a wildcard.
+    pub fn longest_literal(&self) -> usize {
+        self.longest_literal
+    }
+
+    /// Whether `path`'s suffixed last segment is a spelling the operator
+    /// declared, so `stem` reaching another route is no lookalike: the
+    /// route `path` reaches names that segment literally (`/api/admin.rss`
+    /// beside `/api/admin`). A pattern with a wildcard before it
+    /// (`/{lang}/manifest.json`) declares no more than it names: it does
+    /// not take the spelling of a route that names the stem
+    /// (`/admin/manifest`).
+    pub fn declares_suffix(&self, method: &Method, path: &str, stem: &str) -> bool {
         let Lookup::Found(route, _) = self.lookup(method, path) else {
             return false;
         };
         let trimmed = path.strip_suffix('/').unwrap_or(path);
+        let index = trimmed.matches('/').count().saturating_sub(1);
         let last = trimmed.rsplit('/').next().unwrap_or(trimmed);
-        matches!(
-            route.pattern.segments().last(),
-            Some(Segment::Literal(literal)) if literal.eq_ignore_ascii_case(last)
-        )
+        let segments = route.pattern.segments();
+        if !matches!(segments.get(index), Some(Segment::Literal(l)) if l.eq_ignore_ascii_case(last))
+        {
+            return false;
+        }
+        if segments[..index]
+            .iter()
+            .all(|s| matches!(s, Segment::Literal(_)))
+        {
+            return true;
+        }
+        match self.lookup(method, stem) {
+            Lookup::Found(stem_route, _) => !matches!(
+                stem_route.pattern.segments().get(index),
+                Some(Segment::Literal(_))
+            ),
+            Lookup::MethodNotAllowed(_) => false,
+            Lookup::NotFound => true,
+        }
     }
 
     /// The routes in match order.
@@ -196,6 +249,9 @@ impl RouteTable {
             }
             params.clear();
             pattern_matched = true;
+            if route.stops_head(method) {
+                break;
+            }
         }
         if !pattern_matched {
             return Lookup::NotFound;
@@ -282,6 +338,37 @@ mod tests {
     }
 
     #[test]
+    fn head_stops_at_a_route_taking_get() {
+        let table = RouteTable::new(vec![
+            route("reports", "/reports", Some(&["GET"])),
+            route("hook", "/hook", Some(&["POST"])),
+            route("rest", "/**", None),
+        ])
+        .unwrap();
+        match table.lookup(&Method::HEAD, "/reports") {
+            Lookup::MethodNotAllowed(allow) => assert_eq!(allow, "GET"),
+            other => panic!("expected 405, got {other:?}"),
+        }
+        // Other methods still fall through, and so does HEAD past a route
+        // that does not take GET.
+        assert_eq!(
+            found(&table, Method::POST, "/reports").as_deref(),
+            Some("rest")
+        );
+        assert_eq!(
+            found(&table, Method::HEAD, "/hook").as_deref(),
+            Some("rest")
+        );
+        // A later HEAD-only route behind a GET route is unreachable.
+        let err = RouteTable::new(vec![
+            route("get", "/a", Some(&["GET"])),
+            route("head", "/a", Some(&["HEAD"])),
+        ])
+        .unwrap_err();
+        assert_eq!(err, (1, 0));
+    }
+
+    #[test]
     fn not_found_and_method_not_allowed() {
         let table = RouteTable::new(vec![
             route("health", "/health", Some(&["GET", "HEAD"])),
@@ -327,18 +414,25 @@ mod tests {
     }
 
     #[test]
-    fn a_route_names_the_last_segment_only_literally() {
+    fn a_suffix_is_declared_only_by_a_route_naming_it() {
         let table = RouteTable::new(vec![
             route("feed", "/feed.json", None),
+            route("manifest", "/{lang}/manifest.json", None),
+            route("admin-manifest", "/admin/manifest", None),
             route("admin", "/api/admin", None),
             route("files", "/files/{name}", None),
             route("rest", "/**", None),
         ])
         .unwrap();
-        assert!(table.names_last_segment(&Method::GET, "/FEED.json"));
-        assert!(table.names_last_segment(&Method::GET, "/feed.json/"));
-        assert!(!table.names_last_segment(&Method::GET, "/api/admin.json"));
-        assert!(!table.names_last_segment(&Method::GET, "/files/a.pdf"));
-        assert!(table.names_last_segment(&Method::GET, "/api/admin"));
+        let declares = |path, stem| table.declares_suffix(&Method::GET, path, stem);
+        assert!(declares("/FEED.json", "/FEED"));
+        assert!(declares("/feed.json/", "/feed"));
+        assert!(!declares("/api/admin.json", "/api/admin"));
+        assert!(!declares("/files/a.pdf", "/files/a"));
+        // A wildcard before the named segment: not over a route naming
+        // the stem, but over the catch-all.
+        assert!(!declares("/admin/manifest.json", "/admin/manifest"));
+        assert!(declares("/en/manifest.json", "/en/manifest"));
+        assert_eq!(table.longest_literal(), "manifest.json".len());
     }
 }
