@@ -58,6 +58,14 @@ name = "admin-manifest"
 path = "/admin/manifest"
 auth = "secret:vapi"
 [[routes]]
+name = "me"
+path = "/users/@me"
+auth = "secret:vapi"
+[[routes]]
+name = "odata"
+path = "/odata/$metadata"
+auth = "secret:vapi"
+[[routes]]
 name = "vapi-webhook"
 path = "/webhooks/vapi/**"
 methods = ["POST"]
@@ -287,6 +295,65 @@ async fn format_suffixes_of_a_protected_route_never_reach_a_looser_one() {
         get(server.proxy_addr, "/api/admin").await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn escapes_of_characters_a_path_holds_raw_reach_the_route_naming_them() {
+    // `/users/%40me` is `/users/@me` to every framework that decodes the
+    // path before routing; it must not slip past the route naming `@me`.
+    let (upstream, server) = setup().await;
+    let bearer = format!("Bearer {}", user_token("5"));
+    for path in [
+        "/users/%40me",
+        "/users/%40ME/",
+        "/odata/%24metadata",
+        "/odata/%24Metadata",
+    ] {
+        let reply = get_with(server.proxy_addr, path, &[("authorization", &bearer)]).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    // With a format suffix the stem is that route too: refused.
+    let reply = get_with(
+        server.proxy_addr,
+        "/users/%40me.json",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
+    // With the route's secret it is served, the path forwarded as sent
+    // (its canonical form keeps the escape, SPEC §3).
+    let reply = get_with(
+        server.proxy_addr,
+        "/users/%40me",
+        &[("x-vapi-secret", HOOK_SECRET)],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(upstream.requests()[0].uri, "/users/%40me");
+}
+
+#[tokio::test]
+async fn palisade_answers_head_over_http2_without_content() {
+    // A HEAD response carries no content (RFC 9110 §9.3.2); DATA frames
+    // after palisade's own 405 or 401 are a protocol error to clients.
+    let (upstream, server) = setup().await;
+    let client = h2_client();
+    for (path, status) in [
+        ("/api/reports", StatusCode::METHOD_NOT_ALLOWED),
+        ("/api/admin", StatusCode::UNAUTHORIZED),
+        ("/nothing-here/%2F", StatusCode::BAD_REQUEST),
+    ] {
+        let request = Request::head(format!("http://{}{path}", server.proxy_addr))
+            .body(Full::default())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), status, "{path}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty(), "{path}: {body:?}");
+    }
+    assert_eq!(upstream.count(), 0);
 }
 
 #[tokio::test]

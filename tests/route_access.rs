@@ -353,6 +353,41 @@ fn check_warns_about_claims_on_a_route_a_secret_also_admits() {
     );
 }
 
+#[test]
+fn check_warns_about_a_head_route_before_a_get_route_it_covers() {
+    let config = r#"
+[upstream]
+url = "http://127.0.0.1:1"
+[auth.secrets.admin]
+header = "X-Hook-Secret"
+value = "${HOOK_SECRET}"
+[[routes]]
+name = "monitors"
+path = "/status/**"
+methods = ["HEAD"]
+auth = "none"
+[[routes]]
+name = "status-admin"
+path = "/status/admin"
+methods = ["GET"]
+auth = "secret:admin"
+[[routes]]
+name = "rest"
+path = "/**"
+auth = "none"
+"#;
+    let policy = palisade::config::load_str(config, "t.toml", &test_env()).unwrap();
+    let warnings = palisade::cli::check::warnings(&policy);
+    let head: Vec<_> = warnings.iter().filter(|w| w.contains("HEAD")).collect();
+    // The catch-all is not within `/status/**`: only the admin route is named.
+    assert_eq!(head.len(), 1, "{warnings:?}");
+    assert!(
+        head[0].starts_with("routes[0] (\"monitors\") takes HEAD but not GET for the paths of routes[1] (\"status-admin\")"),
+        "{}",
+        head[0]
+    );
+}
+
 #[tokio::test]
 async fn a_claims_refusal_names_the_claim_never_its_value() {
     let upstream = TestUpstream::start().await;

@@ -98,6 +98,7 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
             }
         }
     }
+    out.extend(head_before_get(policy));
     let url = &policy.effective.upstream.url;
     if url
         .as_str()
@@ -114,6 +115,36 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
              and neither the caller's trace nor the upstream's spans join it"
                 .to_string(),
         );
+    }
+    out
+}
+
+/// A route taking `HEAD` but not `GET` before a route taking `GET` for
+/// paths it covers: backends answer `HEAD` with the `GET` handler, so the
+/// later route's handler runs for a `HEAD` under the earlier route's
+/// policy. (The other order is handled at run time: a `HEAD` stops at a
+/// route taking `GET`.)
+fn head_before_get(policy: &Policy) -> Vec<String> {
+    let takes = |route: &crate::route::Route, method: &http::Method| {
+        route.methods.as_ref().is_none_or(|m| m.contains(method))
+    };
+    let routes = policy.routes.routes();
+    let mut out = Vec::new();
+    for (i, head_route) in routes.iter().enumerate() {
+        if !takes(head_route, &http::Method::HEAD) || takes(head_route, &http::Method::GET) {
+            continue;
+        }
+        for (j, get_route) in routes.iter().enumerate().skip(i + 1) {
+            if takes(get_route, &http::Method::GET) && head_route.pattern.covers(&get_route.pattern)
+            {
+                out.push(format!(
+                    "routes[{i}] (\"{}\") takes HEAD but not GET for the paths of routes[{j}] \
+                     (\"{}\"), which takes GET: backends answer HEAD with the GET handler, so a \
+                     HEAD runs it under routes[{i}]'s policy; add GET to routes[{i}] or narrow its path",
+                    head_route.name, get_route.name
+                ));
+            }
+        }
     }
     out
 }

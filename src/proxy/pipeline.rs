@@ -158,6 +158,9 @@ fn handle(
             respond::problem(&reject, &ctx.record.request_id, policy.server.production)
         });
         let (mut parts, mut body) = response.into_parts();
+        if ctx.record.method == Method::HEAD {
+            body.drop_local_content();
+        }
         let headers = if conn.one_header_map {
             ResponseHeaders::in_one_map(&mut parts.headers, body.pending_headers_mut())
         } else {

@@ -70,6 +70,17 @@ impl ResponseBody {
         }
     }
 
+    /// Empties palisade's own body for a response to `HEAD`, which
+    /// carries no content (RFC 9110 §9.3.2): the HTTP/1 writers skip it
+    /// anyway, hyper's HTTP/2 server would send it in DATA frames, which a
+    /// client takes as a protocol error. An upstream's body is left alone
+    /// (an exchange for `HEAD` reads none).
+    pub fn drop_local_content(&mut self) {
+        if let Inner::Local(_) = self.inner {
+            self.inner = Inner::Local(Full::new(Bytes::new()));
+        }
+    }
+
     /// The headers beside the response's header map, to edit.
     pub fn pending_headers_mut(&mut self) -> &mut PendingHeaders {
         &mut self.pending

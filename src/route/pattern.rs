@@ -8,6 +8,10 @@
 //! `/API/Restaurants/6/orders`, and `/admin` takes `/admin/`. Case-folding
 //! routers (Express, ASP.NET) and slash-tolerant ones would otherwise serve
 //! the protected resource for a spelling that fell through to a looser route.
+//! For the same reason an escape of a character a path may also hold raw
+//! (`%40` for `@`, `%24` for `$`: the canonical path keeps them escaped, as
+//! SPEC §3 says) matches that character: every framework decodes them
+//! before routing, so `/users/%40me` is `/users/@me` to the backend.
 
 use std::fmt;
 
@@ -84,7 +88,7 @@ impl Pattern {
                 s if s.is_empty() && !last => {
                     return Err(format!("pattern \"{text}\" has an empty segment (\"//\")"));
                 }
-                s => Segment::Literal(s.into()),
+                s => Segment::Literal(match_form(s).into()),
             };
             segments.push(parsed);
         }
@@ -133,7 +137,7 @@ impl Pattern {
                     return true;
                 }
                 Segment::Literal(lit) => match parts.next() {
-                    Some(part) if part.eq_ignore_ascii_case(lit) => {}
+                    Some(part) if literal_eq(part, lit) => {}
                     _ => return false,
                 },
                 Segment::Any => match parts.next() {
@@ -162,6 +166,70 @@ impl Pattern {
     pub fn covers(&self, other: &Pattern) -> bool {
         covers(&self.segments, &other.segments)
     }
+}
+
+/// Whether `b` is, besides the unreserved characters (decoded in the
+/// canonical path already), a character a path segment may hold raw
+/// (RFC 3986 `pchar`: sub-delims, `:`, `@`; `;` is refused before this):
+/// its escape and the character are one to every router that decodes.
+const fn raw_in_segment(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=' | b':' | b'@'
+    )
+}
+
+/// The byte an escape at the start of `bytes` stands for when it is one
+/// of [`raw_in_segment`], else `None`.
+fn decoded_raw(bytes: &[u8]) -> Option<u8> {
+    let [b'%', hi, lo, ..] = *bytes else {
+        return None;
+    };
+    let byte =
+        crate::policy::sanitize::hex_value(hi)? << 4 | crate::policy::sanitize::hex_value(lo)?;
+    raw_in_segment(byte).then_some(byte)
+}
+
+/// A canonical literal segment in the form paths are compared with: the
+/// escapes of [`raw_in_segment`] characters decoded (`a%40b` is `a@b`).
+fn match_form(literal: &str) -> String {
+    let bytes = literal.as_bytes();
+    let mut out = String::with_capacity(literal.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match decoded_raw(&bytes[i..]) {
+            Some(byte) => {
+                out.push(char::from(byte));
+                i += 3;
+            }
+            None => {
+                // Canonical text is ASCII: each byte is a char.
+                out.push(char::from(bytes[i]));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Whether a canonical path segment equals a literal in [`match_form`],
+/// ignoring ASCII case and reading an escape of a [`raw_in_segment`]
+/// character as the character. Segments without `%` compare directly.
+pub fn literal_eq(segment: &str, literal: &str) -> bool {
+    if !segment.contains('%') {
+        return segment.eq_ignore_ascii_case(literal);
+    }
+    let (seg, lit) = (segment.as_bytes(), literal.as_bytes());
+    let (mut i, mut j) = (0, 0);
+    while i < seg.len() {
+        let (byte, width) = decoded_raw(&seg[i..]).map_or((seg[i], 1), |b| (b, 3));
+        if lit.get(j).is_none_or(|l| !l.eq_ignore_ascii_case(&byte)) {
+            return false;
+        }
+        i += width;
+        j += 1;
+    }
+    j == lit.len()
 }
 
 fn covers(a: &[Segment], b: &[Segment]) -> bool {
@@ -246,6 +314,21 @@ mod tests {
         assert!(Pattern::parse("/{a-b}").is_err());
         assert!(Pattern::parse("/{id}/{id}").is_err());
         assert!(Pattern::parse("/a//b").is_err());
+    }
+
+    #[test]
+    fn escapes_of_raw_path_characters_match_the_character() {
+        assert!(m("/users/@me", "/users/%40me"));
+        assert!(m("/odata/$metadata", "/odata/%24METADATA"));
+        assert!(m("/users/a%40b", "/users/a@b"));
+        assert!(m("/v1/things:batchGet", "/v1/things%3AbatchGet"));
+        assert!(m("/a/x!$&'()+,=y", "/a/x%21%24%26%27%28%29%2B%2C%3Dy"));
+        // Other escapes stay escapes: `%20` is no character a path holds raw.
+        assert!(m("/a/b%20c", "/a/b%20c"));
+        assert!(!m("/a/b%20c", "/a/b c"));
+        assert!(!m("/users/@me", "/users/%40mex"));
+        assert!(!m("/users/@me", "/users/%40m"));
+        assert!(p("/users/%40me").covers(&p("/users/@me")));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 
-use super::pattern::{Params, Pattern, Segment};
+use super::pattern::{Params, Pattern, Segment, literal_eq};
 use crate::observe::metrics::RouteSeries;
 use crate::policy::auth::AuthRequirement;
 use crate::policy::headers::SecurityHeaders;
@@ -146,7 +146,7 @@ impl RouteTable {
             .iter()
             .flat_map(|r| r.pattern.segments())
             .map(|s| match s {
-                Segment::Literal(l) => l.len(),
+                Segment::Literal(l) => l.len().saturating_mul(3),
                 _ => 0,
             })
             .max()
@@ -182,8 +182,10 @@ impl RouteTable {
         id(a) == id(b)
     }
 
-    /// The longest literal segment of any pattern, in bytes: a path
-    /// segment longer than it can only match a wildcard.
+    /// The longest path segment that can equal a literal segment of any
+    /// pattern, in bytes (three per character: an escape matches the
+    /// character, see `route::pattern`): a longer path segment can only
+    /// match a wildcard.
     pub fn longest_literal(&self) -> usize {
         self.longest_literal
     }
@@ -191,10 +193,11 @@ impl RouteTable {
     /// Whether `path`'s suffixed last segment is a spelling the operator
     /// declared, so `stem` reaching another route is no lookalike: the
     /// route `path` reaches names that segment literally (`/api/admin.rss`
-    /// beside `/api/admin`). A pattern with a wildcard before it
+    /// beside `/api/admin`). A pattern with wildcards before it
     /// (`/{lang}/manifest.json`) declares no more than it names: it does
-    /// not take the spelling of a route that names the stem
-    /// (`/admin/manifest`).
+    /// not take the spelling of a route that names a segment it leaves to
+    /// a wildcard, or names the stem (`/admin/manifest`, `/admin/{page}`,
+    /// `/admin/**`).
     pub fn declares_suffix(&self, method: &Method, path: &str, stem: &str) -> bool {
         let Lookup::Found(route, _) = self.lookup(method, path) else {
             return false;
@@ -203,21 +206,19 @@ impl RouteTable {
         let index = trimmed.matches('/').count().saturating_sub(1);
         let last = trimmed.rsplit('/').next().unwrap_or(trimmed);
         let segments = route.pattern.segments();
-        if !matches!(segments.get(index), Some(Segment::Literal(l)) if l.eq_ignore_ascii_case(last))
-        {
+        if !matches!(segments.get(index), Some(Segment::Literal(l)) if literal_eq(last, l)) {
             return false;
         }
-        if segments[..index]
-            .iter()
-            .all(|s| matches!(s, Segment::Literal(_)))
-        {
+        let is_literal = |s: Option<&Segment>| matches!(s, Some(Segment::Literal(_)));
+        if segments[..index].iter().all(|s| is_literal(Some(s))) {
             return true;
         }
         match self.lookup(method, stem) {
-            Lookup::Found(stem_route, _) => !matches!(
-                stem_route.pattern.segments().get(index),
-                Some(Segment::Literal(_))
-            ),
+            Lookup::Found(stem_route, _) => {
+                let theirs = stem_route.pattern.segments();
+                !is_literal(theirs.get(index))
+                    && (0..index).all(|i| is_literal(segments.get(i)) || !is_literal(theirs.get(i)))
+            }
             Lookup::MethodNotAllowed(_) => false,
             Lookup::NotFound => true,
         }
@@ -433,6 +434,18 @@ mod tests {
         // the stem, but over the catch-all.
         assert!(!declares("/admin/manifest.json", "/admin/manifest"));
         assert!(declares("/en/manifest.json", "/en/manifest"));
-        assert_eq!(table.longest_literal(), "manifest.json".len());
+        assert_eq!(table.longest_literal(), 3 * "manifest.json".len());
+        // Nor that of a route naming a segment its wildcard leaves open.
+        let table = RouteTable::new(vec![
+            route("manifest", "/{lang}/manifest.json", None),
+            route("admin-page", "/admin/{page}", None),
+            route("staff", "/staff/**", None),
+            route("rest", "/**", None),
+        ])
+        .unwrap();
+        let declares = |path, stem| table.declares_suffix(&Method::GET, path, stem);
+        assert!(!declares("/admin/manifest.json", "/admin/manifest"));
+        assert!(!declares("/staff/manifest.json", "/staff/manifest"));
+        assert!(declares("/en/manifest.json", "/en/manifest"));
     }
 }
