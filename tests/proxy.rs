@@ -411,6 +411,31 @@ async fn strip_prefix_applies_in_whatever_case_the_route_matched() {
 }
 
 #[tokio::test]
+async fn strip_prefix_applies_to_escaped_spellings_the_route_matched() {
+    // `/%40api/x` takes the `/@api/**` route (routers decode it to `@api`),
+    // so it loses the prefix too; written escaped in the file, the prefix
+    // still strips the raw spelling.
+    for (pattern, prefix) in [("/@api/**", "/@api"), ("/%40api/**", "/%40api")] {
+        let config = OPEN.replace(
+            "[[routes]]\nname = \"legacy\"",
+            &format!(
+                "[[routes]]\nname = \"at\"\npath = \"{pattern}\"\nstrip_prefix = \"{prefix}\"\n\
+                 [[routes]]\nname = \"legacy\""
+            ),
+        );
+        let (upstream, server) = setup(&config).await;
+        for sent in ["/%40api/secret", "/@api/secret", "/%40API/secret"] {
+            assert_eq!(get(server.proxy_addr, sent).await.status, StatusCode::OK);
+            assert_eq!(
+                upstream.requests().last().unwrap().uri,
+                "/secret",
+                "{pattern}: {sent}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn preserve_host_false_sends_the_upstream_host() {
     let config = OPEN.replace(
         "url = \"{UPSTREAM}\"",

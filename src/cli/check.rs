@@ -120,9 +120,9 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
 }
 
 /// A route taking `HEAD` but not `GET` before a route taking `GET` for
-/// paths it covers: backends answer `HEAD` with the `GET` handler, so the
-/// later route's handler runs for a `HEAD` under the earlier route's
-/// policy. (The other order is handled at run time: a `HEAD` stops at a
+/// some of the same paths, with authentication: backends answer `HEAD`
+/// with the `GET` handler, so the later route's handler runs for a `HEAD`
+/// under the earlier route's policy. (The other order is handled at run time: a `HEAD` stops at a
 /// route taking `GET`.)
 fn head_before_get(policy: &Policy) -> Vec<String> {
     let takes = |route: &crate::route::Route, method: &http::Method| {
@@ -135,10 +135,13 @@ fn head_before_get(policy: &Policy) -> Vec<String> {
             continue;
         }
         for (j, get_route) in routes.iter().enumerate().skip(i + 1) {
-            if takes(get_route, &http::Method::GET) && head_route.pattern.covers(&get_route.pattern)
+            // A GET route open to anonymous callers loses nothing.
+            if takes(get_route, &http::Method::GET)
+                && !get_route.auth.anonymous
+                && head_route.pattern.overlaps(&get_route.pattern)
             {
                 out.push(format!(
-                    "routes[{i}] (\"{}\") takes HEAD but not GET for the paths of routes[{j}] \
+                    "routes[{i}] (\"{}\") takes HEAD but not GET for paths of routes[{j}] \
                      (\"{}\"), which takes GET: backends answer HEAD with the GET handler, so a \
                      HEAD runs it under routes[{i}]'s policy; add GET to routes[{i}] or narrow its path",
                     head_route.name, get_route.name

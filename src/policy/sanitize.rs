@@ -130,9 +130,14 @@ pub fn route_path(
     {
         return Err(PathRejection::Lookalike);
     }
+    // Only a literal tells a stem's route from the path's (see
+    // `RouteTable::is_literal`): other stems are not looked up, so a
+    // segment of many dots costs no more lookups than it has literals.
     let suffix_elsewhere = |path: &str| {
+        let path_named = routes.is_literal(last_segment(path));
         format_stems(path, routes.longest_literal()).any(|stem| {
-            !routes.same_route(method, &canonical, stem)
+            (path_named || routes.is_literal(last_segment(stem)))
+                && !routes.same_route(method, &canonical, stem)
                 && !routes.declares_suffix(method, &canonical, stem)
         })
     };
@@ -140,6 +145,12 @@ pub fn route_path(
         return Err(PathRejection::FormatSuffix);
     }
     Ok(canonical)
+}
+
+/// A path's last segment (a trailing `/` ignored, as routes ignore it).
+fn last_segment(path: &str) -> &str {
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    trimmed.rsplit('/').next().unwrap_or(trimmed)
 }
 
 /// The path cut at each dot of its last segment after that segment's

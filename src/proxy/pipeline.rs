@@ -396,19 +396,24 @@ fn rejection(reject: &Reject) -> Rejection {
 }
 
 /// The path the upstream receives: the canonical path minus `strip_prefix`
-/// (on a segment boundary), in any ASCII case, as routes match
-/// (`route::pattern`): `/V1/x` took the `/v1/**` route, so it loses `/V1`.
+/// (whole segments), each segment compared as routes compare them
+/// (`route::pattern`: any ASCII case, an escape of a character a path
+/// holds raw equal to it): `/V1/x` and `/%40api/x` took the `/v1/**` and
+/// `/@api/**` routes, so they lose `/V1` and `/%40api`.
 fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
     let Some(prefix) = prefix else { return path };
-    let matches = path
-        .as_bytes()
-        .get(..prefix.len())
-        .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()));
-    match path.get(prefix.len()..).filter(|_| matches) {
-        Some("") => "/",
-        Some(rest) if rest.starts_with('/') => rest,
-        _ => path,
+    let mut rest = path;
+    for wanted in prefix.split('/').skip(1) {
+        let Some(after) = rest.strip_prefix('/') else {
+            return path;
+        };
+        let end = after.find('/').unwrap_or(after.len());
+        if !crate::route::pattern::literal_eq(&after[..end], wanted) {
+            return path;
+        }
+        rest = &after[end..];
     }
+    if rest.is_empty() { "/" } else { rest }
 }
 
 /// Response headers on every response, errors included: security headers,
@@ -455,5 +460,12 @@ mod tests {
         assert_eq!(strip_prefix("/APIx/users", Some("/api")), "/APIx/users");
         assert_eq!(strip_prefix("/ap", Some("/api")), "/ap");
         assert_eq!(strip_prefix("/caf%C3%A9/x", Some("/CAF%c3%a9")), "/x");
+        // Escapes of characters a path holds raw, as routes match them
+        // (the prefix is in match form: `@` raw).
+        assert_eq!(strip_prefix("/%40api/x", Some("/@api")), "/x");
+        assert_eq!(strip_prefix("/@api/x", Some("/@api")), "/x");
+        assert_eq!(strip_prefix("/%40apix/x", Some("/@api")), "/%40apix/x");
+        assert_eq!(strip_prefix("/v1/%40api/", Some("/v1/@api")), "/");
+        assert_eq!(strip_prefix("/v1", Some("/v1/@api")), "/v1");
     }
 }

@@ -161,6 +161,11 @@ impl Pattern {
         true
     }
 
+    /// Whether some path matches both `self` and `other`.
+    pub fn overlaps(&self, other: &Pattern) -> bool {
+        overlaps(&self.segments, &other.segments)
+    }
+
     /// Whether every path `other` matches is also matched by `self` (used to
     /// refuse routes that an earlier route makes unreachable).
     pub fn covers(&self, other: &Pattern) -> bool {
@@ -190,9 +195,10 @@ fn decoded_raw(bytes: &[u8]) -> Option<u8> {
     raw_in_segment(byte).then_some(byte)
 }
 
-/// A canonical literal segment in the form paths are compared with: the
-/// escapes of [`raw_in_segment`] characters decoded (`a%40b` is `a@b`).
-fn match_form(literal: &str) -> String {
+/// Canonical text (a literal segment, a `strip_prefix`) in the form paths
+/// are compared with: the escapes of [`raw_in_segment`] characters
+/// decoded (`a%40b` is `a@b`).
+pub fn match_form(literal: &str) -> String {
     let bytes = literal.as_bytes();
     let mut out = String::with_capacity(literal.len());
     let mut i = 0;
@@ -230,6 +236,21 @@ pub fn literal_eq(segment: &str, literal: &str) -> bool {
         j += 1;
     }
     j == lit.len()
+}
+
+fn overlaps(a: &[Segment], b: &[Segment]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(Segment::Rest), _) | (_, Some(Segment::Rest)) | (None, None) => true,
+        (None, Some(_)) | (Some(_), None) => false,
+        (Some(sa), Some(sb)) => {
+            let head = match (sa, sb) {
+                (Segment::Literal(x), Segment::Literal(y)) => x.eq_ignore_ascii_case(y),
+                (Segment::Literal(x), _) | (_, Segment::Literal(x)) => !x.is_empty(),
+                _ => true,
+            };
+            head && overlaps(&a[1..], &b[1..])
+        }
+    }
 }
 
 fn covers(a: &[Segment], b: &[Segment]) -> bool {
@@ -329,6 +350,18 @@ mod tests {
         assert!(!m("/users/@me", "/users/%40mex"));
         assert!(!m("/users/@me", "/users/%40m"));
         assert!(p("/users/%40me").covers(&p("/users/@me")));
+    }
+
+    #[test]
+    fn overlap() {
+        assert!(p("/status/**").overlaps(&p("/{section}/admin")));
+        assert!(p("/{section}/admin").overlaps(&p("/status/**")));
+        assert!(p("/ops/ping").overlaps(&p("/ops/**")));
+        assert!(p("/api").overlaps(&p("/api/**")));
+        assert!(p("/a/*").overlaps(&p("/{x}/b")));
+        assert!(!p("/a/*").overlaps(&p("/b/*")));
+        assert!(!p("/a").overlaps(&p("/a/b")));
+        assert!(!p("/a/*").overlaps(&p("/a")));
     }
 
     #[test]

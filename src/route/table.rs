@@ -109,6 +109,8 @@ pub struct RouteTable {
     routes: Vec<Arc<Route>>,
     known_methods: Vec<Method>,
     longest_literal: usize,
+    /// Every literal segment, in match form and lower case.
+    literals: std::collections::HashSet<Box<str>>,
 }
 
 /// The methods RFC 9110 §9 and RFC 5789 define.
@@ -151,9 +153,18 @@ impl RouteTable {
             })
             .max()
             .unwrap_or(0);
+        let literals = routes
+            .iter()
+            .flat_map(|r| r.pattern.segments())
+            .filter_map(|s| match s {
+                Segment::Literal(l) => Some(l.to_ascii_lowercase().into_boxed_str()),
+                _ => None,
+            })
+            .collect();
         Ok(Self {
             known_methods,
             longest_literal,
+            literals,
             routes: routes
                 .into_iter()
                 .enumerate()
@@ -188,6 +199,19 @@ impl RouteTable {
     /// match a wildcard.
     pub fn longest_literal(&self) -> usize {
         self.longest_literal
+    }
+
+    /// Whether a path segment (canonical) equals some pattern's literal
+    /// segment. Where neither a path's last segment nor a stem of it is a
+    /// literal, the two reach the same route: they differ only there, and
+    /// only a literal tells them apart.
+    pub fn is_literal(&self, segment: &str) -> bool {
+        if segment.len() > self.longest_literal {
+            return false;
+        }
+        let mut key = super::pattern::match_form(segment);
+        key.make_ascii_lowercase();
+        self.literals.contains(key.as_str())
     }
 
     /// Whether `path`'s suffixed last segment is a spelling the operator
@@ -435,6 +459,9 @@ mod tests {
         assert!(!declares("/admin/manifest.json", "/admin/manifest"));
         assert!(declares("/en/manifest.json", "/en/manifest"));
         assert_eq!(table.longest_literal(), 3 * "manifest.json".len());
+        assert!(table.is_literal("MANIFEST.json"));
+        assert!(table.is_literal("admin"));
+        assert!(!table.is_literal("manifest.js"));
         // Nor that of a route naming a segment its wildcard leaves open.
         let table = RouteTable::new(vec![
             route("manifest", "/{lang}/manifest.json", None),

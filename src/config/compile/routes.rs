@@ -289,7 +289,11 @@ impl Compiler<'_> {
                 format!("\"{text}\" must start with \"/\" and not end with \"/\", e.g. \"/api\""),
             ));
         }
-        Ok(Some(text.to_string()))
+        // Compared as routes compare segments (`route::pattern`): in
+        // canonical form, escapes of characters a path holds raw decoded.
+        let canonical = sanitize::canonicalize_pattern(text)
+            .map_err(|why| self.err(key.key("strip_prefix"), format!("\"{text}\": {why}")))?;
+        Ok(Some(crate::route::pattern::match_form(&canonical)))
     }
 }
 
