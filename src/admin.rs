@@ -67,23 +67,35 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
     response
 }
 
+/// The answer to one admin request; to `HEAD`, without its content
+/// (RFC 9110 §9.3.2: hyper's HTTP/2 server would send it in DATA frames,
+/// a protocol error to the client).
 async fn answer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let head = req.method() == Method::HEAD;
+    let mut response = answer_get(&shared, &req);
+    if head {
+        response.body_mut().drop_local_content();
+    }
+    Ok(response)
+}
+
+fn answer_get(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBody> {
     let json = "application/json";
     // Every admin endpoint only reads: another method changes nothing and
     // gets 405, as on Envoy's admin listener (a `POST /config` that
     // answered 200 suggested it had done something).
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let production = shared.current.load().policy.server.production;
-        return Ok(crate::proxy::respond::problem(
+        return crate::proxy::respond::problem(
             &crate::proxy::reject::Reject::MethodNotAllowed("GET, HEAD".into()),
             &crate::policy::request_id::new_id(),
             production,
-        ));
+        );
     }
-    Ok(match req.uri().path() {
+    match req.uri().path() {
         "/metrics" => {
             let (body, content_type) = shared.metrics.render();
             reply(StatusCode::OK, &content_type, body)
@@ -144,8 +156,8 @@ async fn answer(
                 ),
             }
         }
-        _ => not_found(&shared),
-    })
+        _ => not_found(shared),
+    }
 }
 
 /// A path the admin listener does not serve: problem+json like every

@@ -271,7 +271,8 @@ async fn format_suffixes_of_a_protected_route_never_reach_a_looser_one() {
     }
     assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
     // A suffix whose stem reaches the same route is served as usual, and
-    // so is a suffixed spelling a route names itself.
+    // so is a suffixed spelling a route names itself, or one whose stem's
+    // route asks nothing of anyone.
     let bearer = format!("Bearer {token}");
     for path in [
         "/open/report.pdf",
@@ -281,11 +282,14 @@ async fn format_suffixes_of_a_protected_route_never_reach_a_looser_one() {
         "/api/admin.rss",
         "/.well-known/openid-configuration",
         "/en/manifest.json",
+        // The stem's route (`/open/**`) admits anyone: a backend serving
+        // `/open` for it gives nothing away.
+        "/open.css",
     ] {
         let reply = get_with(server.proxy_addr, path, &[("authorization", &bearer)]).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
     }
-    assert_eq!(upstream.count(), 7);
+    assert_eq!(upstream.count(), 8);
     // The feed route needs no credentials; the admin route still does.
     assert_eq!(
         get(server.proxy_addr, "/api/admin.rss").await.status,

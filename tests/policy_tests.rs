@@ -301,6 +301,29 @@ fn explain_gives_refusal_reasons() {
     }
 }
 
+/// Red team, session 22: an absolute-form target was explained as a path
+/// not starting with "/" while the server routed it by its path.
+#[test]
+fn explain_routes_an_absolute_form_target_by_its_path() {
+    let (code, out) = explain(
+        "ex-absolute",
+        &[
+            "GET",
+            "http://api.example.com/orgs/o1/a",
+            "-H",
+            "Host: api.example.com",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("path        canonical /orgs/o1/a"), "{out}");
+    assert!(out.contains("#1 \"org\" /orgs/{org}/**"), "{out}");
+    assert!(
+        out.contains("auth        jwt: refused, 401 (reason missing)"),
+        "{out}"
+    );
+    assert!(out.contains("result      401 from palisade"), "{out}");
+}
+
 /// Black-box audit, session 16: a request the IP lists refuse was
 /// explained as admitted by auth, which it never reaches.
 #[test]

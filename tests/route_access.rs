@@ -397,6 +397,61 @@ auth = "none"
     );
 }
 
+#[test]
+fn check_warns_about_paths_and_prefixes_no_request_reaches() {
+    let config = r#"
+[upstream]
+url = "http://127.0.0.1:1"
+[[routes]]
+name = "dotted"
+path = "/a/x."
+auth = "none"
+[[routes]]
+name = "v2"
+path = "/api/**"
+auth = "none"
+strip_prefix = "/v2"
+[[routes]]
+name = "short"
+path = "/c"
+auth = "none"
+strip_prefix = "/c/d"
+[[routes]]
+name = "tenant"
+path = "/{t}/app/**"
+auth = "none"
+strip_prefix = "/acme"
+[[routes]]
+name = "legacy"
+path = "/legacy/**"
+auth = "none"
+strip_prefix = "/LEGACY/v1"
+"#;
+    let policy = palisade::config::load_str(config, "t.toml", &test_env()).unwrap();
+    let warnings = palisade::cli::check::warnings(&policy);
+    let named = |start: &str| warnings.iter().filter(|w| w.starts_with(start)).count();
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    assert_eq!(
+        named("routes[0] (\"dotted\"): path \"/a/x.\" is a lookalike"),
+        1
+    );
+    assert_eq!(
+        named("routes[1] (\"v2\"): strip_prefix \"/v2\" never applies"),
+        1
+    );
+    assert_eq!(
+        named("routes[2] (\"short\"): strip_prefix \"/c/d\" never applies"),
+        1
+    );
+    // A prefix with braces is no path at all: a config error naming the key.
+    let bad = config.replace("strip_prefix = \"/acme\"", "strip_prefix = \"/{t}\"");
+    let error = palisade::config::load_str(&bad, "t.toml", &test_env()).unwrap_err();
+    assert!(
+        error.to_string().contains("routes[3].strip_prefix"),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_claims_refusal_names_the_claim_never_its_value() {
     let upstream = TestUpstream::start().await;

@@ -99,6 +99,7 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
         }
     }
     out.extend(head_before_get(policy));
+    out.extend(unreachable_spellings(policy));
     let url = &policy.effective.upstream.url;
     if url
         .as_str()
@@ -119,8 +120,49 @@ pub fn warnings(policy: &Policy) -> Vec<String> {
     out
 }
 
+/// Route paths no request can reach, and `strip_prefix` values no path
+/// of their route starts with: both load, and do nothing.
+fn unreachable_spellings(policy: &Policy) -> Vec<String> {
+    use crate::route::pattern::Segment;
+    let mut out = Vec::new();
+    for (i, route) in policy.routes.routes().iter().enumerate() {
+        let path = route.pattern.as_str();
+        if crate::policy::sanitize::fold_lookalikes(path).is_some() {
+            out.push(format!(
+                "routes[{i}] (\"{}\"): path \"{path}\" is a lookalike spelling (trailing dots or \
+                 spaces, stream syntax, compatibility forms): requests for it are refused with 400",
+                route.name
+            ));
+        }
+        let Some(prefix) = &route.strip_prefix else {
+            continue;
+        };
+        let segments = route.pattern.segments();
+        let never = prefix.split('/').skip(1).enumerate().any(|(at, wanted)| {
+            let before_rest = segments[..at.min(segments.len())]
+                .iter()
+                .any(|s| matches!(s, Segment::Rest));
+            !before_rest
+                && match segments.get(at) {
+                    Some(Segment::Literal(literal)) => !literal.eq_ignore_ascii_case(wanted),
+                    Some(_) => false,
+                    None => true,
+                }
+        });
+        if never {
+            out.push(format!(
+                "routes[{i}] (\"{}\"): strip_prefix \"{prefix}\" never applies: no path of \"{path}\" \
+                 starts with it",
+                route.name
+            ));
+        }
+    }
+    out
+}
+
 /// A route taking `HEAD` but not `GET` before a route taking `GET` for
-/// some of the same paths, with authentication: backends answer `HEAD`
+/// some of the same paths, asking something of its callers
+/// (`Route::admits_anyone`): backends answer `HEAD`
 /// with the `GET` handler, so the later route's handler runs for a `HEAD`
 /// under the earlier route's policy. (The other order is handled at run time: a `HEAD` stops at a
 /// route taking `GET`.)
@@ -135,9 +177,9 @@ fn head_before_get(policy: &Policy) -> Vec<String> {
             continue;
         }
         for (j, get_route) in routes.iter().enumerate().skip(i + 1) {
-            // A GET route open to anonymous callers loses nothing.
+            // A GET route that admits anyone loses nothing.
             if takes(get_route, &http::Method::GET)
-                && !get_route.auth.anonymous
+                && !get_route.admits_anyone()
                 && head_route.pattern.overlaps(&get_route.pattern)
             {
                 out.push(format!(

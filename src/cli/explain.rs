@@ -215,7 +215,17 @@ pub fn explain_with(
     observed: &Observed,
 ) -> Explanation {
     let policy = harness.policy();
-    let raw_path = probe.target.split(['?', '#']).next().unwrap_or("");
+    // An absolute-form target (`http://host/path`) is routed by its path,
+    // as the server does.
+    let absolute = probe
+        .target
+        .parse::<http::Uri>()
+        .ok()
+        .filter(|uri| uri.scheme().is_some());
+    let raw_path = match &absolute {
+        Some(uri) => uri.path(),
+        None => probe.target.split(['?', '#']).next().unwrap_or(""),
+    };
     let canonical = sanitize::route_path(&probe.method, raw_path, &policy.routes);
     let mut explanation = Explanation {
         request: format!("{} {}", probe.method, probe.target),

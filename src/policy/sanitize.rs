@@ -139,6 +139,7 @@ pub fn route_path(
             (path_named || routes.is_literal(last_segment(stem)))
                 && !routes.same_route(method, &canonical, stem)
                 && !routes.declares_suffix(method, &canonical, stem)
+                && !routes.stem_gains_nothing(method, &canonical, stem)
         })
     };
     if suffix_elsewhere(&canonical) || folded.as_deref().is_some_and(suffix_elsewhere) {

@@ -65,6 +65,20 @@ impl Route {
             .is_none_or(|methods| methods.contains(method))
     }
 
+    /// Whether the route lets anyone through and asks nothing of them:
+    /// `auth = "none"`, no IP list, no claims, no tenant, no enforced
+    /// rate limit. A spelling that reaches its handler under another
+    /// route's policy gains nothing it could not have asked for directly.
+    pub fn admits_anyone(&self) -> bool {
+        self.auth.anonymous
+            && self.auth.methods.is_empty()
+            && self.ips.allow.is_none()
+            && self.ips.deny.is_none()
+            && self.require_claims.is_empty()
+            && self.tenant.is_none()
+            && self.rate_limits.iter().all(|rule| rule.shadow)
+    }
+
     /// Whether a `HEAD` request stops at this route (405) rather than
     /// fall through to a later one: the route takes `GET` and not `HEAD`.
     /// Backends answer `HEAD` with their `GET` handler (RFC 9110 §9.3.2:
@@ -214,6 +228,20 @@ impl RouteTable {
         self.literals.contains(key.as_str())
     }
 
+    /// Whether `stem` reaching another route than `path` costs nothing:
+    /// the stem's route admits anyone (`Route::admits_anyone`) with a body
+    /// limit no smaller than the path's route's, so a backend serving the
+    /// stem's handler for `path` (under `path`'s policy) gives nothing
+    /// away (`/login.css` beside a public `/login` and a JWT catch-all).
+    pub fn stem_gains_nothing(&self, method: &Method, path: &str, stem: &str) -> bool {
+        match (self.lookup(method, stem), self.lookup(method, path)) {
+            (Lookup::Found(stem_route, _), Lookup::Found(route, _)) => {
+                stem_route.admits_anyone() && stem_route.max_body >= route.max_body
+            }
+            _ => false,
+        }
+    }
+
     /// Whether `path`'s suffixed last segment is a spelling the operator
     /// declared, so `stem` reaching another route is no lookalike: the
     /// route `path` reaches names that segment literally (`/api/admin.rss`
@@ -360,6 +388,33 @@ mod tests {
             found(&table, Method::GET, "/other").as_deref(),
             Some("rest")
         );
+    }
+
+    #[test]
+    fn a_stem_reaching_an_open_route_gains_nothing() {
+        let mut login = route("login", "/login", None);
+        login.max_body = 4096;
+        let mut limited = route("limited", "/signup", None);
+        limited.auth = AuthRequirement {
+            anonymous: true,
+            methods: vec![crate::policy::auth::AuthMethod::Jwt],
+        };
+        let table = RouteTable::new(vec![
+            login,
+            limited,
+            route("admin", "/admin", None),
+            route("rest", "/**", None),
+        ])
+        .unwrap();
+        let gains_nothing = |path, stem| table.stem_gains_nothing(&Method::GET, path, stem);
+        // Open, and its body limit larger than the catch-all's (1024).
+        assert!(gains_nothing("/login.css", "/login"));
+        // `optional` still reads credentials: not open to anyone.
+        assert!(!gains_nothing("/signup.js", "/signup"));
+        let mut small = route("small", "/small", None);
+        small.max_body = 10;
+        let table = RouteTable::new(vec![small, route("rest", "/**", None)]).unwrap();
+        assert!(!table.stem_gains_nothing(&Method::GET, "/small.json", "/small"));
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl Compiler<'_> {
         }
         // Compared as routes compare segments (`route::pattern`): in
         // canonical form, escapes of characters a path holds raw decoded.
-        let canonical = sanitize::canonicalize_pattern(text)
+        let canonical = sanitize::canonicalize(text)
             .map_err(|why| self.err(key.key("strip_prefix"), format!("\"{text}\": {why}")))?;
         Ok(Some(crate::route::pattern::match_form(&canonical)))
     }
