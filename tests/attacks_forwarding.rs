@@ -58,6 +58,11 @@ name = "admin-manifest"
 path = "/admin/manifest"
 auth = "secret:vapi"
 [[routes]]
+name = "public-metrics"
+path = "/internal/metrics"
+auth = "none"
+strip_prefix = "/internal"
+[[routes]]
 name = "me"
 path = "/users/@me"
 auth = "secret:vapi"
@@ -258,6 +263,9 @@ async fn format_suffixes_of_a_protected_route_never_reach_a_looser_one() {
         // A wildcard route naming `manifest.json` does not take the
         // suffixed spelling of a route naming `manifest`.
         ("GET", "/admin/manifest.json"),
+        // The stem's route admits anyone but strips its prefix: the
+        // backend's own `/internal/metrics` is reached by no spelling.
+        ("GET", "/internal/metrics.json"),
     ] {
         let request = format!(
             "{method} {path} HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\

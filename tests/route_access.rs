@@ -443,13 +443,19 @@ strip_prefix = "/LEGACY/v1"
         named("routes[2] (\"short\"): strip_prefix \"/c/d\" never applies"),
         1
     );
-    // A prefix with braces is no path at all: a config error naming the key.
-    let bad = config.replace("strip_prefix = \"/acme\"", "strip_prefix = \"/{t}\"");
-    let error = palisade::config::load_str(&bad, "t.toml", &test_env()).unwrap_err();
-    assert!(
-        error.to_string().contains("routes[3].strip_prefix"),
-        "{error}"
-    );
+    // A prefix with braces or stars is no literal path: a config error
+    // naming the key.
+    for prefix in ["/{t}", "/*/legacy", "/**"] {
+        let bad = config.replace(
+            "strip_prefix = \"/acme\"",
+            &format!("strip_prefix = \"{prefix}\""),
+        );
+        let error = palisade::config::load_str(&bad, "t.toml", &test_env()).unwrap_err();
+        assert!(
+            error.to_string().contains("routes[3].strip_prefix"),
+            "{prefix}: {error}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -177,9 +177,10 @@ fn head_before_get(policy: &Policy) -> Vec<String> {
             continue;
         }
         for (j, get_route) in routes.iter().enumerate().skip(i + 1) {
-            // A GET route that admits anyone loses nothing.
+            // A GET route that admits anyone, and would handle the
+            // request no more strictly, loses nothing.
             if takes(get_route, &http::Method::GET)
-                && !get_route.admits_anyone()
+                && !(get_route.admits_anyone() && head_route.handles_no_looser(get_route))
                 && head_route.pattern.overlaps(&get_route.pattern)
             {
                 out.push(format!(

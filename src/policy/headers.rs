@@ -94,6 +94,14 @@ pub struct SecurityHeaders {
 }
 
 impl SecurityHeaders {
+    /// Whether `other` sets and removes exactly these headers (in the
+    /// same order: sets compiled from one file in one way compare equal).
+    pub fn same_as(&self, other: &SecurityHeaders) -> bool {
+        self.always == other.always
+            && self.https_only == other.https_only
+            && self.remove == other.remove
+    }
+
     /// The set that sets `always` on every response and `https_only` on
     /// responses to HTTPS clients, after removing `remove`.
     pub fn new(

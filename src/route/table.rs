@@ -79,6 +79,23 @@ impl Route {
             && self.rate_limits.iter().all(|rule| rule.shadow)
     }
 
+    /// Whether this route handles a request no more loosely than `other`
+    /// would, in everything but who may call: no `strip_prefix` on either
+    /// (a stripping route hides the unstripped path's handler), a
+    /// `max_body` and `timeout` no larger (a short timeout is a
+    /// slow-body defence), no retry where `other` has none (a retried
+    /// handler runs twice), no CORS where `other` has none, and the same
+    /// security headers (`X-Frame-Options` on a login page).
+    pub fn handles_no_looser(&self, other: &Route) -> bool {
+        self.strip_prefix.is_none()
+            && other.strip_prefix.is_none()
+            && self.max_body <= other.max_body
+            && self.timeout <= other.timeout
+            && (other.retry || !self.retry)
+            && (other.cors || !self.cors)
+            && self.security_headers.same_as(&other.security_headers)
+    }
+
     /// Whether a `HEAD` request stops at this route (405) rather than
     /// fall through to a later one: the route takes `GET` and not `HEAD`.
     /// Backends answer `HEAD` with their `GET` handler (RFC 9110 §9.3.2:
@@ -229,14 +246,15 @@ impl RouteTable {
     }
 
     /// Whether `stem` reaching another route than `path` costs nothing:
-    /// the stem's route admits anyone (`Route::admits_anyone`) with a body
-    /// limit no smaller than the path's route's, so a backend serving the
-    /// stem's handler for `path` (under `path`'s policy) gives nothing
-    /// away (`/login.css` beside a public `/login` and a JWT catch-all).
+    /// the stem's route admits anyone (`Route::admits_anyone`) and the
+    /// path's route handles the request no more loosely than it would
+    /// (`Route::handles_no_looser`), so a backend serving the stem's
+    /// handler for `path` (under `path`'s policy) gives nothing away
+    /// (`/login.css` beside a public `/login` and a JWT catch-all).
     pub fn stem_gains_nothing(&self, method: &Method, path: &str, stem: &str) -> bool {
         match (self.lookup(method, stem), self.lookup(method, path)) {
             (Lookup::Found(stem_route, _), Lookup::Found(route, _)) => {
-                stem_route.admits_anyone() && stem_route.max_body >= route.max_body
+                stem_route.admits_anyone() && route.handles_no_looser(&stem_route)
             }
             _ => false,
         }
@@ -411,10 +429,23 @@ mod tests {
         assert!(gains_nothing("/login.css", "/login"));
         // `optional` still reads credentials: not open to anyone.
         assert!(!gains_nothing("/signup.js", "/signup"));
-        let mut small = route("small", "/small", None);
-        small.max_body = 10;
-        let table = RouteTable::new(vec![small, route("rest", "/**", None)]).unwrap();
-        assert!(!table.stem_gains_nothing(&Method::GET, "/small.json", "/small"));
+        // Anything the stem's route does more strictly keeps the refusal.
+        let stricter: [fn(&mut Route); 5] = [
+            |r| r.max_body = 10,
+            |r| r.timeout = Duration::from_millis(10),
+            |r| r.retry = false,
+            |r| r.cors = false,
+            |r| r.strip_prefix = Some("/small".into()),
+        ];
+        for (n, make_stricter) in stricter.into_iter().enumerate() {
+            let mut small = route("small", "/small", None);
+            make_stricter(&mut small);
+            let table = RouteTable::new(vec![small, route("rest", "/**", None)]).unwrap();
+            assert!(
+                !table.stem_gains_nothing(&Method::GET, "/small.json", "/small"),
+                "{n}"
+            );
+        }
     }
 
     #[test]

@@ -289,6 +289,14 @@ impl Compiler<'_> {
                 format!("\"{text}\" must start with \"/\" and not end with \"/\", e.g. \"/api\""),
             ));
         }
+        if text.contains('*') {
+            return Err(self.err(
+                key.key("strip_prefix"),
+                format!(
+                    "\"{text}\": a prefix is literal segments; `*` and `**` are pattern syntax"
+                ),
+            ));
+        }
         // Compared as routes compare segments (`route::pattern`): in
         // canonical form, escapes of characters a path holds raw decoded.
         let canonical = sanitize::canonicalize(text)
