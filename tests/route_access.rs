@@ -445,7 +445,7 @@ strip_prefix = "/LEGACY/v1"
     );
     // A prefix with braces or stars is no literal path: a config error
     // naming the key.
-    for prefix in ["/{t}", "/*/legacy", "/**"] {
+    for prefix in ["/{t}", "/*/legacy", "/**", "/%2A/legacy"] {
         let bad = config.replace(
             "strip_prefix = \"/acme\"",
             &format!("strip_prefix = \"{prefix}\""),

@@ -94,12 +94,15 @@ pub struct SecurityHeaders {
 }
 
 impl SecurityHeaders {
-    /// Whether `other` sets and removes exactly these headers (in the
-    /// same order: sets compiled from one file in one way compare equal).
+    /// Whether `other` sets and removes exactly these headers, in any
+    /// order.
     pub fn same_as(&self, other: &SecurityHeaders) -> bool {
-        self.always == other.always
-            && self.https_only == other.https_only
-            && self.remove == other.remove
+        fn same_set<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+            a.len() == b.len() && a.iter().all(|x| b.contains(x)) && b.iter().all(|x| a.contains(x))
+        }
+        same_set(&self.always, &other.always)
+            && same_set(&self.https_only, &other.https_only)
+            && same_set(&self.remove, &other.remove)
     }
 
     /// The set that sets `always` on every response and `https_only` on
@@ -282,6 +285,25 @@ pub fn names_nothing(line: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn security_header_sets_compare_in_any_order() {
+        let value = |v: &'static str| HeaderValue::from_static(v);
+        let set = |remove: [&'static str; 2], frame: &'static str| {
+            SecurityHeaders::new(
+                vec![
+                    (header::X_FRAME_OPTIONS, value(frame)),
+                    (header::X_CONTENT_TYPE_OPTIONS, value("nosniff")),
+                ],
+                Vec::new(),
+                remove.map(HeaderName::from_static).to_vec(),
+            )
+        };
+        let defaults = set(["server", "x-powered-by"], "DENY");
+        assert!(defaults.same_as(&set(["x-powered-by", "server"], "DENY")));
+        assert!(!defaults.same_as(&set(["server", "x-powered-by"], "SAMEORIGIN")));
+        assert!(!defaults.same_as(&set(["server", "via"], "DENY")));
+    }
 
     #[test]
     fn every_hop_by_hop_name_is_found() {

@@ -289,7 +289,13 @@ impl Compiler<'_> {
                 format!("\"{text}\" must start with \"/\" and not end with \"/\", e.g. \"/api\""),
             ));
         }
-        if text.contains('*') {
+        // Compared as routes compare segments (`route::pattern`): in
+        // canonical form, escapes of characters a path holds raw decoded.
+        let canonical = sanitize::canonicalize(text)
+            .map_err(|why| self.err(key.key("strip_prefix"), format!("\"{text}\": {why}")))?;
+        let prefix = crate::route::pattern::match_form(&canonical);
+        // `%2A` is a `*` there too.
+        if prefix.contains('*') {
             return Err(self.err(
                 key.key("strip_prefix"),
                 format!(
@@ -297,11 +303,7 @@ impl Compiler<'_> {
                 ),
             ));
         }
-        // Compared as routes compare segments (`route::pattern`): in
-        // canonical form, escapes of characters a path holds raw decoded.
-        let canonical = sanitize::canonicalize(text)
-            .map_err(|why| self.err(key.key("strip_prefix"), format!("\"{text}\": {why}")))?;
-        Ok(Some(crate::route::pattern::match_form(&canonical)))
+        Ok(Some(prefix))
     }
 }
 
