@@ -563,23 +563,15 @@ async fn admin_answers_head_over_http2_without_content() {
     // A HEAD response carries no content (RFC 9110 §9.3.2): DATA frames
     // after the admin listener's answer are a protocol error to clients.
     let (_upstream, server) = setup(OPEN).await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
-    for (path, status) in [
-        ("/readyz", StatusCode::OK),
-        ("/metrics", StatusCode::OK),
-        ("/nope", StatusCode::NOT_FOUND),
-    ] {
-        let request = Request::head(format!("http://{}{path}", server.admin_addr))
-            .body(Full::default())
-            .unwrap();
-        let response = client.request(request).await.unwrap();
-        assert_eq!(response.version(), http::Version::HTTP_2);
-        assert_eq!(response.status(), status, "{path}");
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert!(body.is_empty(), "{path}: {body:?}");
-    }
+    assert_head_over_h2_without_content(
+        server.admin_addr,
+        &[
+            ("/readyz", StatusCode::OK),
+            ("/metrics", StatusCode::OK),
+            ("/nope", StatusCode::NOT_FOUND),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

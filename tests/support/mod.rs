@@ -304,3 +304,23 @@ pub fn now() -> u64 {
         .unwrap()
         .as_secs()
 }
+
+/// Sends `HEAD` to each path over HTTP/2 (prior knowledge) and asserts
+/// the status and that no content came back: a `HEAD` response carries
+/// none (RFC 9110 §9.3.2), and DATA frames after it are a protocol error
+/// to clients.
+pub async fn assert_head_over_h2_without_content(addr: SocketAddr, cases: &[(&str, StatusCode)]) {
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    for (path, status) in cases {
+        let request = Request::head(format!("http://{addr}{path}"))
+            .body(Full::default())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), *status, "{path}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty(), "{path}: {body:?}");
+    }
+}
