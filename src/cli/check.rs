@@ -167,19 +167,16 @@ fn unreachable_spellings(policy: &Policy) -> Vec<String> {
 /// under the earlier route's policy. (The other order is handled at run time: a `HEAD` stops at a
 /// route taking `GET`.)
 fn head_before_get(policy: &Policy) -> Vec<String> {
-    let takes = |route: &crate::route::Route, method: &http::Method| {
-        route.methods.as_ref().is_none_or(|m| m.contains(method))
-    };
     let routes = policy.routes.routes();
     let mut out = Vec::new();
     for (i, head_route) in routes.iter().enumerate() {
-        if !takes(head_route, &http::Method::HEAD) || takes(head_route, &http::Method::GET) {
+        if !head_route.accepts(&http::Method::HEAD) || head_route.accepts(&http::Method::GET) {
             continue;
         }
         for (j, get_route) in routes.iter().enumerate().skip(i + 1) {
             // A GET route that admits anyone, and would handle the
             // request no more strictly, loses nothing.
-            if takes(get_route, &http::Method::GET)
+            if get_route.accepts(&http::Method::GET)
                 && !(get_route.admits_anyone() && head_route.handles_no_looser(get_route))
                 && head_route.pattern.overlaps(&get_route.pattern)
             {

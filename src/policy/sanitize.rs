@@ -133,13 +133,22 @@ pub fn route_path(
     // Only a literal tells a stem's route from the path's (see
     // `RouteTable::is_literal`): other stems are not looked up, so a
     // segment of many dots costs no more lookups than it has literals.
+    // Paths without a stem (most) cost nothing more here.
     let suffix_elsewhere = |path: &str| {
-        let path_named = routes.is_literal(last_segment(path));
-        format_stems(path, routes.longest_literal()).any(|stem| {
-            (path_named || routes.is_literal(last_segment(stem)))
-                && !routes.same_route(method, &canonical, stem)
-                && !routes.declares_suffix(method, &canonical, stem)
-                && !routes.stem_gains_nothing(method, &canonical, stem)
+        let mut stems = format_stems(path, routes.longest_literal()).peekable();
+        if stems.peek().is_none() {
+            return false;
+        }
+        let path_named = routes.is_literal(last_segment(path).1);
+        let mut reached = None;
+        stems.any(|stem| {
+            (path_named || routes.is_literal(last_segment(stem).1))
+                && routes.suffix_reaches_elsewhere(
+                    method,
+                    &canonical,
+                    reached.get_or_insert_with(|| routes.lookup(method, &canonical)),
+                    stem,
+                )
         })
     };
     if suffix_elsewhere(&canonical) || folded.as_deref().is_some_and(suffix_elsewhere) {
@@ -148,10 +157,13 @@ pub fn route_path(
     Ok(canonical)
 }
 
-/// A path's last segment (a trailing `/` ignored, as routes ignore it).
-fn last_segment(path: &str) -> &str {
+/// A path's last segment and its index among the segments (a trailing
+/// `/` ignored, as routes ignore it): `/api/admin.json/` is `(1,
+/// "admin.json")`.
+pub fn last_segment(path: &str) -> (usize, &str) {
     let trimmed = path.strip_suffix('/').unwrap_or(path);
-    trimmed.rsplit('/').next().unwrap_or(trimmed)
+    let index = trimmed.matches('/').count().saturating_sub(1);
+    (index, trimmed.rsplit('/').next().unwrap_or(trimmed))
 }
 
 /// The path cut at each dot of its last segment after that segment's

@@ -175,16 +175,7 @@ impl RouteTable {
                 known_methods.push(method.clone());
             }
         }
-        let longest_literal = routes
-            .iter()
-            .flat_map(|r| r.pattern.segments())
-            .map(|s| match s {
-                Segment::Literal(l) => l.len().saturating_mul(3),
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0);
-        let literals = routes
+        let literals: std::collections::HashSet<Box<str>> = routes
             .iter()
             .flat_map(|r| r.pattern.segments())
             .filter_map(|s| match s {
@@ -192,6 +183,11 @@ impl RouteTable {
                 _ => None,
             })
             .collect();
+        let longest_literal = literals
+            .iter()
+            .map(|l| l.len().saturating_mul(3))
+            .max()
+            .unwrap_or(0);
         Ok(Self {
             known_methods,
             longest_literal,
@@ -217,11 +213,7 @@ impl RouteTable {
     /// route): a lookalike spelling must not reach another route than the
     /// one it looks like.
     pub fn same_route(&self, method: &Method, a: &str, b: &str) -> bool {
-        let id = |path| match self.lookup(method, path) {
-            Lookup::Found(route, _) => Some(route.id),
-            Lookup::MethodNotAllowed(_) | Lookup::NotFound => None,
-        };
-        id(a) == id(b)
+        route_id(&self.lookup(method, a)) == route_id(&self.lookup(method, b))
     }
 
     /// The longest path segment that can equal a literal segment of any
@@ -245,53 +237,28 @@ impl RouteTable {
         self.literals.contains(key.as_str())
     }
 
-    /// Whether `stem` reaching another route than `path` costs nothing:
-    /// the stem's route admits anyone (`Route::admits_anyone`) and the
-    /// path's route handles the request no more loosely than it would
-    /// (`Route::handles_no_looser`), so a backend serving the stem's
-    /// handler for `path` (under `path`'s policy) gives nothing away
-    /// (`/login.css` beside a public `/login` and a JWT catch-all).
-    pub fn stem_gains_nothing(&self, method: &Method, path: &str, stem: &str) -> bool {
-        match (self.lookup(method, stem), self.lookup(method, path)) {
-            (Lookup::Found(stem_route, _), Lookup::Found(route, _)) => {
-                stem_route.admits_anyone() && route.handles_no_looser(&stem_route)
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether `path`'s suffixed last segment is a spelling the operator
-    /// declared, so `stem` reaching another route is no lookalike: the
-    /// route `path` reaches names that segment literally (`/api/admin.rss`
-    /// beside `/api/admin`). A pattern with wildcards before it
-    /// (`/{lang}/manifest.json`) declares no more than it names: it does
-    /// not take the spelling of a route that names a segment it leaves to
-    /// a wildcard, or names the stem (`/admin/manifest`, `/admin/{page}`,
-    /// `/admin/**`).
-    pub fn declares_suffix(&self, method: &Method, path: &str, stem: &str) -> bool {
-        let Lookup::Found(route, _) = self.lookup(method, path) else {
-            return false;
-        };
-        let trimmed = path.strip_suffix('/').unwrap_or(path);
-        let index = trimmed.matches('/').count().saturating_sub(1);
-        let last = trimmed.rsplit('/').next().unwrap_or(trimmed);
-        let segments = route.pattern.segments();
-        if !matches!(segments.get(index), Some(Segment::Literal(l)) if literal_eq(last, l)) {
+    /// Whether `path` (whose lookup for `method` is `reached`) must be
+    /// refused because a backend that cuts its last segment's suffix
+    /// (Rails' `(.:format)`, Spring MVC's suffix match) would serve `stem`
+    /// for it: the stem reaches another route, the path's route does not
+    /// declare the suffixed spelling ([`declares_suffix`]), and the stem's
+    /// route asks something of its callers the path's route would not
+    /// ([`gains_nothing`]). One lookup, the stem's.
+    pub fn suffix_reaches_elsewhere(
+        &self,
+        method: &Method,
+        path: &str,
+        reached: &Lookup,
+        stem: &str,
+    ) -> bool {
+        let stem_reached = self.lookup(method, stem);
+        if route_id(reached) == route_id(&stem_reached) {
             return false;
         }
-        let is_literal = |s: Option<&Segment>| matches!(s, Some(Segment::Literal(_)));
-        if segments[..index].iter().all(|s| is_literal(Some(s))) {
+        let Lookup::Found(route, _) = reached else {
             return true;
-        }
-        match self.lookup(method, stem) {
-            Lookup::Found(stem_route, _) => {
-                let theirs = stem_route.pattern.segments();
-                !is_literal(theirs.get(index))
-                    && (0..index).all(|i| is_literal(segments.get(i)) || !is_literal(theirs.get(i)))
-            }
-            Lookup::MethodNotAllowed(_) => false,
-            Lookup::NotFound => true,
-        }
+        };
+        !(declares_suffix(route, path, &stem_reached) || gains_nothing(route, &stem_reached))
     }
 
     /// The routes in match order.
@@ -345,6 +312,55 @@ impl RouteTable {
             }
         }
         allowed.join(", ")
+    }
+}
+
+/// The route a lookup found, if any.
+fn route_id(reached: &Lookup) -> Option<usize> {
+    match reached {
+        Lookup::Found(route, _) => Some(route.id),
+        Lookup::MethodNotAllowed(_) | Lookup::NotFound => None,
+    }
+}
+
+/// Whether the stem reaching another route than `path` (taken by
+/// `route`) costs nothing: the stem's route admits anyone
+/// (`Route::admits_anyone`) and `route` handles the request no more
+/// loosely than it would (`Route::handles_no_looser`), so a backend
+/// serving the stem's handler for `path` (under `path`'s policy) gives
+/// nothing away (`/login.css` beside a public `/login` and a JWT
+/// catch-all).
+fn gains_nothing(route: &Route, stem_reached: &Lookup) -> bool {
+    matches!(stem_reached, Lookup::Found(stem_route, _)
+        if stem_route.admits_anyone() && route.handles_no_looser(stem_route))
+}
+
+/// Whether `path`'s suffixed last segment is a spelling the operator
+/// declared, so the stem reaching another route is no lookalike: `route`
+/// (the one `path` reaches) names that segment literally (`/api/admin.rss`
+/// beside `/api/admin`). A pattern with wildcards before it
+/// (`/{lang}/manifest.json`) declares no more than it names: it does not
+/// take the spelling of a route that names a segment it leaves to a
+/// wildcard, or names the stem (`/admin/manifest`, `/admin/{page}`,
+/// `/admin/**`).
+fn declares_suffix(route: &Route, path: &str, stem_reached: &Lookup) -> bool {
+    let (index, last) = crate::policy::sanitize::last_segment(path);
+    let segments = route.pattern.segments();
+    if !matches!(segments.get(index), Some(Segment::Literal(l)) if literal_eq(last, l)) {
+        return false;
+    }
+    let is_literal = |s: Option<&Segment>| matches!(s, Some(Segment::Literal(_)));
+    if segments[..index].iter().all(|s| is_literal(Some(s))) {
+        return true;
+    }
+    match stem_reached {
+        Lookup::Found(stem_route, _) => {
+            let theirs = stem_route.pattern.segments();
+            !is_literal(theirs.get(index))
+                && (0..index).all(|i| is_literal(segments.get(i)) || !is_literal(theirs.get(i)))
+        }
+        Lookup::MethodNotAllowed(_) => false,
+        Lookup::NotFound => true,
     }
 }
 
@@ -408,6 +424,22 @@ mod tests {
         );
     }
 
+    /// [`gains_nothing`] for a GET of `path`, `false` where it reaches no route.
+    fn stem_gains_nothing(table: &RouteTable, path: &str, stem: &str) -> bool {
+        let Lookup::Found(route, _) = table.lookup(&Method::GET, path) else {
+            return false;
+        };
+        gains_nothing(&route, &table.lookup(&Method::GET, stem))
+    }
+
+    /// [`declares_suffix`] for a GET of `path`, `false` where it reaches no route.
+    fn declares_for_get(table: &RouteTable, path: &str, stem: &str) -> bool {
+        let Lookup::Found(route, _) = table.lookup(&Method::GET, path) else {
+            return false;
+        };
+        declares_suffix(&route, path, &table.lookup(&Method::GET, stem))
+    }
+
     #[test]
     fn a_stem_reaching_an_open_route_gains_nothing() {
         let mut login = route("login", "/login", None);
@@ -424,7 +456,7 @@ mod tests {
             route("rest", "/**", None),
         ])
         .unwrap();
-        let gains_nothing = |path, stem| table.stem_gains_nothing(&Method::GET, path, stem);
+        let gains_nothing = |path, stem| stem_gains_nothing(&table, path, stem);
         // Open, and its body limit larger than the catch-all's (1024).
         assert!(gains_nothing("/login.css", "/login"));
         // `optional` still reads credentials: not open to anyone.
@@ -441,10 +473,7 @@ mod tests {
             let mut small = route("small", "/small", None);
             make_stricter(&mut small);
             let table = RouteTable::new(vec![small, route("rest", "/**", None)]).unwrap();
-            assert!(
-                !table.stem_gains_nothing(&Method::GET, "/small.json", "/small"),
-                "{n}"
-            );
+            assert!(!stem_gains_nothing(&table, "/small.json", "/small"), "{n}");
         }
     }
 
@@ -535,7 +564,7 @@ mod tests {
             route("rest", "/**", None),
         ])
         .unwrap();
-        let declares = |path, stem| table.declares_suffix(&Method::GET, path, stem);
+        let declares = |path, stem| declares_for_get(&table, path, stem);
         assert!(declares("/FEED.json", "/FEED"));
         assert!(declares("/feed.json/", "/feed"));
         assert!(!declares("/api/admin.json", "/api/admin"));
@@ -556,7 +585,7 @@ mod tests {
             route("rest", "/**", None),
         ])
         .unwrap();
-        let declares = |path, stem| table.declares_suffix(&Method::GET, path, stem);
+        let declares = |path, stem| declares_for_get(&table, path, stem);
         assert!(!declares("/admin/manifest.json", "/admin/manifest"));
         assert!(!declares("/staff/manifest.json", "/staff/manifest"));
         assert!(declares("/en/manifest.json", "/en/manifest"));
