@@ -227,8 +227,11 @@ async fn https_upstream_with_a_private_ca() {
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepts = accepted.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            accepts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
@@ -255,6 +258,11 @@ async fn https_upstream_with_a_private_ca() {
     let reply = get(server.proxy_addr, "/x").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(&reply.body[..], b"secret upstream");
+    // The idle TLS connection is looked at, found open, and used again.
+    let reply = get(server.proxy_addr, "/y").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(&reply.body[..], b"secret upstream");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     // Without the CA the certificate is not trusted: 502, never a silent downgrade.
     let untrusting = format!("[upstream]\nurl = \"https://localhost:{port}\"\n{routes}");
     let server = start_palisade(&untrusting, "127.0.0.1:1".parse().unwrap()).await;

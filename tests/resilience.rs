@@ -397,3 +397,151 @@ async fn a_post_a_reused_connection_left_unanswered_is_not_sent_again() {
         "a request that is not idempotent reaches the upstream once"
     );
 }
+
+/// What [`first_answer_then`] gives the test: the upstream's address, the
+/// request lines it saw (with the number of the connection each came on),
+/// the word that lets it go on after its first answer, and the word it
+/// sends back once it has.
+type Scripted = (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
+
+/// An upstream whose first connection answers `GET /first` (keep-alive),
+/// then, once the test says so (the connection is idle in palisade's pool
+/// by then), sends `after` on it and, when `close`, closes it. Every later
+/// connection answers `fresh`.
+async fn first_answer_then(after: &'static [u8], close: bool) -> Scripted {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let (done, done_heard) = tokio::sync::oneshot::channel();
+    let (go, go_heard) = tokio::sync::oneshot::channel::<()>();
+    let mut done = Some(done);
+    let mut go_heard = Some(go_heard);
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        for connection in 0.. {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let mut answered = 0;
+            loop {
+                while !buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                if buffer.is_empty() {
+                    break;
+                }
+                let head = String::from_utf8_lossy(&buffer).to_string();
+                buffer.clear();
+                let line = head.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push((connection, line));
+                let body = if connection == 0 { "ok" } else { "fresh" };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(response.as_bytes()).await.unwrap();
+                answered += 1;
+                if connection == 0 && answered == 1 {
+                    if let Some(go_heard) = go_heard.take() {
+                        let _ = go_heard.await;
+                    }
+                    socket.write_all(after).await.unwrap();
+                    if close {
+                        drop(socket);
+                    } else {
+                        held.push(socket);
+                    }
+                    if let Some(done) = done.take() {
+                        let _ = done.send(());
+                    }
+                    break;
+                }
+            }
+        }
+    });
+    (addr, seen, go, done_heard)
+}
+
+/// The pool looks at an idle connection before handing it out: one its
+/// upstream has closed since is not used. A `POST` (never re-sent) sent on
+/// it would be lost as a 502.
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
+    for engine in ["palisade", "hyper"] {
+        let policy = RETRY_NOT_ON_RESET
+            .replace("attempts = 1", "attempts = 0")
+            .replace(
+                "http1_engine = \"palisade\"",
+                &format!("http1_engine = \"{engine}\""),
+            );
+        let (addr, seen, go, closed) = first_answer_then(b"", true).await;
+        let server = start_palisade(&policy, addr).await;
+        assert_eq!(
+            get(server.proxy_addr, "/first").await.status,
+            StatusCode::OK
+        );
+        go.send(()).unwrap();
+        closed.await.unwrap();
+        let post = Request::post(format!("http://{}/second", server.proxy_addr))
+            .body(Full::new(Bytes::from_static(b"order")))
+            .unwrap();
+        let reply = send(server.proxy_addr, post).await;
+        assert_eq!(reply.status, StatusCode::OK, "{engine}");
+        assert_eq!(reply.body, Bytes::from_static(b"fresh"), "{engine}");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (0, "GET /first HTTP/1.1".to_string()),
+                (1, "POST /second HTTP/1.1".to_string()),
+            ],
+            "{engine}"
+        );
+    }
+}
+
+/// Bytes an upstream sends on an idle connection answer nothing: a whole
+/// response nobody asked for (a desynchronised or hostile upstream) must
+/// never be taken as the answer to the next request sent on it.
+#[tokio::test]
+async fn an_answer_nobody_asked_for_on_an_idle_connection_answers_no_request() {
+    const UNASKED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled";
+    for engine in ["palisade", "hyper"] {
+        let policy = RETRY_NOT_ON_RESET
+            .replace("attempts = 1", "attempts = 0")
+            .replace(
+                "http1_engine = \"palisade\"",
+                &format!("http1_engine = \"{engine}\""),
+            );
+        let (addr, seen, go, sent) = first_answer_then(UNASKED, false).await;
+        let server = start_palisade(&policy, addr).await;
+        assert_eq!(
+            get(server.proxy_addr, "/first").await.status,
+            StatusCode::OK
+        );
+        go.send(()).unwrap();
+        sent.await.unwrap();
+        let reply = get(server.proxy_addr, "/second").await;
+        assert_eq!(reply.status, StatusCode::OK, "{engine}");
+        assert_eq!(reply.body, Bytes::from_static(b"fresh"), "{engine}");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (0, "GET /first HTTP/1.1".to_string()),
+                (1, "GET /second HTTP/1.1".to_string()),
+            ],
+            "{engine}"
+        );
+    }
+}

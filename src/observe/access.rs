@@ -163,7 +163,9 @@ impl RequestRecord {
 
     /// Records the request's metrics, writes its line, queues its span.
     /// Returns when it ended (the connection's idle time starts there).
-    pub fn finish(mut self, bytes_out: u64) -> Instant {
+    /// Takes the record boxed, as the response body holds it: by value it
+    /// was copied out of its box first (408 bytes a request).
+    pub fn finish(mut self: Box<Self>, bytes_out: u64) -> Instant {
         let ended = Instant::now();
         let elapsed = ended.saturating_duration_since(self.start);
         self.record_metrics(elapsed);

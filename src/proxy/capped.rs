@@ -52,6 +52,12 @@ impl<T> CappedIo<T> {
     pub fn new(inner: T, slot: OwnedSemaphorePermit) -> Self {
         Self { inner, _slot: slot }
     }
+
+    /// The socket and its slot, apart (the slot must go on living with
+    /// the socket).
+    pub fn into_parts(self) -> (T, OwnedSemaphorePermit) {
+        (self.inner, self._slot)
+    }
 }
 
 impl<T: Connection> Connection for CappedIo<T> {

@@ -93,8 +93,8 @@ impl ResponseBody {
 
     /// Attaches the record to finish when the body ends, and the marker
     /// that keeps the connection from counting as idle until then.
-    pub fn set_record(&mut self, record: RequestRecord, connection: ConnRequestGuard) {
-        self.record = Some(Box::new(record));
+    pub fn set_record(&mut self, record: Box<RequestRecord>, connection: ConnRequestGuard) {
+        self.record = Some(record);
         self.connection = Some(connection);
     }
 

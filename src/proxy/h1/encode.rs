@@ -17,8 +17,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::response::Parts;
-use http::{Method, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 
 use crate::policy::response_headers::{self, Known, Line, PendingHeaders};
 use crate::proxy::wire::{content_length, ends_in_chunked, has_token, line, line_bytes};
@@ -73,34 +72,40 @@ fn can_have_content_length(status: StatusCode) -> bool {
         && !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
 }
 
-/// Appends the head of `parts` (the answer to a `method` request on an
+/// Appends the head of `response` (the answer to a `method` request on an
 /// HTTP/1.1 connection) to `out`. `keep_alive`: the connection may stay
 /// open afterwards (the client did not ask to close, no drain is on).
-pub fn encode_head(
-    parts: &Parts,
+/// Borrowed whole: taking the response apart to write its head copied it.
+pub fn encode_head<B>(
+    response: &Response<B>,
     pending: &PendingHeaders,
     method: &Method,
     body: BodyLength,
     keep_alive: bool,
     out: &mut Vec<u8>,
 ) -> Result<Encoded, EncodeError> {
-    let status = parts.status;
+    let status = response.status();
     if status.is_informational() {
         return Err(EncodeError::Informational);
     }
     let head_request = method == Method::HEAD;
     // An HTTP/1.0 response (an HTTP/1.0 upstream's) cannot be chunked.
-    let can_chunk = parts.version != Version::HTTP_10;
+    let can_chunk = response.version() != Version::HTTP_10;
     let start = out.len();
-    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
-    status_line(parts.version, status, reason.map(|r| r.as_bytes()), out);
+    let reason = response.extensions().get::<hyper::ext::ReasonPhrase>();
+    status_line(
+        response.version(),
+        status,
+        reason.map(|r| r.as_bytes()),
+        out,
+    );
 
     let mut framing = None;
     let mut last = !keep_alive;
     let mut wrote_date = false;
     let mut wrote_close = false;
     let mut declared: Option<u64> = None;
-    let lines = response_headers::each(&parts.headers, pending, |header_line| {
+    let lines = response_headers::each(response.headers(), pending, |header_line| {
         let value = header_line.value;
         let kind = header_line.known;
         if kind == Known::ContentLength {
@@ -262,7 +267,7 @@ thread_local! {
 
 #[cfg(test)]
 mod tests {
-    use http::{HeaderValue, Response};
+    use http::HeaderValue;
 
     use super::*;
     use crate::policy::response_headers::UpstreamLines;
@@ -273,10 +278,10 @@ mod tests {
         body: BodyLength,
         keep_alive: bool,
     ) -> (String, Result<Encoded, EncodeError>) {
-        let (mut parts, ()) = response.into_parts();
+        let mut response = response;
         let mut out = Vec::new();
         let encoded = encode_head(
-            &parts,
+            &response,
             &PendingHeaders::default(),
             &method,
             body,
@@ -285,17 +290,23 @@ mod tests {
         );
         // The same lines kept as bytes (as the upstream exchange keeps
         // them, in the upstream's case) are written the same way.
-        let pairs: Vec<(String, String)> = parts
-            .headers
+        let pairs: Vec<(String, String)> = response
+            .headers()
             .iter()
             .map(|(n, v)| (title_case(n.as_str()), v.to_str().unwrap().to_string()))
             .collect();
         let pairs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (&n[..], &v[..])).collect();
         let lines = PendingHeaders::new(Some(UpstreamLines::from_pairs(&pairs)));
-        parts.headers.clear();
+        response.headers_mut().clear();
         let mut from_lines = Vec::new();
-        let encoded_from_lines =
-            encode_head(&parts, &lines, &method, body, keep_alive, &mut from_lines);
+        let encoded_from_lines = encode_head(
+            &response,
+            &lines,
+            &method,
+            body,
+            keep_alive,
+            &mut from_lines,
+        );
         assert_eq!(encoded_from_lines, encoded);
         assert_eq!(
             without_date(&String::from_utf8_lossy(&from_lines)),

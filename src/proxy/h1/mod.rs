@@ -317,7 +317,9 @@ where
     let Some(response) = response else {
         return Ok(true);
     };
-    let (parts, mut body) = response.into_parts();
+    // Written from where it is: taken apart, the response was copied.
+    let mut response = response;
+    let body = response.body();
     let length = if body.is_end_stream() {
         None
     } else {
@@ -326,24 +328,25 @@ where
     let keep_alive = keep_alive && !closing.load(Ordering::Relaxed);
     out.clear();
     let pending = body.pending_headers();
-    let encoded = match encode::encode_head(&parts, pending, &method, length, keep_alive, out) {
+    let encoded = match encode::encode_head(&response, pending, &method, length, keep_alive, out) {
         Ok(encoded) => encoded,
         Err(EncodeError::BadLength) => {
             return Err("the response's Content-Length is invalid".into());
         }
         Err(EncodeError::Informational) => return Err("a 1xx response".into()),
     };
-    drop(parts);
+    // The head is written: its map is not held while the body streams.
+    drop(std::mem::take(response.headers_mut()));
     let complete = match encoded.framing {
         Framing::Length(0) => {
             write_parts(io, out, &[]).await?;
             true
         }
-        framing => send_body(io, buffer, out, &mut body, framing).await?,
+        framing => send_body(io, buffer, out, response.body_mut(), framing).await?,
     };
     // The body (and with it the request's record and in-flight mark) is
     // done before the next head is read.
-    drop(body);
+    drop(response);
     Ok(encoded.last || !complete)
 }
 

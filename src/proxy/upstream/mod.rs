@@ -9,6 +9,7 @@ mod client;
 mod pool;
 mod raw;
 mod rewrite;
+mod socket;
 mod upgrade;
 
 use std::sync::Arc;
@@ -258,12 +259,13 @@ async fn prepare_body(
         ClientBody::Streaming(body) => body,
     };
     let empty = body.is_end_stream();
-    let small =
-        limits::declared_length(&head.headers).is_some_and(|n| n <= retry::MAX_REPLAY_BYTES);
     if replayable && empty {
         // No body at all (most GETs): nothing to read before sending.
         return Ok(PreparedBody::Replay(bytes::Bytes::new()));
     }
+    // Looked up only past the early returns: most requests take one.
+    let small =
+        limits::declared_length(&head.headers).is_some_and(|n| n <= retry::MAX_REPLAY_BYTES);
     if replayable && small {
         return match collect_for_replay(body, max_body, progress.clone()).await {
             Ok(bytes) => Ok(PreparedBody::Replay(bytes)),

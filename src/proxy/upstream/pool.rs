@@ -35,6 +35,7 @@ use tower_service::Service;
 use super::attempts::{Head, Outgoing};
 use super::client::ClientFailure;
 use super::raw::{self, RawBody, RawConn, RawFailure};
+use super::socket::{HyperIo, RawIo};
 use crate::policy::body::UpstreamBody;
 use crate::policy::response_headers::UpstreamLines;
 use crate::proxy::capped::{CappedIo, Slots};
@@ -112,7 +113,7 @@ enum Sender<'a> {
 /// the upstream is `https`.
 pub type Connector = HttpsConnector<HttpConnector>;
 /// A socket holding its `max_connections` slot.
-type Io = CappedIo<<Connector as Service<Uri>>::Response>;
+type Io = HyperIo;
 type Driver = http1::Connection<Io, UpstreamBody>;
 
 /// One upstream connection driven by hyper: the handle requests are sent
@@ -134,7 +135,7 @@ pub struct Conn {
 /// hands the connection to hyper for good).
 enum Link {
     Hyper(HyperConn),
-    Raw(RawConn<Io>),
+    Raw(RawConn<RawIo>),
 }
 
 impl HyperConn {
@@ -180,7 +181,7 @@ impl Conn {
                 let mut cx = Context::from_waker(Waker::noop());
                 matches!(conn.poll_ready(&mut cx), Poll::Ready(true))
             }
-            Link::Raw(conn) => conn.idle_and_open(),
+            Link::Raw(conn) => conn.io_mut().idle_and_open(),
         }
     }
 }
@@ -337,7 +338,7 @@ impl Pool {
                 // holds a whole hyper connection; inline it would be
                 // copied with every request's future.
                 Link::Raw(raw) => match raw.into_io() {
-                    Some(io) => Box::pin(HyperConn::handshake(io)).await?,
+                    Some(io) => Box::pin(HyperConn::handshake(io.into_hyper())).await?,
                     None => return Err(ClientFailure::Reset("unread upstream bytes".into())),
                 },
             };
@@ -477,7 +478,7 @@ impl Pool {
     async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Conn, ClientFailure> {
         let io = self.open(slot).await?;
         let link = if self.raw {
-            Link::Raw(RawConn::new(io))
+            Link::Raw(RawConn::new(RawIo::new(io)))
         } else {
             Link::Hyper(Box::pin(HyperConn::handshake(io)).await?)
         };
@@ -529,7 +530,7 @@ enum Inner {
         conn: Option<HyperConn>,
     },
     /// palisade's own exchange's body (it holds its connection).
-    Raw(RawBody<Io>),
+    Raw(RawBody<RawIo>),
 }
 
 impl PooledBody {
@@ -543,7 +544,7 @@ impl PooledBody {
         }
     }
 
-    fn raw(body: RawBody<Io>, pool: std::sync::Weak<Pool>) -> Self {
+    fn raw(body: RawBody<RawIo>, pool: std::sync::Weak<Pool>) -> Self {
         Self {
             inner: Inner::Raw(body),
             pool,

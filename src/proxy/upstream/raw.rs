@@ -16,14 +16,12 @@
 //! and when neither side asked to close.
 
 use std::mem::MaybeUninit;
-use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::rewrite::AddedLines;
 use crate::policy::body::UpstreamBody;
@@ -103,37 +101,30 @@ pub enum RawFailure {
 pub struct RawConn<T> {
     /// Boxed: a TLS stream is large, and the connection moves with every
     /// exchange.
-    io: Box<TokioIo<T>>,
+    io: Box<T>,
     buffer: BytesMut,
 }
 
 impl<T> RawConn<T>
 where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
     /// A fresh connection.
     pub fn new(io: T) -> Self {
         Self {
-            io: Box::new(TokioIo::new(io)),
+            io: Box::new(io),
             buffer: BytesMut::new(),
         }
     }
 
     /// The socket, for hyper (only between exchanges, nothing buffered).
     pub fn into_io(self) -> Option<T> {
-        self.buffer.is_empty().then(|| (*self.io).into_inner())
+        self.buffer.is_empty().then_some(*self.io)
     }
 
-    /// Whether an idle connection is still open: the upstream sent nothing
-    /// (a close, or bytes nobody asked for, both end it).
-    pub fn idle_and_open(&mut self) -> bool {
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        let mut probe = [0u8; 1];
-        let mut read = ReadBuf::new(&mut probe);
-        matches!(
-            Pin::new(&mut *self.io).poll_read(&mut cx, &mut read),
-            Poll::Pending
-        )
+    /// The socket, for a look between exchanges (`RawIo::idle_and_open`).
+    pub fn io_mut(&mut self) -> &mut T {
+        &mut self.io
     }
 
     /// Reads what the socket has onto the buffer, with room for at least
@@ -509,7 +500,7 @@ pub struct RawBody<T> {
 
 impl<T> RawBody<T>
 where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin,
+    T: AsyncRead + AsyncWrite + Unpin,
 {
     /// Whether the body has ended.
     pub fn ended(&self) -> bool {
