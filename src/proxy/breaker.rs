@@ -73,7 +73,63 @@ struct State {
     phase: Phase,
     /// (second since `epoch`, total, failures) per bucket.
     buckets: Vec<(u64, u32, u32)>,
+    /// The window: the latest second recorded, and the exchanges and
+    /// failures counted in the buckets of the seconds up to it. Kept as
+    /// buckets enter and leave it, so an exchange adds one to each instead
+    /// of summing every bucket again (once per exchange).
+    window: Window,
     epoch: Instant,
+}
+
+/// The sliding window's running sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Window {
+    latest: u64,
+    total: u64,
+    failures: u64,
+}
+
+impl State {
+    /// Every bucket empty (a fresh window).
+    fn clear_window(&mut self) {
+        self.buckets.iter_mut().for_each(|b| *b = (u64::MAX, 0, 0));
+        self.window = Window {
+            latest: self.window.latest,
+            ..Window::default()
+        };
+    }
+
+    /// Counts an exchange that ended in `second` (since `epoch`); a late
+    /// report of an earlier second is counted in the latest one. Returns
+    /// the window's (total, failures) after it.
+    fn count(&mut self, second: u64, success: bool) -> (u64, u64) {
+        let slots = self.buckets.len() as u64;
+        let second = second.max(self.window.latest);
+        if second - self.window.latest >= slots {
+            self.clear_window();
+        } else {
+            // The seconds after the latest take over the buckets of those
+            // leaving the window.
+            for entering in self.window.latest + 1..=second {
+                let slot = &mut self.buckets[(entering % slots) as usize];
+                if slot.0 != u64::MAX && slot.0 + slots <= entering {
+                    self.window.total -= u64::from(slot.1);
+                    self.window.failures -= u64::from(slot.2);
+                    *slot = (u64::MAX, 0, 0);
+                }
+            }
+        }
+        self.window.latest = second;
+        let slot = &mut self.buckets[(second % slots) as usize];
+        if slot.0 != second {
+            *slot = (second, 0, 0);
+        }
+        slot.1 += 1;
+        slot.2 += u32::from(!success);
+        self.window.total += 1;
+        self.window.failures += u64::from(!success);
+        (self.window.total, self.window.failures)
+    }
 }
 
 /// One upstream's breaker.
@@ -139,6 +195,7 @@ impl Breaker {
             state: Mutex::new(State {
                 phase: Phase::Closed,
                 buckets: vec![(u64::MAX, 0, 0); slots],
+                window: Window::default(),
                 epoch: Instant::now(),
             }),
             gauge,
@@ -244,28 +301,14 @@ impl Breaker {
                     *successes += 1;
                     if *successes >= self.settings.half_open_probes {
                         state.phase = Phase::Closed;
-                        state.buckets.iter_mut().for_each(|b| *b = (u64::MAX, 0, 0));
+                        state.clear_window();
                         self.publish(0);
                     }
                 }
             }
             (Pass::Normal, Phase::Closed) => {
                 let second = now.saturating_duration_since(state.epoch).as_secs();
-                let slots = state.buckets.len() as u64;
-                let slot = &mut state.buckets[(second % slots) as usize];
-                if slot.0 != second {
-                    *slot = (second, 0, 0);
-                }
-                slot.1 += 1;
-                slot.2 += u32::from(!success);
-                let oldest = second.saturating_sub(slots - 1);
-                let (total, failures) = state
-                    .buckets
-                    .iter()
-                    .filter(|(s, _, _)| *s != u64::MAX && *s >= oldest)
-                    .fold((0u64, 0u64), |(t, f), (_, bt, bf)| {
-                        (t + u64::from(*bt), f + u64::from(*bf))
-                    });
+                let (total, failures) = state.count(second, success);
                 if total >= u64::from(self.settings.min_requests)
                     && failures * 100 >= u64::from(self.settings.failure_percent) * total
                 {

@@ -47,6 +47,13 @@ pub fn lowercase_in_place(bytes: &mut [u8]) {
     chunks.into_remainder().make_ascii_lowercase();
 }
 
+/// Header lines of a head kept inline, without touching the heap: more
+/// than most requests and responses carry.
+pub const INLINE_LINES: usize = 32;
+
+/// The (name, value) spans of a parsed head's lines.
+pub type Spans = smallvec::SmallVec<[(Span, Span); INLINE_LINES]>;
+
 /// Where a piece of a parsed head lies in its buffer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Span {

@@ -178,3 +178,47 @@ fn disabled_admits_everything() {
     }
     assert_eq!(breaker.admit(t0).unwrap().pass(), Pass::Normal);
 }
+
+/// The window's running sums are what summing its buckets gives (the
+/// rule before they were kept as they go), over seconds that stay, step,
+/// jump past the whole window, and come late.
+#[test]
+fn the_running_window_sums_the_buckets_of_the_window() {
+    for slots in [1usize, 2, 3, 10] {
+        let mut rng = fastrand::Rng::with_seed(slots as u64);
+        let mut state = State {
+            phase: Phase::Closed,
+            buckets: vec![(u64::MAX, 0, 0); slots],
+            window: Window::default(),
+            epoch: Instant::now(),
+        };
+        let mut second = 0u64;
+        let mut latest = 0u64;
+        for step in 0..20_000 {
+            second = match rng.u8(..10) {
+                0..=4 => second,
+                5..=7 => second + 1,
+                8 => second + rng.u64(2..=(2 * slots as u64 + 2)),
+                _ => second.saturating_sub(rng.u64(0..=2)),
+            };
+            if step % 997 == 0 {
+                state.clear_window();
+            }
+            let success = rng.bool();
+            let counted = state.count(second, success);
+            latest = latest.max(second);
+            let oldest = latest.saturating_sub(slots as u64 - 1);
+            let summed = state
+                .buckets
+                .iter()
+                .filter(|(s, _, _)| *s != u64::MAX && *s >= oldest)
+                .fold((0u64, 0u64), |(t, f), (_, bt, bf)| {
+                    (t + u64::from(*bt), f + u64::from(*bf))
+                });
+            assert_eq!(
+                counted, summed,
+                "slots {slots}, step {step}, second {second}"
+            );
+        }
+    }
+}

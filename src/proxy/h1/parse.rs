@@ -28,7 +28,7 @@ use http::{Method, Request, Uri, Version};
 use crate::policy::body::RequestBody;
 use crate::policy::limits::OversizedHead;
 use crate::proxy::protocol::HYPER_MAX_HEADERS;
-use crate::proxy::wire::{Span, has_token, header_map};
+use crate::proxy::wire::{Span, Spans, has_token, header_map};
 
 /// Header lines palisade's reader handles in one head; a head with more
 /// goes to hyper (which takes up to 256 and lets the pipeline answer 431).
@@ -109,9 +109,10 @@ pub fn read_head(buffer: &mut BytesMut, head_buffer: usize, body_limit: usize) -
     let path = Span::within(buffer, path.as_bytes());
     let mut keep_alive = true;
     let mut body_length = None;
-    let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (line, span) in parsed.headers.iter().zip(spans.iter_mut()) {
+    // Not an array of `MAX_HEADERS`: filling it cost a 1 KB memset per
+    // request; a head of more lines than fit inline spills to the heap.
+    let mut spans = Spans::new();
+    for line in parsed.headers.iter() {
         if needs_hyper(line.name) {
             return Head::Hyper;
         }
@@ -126,10 +127,10 @@ pub fn read_head(buffer: &mut BytesMut, head_buffer: usize, body_limit: usize) -
         if line.name.eq_ignore_ascii_case("connection") && has_token(line.value, b"close") {
             keep_alive = false;
         }
-        *span = (
+        spans.push((
             Span::within(buffer, line.name.as_bytes()),
             Span::within(buffer, line.value),
-        );
+        ));
     }
     let body_length = body_length.unwrap_or(0);
     if buffer.len() - length < body_length {
@@ -140,7 +141,7 @@ pub fn read_head(buffer: &mut BytesMut, head_buffer: usize, body_limit: usize) -
     // The head becomes shared bytes that the URI and header values point
     // into; the buffer keeps what follows (its body, a pipelined request).
     let head = buffer.split_to(length).freeze();
-    match build(&head, method, path, &spans[..count]) {
+    match build(&head, method, path, &spans) {
         Some(request) => Head::Plain(Box::new(PlainRequest {
             request,
             keep_alive,

@@ -21,6 +21,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::rewrite::AddedLines;
@@ -28,7 +29,7 @@ use crate::policy::body::UpstreamBody;
 use crate::policy::headers::{is_hop_by_hop_name, names_nothing};
 use crate::policy::response_headers::{Known, UpstreamLines};
 use crate::proxy::response_body::BoxError;
-use crate::proxy::wire::{self, Span, write_two};
+use crate::proxy::wire::{self, INLINE_LINES, Span, Spans, write_two};
 
 /// Header lines palisade adds to a response (security headers, the
 /// request ID, rate-limit and CORS headers): room for them when the map is
@@ -267,32 +268,36 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
     if code == 101 {
         return Err("the upstream switched protocols unasked".into());
     }
-    let mut spans = [(Span::default(), Span::default()); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (line, span) in parsed.headers.iter().zip(spans.iter_mut()) {
-        *span = (
-            Span::within(buffer, line.name.as_bytes()),
-            Span::within(buffer, line.value),
-        );
-    }
-    let spans = &spans[..count];
+    // Not arrays of `MAX_HEADERS`: filling those cost a 1.7 KB memset per
+    // response; a head of more lines than fit inline spills to the heap.
+    let spans: Spans = parsed
+        .headers
+        .iter()
+        .map(|line| {
+            (
+                Span::within(buffer, line.name.as_bytes()),
+                Span::within(buffer, line.value),
+            )
+        })
+        .collect();
     // Each name is put in lower case where it lies (it is written so, as
     // hyper writes a header map's) and read once for what it is.
     let mut declared = Declared::default();
-    let mut classes = [Class::Other; MAX_HEADERS];
-    for ((name, value), class) in spans.iter().zip(classes.iter_mut()) {
+    let mut classes = SmallVec::<[Class; INLINE_LINES]>::new();
+    for (name, value) in &spans {
         let name = &mut buffer[name.range()];
         wire::lowercase_in_place(name);
-        *class = Class::of(name);
+        let class = Class::of(name);
+        classes.push(class);
         let name_length = name.len();
-        declared.read(*class, &buffer[value.range()], name_length);
+        declared.read(class, &buffer[value.range()], name_length);
     }
     let head = buffer.split_to(length).freeze();
     let (headers, lines) = if declared.lines_kept_as_bytes() {
-        let lines = kept_lines(head, spans, &classes, declared.transfer_encoding.is_some());
+        let lines = kept_lines(head, &spans, &classes, declared.transfer_encoding.is_some());
         (HeaderMap::new(), Some(lines))
     } else {
-        let headers = wire::header_map(&head, spans, ROOM_FOR_RESPONSE_HEADERS)
+        let headers = wire::header_map(&head, &spans, ROOM_FOR_RESPONSE_HEADERS)
             .ok_or("a header line of the upstream's response the http types refuse")?;
         (headers, None)
     };
