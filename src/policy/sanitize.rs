@@ -266,6 +266,11 @@ fn canonical_form(path: &str, pattern: bool) -> Result<String, PathRejection> {
 /// folds (the common case, checked without allocating); `Err` when the
 /// folded path is itself refused (a dot segment in disguise).
 pub fn fold_lookalikes(canonical: &str) -> Option<Result<String, PathRejection>> {
+    // Every sign below needs a `.`, a `:` or a `%`: a path with none (most)
+    // is passed in one look at its bytes.
+    if !canonical.bytes().any(|b| matches!(b, b'.' | b':' | b'%')) {
+        return None;
+    }
     let suspicious = canonical.split('/').any(|segment| {
         segment.ends_with('.')
             || segment.ends_with("%20")
