@@ -744,3 +744,30 @@ async fn odd_upstream_answers_are_relayed_as_hyper_relays_them() {
         );
     }
 }
+
+/// RFC 9112 §6.3: a `Content-Length` of `5, 5` (or two equal lines, or
+/// `0005`) from the upstream is one length to palisade, and the client
+/// gets it as one line of plain digits, on either engine, not the
+/// spelling a stricter reader downstream might refuse or read otherwise.
+#[tokio::test]
+async fn a_respelled_content_length_from_the_upstream_reaches_the_client_as_one_number() {
+    let answers: [&'static [u8]; 3] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0005\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello",
+    ];
+    for answer in answers {
+        let addr = raw_upstream(answer).await;
+        let (by_hyper, by_own) = on_both_engines(addr).await;
+        for (engine, bytes) in [("hyper", by_hyper), ("palisade", by_own)] {
+            let text = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+            let lengths: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("content-length:"))
+                .map(str::trim)
+                .collect();
+            assert_eq!(lengths, ["5"], "{engine}: {text}");
+            assert!(text.ends_with("\r\n\r\nhello"), "{engine}: {text}");
+        }
+    }
+}

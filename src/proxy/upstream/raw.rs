@@ -393,6 +393,11 @@ struct Declared {
     connection_names_others: bool,
     /// A name is longer than the `http` types take.
     long_name: bool,
+    /// A `Content-Length` spelled other than one line of plain digits
+    /// (`5, 5`, `0005`, two lines): the head is made into a map, where
+    /// `upgrade::finish_response` writes it as one (rare, so the kept
+    /// lines need no way to hold a value of palisade's own).
+    length_respelled: bool,
 }
 
 impl Declared {
@@ -400,6 +405,10 @@ impl Declared {
     fn read(&mut self, class: Class, value: &[u8], name_length: usize) {
         self.long_name |= name_length > MAX_HEADER_NAME;
         if class == Class::ContentLength {
+            self.length_respelled |= self.length.is_some()
+                || value.is_empty()
+                || (value[0] == b'0' && value.len() > 1)
+                || !value.iter().all(u8::is_ascii_digit);
             self.length = Some(match (self.length, wire::content_length(value)) {
                 (Some(Err(why)), _) => Err(why),
                 (_, None) => Err("invalid Content-Length from the upstream"),
@@ -424,9 +433,11 @@ impl Declared {
     /// leaving out the fixed hop-by-hop lines is all
     /// `strip_hop_by_hop` would do; and no name the `http` types refuse
     /// for its length (every other line `httparse` took, they take: see
-    /// the tests). Any other head is made into a map, as before.
+    /// the tests); and a `Content-Length` in one plain line. Any other head
+    /// is made into a map, as before.
     fn lines_kept_as_bytes(&self) -> bool {
         !self.long_name
+            && !self.length_respelled
             && (self.connection_lines == 0
                 || (self.connection_lines == 1 && !self.connection_names_others))
     }

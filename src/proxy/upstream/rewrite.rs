@@ -95,8 +95,10 @@ impl AddedLines {
 /// One `Content-Length` line in plain digits: the HTTP library accepted
 /// the client's spelling (`0005`, `5, 5`, two equal lines) as one length,
 /// and the upstream gets that length, not a spelling its own parser might
-/// read otherwise.
-fn canonical_content_length(headers: &mut http::HeaderMap) {
+/// read otherwise. The upstream's answer gets the same (RFC 9112 §6.3: a
+/// recipient of `5, 5` replaces it with one valid value, or refuses it),
+/// so the client reads the length palisade framed the body by.
+pub(super) fn canonical_content_length(headers: &mut http::HeaderMap) {
     let mut lines = headers.get_all(header::CONTENT_LENGTH).iter();
     let Some(first) = lines.next() else {
         return;

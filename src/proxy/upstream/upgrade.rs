@@ -65,6 +65,7 @@ pub fn finish_response<B>(
     tunnel_watch: Option<TunnelWatch>,
 ) -> Result<Response<B>, Reject> {
     drop_conflicting_length(response.headers_mut());
+    super::rewrite::canonical_content_length(response.headers_mut());
     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     match (client_upgrade, switching) {
         (Some(client_side), true) if switched_to_websocket(response.headers()) => {
