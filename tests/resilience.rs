@@ -474,40 +474,67 @@ async fn first_answer_then(after: &'static [u8], close: bool) -> Scripted {
     (addr, seen, go, done_heard)
 }
 
+/// palisade (`engine` toward the upstream, no retries) in front of
+/// [`first_answer_then`], after `GET /first` and after the upstream has
+/// sent `after` (and closed, when `close`) on the connection idle in the
+/// pool.
+async fn idle_connection_then(
+    engine: &str,
+    after: &'static [u8],
+    close: bool,
+) -> (
+    palisade::Server,
+    std::sync::Arc<std::sync::Mutex<Vec<(usize, String)>>>,
+) {
+    let policy = RETRY_NOT_ON_RESET
+        .replace("attempts = 1", "attempts = 0")
+        .replace(
+            "http1_engine = \"palisade\"",
+            &format!("http1_engine = \"{engine}\""),
+        );
+    let (addr, seen, go, done) = first_answer_then(after, close).await;
+    let server = start_palisade(&policy, addr).await;
+    assert_eq!(
+        get(server.proxy_addr, "/first").await.status,
+        StatusCode::OK
+    );
+    go.send(()).unwrap();
+    done.await.unwrap();
+    (server, seen)
+}
+
+/// The second request got `fresh` from a second connection, the only one
+/// it reached.
+fn answered_on_a_fresh_connection(
+    reply: &Reply,
+    seen: &std::sync::Mutex<Vec<(usize, String)>>,
+    second: &str,
+    engine: &str,
+) {
+    assert_eq!(reply.status, StatusCode::OK, "{engine}");
+    assert_eq!(reply.body, Bytes::from_static(b"fresh"), "{engine}");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (0, "GET /first HTTP/1.1".to_string()),
+            (1, format!("{second} HTTP/1.1")),
+        ],
+        "{engine}"
+    );
+}
+
 /// The pool looks at an idle connection before handing it out: one its
 /// upstream has closed since is not used. A `POST` (never re-sent) sent on
 /// it would be lost as a 502.
 #[tokio::test]
 async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
     for engine in ["palisade", "hyper"] {
-        let policy = RETRY_NOT_ON_RESET
-            .replace("attempts = 1", "attempts = 0")
-            .replace(
-                "http1_engine = \"palisade\"",
-                &format!("http1_engine = \"{engine}\""),
-            );
-        let (addr, seen, go, closed) = first_answer_then(b"", true).await;
-        let server = start_palisade(&policy, addr).await;
-        assert_eq!(
-            get(server.proxy_addr, "/first").await.status,
-            StatusCode::OK
-        );
-        go.send(()).unwrap();
-        closed.await.unwrap();
+        let (server, seen) = idle_connection_then(engine, b"", true).await;
         let post = Request::post(format!("http://{}/second", server.proxy_addr))
             .body(Full::new(Bytes::from_static(b"order")))
             .unwrap();
         let reply = send(server.proxy_addr, post).await;
-        assert_eq!(reply.status, StatusCode::OK, "{engine}");
-        assert_eq!(reply.body, Bytes::from_static(b"fresh"), "{engine}");
-        assert_eq!(
-            *seen.lock().unwrap(),
-            [
-                (0, "GET /first HTTP/1.1".to_string()),
-                (1, "POST /second HTTP/1.1".to_string()),
-            ],
-            "{engine}"
-        );
+        answered_on_a_fresh_connection(&reply, &seen, "POST /second", engine);
     }
 }
 
@@ -518,30 +545,8 @@ async fn a_connection_the_upstream_closed_while_idle_is_not_used_again() {
 async fn an_answer_nobody_asked_for_on_an_idle_connection_answers_no_request() {
     const UNASKED: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled";
     for engine in ["palisade", "hyper"] {
-        let policy = RETRY_NOT_ON_RESET
-            .replace("attempts = 1", "attempts = 0")
-            .replace(
-                "http1_engine = \"palisade\"",
-                &format!("http1_engine = \"{engine}\""),
-            );
-        let (addr, seen, go, sent) = first_answer_then(UNASKED, false).await;
-        let server = start_palisade(&policy, addr).await;
-        assert_eq!(
-            get(server.proxy_addr, "/first").await.status,
-            StatusCode::OK
-        );
-        go.send(()).unwrap();
-        sent.await.unwrap();
+        let (server, seen) = idle_connection_then(engine, UNASKED, false).await;
         let reply = get(server.proxy_addr, "/second").await;
-        assert_eq!(reply.status, StatusCode::OK, "{engine}");
-        assert_eq!(reply.body, Bytes::from_static(b"fresh"), "{engine}");
-        assert_eq!(
-            *seen.lock().unwrap(),
-            [
-                (0, "GET /first HTTP/1.1".to_string()),
-                (1, "GET /second HTTP/1.1".to_string()),
-            ],
-            "{engine}"
-        );
+        answered_on_a_fresh_connection(&reply, &seen, "GET /second", engine);
     }
 }
