@@ -2,7 +2,8 @@
 //! `rewrite` (the request head the upstream receives), the body prepared
 //! for replay or streaming (here), `attempts` (breaker, deadline, retries),
 //! `upgrade` (the response as the client may see it; WebSocket tunnels),
-//! over `client` (the pooled connections).
+//! over `client` (the pooled connections: `pool`; palisade's own HTTP/1.1
+//! exchange, `raw`, over the socket as `socket` keeps it).
 
 mod attempts;
 mod client;
