@@ -621,6 +621,15 @@ async fn raw_upstream(response: &'static [u8]) -> std::net::SocketAddr {
 /// hyper and one on its own engine, both sides each, in front of the
 /// upstream at `addr`: what hyper answered, then what the engine did.
 async fn on_both_engines(addr: std::net::SocketAddr) -> (Vec<u8>, Vec<u8>) {
+    both_engines_answer(
+        addr,
+        b"GET /r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await
+}
+
+/// [`on_both_engines`] for `request` (which closes the connection).
+async fn both_engines_answer(addr: std::net::SocketAddr, request: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let config = |engine: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nhttp1_engine = \"{engine}\"\n[upstream]\nurl = \"{{UPSTREAM}}\"\nhttp1_engine = \"{engine}\"\n[[routes]]\nname = \"open\"\npath = \"/**\"\nauth = \"none\"\n"
@@ -628,7 +637,6 @@ async fn on_both_engines(addr: std::net::SocketAddr) -> (Vec<u8>, Vec<u8>) {
     };
     let hyper = start_palisade(&config("hyper"), addr).await;
     let own = start_palisade(&config("palisade"), addr).await;
-    let request = b"GET /r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
     let by_hyper = exchange(hyper.proxy_addr, request, false).await;
     let by_own = exchange(own.proxy_addr, request, false).await;
     (by_hyper, by_own)
@@ -768,6 +776,75 @@ async fn a_respelled_content_length_from_the_upstream_reaches_the_client_as_one_
                 .collect();
             assert_eq!(lengths, ["5"], "{engine}: {text}");
             assert!(text.ends_with("\r\n\r\nhello"), "{engine}: {text}");
+        }
+    }
+}
+
+/// RFC 9112 §6.3: a `Content-Length` that is no one number makes the
+/// upstream's answer invalid (502), also where no body follows it: on a
+/// `HEAD`, a 204 or a 304 the HTTP libraries pass it on unread, and
+/// palisade's own engine then closed the connection without an answer
+/// (logged as a 200).
+#[tokio::test]
+async fn an_unreadable_content_length_is_a_502_where_no_body_follows_too() {
+    let answers: [(&[u8], &'static [u8]); 4] = [
+        (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n"),
+        (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n"),
+        (
+            b"GET",
+            b"HTTP/1.1 204 No Content\r\nContent-Length: +5\r\n\r\n",
+        ),
+        (
+            b"GET",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5,,5\r\n\r\n",
+        ),
+    ];
+    for (method, answer) in answers {
+        let addr = raw_upstream(answer).await;
+        let mut request = method.to_vec();
+        request.extend_from_slice(b" /r HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let (by_hyper, by_own) = both_engines_answer(addr, &request).await;
+        for (engine, bytes) in [("hyper", by_hyper), ("palisade", by_own)] {
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.starts_with("HTTP/1.1 502"), "{engine}: {text}");
+        }
+    }
+}
+
+/// RFC 9110 §8.6: a 204 carries no `Content-Length`; over HTTP/2 a
+/// client refuses the answer when it does (curl: `PROTOCOL_ERROR`).
+#[tokio::test]
+async fn a_204_reaches_an_http2_client_without_a_content_length() {
+    use http_body_util::BodyExt;
+    for answer in [
+        &b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"[..],
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let addr = raw_upstream(Box::leak(answer.to_vec().into_boxed_slice())).await;
+        for engine in ["palisade", "hyper"] {
+            let config = format!(
+                "[upstream]\nurl = \"{{UPSTREAM}}\"\nhttp1_engine = \"{engine}\"\n[[routes]]\nname = \"open\"\npath = \"/**\"\nauth = \"none\"\n"
+            );
+            let server = start_palisade(&config, addr).await;
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .http2_only(true)
+                    .build_http::<http_body_util::Full<bytes::Bytes>>();
+            let request = http::Request::get(format!("http://{}/r", server.proxy_addr))
+                .body(http_body_util::Full::default())
+                .unwrap();
+            let response = client.request(request).await.unwrap();
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            assert_eq!(response.status(), http::StatusCode::NO_CONTENT, "{engine}");
+            assert!(
+                !response
+                    .headers()
+                    .contains_key(http::header::CONTENT_LENGTH),
+                "{engine}: {:?}",
+                response.headers()
+            );
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.is_empty(), "{engine}");
         }
     }
 }

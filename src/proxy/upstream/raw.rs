@@ -293,7 +293,11 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
         declared.read(class, &buffer[value.range()], name_length);
     }
     let head = buffer.split_to(length).freeze();
-    let (headers, lines) = if declared.lines_kept_as_bytes() {
+    // A 204's `Content-Length` is removed in `upgrade::finish_response`,
+    // from a map.
+    let kept = declared.lines_kept_as_bytes()
+        && !(status == StatusCode::NO_CONTENT && declared.length.is_some());
+    let (headers, lines) = if kept {
         let lines = kept_lines(head, &spans, &classes, declared.transfer_encoding.is_some());
         (HeaderMap::new(), Some(lines))
     } else {
@@ -394,9 +398,10 @@ struct Declared {
     /// A name is longer than the `http` types take.
     long_name: bool,
     /// A `Content-Length` spelled other than one line of plain digits
-    /// (`5, 5`, `0005`, two lines): the head is made into a map, where
-    /// `upgrade::finish_response` writes it as one (rare, so the kept
-    /// lines need no way to hold a value of palisade's own).
+    /// (`5, 5`, `0005`, two lines, or no number at all): the head is made
+    /// into a map, where `upgrade::finish_response` writes it as one or
+    /// refuses it (rare, so the kept lines need no way to hold a value of
+    /// palisade's own).
     length_respelled: bool,
 }
 
@@ -409,7 +414,10 @@ impl Declared {
                 || value.is_empty()
                 || (value[0] == b'0' && value.len() > 1)
                 || !value.iter().all(u8::is_ascii_digit);
-            self.length = Some(match (self.length, wire::content_length(value)) {
+            // hyper's client refuses the two largest numbers too (its
+            // `MAX_LEN`): a body that long never ends.
+            let length = wire::content_length(value).filter(|&n| n < u64::MAX - 1);
+            self.length = Some(match (self.length, length) {
                 (Some(Err(why)), _) => Err(why),
                 (_, None) => Err("invalid Content-Length from the upstream"),
                 (Some(Ok(first)), Some(n)) if first != n => {

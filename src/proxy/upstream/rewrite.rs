@@ -97,11 +97,13 @@ impl AddedLines {
 /// and the upstream gets that length, not a spelling its own parser might
 /// read otherwise. The upstream's answer gets the same (RFC 9112 §6.3: a
 /// recipient of `5, 5` replaces it with one valid value, or refuses it),
-/// so the client reads the length palisade framed the body by.
-pub(super) fn canonical_content_length(headers: &mut http::HeaderMap) {
+/// so the client reads the length palisade framed the body by. `false`
+/// when the lines are not one length (a value that is no number, or
+/// numbers that differ): they are left as they are.
+pub(super) fn canonical_content_length(headers: &mut http::HeaderMap) -> bool {
     let mut lines = headers.get_all(header::CONTENT_LENGTH).iter();
     let Some(first) = lines.next() else {
-        return;
+        return true;
     };
     let plain = |value: &[u8]| {
         !value.is_empty()
@@ -109,21 +111,22 @@ pub(super) fn canonical_content_length(headers: &mut http::HeaderMap) {
             && (value[0] != b'0' || value.len() == 1)
     };
     if lines.next().is_none() && plain(first.as_bytes()) {
-        return;
+        return true;
     }
     // Every line must say the same length (the HTTP library refused a
     // request where they differ); otherwise the lines stay as they are.
     let mut length = None;
     for line in headers.get_all(header::CONTENT_LENGTH) {
         match (length, crate::proxy::wire::content_length(line.as_bytes())) {
-            (_, None) => return,
-            (Some(seen), Some(this)) if seen != this => return,
+            (_, None) => return false,
+            (Some(seen), Some(this)) if seen != this => return false,
             (_, this) => length = this,
         }
     }
     if let Some(length) = length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     }
+    true
 }
 
 /// Rewrites the client's request head for `policy`'s upstream.
@@ -138,7 +141,8 @@ pub fn rewrite(
     // whatever `Connection` says. Only a WebSocket handshake may switch
     // protocols, and it is rebuilt below.
     strip_fixed_hop_by_hop(headers);
-    canonical_content_length(headers);
+    // The HTTP library refused a request whose lines are not one length.
+    let _ = canonical_content_length(headers);
     let (client_upgrade, tunnel_watch) = if websocket {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, WEBSOCKET.clone());
@@ -239,7 +243,7 @@ mod tests {
             for line in lines {
                 headers.append(header::CONTENT_LENGTH, HeaderValue::from_static(line));
             }
-            canonical_content_length(&mut headers);
+            let _ = canonical_content_length(&mut headers);
             headers
                 .get_all(header::CONTENT_LENGTH)
                 .iter()

@@ -65,7 +65,18 @@ pub fn finish_response<B>(
     tunnel_watch: Option<TunnelWatch>,
 ) -> Result<Response<B>, Reject> {
     drop_conflicting_length(response.headers_mut());
-    super::rewrite::canonical_content_length(response.headers_mut());
+    // RFC 9110 §8.6: a 204 has no `Content-Length` (HTTP/2 clients refuse
+    // one). RFC 9112 §6.3: a length that is not one number is an invalid
+    // answer, a 502, also where no body follows (`HEAD`, 204, 304), where
+    // the HTTP libraries pass it on unread.
+    if !super::rewrite::canonical_content_length(response.headers_mut()) {
+        return Err(Reject::UpstreamReset(
+            "invalid Content-Length from the upstream".into(),
+        ));
+    }
+    if response.status() == http::StatusCode::NO_CONTENT {
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
     match (client_upgrade, switching) {
         (Some(client_side), true) if switched_to_websocket(response.headers()) => {
