@@ -113,6 +113,15 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
     length
 }
 
+/// Whether a `Content-Length` value is spelled as one number is best
+/// written: ASCII digits, no leading zero (`0` itself aside). Any other
+/// spelling [`content_length`] reads is rewritten before it is passed on.
+pub fn plain_length(value: &[u8]) -> bool {
+    !value.is_empty()
+        && value.iter().all(u8::is_ascii_digit)
+        && (value[0] != b'0' || value.len() == 1)
+}
+
 /// A run of ASCII digits as a number; `None` when empty, anything else is
 /// in it, or it overflows `u64`. (Byte by byte: `str::parse` checked UTF-8
 /// and a sign first, and was a measurable part of every head.)

@@ -112,9 +112,7 @@ enum Sender<'a> {
 /// Makes upstream sockets: TCP (connect timeout, `TCP_NODELAY`), TLS when
 /// the upstream is `https`.
 pub type Connector = HttpsConnector<HttpConnector>;
-/// A socket holding its `max_connections` slot.
-type Io = HyperIo;
-type Driver = http1::Connection<Io, UpstreamBody>;
+type Driver = http1::Connection<HyperIo, UpstreamBody>;
 
 /// One upstream connection driven by hyper: the handle requests are sent
 /// on, and the future that moves its bytes (polled by whoever holds the
@@ -162,7 +160,7 @@ impl HyperConn {
     }
 
     /// A hyper connection over a socket palisade's exchange held.
-    async fn handshake(io: Io) -> Result<Self, ClientFailure> {
+    async fn handshake(io: HyperIo) -> Result<Self, ClientFailure> {
         let (sender, driver) = http1::handshake(io)
             .await
             .map_err(|e| ClientFailure::Connect(super::client::error_chain(&e)))?;
@@ -456,7 +454,7 @@ impl Pool {
         }
     }
 
-    async fn open(&self, slot: OwnedSemaphorePermit) -> Result<Io, ClientFailure> {
+    async fn open(&self, slot: OwnedSemaphorePermit) -> Result<HyperIo, ClientFailure> {
         let opened = self.dial().await;
         if opened.is_ok() == self.unreachable.load(Ordering::Relaxed) {
             self.unreachable.store(opened.is_err(), Ordering::Relaxed);

@@ -293,12 +293,11 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
         declared.read(class, &buffer[value.range()], name_length);
     }
     let head = buffer.split_to(length).freeze();
-    // A 204's `Content-Length` is removed in `upgrade::finish_response`,
-    // from a map.
-    let kept = declared.lines_kept_as_bytes()
-        && !(status == StatusCode::NO_CONTENT && declared.length.is_some());
-    let (headers, lines) = if kept {
-        let lines = kept_lines(head, &spans, &classes, declared.transfer_encoding.is_some());
+    let (headers, lines) = if declared.lines_kept_as_bytes() {
+        // No `Content-Length` beside a coding (RFC 9112 §6.3), nor on a
+        // 204 (RFC 9110 §8.6), as `upgrade::finish_response` does in a map.
+        let no_length = declared.transfer_encoding.is_some() || status == StatusCode::NO_CONTENT;
+        let lines = kept_lines(head, &spans, &classes, no_length);
         (HeaderMap::new(), Some(lines))
     } else {
         let headers = wire::header_map(&head, &spans, ROOM_FOR_RESPONSE_HEADERS)
@@ -324,20 +323,21 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
 
 /// The lines a client may see, kept as bytes: what `upgrade::finish_response`
 /// would leave of them in a header map (no hop-by-hop line, and no
-/// `Content-Length` beside a `Transfer-Encoding`, RFC 9112 §6.3). Only for
+/// `Content-Length` where `no_length` says: beside a `Transfer-Encoding`,
+/// RFC 9112 §6.3, or on a 204). Only for
 /// a head whose `Connection` lines name no other header
 /// ([`Declared::lines_kept_as_bytes`]).
 fn kept_lines(
     head: Bytes,
     spans: &[(Span, Span)],
     classes: &[Class],
-    transfer_encoding: bool,
+    no_length: bool,
 ) -> UpstreamLines {
     let mut lines = UpstreamLines::with_capacity(head, spans.len());
     for ((name, value), class) in spans.iter().zip(classes) {
         let known = match class {
             Class::HopByHop | Class::TransferEncoding | Class::Connection => continue,
-            Class::ContentLength if transfer_encoding => continue,
+            Class::ContentLength if no_length => continue,
             Class::ContentLength => Known::ContentLength,
             Class::Date => Known::Date,
             Class::Other => Known::Other,
@@ -410,10 +410,7 @@ impl Declared {
     fn read(&mut self, class: Class, value: &[u8], name_length: usize) {
         self.long_name |= name_length > MAX_HEADER_NAME;
         if class == Class::ContentLength {
-            self.length_respelled |= self.length.is_some()
-                || value.is_empty()
-                || (value[0] == b'0' && value.len() > 1)
-                || !value.iter().all(u8::is_ascii_digit);
+            self.length_respelled |= self.length.is_some() || !wire::plain_length(value);
             // hyper's client refuses the two largest numbers too (its
             // `MAX_LEN`): a body that long never ends.
             let length = wire::content_length(value).filter(|&n| n < u64::MAX - 1);

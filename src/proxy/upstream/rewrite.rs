@@ -105,12 +105,7 @@ pub(super) fn canonical_content_length(headers: &mut http::HeaderMap) -> bool {
     let Some(first) = lines.next() else {
         return true;
     };
-    let plain = |value: &[u8]| {
-        !value.is_empty()
-            && value.iter().all(u8::is_ascii_digit)
-            && (value[0] != b'0' || value.len() == 1)
-    };
-    if lines.next().is_none() && plain(first.as_bytes()) {
+    if lines.next().is_none() && crate::proxy::wire::plain_length(first.as_bytes()) {
         return true;
     }
     // Every line must say the same length (the HTTP library refused a
