@@ -7,58 +7,46 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, Uri};
+use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
 
 use super::client::ClientFailure;
-use super::rewrite::AddedLines;
+pub use super::rewrite::Head;
 use super::{ExchangeBody, Upstream};
 use crate::policy::body::{BodyProgress, UpstreamBody};
 use crate::proxy::breaker;
 use crate::proxy::reject::Reject;
 use crate::proxy::retry;
 
-/// The rewritten request head, sent once or once per try.
-#[derive(Clone)]
-pub struct Head {
-    /// Method.
-    pub method: Method,
-    /// Upstream URI.
-    pub uri: Uri,
-    /// Rewritten headers.
-    pub headers: HeaderMap,
-    /// palisade's own lines, sent after `headers`.
-    pub added: AddedLines,
-    /// A WebSocket handshake (sent on a connection of its own).
-    pub upgrade: bool,
-}
-
 impl Head {
     /// The head as a request, palisade's lines in its header map; one
-    /// sent once sends the head itself (nothing copied).
-    fn into_request(mut self, body: UpstreamBody) -> Request<UpstreamBody> {
-        self.added.insert_into(&mut self.headers);
-        let mut request = Request::new(body);
-        *request.method_mut() = self.method;
-        *request.uri_mut() = self.uri;
-        *request.headers_mut() = self.headers;
+    /// sent once takes the head's own parts (nothing copied; the head is
+    /// left empty). Boxed: the request travels down the layers of a try
+    /// inside [`Outgoing`], whose common variant is small.
+    fn take_request(&mut self, body: UpstreamBody) -> Box<Request<UpstreamBody>> {
+        let mut headers = std::mem::take(&mut self.headers);
+        if let Some(added) = &self.added {
+            added.insert_into(&mut headers);
+        }
+        let mut request = Box::new(Request::new(body));
+        *request.method_mut() = std::mem::take(&mut self.method);
+        *request.uri_mut() = std::mem::take(&mut self.uri);
+        *request.headers_mut() = headers;
         request
     }
 
     /// A request of its own for one try of a replayable exchange (hyper's
     /// exchange takes one): a copy of the head with the body's bytes.
-    pub(super) fn replayed(&self, payload: Bytes) -> Request<UpstreamBody> {
-        self.clone().into_request(UpstreamBody::replay(payload))
+    pub(super) fn replayed(&self, payload: Bytes) -> Box<Request<UpstreamBody>> {
+        self.clone().take_request(UpstreamBody::replay(payload))
     }
 }
 
 /// What one try sends: the exchange's head lent with a replayable body's
 /// bytes (palisade's own engine writes the head from the loan, so no try
-/// copies the header map), or a request of its own.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "lives in one try's future; boxing the request would allocate per streamed try"
-)]
+/// copies the header map), or a request of its own, boxed: the value is
+/// moved down five layers of every try, and unboxed the request (288
+/// bytes) was copied with it each time, for the few tries that own one.
 pub enum Outgoing<'a> {
     /// A try of a replayable exchange.
     Lent {
@@ -69,12 +57,12 @@ pub enum Outgoing<'a> {
     },
     /// The one try of a streamed body, a WebSocket handshake, or a try
     /// whose head is its own (`deadline_header` differs per try).
-    Owned(Request<UpstreamBody>),
+    Owned(Box<Request<UpstreamBody>>),
 }
 
 impl Outgoing<'_> {
     /// The try as a request of its own (hyper's exchange takes one).
-    pub fn into_request(self) -> Request<UpstreamBody> {
+    pub fn into_request(self) -> Box<Request<UpstreamBody>> {
         match self {
             Outgoing::Lent { head, payload } => head.replayed(payload),
             Outgoing::Owned(request) => request,
@@ -105,7 +93,7 @@ impl Upstream {
     )]
     pub(super) fn exchange(
         &self,
-        head: Head,
+        head: &mut Head,
         body: PreparedBody,
         progress: &BodyProgress,
         (started, deadline): (std::time::Instant, Instant),
@@ -115,7 +103,7 @@ impl Upstream {
             let upgrade = head.upgrade;
             let (bytes, retryable) = match body {
                 PreparedBody::Once { body, empty } => {
-                    let outgoing = Outgoing::Owned(head.into_request(body));
+                    let outgoing = Outgoing::Owned(head.take_request(body));
                     let (outcome, answered, _) = self
                         .try_once(outgoing, upgrade, empty, progress, (started, deadline))
                         .await;
@@ -127,7 +115,7 @@ impl Upstream {
             let mut admitted = started;
             loop {
                 let outgoing = Outgoing::Lent {
-                    head: &head,
+                    head: &*head,
                     payload: bytes.clone(),
                 };
                 let (outcome, answered, unanswered) = self
@@ -191,7 +179,7 @@ impl Upstream {
             // it: every layer is a copy of the future when it starts.
             let sent = if upgrade {
                 // Boxed: rare, and a large future (see `Pool::obtain`).
-                let upgrade = Box::pin(self.client.request_upgrade(outgoing.into_request()));
+                let upgrade = Box::pin(self.client.request_upgrade(*outgoing.into_request()));
                 tokio::time::timeout_at(deadline, upgrade)
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Direct)))

@@ -155,14 +155,17 @@ impl Upstream {
 
     /// Sends the request upstream and waits, up to the route's deadline,
     /// for the response headers. The response body is never cut; only its
-    /// headers are timed. Retries are counted into `retries`.
+    /// headers are timed. Retries are counted into `retries`. `held`: the
+    /// body a signed-webhook route read whole and verified, sent in place
+    /// of the request's own (see `proxy::held`).
     #[expect(
         clippy::manual_async_fn,
         reason = "an `async fn` keeps each argument twice in its future; see proxy::pipeline"
     )]
     pub fn send(
         &self,
-        req: Request<ClientBody>,
+        req: Request<RequestBody>,
+        held: Option<bytes::Bytes>,
         target: &ForwardTarget<'_>,
         settings: ExchangeSettings,
         progress: Arc<BodyProgress>,
@@ -176,18 +179,25 @@ impl Upstream {
             let deadline = tokio::time::Instant::from_std(started) + settings.deadline;
             self.budget.deposit();
             let (parts, body) = req.into_parts();
-            let rewritten = rewrite::rewrite(parts, target, &self.policy)?;
+            let body = match held {
+                Some(bytes) => ClientBody::Held(bytes),
+                None => ClientBody::Streaming(body),
+            };
+            let http::request::Parts {
+                method,
+                uri,
+                version,
+                headers,
+                mut extensions,
+                ..
+            } = parts;
+            let mut head = Head::of_client(method, uri, headers);
+            let client_upgrade =
+                rewrite::rewrite(&mut head, version, &mut extensions, target, &self.policy)?;
             let replayable = settings.retry
                 && self.policy.retry.attempts > 0
-                && rewritten.client_upgrade.is_none()
-                && retry::idempotent(&rewritten.parts.method, &rewritten.parts.headers);
-            let mut head = Head {
-                method: rewritten.parts.method,
-                uri: rewritten.uri,
-                headers: rewritten.parts.headers,
-                added: rewritten.added,
-                upgrade: rewritten.client_upgrade.is_some(),
-            };
+                && !head.upgrade
+                && retry::idempotent(&head.method, &head.headers);
             let body = prepare_body(body, &head, replayable, settings.max_body, &progress);
             let body = tokio::time::timeout_at(deadline, body)
                 .await
@@ -209,12 +219,12 @@ impl Upstream {
                 _ => started,
             };
             let (response, answered) = self
-                .exchange(head, body, &progress, (admitted, deadline), retries)
+                .exchange(&mut head, body, &progress, (admitted, deadline), retries)
                 .await?;
             let response = upgrade::finish_response(
                 response,
-                rewritten.client_upgrade,
-                rewritten.tunnel_watch,
+                client_upgrade.on_upgrade,
+                client_upgrade.tunnel_watch,
             )?;
             Ok(Exchange {
                 response,

@@ -43,12 +43,8 @@ use crate::proxy::response_body::BoxError;
 
 /// A head palisade's own engine writes: a request's own (its body kept in
 /// case the connection turns out to be hyper's), or the exchange's, lent.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "lives in one exchange's future; boxing the request would allocate per try"
-)]
 enum RawHead<'a> {
-    Owned(Request<()>, UpstreamBody),
+    Owned(Box<Request<UpstreamBody>>),
     Lent(&'a Head),
 }
 
@@ -61,11 +57,7 @@ impl<'a> RawHead<'a> {
                 Sender::Raw(RawHead::Lent(head), payload)
             }
             Outgoing::Owned(request) => match raw::eligible_payload(&request) {
-                Some(payload) => {
-                    let (parts, body) = request.into_parts();
-                    let head = RawHead::Owned(Request::from_parts(parts, ()), body);
-                    Sender::Raw(head, payload)
-                }
+                Some(payload) => Sender::Raw(RawHead::Owned(request), payload),
                 None => Sender::Hyper(Outgoing::Owned(request)),
             },
             lent @ Outgoing::Lent { .. } => Sender::Hyper(lent),
@@ -74,7 +66,7 @@ impl<'a> RawHead<'a> {
 
     fn lines(&self) -> raw::HeadRef<'_> {
         match self {
-            RawHead::Owned(request, _) => raw::HeadRef {
+            RawHead::Owned(request) => raw::HeadRef {
                 method: request.method(),
                 uri: request.uri(),
                 headers: request.headers(),
@@ -84,7 +76,7 @@ impl<'a> RawHead<'a> {
                 method: &head.method,
                 uri: &head.uri,
                 headers: &head.headers,
-                added: Some(&head.added),
+                added: head.added.as_ref(),
             },
         }
     }
@@ -92,11 +84,8 @@ impl<'a> RawHead<'a> {
     /// The request hyper sends on a connection hyper holds.
     fn into_request(self, payload: bytes::Bytes) -> Request<UpstreamBody> {
         match self {
-            RawHead::Owned(request, body) => {
-                let (parts, ()) = request.into_parts();
-                Request::from_parts(parts, body)
-            }
-            RawHead::Lent(head) => head.replayed(payload),
+            RawHead::Owned(request) => *request,
+            RawHead::Lent(head) => *head.replayed(payload),
         }
     }
 }
@@ -266,7 +255,7 @@ impl Pool {
         // Boxed: hyper's exchange is twice the size of palisade's, and
         // inline it would be part of (and copied with) every request's
         // future on the default engine too.
-        Box::pin(self.send_hyper(outgoing.into_request(), now)).await
+        Box::pin(self.send_hyper(*outgoing.into_request(), now)).await
     }
 
     /// palisade's own exchange, on a connection it holds; on one hyper

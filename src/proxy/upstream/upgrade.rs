@@ -26,12 +26,12 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
 /// Whether the request is a WebSocket handshake palisade may tunnel: GET
 /// over HTTP/1.1 with `Connection: upgrade` and `Upgrade: websocket`.
 /// Nothing else ever switches protocols through palisade.
-pub fn requested_websocket(parts: &http::request::Parts) -> bool {
-    parts.version == Version::HTTP_11
-        && parts.method == http::Method::GET
-        && has_token(&parts.headers, header::CONNECTION, "upgrade")
-        && has_token(&parts.headers, header::UPGRADE, "websocket")
-        && has_no_body(&parts.headers)
+pub fn requested_websocket(version: Version, method: &http::Method, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && method == http::Method::GET
+        && has_token(headers, header::CONNECTION, "upgrade")
+        && has_token(headers, header::UPGRADE, "websocket")
+        && has_no_body(headers)
 }
 
 /// A handshake is a bodiless GET (RFC 6455 §4.1). One with a body is
