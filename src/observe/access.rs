@@ -113,35 +113,42 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// Starts the record of a request (counted in flight from now).
+    /// Starts the record of a request (counted in flight from now), on the
+    /// heap where the request's context keeps it. Written into the
+    /// allocation, not moved there: `Box::new(begin(..))` built the record
+    /// on the stack and copied its 408 bytes.
+    #[inline(always)]
     pub fn begin(
         metrics: Arc<Metrics>,
         access_log: bool,
         request_id: HeaderValue,
         method: Method,
         client_ip: IpAddr,
-    ) -> Self {
-        Self {
-            _in_flight: InFlightGauge::enter(metrics.clone()),
-            metrics,
-            access_log,
-            start: Instant::now(),
-            request_id,
-            method,
-            path: String::new(),
-            route: None,
-            series: None,
-            status: StatusCode::OK,
-            upstream_time: None,
-            retries: 0,
-            client_ip,
-            user: None,
-            body_in: Arc::new(BodyProgress::default()),
-            rejection: None,
-            rate_decisions: Decisions::new(),
-            rate_backend_failed: false,
-            trace: None,
-        }
+    ) -> Box<Self> {
+        Box::write(
+            Box::new_uninit(),
+            Self {
+                _in_flight: InFlightGauge::enter(metrics.clone()),
+                metrics,
+                access_log,
+                start: Instant::now(),
+                request_id,
+                method,
+                path: String::new(),
+                route: None,
+                series: None,
+                status: StatusCode::OK,
+                upstream_time: None,
+                retries: 0,
+                client_ip,
+                user: None,
+                body_in: Arc::new(BodyProgress::default()),
+                rejection: None,
+                rate_decisions: Decisions::new(),
+                rate_backend_failed: false,
+                trace: None,
+            },
+        )
     }
 
     /// The request is for `route`: its name labels the metrics and the

@@ -92,7 +92,7 @@ fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     in_flight_on_conn: ConnRequestGuard,
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
     async move {
         let generation = shared.current.load_full();
@@ -116,13 +116,13 @@ fn handle(
             origin: req.headers().get(header::ORIGIN).cloned(),
             preflight: false,
             rate_headers: None,
-            record: Box::new(RequestRecord::begin(
+            record: RequestRecord::begin(
                 shared.metrics.clone(),
                 policy.log.access_log,
                 request_id,
                 req.method().clone(),
                 client_ip,
-            )),
+            ),
         };
         if chunked_body {
             ctx.record.body_in.chunked.store(true, Ordering::Relaxed);
@@ -148,7 +148,7 @@ fn handle(
             let mut processing = std::pin::pin!(process(
                 &generation,
                 &mut ctx,
-                req,
+                &mut req,
                 (&conn, &in_flight_on_conn)
             ));
             std::future::poll_fn(|cx| span.in_scope(|| processing.as_mut().poll(cx))).await
@@ -224,6 +224,9 @@ pub fn handle_boxed(
 }
 
 /// The request-side stages, in SPEC §3 order. `Err` is palisade's own answer.
+/// The request is lent, here and to the upstream exchange, which takes
+/// its parts out of it: moved into each stage's future, it was copied
+/// once per stage.
 #[expect(
     clippy::manual_async_fn,
     reason = "an `async fn` keeps each argument twice in its future; see proxy::pipeline"
@@ -231,13 +234,13 @@ pub fn handle_boxed(
 fn process(
     generation: &Generation,
     ctx: &mut RequestCtx,
-    mut req: Request<RequestBody>,
+    req: &mut Request<RequestBody>,
     (conn, connection): (&ConnInfo, &ConnRequestGuard),
 ) -> impl Future<Output = Result<Response<ResponseBody>, Reject>> {
     async move {
         let policy = &generation.policy;
         let presented = identity::strip_client_headers(policy, req.headers_mut(), ctx.peer_trusted);
-        ctx.record.path = match check_head(policy, &req) {
+        ctx.record.path = match check_head(policy, req) {
             Ok(canonical) => canonical,
             Err(reject) => {
                 // Refused before its canonical path existed: the record
@@ -247,7 +250,7 @@ fn process(
             }
         };
 
-        let (route, params) = match match_route(policy, &req, &ctx.record.path)? {
+        let (route, params) = match match_route(policy, req, &ctx.record.path)? {
             Matched::Preflight(route) => return Ok(answer_preflight(policy, ctx, &route)),
             Matched::Request(route, params) => (route, params),
         };
@@ -259,7 +262,7 @@ fn process(
         // deadline (SPEC §3), and the deadline header says what is left.
         let holding_since = route.auth.accepts_hmac().then(std::time::Instant::now);
         let held = match holding_since {
-            Some(_) => Some(held::hold_body(&mut req, &route, &ctx.record.body_in).await?),
+            Some(_) => Some(held::hold_body(req, &route, &ctx.record.body_in).await?),
             None => None,
         };
         let signed = held.as_deref().map(|body| Signed {

@@ -190,7 +190,7 @@ where
                 *request.request.body_mut() = RequestBody::Buffered(Some(body));
             }
             let last =
-                exchange(&mut io, &mut buffer, &mut out, &context, &closing, *request).await?;
+                exchange(&mut io, &mut buffer, &mut out, &context, &closing, request).await?;
             if last || closing.load(Ordering::Relaxed) {
                 let _ = io.shutdown().await;
                 return Ok(());
@@ -216,7 +216,7 @@ async fn refuse_oversized<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let request = parse::oversized(&buffer);
+    let request = Box::new(parse::oversized(&buffer));
     buffer.clear();
     exchange(&mut io, &mut buffer, &mut out, &context, &closing, request).await?;
     let _ = io.shutdown().await;
@@ -283,26 +283,29 @@ async fn read_more<I: AsyncRead + Unpin>(
 }
 
 /// Serves one request: the pipeline's answer written out. `Ok(true)` when
-/// the connection ends after it.
+/// the connection ends after it. The request stays in its box until the
+/// pipeline's future takes it: unboxed into this future and taken apart
+/// here, it was copied twice more.
 async fn exchange<I>(
     io: &mut I,
     buffer: &mut BytesMut,
     out: &mut Vec<u8>,
     context: &ConnContext,
     closing: &AtomicBool,
-    request: PlainRequest,
+    request: Box<PlainRequest>,
 ) -> Result<bool, BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let PlainRequest {
-        request,
-        keep_alive,
-        ..
-    } = request;
-    let method = request.method().clone();
+    let keep_alive = request.keep_alive;
+    let method = request.request.method().clone();
     let guard = context.activity.request_started();
-    let mut handling = handle_boxed(context.shared.clone(), context.info.clone(), guard, request);
+    let mut handling = handle_boxed(
+        context.shared.clone(),
+        context.info.clone(),
+        guard,
+        request.request,
+    );
     let response = std::future::poll_fn(|cx| {
         if let Poll::Ready(Ok(response)) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(response));

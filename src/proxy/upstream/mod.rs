@@ -155,16 +155,18 @@ impl Upstream {
 
     /// Sends the request upstream and waits, up to the route's deadline,
     /// for the response headers. The response body is never cut; only its
-    /// headers are timed. Retries are counted into `retries`. `held`: the
-    /// body a signed-webhook route read whole and verified, sent in place
-    /// of the request's own (see `proxy::held`).
+    /// headers are timed. Retries are counted into `retries`. The request
+    /// is lent: its parts are taken out of it (moved in whole, it was
+    /// copied once more). `held`: the body a signed-webhook route read
+    /// whole and verified, sent in place of the request's own (see
+    /// `proxy::held`).
     #[expect(
         clippy::manual_async_fn,
         reason = "an `async fn` keeps each argument twice in its future; see proxy::pipeline"
     )]
     pub fn send(
         &self,
-        req: Request<RequestBody>,
+        req: &mut Request<RequestBody>,
         held: Option<bytes::Bytes>,
         target: &ForwardTarget<'_>,
         settings: ExchangeSettings,
@@ -178,22 +180,26 @@ impl Upstream {
             let started = Instant::now();
             let deadline = tokio::time::Instant::from_std(started) + settings.deadline;
             self.budget.deposit();
-            let (parts, body) = req.into_parts();
+            // The request's parts are taken out of it (taking leaves
+            // empty values, which allocate nothing).
+            let body = std::mem::replace(req.body_mut(), RequestBody::Empty);
             let body = match held {
                 Some(bytes) => ClientBody::Held(bytes),
                 None => ClientBody::Streaming(body),
             };
-            let http::request::Parts {
-                method,
-                uri,
+            let mut head = Head::of_client(
+                std::mem::take(req.method_mut()),
+                std::mem::take(req.uri_mut()),
+                std::mem::take(req.headers_mut()),
+            );
+            let version = req.version();
+            let client_upgrade = rewrite::rewrite(
+                &mut head,
                 version,
-                headers,
-                mut extensions,
-                ..
-            } = parts;
-            let mut head = Head::of_client(method, uri, headers);
-            let client_upgrade =
-                rewrite::rewrite(&mut head, version, &mut extensions, target, &self.policy)?;
+                req.extensions_mut(),
+                target,
+                &self.policy,
+            )?;
             let replayable = settings.retry
                 && self.policy.retry.attempts > 0
                 && !head.upgrade

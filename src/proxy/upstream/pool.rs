@@ -505,8 +505,11 @@ async fn send_on(
 /// The upstream's response body, driving its connection until it ends;
 /// then the connection goes back to the pool. Dropped before the end (the
 /// client left), the connection is closed: HTTP/1 cannot abandon a body.
+/// Its state is boxed: the response it belongs to is moved up every layer
+/// of the exchange, and with the state inline (136 bytes) each move was a
+/// copy of 248 bytes (`bench/RESULTS.md`, session 24).
 pub struct PooledBody {
-    inner: Inner,
+    inner: Box<Inner>,
     pool: std::sync::Weak<Pool>,
 }
 
@@ -523,17 +526,17 @@ enum Inner {
 impl PooledBody {
     fn new(body: Incoming, conn: HyperConn, pool: std::sync::Weak<Pool>) -> Self {
         Self {
-            inner: Inner::Hyper {
+            inner: Box::new(Inner::Hyper {
                 body,
                 conn: Some(conn),
-            },
+            }),
             pool,
         }
     }
 
     fn raw(body: RawBody<RawIo>, pool: std::sync::Weak<Pool>) -> Self {
         Self {
-            inner: Inner::Raw(body),
+            inner: Box::new(Inner::Raw(body)),
             pool,
         }
     }
@@ -541,7 +544,7 @@ impl PooledBody {
     /// The response's header lines, when palisade's exchange kept them as
     /// bytes (once).
     pub fn take_upstream_lines(&mut self) -> Option<UpstreamLines> {
-        match &mut self.inner {
+        match &mut *self.inner {
             Inner::Hyper { .. } => None,
             Inner::Raw(body) => body.take_upstream_lines(),
         }
@@ -550,7 +553,7 @@ impl PooledBody {
     fn release(&mut self) {
         // Not polled here: the next checkout polls the connection anyway
         // (to find it closed, or ready for the next request).
-        let link = match &mut self.inner {
+        let link = match &mut *self.inner {
             Inner::Hyper { conn, .. } => conn.take().map(Link::Hyper),
             Inner::Raw(body) => body.take_reusable().map(Link::Raw),
         };
@@ -573,7 +576,7 @@ impl http_body::Body for PooledBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = match &mut this.inner {
+        let polled = match &mut *this.inner {
             Inner::Hyper { body, conn } => {
                 if let Some(hyper_conn) = conn {
                     hyper_conn.poll_driver(cx);
@@ -595,14 +598,14 @@ impl http_body::Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
+        match &*self.inner {
             Inner::Hyper { body, .. } => body.is_end_stream(),
             Inner::Raw(body) => body.ended(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        match &self.inner {
+        match &*self.inner {
             Inner::Hyper { body, .. } => body.size_hint(),
             Inner::Raw(body) => match body.remaining() {
                 Some(left) => http_body::SizeHint::with_exact(left),

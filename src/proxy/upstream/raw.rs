@@ -142,7 +142,10 @@ where
         request: HeadRef<'_>,
         payload: &Bytes,
     ) -> Result<Response<RawBody<T>>, RawFailure> {
-        let mut head = Vec::with_capacity(256);
+        // Room for a browser's head or a bearer token's (256 bytes grew,
+        // and copied itself, on every request with a token); written out
+        // and dropped before the answer is read.
+        let mut head = Vec::with_capacity(1024);
         encode_request(request, payload.len(), &mut head);
         if let Err(error) = write_two(&mut *self.io, &head, payload).await {
             return Err(RawFailure::Unsent(error.into()));
@@ -270,16 +273,15 @@ fn parse_response(buffer: &mut BytesMut, head_request: bool) -> Result<Parsed, B
     }
     // Not arrays of `MAX_HEADERS`: filling those cost a 1.7 KB memset per
     // response; a head of more lines than fit inline spills to the heap.
-    let spans: Spans = parsed
-        .headers
-        .iter()
-        .map(|line| {
-            (
-                Span::within(buffer, line.name.as_bytes()),
-                Span::within(buffer, line.value),
-            )
-        })
-        .collect();
+    // Filled where it lies: `collect` built the 528 bytes elsewhere and
+    // copied them here.
+    let mut spans = Spans::new();
+    spans.extend(parsed.headers.iter().map(|line| {
+        (
+            Span::within(buffer, line.name.as_bytes()),
+            Span::within(buffer, line.value),
+        )
+    }));
     // Each name is put in lower case where it lies (it is written so, as
     // hyper writes a header map's) and read once for what it is.
     let mut declared = Declared::default();
