@@ -3,6 +3,7 @@
 //! because palisade strips every client-sent copy first.
 
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
@@ -136,6 +137,23 @@ const SET_BY_PALISADE: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-f
 /// `n` bytes long.
 const CLAIMED_LENGTHS: u64 = length_mask(&CLIENT_CLAIMED) | length_mask(&SET_BY_PALISADE);
 
+/// [`CLIENT_CLAIMED`] and [`SET_BY_PALISADE`] (`true`) by name length: a
+/// client's header is compared only with the listed names of its own
+/// length. Most names of a browser's request (`accept`, `authorization`,
+/// `accept-language`, `content-type`) have some listed name's length, and
+/// each was compared with all 32.
+static CLAIMED_BY_LENGTH: LazyLock<Vec<Vec<(&'static str, bool)>>> = LazyLock::new(|| {
+    let mut by_length = vec![Vec::new(); 64];
+    let listed = CLIENT_CLAIMED.iter().map(|name| (*name, false));
+    let set = SET_BY_PALISADE.iter().map(|name| (*name, true));
+    for (name, by_palisade) in listed.chain(set) {
+        if let Some(bucket) = by_length.get_mut(name.len()) {
+            bucket.push((name, by_palisade));
+        }
+    }
+    by_length
+});
+
 /// Removes what a client may not claim about itself. From a peer outside
 /// `trusted_proxies`: every [`CLIENT_CLAIMED`] header, and any header that
 /// spells one of them or an `X-Forwarded-*` palisade sets with `_` for
@@ -150,8 +168,12 @@ pub fn remove_client_claimed(headers: &mut HeaderMap, peer_trusted: bool) {
         }
         let underscored = name.bytes().any(|b| b == b'_');
         if !peer_trusted || underscored {
-            let listed = |list: &[&str]| list.iter().any(|l| same_header_name(l, name));
-            listed(&CLIENT_CLAIMED) || (underscored && listed(&SET_BY_PALISADE))
+            // A `_` spelling of what palisade sets goes too.
+            CLAIMED_BY_LENGTH.get(name.len()).is_some_and(|bucket| {
+                bucket.iter().any(|&(listed, by_palisade)| {
+                    (underscored || !by_palisade) && same_header_name(listed, name)
+                })
+            })
         } else {
             false
         }
@@ -299,6 +321,15 @@ pub fn client_is_https(tls: bool, peer_trusted: bool, headers: &HeaderMap) -> bo
 pub struct StrippedHeaders {
     names: Vec<Vec<u8>>,
     twins_of: Vec<HeaderName>,
+    /// Bit `n` (63: 63 or more): a name of `names` or `twins_of` is `n`
+    /// bytes long. A client's header of another length is none of them,
+    /// without comparing (each was compared with every name).
+    lengths: u64,
+}
+
+/// The bit of [`StrippedHeaders::lengths`] for a name `length` bytes long.
+fn length_bit(length: usize) -> u64 {
+    1 << length.min(63)
 }
 
 fn normalize(byte: u8) -> u8 {
@@ -313,6 +344,7 @@ impl StrippedHeaders {
     pub fn add(&mut self, name: &str) {
         let normalized: Vec<u8> = name.bytes().map(normalize).collect();
         if !self.names.contains(&normalized) {
+            self.lengths |= length_bit(normalized.len());
             self.names.push(normalized);
         }
     }
@@ -320,6 +352,7 @@ impl StrippedHeaders {
     /// Keeps `name` as spelled, removes its other spellings.
     pub fn add_twins_of(&mut self, name: &HeaderName) {
         if !self.twins_of.contains(name) {
+            self.lengths |= length_bit(name.as_str().len());
             self.twins_of.push(name.clone());
         }
     }
@@ -344,7 +377,8 @@ impl StrippedHeaders {
             return;
         }
         crate::policy::headers::remove_matching(headers, |name| {
-            self.contains(name.as_str()) || self.is_twin(name)
+            self.lengths & length_bit(name.as_str().len()) != 0
+                && (self.contains(name.as_str()) || self.is_twin(name))
         });
     }
 }
@@ -379,6 +413,42 @@ mod tests {
             remove_client_claimed(&mut headers, true);
             assert!(headers.is_empty(), "{twin} stayed");
         }
+        // What palisade sets is replaced later, not removed here; a
+        // trusted peer's claims in their own spelling stay.
+        for (name, trusted) in [("x-forwarded-for", false), ("x-real-ip", true)] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static("x"));
+            remove_client_claimed(&mut headers, trusted);
+            assert!(headers.contains_key(name), "{name} went");
+        }
+    }
+
+    #[test]
+    fn stripped_names_go_in_any_spelling_and_others_of_their_length_stay() {
+        let long = "x-".to_string() + &"a".repeat(68);
+        let mut stripped = StrippedHeaders::default();
+        stripped.add("X-User-Id");
+        stripped.add(&long.replace('-', "_"));
+        stripped.add_twins_of(&HeaderName::from_static("x-request-id"));
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-user-id",
+            "x_user_id",
+            long.as_str(),
+            "x_request_id",
+            "x-request-id",
+            "x-user-ix",
+            "x-request-ix",
+        ] {
+            headers.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("v"),
+            );
+        }
+        stripped.strip(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-request-id", "x-request-ix", "x-user-ix"]);
     }
 
     #[test]
