@@ -159,3 +159,120 @@ async fn a_held_body_spends_the_routes_deadline() {
         "a second of the 5s went to the body: {left} left"
     );
 }
+
+/// Routes of two timeouts, no retries: what cuts a slow answer is the
+/// route's deadline alone.
+const TWO_DEADLINES: &str = r#"
+[upstream]
+url = "{UPSTREAM}"
+[upstream.retry]
+attempts = 0
+[upstream.circuit_breaker]
+enabled = false
+[defaults]
+auth = "none"
+timeout = "5s"
+[[routes]]
+name = "short"
+path = "/short/**"
+timeout = "400ms"
+[[routes]]
+name = "long"
+path = "/**"
+"#;
+
+/// The requests of one connection, in order, and the status each must get:
+/// a fast answer on the short route leaves its deadline set; a slower one
+/// on the long route must outlive it; a slow one on the short route right
+/// after must still be cut at its own, earlier, deadline; then a fast one.
+const ONE_CONNECTION: [(&str, &str, StatusCode); 4] = [
+    ("/short/a", "0", StatusCode::OK),
+    ("/b", "1000", StatusCode::OK),
+    ("/short/c", "1500", StatusCode::GATEWAY_TIMEOUT),
+    ("/d", "0", StatusCode::OK),
+];
+
+/// A GET of `path` the upstream answers after `delay_ms`, for HTTP/2 (the
+/// authority in the URI).
+fn delayed_get(addr: std::net::SocketAddr, path: &str, delay_ms: &str) -> http::Request<Empty> {
+    http::Request::get(format!("http://{addr}{path}"))
+        .header("x-test-delay-ms", delay_ms)
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// The same for HTTP/1: origin form and `Host`.
+fn delayed_get_h1(addr: std::net::SocketAddr, path: &str, delay_ms: &str) -> http::Request<Empty> {
+    http::Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .header("x-test-delay-ms", delay_ms)
+        .body(Empty::new())
+        .unwrap()
+}
+
+type Empty = http_body_util::Empty<bytes::Bytes>;
+
+/// An HTTP/1 connection's requests share one timer for their upstream
+/// deadlines (`ConnRequestGuard::poll_upstream_deadline`), moved to each
+/// request's own: later or earlier than the last, each request is cut at
+/// its own route's deadline and no other.
+#[tokio::test]
+async fn each_request_on_one_connection_keeps_its_own_deadline() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(TWO_DEADLINES, upstream.addr).await;
+    let stream = tokio::net::TcpStream::connect(server.proxy_addr)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for (path, delay, expected) in ONE_CONNECTION {
+        let response = sender
+            .send_request(delayed_get_h1(server.proxy_addr, path, delay))
+            .await
+            .expect("the connection stays open");
+        assert_eq!(response.status(), expected, "{path}");
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap();
+    }
+    assert_eq!(upstream.count(), 4);
+}
+
+/// HTTP/2 streams keep timers of their own; the same sequence, on one
+/// connection, and two slow requests at once on the short route.
+#[tokio::test]
+async fn each_http2_stream_keeps_its_own_deadline() {
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(TWO_DEADLINES, upstream.addr).await;
+    let stream = tokio::net::TcpStream::connect(server.proxy_addr)
+        .await
+        .unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .handshake::<_, Empty>(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    for (path, delay, expected) in ONE_CONNECTION {
+        let response = sender
+            .clone()
+            .send_request(delayed_get(server.proxy_addr, path, delay))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{path}");
+    }
+    let (slow, fast) = tokio::join!(
+        sender
+            .clone()
+            .send_request(delayed_get(server.proxy_addr, "/short/e", "1500")),
+        sender
+            .clone()
+            .send_request(delayed_get(server.proxy_addr, "/f", "1000")),
+    );
+    assert_eq!(slow.unwrap().status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(fast.unwrap().status(), StatusCode::OK);
+}

@@ -36,6 +36,7 @@
 //! keeps its slot until the tunnel ends. A tunnel is watched with
 //! [`TunnelWatch`] and closed after `idle_timeout` without a byte either way.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -71,6 +72,9 @@ pub struct Activity {
     /// socket write, so a client that grants no window is seen here: a
     /// response chunk handed to hyper and not followed by the next poll.
     streams: Mutex<Vec<Weak<AtomicU64>>>,
+    /// HTTP/1: the timer of its requests' upstream deadlines, one request
+    /// after another (see [`ConnRequestGuard::poll_upstream_deadline`]).
+    upstream_timer: Mutex<Option<Pin<Box<tokio::time::Sleep>>>>,
 }
 
 /// One HTTP/2 response's last hand-off to hyper: nanoseconds since the
@@ -121,6 +125,7 @@ impl Activity {
             write_blocked: AtomicU64::new(0),
             last_request_end: AtomicU64::new(0),
             streams: Mutex::new(Vec::new()),
+            upstream_timer: Mutex::new(None),
         };
         Arc::new(activity)
     }
@@ -298,6 +303,35 @@ impl ConnRequestGuard {
     /// client that stops reading blocks a socket write instead).
     pub fn handoff(&self) -> Option<&Handoff> {
         self.handoff.as_ref()
+    }
+
+    /// Polls the connection's upstream-deadline timer, set to `deadline`:
+    /// `Ready` once it has passed. `None` where the connection does not
+    /// lend its timer (HTTP/2, whose streams are in flight at once; a timer
+    /// already being polled): the caller then keeps one of its own.
+    ///
+    /// An HTTP/1 connection serves one request at a time, so one timer
+    /// serves them all: each request moves it to its own deadline, which is
+    /// almost always later than the last one, and tokio then only marks
+    /// the timer's entry instead of taking it out of its wheel and putting
+    /// it back. A timer made and dropped per request cost about 550
+    /// instructions (registering it, removing it; `bench/RESULTS.md`,
+    /// session 24). A deadline left behind by a finished request may still
+    /// fire: it wakes the connection's task once, which finds nothing to do.
+    pub fn poll_upstream_deadline(
+        &self,
+        deadline: Instant,
+        cx: &mut Context<'_>,
+    ) -> Option<Poll<()>> {
+        if self.handoff.is_some() {
+            return None;
+        }
+        let mut slot = self.activity.upstream_timer.try_lock().ok()?;
+        let timer = slot.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        Some(timer.as_mut().poll(cx))
     }
 }
 

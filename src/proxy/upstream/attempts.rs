@@ -11,10 +11,12 @@ use http::{HeaderValue, Request, Response};
 use tokio::time::Instant;
 
 use super::client::ClientFailure;
+use super::deadline::{Bounded, Elapsed};
 pub use super::rewrite::Head;
 use super::{ExchangeBody, Upstream};
 use crate::policy::body::{BodyProgress, UpstreamBody};
 use crate::proxy::breaker;
+use crate::proxy::conn::ConnRequestGuard;
 use crate::proxy::reject::Reject;
 use crate::proxy::retry;
 
@@ -97,6 +99,7 @@ impl Upstream {
         body: PreparedBody,
         progress: &BodyProgress,
         (started, deadline): (std::time::Instant, Instant),
+        connection: &ConnRequestGuard,
         retries: &mut u32,
     ) -> impl Future<Output = Result<(Response<ExchangeBody>, std::time::Instant), Reject>> {
         async move {
@@ -105,7 +108,13 @@ impl Upstream {
                 PreparedBody::Once { body, empty } => {
                     let outgoing = Outgoing::Owned(head.take_request(body));
                     let (outcome, answered, _) = self
-                        .try_once(outgoing, upgrade, empty, progress, (started, deadline))
+                        .try_once(
+                            outgoing,
+                            (upgrade, empty),
+                            progress,
+                            (started, deadline),
+                            connection,
+                        )
                         .await;
                     return outcome.map(|response| (response, answered));
                 }
@@ -119,7 +128,13 @@ impl Upstream {
                     payload: bytes.clone(),
                 };
                 let (outcome, answered, unanswered) = self
-                    .try_once(outgoing, upgrade, true, progress, (admitted, deadline))
+                    .try_once(
+                        outgoing,
+                        (upgrade, true),
+                        progress,
+                        (admitted, deadline),
+                        connection,
+                    )
                     .await;
                 if !retryable
                     || !self
@@ -148,10 +163,10 @@ impl Upstream {
     fn try_once(
         &self,
         outgoing: Outgoing<'_>,
-        upgrade: bool,
-        body_done: bool,
+        (upgrade, body_done): (bool, bool),
         progress: &BodyProgress,
         (now, deadline): (std::time::Instant, Instant),
+        connection: &ConnRequestGuard,
     ) -> impl Future<
         Output = (
             Result<Response<ExchangeBody>, Reject>,
@@ -183,10 +198,13 @@ impl Upstream {
                 tokio::time::timeout_at(deadline, upgrade)
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Direct)))
+                    .map_err(|_| ())
             } else {
-                tokio::time::timeout_at(deadline, self.client.request(outgoing, now))
+                // On the client connection's timer (see `deadline`).
+                Bounded::new(self.client.request(outgoing, now), deadline, connection)
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Pooled)))
+                    .map_err(|Elapsed| ())
             };
             let unanswered = matches!(sent, Ok(Err(ClientFailure::Unanswered(_))));
             let outcome = match sent {

@@ -7,6 +7,7 @@
 
 mod attempts;
 mod client;
+mod deadline;
 mod pool;
 mod raw;
 mod rewrite;
@@ -225,7 +226,14 @@ impl Upstream {
                 _ => started,
             };
             let (response, answered) = self
-                .exchange(&mut head, body, &progress, (admitted, deadline), retries)
+                .exchange(
+                    &mut head,
+                    body,
+                    &progress,
+                    (admitted, deadline),
+                    target.connection.0,
+                    retries,
+                )
                 .await?;
             let response = upgrade::finish_response(
                 response,

@@ -32,7 +32,8 @@ pub struct ForwardTarget<'a> {
     /// `[tracing] propagate = true`.
     pub trace: Option<&'a Outgoing>,
     /// The client's connection and its `idle_timeout`, for the idle watch
-    /// of a WebSocket tunnel.
+    /// of a WebSocket tunnel (and the connection's timer, for the
+    /// upstream deadline).
     pub connection: (&'a ConnRequestGuard, std::time::Duration),
 }
 
