@@ -212,17 +212,25 @@ fn delayed_get_h1(addr: std::net::SocketAddr, path: &str, delay_ms: &str) -> htt
 
 type Empty = http_body_util::Empty<bytes::Bytes>;
 
+/// palisade with [`TWO_DEADLINES`] in front of a test upstream, and a
+/// client connection to it (both kept by the caller).
+async fn two_deadlines_and_a_connection() -> (TestUpstream, palisade::Server, tokio::net::TcpStream)
+{
+    let upstream = TestUpstream::start().await;
+    let server = start_palisade(TWO_DEADLINES, upstream.addr).await;
+    let stream = tokio::net::TcpStream::connect(server.proxy_addr)
+        .await
+        .unwrap();
+    (upstream, server, stream)
+}
+
 /// An HTTP/1 connection's requests share one timer for their upstream
 /// deadlines (`ConnRequestGuard::poll_upstream_deadline`), moved to each
 /// request's own: later or earlier than the last, each request is cut at
 /// its own route's deadline and no other.
 #[tokio::test]
 async fn each_request_on_one_connection_keeps_its_own_deadline() {
-    let upstream = TestUpstream::start().await;
-    let server = start_palisade(TWO_DEADLINES, upstream.addr).await;
-    let stream = tokio::net::TcpStream::connect(server.proxy_addr)
-        .await
-        .unwrap();
+    let (upstream, server, stream) = two_deadlines_and_a_connection().await;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, Empty>(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -245,11 +253,7 @@ async fn each_request_on_one_connection_keeps_its_own_deadline() {
 /// connection, and two slow requests at once on the short route.
 #[tokio::test]
 async fn each_http2_stream_keeps_its_own_deadline() {
-    let upstream = TestUpstream::start().await;
-    let server = start_palisade(TWO_DEADLINES, upstream.addr).await;
-    let stream = tokio::net::TcpStream::connect(server.proxy_addr)
-        .await
-        .unwrap();
+    let (_upstream, server, stream) = two_deadlines_and_a_connection().await;
     let (sender, connection) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
