@@ -280,3 +280,20 @@ async fn each_http2_stream_keeps_its_own_deadline() {
     assert_eq!(slow.unwrap().status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(fast.unwrap().status(), StatusCode::OK);
 }
+
+/// A WebSocket handshake the upstream never answers is cut at its route's
+/// deadline too (it waits on the connection's timer like any try): 504
+/// within the 400 ms route, where the client reads for 5 s at most.
+#[tokio::test]
+async fn an_unanswered_websocket_handshake_is_cut_at_its_routes_deadline() {
+    let silent = support::upstream::holding_upstream(b"").await;
+    let server = start_palisade(TWO_DEADLINES, silent).await;
+    let response = raw(
+        server.proxy_addr,
+        b"GET /short/socket HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&response), 504, "{response}");
+}

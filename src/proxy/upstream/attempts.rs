@@ -191,24 +191,22 @@ impl Upstream {
                 None => outgoing,
             };
             // The pool's future itself under the deadline, no wrapper around
-            // it: every layer is a copy of the future when it starts.
+            // it: every layer is a copy of the future when it starts. Timed
+            // on the client connection's timer (see `deadline`).
             let sent = if upgrade {
                 // Boxed: rare, and a large future (see `Pool::obtain`).
                 let upgrade = Box::pin(self.client.request_upgrade(*outgoing.into_request()));
-                tokio::time::timeout_at(deadline, upgrade)
+                Bounded::new(upgrade, deadline, connection)
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Direct)))
-                    .map_err(|_| ())
             } else {
-                // On the client connection's timer (see `deadline`).
                 Bounded::new(self.client.request(outgoing, now), deadline, connection)
                     .await
                     .map(|sent| sent.map(|response| response.map(ExchangeBody::Pooled)))
-                    .map_err(|Elapsed| ())
             };
             let unanswered = matches!(sent, Ok(Err(ClientFailure::Unanswered(_))));
             let outcome = match sent {
-                Err(_) => Err(Reject::Timeout),
+                Err(Elapsed) => Err(Reject::Timeout),
                 Ok(Err(failure)) => Err(reject_for(failure, progress)),
                 Ok(Ok(response)) => Ok(response),
             };
