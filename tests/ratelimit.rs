@@ -835,3 +835,76 @@ async fn rediss_with_a_private_ca() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 }
+
+/// An upstream's own rate-limit headers (any case, repeated) never reach
+/// the client beside palisade's: over HTTP/1 (palisade's writer, which
+/// keeps the upstream's lines as bytes) and HTTP/2 (one header map), each
+/// name comes once, with palisade's value.
+#[tokio::test]
+async fn the_upstreams_own_rate_limit_headers_are_replaced() {
+    let upstream = support::upstream::holding_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nX-RateLimit-Limit: 999\r\n\
+          ratelimit: \"up\";r=9;t=9\r\nx-ratelimit-remaining: 77\r\n\
+          RateLimit-Policy: \"up\";q=999\r\nX-RATELIMIT-RESET: 0\r\nX-Kept: yes\r\n\
+          X-RateLimit-Limit: 998\r\n\r\nok",
+    )
+    .await;
+    let server = start_palisade(&config("backend = \"memory\"", ROUTES), upstream).await;
+    let ours = [
+        ("x-ratelimit-limit", "10"),
+        ("x-ratelimit-remaining", "4"),
+        ("x-ratelimit-reset", "6"),
+        ("ratelimit-policy", "\"limited.ip\";q=10;w=60"),
+    ];
+    let response = raw_get(server.proxy_addr, "/limited/a").await;
+    assert_eq!(raw_status(&response), 200, "{response}");
+    let head = response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    let lines: Vec<&str> = head.lines().skip(1).collect();
+    for (name, value) in ours {
+        let named: Vec<&&str> = lines
+            .iter()
+            .filter(|line| line.starts_with(&format!("{name}:")))
+            .collect();
+        assert_eq!(named, [&format!("{name}: {value}").as_str()], "{response}");
+    }
+    let state: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("ratelimit:"))
+        .collect();
+    assert_eq!(state.len(), 1, "{response}");
+    assert!(
+        state[0].starts_with("ratelimit: \"limited.ip\";r=4;t="),
+        "{response}"
+    );
+    assert!(lines.contains(&"x-kept: yes"), "{response}");
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let request = http::Request::get(format!("http://{}/limited/b", server.proxy_addr))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers();
+    for (name, _) in ours {
+        assert_eq!(
+            headers.get_all(name).iter().count(),
+            1,
+            "{name}: {headers:?}"
+        );
+    }
+    assert_eq!(headers["x-ratelimit-limit"], "10");
+    assert_eq!(headers["x-ratelimit-remaining"], "3");
+    assert_eq!(
+        headers.get_all("ratelimit").iter().count(),
+        1,
+        "{headers:?}"
+    );
+    assert_eq!(headers["x-kept"], "yes");
+}

@@ -256,10 +256,40 @@ impl HeaderBlock {
     }
 
     /// The position of the header named `name` (in any case).
+    #[inline]
     fn position(&self, name: &[u8]) -> Option<usize> {
         position_by_name(self.lengths, &self.headers, name)
     }
 }
+
+/// Whether `bytes` may be a header value as `HeaderValue::from_bytes`
+/// takes one: no control character but tab, no DEL. Eight bytes are
+/// looked at together; only a word that may hold one is looked at byte by
+/// byte (which also lets the tab through).
+fn is_value_text(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let byte_ok = |b: &u8| (*b >= 0x20 && *b != 0x7f) || *b == b'\t';
+    let mut words = bytes.chunks_exact(8);
+    for chunk in words.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        // The high bit of a byte below 0x20, and of a byte equal to 0x7f
+        // (exact whenever no such byte is there: the usual word test).
+        let below = word.wrapping_sub(ONES * 0x20) & !word;
+        let del = word ^ (ONES * 0x7f);
+        let is_del = del.wrapping_sub(ONES) & !del;
+        if (below | is_del) & HIGH != 0 && !chunk.iter().all(byte_ok) {
+            return false;
+        }
+    }
+    words.remainder().iter().all(byte_ok)
+}
+
+/// Room made for the lines of the headers set as text, on the first: the
+/// five rate-limit headers' fit.
+const TEXT_ROOM: usize = 256;
 
 /// The most headers palisade sets on one response while other lines are
 /// kept beside them (one bit each while writing); past it everything is
@@ -273,7 +303,10 @@ const MAX_SET: usize = 64;
 #[derive(Debug, Default)]
 pub struct PendingHeaders {
     upstream: Option<UpstreamLines>,
-    set: Vec<(HeaderName, HeaderValue)>,
+    set: Vec<(HeaderName, SetValue)>,
+    /// The lines of the headers set as text ([`SetValue::Text`]), one
+    /// after another: made on the first one.
+    text: Vec<u8>,
     /// Headers set as one block, written after the others. No name is
     /// both here and in `set`: setting or removing one of its names turns
     /// the block into headers set one by one first.
@@ -287,6 +320,18 @@ pub struct PendingHeaders {
     set_lengths: u64,
 }
 
+/// The value of a header palisade set.
+#[derive(Debug, Clone)]
+enum SetValue {
+    /// As it was given.
+    Value(HeaderValue),
+    /// Written as its line, `name: value`, into [`PendingHeaders::text`]
+    /// at `line`; the value starts at `value` (values made per response,
+    /// such as the rate-limit headers: no `HeaderValue` made, shared and
+    /// dropped, and the line written out by one copy).
+    Text { line: (u32, u32), value: u32 },
+}
+
 /// The bit of [`PendingHeaders::set_lengths`] for a name `length` bytes long.
 fn length_bit(length: usize) -> u64 {
     1 << length.min(63)
@@ -295,10 +340,19 @@ fn length_bit(length: usize) -> u64 {
 /// The position in `headers` of the one named `name` (in any case).
 /// `lengths` holds the [`length_bit`] of every name there: a name of
 /// another length is not compared at all.
+/// Inlined: most names miss on their length, without a call.
+#[inline]
 fn position_by_name<V>(lengths: u64, headers: &[(HeaderName, V)], name: &[u8]) -> Option<usize> {
     if lengths & length_bit(name.len()) == 0 {
         return None;
     }
+    position_by_spelling(headers, name)
+}
+
+/// The position in `headers` of the one named `name` (in any case),
+/// looked for by comparing (see [`position_by_name`]).
+#[inline(never)]
+fn position_by_spelling<V>(headers: &[(HeaderName, V)], name: &[u8]) -> Option<usize> {
     headers
         .iter()
         .position(|(set, _)| name.eq_ignore_ascii_case(set.as_str().as_bytes()))
@@ -310,6 +364,7 @@ impl PendingHeaders {
         Self {
             upstream,
             set: Vec::new(),
+            text: Vec::new(),
             block: None,
             block_at: 0,
             set_lengths: 0,
@@ -331,7 +386,10 @@ impl PendingHeaders {
             }
             self.set.splice(
                 at..at,
-                block.headers.iter().map(|(n, v)| (n.clone(), v.clone())),
+                block
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.clone(), SetValue::Value(v.clone()))),
             );
         }
     }
@@ -349,6 +407,63 @@ impl PendingHeaders {
             return None;
         }
         self.set.iter().position(|(set, _)| set == name)
+    }
+
+    /// The value of a header set.
+    fn value_bytes<'a>(&'a self, value: &'a SetValue) -> &'a [u8] {
+        match value {
+            SetValue::Value(value) => value.as_bytes(),
+            SetValue::Text { line, value } => self
+                .text
+                .get(*value as usize..line.1 as usize)
+                .unwrap_or(&[]),
+        }
+    }
+
+    /// The `name: value` line of a header set as text.
+    fn line_bytes(&self, value: &SetValue) -> Option<&[u8]> {
+        match value {
+            SetValue::Value(_) => None,
+            SetValue::Text { line, .. } => self.text.get(line.0 as usize..line.1 as usize),
+        }
+    }
+
+    /// A header set, as a `HeaderValue` (for a map).
+    fn header_value(&self, value: &SetValue) -> Option<HeaderValue> {
+        match value {
+            SetValue::Value(value) => Some(value.clone()),
+            SetValue::Text { .. } => HeaderValue::from_bytes(self.value_bytes(value)).ok(),
+        }
+    }
+
+    /// Sets `name` to `value` (see [`ResponseHeaders::insert`]). A name
+    /// of a length nothing set has (most) is added without a comparison
+    /// or a call.
+    #[inline]
+    fn set(&mut self, name: HeaderName, value: SetValue) {
+        let bit = length_bit(name.as_str().len());
+        let block = self.block.as_ref().map_or(0, |block| block.lengths);
+        if (self.set_lengths | block) & bit == 0 {
+            self.set_lengths |= bit;
+            self.set.push((name, value));
+            return;
+        }
+        self.set_named(name, value);
+    }
+
+    /// [`set`](Self::set) for a name whose length something set has.
+    #[inline(never)]
+    fn set_named(&mut self, name: HeaderName, value: SetValue) {
+        if self.in_block(name.as_str().as_bytes()) {
+            self.expand_block();
+        }
+        match self.set_position(&name) {
+            Some(at) => self.set[at].1 = value,
+            None => {
+                self.set_lengths |= length_bit(name.as_str().len());
+                self.set.push((name, value));
+            }
+        }
     }
 
     /// The position among the headers set of a name given as bytes.
@@ -398,16 +513,49 @@ impl<'a> ResponseHeaders<'a> {
             self.map.insert(name, value);
             return;
         }
-        if self.pending.in_block(name.as_str().as_bytes()) {
-            self.pending.expand_block();
-        }
-        match self.pending.set_position(&name) {
-            Some(at) => self.pending.set[at].1 = value,
-            None => {
-                self.pending.set_lengths |= length_bit(name.as_str().len());
-                self.pending.set.push((name, value));
+        self.pending.set(name, SetValue::Value(value));
+    }
+
+    /// Sets `name` to the value written by `parts` one after another, as
+    /// [`insert`](Self::insert) does, for a value made for this response
+    /// alone (the rate-limit headers): it is written as its line at once,
+    /// where a `HeaderValue` would be made, checked, shared and dropped. A
+    /// value that is not one (a control character) is not set.
+    pub fn insert_text(&mut self, name: HeaderName, parts: &[&[u8]]) {
+        if self.into_map {
+            if let Ok(value) = HeaderValue::from_bytes(&parts.concat()) {
+                self.map.insert(name, value);
             }
+            return;
         }
+        let text = &mut self.pending.text;
+        if text.capacity() == 0 {
+            text.reserve(TEXT_ROOM);
+        }
+        let start = text.len();
+        text.extend_from_slice(name.as_str().as_bytes());
+        text.extend_from_slice(b": ");
+        let value = text.len();
+        for part in parts {
+            text.extend_from_slice(part);
+        }
+        let valid = text.get(value..).is_some_and(is_value_text);
+        let (true, Ok(start), Ok(value), Ok(end)) = (
+            valid,
+            u32::try_from(start),
+            u32::try_from(value),
+            u32::try_from(text.len()),
+        ) else {
+            text.truncate(start);
+            return;
+        };
+        self.pending.set(
+            name,
+            SetValue::Text {
+                line: (start, end),
+                value,
+            },
+        );
     }
 
     /// Room for `additional` more headers set.
@@ -465,7 +613,7 @@ impl<'a> ResponseHeaders<'a> {
     /// and the upstream's.
     pub fn get_all<'b>(&'b self, name: &'b HeaderName) -> Values<'b> {
         if let Some(at) = self.pending.set_position(name) {
-            return Values::Set(Some(self.pending.set[at].1.as_bytes()));
+            return Values::Set(Some(self.pending.value_bytes(&self.pending.set[at].1)));
         }
         if let Some(block) = &self.pending.block
             && let Some(at) = block.position(name.as_str().as_bytes())
@@ -547,8 +695,10 @@ pub fn edit_map(map: &mut HeaderMap, edit: impl FnOnce(&mut ResponseHeaders<'_>)
 
 /// One line of the response being written.
 enum Entry<'a> {
-    /// A header of the map, or one palisade set.
+    /// A header of the map.
     Named(&'a HeaderName, &'a HeaderValue),
+    /// A header palisade set.
+    Set(&'a HeaderName, &'a SetValue),
     /// An upstream line.
     Upstream(&'a LineSpan),
     /// The `at`th header of the block.
@@ -568,6 +718,12 @@ pub fn each<E>(
             value: value.as_bytes(),
             known: Known::of_name(name),
             whole: None,
+        }),
+        Entry::Set(name, value) => line(Line {
+            name: name.as_str().as_bytes(),
+            value: pending.value_bytes(value),
+            known: Known::of_name(name),
+            whole: pending.line_bytes(value),
         }),
         Entry::Upstream(span) => match &pending.upstream {
             Some(lines) => line(Line {
@@ -607,7 +763,7 @@ fn each_entry<'a, E>(
         }
         written |= 1 << at;
         let (name, value) = &pending.set[at];
-        entry(Entry::Named(name, value))
+        entry(Entry::Set(name, value))
     };
     for (name, value) in map {
         match pending.set_position(name) {
@@ -635,7 +791,7 @@ fn each_entry<'a, E>(
             block(&mut entry)?;
         }
         if at >= MAX_SET || written & (1 << at) == 0 {
-            entry(Entry::Named(name, value))?;
+            entry(Entry::Set(name, value))?;
         }
     }
     if pending.block_at >= pending.set.len() {
@@ -652,8 +808,10 @@ pub fn merge_into_map(map: &mut HeaderMap, pending: &mut PendingHeaders) {
     pending.expand_block();
     if pending.upstream.is_none() {
         // What `insert` on the map itself would have made.
-        for (name, value) in pending.set {
-            map.insert(name, value);
+        for (name, value) in &pending.set {
+            if let Some(value) = pending.header_value(value) {
+                map.insert(name.clone(), value);
+            }
         }
         return;
     }
@@ -663,6 +821,11 @@ pub fn merge_into_map(map: &mut HeaderMap, pending: &mut PendingHeaders) {
         match entry {
             Entry::Named(name, value) => {
                 merged.append(name.clone(), value.clone());
+            }
+            Entry::Set(name, value) => {
+                if let Some(value) = pending.header_value(value) {
+                    merged.append(name.clone(), value);
+                }
             }
             Entry::Upstream(span) => {
                 // The exchange kept only lines the http types take.
@@ -996,5 +1159,88 @@ pub(crate) mod tests {
         assert!(pending.is_empty());
         assert_eq!(map.len(), MAX_SET + 2);
         assert_eq!(map["x-up"], "u");
+    }
+
+    #[test]
+    fn value_text_is_what_a_header_value_takes() {
+        // Every byte at every place of words and of the tail after them.
+        for len in [1usize, 7, 8, 9, 16, 23] {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = byte;
+                    assert_eq!(
+                        is_value_text(&bytes),
+                        HeaderValue::from_bytes(&bytes).is_ok(),
+                        "byte {byte:#04x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        // Bytes next to a bad one (a borrow between bytes of a word).
+        assert!(!is_value_text(b"\x00\x01\x7f\x80\xff\x20\x1f\x21"));
+        assert!(is_value_text(b"\x80\xff\x20\t\x7e\x21\xa0\x81"));
+        assert!(is_value_text(b""));
+    }
+
+    #[test]
+    fn headers_set_as_text_read_and_replace_as_inserted_ones_do() {
+        let lines = [
+            ("X-RateLimit-Limit", "from-upstream"),
+            ("Content-Type", "text/plain"),
+            ("ratelimit", "upstream's"),
+        ];
+        let edit = |headers: &mut ResponseHeaders<'_>| {
+            headers.insert_text(name("x-ratelimit-limit"), &[b"10"]);
+            headers.insert_text(name("x-text"), &[b"\"a\";r=", b"5", b";t=1"]);
+            headers.insert_text(name("ratelimit"), &[b"first"]);
+            headers.insert_text(name("ratelimit"), &[b"second"]);
+            // A control character: not set, and nothing else changes.
+            headers.insert_text(name("x-bad"), &[b"a\r\nx-injected: 1"]);
+            headers.insert(name("x-after"), HeaderValue::from_static("v"));
+        };
+        let mut map = HeaderMap::new();
+        let mut pending = upstream(&lines);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        edit(&mut headers);
+        assert_eq!(
+            headers
+                .get_all(&name("x-ratelimit-limit"))
+                .collect::<Vec<_>>(),
+            [b"10".as_slice()]
+        );
+        assert_eq!(
+            headers.get_all(&name("ratelimit")).collect::<Vec<_>>(),
+            [b"second".as_slice()]
+        );
+        assert!(!headers.contains_key(&name("x-bad")));
+        headers.remove(&name("x-text"));
+        headers.insert_text(name("x-text"), &[b"again"]);
+        headers.finish();
+        let expected = [
+            "x-ratelimit-limit: 10",
+            "content-type: text/plain",
+            "ratelimit: second",
+            "x-after: v",
+            "x-text: again",
+        ];
+        assert_eq!(written(&map, &pending), expected);
+        // The map made for hyper, and one edited in a map from the start,
+        // hold the same.
+        merge_into_map(&mut map, &mut pending);
+        let mut one = HeaderMap::new();
+        let mut one_pending = upstream(&lines);
+        let mut headers = ResponseHeaders::in_one_map(&mut one, &mut one_pending);
+        edit(&mut headers);
+        headers.remove(&name("x-text"));
+        headers.insert_text(name("x-text"), &[b"again"]);
+        headers.finish();
+        for map in [&map, &one] {
+            assert_eq!(map["x-ratelimit-limit"], "10");
+            assert_eq!(map["ratelimit"], "second");
+            assert_eq!(map["x-text"], "again");
+            assert!(!map.contains_key("x-bad"));
+            assert_eq!(map.get_all("ratelimit").iter().count(), 1);
+        }
     }
 }

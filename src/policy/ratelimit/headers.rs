@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use http::{HeaderName, HeaderValue};
 
 use crate::policy::response_headers::ResponseHeaders;
@@ -29,9 +28,9 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 impl RateHeaders {
-    /// Sets the headers on a response. Their text is written into one
-    /// buffer that every value shares (one allocation, where a value each
-    /// took one).
+    /// Sets the headers on a response, each written as its line at once
+    /// ([`ResponseHeaders::insert_text`]: no value made and shared per
+    /// header).
     pub fn apply(&self, headers: &mut ResponseHeaders<'_>) {
         let legacy = matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both);
         let draft = matches!(self.mode, HeaderMode::Draft | HeaderMode::Both);
@@ -43,44 +42,25 @@ impl RateHeaders {
         let limit = limit.format(self.limit).as_bytes();
         let remaining = remaining.format(self.remaining).as_bytes();
         let reset = reset.format(self.reset_secs).as_bytes();
-        let mut text = BytesMut::with_capacity(self.name.len() + 72);
-        let mut write = |parts: &[&[u8]]| {
-            let start = text.len();
-            for part in parts {
-                text.extend_from_slice(part);
-            }
-            start..text.len()
-        };
-        let limit_at = write(&[limit]);
-        let remaining_at = write(&[remaining]);
-        let reset_at = write(&[reset]);
-        // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
-        let state_at = write(&[
-            b"\"",
-            self.name.as_bytes(),
-            b"\";r=",
-            remaining,
-            b";t=",
-            reset,
-        ]);
-        let text = text.freeze();
-        let value = |at: std::ops::Range<usize>| HeaderValue::from_maybe_shared(text.slice(at));
         if legacy {
-            for (name, at) in [
-                (&X_RATELIMIT_LIMIT, limit_at),
-                (&X_RATELIMIT_REMAINING, remaining_at),
-                (&X_RATELIMIT_RESET, reset_at),
-            ] {
-                if let Ok(value) = value(at) {
-                    headers.insert(name.clone(), value);
-                }
-            }
+            headers.insert_text(X_RATELIMIT_LIMIT.clone(), &[limit]);
+            headers.insert_text(X_RATELIMIT_REMAINING.clone(), &[remaining]);
+            headers.insert_text(X_RATELIMIT_RESET.clone(), &[reset]);
         }
         if draft {
-            headers.insert(RATELIMIT_POLICY.clone(), self.policy.clone());
-            if let Ok(state) = value(state_at) {
-                headers.insert(RATELIMIT.clone(), state);
-            }
+            headers.insert_text(RATELIMIT_POLICY.clone(), &[self.policy.as_bytes()]);
+            // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
+            headers.insert_text(
+                RATELIMIT.clone(),
+                &[
+                    b"\"",
+                    self.name.as_bytes(),
+                    b"\";r=",
+                    remaining,
+                    b";t=",
+                    reset,
+                ],
+            );
         }
     }
 }

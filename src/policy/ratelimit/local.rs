@@ -21,6 +21,11 @@ use governor::state::{NotKeyed, StateStore};
 
 use super::gcra::{Gcra, Outcome};
 
+/// How a bucket's key is hashed: foldhash's quality variant, seeded at
+/// random per store (a client cannot aim keys at one slot without the
+/// seed), at a fraction of SipHash's cost on every request.
+type KeyHasher = foldhash::quality::RandomState;
+
 /// What identifies a limit across reloads: same route name, `by`, `limit`,
 /// `per`, `burst` means same state.
 pub type LimitId = (String, String, u32, Duration, u32);
@@ -29,7 +34,7 @@ pub type LimitId = (String, String, u32, Duration, u32);
 /// of `clock` since `start` (plus one: governor's store reads 0 as "no
 /// state").
 pub struct LocalBuckets<C: Clock = DefaultClock> {
-    store: DashMapStateStore<String>,
+    store: DashMapStateStore<String, KeyHasher>,
     clock: C,
     start: C::Instant,
     gcra: Gcra,
@@ -40,7 +45,7 @@ impl<C: Clock> LocalBuckets<C> {
     pub fn with_clock(gcra: Gcra, clock: C) -> Self {
         let start = clock.now();
         Self {
-            store: DashMapStateStore::default(),
+            store: DashMapStateStore::with_hasher(KeyHasher::default()),
             clock,
             start,
             gcra,
