@@ -908,3 +908,57 @@ async fn the_upstreams_own_rate_limit_headers_are_replaced() {
     );
     assert_eq!(headers["x-kept"], "yes");
 }
+
+/// A client's `Connection` cannot remove the header a limit is keyed by
+/// (SPEC §3: never a header palisade relies on): `Connection: X-Client`
+/// would move the request to the peer's IP bucket, a second allowance
+/// for a key whose own is spent, and the upstream would never see the
+/// key. Both engines.
+#[tokio::test]
+async fn connection_cannot_remove_a_limits_key_header() {
+    for engine in ["palisade", "hyper"] {
+        let upstream = TestUpstream::start().await;
+        let config = config("backend = \"memory\"", ROUTES).replacen(
+            "[upstream]\n",
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nhttp1_engine = \"{engine}\"\n\
+                 [upstream]\nhttp1_engine = \"{engine}\"\n"
+            ),
+            1,
+        );
+        let server = start_palisade(&config, upstream.addr).await;
+        let keyed = |client: &str| {
+            format!(
+                "GET /keyed/x HTTP/1.1\r\nHost: t\r\nX-Client: {client}\r\n\
+                 Connection: X-Client, close\r\n\r\n"
+            )
+        };
+        let remaining = |response: &str| {
+            response.lines().find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("x-ratelimit-remaining: ")
+                    .map(str::to_string)
+            })
+        };
+        // Two keys, a bucket each (burst 2), though both name the key
+        // in `Connection`.
+        for client in ["conn-a", "conn-b"] {
+            let first = raw(server.proxy_addr, keyed(client).as_bytes()).await;
+            assert_eq!(raw_status(&first), 200, "{engine}: {first}");
+            assert_eq!(remaining(&first).as_deref(), Some("1"), "{engine}: {first}");
+        }
+        let second = raw(server.proxy_addr, keyed("conn-a").as_bytes()).await;
+        assert_eq!(
+            remaining(&second).as_deref(),
+            Some("0"),
+            "{engine}: {second}"
+        );
+        let spent = raw(server.proxy_addr, keyed("conn-a").as_bytes()).await;
+        assert_eq!(raw_status(&spent), 429, "{engine}: {spent}");
+        let seen = upstream.requests();
+        assert_eq!(seen.len(), 3, "{engine}");
+        for (request, client) in seen.iter().zip(["conn-a", "conn-b", "conn-a"]) {
+            assert_eq!(request.headers["x-client"], client, "{engine}");
+        }
+    }
+}

@@ -288,7 +288,8 @@ const RELIED_ON: [HeaderName; 9] = [
 /// ([`FRAMING`]) and
 /// what its `Connection` names (never a [`RELIED_ON`] header nor one the
 /// policy reads, `policy_reads`: the request-ID header, a shared secret's,
-/// a signed webhook's, a `header:` token source; palisade's own headers
+/// a signed webhook's, a `header:` token source, a `header:` rate-limit
+/// key; palisade's own headers
 /// are added after this, so nothing named there can remove them) and
 /// joins several `Cookie` lines with `; ` (RFC 9113 §8.2.3; frameworks
 /// that join repeated headers with `,` would otherwise read other cookies

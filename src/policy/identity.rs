@@ -25,7 +25,9 @@ pub fn strip_client_headers(
     peer_trusted: bool,
 ) -> PresentedSecrets {
     head::clean_client_headers(headers, |name| {
-        name == policy.request_id.header || policy.auth.reads_header(name)
+        name == policy.request_id.header
+            || policy.auth.reads_header(name)
+            || policy.routes.keys_a_limit(name)
     });
     forward::remove_client_claimed(headers, peer_trusted);
     let presented = if policy.auth.secrets.is_empty() {

@@ -13,7 +13,7 @@ use crate::observe::metrics::RouteSeries;
 use crate::policy::auth::AuthRequirement;
 use crate::policy::headers::SecurityHeaders;
 use crate::policy::ip_list::IpRule;
-use crate::policy::ratelimit::RateLimitRule;
+use crate::policy::ratelimit::{LimitKey, RateLimitRule};
 use crate::policy::require_claims::ClaimEntry;
 use crate::policy::tenant::TenantRule;
 
@@ -264,6 +264,19 @@ impl RouteTable {
     /// The routes in match order.
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
+    }
+
+    /// Whether some route's limit is keyed by the request header `name`
+    /// (`by = "header:NAME"`): a header palisade relies on, which a
+    /// client's `Connection` must not remove. Looked up only for a name a
+    /// `Connection` line gives (rare): no list is kept for it.
+    pub fn keys_a_limit(&self, name: &http::HeaderName) -> bool {
+        self.routes.iter().any(|route| {
+            route
+                .rate_limits
+                .iter()
+                .any(|rule| matches!(&rule.by, LimitKey::Header(key) if key == name))
+        })
     }
 
     /// The smallest `max_body` of any route: a declared body no larger

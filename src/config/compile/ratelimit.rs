@@ -28,6 +28,20 @@ impl Compiler<'_> {
         let mut out = Vec::with_capacity(tiers.len());
         for (name, tier) in tiers {
             let at = key.key("tiers").key(name);
+            // The name is written into the RateLimit headers' quoted
+            // names (RFC 8941 strings): no quote, backslash, control
+            // character or non-ASCII, which would end the name early or
+            // make the header one a client cannot read.
+            let allowed = |c: char| (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\';
+            if name.is_empty() || !name.chars().all(allowed) {
+                return Err(self.err(
+                    at,
+                    format!(
+                        "\"{}\" is not a tier name; use printable ASCII without \" or \\",
+                        name.escape_debug()
+                    ),
+                ));
+            }
             if tier.limit == 0 {
                 return Err(self.err(at.key("limit"), "must be at least 1"));
             }

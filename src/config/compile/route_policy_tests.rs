@@ -161,5 +161,34 @@ fn tiers_need_a_tier_claim_and_good_limits() {
         "t.toml:6:101: routes[0].rate_limits[0].tiers.pro.limit: ",
     );
     fails_at(&tiered("{ limit = 5, per = \"1s\" }"), "t.toml:6:");
+    // Tier names are written into the RateLimit headers' quoted names.
+    let named = |name: &str| {
+        format!(
+            "{JWT}{route}rate_limits = [{{ by = \"user\", limit = 1, per = \"1m\", tier_claim = \"plan\", tiers = {{ {name} = {{ limit = 5 }} }} }}]\n"
+        )
+    };
+    for bad in [
+        r#""a\"b""#,
+        r#""a\\b""#,
+        r#""a\r\nb""#,
+        r#""a\u007fb""#,
+        r#""\u00e9t\u00e9""#,
+        r#""""#,
+    ] {
+        let error = error_of(&named(bad));
+        assert!(
+            error.starts_with("t.toml:6:")
+                && error.contains("routes[0].rate_limits[0].tiers.")
+                && error.contains("is not a tier name"),
+            "{bad}: {error}"
+        );
+    }
+    for good in ["pro", r#""Pro Plan""#, r#""team:b2b.v2""#] {
+        let error = error_of(&named(good));
+        assert!(
+            error.starts_with("loaded without an error"),
+            "{good}: {error}"
+        );
+    }
     assert!(error_of(&tiered("{ limit = 5 }")).starts_with("loaded without an error"));
 }
