@@ -420,6 +420,16 @@ fn route_rate_limits_and_tenant() {
         &format!("{head}rate_limits = [{{ by = \"ip\", limit = 1, per = \"1s\", brust = 2 }}]\n"),
         "t.toml:5:52: routes[0].rate_limits[0].brust: unknown field `brust`",
     );
+    for hop in ["TE", "connection", "Upgrade", "Keep-Alive", "Proxy"] {
+        let error = error_of(&format!(
+            "{head}rate_limits = [{{ by = \"header:{hop}\", limit = 1, per = \"1s\" }}]\n"
+        ));
+        assert!(
+            error.starts_with("t.toml:5:23: routes[0].rate_limits[0].by: ")
+                && error.contains("is a hop-by-hop header palisade removes"),
+            "{hop}: {error}"
+        );
+    }
     fails_at(
         &format!(
             "{JWT}[[routes]]\nname = \"a\"\npath = \"/t/{{id}}/**\"\ntenant = {{ param = \"tid\", claim = \"t\" }}\n"

@@ -87,9 +87,21 @@ impl LimitKey {
             "tenant" => Self::Tenant(tenant_claim.unwrap_or("restaurant_id").to_string()),
             other => match other.strip_prefix("header:") {
                 Some(name) => {
-                    Self::Header(HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
                         format!("\"{other}\": \"{name}\" is not a valid header name")
-                    })?)
+                    })?;
+                    // Removed from every request before a limit reads it
+                    // (hop-by-hop, and `Proxy`): such a key would count
+                    // every request by its IP, and `Connection` (a list)
+                    // would refuse every request that sends one.
+                    if crate::policy::headers::is_hop_by_hop_name(header.as_str().as_bytes())
+                        || header == "proxy"
+                    {
+                        return Err(format!(
+                            "\"{other}\": {name} is a hop-by-hop header palisade removes before a limit reads it; key by another header"
+                        ));
+                    }
+                    Self::Header(header)
                 }
                 None => {
                     return Err(format!(
