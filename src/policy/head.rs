@@ -332,7 +332,7 @@ const FRAMING_LENGTHS: u64 = crate::policy::headers::length_mask(&FRAMING);
 /// libraries take as their outbound proxy ("httpoxy", CVE-2016-5385 and
 /// its kin): a client could route the upstream's own outbound calls
 /// through a server of its choosing. NGINX and Apache advise removing it.
-const PROXY: &str = "proxy";
+pub(crate) const PROXY: &str = "proxy";
 
 /// Why palisade cannot set a header of this name for the operator (the
 /// request-ID header, `upstream.deadline_header`, a `forward_claims`

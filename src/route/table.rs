@@ -266,17 +266,24 @@ impl RouteTable {
         &self.routes
     }
 
-    /// Whether some route's limit is keyed by the request header `name`
-    /// (`by = "header:NAME"`): a header palisade relies on, which a
-    /// client's `Connection` must not remove. Looked up only for a name a
-    /// `Connection` line gives (rare): no list is kept for it.
+    /// Every request header a route's limit is keyed by
+    /// (`by = "header:NAME"`), once per such limit.
+    pub fn limit_key_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.routes
+            .iter()
+            .flat_map(|route| &route.rate_limits)
+            .filter_map(|rule| match &rule.by {
+                LimitKey::Header(name) => Some(name),
+                _ => None,
+            })
+    }
+
+    /// Whether some route's limit is keyed by the request header `name`:
+    /// a header palisade relies on, which a client's `Connection` must not
+    /// remove. Looked up only for a name a `Connection` line gives (rare):
+    /// no list is kept for it.
     pub fn keys_a_limit(&self, name: &http::HeaderName) -> bool {
-        self.routes.iter().any(|route| {
-            route
-                .rate_limits
-                .iter()
-                .any(|rule| matches!(&rule.by, LimitKey::Header(key) if key == name))
-        })
+        self.limit_key_headers().any(|key| key == name)
     }
 
     /// The smallest `max_body` of any route: a declared body no larger

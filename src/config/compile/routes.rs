@@ -362,11 +362,7 @@ pub(super) fn strip_twins(
             set.add_twins_of(name);
         }
     }
-    for route in routes.routes() {
-        for rule in &route.rate_limits {
-            if let LimitKey::Header(name) = &rule.by {
-                set.add_twins_of(name);
-            }
-        }
+    for name in routes.limit_key_headers() {
+        set.add_twins_of(name);
     }
 }

@@ -95,7 +95,7 @@ impl LimitKey {
                     // every request by its IP, and `Connection` (a list)
                     // would refuse every request that sends one.
                     if crate::policy::headers::is_hop_by_hop_name(header.as_str().as_bytes())
-                        || header == "proxy"
+                        || header == crate::policy::head::PROXY
                     {
                         return Err(format!(
                             "\"{other}\": {name} is a hop-by-hop header palisade removes before a limit reads it; key by another header"
