@@ -1,7 +1,7 @@
 //! JWT verification. The algorithm is pinned by configuration and by the
 //! key's type, never taken on trust from the token: `alg: none` and the
 //! RS→HS confusion (a token HMAC-signed with the RSA public key) fail.
-//! Verified claims are cached by token hash (see `cache`).
+//! Verified claims are cached by token (see `cache`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,12 +120,11 @@ impl JwtVerifier {
 
     /// Verifies `token`, from the cache when it was verified recently.
     pub async fn verify(&self, token: &str) -> Result<cache::Claims, AuthFailure> {
-        let key = cache::key(token);
         let now = Instant::now();
         let wall_now = unix_now();
         // The cache entry never outlives `exp`; re-checking it on a hit also
         // covers a wall clock that moved since the entry was made.
-        if let Some((exp, claims)) = self.cache.get(&key, now)
+        if let Some((exp, claims)) = self.cache.get(token, now)
             && exp.is_none_or(|exp| exp > wall_now)
         {
             return Ok(claims);
@@ -168,7 +167,7 @@ impl JwtVerifier {
                 .map_or(self.cache_ttl, |left| left.min(self.cache_ttl)),
             None => self.cache_ttl,
         };
-        self.cache.put(key, exp, claims.clone(), now, ttl);
+        self.cache.put(token, exp, claims.clone(), now, ttl);
         Ok(claims)
     }
 
