@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
-
 use super::gcra::Gcra;
+use super::headers::FixedLines;
 use super::local::{LimiterRegistry, LocalBuckets};
 use super::{RateLimitRule, RateLimitSettings, Tier};
 use crate::policy::auth::Identity;
@@ -32,9 +31,8 @@ pub(super) struct CompiledLimit {
     pub(super) gcra: Gcra,
     pub(super) local: Arc<LocalBuckets>,
     pub(super) key_base: String,
-    pub(super) name: Arc<str>,
-    /// `RateLimit-Policy`, fixed per limit.
-    pub(super) policy: HeaderValue,
+    /// What its headers always say (its name, limit and policy).
+    pub(super) fixed: Arc<FixedLines>,
 }
 
 /// One limit compiled for a route: its Redis key base and local limiter
@@ -72,9 +70,7 @@ pub(super) fn compile_limit(
             "{}{{{route}}}:{by}:{}:{micros}:{}:",
             settings.key_prefix, rule.limit, rule.burst
         ),
-        policy: HeaderValue::from_str(&format!("\"{name}\";q={};w={seconds}", rule.limit))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"limit\"")),
-        name: name.into(),
+        fixed: Arc::new(FixedLines::new(&name, rule.limit, seconds)),
         gcra,
         rule,
     }

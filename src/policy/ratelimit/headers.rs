@@ -14,11 +14,45 @@ use super::HeaderMode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateHeaders {
     pub(super) mode: HeaderMode,
-    pub(super) name: Arc<str>,
-    pub(super) policy: HeaderValue,
-    pub(super) limit: u32,
+    /// What the limit's headers always say, made when it was compiled.
+    pub(super) fixed: Arc<FixedLines>,
     pub(super) remaining: u32,
     pub(super) reset_secs: u64,
+}
+
+/// The parts of a limit's headers that do not change from one response to
+/// the next, made once per limit: `X-RateLimit-Limit` and
+/// `RateLimit-Policy` are set as shared values, and `RateLimit` starts
+/// with its quoted name already written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FixedLines {
+    limit: HeaderValue,
+    policy: HeaderValue,
+    /// `"NAME";r=`, checked as header text once.
+    ratelimit_start: Box<[u8]>,
+}
+
+impl FixedLines {
+    /// The fixed parts of the headers of the limit `name` (the route's
+    /// name, its `by`, its tier: checked as printable when the config was
+    /// compiled) admitting `limit` requests per `window_secs`. A name that
+    /// cannot be written inside the quotes of a structured-field string
+    /// (RFC 8941 §3.3.3: printable ASCII, `"` and `\` escaped, which these
+    /// names do not need) becomes `limit`.
+    pub fn new(name: &str, limit: u32, window_secs: u64) -> Self {
+        let quotable = |c: char| (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ';
+        let name = if name.chars().all(quotable) {
+            name
+        } else {
+            "limit"
+        };
+        Self {
+            limit: HeaderValue::from(limit),
+            policy: HeaderValue::from_str(&format!("\"{name}\";q={limit};w={window_secs}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"limit\"")),
+            ratelimit_start: format!("\"{name}\";r=").into_bytes().into(),
+        }
+    }
 }
 
 static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -28,39 +62,46 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
 impl RateHeaders {
-    /// Sets the headers on a response, each written as its line at once
-    /// ([`ResponseHeaders::insert_text`]: no value made and shared per
-    /// header).
+    /// Sets the headers on a response: the fixed values shared, the
+    /// others written as their lines at once ([`ResponseHeaders::insert_text`]:
+    /// no value made and shared per header).
     pub fn apply(&self, headers: &mut ResponseHeaders<'_>) {
         let legacy = matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both);
         let draft = matches!(self.mode, HeaderMode::Draft | HeaderMode::Both);
-        let (mut limit, mut remaining, mut reset) = (
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-            itoa::Buffer::new(),
-        );
-        let limit = limit.format(self.limit).as_bytes();
+        let (mut remaining, mut reset) = (itoa::Buffer::new(), itoa::Buffer::new());
         let remaining = remaining.format(self.remaining).as_bytes();
         let reset = reset.format(self.reset_secs).as_bytes();
         if legacy {
-            headers.insert_text(X_RATELIMIT_LIMIT.clone(), &[limit]);
+            headers.insert(X_RATELIMIT_LIMIT.clone(), self.fixed.limit.clone());
             headers.insert_text(X_RATELIMIT_REMAINING.clone(), &[remaining]);
             headers.insert_text(X_RATELIMIT_RESET.clone(), &[reset]);
         }
         if draft {
-            headers.insert_text(RATELIMIT_POLICY.clone(), &[self.policy.as_bytes()]);
+            headers.insert(RATELIMIT_POLICY.clone(), self.fixed.policy.clone());
             // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
             headers.insert_text(
                 RATELIMIT.clone(),
-                &[
-                    b"\"",
-                    self.name.as_bytes(),
-                    b"\";r=",
-                    remaining,
-                    b";t=",
-                    reset,
-                ],
+                &[&self.fixed.ratelimit_start, remaining, b";t=", reset],
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_lines_say_the_limit_its_policy_and_name() {
+        let fixed = FixedLines::new("api.ip", 10, 60);
+        assert_eq!(fixed.limit, "10");
+        assert_eq!(fixed.policy, "\"api.ip\";q=10;w=60");
+        assert_eq!(&*fixed.ratelimit_start, b"\"api.ip\";r=");
+        // A name that could not be written inside its quotes is not.
+        for bad in ["a\"b", "a\\b", "a\nb", "a\x7fb", "caf\u{e9}"] {
+            let fixed = FixedLines::new(bad, 10, 60);
+            assert_eq!(fixed.policy, "\"limit\";q=10;w=60", "{bad:?}");
+            assert_eq!(&*fixed.ratelimit_start, b"\"limit\";r=", "{bad:?}");
         }
     }
 }

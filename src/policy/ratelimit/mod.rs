@@ -443,9 +443,7 @@ impl RateLimitEngine {
             (HeaderMode::None, _) | (_, None) => None,
             (mode, Some(i)) => results[i].map(|r| RateHeaders {
                 mode,
-                name: limits[i].name.clone(),
-                limit: limits[i].rule.limit,
-                policy: limits[i].policy.clone(),
+                fixed: limits[i].fixed.clone(),
                 remaining: if r.allowed { r.remaining } else { 0 },
                 reset_secs: ceil_secs(r.reset_us),
             }),

@@ -1,6 +1,6 @@
 //! Unit tests of `ratelimit`.
 
-use http::HeaderValue;
+use super::headers::FixedLines;
 
 use crate::policy::auth::claims::VerifiedClaims;
 use crate::policy::response_headers::edit_map;
@@ -45,9 +45,7 @@ fn key_material_is_bounded() {
 fn headers_render_both_forms() {
     let headers = RateHeaders {
         mode: HeaderMode::Both,
-        name: "api.ip".into(),
-        limit: 10,
-        policy: HeaderValue::from_static("\"api.ip\";q=10;w=60"),
+        fixed: Arc::new(FixedLines::new("api.ip", 10, 60)),
         remaining: 4,
         reset_secs: 6,
     };
