@@ -191,6 +191,49 @@ async fn float_exp_token_is_not_served_from_cache_after_expiry() {
     assert_eq!(sample(&metrics(&server).await, series), 1.0);
 }
 
+/// The verified-token cache admits the very token it verified and nothing
+/// near it: once a token is cached, the same token with one character of
+/// its signature changed, with a claim changed under the old signature,
+/// cut short, or with a character added is verified (and refused) as any
+/// other token would be, and nothing of them reaches the upstream.
+#[tokio::test]
+async fn a_cached_token_admits_only_itself() {
+    let (upstream, server) = setup("cache_ttl = \"60s\"").await;
+    let good = token(claims("user-1"));
+    let first = attempt(&server, &[("authorization", text(&bearer(&good)))]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let mut parts = good.split('.');
+    let (head, payload, signature) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let mut flipped = signature.to_string();
+    let last = flipped.pop().unwrap();
+    flipped.push(if last == 'A' { 'B' } else { 'A' });
+    let admin_payload = b64(&with(claims("user-1"), "sub", json!("admin")).to_string());
+    let near = [
+        format!("{head}.{payload}.{flipped}"),
+        format!("{head}.{admin_payload}.{signature}"),
+        good[..good.len() - 1].to_string(),
+        format!("{good}A"),
+    ];
+    for forged in &near {
+        let reply = attempt(&server, &[("authorization", text(&bearer(forged)))]).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{forged}");
+    }
+    assert_eq!(upstream.count(), 1, "only the good token reached it");
+    let again = attempt(&server, &[("authorization", text(&bearer(&good)))]).await;
+    assert_eq!(again.status, StatusCode::OK);
+    let seen = upstream.wait_for_count(2).await;
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|r| r.headers.get("x-user-id").is_some_and(|v| v == "user-1")),
+        "every admitted request was the good token's user"
+    );
+}
+
 // === item 13: ambiguous credentials ===
 
 #[tokio::test]
