@@ -685,6 +685,57 @@ async fn a_reload_to_an_unreachable_jwks_fails_and_keeps_the_keys() {
     assert_eq!(upstream.count(), 3);
 }
 
+/// A key removed from a `jwks_file` stops verifying within `jwks_refresh`,
+/// without a reload: the file is read again every period, as a `jwks_url`
+/// is fetched again (the file was read once, at start, before). A file
+/// that cannot be read meanwhile keeps the last good keys.
+#[tokio::test]
+async fn a_key_removed_from_a_jwks_file_stops_verifying_without_a_reload() {
+    let upstream = TestUpstream::start().await;
+    let dir = support::process::temp_dir("lifecycle-jwks-file-refresh");
+    let keys: serde_json::Value = serde_json::from_slice(&fixture("jwks-keys.json")).unwrap();
+    let jwks = dir.join("jwks.json");
+    let with_rsa = serde_json::json!({ "keys": [keys["rsa"].clone(), keys["es256-a"].clone()] });
+    std::fs::write(&jwks, with_rsa.to_string()).unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[auth.jwt]\njwks_file = \"{}\"\nalgorithms = [\"RS256\", \"ES256\"]\njwks_refresh = \"1s\"\ncache_ttl = \"0s\"\n[[routes]]\nname = \"api\"\npath = \"/**\"\nauth = \"jwt\"\n",
+        upstream.addr,
+        jwks.display()
+    );
+    let path = write_policy(&dir, &text);
+    let server = palisade::start(palisade::config::load_file(&path, &test_env()).unwrap())
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", rs256_token());
+    let status = || async {
+        get_with(server.proxy_addr, "/orders", &[("authorization", &bearer)])
+            .await
+            .status
+    };
+    assert_eq!(status().await, http::StatusCode::OK);
+    // A file that cannot be read (gone for a moment) keeps the keys.
+    std::fs::remove_file(&jwks).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        status().await,
+        http::StatusCode::OK,
+        "the last good keys stay"
+    );
+    // The RSA key is revoked by removing it from the file.
+    let without_rsa = serde_json::json!({ "keys": [keys["es256-a"].clone()] });
+    std::fs::write(&jwks, without_rsa.to_string()).unwrap();
+    let mut refused = false;
+    for _ in 0..100 {
+        if status().await == http::StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the removed key still verified after 10 s");
+    assert_eq!(status().await, http::StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn a_reload_that_changes_redis_timeout_applies_it() {
     let upstream = TestUpstream::start().await;

@@ -65,6 +65,68 @@ async fn with_redis(redis: &RedisServer) -> (TestUpstream, palisade::Server) {
     (upstream, server)
 }
 
+/// `remove_response_headers` listing `Retry-After` removes the upstream's
+/// but never palisade's own on its 429 (SPEC §4: a refused request is told
+/// when to come back), as it never removes palisade's rate-limit headers.
+#[tokio::test]
+async fn removing_retry_after_keeps_palisades_own_on_a_429() {
+    let upstream = TestUpstream::start().await;
+    let routes = r#"
+[security_headers]
+remove_response_headers = ["Retry-After", "X-Powered-By", "X-RateLimit-Limit"]
+[[routes]]
+name = "once"
+path = "/**"
+rate_limits = [{ by = "ip", limit = 1, per = "1h", burst = 1 }]
+"#;
+    let server = start_palisade(&config("backend = \"memory\"", routes), upstream.addr).await;
+    let admitted = get_with(server.proxy_addr, "/x", &[("x-test-retry-after", "120")]).await;
+    assert_eq!(admitted.status, StatusCode::OK);
+    assert_eq!(
+        admitted.header("retry-after"),
+        None,
+        "the upstream's is removed"
+    );
+    assert_eq!(admitted.header("x-powered-by"), None);
+    assert_eq!(admitted.header("x-ratelimit-limit"), Some("1"));
+    let refused = get_with(server.proxy_addr, "/x", &[("x-test-retry-after", "120")]).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = refused
+        .header("retry-after")
+        .expect("palisade's own Retry-After is kept")
+        .parse()
+        .unwrap();
+    assert!((1..=3600).contains(&retry), "Retry-After {retry}");
+    assert_eq!(refused.headers.get_all("retry-after").iter().count(), 1);
+    assert_eq!(upstream.count(), 1, "the refused request never reached it");
+}
+
+/// `RateLimit-Policy` says the window in whole seconds, rounded up: a
+/// client keeping to the rate it advertises is never refused (1500 ms
+/// read as `w=1` advertised 3 a second where 2 were admitted).
+#[tokio::test]
+async fn a_window_of_a_fraction_of_seconds_is_advertised_rounded_up() {
+    let upstream = TestUpstream::start().await;
+    let routes = r#"
+[[routes]]
+name = "odd"
+path = "/odd/**"
+rate_limits = [{ by = "ip", limit = 3, per = "1500ms" }]
+[[routes]]
+name = "short"
+path = "/**"
+rate_limits = [{ by = "ip", limit = 3, per = "200ms" }]
+"#;
+    let server = start_palisade(&config("backend = \"memory\"", routes), upstream.addr).await;
+    let odd = get(server.proxy_addr, "/odd/x").await;
+    assert_eq!(odd.header("ratelimit-policy"), Some("\"odd.ip\";q=3;w=2"));
+    let short = get(server.proxy_addr, "/x").await;
+    assert_eq!(
+        short.header("ratelimit-policy"),
+        Some("\"short.ip\";q=3;w=1")
+    );
+}
+
 async fn burst_and_headers(server: &palisade::Server, upstream: &TestUpstream) {
     let before = upstream.count();
     for remaining in (0..5).rev() {

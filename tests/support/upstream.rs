@@ -248,6 +248,10 @@ impl TestUpstream {
         headers.insert("server", "test-upstream".parse().unwrap());
         headers.insert("x-powered-by", "tests".parse().unwrap());
         headers.insert("content-type", "application/json".parse().unwrap());
+        // `x-test-retry-after: V`: the response carries `Retry-After: V`.
+        if let Some(value) = header("x-test-retry-after") {
+            headers.insert("retry-after", value.parse().unwrap());
+        }
         Ok(response)
     }
 }

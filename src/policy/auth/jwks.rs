@@ -284,13 +284,18 @@ impl JwksStore {
     }
 
     /// Starts the periodic refresh; it ends when the store is dropped
-    /// (replaced by a reload). Until the first success it retries every second.
+    /// (replaced by a reload). Until the first success it retries every
+    /// second. A `jwks_file` is read again every `jwks_refresh` too (it was
+    /// read when the store was made): a key removed from the file stops
+    /// verifying within one period, as one removed from a `jwks_url` does.
     pub fn spawn_refresher(self: &Arc<Self>) {
-        if matches!(self.source, JwksSource::File(_)) {
-            return;
-        }
+        let read_already = matches!(self.source, JwksSource::File(_)) && self.is_ready();
+        let first_wait = read_already.then_some(self.refresh_every);
         let weak: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
+            if let Some(wait) = first_wait {
+                tokio::time::sleep(wait).await;
+            }
             loop {
                 let Some(store) = weak.upgrade() else { return };
                 let wait = match store.fetch().await {

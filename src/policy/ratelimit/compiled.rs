@@ -63,7 +63,11 @@ pub(super) fn compile_limit(
         rule.per,
         rule.burst,
     );
-    let (micros, seconds) = (rule.per.as_micros(), rule.per.as_secs().max(1));
+    let micros = rule.per.as_micros();
+    // `w` of `RateLimit-Policy` is whole seconds: rounded up, so a client
+    // that keeps to the advertised rate is never refused (`per = "1500ms"`
+    // advertised as `w=1` promised more than was admitted).
+    let seconds = super::gcra::ceil_secs(i64::try_from(micros).unwrap_or(i64::MAX)).max(1);
     CompiledLimit {
         local: registry.get_or_create(id, gcra),
         key_base: format!(
