@@ -158,15 +158,13 @@ mod tests {
         let cache = TokenCache::default();
         let now = Instant::now();
         let ttl = Duration::from_secs(10);
-        let mut claims = serde_json::Map::new();
-        claims.insert("sub".into(), "first".into());
-        cache.put(
-            "aaa.bbb.ccc",
-            None,
-            Arc::new(VerifiedClaims::new(claims)),
-            now,
-            ttl,
-        );
+        let put_with_sub = |sub: &str| {
+            let mut claims = serde_json::Map::new();
+            claims.insert("sub".into(), sub.into());
+            let claims = Arc::new(VerifiedClaims::new(claims));
+            cache.put("aaa.bbb.ccc", None, claims, now, ttl);
+        };
+        put_with_sub("first");
         for other in [
             "aaa.bbb.ccd",
             "aaa.bbb.cc",
@@ -181,15 +179,7 @@ mod tests {
             .expect("the token itself hits");
         assert_eq!(hit.get("sub"), Some(&serde_json::Value::from("first")));
         // Caching the token again replaces its entry rather than adding one.
-        let mut claims = serde_json::Map::new();
-        claims.insert("sub".into(), "second".into());
-        cache.put(
-            "aaa.bbb.ccc",
-            None,
-            Arc::new(VerifiedClaims::new(claims)),
-            now,
-            ttl,
-        );
+        put_with_sub("second");
         assert_eq!(cache.len(), 1);
         let (_, hit) = cache.get("aaa.bbb.ccc", now).expect("still cached");
         assert_eq!(hit.get("sub"), Some(&serde_json::Value::from("second")));
