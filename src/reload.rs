@@ -159,9 +159,20 @@ pub async fn reload_with_env(shared: &Shared, path: &Path, env: &Env) -> bool {
 /// Loads, validates and builds the next generation, then swaps it in and
 /// returns the route changes; on any error nothing has changed.
 async fn try_reload(shared: &Shared, path: &Path, env: &Env) -> Result<Vec<String>, String> {
-    let policy = config::load_file(path, env).map_err(|e| e.to_string())?;
     let current = shared.current.load_full();
     let old = &current.policy;
+    let running_jwks_file = old
+        .auth
+        .jwt
+        .as_ref()
+        .and_then(|j| j.jwks.as_ref())
+        .filter(|store| store.is_ready())
+        .and_then(|store| match &store.source {
+            crate::policy::auth::jwks::JwksSource::File(file) => Some(file.as_path()),
+            crate::policy::auth::jwks::JwksSource::Url(_) => None,
+        });
+    let policy =
+        config::load_file_for_reload(path, env, running_jwks_file).map_err(|e| e.to_string())?;
     let changes = crate::route::changes::changes(&old.routes, &policy.routes);
     warn_restart_only(&policy, old);
     let same_upstream = serde_json::to_value(&policy.effective.upstream).ok()

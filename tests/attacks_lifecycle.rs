@@ -736,6 +736,79 @@ async fn a_key_removed_from_a_jwks_file_stops_verifying_without_a_reload() {
     assert_eq!(status().await, http::StatusCode::UNAUTHORIZED);
 }
 
+/// A reload whose `jwks_file` is the running one's succeeds while that file
+/// cannot be read (a key rotation half written): the running keys stay and
+/// the rest of the edit applies (SPEC §5: only a reload that changes
+/// `jwks_file` may fail on the key set). One that names another, broken,
+/// file still fails.
+#[tokio::test]
+async fn a_reload_keeps_the_running_keys_while_the_same_jwks_file_is_broken() {
+    let upstream = TestUpstream::start().await;
+    let dir = support::process::temp_dir("lifecycle-jwks-file-broken");
+    let keys: serde_json::Value = serde_json::from_slice(&fixture("jwks-keys.json")).unwrap();
+    let jwks = dir.join("jwks.json");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({ "keys": [keys["rsa"].clone()] }).to_string(),
+    )
+    .unwrap();
+    let text = |file: &std::path::Path, open_route: bool| {
+        let open = if open_route {
+            "[[routes]]\nname = \"open\"\npath = \"/open/**\"\nauth = \"none\"\n"
+        } else {
+            ""
+        };
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[auth.jwt]\njwks_file = \"{}\"\nalgorithms = [\"RS256\"]\njwks_refresh = \"1h\"\n{open}[[routes]]\nname = \"api\"\npath = \"/**\"\nauth = \"jwt\"\n",
+            upstream.addr,
+            file.display()
+        )
+    };
+    let path = write_policy(&dir, &text(&jwks, false));
+    let server = palisade::start(palisade::config::load_file(&path, &test_env()).unwrap())
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", rs256_token());
+    let proxy = server.proxy_addr;
+    let authed = || {
+        let bearer = bearer.clone();
+        async move { get_with(proxy, "/orders", &[("authorization", &bearer)]).await }
+    };
+    assert_eq!(authed().await.status, http::StatusCode::OK);
+    assert_eq!(
+        get(server.proxy_addr, "/open/x").await.status,
+        http::StatusCode::UNAUTHORIZED
+    );
+    // The JWKS file half written, and a policy edit at the same moment.
+    std::fs::write(&jwks, "{").unwrap();
+    write_policy(&dir, &text(&jwks, true));
+    assert!(palisade::reload::reload_with_env(&server.shared, &path, &test_env()).await);
+    assert_eq!(
+        get(server.proxy_addr, "/open/x").await.status,
+        http::StatusCode::OK
+    );
+    assert_eq!(
+        authed().await.status,
+        http::StatusCode::OK,
+        "the running keys stay"
+    );
+    assert_eq!(
+        get(server.admin_addr, "/readyz").await.status,
+        http::StatusCode::OK
+    );
+    // Another file that cannot be read: the reload fails, nothing changes.
+    let other = dir.join("other.json");
+    std::fs::write(&other, "{").unwrap();
+    write_policy(&dir, &text(&other, false));
+    assert!(!palisade::reload::reload_with_env(&server.shared, &path, &test_env()).await);
+    assert_eq!(
+        get(server.proxy_addr, "/open/x").await.status,
+        http::StatusCode::OK
+    );
+    assert_eq!(authed().await.status, http::StatusCode::OK);
+    assert_eq!(upstream.count(), 5, "every request but the refused one");
+}
+
 #[tokio::test]
 async fn a_reload_that_changes_redis_timeout_applies_it() {
     let upstream = TestUpstream::start().await;

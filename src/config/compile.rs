@@ -175,12 +175,39 @@ pub fn load_file(path: &Path, env: &Env) -> Result<Policy, ConfigError> {
     load_text_at(path, &text, env)
 }
 
+/// [`load_file`] for a reload of a policy whose JWKS is read from
+/// `running_jwks_file`: if the new policy names the same file and it cannot
+/// be read or parsed just now (a rotation half written), that is no error:
+/// the reload keeps the running keys (SPEC §5: only a reload that changes
+/// `jwks_file` may fail on the key set).
+pub fn load_file_for_reload(
+    path: &Path,
+    env: &Env,
+    running_jwks_file: Option<&Path>,
+) -> Result<Policy, ConfigError> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::plain(&label, format!("cannot read the config file: {e}")))?;
+    compile_at(path, &text, env, running_jwks_file)
+}
+
 /// Compiles `text` as if read from `path` (relative TLS and CA paths are
 /// resolved against its directory).
 pub fn load_text_at(path: &Path, text: &str, env: &Env) -> Result<Policy, ConfigError> {
+    compile_at(path, text, env, None)
+}
+
+/// [`load_text_at`], with the reload's running `jwks_file` (see
+/// [`load_file_for_reload`]).
+fn compile_at(
+    path: &Path,
+    text: &str,
+    env: &Env,
+    running_jwks_file: Option<&Path>,
+) -> Result<Policy, ConfigError> {
     let label = path.display().to_string();
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut policy = compile_text(text, &label, env, &base)?;
+    let mut policy = compile_text(text, &label, env, &base, running_jwks_file)?;
     policy.source = path.to_path_buf();
     if let Some(files) = policy.server.tls.take() {
         policy.server.tls = Some(TlsFiles {
@@ -197,10 +224,16 @@ pub fn load_text_at(path: &Path, text: &str, env: &Env) -> Result<Policy, Config
 /// Parses and compiles policy text; `label` names it in errors. Relative
 /// file paths (`jwks_file`) are taken from the working directory.
 pub fn load_str(text: &str, label: &str, env: &Env) -> Result<Policy, ConfigError> {
-    compile_text(text, label, env, Path::new(""))
+    compile_text(text, label, env, Path::new(""), None)
 }
 
-fn compile_text(text: &str, label: &str, env: &Env, base: &Path) -> Result<Policy, ConfigError> {
+fn compile_text(
+    text: &str,
+    label: &str,
+    env: &Env,
+    base: &Path,
+    running_jwks_file: Option<&Path>,
+) -> Result<Policy, ConfigError> {
     let doc = Located::parse(text);
     let (parsed, unset_secret_vars) = with_env(env, || toml::from_str(text));
     let file: FileConfig = parsed.map_err(|e: toml::de::Error| {
@@ -217,6 +250,7 @@ fn compile_text(text: &str, label: &str, env: &Env, base: &Path) -> Result<Polic
         text,
         base,
         doc,
+        running_jwks_file,
     };
     let mut policy = compiler.compile(file)?;
     policy.unset_secret_vars = unset_secret_vars;
@@ -229,6 +263,9 @@ struct Compiler<'a> {
     text: &'a str,
     base: &'a Path,
     doc: Located<'a>,
+    /// On a reload, the running policy's `jwks_file` (see
+    /// [`load_file_for_reload`]).
+    running_jwks_file: Option<&'a Path>,
 }
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;

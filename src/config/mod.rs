@@ -13,7 +13,8 @@ pub mod units;
 pub mod values;
 
 pub use compile::{
-    LogPolicy, Policy, ServerPolicy, UpstreamPolicy, load_file, load_str, load_text_at,
+    LogPolicy, Policy, ServerPolicy, UpstreamPolicy, load_file, load_file_for_reload, load_str,
+    load_text_at,
 };
 pub use error::ConfigError;
 pub use expand::Env;

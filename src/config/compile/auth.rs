@@ -173,7 +173,19 @@ impl Compiler<'_> {
         if jwt.jwks_refresh.0 < std::time::Duration::from_secs(1) {
             return Err(self.err("auth.jwt.jwks_refresh", "must be at least 1s"));
         }
-        let store = JwksStore::new(source, jwt.jwks_refresh.0).map_err(|m| self.err(key, m))?;
+        let refresh = jwt.jwks_refresh.0;
+        let store = match JwksStore::new(source.clone(), refresh) {
+            Ok(store) => store,
+            Err(_) if matches!(&source, JwksSource::File(path) if Some(path.as_path()) == self.running_jwks_file) =>
+            {
+                tracing::warn!(
+                    file = %source,
+                    "auth.jwt.jwks_file cannot be read now; the reload keeps the running keys"
+                );
+                JwksStore::unread(source, refresh)
+            }
+            Err(m) => return Err(self.err(key, m)),
+        };
         Ok(Some(Arc::new(store)))
     }
 

@@ -177,6 +177,19 @@ impl std::fmt::Debug for JwksStore {
 impl JwksStore {
     /// A store; a file source is read now (its errors are config errors).
     pub fn new(source: JwksSource, refresh_every: Duration) -> Result<Self, String> {
+        let store = Self::unread(source, refresh_every);
+        if let JwksSource::File(path) = &store.source {
+            let bytes =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            store.install(KeySet::parse(&bytes)?);
+        }
+        Ok(store)
+    }
+
+    /// A store with no keys yet, its source not read: for a reload whose
+    /// `jwks_file` is the running one's and cannot be read just now, which
+    /// keeps the running keys ([`adopt`](Self::adopt)) instead of failing.
+    pub fn unread(source: JwksSource, refresh_every: Duration) -> Self {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -186,7 +199,7 @@ impl JwksStore {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let store = Self {
+        Self {
             source,
             keys: ArcSwap::from_pointee(KeySet::default()),
             loaded: AtomicBool::new(false),
@@ -194,13 +207,7 @@ impl JwksStore {
             last_kid_refresh: Mutex::new(None),
             single_flight: tokio::sync::Mutex::new(()),
             client: Client::builder(TokioExecutor::new()).build(connector),
-        };
-        if let JwksSource::File(path) = &store.source {
-            let bytes =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            store.install(KeySet::parse(&bytes)?);
         }
-        Ok(store)
     }
 
     fn install(&self, keys: KeySet) {
