@@ -595,6 +595,19 @@ fn rs256_token() -> String {
     .unwrap()
 }
 
+/// Starts palisade on the policy at `path`.
+async fn start_policy(path: &std::path::Path) -> palisade::Server {
+    palisade::start(palisade::config::load_file(path, &test_env()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// GET /orders through `proxy` with an RS256 token of the fixture key `rsa-1`.
+async fn with_rs256_token(proxy: std::net::SocketAddr) -> Reply {
+    let bearer = format!("Bearer {}", rs256_token());
+    get_with(proxy, "/orders", &[("authorization", &bearer)]).await
+}
+
 /// Serves `document` as the JWKS at any path.
 async fn jwks_server(document: String) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -635,15 +648,8 @@ async fn a_reload_to_an_unreachable_jwks_fails_and_keeps_the_keys() {
     };
     let file_source = format!("jwks_file = \"{}\"", dir.join("jwks.json").display());
     let path = write_policy(&dir, &text(file_source));
-    let server = palisade::start(palisade::config::load_file(&path, &test_env()).unwrap())
-        .await
-        .unwrap();
-    let bearer = format!("Bearer {}", rs256_token());
-    let proxy = server.proxy_addr;
-    let authed = || {
-        let bearer = bearer.clone();
-        async move { get_with(proxy, "/orders", &[("authorization", &bearer)]).await }
-    };
+    let server = start_policy(&path).await;
+    let authed = || with_rs256_token(server.proxy_addr);
     assert_eq!(authed().await.status, http::StatusCode::OK);
     // The attack: one ConfigMap typo points jwks_url at nothing.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -703,15 +709,8 @@ async fn a_key_removed_from_a_jwks_file_stops_verifying_without_a_reload() {
         jwks.display()
     );
     let path = write_policy(&dir, &text);
-    let server = palisade::start(palisade::config::load_file(&path, &test_env()).unwrap())
-        .await
-        .unwrap();
-    let bearer = format!("Bearer {}", rs256_token());
-    let status = || async {
-        get_with(server.proxy_addr, "/orders", &[("authorization", &bearer)])
-            .await
-            .status
-    };
+    let server = start_policy(&path).await;
+    let status = || async { with_rs256_token(server.proxy_addr).await.status };
     assert_eq!(status().await, http::StatusCode::OK);
     // A file that cannot be read (gone for a moment) keeps the keys.
     std::fs::remove_file(&jwks).unwrap();
@@ -765,15 +764,8 @@ async fn a_reload_keeps_the_running_keys_while_the_same_jwks_file_is_broken() {
         )
     };
     let path = write_policy(&dir, &text(&jwks, false));
-    let server = palisade::start(palisade::config::load_file(&path, &test_env()).unwrap())
-        .await
-        .unwrap();
-    let bearer = format!("Bearer {}", rs256_token());
-    let proxy = server.proxy_addr;
-    let authed = || {
-        let bearer = bearer.clone();
-        async move { get_with(proxy, "/orders", &[("authorization", &bearer)]).await }
-    };
+    let server = start_policy(&path).await;
+    let authed = || with_rs256_token(server.proxy_addr);
     assert_eq!(authed().await.status, http::StatusCode::OK);
     assert_eq!(
         get(server.proxy_addr, "/open/x").await.status,
