@@ -801,6 +801,46 @@ async fn a_reload_keeps_the_running_keys_while_the_same_jwks_file_is_broken() {
     assert_eq!(upstream.count(), 5, "every request but the refused one");
 }
 
+/// A `jwks_file` over 1 MiB (the cap a `jwks_url` body has) is refused:
+/// as a config error naming the key at start, and, once running, by the
+/// periodic read, which keeps the last good keys.
+#[tokio::test]
+async fn a_jwks_file_past_the_cap_is_refused_and_the_running_keys_stay() {
+    let upstream = TestUpstream::start().await;
+    let dir = support::process::temp_dir("lifecycle-jwks-file-cap");
+    let keys: serde_json::Value = serde_json::from_slice(&fixture("jwks-keys.json")).unwrap();
+    let jwks = dir.join("jwks.json");
+    let padded = |document: serde_json::Value| format!("{document}{}", " ".repeat(1 << 20));
+    let with_rsa = serde_json::json!({ "keys": [keys["rsa"].clone()] });
+    let without_rsa = serde_json::json!({ "keys": [keys["es256-a"].clone()] });
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[auth.jwt]\njwks_file = \"{}\"\nalgorithms = [\"RS256\", \"ES256\"]\njwks_refresh = \"1s\"\ncache_ttl = \"0s\"\n[[routes]]\nname = \"api\"\npath = \"/**\"\nauth = \"jwt\"\n",
+        upstream.addr,
+        jwks.display()
+    );
+    let path = write_policy(&dir, &text);
+    std::fs::write(&jwks, padded(with_rsa.clone())).unwrap();
+    let refused = palisade::config::load_file(&path, &test_env()).unwrap_err();
+    let message = refused.to_string();
+    assert!(message.contains("auth.jwt.jwks_file"), "{message}");
+    assert!(message.contains("larger than"), "{message}");
+    std::fs::write(&jwks, with_rsa.to_string()).unwrap();
+    let server = start_policy(&path).await;
+    assert_eq!(
+        with_rs256_token(server.proxy_addr).await.status,
+        http::StatusCode::OK
+    );
+    // A key set without the RSA key, padded past the cap: not installed.
+    std::fs::write(&jwks, padded(without_rsa)).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        with_rs256_token(server.proxy_addr).await.status,
+        http::StatusCode::OK,
+        "the last good keys stay"
+    );
+    assert_eq!(upstream.count(), 2);
+}
+
 #[tokio::test]
 async fn a_reload_that_changes_redis_timeout_applies_it() {
     let upstream = TestUpstream::start().await;

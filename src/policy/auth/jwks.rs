@@ -25,6 +25,22 @@ pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
+/// A `jwks_file` is read up to one byte past [`MAX_JWKS_BYTES`], so a
+/// larger one is told apart without reading all of it.
+const CAPPED: u64 = MAX_JWKS_BYTES as u64 + 1;
+
+/// `bytes` read from the `jwks_file` at `path`, refused past the cap a
+/// `jwks_url` body has too (a key set is a few KiB).
+fn within_cap(path: &std::path::Path, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+    if bytes.len() > MAX_JWKS_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_JWKS_BYTES} bytes",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Key families, to refuse a token whose `alg` does not fit its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -179,9 +195,13 @@ impl JwksStore {
     pub fn new(source: JwksSource, refresh_every: Duration) -> Result<Self, String> {
         let store = Self::unread(source, refresh_every);
         if let JwksSource::File(path) = &store.source {
-            let bytes =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            store.install(KeySet::parse(&bytes)?);
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|file| {
+                    std::io::Read::read_to_end(&mut std::io::Read::take(file, CAPPED), &mut bytes)
+                })
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            store.install(KeySet::parse(within_cap(path, bytes)?.as_slice())?);
         }
         Ok(store)
     }
@@ -237,9 +257,17 @@ impl JwksStore {
     /// Fetches (or re-reads) the key set; on failure the last good one stays.
     pub async fn fetch(&self) -> Result<usize, String> {
         let bytes = match &self.source {
-            JwksSource::File(path) => tokio::fs::read(path)
-                .await
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+            JwksSource::File(path) => {
+                use tokio::io::AsyncReadExt;
+                let mut bytes = Vec::new();
+                let file = tokio::fs::File::open(path).await;
+                match file {
+                    Ok(file) => file.take(CAPPED).read_to_end(&mut bytes).await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                within_cap(path, bytes)?
+            }
             JwksSource::Url(uri) => self.download(uri).await?,
         };
         let keys = KeySet::parse(&bytes)?;
