@@ -206,7 +206,7 @@ fn header_work(c: &mut Criterion, policy: &Policy, token: &str) {
             || response.clone(),
             |h| {
                 headers::strip_hop_by_hop(h);
-                edit_map(h, |h| route.security_headers.apply(h, false));
+                edit_map(h, |h| route.security_headers.apply(h, false, true));
             },
             BatchSize::SmallInput,
         )

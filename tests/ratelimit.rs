@@ -67,13 +67,14 @@ async fn with_redis(redis: &RedisServer) -> (TestUpstream, palisade::Server) {
 
 /// `remove_response_headers` listing `Retry-After` removes the upstream's
 /// but never palisade's own on its 429 (SPEC §4: a refused request is told
-/// when to come back), as it never removes palisade's rate-limit headers.
+/// when to come back), as it never removes palisade's rate-limit headers
+/// or any other header of palisade's own answer (its `Cache-Control`).
 #[tokio::test]
 async fn removing_retry_after_keeps_palisades_own_on_a_429() {
     let upstream = TestUpstream::start().await;
     let routes = r#"
 [security_headers]
-remove_response_headers = ["Retry-After", "X-Powered-By", "X-RateLimit-Limit"]
+remove_response_headers = ["Retry-After", "X-Powered-By", "X-RateLimit-Limit", "Cache-Control"]
 [[routes]]
 name = "once"
 path = "/**"
@@ -98,6 +99,7 @@ rate_limits = [{ by = "ip", limit = 1, per = "1h", burst = 1 }]
         .unwrap();
     assert!((1..=3600).contains(&retry), "Retry-After {retry}");
     assert_eq!(refused.headers.get_all("retry-after").iter().count(), 1);
+    assert_eq!(refused.header("cache-control"), Some("no-store"));
     assert_eq!(upstream.count(), 1, "the refused request never reached it");
 }
 

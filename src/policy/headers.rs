@@ -127,11 +127,22 @@ impl SecurityHeaders {
         &self.always
     }
 
-    /// Removes the configured response headers, then sets the security
-    /// headers (replacing any the upstream sent).
-    pub fn apply(&self, headers: &mut ResponseHeaders<'_>, client_https: bool) {
-        for name in &self.remove {
-            headers.remove(name);
+    /// Removes the configured response headers from an upstream's answer,
+    /// then sets the security headers (replacing any the upstream sent).
+    /// palisade's own answers (`from_upstream` false) carry only headers it
+    /// owes the client (a 429's `Retry-After`, a 401's challenge, SPEC §4):
+    /// `remove_response_headers` does not reach them, as it does not reach
+    /// the request ID or the rate-limit headers set after it.
+    pub fn apply(
+        &self,
+        headers: &mut ResponseHeaders<'_>,
+        client_https: bool,
+        from_upstream: bool,
+    ) {
+        if from_upstream {
+            for name in &self.remove {
+                headers.remove(name);
+            }
         }
         if let Some(block) = &self.blocks[usize::from(client_https)] {
             headers.insert_block(block);
@@ -421,12 +432,12 @@ mod tests {
         );
         let mut plain = HeaderMap::new();
         plain.insert(header::SERVER, HeaderValue::from_static("uvicorn"));
-        edit_map(&mut plain, |h| set.apply(h, false));
+        edit_map(&mut plain, |h| set.apply(h, false, true));
         assert!(!plain.contains_key(header::SERVER));
         assert!(!plain.contains_key(header::STRICT_TRANSPORT_SECURITY));
         assert_eq!(plain[header::X_FRAME_OPTIONS], "DENY");
         let mut tls = HeaderMap::new();
-        edit_map(&mut tls, |h| set.apply(h, true));
+        edit_map(&mut tls, |h| set.apply(h, true, true));
         assert_eq!(tls[header::STRICT_TRANSPORT_SECURITY], "max-age=1");
         // The upstream's lines kept as bytes (palisade's exchange): the
         // removed name goes in any case, and a set one replaces theirs.
@@ -436,9 +447,19 @@ mod tests {
             ("X-Frame-Options", "ALLOWALL"),
             ("Content-Type", "text/plain"),
         ])));
-        set.apply(&mut ResponseHeaders::new(&mut own, &mut pending), false);
+        set.apply(
+            &mut ResponseHeaders::new(&mut own, &mut pending),
+            false,
+            true,
+        );
         let out = written(&own, &pending);
         // The set is one block, written after the others.
         assert_eq!(out, ["content-type: text/plain", "x-frame-options: DENY"]);
+        // palisade's own answer keeps its headers; the security ones are set.
+        let mut answer = HeaderMap::new();
+        answer.insert(header::SERVER, HeaderValue::from_static("palisade"));
+        edit_map(&mut answer, |h| set.apply(h, false, false));
+        assert_eq!(answer[header::SERVER], "palisade");
+        assert_eq!(answer[header::X_FRAME_OPTIONS], "DENY");
     }
 }

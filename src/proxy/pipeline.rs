@@ -437,21 +437,12 @@ fn finish_headers(policy: &Policy, ctx: &RequestCtx, mut headers: ResponseHeader
     // Room, made once, for what is set one by one below: the request ID,
     // up to five rate-limit headers, up to four CORS ones.
     headers.reserve(1 + if ctx.rate_headers.is_some() { 5 } else { 0 } + if cors { 4 } else { 0 });
-    // palisade's own `Retry-After` (a 429, a 503 of an open circuit) is
-    // part of its answer (SPEC §4), which `remove_response_headers` does
-    // not reach, as it does not reach the rate-limit headers set below:
-    // kept aside from the removal and set again after it.
-    let own_retry_after = match ctx.record.rejection {
-        Some(_) => own_retry_after(&headers),
-        None => None,
-    };
-    match &ctx.route {
-        Some(route) => route.security_headers.apply(&mut headers, ctx.https),
-        None => policy.security_headers.apply(&mut headers, ctx.https),
-    }
-    if let Some(value) = own_retry_after {
-        headers.insert(header::RETRY_AFTER, value);
-    }
+    let security = ctx
+        .route
+        .as_ref()
+        .map_or(&policy.security_headers, |route| &route.security_headers);
+    let from_upstream = ctx.record.rejection.is_none();
+    security.apply(&mut headers, ctx.https, from_upstream);
     headers.insert(
         policy.request_id.header.clone(),
         ctx.record.request_id.clone(),
@@ -463,12 +454,6 @@ fn finish_headers(policy: &Policy, ctx: &RequestCtx, mut headers: ResponseHeader
         cors_policy.response_headers(origin, &mut headers);
     }
     headers.finish();
-}
-
-/// The `Retry-After` palisade put on its own answer, if any.
-fn own_retry_after(headers: &ResponseHeaders<'_>) -> Option<HeaderValue> {
-    let value = headers.get_all(&header::RETRY_AFTER).next()?;
-    HeaderValue::from_bytes(value).ok()
 }
 
 #[cfg(test)]
