@@ -169,10 +169,7 @@ pub struct LogPolicy {
 
 /// Reads and compiles a policy file.
 pub fn load_file(path: &Path, env: &Env) -> Result<Policy, ConfigError> {
-    let label = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::plain(&label, format!("cannot read the config file: {e}")))?;
-    load_text_at(path, &text, env)
+    load_file_for_reload(path, env, None)
 }
 
 /// [`load_file`] for a reload of a policy whose JWKS is read from

@@ -32,8 +32,7 @@ impl Compiler<'_> {
             // names (RFC 8941 strings): no quote, backslash, control
             // character or non-ASCII, which would end the name early or
             // make the header one a client cannot read.
-            let allowed = |c: char| (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\';
-            if name.is_empty() || !name.chars().all(allowed) {
+            if name.is_empty() || !name.chars().all(crate::policy::ratelimit::quotable) {
                 return Err(self.err(
                     at,
                     format!(

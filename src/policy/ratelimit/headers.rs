@@ -32,6 +32,13 @@ pub struct FixedLines {
     ratelimit_start: Box<[u8]>,
 }
 
+/// Whether `c` may stand in a limit's name as the `RateLimit` headers
+/// quote it (an RFC 8941 string without escapes): printable ASCII or a
+/// space, no `"` or `\`. Tier names are checked by it when compiled.
+pub fn quotable(c: char) -> bool {
+    (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\'
+}
+
 impl FixedLines {
     /// The fixed parts of the headers of the limit `name` (the route's
     /// name, its `by`, its tier: checked as printable when the config was
@@ -40,7 +47,6 @@ impl FixedLines {
     /// (RFC 8941 §3.3.3: printable ASCII, `"` and `\` escaped, which these
     /// names do not need) becomes `limit`.
     pub fn new(name: &str, limit: u32, window_secs: u64) -> Self {
-        let quotable = |c: char| (c.is_ascii_graphic() && c != '"' && c != '\\') || c == ' ';
         let name = if name.chars().all(quotable) {
             name
         } else {
