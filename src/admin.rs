@@ -105,12 +105,7 @@ fn answer_get(shared: &Shared, req: &Request<Incoming>) -> Response<ResponseBody
             let generation = shared.current.load();
             let draining = shared.is_draining();
             let upstream = &generation.policy.upstream;
-            let jwks = generation
-                .policy
-                .auth
-                .jwt
-                .as_ref()
-                .and_then(|j| j.jwks.as_ref());
+            let jwks = generation.policy.auth.jwks();
             let jwks_ready = jwks.is_none_or(|store| store.is_ready());
             let status_text = match (draining, jwks_ready) {
                 (true, _) => "draining",

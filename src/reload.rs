@@ -163,9 +163,7 @@ async fn try_reload(shared: &Shared, path: &Path, env: &Env) -> Result<Vec<Strin
     let old = &current.policy;
     let running_jwks_file = old
         .auth
-        .jwt
-        .as_ref()
-        .and_then(|j| j.jwks.as_ref())
+        .jwks()
         .filter(|store| store.is_ready())
         .and_then(|store| match &store.source {
             crate::policy::auth::jwks::JwksSource::File(file) => Some(file.as_path()),
@@ -233,8 +231,8 @@ fn reload_tls(shared: &Shared, policy: &Policy) -> Result<Option<Arc<TlsAcceptor
 /// source's keys are loaded before the swap (swapping in an empty key set
 /// would refuse every token and fail readiness).
 async fn carry_jwks(old: &Policy, next: &Generation) -> Result<(), String> {
-    let old_jwks = old.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());
-    let Some(new_store) = next.policy.auth.jwt.as_ref().and_then(|j| j.jwks.as_ref()) else {
+    let old_jwks = old.auth.jwks();
+    let Some(new_store) = next.policy.auth.jwks() else {
         return Ok(());
     };
     if let Some(old_store) = old_jwks {

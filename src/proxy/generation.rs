@@ -119,13 +119,7 @@ fn span_queue(
 
 /// Starts what a generation needs in the background (JWKS refresh).
 pub fn start_background(generation: &Generation) {
-    if let Some(store) = generation
-        .policy
-        .auth
-        .jwt
-        .as_ref()
-        .and_then(|j| j.jwks.as_ref())
-    {
+    if let Some(store) = generation.policy.auth.jwks() {
         store.spawn_refresher();
     }
 }

@@ -25,13 +25,19 @@ pub const UNKNOWN_KID_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_JWKS_BYTES: usize = 1 << 20;
 
-/// A `jwks_file` is read up to one byte past [`MAX_JWKS_BYTES`], so a
-/// larger one is told apart without reading all of it.
+/// A `jwks_file` is read up to one byte past [`MAX_JWKS_BYTES`].
 const CAPPED: u64 = MAX_JWKS_BYTES as u64 + 1;
 
-/// `bytes` read from the `jwks_file` at `path`, refused past the cap a
-/// `jwks_url` body has too (a key set is a few KiB).
-fn within_cap(path: &std::path::Path, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+/// The `jwks_file` at `path`, refused past the cap a `jwks_url` body has
+/// too (a key set is a few KiB); read at most one byte past it, so a huge
+/// file is told apart without reading all of it. Synchronous: start-up
+/// calls it directly, the refresher through `spawn_blocking`.
+fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(CAPPED).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if bytes.len() > MAX_JWKS_BYTES {
         return Err(format!(
             "{} is larger than {MAX_JWKS_BYTES} bytes",
@@ -195,13 +201,7 @@ impl JwksStore {
     pub fn new(source: JwksSource, refresh_every: Duration) -> Result<Self, String> {
         let store = Self::unread(source, refresh_every);
         if let JwksSource::File(path) = &store.source {
-            let mut bytes = Vec::new();
-            std::fs::File::open(path)
-                .and_then(|file| {
-                    std::io::Read::read_to_end(&mut std::io::Read::take(file, CAPPED), &mut bytes)
-                })
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            store.install(KeySet::parse(within_cap(path, bytes)?.as_slice())?);
+            store.install(KeySet::parse(&read_capped(path)?)?);
         }
         Ok(store)
     }
@@ -258,15 +258,10 @@ impl JwksStore {
     pub async fn fetch(&self) -> Result<usize, String> {
         let bytes = match &self.source {
             JwksSource::File(path) => {
-                use tokio::io::AsyncReadExt;
-                let mut bytes = Vec::new();
-                let file = tokio::fs::File::open(path).await;
-                match file {
-                    Ok(file) => file.take(CAPPED).read_to_end(&mut bytes).await.map(|_| ()),
-                    Err(e) => Err(e),
-                }
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                within_cap(path, bytes)?
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || read_capped(&path))
+                    .await
+                    .map_err(|e| format!("reading the jwks_file stopped: {e}"))??
             }
             JwksSource::Url(uri) => self.download(uri).await?,
         };

@@ -167,6 +167,13 @@ pub enum PresentedSecret {
 }
 
 impl AuthPolicy {
+    /// The JWKS key store, when `[auth.jwt]` takes keys from `jwks_file`
+    /// or `jwks_url`: what reloads carry over, readiness waits for, and
+    /// the refresher keeps current.
+    pub fn jwks(&self) -> Option<&Arc<jwks::JwksStore>> {
+        self.jwt.as_ref().and_then(|jwt| jwt.jwks.as_ref())
+    }
+
     /// Whether authentication reads the header `name`: a shared secret's,
     /// an `hmac:` signature, timestamp or id header, a `header:` token
     /// source. A client's `Connection` may not remove it (SPEC §3).
