@@ -213,17 +213,15 @@ impl UpstreamLines {
 /// Headers palisade sets together on every response a policy covers (the
 /// security headers), encoded once when the policy is loaded: a response
 /// then holds one shared reference instead of a name and a value per
-/// header, and each line is written by one copy. Only names the writer
-/// has no rule for (not framing, `Connection`, `Date` or `Trailer`).
+/// header, and the whole block is written by one copy. Only names the
+/// writer has no rule for (not framing, `Connection`, `Date` or `Trailer`).
 #[derive(Debug)]
 pub struct HeaderBlock {
     headers: Vec<(HeaderName, HeaderValue)>,
     /// `name: value\r\n` for each header, in order.
     lines: Vec<u8>,
-    /// Where each header's `name: value` lies in `lines`.
-    spans: Vec<Range<usize>>,
-    /// Bit `n`: a name `n` bytes long is here (as `set_lengths`).
-    lengths: u64,
+    /// The [`name_bit`] of each of its names (as `set_names`).
+    names: u64,
 }
 
 impl HeaderBlock {
@@ -234,8 +232,7 @@ impl HeaderBlock {
         let mut block = Self {
             headers: Vec::with_capacity(headers.len()),
             lines: Vec::new(),
-            spans: Vec::with_capacity(headers.len()),
-            lengths: 0,
+            names: 0,
         };
         for (name, value) in headers {
             if Known::of_name(name) != Known::Other
@@ -243,13 +240,11 @@ impl HeaderBlock {
             {
                 return None;
             }
-            let start = block.lines.len();
             block.lines.extend_from_slice(name.as_str().as_bytes());
             block.lines.extend_from_slice(b": ");
             block.lines.extend_from_slice(value.as_bytes());
-            block.spans.push(start..block.lines.len());
             block.lines.extend_from_slice(b"\r\n");
-            block.lengths |= length_bit(name.as_str().len());
+            block.names |= name_bit(name.as_str().as_bytes());
             block.headers.push((name.clone(), value.clone()));
         }
         (!block.headers.is_empty()).then(|| Arc::new(block))
@@ -258,7 +253,7 @@ impl HeaderBlock {
     /// The position of the header named `name` (in any case).
     #[inline]
     fn position(&self, name: &[u8]) -> Option<usize> {
-        position_by_name(self.lengths, &self.headers, name)
+        position_by_name(self.names, &self.headers, name)
     }
 }
 
@@ -299,9 +294,9 @@ pub struct PendingHeaders {
     /// taken apart, in that place among them (the order `insert` one by
     /// one would have made).
     block_at: usize,
-    /// Bit `n`: a name `n` bytes long was set (bit 63: 63 or more). A line
-    /// whose name's length is not here is set by nobody, without comparing.
-    set_lengths: u64,
+    /// The [`name_bit`] of every name set: a line whose name's bit is not
+    /// here is set by nobody, found without comparing.
+    set_names: u64,
 }
 
 /// The value of a header palisade set.
@@ -316,18 +311,30 @@ enum SetValue {
     Text { line: (u32, u32), value: u32 },
 }
 
-/// The bit of [`PendingHeaders::set_lengths`] for a name `length` bytes long.
-fn length_bit(length: usize) -> u64 {
-    1 << length.min(63)
+/// The bit of `name` in a set of names ([`PendingHeaders::set_names`],
+/// a block's): one of 64, from its length and its last two bytes with
+/// `| 0x20`, which makes a letter's two cases one (names equal in any case
+/// get one bit; other bytes it makes one only cost a comparison). The factors put the names palisade sets and the
+/// common upstream ones on different bits (a test checks it), where by
+/// length alone `x-ratelimit-limit` met `x-ratelimit-reset`, `vary` met
+/// `date` and `ratelimit-policy` met `x-xss-protection`, each a call and
+/// a comparison on every response of a rate-limited route.
+#[inline]
+fn name_bit(name: &[u8]) -> u64 {
+    let [.., before_last, last] = name else {
+        return 1 << (name.len() & 63);
+    };
+    let mixed = name.len() * 14 + usize::from(last | 0x20) * 50 + usize::from(before_last | 0x20);
+    1 << (mixed & 63)
 }
 
 /// The position in `headers` of the one named `name` (in any case).
-/// `lengths` holds the [`length_bit`] of every name there: a name of
-/// another length is not compared at all. Inlined: most names miss on
-/// their length, without a call.
+/// `names` holds the [`name_bit`] of every name there: a name whose bit
+/// is not in it is not compared at all. Inlined: most names miss on
+/// their bit, without a call.
 #[inline]
-fn position_by_name<V>(lengths: u64, headers: &[(HeaderName, V)], name: &[u8]) -> Option<usize> {
-    if lengths & length_bit(name.len()) == 0 {
+fn position_by_name<V>(names: u64, headers: &[(HeaderName, V)], name: &[u8]) -> Option<usize> {
+    if names & name_bit(name) == 0 {
         return None;
     }
     position_by_spelling(headers, name)
@@ -351,7 +358,7 @@ impl PendingHeaders {
             text: Vec::new(),
             block: None,
             block_at: 0,
-            set_lengths: 0,
+            set_names: 0,
         }
     }
 
@@ -366,7 +373,7 @@ impl PendingHeaders {
         if let Some(block) = self.block.take() {
             let at = self.block_at.min(self.set.len());
             for (name, _) in &block.headers {
-                self.set_lengths |= length_bit(name.as_str().len());
+                self.set_names |= name_bit(name.as_str().as_bytes());
             }
             self.set.splice(
                 at..at,
@@ -387,7 +394,7 @@ impl PendingHeaders {
 
     /// The position of `name` among the headers set.
     fn set_position(&self, name: &HeaderName) -> Option<usize> {
-        if self.set_lengths & length_bit(name.as_str().len()) == 0 {
+        if self.set_names & name_bit(name.as_str().as_bytes()) == 0 {
             return None;
         }
         self.set.iter().position(|(set, _)| set == name)
@@ -425,10 +432,10 @@ impl PendingHeaders {
     /// or a call.
     #[inline]
     fn set(&mut self, name: HeaderName, value: SetValue) {
-        let bit = length_bit(name.as_str().len());
-        let block = self.block.as_ref().map_or(0, |block| block.lengths);
-        if (self.set_lengths | block) & bit == 0 {
-            self.set_lengths |= bit;
+        let bit = name_bit(name.as_str().as_bytes());
+        let block = self.block.as_ref().map_or(0, |block| block.names);
+        if (self.set_names | block) & bit == 0 {
+            self.set_names |= bit;
             self.set.push((name, value));
             return;
         }
@@ -444,7 +451,7 @@ impl PendingHeaders {
         match self.set_position(&name) {
             Some(at) => self.set[at].1 = value,
             None => {
-                self.set_lengths |= length_bit(name.as_str().len());
+                self.set_names |= name_bit(name.as_str().as_bytes());
                 self.set.push((name, value));
             }
         }
@@ -453,7 +460,7 @@ impl PendingHeaders {
     /// The position among the headers set of a name given as bytes.
     fn set_position_of(&self, name: &[u8]) -> Option<usize> {
         let set = &self.set[..self.set.len().min(MAX_SET)];
-        position_by_name(self.set_lengths, set, name)
+        position_by_name(self.set_names, set, name)
     }
 }
 
@@ -685,48 +692,53 @@ enum Entry<'a> {
     Set(&'a HeaderName, &'a SetValue),
     /// An upstream line.
     Upstream(&'a LineSpan),
-    /// The `at`th header of the block.
-    Block(&'a HeaderBlock, usize),
+    /// The block, whole.
+    Block(&'a HeaderBlock),
 }
 
-/// Calls `line` with each header line of the response, in the order they
+/// What [`each`] hands the writer: one header line, or the lines of a
+/// [`HeaderBlock`] together.
+#[derive(Debug, Clone, Copy)]
+pub enum Chunk<'a> {
+    /// One line, for the writer to look at.
+    Line(Line<'a>),
+    /// Lines as written, `name: value\r\n` each, of names the writer has
+    /// no rule for (a block's: see [`HeaderBlock::new`]): copied as they
+    /// are, the security headers are one copy per response instead of
+    /// a call and a copy per header.
+    Lines(&'a [u8]),
+}
+
+/// Calls `chunk` with the header lines of the response, in the order they
 /// are written (see the module's doc), until it returns `Err`.
 pub fn each<E>(
     map: &HeaderMap,
     pending: &PendingHeaders,
-    mut line: impl FnMut(Line<'_>) -> Result<(), E>,
+    mut chunk: impl FnMut(Chunk<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     each_entry(map, pending, |entry| match entry {
-        Entry::Named(name, value) => line(Line {
+        Entry::Named(name, value) => chunk(Chunk::Line(Line {
             name: name.as_str().as_bytes(),
             value: value.as_bytes(),
             known: Known::of_name(name),
             whole: None,
-        }),
-        Entry::Set(name, value) => line(Line {
+        })),
+        Entry::Set(name, value) => chunk(Chunk::Line(Line {
             name: name.as_str().as_bytes(),
             value: pending.value_bytes(value),
             known: Known::of_name(name),
             whole: pending.line_bytes(value),
-        }),
+        })),
         Entry::Upstream(span) => match &pending.upstream {
-            Some(lines) => line(Line {
+            Some(lines) => chunk(Chunk::Line(Line {
                 name: lines.bytes(span.name),
                 value: lines.bytes(span.value),
                 known: span.known,
                 whole: span.whole.then(|| lines.bytes((span.name.0, span.value.1))),
-            }),
+            })),
             None => Ok(()),
         },
-        Entry::Block(block, at) => {
-            let (name, value) = &block.headers[at];
-            line(Line {
-                name: name.as_str().as_bytes(),
-                value: value.as_bytes(),
-                known: Known::Other,
-                whole: block.lines.get(block.spans[at].clone()),
-            })
-        }
+        Entry::Block(block) => chunk(Chunk::Lines(&block.lines)),
     })
 }
 
@@ -767,7 +779,7 @@ fn each_entry<'a, E>(
         }
     }
     let block = |entry: &mut dyn FnMut(Entry<'a>) -> Result<(), E>| match &pending.block {
-        Some(block) => (0..block.headers.len()).try_for_each(|at| entry(Entry::Block(block, at))),
+        Some(block) => entry(Entry::Block(block)),
         None => Ok(()),
     };
     for (at, (name, value)) in pending.set.iter().enumerate() {
@@ -821,9 +833,10 @@ pub fn merge_into_map(map: &mut HeaderMap, pending: &mut PendingHeaders) {
                 }
             }
             // Expanded above: never reached.
-            Entry::Block(block, at) => {
-                let (name, value) = &block.headers[at];
-                merged.append(name.clone(), value.clone());
+            Entry::Block(block) => {
+                for (name, value) in &block.headers {
+                    merged.append(name.clone(), value.clone());
+                }
             }
         }
         Ok::<(), ()>(())
@@ -843,12 +856,19 @@ pub(crate) mod tests {
     /// policies that edit them, too).
     pub(crate) fn written(map: &HeaderMap, pending: &PendingHeaders) -> Vec<String> {
         let mut out = Vec::new();
-        each(map, pending, |line| {
-            out.push(format!(
-                "{}: {}",
-                String::from_utf8_lossy(line.name),
-                String::from_utf8_lossy(line.value)
-            ));
+        each(map, pending, |chunk| {
+            match chunk {
+                Chunk::Line(line) => out.push(format!(
+                    "{}: {}",
+                    String::from_utf8_lossy(line.name),
+                    String::from_utf8_lossy(line.value)
+                )),
+                Chunk::Lines(lines) => out.extend(
+                    String::from_utf8_lossy(lines)
+                        .split_terminator("\r\n")
+                        .map(str::to_string),
+                ),
+            }
             Ok::<(), ()>(())
         })
         .unwrap();
@@ -952,16 +972,19 @@ pub(crate) mod tests {
             "x-request-id: id-1",
         ];
         assert_eq!(written(&map, &pending), expected);
-        // The writer copies each block line whole.
-        let mut wholes = Vec::new();
-        each(&map, &pending, |line| {
-            wholes.push(line.whole.map(<[u8]>::to_vec));
+        // The writer copies the block's lines whole, in one chunk.
+        let mut chunks = Vec::new();
+        each(&map, &pending, |chunk| {
+            chunks.push(match chunk {
+                Chunk::Line(line) => line.whole.map(<[u8]>::to_vec),
+                Chunk::Lines(lines) => Some(lines.to_vec()),
+            });
             Ok::<(), ()>(())
         })
         .unwrap();
         assert_eq!(
-            wholes[1].as_deref(),
-            Some(b"x-frame-options: DENY".as_slice())
+            chunks[1].as_deref(),
+            Some(b"x-frame-options: DENY\r\nreferrer-policy: no-referrer\r\n".as_slice())
         );
         // hyper's writers get the same headers in one map.
         merge_into_map(&mut map, &mut pending);
@@ -1125,6 +1148,86 @@ pub(crate) mod tests {
                 format!("{longer}: up"),
                 "x-a: set".to_string(),
             ]
+        );
+    }
+
+    #[test]
+    fn a_name_has_one_bit_in_any_case_and_palisades_names_have_their_own() {
+        for n in ["X-Frame-Options", "Vary", "RateLimit", "A", ""] {
+            assert_eq!(
+                name_bit(n.as_bytes()),
+                name_bit(n.to_ascii_lowercase().as_bytes())
+            );
+        }
+        // What palisade sets (request ID, rate-limit, CORS, security
+        // headers) and what upstreams commonly send: no two share a bit, so
+        // none of them costs a comparison on a response that has both.
+        let palisade = [
+            "x-request-id",
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "ratelimit-policy",
+            "ratelimit",
+            "vary",
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "access-control-expose-headers",
+            "x-content-type-options",
+            "x-frame-options",
+            "x-xss-protection",
+            "referrer-policy",
+            "content-security-policy",
+            "strict-transport-security",
+            "permissions-policy",
+            "cross-origin-opener-policy",
+        ];
+        let upstream = [
+            "server",
+            "date",
+            "content-type",
+            "content-length",
+            "x-powered-by",
+            "connection",
+            "cache-control",
+            "etag",
+            "last-modified",
+            "set-cookie",
+            "location",
+            "content-encoding",
+            "expires",
+            "accept-ranges",
+            "transfer-encoding",
+            "retry-after",
+            "www-authenticate",
+            "allow",
+        ];
+        for (i, ours) in palisade.iter().enumerate() {
+            for other in palisade[i + 1..].iter().chain(&upstream) {
+                assert_ne!(
+                    name_bit(ours.as_bytes()),
+                    name_bit(other.as_bytes()),
+                    "{ours} {other}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn names_on_one_bit_are_told_apart_by_comparing() {
+        let mut map = HeaderMap::new();
+        // A name of another spelling on the bit of `x-a`.
+        let other = (0..10_000)
+            .map(|i| format!("x-{i}"))
+            .find(|n| name_bit(n.as_bytes()) == name_bit(b"x-a"))
+            .expect("a name on the same bit");
+        let mut pending = upstream(&[("X-A", "up"), (&other, "up")]);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        headers.insert(name("x-a"), HeaderValue::from_static("set"));
+        headers.finish();
+        assert_eq!(
+            written(&map, &pending),
+            ["x-a: set".to_string(), format!("{other}: up")]
         );
     }
 

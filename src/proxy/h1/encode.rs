@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Response, StatusCode, Version};
 
-use crate::policy::response_headers::{self, Known, Line, PendingHeaders};
+use crate::policy::response_headers::{self, Chunk, Known, Line, PendingHeaders};
 use crate::proxy::wire::{content_length, ends_in_chunked, has_token, line, line_bytes};
 
 /// How the body after a head is sent.
@@ -105,7 +105,14 @@ pub fn encode_head<B>(
     let mut wrote_date = false;
     let mut wrote_close = false;
     let mut declared: Option<u64> = None;
-    let lines = response_headers::each(response.headers(), pending, |header_line| {
+    let lines = response_headers::each(response.headers(), pending, |chunk| {
+        let header_line = match chunk {
+            Chunk::Line(line) => line,
+            Chunk::Lines(lines) => {
+                out.extend_from_slice(lines);
+                return Ok(());
+            }
+        };
         let value = header_line.value;
         let kind = header_line.known;
         if kind == Known::ContentLength {
