@@ -261,6 +261,44 @@ async fn rejects_two_authorization_headers_with_different_tokens() {
 }
 
 #[tokio::test]
+async fn rejects_another_credential_on_a_second_authorization_line() {
+    // The verified bearer's line is read as a token source; a backend
+    // might read the other line, whatever its order.
+    let user = token(claims("user-1"));
+    for credential in [
+        format!("Token {}", forged_admin()),
+        "Basic YWRtaW46YWRtaW4=".to_string(),
+        forged_admin(),
+        "Bearer ".to_string(),
+    ] {
+        for bearer_first in [true, false] {
+            let (upstream, server) = setup("").await;
+            let mut lines = vec![
+                ("authorization", text(&bearer(&user))),
+                ("authorization", text(&credential)),
+            ];
+            if !bearer_first {
+                lines.reverse();
+            }
+            let reply = attempt(&server, &lines).await;
+            refused(&server, &upstream, &reply, "ambiguous").await;
+        }
+    }
+    // The same bearer on two lines is one token.
+    let (upstream, server) = setup("").await;
+    let reply = attempt(
+        &server,
+        &[
+            ("authorization", text(&bearer(&user))),
+            ("authorization", text(&bearer(&user))),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(upstream.count(), 1);
+}
+
+#[tokio::test]
 async fn rejects_bearer_plus_different_cookie_token() {
     let (upstream, server) = setup("").await;
     let user = token(claims("user-1"));

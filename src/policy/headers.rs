@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::response_headers::{HeaderBlock, ResponseHeaders};
+use super::response_headers::{HeaderBlock, NameSet, ResponseHeaders};
 
 /// One security header palisade sets on responses: its key under
 /// `[security_headers]` (and a route's `security_headers = { .. }`), the
@@ -87,7 +87,7 @@ pub struct SecurityHeaders {
     /// Set only when the client used HTTPS (`Strict-Transport-Security`).
     https_only: Vec<(HeaderName, HeaderValue)>,
     /// Dropped from upstream responses (`Server`, `X-Powered-By`, ...).
-    remove: Vec<HeaderName>,
+    remove: NameSet,
     /// What a plain-HTTP response gets (`always`), and what an HTTPS one
     /// gets (`always` then `https_only`), each encoded once.
     blocks: [Option<Arc<HeaderBlock>>; 2],
@@ -102,7 +102,7 @@ impl SecurityHeaders {
         }
         same_set(&self.always, &other.always)
             && same_set(&self.https_only, &other.https_only)
-            && same_set(&self.remove, &other.remove)
+            && same_set(self.remove.names(), other.remove.names())
     }
 
     /// The set that sets `always` on every response and `https_only` on
@@ -117,7 +117,7 @@ impl SecurityHeaders {
         Self {
             always,
             https_only,
-            remove,
+            remove: NameSet::new(remove),
             blocks,
         }
     }
@@ -140,9 +140,7 @@ impl SecurityHeaders {
         from_upstream: bool,
     ) {
         if from_upstream {
-            for name in &self.remove {
-                headers.remove(name);
-            }
+            headers.remove_all(&self.remove);
         }
         if let Some(block) = &self.blocks[usize::from(client_https)] {
             headers.insert_block(block);

@@ -175,6 +175,24 @@ impl UpstreamLines {
         }
     }
 
+    /// Removes every line named as one of `set` (in any case), in one pass.
+    fn remove_all(&mut self, set: &NameSet) {
+        let head = &self.head;
+        let named = |line: &LineSpan| {
+            let (start, end) = line.name;
+            head.get(start as usize..end as usize).is_some_and(|name| {
+                set.bits & name_bit(name) != 0
+                    && set
+                        .names
+                        .iter()
+                        .any(|wanted| name.eq_ignore_ascii_case(wanted.as_str().as_bytes()))
+            })
+        };
+        if self.lines.iter().any(named) {
+            self.lines.retain(|line| !named(line));
+        }
+    }
+
     /// Lines over a head written out here, as the exchange keeps them.
     #[cfg(test)]
     pub fn from_pairs(lines: &[(&str, &str)]) -> Self {
@@ -207,6 +225,30 @@ impl UpstreamLines {
     fn value_at(&self, line: &LineSpan) -> Option<HeaderValue> {
         let (start, end) = line.value;
         HeaderValue::from_maybe_shared(self.head.slice(start as usize..end as usize)).ok()
+    }
+}
+
+/// Names removed together from responses (a policy's
+/// `remove_response_headers`), with the [`name_bit`] of each made once: an
+/// upstream line whose bit is not among theirs is kept without comparing.
+#[derive(Debug, Clone, Default)]
+pub struct NameSet {
+    names: Vec<HeaderName>,
+    bits: u64,
+}
+
+impl NameSet {
+    /// The set of `names`.
+    pub fn new(names: Vec<HeaderName>) -> Self {
+        let bits = names
+            .iter()
+            .fold(0, |bits, name| bits | name_bit(name.as_str().as_bytes()));
+        Self { names, bits }
+    }
+
+    /// Its names, as configured.
+    pub fn names(&self) -> &[HeaderName] {
+        &self.names
     }
 }
 
@@ -564,10 +606,11 @@ impl<'a> ResponseHeaders<'a> {
     pub fn insert_block(&mut self, block: &Arc<HeaderBlock>) {
         let apart = self.into_map
             || self.pending.block.is_some()
-            || block
-                .headers
-                .iter()
-                .any(|(name, _)| self.pending.set_position(name).is_some());
+            || (self.pending.set_names & block.names != 0
+                && block
+                    .headers
+                    .iter()
+                    .any(|(name, _)| self.pending.set_position(name).is_some()));
         if apart {
             self.reserve(block.headers.len());
             for (name, value) in &block.headers {
@@ -597,6 +640,26 @@ impl<'a> ResponseHeaders<'a> {
         }
         if let Some(upstream) = self.pending.upstream.as_mut() {
             upstream.remove(name);
+        }
+    }
+
+    /// Removes every line named as one of `set`, wherever it is, as
+    /// [`remove`](Self::remove) of each would. An upstream's answer as the
+    /// exchange kept it (nothing set, no block, an empty map) is gone over
+    /// once, comparing only the lines whose bit is among the set's.
+    pub fn remove_all(&mut self, set: &NameSet) {
+        if set.names.is_empty() {
+            return;
+        }
+        let block = self.pending.block.as_ref().map_or(0, |block| block.names);
+        if (self.pending.set_names | block) & set.bits != 0 || !self.map.is_empty() {
+            for name in &set.names {
+                self.remove(name);
+            }
+            return;
+        }
+        if let Some(upstream) = self.pending.upstream.as_mut() {
+            upstream.remove_all(set);
         }
     }
 
@@ -1228,6 +1291,59 @@ pub(crate) mod tests {
         assert_eq!(
             written(&map, &pending),
             ["x-a: set".to_string(), format!("{other}: up")]
+        );
+    }
+
+    #[test]
+    fn removing_a_set_of_names_is_removing_each() {
+        let on_bit_of_server = (0..10_000)
+            .map(|i| format!("x-{i}"))
+            .find(|n| name_bit(n.as_bytes()) == name_bit(b"server"))
+            .expect("a name on the bit of server");
+        let lines = [
+            ("Server", "nginx"),
+            ("Content-Type", "text/plain"),
+            ("X-Powered-By", "php"),
+            (on_bit_of_server.as_str(), "kept"),
+            ("SERVER", "again"),
+        ];
+        let set = NameSet::new(vec![name("server"), name("x-powered-by")]);
+        // Nothing set (one pass over the lines), then something set first,
+        // then a map with lines (each name removed in turn): the same.
+        for before in [None, Some("x-powered-by"), Some("x-request-id")] {
+            for in_map in [false, true] {
+                let edited = |all: bool| {
+                    let mut map = HeaderMap::new();
+                    if in_map {
+                        map.insert("server", HeaderValue::from_static("map"));
+                    }
+                    let mut pending = upstream(&lines);
+                    let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+                    if let Some(set_first) = before {
+                        headers.insert(name(set_first), HeaderValue::from_static("set"));
+                    }
+                    if all {
+                        headers.remove_all(&set);
+                    } else {
+                        for each in set.names() {
+                            headers.remove(each);
+                        }
+                    }
+                    headers.finish();
+                    written(&map, &pending)
+                };
+                assert_eq!(edited(true), edited(false), "{before:?} {in_map}");
+            }
+        }
+        let mut map = HeaderMap::new();
+        let mut pending = upstream(&lines);
+        ResponseHeaders::new(&mut map, &mut pending).remove_all(&set);
+        assert_eq!(
+            written(&map, &pending),
+            [
+                "content-type: text/plain".to_string(),
+                format!("{on_bit_of_server}: kept")
+            ]
         );
     }
 

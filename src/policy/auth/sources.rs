@@ -72,11 +72,18 @@ pub fn token_in<'h>(
 ) -> Result<Option<Cow<'h, str>>, AuthFailure> {
     let jar = Jar::collect(sources, headers)?;
     let mut found = Found::default();
+    // Whether a source read every `Authorization` line, and whether one
+    // of them held something other than a bearer token (see below).
+    let (mut authorization_read, mut other_credential) = (false, false);
     for (i, source) in sources.iter().enumerate() {
         match source {
             TokenSource::Header(name) => {
+                let authorization = name == header::AUTHORIZATION;
+                authorization_read |= authorization;
                 for value in headers.get_all(name) {
-                    found.offer(header_token(name, value.as_bytes()))?;
+                    let token = header_token(name, value.as_bytes());
+                    other_credential |= authorization && token.is_none();
+                    found.offer(token)?;
                 }
                 // CGI/WSGI servers read `X_Token` as `X-Token`: such a
                 // spelling carries a token too.
@@ -127,19 +134,20 @@ pub fn token_in<'h>(
     // `Authorization` reaches the upstream unchanged: once a token is
     // found, any other credential there (`Token <forged>`, `Basic ...`, a
     // second bearer), configured as a source or not, is one the backend
-    // might read instead of the verified one.
-    if let Some(token) = &found.0
-        && headers.get_all(header::AUTHORIZATION).iter().any(|value| {
-            // The line the token was read from holds that token (reading
-            // it again would find the same): only other lines are read.
-            let read_from_here = matches!(token, Cow::Borrowed(text)
-                if value.as_bytes().as_ptr_range().contains(&text.as_ptr()));
-            !read_from_here
-                && header_token(&header::AUTHORIZATION, value.as_bytes()).as_deref()
-                    != Some(&**token)
-        })
-    {
-        return Err(AuthFailure::Ambiguous);
+    // might read instead of the verified one. When a source read those
+    // lines already, each offered its token (a different one was refused
+    // there): what is left is whether one held none.
+    if let Some(token) = &found.0 {
+        let ambiguous = if authorization_read {
+            other_credential
+        } else {
+            headers.get_all(header::AUTHORIZATION).iter().any(|value| {
+                header_token(&header::AUTHORIZATION, value.as_bytes()).as_deref() != Some(&**token)
+            })
+        };
+        if ambiguous {
+            return Err(AuthFailure::Ambiguous);
+        }
     }
     Ok(found.0)
 }
