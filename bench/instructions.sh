@@ -4,7 +4,9 @@
 # machine do). Each BINARY serves the plain policy (one catch-all route,
 # headers off) in front of NGINX; after a warm-up the counters are zeroed,
 # wrk sends requests for DURATION seconds, and the instructions palisade
-# executed are divided by the requests wrk completed.
+# executed are divided by the requests wrk completed. Each request is the
+# one bench/run.sh sends: a bearer token and an Origin (since session 27;
+# earlier figures had no Origin, so full's CORS headers were not counted).
 #
 #   bench/instructions.sh [BINARY...]     default: target/release/palisade
 #                     a BINARY named hyper_ceiling or tokio_floor (examples/)
@@ -59,9 +61,9 @@ for bin in "${bins[@]}"; do
   BENCH_JWT_SECRET=$JWT_SECRET valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$BIN" "${args[@]}" >"$work/vg.log" 2>&1 & vg=$!; pids+=("$vg")
   for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$T_PORT/" && break; sleep 0.1; done
-  wrk -t1 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer ${TOKEN:-x}" "http://127.0.0.1:$T_PORT/" >/dev/null
+  wrk -t1 -c"$CONNECTIONS" -d2s -H "Authorization: Bearer ${TOKEN:-x}" -H "Origin: $ORIGIN" "http://127.0.0.1:$T_PORT/" >/dev/null
   callgrind_control -z "$vg" >/dev/null
-  requests=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer ${TOKEN:-x}" \
+  requests=$(wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -H "Authorization: Bearer ${TOKEN:-x}" -H "Origin: $ORIGIN" \
     "http://127.0.0.1:$T_PORT/" | awk '/requests in/ {print $1}')
   callgrind_control -d "$vg" >/dev/null
   sleep 1

@@ -175,22 +175,19 @@ impl UpstreamLines {
         }
     }
 
-    /// Removes every line named as one of `set` (in any case), in one pass.
+    /// Removes every line named as one of `set` (in any case), in one pass
+    /// that compares only the lines whose bit is among the set's.
     fn remove_all(&mut self, set: &NameSet) {
         let head = &self.head;
-        let named = |line: &LineSpan| {
+        self.lines.retain(|line| {
             let (start, end) = line.name;
-            head.get(start as usize..end as usize).is_some_and(|name| {
-                set.bits & name_bit(name) != 0
-                    && set
-                        .names
-                        .iter()
-                        .any(|wanted| name.eq_ignore_ascii_case(wanted.as_str().as_bytes()))
-            })
-        };
-        if self.lines.iter().any(named) {
-            self.lines.retain(|line| !named(line));
-        }
+            let name = head.get(start as usize..end as usize).unwrap_or(&[]);
+            set.bits & name_bit(name) == 0
+                || !set
+                    .spelled
+                    .iter()
+                    .any(|wanted| name.eq_ignore_ascii_case(wanted))
+        });
     }
 
     /// Lines over a head written out here, as the exchange keeps them.
@@ -234,16 +231,26 @@ impl UpstreamLines {
 #[derive(Debug, Clone, Default)]
 pub struct NameSet {
     names: Vec<HeaderName>,
+    /// Each name's text (a standard name's is looked up by `as_str`).
+    spelled: Vec<Box<[u8]>>,
     bits: u64,
 }
 
 impl NameSet {
     /// The set of `names`.
     pub fn new(names: Vec<HeaderName>) -> Self {
+        let spelled = names
+            .iter()
+            .map(|name| name.as_str().as_bytes().into())
+            .collect();
         let bits = names
             .iter()
             .fold(0, |bits, name| bits | name_bit(name.as_str().as_bytes()));
-        Self { names, bits }
+        Self {
+            names,
+            spelled,
+            bits,
+        }
     }
 
     /// Its names, as configured.
