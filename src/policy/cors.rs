@@ -5,7 +5,9 @@
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request};
 
-use super::response_headers::{ResponseHeaders, edit_map};
+use std::sync::Arc;
+
+use super::response_headers::{HeaderBlock, ResponseHeaders, edit_map};
 
 /// `[cors]`, compiled.
 #[derive(Debug, Clone)]
@@ -24,6 +26,12 @@ pub struct CorsPolicy {
     pub expose_headers: Option<HeaderValue>,
     /// `Access-Control-Max-Age` in seconds.
     pub max_age: HeaderValue,
+    /// The CORS headers of an actual response, made once per answer by
+    /// [`answering`](Self::answering) and set as one block: one per
+    /// origin of `origins` (in its order), or one for `*` when any origin
+    /// is allowed without credentials. Empty (any origin echoed with
+    /// credentials): set one by one.
+    pub answers: Vec<Arc<HeaderBlock>>,
 }
 
 /// A preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
@@ -40,6 +48,50 @@ impl CorsPolicy {
     /// Whether `origin` may read responses.
     pub fn allows(&self, origin: &HeaderValue) -> bool {
         self.any_origin || self.origins.iter().any(|o| o == origin)
+    }
+
+    /// The policy with its [`answers`](Self::answers) made.
+    pub fn answering(mut self) -> Self {
+        self.answers = if self.any_origin {
+            if self.credentials {
+                Vec::new()
+            } else {
+                self.answer_block(&HeaderValue::from_static("*"))
+                    .into_iter()
+                    .collect()
+            }
+        } else {
+            self.origins
+                .iter()
+                .map(|origin| self.answer_block(origin))
+                .collect::<Option<Vec<_>>>()
+                .unwrap_or_default()
+        };
+        self
+    }
+
+    /// The headers an actual response from `allow_origin` gets.
+    fn answer_block(&self, allow_origin: &HeaderValue) -> Option<Arc<HeaderBlock>> {
+        let mut headers = vec![(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin.clone())];
+        if self.credentials {
+            headers.push((
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            ));
+        }
+        if let Some(expose) = &self.expose_headers {
+            headers.push((header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone()));
+        }
+        HeaderBlock::new(&headers)
+    }
+
+    /// The answer made for `origin` (an allowed one), if made.
+    fn answer_for(&self, origin: &HeaderValue) -> Option<&Arc<HeaderBlock>> {
+        if self.any_origin {
+            return self.answers.first();
+        }
+        let at = self.origins.iter().position(|o| o == origin)?;
+        self.answers.get(at)
     }
 
     fn allow_origin_value(&self, origin: &HeaderValue) -> HeaderValue {
@@ -90,6 +142,10 @@ impl CorsPolicy {
             // the policy refuses.
             headers.remove(&header::ACCESS_CONTROL_ALLOW_ORIGIN);
             headers.remove(&header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+            return;
+        }
+        if let Some(answer) = self.answer_for(origin) {
+            headers.insert_block(answer);
             return;
         }
         headers.insert(
@@ -163,7 +219,51 @@ mod tests {
             allow_headers: HeaderValue::from_static("Authorization"),
             expose_headers: Some(HeaderValue::from_static("X-Request-Id")),
             max_age: HeaderValue::from_static("600"),
+            answers: Vec::new(),
         }
+        .answering()
+    }
+
+    #[test]
+    fn an_answer_made_once_is_what_setting_each_header_makes() {
+        use crate::policy::response_headers::tests::written;
+        use crate::policy::response_headers::{PendingHeaders, UpstreamLines};
+        let upstream = [
+            ("Access-Control-Allow-Origin", "*"),
+            ("Content-Type", "text/plain"),
+            ("access-control-expose-headers", "X-Secret"),
+            ("Vary", "Accept-Encoding"),
+        ];
+        for (any, credentials) in [(false, true), (false, false), (true, false), (true, true)] {
+            for origin in ["https://app.example.com", "https://other.example"] {
+                let origin = HeaderValue::from_static(origin);
+                let answered = |made_once: bool| {
+                    let mut policy = policy(any, credentials);
+                    if !made_once {
+                        policy.answers.clear();
+                    }
+                    let mut map = HeaderMap::new();
+                    let mut pending =
+                        PendingHeaders::new(Some(UpstreamLines::from_pairs(&upstream)));
+                    let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+                    policy.response_headers(&origin, &mut headers);
+                    headers.finish();
+                    let mut lines = written(&map, &pending);
+                    lines.sort();
+                    lines
+                };
+                assert_eq!(
+                    answered(true),
+                    answered(false),
+                    "{any} {credentials} {origin:?}"
+                );
+            }
+        }
+        // Made for each allowed origin, or once for `*`; none to echo any
+        // origin with credentials.
+        assert_eq!(policy(false, true).answers.len(), 1);
+        assert_eq!(policy(true, false).answers.len(), 1);
+        assert!(policy(true, true).answers.is_empty());
     }
 
     #[test]

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 /// The upstream's header lines, as read: the head's bytes and where each
 /// kept line's name and value lie. Hop-by-hop lines never get here (the
@@ -335,17 +336,26 @@ pub struct PendingHeaders {
     /// The lines of the headers set as text ([`SetValue::Text`]), one
     /// after another: made on the first one.
     text: Vec<u8>,
-    /// Headers set as one block, written after the others. No name is
-    /// both here and in `set`: setting or removing one of its names turns
-    /// the block into headers set one by one first.
-    block: Option<Arc<HeaderBlock>>,
-    /// How many headers were set before the block: it is written, and
-    /// taken apart, in that place among them (the order `insert` one by
-    /// one would have made).
-    block_at: usize,
+    /// Headers set as blocks (the security headers, a limit's fixed
+    /// rate-limit headers, an origin's CORS headers), in the order set. No
+    /// name is in two blocks, or in a block and in `set`: setting or
+    /// removing one of a block's names takes that block apart first.
+    blocks: SmallVec<[Placed; 3]>,
+    /// The [`name_bit`] of every name of the blocks.
+    block_names: u64,
     /// The [`name_bit`] of every name set: a line whose name's bit is not
     /// here is set by nobody, found without comparing.
     set_names: u64,
+}
+
+/// A block among the headers set.
+#[derive(Debug, Clone)]
+struct Placed {
+    block: Arc<HeaderBlock>,
+    /// How many headers were set before it: it is written, and taken
+    /// apart, in that place among them (the order `insert` one by one
+    /// would have made).
+    at: usize,
 }
 
 /// The value of a header palisade set.
@@ -405,40 +415,64 @@ impl PendingHeaders {
             upstream,
             set: Vec::new(),
             text: Vec::new(),
-            block: None,
-            block_at: 0,
+            blocks: SmallVec::new(),
+            block_names: 0,
             set_names: 0,
         }
     }
 
     /// Whether everything is in the header map already.
     pub fn is_empty(&self) -> bool {
-        self.upstream.is_none() && self.set.is_empty() && self.block.is_none()
+        self.upstream.is_none() && self.set.is_empty() && self.blocks.is_empty()
     }
 
-    /// The block's headers become headers set one by one (their names
-    /// are in no other header set: see `block`).
-    fn expand_block(&mut self) {
-        if let Some(block) = self.block.take() {
-            let at = self.block_at.min(self.set.len());
-            for (name, _) in &block.headers {
-                self.set_names |= name_bit(name.as_str().as_bytes());
-            }
-            self.set.splice(
-                at..at,
-                block
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.clone(), SetValue::Value(v.clone()))),
-            );
+    /// The `index`th block's headers become headers set one by one, in
+    /// its place (their names are in nothing else set: see `blocks`).
+    fn expand_block(&mut self, index: usize) {
+        if index >= self.blocks.len() {
+            return;
+        }
+        let Placed { block, at } = self.blocks.remove(index);
+        let at = at.min(self.set.len());
+        for (name, _) in &block.headers {
+            self.set_names |= name_bit(name.as_str().as_bytes());
+        }
+        self.set.splice(
+            at..at,
+            block
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), SetValue::Value(v.clone()))),
+        );
+        // The blocks set after it stood at or past its place.
+        for later in &mut self.blocks[index..] {
+            later.at += block.headers.len();
+        }
+        self.block_names = self.blocks.iter().fold(0, |bits, p| bits | p.block.names);
+    }
+
+    /// Every block taken apart, in order.
+    fn expand_blocks(&mut self) {
+        while !self.blocks.is_empty() {
+            self.expand_block(0);
         }
     }
 
-    /// Whether the block sets `name` (then every other line of it is hidden).
+    /// Which block sets `name`, and where in it (then every other line of
+    /// that name is hidden).
+    fn block_of(&self, name: &[u8]) -> Option<(usize, usize)> {
+        if self.block_names & name_bit(name) == 0 {
+            return None;
+        }
+        self.blocks
+            .iter()
+            .enumerate()
+            .find_map(|(index, placed)| Some((index, placed.block.position(name)?)))
+    }
+
+    /// Whether a block sets `name`.
     fn in_block(&self, name: &[u8]) -> bool {
-        self.block
-            .as_ref()
-            .is_some_and(|b| b.position(name).is_some())
+        self.block_of(name).is_some()
     }
 
     /// The position of `name` among the headers set.
@@ -482,8 +516,7 @@ impl PendingHeaders {
     #[inline]
     fn set(&mut self, name: HeaderName, value: SetValue) {
         let bit = name_bit(name.as_str().as_bytes());
-        let block = self.block.as_ref().map_or(0, |block| block.names);
-        if (self.set_names | block) & bit == 0 {
+        if (self.set_names | self.block_names) & bit == 0 {
             self.set_names |= bit;
             self.set.push((name, value));
             return;
@@ -494,8 +527,8 @@ impl PendingHeaders {
     /// [`set`](Self::set) for a name whose length something set has.
     #[inline(never)]
     fn set_named(&mut self, name: HeaderName, value: SetValue) {
-        if self.in_block(name.as_str().as_bytes()) {
-            self.expand_block();
+        if let Some((index, _)) = self.block_of(name.as_str().as_bytes()) {
+            self.expand_block(index);
         }
         match self.set_position(&name) {
             Some(at) => self.set[at].1 = value,
@@ -611,33 +644,39 @@ impl<'a> ResponseHeaders<'a> {
     /// one by one, but kept as the one block while nothing else sets or
     /// removes one of its names.
     pub fn insert_block(&mut self, block: &Arc<HeaderBlock>) {
+        let pending = &*self.pending;
         let apart = self.into_map
-            || self.pending.block.is_some()
-            || (self.pending.set_names & block.names != 0
-                && block
-                    .headers
-                    .iter()
-                    .any(|(name, _)| self.pending.set_position(name).is_some()));
+            || ((pending.set_names | pending.block_names) & block.names != 0
+                && block.headers.iter().any(|(name, _)| {
+                    pending.set_position(name).is_some()
+                        || pending.in_block(name.as_str().as_bytes())
+                }));
         if apart {
             self.reserve(block.headers.len());
             for (name, value) in &block.headers {
                 self.insert(name.clone(), value.clone());
             }
         } else {
-            self.pending.block = Some(block.clone());
-            self.pending.block_at = self.pending.set.len();
+            self.pending.block_names |= block.names;
+            let at = self.pending.set.len();
+            self.pending.blocks.push(Placed {
+                block: block.clone(),
+                at,
+            });
         }
     }
 
     /// Removes every line named `name`, wherever it is.
     pub fn remove(&mut self, name: &HeaderName) {
-        if self.pending.in_block(name.as_str().as_bytes()) {
-            self.pending.expand_block();
+        if let Some((index, _)) = self.pending.block_of(name.as_str().as_bytes()) {
+            self.pending.expand_block(index);
         }
         if let Some(at) = self.pending.set_position(name) {
             self.pending.set.remove(at);
-            if at < self.pending.block_at {
-                self.pending.block_at -= 1;
+            for placed in &mut self.pending.blocks {
+                if at < placed.at {
+                    placed.at -= 1;
+                }
             }
         }
         // Comparing the few names present is much cheaper than hashing
@@ -658,8 +697,9 @@ impl<'a> ResponseHeaders<'a> {
         if set.names.is_empty() {
             return;
         }
-        let block = self.pending.block.as_ref().map_or(0, |block| block.names);
-        if (self.pending.set_names | block) & set.bits != 0 || !self.map.is_empty() {
+        if (self.pending.set_names | self.pending.block_names) & set.bits != 0
+            || !self.map.is_empty()
+        {
             for name in &set.names {
                 self.remove(name);
             }
@@ -676,10 +716,10 @@ impl<'a> ResponseHeaders<'a> {
         if let Some(at) = self.pending.set_position(name) {
             return Values::Set(Some(self.pending.value_bytes(&self.pending.set[at].1)));
         }
-        if let Some(block) = &self.pending.block
-            && let Some(at) = block.position(name.as_str().as_bytes())
-        {
-            return Values::Set(Some(block.headers[at].1.as_bytes()));
+        if let Some((index, at)) = self.pending.block_of(name.as_str().as_bytes()) {
+            return Values::Set(Some(
+                self.pending.blocks[index].block.headers[at].1.as_bytes(),
+            ));
         }
         Values::Found(
             self.map.get_all(name).iter(),
@@ -848,20 +888,17 @@ fn each_entry<'a, E>(
             }
         }
     }
-    let block = |entry: &mut dyn FnMut(Entry<'a>) -> Result<(), E>| match &pending.block {
-        Some(block) => entry(Entry::Block(block)),
-        None => Ok(()),
-    };
+    let mut blocks = pending.blocks.iter().peekable();
     for (at, (name, value)) in pending.set.iter().enumerate() {
-        if at == pending.block_at {
-            block(&mut entry)?;
+        while let Some(placed) = blocks.next_if(|placed| placed.at <= at) {
+            entry(Entry::Block(&placed.block))?;
         }
         if at >= MAX_SET || written & (1 << at) == 0 {
             entry(Entry::Set(name, value))?;
         }
     }
-    if pending.block_at >= pending.set.len() {
-        block(&mut entry)?;
+    for placed in blocks {
+        entry(Entry::Block(&placed.block))?;
     }
     Ok(())
 }
@@ -871,7 +908,7 @@ fn each_entry<'a, E>(
 /// connection hyper serves).
 pub fn merge_into_map(map: &mut HeaderMap, pending: &mut PendingHeaders) {
     let mut pending = std::mem::take(pending);
-    pending.expand_block();
+    pending.expand_blocks();
     if pending.upstream.is_none() {
         // What `insert` on the map itself would have made.
         for (name, value) in &pending.set {
@@ -1352,6 +1389,147 @@ pub(crate) mod tests {
                 format!("{on_bit_of_server}: kept")
             ]
         );
+    }
+
+    /// An edit of [`several_blocks_are_what_inserting_their_headers_makes`].
+    #[derive(Clone, Copy, Debug)]
+    enum Edit {
+        Block(usize),
+        Insert(&'static str),
+        Remove(&'static str),
+    }
+
+    #[test]
+    fn several_blocks_are_what_inserting_their_headers_makes() {
+        // Each script edits one response with the blocks, and another with
+        // their headers inserted one by one: the lines written, what reads
+        // see and the merged map must be the same.
+        let blocks = [
+            block(),
+            HeaderBlock::new(&[
+                (name("x-ratelimit-limit"), HeaderValue::from_static("10")),
+                (
+                    name("ratelimit-policy"),
+                    HeaderValue::from_static("\"a\";q=10;w=1"),
+                ),
+            ])
+            .expect("a block"),
+            HeaderBlock::new(&[(
+                name("access-control-allow-origin"),
+                HeaderValue::from_static("https://a.example"),
+            )])
+            .expect("a block"),
+        ];
+        // Each block is written in its place among the headers set.
+        let mut map = HeaderMap::new();
+        let mut pending = upstream(&[("Content-Type", "text/plain")]);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        headers.insert_block(&blocks[0]);
+        headers.insert(name("x-a"), HeaderValue::from_static("set"));
+        headers.insert_block(&blocks[1]);
+        headers.insert_block(&blocks[2]);
+        headers.insert(name("x-b"), HeaderValue::from_static("set"));
+        headers.finish();
+        assert_eq!(
+            written(&map, &pending),
+            [
+                "content-type: text/plain",
+                "x-frame-options: DENY",
+                "referrer-policy: no-referrer",
+                "x-a: set",
+                "x-ratelimit-limit: 10",
+                "ratelimit-policy: \"a\";q=10;w=1",
+                "access-control-allow-origin: https://a.example",
+                "x-b: set",
+            ]
+        );
+        use Edit::*;
+        let scripts: &[&[Edit]] = &[
+            &[Block(0), Insert("x-request-id"), Block(1), Block(2)],
+            &[Block(0), Block(1), Insert("x-a"), Block(2), Insert("x-b")],
+            &[Block(0), Block(1), Block(2), Insert("referrer-policy")],
+            &[
+                Block(0),
+                Insert("x-a"),
+                Block(1),
+                Insert("x-b"),
+                Block(2),
+                Remove("x-frame-options"),
+            ],
+            &[
+                Block(0),
+                Block(1),
+                Insert("ratelimit-policy"),
+                Remove("x-a"),
+                Block(2),
+            ],
+            &[
+                Insert("x-a"),
+                Block(1),
+                Block(0),
+                Remove("x-a"),
+                Insert("x-b"),
+                Block(2),
+            ],
+            &[
+                Block(1),
+                Block(2),
+                Remove("access-control-allow-origin"),
+                Insert("x-ratelimit-limit"),
+            ],
+            &[
+                Insert("x-frame-options"),
+                Block(0),
+                Block(1),
+                Remove("server"),
+            ],
+            &[Block(0), Block(0), Block(1), Insert("x-c")],
+        ];
+        for script in scripts {
+            let edited = |as_blocks: bool| {
+                let mut map = HeaderMap::new();
+                let mut pending = upstream(&[
+                    ("Server", "nginx"),
+                    ("X-Frame-Options", "ALLOWALL"),
+                    ("X-RateLimit-Limit", "5"),
+                    ("Content-Type", "text/plain"),
+                ]);
+                let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+                for edit in *script {
+                    match *edit {
+                        Block(i) if as_blocks => headers.insert_block(&blocks[i]),
+                        Block(i) => {
+                            for (n, v) in &blocks[i].headers {
+                                headers.insert(n.clone(), v.clone());
+                            }
+                        }
+                        Insert(n) => headers.insert(name(n), HeaderValue::from_static("set")),
+                        Remove(n) => headers.remove(&name(n)),
+                    }
+                }
+                let read: Vec<Vec<u8>> = ["x-frame-options", "ratelimit-policy", "x-a"]
+                    .iter()
+                    .flat_map(|n| {
+                        headers
+                            .get_all(&name(n))
+                            .map(<[u8]>::to_vec)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                headers.finish();
+                // A block is written after the others instead of in place
+                // of a line it hides: the same lines, maybe in another order.
+                let mut lines = written(&map, &pending);
+                lines.sort();
+                merge_into_map(&mut map, &mut pending);
+                let merged: Vec<String> = map
+                    .iter()
+                    .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap_or("?")))
+                    .collect();
+                (lines, read, merged)
+            };
+            assert_eq!(edited(true), edited(false), "{script:?}");
+        }
     }
 
     #[test]

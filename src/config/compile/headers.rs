@@ -45,19 +45,23 @@ impl Compiler<'_> {
             HeaderValue::from_str(&list.join(", "))
                 .map_err(|_| self.err(key, "contains characters not allowed in a header"))
         };
-        Ok(Some(CorsPolicy {
-            origins,
-            any_origin,
-            credentials: c.allow_credentials,
-            allow_methods: join(&c.allow_methods.0, "cors.allow_methods")?,
-            allow_headers: join(&c.allow_headers.0, "cors.allow_headers")?,
-            expose_headers: if c.expose_headers.0.is_empty() {
-                None
-            } else {
-                Some(join(&c.expose_headers.0, "cors.expose_headers")?)
-            },
-            max_age: HeaderValue::from(c.max_age.0.as_secs()),
-        }))
+        Ok(Some(
+            CorsPolicy {
+                origins,
+                any_origin,
+                credentials: c.allow_credentials,
+                allow_methods: join(&c.allow_methods.0, "cors.allow_methods")?,
+                allow_headers: join(&c.allow_headers.0, "cors.allow_headers")?,
+                expose_headers: if c.expose_headers.0.is_empty() {
+                    None
+                } else {
+                    Some(join(&c.expose_headers.0, "cors.expose_headers")?)
+                },
+                max_age: HeaderValue::from(c.max_age.0.as_secs()),
+                answers: Vec::new(),
+            }
+            .answering(),
+        ))
     }
 
     /// `cors.allow_origins` without `"*"`: exact origins (or `"null"`).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::policy::response_headers::ResponseHeaders;
+use crate::policy::response_headers::{HeaderBlock, ResponseHeaders};
 
 use super::HeaderMode;
 
@@ -22,15 +22,27 @@ pub struct RateHeaders {
 
 /// The parts of a limit's headers that do not change from one response to
 /// the next, made once per limit: `X-RateLimit-Limit` and
-/// `RateLimit-Policy` are set as shared values, and `RateLimit` starts
-/// with its quoted name already written.
-#[derive(Debug, PartialEq, Eq)]
+/// `RateLimit-Policy` are set as one block of lines per header mode, and
+/// `RateLimit` starts with its quoted name already written.
+#[derive(Debug)]
 pub struct FixedLines {
     limit: HeaderValue,
     policy: HeaderValue,
+    /// The fixed headers of `legacy`, `draft` and `both`, in that order.
+    blocks: [Option<Arc<HeaderBlock>>; 3],
     /// `"NAME";r=`, checked as header text once.
     ratelimit_start: Box<[u8]>,
 }
+
+impl PartialEq for FixedLines {
+    fn eq(&self, other: &Self) -> bool {
+        // The blocks are made of the values.
+        (&self.limit, &self.policy, &self.ratelimit_start)
+            == (&other.limit, &other.policy, &other.ratelimit_start)
+    }
+}
+
+impl Eq for FixedLines {}
 
 /// Whether `c` may stand in a limit's name as the `RateLimit` headers
 /// quote it (an RFC 8941 string without escapes): printable ASCII or a
@@ -52,12 +64,32 @@ impl FixedLines {
         } else {
             "limit"
         };
+        let policy = HeaderValue::from_str(&format!("\"{name}\";q={limit};w={window_secs}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"limit\""));
+        let limit = HeaderValue::from(limit);
+        let limit_line = (X_RATELIMIT_LIMIT.clone(), limit.clone());
+        let policy_line = (RATELIMIT_POLICY.clone(), policy.clone());
         Self {
-            limit: HeaderValue::from(limit),
-            policy: HeaderValue::from_str(&format!("\"{name}\";q={limit};w={window_secs}"))
-                .unwrap_or_else(|_| HeaderValue::from_static("\"limit\"")),
+            blocks: [
+                HeaderBlock::new(std::slice::from_ref(&limit_line)),
+                HeaderBlock::new(std::slice::from_ref(&policy_line)),
+                HeaderBlock::new(&[limit_line, policy_line]),
+            ],
+            limit,
+            policy,
             ratelimit_start: format!("\"{name}\";r=").into_bytes().into(),
         }
+    }
+
+    /// The block of what `mode` sets of these.
+    fn block(&self, mode: HeaderMode) -> Option<&Arc<HeaderBlock>> {
+        let at = match mode {
+            HeaderMode::Legacy => 0,
+            HeaderMode::Draft => 1,
+            HeaderMode::Both => 2,
+            HeaderMode::None => return None,
+        };
+        self.blocks[at].as_ref()
     }
 }
 
@@ -77,13 +109,24 @@ impl RateHeaders {
         let (mut remaining, mut reset) = (itoa::Buffer::new(), itoa::Buffer::new());
         let remaining = remaining.format(self.remaining).as_bytes();
         let reset = reset.format(self.reset_secs).as_bytes();
+        // (A block is always made of these names; the values alone are
+        // kept for the case it was not.)
+        match self.fixed.block(self.mode) {
+            Some(block) => headers.insert_block(block),
+            None => {
+                if legacy {
+                    headers.insert(X_RATELIMIT_LIMIT.clone(), self.fixed.limit.clone());
+                }
+                if draft {
+                    headers.insert(RATELIMIT_POLICY.clone(), self.fixed.policy.clone());
+                }
+            }
+        }
         if legacy {
-            headers.insert(X_RATELIMIT_LIMIT.clone(), self.fixed.limit.clone());
             headers.insert_text(X_RATELIMIT_REMAINING.clone(), &[remaining]);
             headers.insert_text(X_RATELIMIT_RESET.clone(), &[reset]);
         }
         if draft {
-            headers.insert(RATELIMIT_POLICY.clone(), self.fixed.policy.clone());
             // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
             headers.insert_text(
                 RATELIMIT.clone(),
@@ -103,6 +146,11 @@ mod tests {
         assert_eq!(fixed.limit, "10");
         assert_eq!(fixed.policy, "\"api.ip\";q=10;w=60");
         assert_eq!(&*fixed.ratelimit_start, b"\"api.ip\";r=");
+        // Each mode's fixed headers are one block of lines.
+        for mode in [HeaderMode::Legacy, HeaderMode::Draft, HeaderMode::Both] {
+            assert!(fixed.block(mode).is_some(), "{mode:?}");
+        }
+        assert!(fixed.block(HeaderMode::None).is_none());
         // A name that could not be written inside its quotes is not.
         for bad in ["a\"b", "a\\b", "a\nb", "a\x7fb", "caf\u{e9}"] {
             let fixed = FixedLines::new(bad, 10, 60);
