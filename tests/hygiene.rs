@@ -578,6 +578,68 @@ async fn allowed_origin_on_actual_responses_and_errors() {
     assert!(!plain.headers.contains_key("access-control-allow-origin"));
 }
 
+/// Red team, session 27: CORS is palisade's on a CORS-enabled route. The
+/// upstream's own `Access-Control-*` headers never reach the client: not
+/// beside an allowed origin's (an `Allow-Credentials` the policy turned
+/// off would let a browser read with cookies), not to a refused origin,
+/// not to a request without `Origin` (a shared cache could replay them).
+#[tokio::test]
+async fn the_upstreams_own_cors_headers_never_reach_the_client() {
+    const CORS: [&str; 6] = [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-expose-headers",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-max-age",
+    ];
+    let upstream = TestUpstream::start().await;
+    let without_credentials = CONFIG.replace(
+        "allow_credentials = true",
+        "allow_credentials = false\nexpose_headers = []",
+    );
+    for (config, credentials) in [(CONFIG.to_string(), true), (without_credentials, false)] {
+        let server = start_palisade(&config, upstream.addr).await;
+        let addr = server.proxy_addr;
+        let ask = |origin: Option<&'static str>| async move {
+            let mut headers = vec![("x-test-cors", "1")];
+            headers.extend(origin.map(|o| ("origin", o)));
+            get_with(addr, "/x", &headers).await
+        };
+        let allowed = ask(Some("https://app.example.com")).await;
+        assert_eq!(allowed.status, StatusCode::OK);
+        let values = |name: &str| {
+            allowed
+                .headers
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            values("access-control-allow-origin"),
+            ["https://app.example.com"]
+        );
+        if credentials {
+            assert_eq!(values("access-control-allow-credentials"), ["true"]);
+            assert_eq!(
+                values("access-control-expose-headers"),
+                ["X-Request-Id, RateLimit, RateLimit-Policy, Retry-After"]
+            );
+        } else {
+            assert!(values("access-control-allow-credentials").is_empty());
+            assert!(values("access-control-expose-headers").is_empty());
+        }
+        for refused in [ask(Some("https://evil.example")).await, ask(None).await] {
+            assert_eq!(refused.status, StatusCode::OK);
+            for name in CORS {
+                assert!(!refused.headers.contains_key(name), "{name}: {refused:?}");
+            }
+        }
+        server.shutdown();
+    }
+}
+
 #[tokio::test]
 async fn route_with_cors_off_forwards_preflights() {
     let (upstream, server) = setup().await;

@@ -371,6 +371,16 @@ impl Compiler<'_> {
                 ),
             ));
         }
+        if crate::policy::headers::set_on_responses(request_id.header.as_str()) {
+            return Err(self.err(
+                "request_id.header",
+                format!(
+                    "\"{}\" is a response header palisade sets (a security, rate-limit, CORS \
+                     or error header); choose a name of its own",
+                    file.request_id.header
+                ),
+            ));
+        }
         if stripped.contains(request_id.header.as_str()) {
             return Err(self.err(
                 "request_id.header",

@@ -7,7 +7,7 @@ use http::{Method, Request};
 
 use std::sync::Arc;
 
-use super::response_headers::{HeaderBlock, ResponseHeaders, edit_map};
+use super::response_headers::{HeaderBlock, NameSet, ResponseHeaders, edit_map};
 
 /// `[cors]`, compiled.
 #[derive(Debug, Clone)]
@@ -32,7 +32,29 @@ pub struct CorsPolicy {
     /// is allowed without credentials. Empty (any origin echoed with
     /// credentials): set one by one.
     pub answers: Vec<Arc<HeaderBlock>>,
+    /// The CORS headers of an actual response palisade does not set for
+    /// an allowed origin (`Access-Control-Allow-Credentials` without
+    /// credentials, `Access-Control-Expose-Headers` without any): an
+    /// upstream's are removed, so they never widen what the policy allows.
+    pub unset: NameSet,
 }
+
+/// The CORS headers a response can carry: on a CORS-enabled route they are
+/// palisade's to set, and an upstream's are removed from the answers to a
+/// refused origin and to a request without `Origin` (which a shared cache
+/// might replay to a cross-origin one).
+const CORS_RESPONSE_HEADERS: [header::HeaderName; 6] = [
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    header::ACCESS_CONTROL_ALLOW_METHODS,
+    header::ACCESS_CONTROL_ALLOW_HEADERS,
+    header::ACCESS_CONTROL_MAX_AGE,
+];
+
+/// [`CORS_RESPONSE_HEADERS`] as a set to remove.
+static ALL_CORS: std::sync::LazyLock<NameSet> =
+    std::sync::LazyLock::new(|| NameSet::new(CORS_RESPONSE_HEADERS.to_vec()));
 
 /// A preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`.
 /// Returns the method the browser wants to use.
@@ -50,8 +72,17 @@ impl CorsPolicy {
         self.any_origin || self.origins.iter().any(|o| o == origin)
     }
 
-    /// The policy with its [`answers`](Self::answers) made.
+    /// The policy with its [`answers`](Self::answers) and
+    /// [`unset`](Self::unset) made.
     pub fn answering(mut self) -> Self {
+        let mut unset = Vec::new();
+        if !self.credentials {
+            unset.push(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+        }
+        if self.expose_headers.is_none() {
+            unset.push(header::ACCESS_CONTROL_EXPOSE_HEADERS);
+        }
+        self.unset = NameSet::new(unset);
         self.answers = if self.any_origin {
             if self.credentials {
                 Vec::new()
@@ -134,16 +165,18 @@ impl CorsPolicy {
         headers.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
     }
 
-    /// CORS headers of an actual response to a request carrying `origin`.
+    /// CORS headers of an actual response to a request carrying `origin`:
+    /// for an allowed origin, palisade's, and none of the upstream's it
+    /// does not set; for a refused one, none at all.
     pub fn response_headers(&self, origin: &HeaderValue, headers: &mut ResponseHeaders<'_>) {
         add_vary(headers, "Origin");
         if !self.allows(origin) {
             // Never let the upstream's own CORS answer through for an origin
             // the policy refuses.
-            headers.remove(&header::ACCESS_CONTROL_ALLOW_ORIGIN);
-            headers.remove(&header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
+            headers.remove_all(&ALL_CORS);
             return;
         }
+        headers.remove_all(&self.unset);
         if let Some(answer) = self.answer_for(origin) {
             headers.insert_block(answer);
             return;
@@ -161,6 +194,14 @@ impl CorsPolicy {
         if let Some(expose) = &self.expose_headers {
             headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
         }
+    }
+
+    /// The answer to a request without `Origin` on a CORS-enabled route:
+    /// no CORS headers (an upstream's are removed), as no origin was
+    /// allowed; a shared cache keeping it must not replay them to a
+    /// cross-origin request.
+    pub fn without_origin(&self, headers: &mut ResponseHeaders<'_>) {
+        headers.remove_all(&ALL_CORS);
     }
 }
 
@@ -220,6 +261,7 @@ mod tests {
             expose_headers: Some(HeaderValue::from_static("X-Request-Id")),
             max_age: HeaderValue::from_static("600"),
             answers: Vec::new(),
+            unset: NameSet::default(),
         }
         .answering()
     }

@@ -156,6 +156,46 @@ impl SecurityHeaders {
     }
 }
 
+/// Response headers palisade sets itself: the security headers, the
+/// rate-limit and CORS headers, `Vary`, and those of its own answers. The
+/// request-ID header may not be one of them: the client's ID (kept with
+/// `trust_incoming`) would replace, or be replaced by, palisade's value
+/// (red team, session 27: `header = "X-Frame-Options"` let a client choose
+/// the response's `X-Frame-Options`).
+const SET_ON_RESPONSES: [&str; 23] = [
+    "x-content-type-options",
+    "x-frame-options",
+    "x-xss-protection",
+    "referrer-policy",
+    "content-security-policy",
+    "strict-transport-security",
+    "permissions-policy",
+    "cross-origin-opener-policy",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit",
+    "ratelimit-policy",
+    "retry-after",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-expose-headers",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-max-age",
+    "vary",
+    "www-authenticate",
+    "cache-control",
+];
+
+/// Whether palisade sets the response header `name` itself (in any case,
+/// `_` for `-`): see [`SET_ON_RESPONSES`].
+pub fn set_on_responses(name: &str) -> bool {
+    SET_ON_RESPONSES
+        .iter()
+        .any(|set| crate::policy::forward::same_header_name(set, name))
+}
+
 /// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the
 /// historical `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`, and
 /// `HTTP2-Settings`, which belongs to one connection's h2c upgrade).

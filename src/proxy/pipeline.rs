@@ -430,10 +430,12 @@ fn strip_prefix<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
 /// the request ID, rate-limit headers, CORS (over the upstream's lines
 /// when the exchange kept them as bytes: `policy::response_headers`).
 fn finish_headers(policy: &Policy, ctx: &RequestCtx, mut headers: ResponseHeaders<'_>) {
-    let cors = !ctx.preflight
-        && policy.cors.is_some()
-        && ctx.origin.is_some()
-        && ctx.route.as_ref().is_none_or(|r| r.cors);
+    // CORS is palisade's on this response (a preflight was answered whole).
+    let cors_policy = policy
+        .cors
+        .as_ref()
+        .filter(|_| !ctx.preflight && ctx.route.as_ref().is_none_or(|r| r.cors));
+    let cors = cors_policy.is_some() && ctx.origin.is_some();
     // Room, made once, for what is set one by one below: the request ID,
     // up to five rate-limit headers, up to four CORS ones.
     headers.reserve(1 + if ctx.rate_headers.is_some() { 5 } else { 0 } + if cors { 4 } else { 0 });
@@ -450,8 +452,11 @@ fn finish_headers(policy: &Policy, ctx: &RequestCtx, mut headers: ResponseHeader
     if let Some(rate) = &ctx.rate_headers {
         rate.apply(&mut headers);
     }
-    if cors && let (Some(cors_policy), Some(origin)) = (&policy.cors, &ctx.origin) {
-        cors_policy.response_headers(origin, &mut headers);
+    if let Some(cors_policy) = cors_policy {
+        match &ctx.origin {
+            Some(origin) => cors_policy.response_headers(origin, &mut headers),
+            None => cors_policy.without_origin(&mut headers),
+        }
     }
     headers.finish();
 }

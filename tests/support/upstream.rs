@@ -1,6 +1,6 @@
 //! The upstream test server. It records every request it receives (and
 //! whether its body arrived complete) and behaves according to headers:
-//! `x-test-delay-ms`, `x-test-status`, `x-test-stream-bytes`,
+//! `x-test-delay-ms`, `x-test-status`, `x-test-cors`, `x-test-stream-bytes`,
 //! `x-test-stall-after-bytes` (that many bytes of a body of unknown length,
 //! then nothing until the reader drops the body); otherwise it
 //! echoes the request as JSON. It always sends `Server` and `X-Powered-By`.
@@ -251,6 +251,21 @@ impl TestUpstream {
         // `x-test-retry-after: V`: the response carries `Retry-After: V`.
         if let Some(value) = header("x-test-retry-after") {
             headers.insert("retry-after", value.parse().unwrap());
+        }
+        // `x-test-cors: 1`: the upstream answers CORS itself, as widely as
+        // it can (palisade owns CORS on a CORS-enabled route).
+        if header("x-test-cors").is_some() {
+            for (name, value) in [
+                ("access-control-allow-origin", "*"),
+                ("access-control-allow-credentials", "true"),
+                ("access-control-allow-credentials", "true"),
+                ("access-control-expose-headers", "X-Internal-Token"),
+                ("access-control-allow-methods", "DELETE"),
+                ("access-control-allow-headers", "X-Admin"),
+                ("access-control-max-age", "86400"),
+            ] {
+                headers.append(name, value.parse().unwrap());
+            }
         }
         Ok(response)
     }

@@ -59,6 +59,7 @@ impl Compiler<'_> {
                 },
                 max_age: HeaderValue::from(c.max_age.0.as_secs()),
                 answers: Vec::new(),
+                unset: Default::default(),
             }
             .answering(),
         ))

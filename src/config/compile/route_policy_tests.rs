@@ -107,6 +107,19 @@ fn headers_palisade_owns_cannot_be_set_for_the_operator() {
         &format!("{JWT}forward_claims = {{ sub = \"Host\" }}\n{route}"),
         "t.toml:3:26: auth.jwt.forward_claims.sub: \"Host\" is a header palisade frames",
     );
+    for owned in [
+        "X-Frame-Options",
+        "ratelimit",
+        "Access-Control-Allow-Origin",
+        "Retry_After",
+    ] {
+        fails_at(
+            &format!("[request_id]\nheader = \"{owned}\"\n{route}"),
+            &format!(
+                "t.toml:2:10: request_id.header: \"{owned}\" is a response header palisade sets"
+            ),
+        );
+    }
     fails_at(
         &format!("[request_id]\nheader = \"traceparent\"\n{route}"),
         "t.toml:2:10: request_id.header: \"traceparent\" is a header palisade sets for trace",
