@@ -32,10 +32,11 @@ pub struct CorsPolicy {
     /// is allowed without credentials. Empty (any origin echoed with
     /// credentials): set one by one.
     pub answers: Vec<Arc<HeaderBlock>>,
-    /// The CORS headers of an actual response palisade does not set for
-    /// an allowed origin (`Access-Control-Allow-Credentials` without
-    /// credentials, `Access-Control-Expose-Headers` without any): an
-    /// upstream's are removed, so they never widen what the policy allows.
+    /// The CORS headers palisade does not set on an actual response to an
+    /// allowed origin (`Access-Control-Allow-Credentials` without
+    /// credentials, `Access-Control-Expose-Headers` without any, and the
+    /// preflight-only ones): an upstream's are removed, so the client sees
+    /// exactly what the policy says.
     pub unset: NameSet,
 }
 
@@ -43,14 +44,20 @@ pub struct CorsPolicy {
 /// palisade's to set, and an upstream's are removed from the answers to a
 /// refused origin and to a request without `Origin` (which a shared cache
 /// might replay to a cross-origin one).
-const CORS_RESPONSE_HEADERS: [header::HeaderName; 6] = [
+const CORS_RESPONSE_HEADERS: [header::HeaderName; 7] = [
     header::ACCESS_CONTROL_ALLOW_ORIGIN,
     header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
     header::ACCESS_CONTROL_EXPOSE_HEADERS,
     header::ACCESS_CONTROL_ALLOW_METHODS,
     header::ACCESS_CONTROL_ALLOW_HEADERS,
     header::ACCESS_CONTROL_MAX_AGE,
+    ALLOW_PRIVATE_NETWORK,
 ];
+
+/// Private Network Access's answer (a preflight header, as the three
+/// before it in [`CORS_RESPONSE_HEADERS`]).
+const ALLOW_PRIVATE_NETWORK: header::HeaderName =
+    header::HeaderName::from_static("access-control-allow-private-network");
 
 /// [`CORS_RESPONSE_HEADERS`] as a set to remove.
 static ALL_CORS: std::sync::LazyLock<NameSet> =
@@ -75,7 +82,13 @@ impl CorsPolicy {
     /// The policy with its [`answers`](Self::answers) and
     /// [`unset`](Self::unset) made.
     pub fn answering(mut self) -> Self {
-        let mut unset = Vec::new();
+        // Preflight-only: palisade answers preflights, never an upstream.
+        let mut unset = vec![
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            header::ACCESS_CONTROL_MAX_AGE,
+            ALLOW_PRIVATE_NETWORK,
+        ];
         if !self.credentials {
             unset.push(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
         }

@@ -162,7 +162,7 @@ impl SecurityHeaders {
 /// `trust_incoming`) would replace, or be replaced by, palisade's value
 /// (red team, session 27: `header = "X-Frame-Options"` let a client choose
 /// the response's `X-Frame-Options`).
-const SET_ON_RESPONSES: [&str; 23] = [
+const SET_ON_RESPONSES: [&str; 26] = [
     "x-content-type-options",
     "x-frame-options",
     "x-xss-protection",
@@ -186,6 +186,9 @@ const SET_ON_RESPONSES: [&str; 23] = [
     "vary",
     "www-authenticate",
     "cache-control",
+    "content-type",
+    "allow",
+    "date",
 ];
 
 /// Whether palisade sets the response header `name` itself (in any case,

@@ -263,6 +263,7 @@ impl TestUpstream {
                 ("access-control-allow-methods", "DELETE"),
                 ("access-control-allow-headers", "X-Admin"),
                 ("access-control-max-age", "86400"),
+                ("access-control-allow-private-network", "true"),
             ] {
                 headers.append(name, value.parse().unwrap());
             }

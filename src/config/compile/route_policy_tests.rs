@@ -112,6 +112,9 @@ fn headers_palisade_owns_cannot_be_set_for_the_operator() {
         "ratelimit",
         "Access-Control-Allow-Origin",
         "Retry_After",
+        "content_type",
+        "Allow",
+        "Date",
     ] {
         fails_at(
             &format!("[request_id]\nheader = \"{owned}\"\n{route}"),
