@@ -44,7 +44,7 @@ pub struct CorsPolicy {
 /// palisade's to set, and an upstream's are removed from the answers to a
 /// refused origin and to a request without `Origin` (which a shared cache
 /// might replay to a cross-origin one).
-const CORS_RESPONSE_HEADERS: [header::HeaderName; 7] = [
+pub const CORS_RESPONSE_HEADERS: [header::HeaderName; 7] = [
     header::ACCESS_CONTROL_ALLOW_ORIGIN,
     header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
     header::ACCESS_CONTROL_EXPOSE_HEADERS,

@@ -156,34 +156,15 @@ impl SecurityHeaders {
     }
 }
 
-/// Response headers palisade sets itself: the security headers, the
-/// rate-limit and CORS headers, `Vary`, and those of its own answers. The
-/// request-ID header may not be one of them: the client's ID (kept with
-/// `trust_incoming`) would replace, or be replaced by, palisade's value
-/// (red team, session 27: `header = "X-Frame-Options"` let a client choose
-/// the response's `X-Frame-Options`).
-const SET_ON_RESPONSES: [&str; 26] = [
-    "x-content-type-options",
-    "x-frame-options",
-    "x-xss-protection",
-    "referrer-policy",
-    "content-security-policy",
-    "strict-transport-security",
-    "permissions-policy",
-    "cross-origin-opener-policy",
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-    "ratelimit",
-    "ratelimit-policy",
-    "retry-after",
-    "access-control-allow-origin",
-    "access-control-allow-credentials",
-    "access-control-expose-headers",
-    "access-control-allow-methods",
-    "access-control-allow-headers",
-    "access-control-max-age",
+/// Response headers palisade sets itself besides the security headers
+/// ([`SECURITY_HEADERS`]), the rate-limit ones
+/// ([`RATE_LIMIT_HEADERS`](crate::policy::ratelimit::RATE_LIMIT_HEADERS))
+/// and the CORS ones
+/// ([`CORS_RESPONSE_HEADERS`](crate::policy::cors::CORS_RESPONSE_HEADERS)):
+/// `Vary`, and those of its own answers.
+const ALSO_SET_ON_RESPONSES: [&str; 7] = [
     "vary",
+    "retry-after",
     "www-authenticate",
     "cache-control",
     "content-type",
@@ -192,11 +173,21 @@ const SET_ON_RESPONSES: [&str; 26] = [
 ];
 
 /// Whether palisade sets the response header `name` itself (in any case,
-/// `_` for `-`): see [`SET_ON_RESPONSES`].
+/// `_` for `-`). The request-ID header may not be one of them: the
+/// client's ID (kept with `trust_incoming`) would replace, or be replaced
+/// by, palisade's value (red team, session 27: `header =
+/// "X-Frame-Options"` let a client choose the response's
+/// `X-Frame-Options`).
 pub fn set_on_responses(name: &str) -> bool {
-    SET_ON_RESPONSES
-        .iter()
-        .any(|set| crate::policy::forward::same_header_name(set, name))
+    let same = |set: &str| crate::policy::forward::same_header_name(set, name);
+    SECURITY_HEADERS.iter().any(|header| same(header.name))
+        || crate::policy::ratelimit::RATE_LIMIT_HEADERS
+            .iter()
+            .any(|header| same(header.as_str()))
+        || crate::policy::cors::CORS_RESPONSE_HEADERS
+            .iter()
+            .any(|header| same(header.as_str()))
+        || ALSO_SET_ON_RESPONSES.iter().any(|header| same(header))
 }
 
 /// Hop-by-hop headers that never cross a proxy (RFC 9110 §7.6.1, plus the

@@ -373,11 +373,12 @@ enum SetValue {
 /// The bit of `name` in a set of names ([`PendingHeaders::set_names`],
 /// a block's): one of 64, from its length and its last two bytes with
 /// `| 0x20`, which makes a letter's two cases one (names equal in any case
-/// get one bit; other bytes it makes one only cost a comparison). The factors put the names palisade sets and the
-/// common upstream ones on different bits (a test checks it), where by
-/// length alone `x-ratelimit-limit` met `x-ratelimit-reset`, `vary` met
-/// `date` and `ratelimit-policy` met `x-xss-protection`, each a call and
-/// a comparison on every response of a rate-limited route.
+/// get one bit; other bytes it makes one only cost a comparison). The
+/// factors put the names palisade sets and the common upstream ones on
+/// different bits (a test checks it), where by length alone
+/// `x-ratelimit-limit` met `x-ratelimit-reset`, `vary` met `date` and
+/// `ratelimit-policy` met `x-xss-protection`, each a call and a comparison
+/// on every response of a rate-limited route.
 #[inline]
 fn name_bit(name: &[u8]) -> u64 {
     let [.., before_last, last] = name else {

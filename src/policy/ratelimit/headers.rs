@@ -99,10 +99,20 @@ static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-rese
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 
+/// Every rate-limit header palisade sets (either family).
+pub static RATE_LIMIT_HEADERS: [&HeaderName; 5] = [
+    &X_RATELIMIT_LIMIT,
+    &X_RATELIMIT_REMAINING,
+    &X_RATELIMIT_RESET,
+    &RATELIMIT,
+    &RATELIMIT_POLICY,
+];
+
 impl RateHeaders {
-    /// Sets the headers on a response: the fixed values shared, the
-    /// others written as their lines at once ([`ResponseHeaders::insert_text`]:
-    /// no value made and shared per header).
+    /// Sets the headers on a response: the fixed ones as the limit's
+    /// block for this header mode, the others written as their lines at
+    /// once ([`ResponseHeaders::insert_text`]: no value made and shared
+    /// per header).
     pub fn apply(&self, headers: &mut ResponseHeaders<'_>) {
         let legacy = matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both);
         let draft = matches!(self.mode, HeaderMode::Draft | HeaderMode::Both);

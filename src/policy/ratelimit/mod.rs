@@ -21,7 +21,7 @@ use http::HeaderMap;
 
 use self::compiled::{CompiledLimit, TieredLimit, compile_limit};
 use self::gcra::{Gcra, Outcome, ceil_secs};
-pub use self::headers::{RateHeaders, quotable};
+pub use self::headers::{RATE_LIMIT_HEADERS, RateHeaders, quotable};
 pub use self::keys::ip_bucket;
 use self::keys::{bounded, bounded_bytes, push_ip_bucket};
 use self::local::LimiterRegistry;
