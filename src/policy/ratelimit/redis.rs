@@ -9,14 +9,16 @@
 //! script's fixed costs (`TIME`, invocation, round trip) across the batch.
 //! With no contention a request goes alone, without waiting.
 //!
-//! Outages: every call is bounded by `redis_timeout`; after an error Redis is
+//! Outages: every call is bounded by `redis_timeout` (a decision, by its
+//! deadline carried into its batch: one timer per batch, not one per
+//! request); after an error Redis is
 //! skipped for a cool-down (1 s, doubling to 30 s while errors go on), so an
 //! outage never makes every request wait. One request probes when a
 //! cool-down ends; its success ends the outage.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -143,7 +145,20 @@ pub type LimitRequest = Vec<(String, Gcra, bool)>;
 /// A request waiting in a batch.
 struct Pending {
     limits: LimitRequest,
-    reply: oneshot::Sender<Result<RedisDecision, String>>,
+    reply: oneshot::Sender<Result<RedisDecision, Unanswered>>,
+    /// `redis_timeout` after it was submitted: its batch is bounded by the
+    /// earliest deadline among its requests, and a request still queued
+    /// at its deadline is answered without being sent.
+    deadline: tokio::time::Instant,
+}
+
+/// Why a batch did not decide a request.
+#[derive(Debug, Clone)]
+enum Unanswered {
+    /// Its deadline passed first.
+    Timeout,
+    /// The script call failed (the error, as text: one per batch).
+    Failed(String),
 }
 
 enum Target {
@@ -171,7 +186,10 @@ pub struct RedisBackend {
     /// Whether `health` holds an outage (set with it, under its lock): while
     /// it does not, a call neither locks it nor reads the clock.
     in_outage: AtomicBool,
-    /// One batcher per hash slot tag (one in all for a single node).
+    /// A single node's batcher, started by the first decision (read
+    /// without a lock: no map, no hashing per request).
+    single: OnceLock<mpsc::UnboundedSender<Pending>>,
+    /// A cluster's batchers, one per hash slot tag.
     batchers: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
 }
 
@@ -232,6 +250,7 @@ impl RedisBackend {
             timeout,
             health: Mutex::new(Health::default()),
             in_outage: AtomicBool::new(false),
+            single: OnceLock::new(),
             batchers: Mutex::new(HashMap::new()),
         })
     }
@@ -257,67 +276,95 @@ impl RedisBackend {
 
     /// Evaluates one request's limits, atomically, within `redis_timeout`.
     pub async fn decide(&self, limits: LimitRequest) -> Result<RedisDecision, RedisFailure> {
-        self.guarded(self.submit(limits)).await
+        if !self.may_try() {
+            return Err(RedisFailure::CoolingDown);
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let result = self.submit(limits, deadline).await;
+        self.record(&result);
+        result
     }
 
     /// Runs one call to Redis the way every caller must: skipped during a
     /// cool-down, bounded by `redis_timeout`, and its outcome recorded in
-    /// the backend's health.
+    /// the backend's health. (A decision is bounded in its batch instead:
+    /// [`decide`](Self::decide).)
     async fn guarded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, RedisFailure>>,
     ) -> Result<T, RedisFailure> {
-        let allowed = !self.in_outage.load(Ordering::Relaxed)
-            || self
-                .health
-                .lock()
-                .is_ok_and(|mut h| h.should_try(Instant::now()));
-        if !allowed {
+        if !self.may_try() {
             return Err(RedisFailure::CoolingDown);
         }
         let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(result) => result,
             Err(_) => Err(RedisFailure::Timeout),
         };
+        self.record(&result);
+        result
+    }
+
+    /// Whether Redis may be asked now: not during a cool-down (one probe
+    /// when it ends).
+    fn may_try(&self) -> bool {
+        !self.in_outage.load(Ordering::Relaxed)
+            || self
+                .health
+                .lock()
+                .is_ok_and(|mut h| h.should_try(Instant::now()))
+    }
+
+    /// Records a call's outcome in the backend's health.
+    fn record<T>(&self, result: &Result<T, RedisFailure>) {
         if result.is_ok() && self.connection.unreached.load(Ordering::Relaxed) {
             self.connection.unreached.store(false, Ordering::Relaxed);
         }
         let record = result.is_err() || self.in_outage.load(Ordering::Relaxed);
         if record && let Ok(mut health) = self.health.lock() {
-            match &result {
+            match result {
                 Ok(_) => health.succeeded(),
                 Err(_) => health.failed(Instant::now()),
             }
             self.in_outage.store(result.is_err(), Ordering::Relaxed);
         }
-        result
     }
 
-    async fn submit(&self, limits: LimitRequest) -> Result<RedisDecision, RedisFailure> {
-        let tag = if matches!(self.connection.target, Target::Cluster(_)) {
-            limits.first().map_or("", |(key, _, _)| hash_tag(key))
-        } else {
-            ""
-        };
+    async fn submit(
+        &self,
+        limits: LimitRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<RedisDecision, RedisFailure> {
         let (reply, answer) = oneshot::channel();
-        let sender = {
+        let pending = Pending {
+            limits,
+            reply,
+            deadline,
+        };
+        let sent = if matches!(self.connection.target, Target::Cluster(_)) {
+            let tag = pending
+                .limits
+                .first()
+                .map_or("", |(key, _, _)| hash_tag(key));
             let mut batchers = self.batchers.lock().map_err(|_| RedisFailure::BadReply)?;
             // Looked up by `&str` first: the tag is made a `String` only
             // for a batcher's first request.
-            match batchers.get(tag) {
-                Some(sender) => sender.clone(),
+            let sender = match batchers.get(tag) {
+                Some(sender) => sender,
                 None => batchers
                     .entry(tag.to_string())
-                    .or_insert_with(|| spawn_batcher(self.connection.clone()))
-                    .clone(),
-            }
+                    .or_insert_with(|| spawn_batcher(self.connection.clone())),
+            };
+            sender.send(pending)
+        } else {
+            self.single
+                .get_or_init(|| spawn_batcher(self.connection.clone()))
+                .send(pending)
         };
-        sender
-            .send(Pending { limits, reply })
-            .map_err(|_| RedisFailure::BadReply)?;
+        sent.map_err(|_| RedisFailure::BadReply)?;
         match answer.await {
             Ok(Ok(decision)) => Ok(decision),
-            Ok(Err(message)) => Err(RedisFailure::Batch(message)),
+            Ok(Err(Unanswered::Timeout)) => Err(RedisFailure::Timeout),
+            Ok(Err(Unanswered::Failed(message))) => Err(RedisFailure::Batch(message)),
             Err(_) => Err(RedisFailure::BadReply),
         }
     }
@@ -335,7 +382,10 @@ fn hash_tag(key: &str) -> &str {
 }
 
 /// Collects queued requests into batches: at most `MAX_IN_FLIGHT` script
-/// calls at once; whatever queues up meanwhile goes in the next call.
+/// calls at once; whatever queues up meanwhile goes in the next call. A
+/// call is bounded by the earliest deadline of its requests (they queued
+/// in order, so the first's); a request whose deadline passed while it
+/// queued is answered so, not sent.
 fn spawn_batcher(connection: Arc<Connection>) -> mpsc::UnboundedSender<Pending> {
     let (sender, mut queue) = mpsc::unbounded_channel::<Pending>();
     tokio::spawn(async move {
@@ -351,19 +401,28 @@ fn spawn_batcher(connection: Arc<Connection>) -> mpsc::UnboundedSender<Pending> 
                     Err(_) => break,
                 }
             }
+            let Some(deadline) = answer_expired(&mut batch, tokio::time::Instant::now()) else {
+                continue;
+            };
             let connection = connection.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                match connection.invoke(&batch).await {
-                    Ok(decisions) => {
+                let outcome = tokio::time::timeout_at(deadline, connection.invoke(&batch)).await;
+                match outcome {
+                    Ok(Ok(decisions)) => {
                         for (pending, decision) in batch.into_iter().zip(decisions) {
                             let _ = pending.reply.send(Ok(decision));
                         }
                     }
-                    Err(error) => {
-                        let message = error.to_string();
+                    Ok(Err(error)) => {
+                        let failed = Unanswered::Failed(error.to_string());
                         for pending in batch {
-                            let _ = pending.reply.send(Err(message.clone()));
+                            let _ = pending.reply.send(Err(failed.clone()));
+                        }
+                    }
+                    Err(_) => {
+                        for pending in batch {
+                            let _ = pending.reply.send(Err(Unanswered::Timeout));
                         }
                     }
                 }
@@ -371,6 +430,19 @@ fn spawn_batcher(connection: Arc<Connection>) -> mpsc::UnboundedSender<Pending> 
         }
     });
     sender
+}
+
+/// Answers the requests of `batch` whose deadline is not after `now`
+/// (timed out while queued) and takes them out; the earliest deadline of
+/// the others, which bounds their call (`None`: none is left).
+fn answer_expired(
+    batch: &mut Vec<Pending>,
+    now: tokio::time::Instant,
+) -> Option<tokio::time::Instant> {
+    for pending in batch.extract_if(.., |p| p.deadline <= now) {
+        let _ = pending.reply.send(Err(Unanswered::Timeout));
+    }
+    batch.iter().map(|p| p.deadline).min()
 }
 
 impl Connection {

@@ -82,6 +82,7 @@ fn limits_go_to_the_script_as_one_argument() {
     let pending = |limits: LimitRequest| Pending {
         limits,
         reply: oneshot::channel().0,
+        deadline: tokio::time::Instant::now(),
     };
     let gcra = |emission_us, burst| Gcra { emission_us, burst };
     let batch = [
@@ -92,4 +93,96 @@ fn limits_go_to_the_script_as_one_argument() {
         pending(vec![("c".into(), gcra(7, 100), true)]),
     ];
     assert_eq!(packed_limits(&batch), "2 1000 5 1 60000000 1 0 1 7 100 1 ");
+}
+
+#[test]
+fn requests_past_their_deadline_are_answered_not_sent() {
+    let now = tokio::time::Instant::now();
+    let mut answers = Vec::new();
+    let mut pending = |deadline| {
+        let (reply, answer) = oneshot::channel();
+        answers.push(answer);
+        Pending {
+            limits: vec![(
+                "k".into(),
+                Gcra {
+                    emission_us: 1,
+                    burst: 1,
+                },
+                true,
+            )],
+            reply,
+            deadline,
+        }
+    };
+    let later = now + Duration::from_millis(50);
+    let mut batch = vec![
+        pending(now - Duration::from_millis(1)),
+        pending(later + Duration::from_millis(5)),
+        pending(now),
+        pending(later),
+    ];
+    // The call is bounded by the earliest deadline left.
+    assert_eq!(answer_expired(&mut batch, now), Some(later));
+    assert_eq!(batch.len(), 2);
+    assert!(batch.iter().all(|p| p.deadline > now));
+    let mut answers = answers.into_iter().map(|mut a| a.try_recv());
+    assert!(matches!(answers.next(), Some(Ok(Err(Unanswered::Timeout)))));
+    assert!(matches!(answers.next(), Some(Err(_))), "still waiting");
+    assert!(matches!(answers.next(), Some(Ok(Err(Unanswered::Timeout)))));
+    assert!(matches!(answers.next(), Some(Err(_))), "still waiting");
+    // Nothing left: no call.
+    let mut all_late = vec![pending_at(now)];
+    assert_eq!(answer_expired(&mut all_late, later), None);
+    assert!(all_late.is_empty());
+}
+
+fn pending_at(deadline: tokio::time::Instant) -> Pending {
+    Pending {
+        limits: Vec::new(),
+        reply: oneshot::channel().0,
+        deadline,
+    }
+}
+
+/// A Redis that accepts and never answers: a decision still comes back,
+/// as a timeout, bounded by its deadline in the batch (no timer of its own).
+#[tokio::test]
+async fn a_decision_redis_never_answers_times_out() {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let backend = RedisBackend::new(
+        &format!("redis://{address}"),
+        &[],
+        Duration::from_millis(100),
+        None,
+    )
+    .unwrap();
+    let limits = || {
+        vec![(
+            "k".to_string(),
+            Gcra {
+                emission_us: 1,
+                burst: 1,
+            },
+            true,
+        )]
+    };
+    // Generous: only a decision that never comes fails this.
+    let decided = tokio::time::timeout(Duration::from_secs(20), backend.decide(limits()))
+        .await
+        .expect("a decision comes back");
+    assert!(matches!(decided, Err(RedisFailure::Timeout)), "{decided:?}");
+    // The failure started a cool-down: the next is skipped, not sent.
+    let skipped = backend.decide(limits()).await;
+    assert!(
+        matches!(skipped, Err(RedisFailure::CoolingDown)),
+        "{skipped:?}"
+    );
 }
