@@ -113,8 +113,8 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// Starts the record of a request (counted in flight from now), on the
-    /// heap where the request's context keeps it. Written into the
+    /// Starts the record of a request that began at `start` (counted in
+    /// flight from now), on the heap where the request's context keeps it. Written into the
     /// allocation, not moved there: `Box::new(begin(..))` built the record
     /// on the stack and copied its 408 bytes.
     #[inline(always)]
@@ -124,6 +124,7 @@ impl RequestRecord {
         request_id: HeaderValue,
         method: Method,
         client_ip: IpAddr,
+        start: Instant,
     ) -> Box<Self> {
         Box::write(
             Box::new_uninit(),
@@ -131,7 +132,7 @@ impl RequestRecord {
                 _in_flight: InFlightGauge::enter(metrics.clone()),
                 metrics,
                 access_log,
-                start: Instant::now(),
+                start,
                 request_id,
                 method,
                 path: String::new(),

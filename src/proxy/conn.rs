@@ -187,7 +187,11 @@ impl Activity {
     /// A complete request head reached the service.
     pub fn request_started(self: &Arc<Self>) -> ConnRequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.head_started.store(0, Ordering::Relaxed);
+        let head = self.head_started.swap(0, Ordering::Relaxed);
+        // Stamped by the read that brought the head's first bytes (1 is
+        // the accept's: a first head is expected from then, not seen).
+        let arrived = (head > 1 && !self.multiplexed.load(Ordering::Relaxed))
+            .then(|| self.epoch + Duration::from_nanos(head - 1));
         let handoff = if self.multiplexed.load(Ordering::Relaxed) {
             let since = Arc::new(AtomicU64::new(0));
             if let Ok(mut streams) = self.streams.lock() {
@@ -205,6 +209,7 @@ impl Activity {
             activity: self.clone(),
             handoff,
             ended: None,
+            arrived,
         }
     }
 
@@ -280,9 +285,21 @@ pub struct ConnRequestGuard {
     /// (the request's record read the clock then; the marker is dropped
     /// right after).
     ended: Option<std::time::Instant>,
+    /// HTTP/1: when the head's first bytes were read, if a read brought
+    /// them (not a head already buffered behind the last request's).
+    arrived: Option<Instant>,
 }
 
 impl ConnRequestGuard {
+    /// When the request's head began arriving (its first bytes read from
+    /// the socket), where the connection saw it: the request's start, as
+    /// NGINX's `$request_time` counts it, without reading the clock
+    /// again. `None` on HTTP/2, for a connection's first head, and for a
+    /// head that was already buffered.
+    pub fn arrived(&self) -> Option<std::time::Instant> {
+        self.arrived.map(Instant::into_std)
+    }
+
     /// The idle watch of this connection, for a WebSocket tunnel made from
     /// the request (built only then: most requests never need one).
     pub fn tunnel_watch(&self, idle_timeout: Duration) -> TunnelWatch {

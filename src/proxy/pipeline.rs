@@ -102,6 +102,9 @@ fn handle(
         // further request on the connection (it waits for a tunnel), so
         // it is closed instead of left hanging until `idle_timeout`.
         let connect = req.method() == Method::CONNECT;
+        let start = in_flight_on_conn
+            .arrived()
+            .unwrap_or_else(std::time::Instant::now);
 
         let request_id = policy.request_id.resolve(req.headers());
         let trusted = &policy.server.trusted_proxies;
@@ -122,6 +125,7 @@ fn handle(
                 request_id,
                 req.method().clone(),
                 client_ip,
+                start,
             ),
         };
         if chunked_body {

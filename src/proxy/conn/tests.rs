@@ -145,3 +145,29 @@ async fn the_next_head_gets_its_own_deadline() {
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(activity.check(HEAD, IDLE), Err(Expiry::SlowHead));
 }
+
+/// A request's record starts when its head's first bytes were read (no
+/// second clock read); only a read stamps it.
+#[tokio::test(start_paused = true)]
+async fn a_request_arrived_when_its_heads_first_bytes_were_read() {
+    let activity = Activity::new();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    // The first head: expected from the accept, not seen arriving.
+    assert_eq!(activity.request_started().arrived(), None);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let first_bytes = Instant::now();
+    activity.saw_io(true);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    activity.saw_io(true);
+    let request = activity.request_started();
+    assert_eq!(request.arrived(), Some(first_bytes.into_std()));
+    // Bytes read while it is in flight start nothing.
+    activity.saw_io(true);
+    drop(request);
+    // The next head was already buffered: no read brought it.
+    assert_eq!(activity.request_started().arrived(), None);
+    // HTTP/2: bytes between requests are frames.
+    activity.mark_http2();
+    activity.saw_io(true);
+    assert_eq!(activity.request_started().arrived(), None);
+}
