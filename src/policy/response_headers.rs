@@ -351,11 +351,132 @@ pub struct PendingHeaders {
 /// A block among the headers set.
 #[derive(Debug, Clone)]
 struct Placed {
-    block: Arc<HeaderBlock>,
+    block: Placement,
     /// How many headers were set before it: it is written, and taken
     /// apart, in that place among them (the order `insert` one by one
     /// would have made).
     at: usize,
+}
+
+/// The lines of a block.
+#[derive(Debug, Clone)]
+enum Placement {
+    /// Made once, shared by every response (a [`HeaderBlock`]).
+    Shared(Arc<HeaderBlock>),
+    /// Written for this response into [`PendingHeaders::text`], at
+    /// `lines`, `name: value\r\n` each ([`ResponseHeaders::insert_lines`]);
+    /// `names` holds the [`name_bit`] of each name.
+    Text { lines: (u32, u32), names: u64 },
+}
+
+impl Placement {
+    /// The [`name_bit`] of each of its names.
+    fn names(&self) -> u64 {
+        match self {
+            Placement::Shared(block) => block.names,
+            Placement::Text { names, .. } => *names,
+        }
+    }
+
+    /// Its lines as written (`text` is the response's set text).
+    fn lines<'a>(&'a self, text: &'a [u8]) -> &'a [u8] {
+        match self {
+            Placement::Shared(block) => &block.lines,
+            Placement::Text { lines, .. } => {
+                text.get(lines.0 as usize..lines.1 as usize).unwrap_or(&[])
+            }
+        }
+    }
+
+    /// The position of the header named `name` (in any case).
+    fn position(&self, text: &[u8], name: &[u8]) -> Option<usize> {
+        match self {
+            Placement::Shared(block) => block.position(name),
+            Placement::Text { lines, names } => {
+                if names & name_bit(name) == 0 {
+                    return None;
+                }
+                text_lines(text, *lines).position(|line| {
+                    text.get(line.name())
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+            }
+        }
+    }
+
+    /// The value of its `at`th header.
+    fn value<'a>(&'a self, text: &'a [u8], at: usize) -> &'a [u8] {
+        match self {
+            Placement::Shared(block) => block.headers.get(at).map_or(&[], |(_, v)| v.as_bytes()),
+            Placement::Text { lines, .. } => text_lines(text, *lines)
+                .nth(at)
+                .and_then(|line| text.get(line.value as usize..line.end as usize))
+                .unwrap_or(&[]),
+        }
+    }
+
+    /// Its headers as headers set one by one.
+    fn headers(&self, text: &[u8]) -> Vec<(HeaderName, SetValue)> {
+        match self {
+            Placement::Shared(block) => block
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), SetValue::Value(v.clone())))
+                .collect(),
+            Placement::Text { lines, .. } => text_lines(text, *lines)
+                .filter_map(|line| {
+                    let name = HeaderName::from_bytes(text.get(line.name())?).ok()?;
+                    Some((
+                        name,
+                        SetValue::Text {
+                            line: (line.start, line.end),
+                            value: line.value,
+                        },
+                    ))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One line of a [`Placement::Text`] block, by its place in the text.
+struct TextLine {
+    /// Where the line (its name) starts.
+    start: u32,
+    /// Where its name ends (at the colon).
+    colon: u32,
+    /// Where its value starts.
+    value: u32,
+    /// Where the line ends (before its CRLF).
+    end: u32,
+}
+
+impl TextLine {
+    /// Where its name lies.
+    fn name(&self) -> Range<usize> {
+        self.start as usize..self.colon as usize
+    }
+}
+
+/// The lines of the block at `lines` of `text`: `name: value\r\n` each,
+/// as [`ResponseHeaders::insert_lines`] wrote them (no `\r` in a name or
+/// a value, checked as they were written).
+fn text_lines(text: &[u8], lines: (u32, u32)) -> impl Iterator<Item = TextLine> + '_ {
+    let mut at = lines.0 as usize;
+    let end = (lines.1 as usize).min(text.len());
+    std::iter::from_fn(move || {
+        let rest = text.get(at..end)?;
+        let cr = rest.iter().position(|&b| b == b'\r')?;
+        let colon = rest[..cr].iter().position(|&b| b == b':')?;
+        let line = TextLine {
+            start: u32::try_from(at).ok()?,
+            colon: u32::try_from(at + colon).ok()?,
+            value: u32::try_from(at + (colon + 2).min(cr)).ok()?,
+            end: u32::try_from(at + cr).ok()?,
+        };
+        at += cr + 2;
+        Some(line)
+    })
 }
 
 /// The value of a header palisade set.
@@ -435,21 +556,17 @@ impl PendingHeaders {
         }
         let Placed { block, at } = self.blocks.remove(index);
         let at = at.min(self.set.len());
-        for (name, _) in &block.headers {
+        let headers = block.headers(&self.text);
+        for (name, _) in &headers {
             self.set_names |= name_bit(name.as_str().as_bytes());
         }
-        self.set.splice(
-            at..at,
-            block
-                .headers
-                .iter()
-                .map(|(n, v)| (n.clone(), SetValue::Value(v.clone()))),
-        );
+        let count = headers.len();
+        self.set.splice(at..at, headers);
         // The blocks set after it stood at or past its place.
         for later in &mut self.blocks[index..] {
-            later.at += block.headers.len();
+            later.at += count;
         }
-        self.block_names = self.blocks.iter().fold(0, |bits, p| bits | p.block.names);
+        self.block_names = self.blocks.iter().fold(0, |bits, p| bits | p.block.names());
     }
 
     /// Every block taken apart, in order.
@@ -468,7 +585,7 @@ impl PendingHeaders {
         self.blocks
             .iter()
             .enumerate()
-            .find_map(|(index, placed)| Some((index, placed.block.position(name)?)))
+            .find_map(|(index, placed)| Some((index, placed.block.position(&self.text, name)?)))
     }
 
     /// Whether a block sets `name`.
@@ -632,6 +749,64 @@ impl<'a> ResponseHeaders<'a> {
         );
     }
 
+    /// Sets each of `headers` (distinct names) to the value written by its
+    /// parts, as [`insert_text`](Self::insert_text) of each would, as one
+    /// block of lines written into the response's text at once (the
+    /// rate-limit headers: one block to place and one copy to write,
+    /// where each header set was a line to place and to write). A name
+    /// already set or in a block, a name the writer has rules for, names
+    /// that repeat, or a value that is not header text: set one by one
+    /// instead (the same result).
+    pub fn insert_lines(&mut self, headers: &[(&HeaderName, &[&[u8]])]) {
+        let mut names = 0u64;
+        let mut one_by_one = self.into_map;
+        for (name, _) in headers {
+            let bit = name_bit(name.as_str().as_bytes());
+            one_by_one |= names & bit != 0 || Known::of_name(name) != Known::Other;
+            names |= bit;
+        }
+        let pending = &mut *self.pending;
+        one_by_one |= (pending.set_names | pending.block_names) & names != 0;
+        if !one_by_one {
+            let text = &mut pending.text;
+            if text.capacity() == 0 {
+                text.reserve(TEXT_ROOM);
+            }
+            let start = text.len();
+            let mut valid = true;
+            for (name, parts) in headers {
+                text.extend_from_slice(name.as_str().as_bytes());
+                text.extend_from_slice(b": ");
+                let value = text.len();
+                for part in *parts {
+                    text.extend_from_slice(part);
+                }
+                valid &= text.get(value..).is_some_and(is_value_text);
+                text.extend_from_slice(b"\r\n");
+            }
+            if let (true, Ok(start), Ok(end)) =
+                (valid, u32::try_from(start), u32::try_from(text.len()))
+            {
+                if start < end {
+                    pending.block_names |= names;
+                    let at = pending.set.len();
+                    pending.blocks.push(Placed {
+                        block: Placement::Text {
+                            lines: (start, end),
+                            names,
+                        },
+                        at,
+                    });
+                }
+                return;
+            }
+            text.truncate(start);
+        }
+        for (name, parts) in headers {
+            self.insert_text((*name).clone(), parts);
+        }
+    }
+
     /// Room for `additional` more headers set.
     pub fn reserve(&mut self, additional: usize) {
         if self.into_map {
@@ -661,7 +836,7 @@ impl<'a> ResponseHeaders<'a> {
             self.pending.block_names |= block.names;
             let at = self.pending.set.len();
             self.pending.blocks.push(Placed {
-                block: block.clone(),
+                block: Placement::Shared(block.clone()),
                 at,
             });
         }
@@ -719,7 +894,9 @@ impl<'a> ResponseHeaders<'a> {
         }
         if let Some((index, at)) = self.pending.block_of(name.as_str().as_bytes()) {
             return Values::Set(Some(
-                self.pending.blocks[index].block.headers[at].1.as_bytes(),
+                self.pending.blocks[index]
+                    .block
+                    .value(&self.pending.text, at),
             ));
         }
         Values::Found(
@@ -803,8 +980,8 @@ enum Entry<'a> {
     Set(&'a HeaderName, &'a SetValue),
     /// An upstream line.
     Upstream(&'a LineSpan),
-    /// The block, whole.
-    Block(&'a HeaderBlock),
+    /// A block, whole.
+    Block(&'a Placement),
 }
 
 /// What [`each`] hands the writer: one header line, or the lines of a
@@ -849,7 +1026,7 @@ pub fn each<E>(
             })),
             None => Ok(()),
         },
-        Entry::Block(block) => chunk(Chunk::Lines(&block.lines)),
+        Entry::Block(block) => chunk(Chunk::Lines(block.lines(&pending.text))),
     })
 }
 
@@ -942,8 +1119,10 @@ pub fn merge_into_map(map: &mut HeaderMap, pending: &mut PendingHeaders) {
             }
             // Expanded above: never reached.
             Entry::Block(block) => {
-                for (name, value) in &block.headers {
-                    merged.append(name.clone(), value.clone());
+                for (name, value) in block.headers(&pending.text) {
+                    if let Some(value) = pending.header_value(&value) {
+                        merged.append(name, value);
+                    }
                 }
             }
         }
@@ -1396,6 +1575,9 @@ pub(crate) mod tests {
     #[derive(Clone, Copy, Debug)]
     enum Edit {
         Block(usize),
+        /// The block's headers as lines written for the response
+        /// ([`ResponseHeaders::insert_lines`]).
+        Lines(usize),
         Insert(&'static str),
         Remove(&'static str),
     }
@@ -1485,6 +1667,26 @@ pub(crate) mod tests {
                 Remove("server"),
             ],
             &[Block(0), Block(0), Block(1), Insert("x-c")],
+            // Blocks of lines written for the response, beside shared ones.
+            &[Block(0), Insert("x-a"), Lines(1), Block(2), Insert("x-b")],
+            &[Lines(1), Lines(2), Remove("access-control-allow-origin")],
+            &[Lines(0), Insert("referrer-policy"), Lines(1)],
+            &[
+                Lines(1),
+                Insert("ratelimit-policy"),
+                Remove("x-ratelimit-limit"),
+            ],
+            &[Insert("x-ratelimit-limit"), Lines(1), Block(0)],
+            &[Block(1), Lines(1), Lines(0), Remove("server")],
+            &[Lines(1), Lines(1), Insert("x-c"), Lines(2)],
+            &[Lines(0), Block(2), Lines(1), Remove("x-frame-options")],
+            &[
+                Insert("x-a"),
+                Lines(2),
+                Remove("x-a"),
+                Lines(1),
+                Insert("x-b"),
+            ],
         ];
         for script in scripts {
             let edited = |as_blocks: bool| {
@@ -1502,6 +1704,25 @@ pub(crate) mod tests {
                         Block(i) => {
                             for (n, v) in &blocks[i].headers {
                                 headers.insert(n.clone(), v.clone());
+                            }
+                        }
+                        Lines(i) if as_blocks => {
+                            let values: Vec<[&[u8]; 1]> = blocks[i]
+                                .headers
+                                .iter()
+                                .map(|(_, v)| [v.as_bytes()])
+                                .collect();
+                            let lines: Vec<(&HeaderName, &[&[u8]])> = blocks[i]
+                                .headers
+                                .iter()
+                                .zip(&values)
+                                .map(|((n, _), v)| (n, v.as_slice()))
+                                .collect();
+                            headers.insert_lines(&lines);
+                        }
+                        Lines(i) => {
+                            for (n, v) in &blocks[i].headers {
+                                headers.insert_text(n.clone(), &[v.as_bytes()]);
                             }
                         }
                         Insert(n) => headers.insert(name(n), HeaderValue::from_static("set")),
@@ -1530,6 +1751,65 @@ pub(crate) mod tests {
                 (lines, read, merged)
             };
             assert_eq!(edited(true), edited(false), "{script:?}");
+        }
+    }
+
+    #[test]
+    fn lines_are_one_block_written_by_one_copy_or_else_set_one_by_one() {
+        let (limit, reset) = (name("x-ratelimit-limit"), name("x-ratelimit-reset"));
+        let mut map = HeaderMap::new();
+        let mut pending = upstream(&[("X-RateLimit-Reset", "9"), ("Content-Type", "text/plain")]);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        headers.insert(name("x-request-id"), HeaderValue::from_static("id-1"));
+        headers.insert_lines(&[(&limit, &[b"1", b"0"]), (&reset, &[b"60"])]);
+        assert_eq!(
+            headers.get_all(&reset).collect::<Vec<_>>(),
+            [b"60".as_slice()],
+            "the block hides the upstream's line of its name"
+        );
+        headers.finish();
+        let mut chunks = Vec::new();
+        each(&map, &pending, |chunk| {
+            chunks.push(match chunk {
+                Chunk::Line(line) => String::from_utf8_lossy(line.name).into_owned(),
+                Chunk::Lines(lines) => String::from_utf8_lossy(lines).into_owned(),
+            });
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            chunks,
+            [
+                "content-type",
+                "x-request-id",
+                "x-ratelimit-limit: 10\r\nx-ratelimit-reset: 60\r\n"
+            ]
+        );
+        // What cannot be one block is set one by one, as `insert_text`
+        // would: a value that is not header text is not set at all; a
+        // name repeated, or one the writer has rules for, is set in turn.
+        type Lines<'a> = &'a [(&'a HeaderName, &'a [&'a [u8]])];
+        let cases: [Lines<'_>; 3] = [
+            &[(&limit, &[b"1"]), (&reset, &[b"6\r\n0"])],
+            &[(&limit, &[b"1"]), (&limit, &[b"2"])],
+            &[(&limit, &[b"1"]), (&http::header::DATE, &[b"today"])],
+        ];
+        for lines in cases {
+            let one_by_one = |as_lines: bool| {
+                let mut map = HeaderMap::new();
+                let mut pending = upstream(&[("X-RateLimit-Reset", "9"), ("Date", "then")]);
+                let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+                if as_lines {
+                    headers.insert_lines(lines);
+                } else {
+                    for (name, parts) in lines {
+                        headers.insert_text((*name).clone(), parts);
+                    }
+                }
+                headers.finish();
+                written(&map, &pending)
+            };
+            assert_eq!(one_by_one(true), one_by_one(false), "{lines:?}");
         }
     }
 

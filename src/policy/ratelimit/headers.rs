@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::policy::response_headers::{HeaderBlock, ResponseHeaders};
+use crate::policy::response_headers::ResponseHeaders;
 
 use super::HeaderMode;
 
@@ -21,28 +21,16 @@ pub struct RateHeaders {
 }
 
 /// The parts of a limit's headers that do not change from one response to
-/// the next, made once per limit: `X-RateLimit-Limit` and
-/// `RateLimit-Policy` are set as one block of lines per header mode, and
-/// `RateLimit` starts with its quoted name already written.
-#[derive(Debug)]
+/// the next, made once per limit: the values of `X-RateLimit-Limit` and
+/// `RateLimit-Policy`, and the start of `RateLimit` with its quoted name
+/// already written.
+#[derive(Debug, PartialEq, Eq)]
 pub struct FixedLines {
     limit: HeaderValue,
     policy: HeaderValue,
-    /// The fixed headers of `legacy`, `draft` and `both`, in that order.
-    blocks: [Option<Arc<HeaderBlock>>; 3],
     /// `"NAME";r=`, checked as header text once.
     ratelimit_start: Box<[u8]>,
 }
-
-impl PartialEq for FixedLines {
-    fn eq(&self, other: &Self) -> bool {
-        // The blocks are made of the values.
-        (&self.limit, &self.policy, &self.ratelimit_start)
-            == (&other.limit, &other.policy, &other.ratelimit_start)
-    }
-}
-
-impl Eq for FixedLines {}
 
 /// Whether `c` may stand in a limit's name as the `RateLimit` headers
 /// quote it (an RFC 8941 string without escapes): printable ASCII or a
@@ -66,30 +54,11 @@ impl FixedLines {
         };
         let policy = HeaderValue::from_str(&format!("\"{name}\";q={limit};w={window_secs}"))
             .unwrap_or_else(|_| HeaderValue::from_static("\"limit\""));
-        let limit = HeaderValue::from(limit);
-        let limit_line = (X_RATELIMIT_LIMIT.clone(), limit.clone());
-        let policy_line = (RATELIMIT_POLICY.clone(), policy.clone());
         Self {
-            blocks: [
-                HeaderBlock::new(std::slice::from_ref(&limit_line)),
-                HeaderBlock::new(std::slice::from_ref(&policy_line)),
-                HeaderBlock::new(&[limit_line, policy_line]),
-            ],
-            limit,
+            limit: HeaderValue::from(limit),
             policy,
             ratelimit_start: format!("\"{name}\";r=").into_bytes().into(),
         }
-    }
-
-    /// The block of what `mode` sets of these.
-    fn block(&self, mode: HeaderMode) -> Option<&Arc<HeaderBlock>> {
-        let at = match mode {
-            HeaderMode::Legacy => 0,
-            HeaderMode::Draft => 1,
-            HeaderMode::Both => 2,
-            HeaderMode::None => return None,
-        };
-        self.blocks[at].as_ref()
     }
 }
 
@@ -109,39 +78,39 @@ pub static RATE_LIMIT_HEADERS: [&HeaderName; 5] = [
 ];
 
 impl RateHeaders {
-    /// Sets the headers on a response: the fixed ones as the limit's
-    /// block for this header mode, the others written as their lines at
-    /// once ([`ResponseHeaders::insert_text`]: no value made and shared
-    /// per header).
+    /// Sets the headers on a response, as one block of lines written at
+    /// once ([`ResponseHeaders::insert_lines`]: no value made and shared
+    /// per header, one copy to write them), in the order `X-RateLimit-*`
+    /// (limit, remaining, reset) and `RateLimit-Policy`, `RateLimit`, each
+    /// family where the header mode has it.
     pub fn apply(&self, headers: &mut ResponseHeaders<'_>) {
-        let legacy = matches!(self.mode, HeaderMode::Legacy | HeaderMode::Both);
-        let draft = matches!(self.mode, HeaderMode::Draft | HeaderMode::Both);
         let (mut remaining, mut reset) = (itoa::Buffer::new(), itoa::Buffer::new());
         let remaining = remaining.format(self.remaining).as_bytes();
         let reset = reset.format(self.reset_secs).as_bytes();
-        // (A block is always made of these names; the values alone are
-        // kept for the case it was not.)
-        match self.fixed.block(self.mode) {
-            Some(block) => headers.insert_block(block),
-            None => {
-                if legacy {
-                    headers.insert(X_RATELIMIT_LIMIT.clone(), self.fixed.limit.clone());
-                }
-                if draft {
-                    headers.insert(RATELIMIT_POLICY.clone(), self.fixed.policy.clone());
-                }
+        let fixed = &*self.fixed;
+        let limit = [fixed.limit.as_bytes()];
+        let policy = [fixed.policy.as_bytes()];
+        let (remaining_parts, reset_parts) = ([remaining], [reset]);
+        // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
+        let ratelimit = [&*fixed.ratelimit_start, remaining, b";t=", reset];
+        let legacy: [(&HeaderName, &[&[u8]]); 3] = [
+            (&X_RATELIMIT_LIMIT, &limit),
+            (&X_RATELIMIT_REMAINING, &remaining_parts),
+            (&X_RATELIMIT_RESET, &reset_parts),
+        ];
+        let draft: [(&HeaderName, &[&[u8]]); 2] =
+            [(&RATELIMIT_POLICY, &policy), (&RATELIMIT, &ratelimit)];
+        match self.mode {
+            HeaderMode::Legacy => headers.insert_lines(&legacy),
+            HeaderMode::Draft => headers.insert_lines(&draft),
+            HeaderMode::Both => {
+                // The order of the blocks the fixed values were before:
+                // limit and policy, then the others.
+                let [limit, remaining, reset] = legacy;
+                let [policy, ratelimit] = draft;
+                headers.insert_lines(&[limit, policy, remaining, reset, ratelimit]);
             }
-        }
-        if legacy {
-            headers.insert_text(X_RATELIMIT_REMAINING.clone(), &[remaining]);
-            headers.insert_text(X_RATELIMIT_RESET.clone(), &[reset]);
-        }
-        if draft {
-            // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
-            headers.insert_text(
-                RATELIMIT.clone(),
-                &[&self.fixed.ratelimit_start, remaining, b";t=", reset],
-            );
+            HeaderMode::None => {}
         }
     }
 }
@@ -156,11 +125,6 @@ mod tests {
         assert_eq!(fixed.limit, "10");
         assert_eq!(fixed.policy, "\"api.ip\";q=10;w=60");
         assert_eq!(&*fixed.ratelimit_start, b"\"api.ip\";r=");
-        // Each mode's fixed headers are one block of lines.
-        for mode in [HeaderMode::Legacy, HeaderMode::Draft, HeaderMode::Both] {
-            assert!(fixed.block(mode).is_some(), "{mode:?}");
-        }
-        assert!(fixed.block(HeaderMode::None).is_none());
         // A name that could not be written inside its quotes is not.
         for bad in ["a\"b", "a\\b", "a\nb", "a\x7fb", "caf\u{e9}"] {
             let fixed = FixedLines::new(bad, 10, 60);
