@@ -307,6 +307,69 @@ impl HeaderBlock {
     }
 }
 
+/// Header lines made once with holes for values made per response (the
+/// rate-limit headers: their limit and policy fixed, what remains and when
+/// it resets per response), written by
+/// [`ResponseHeaders::insert_template`]: the text around the holes
+/// (`name: `, fixed parts of values, `\r\n name: `) is copied as a few
+/// pieces.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LineTemplate {
+    /// Each header and its value's segments (to set them one by one).
+    lines: Vec<(HeaderName, Vec<Segment>)>,
+    /// The text around the holes: `pieces[0] hole pieces[1] ... hole
+    /// pieces[n]`, the lines written whole, `\r\n` ending each.
+    pieces: Vec<Box<[u8]>>,
+    /// The [`name_bit`] of each of its names.
+    names: u64,
+    /// Whether its lines can be one block: distinct names the writer has
+    /// no rules for, fixed text that is header text.
+    whole: bool,
+}
+
+/// A piece of a [`LineTemplate`] value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    /// Text fixed in the template.
+    Text(Box<[u8]>),
+    /// A value given per response, in the order of the holes.
+    Hole,
+}
+
+impl LineTemplate {
+    /// The template of `lines`: each header's value as its segments.
+    pub fn new(lines: Vec<(HeaderName, Vec<Segment>)>) -> Self {
+        let mut pieces = Vec::new();
+        let mut piece = Vec::new();
+        let mut names = 0u64;
+        let mut whole = true;
+        for (name, segments) in &lines {
+            let bit = name_bit(name.as_str().as_bytes());
+            whole &= names & bit == 0 && Known::of_name(name) == Known::Other;
+            names |= bit;
+            piece.extend_from_slice(name.as_str().as_bytes());
+            piece.extend_from_slice(b": ");
+            for segment in segments {
+                match segment {
+                    Segment::Text(text) => {
+                        whole &= is_value_text(text);
+                        piece.extend_from_slice(text);
+                    }
+                    Segment::Hole => pieces.push(std::mem::take(&mut piece).into()),
+                }
+            }
+            piece.extend_from_slice(b"\r\n");
+        }
+        pieces.push(piece.into());
+        Self {
+            lines,
+            pieces,
+            names,
+            whole,
+        }
+    }
+}
+
 /// Whether `bytes` may be a header value as `HeaderValue::from_bytes`
 /// takes one: no control character but tab, no DEL. Every byte is looked
 /// at, without a branch per byte (the compiler makes it a vector loop).
@@ -364,7 +427,7 @@ enum Placement {
     /// Made once, shared by every response (a [`HeaderBlock`]).
     Shared(Arc<HeaderBlock>),
     /// Written for this response into [`PendingHeaders::text`], at
-    /// `lines`, `name: value\r\n` each ([`ResponseHeaders::insert_lines`]);
+    /// `lines`, `name: value\r\n` each ([`ResponseHeaders::insert_template`]);
     /// `names` holds the [`name_bit`] of each name.
     Text { lines: (u32, u32), names: u64 },
 }
@@ -459,7 +522,7 @@ impl TextLine {
 }
 
 /// The lines of the block at `lines` of `text`: `name: value\r\n` each,
-/// as [`ResponseHeaders::insert_lines`] wrote them (no `\r` in a name or
+/// as [`ResponseHeaders::insert_template`] wrote them (no `\r` in a name or
 /// a value, checked as they were written).
 fn text_lines(text: &[u8], lines: (u32, u32)) -> impl Iterator<Item = TextLine> + '_ {
     let mut at = lines.0 as usize;
@@ -749,61 +812,61 @@ impl<'a> ResponseHeaders<'a> {
         );
     }
 
-    /// Sets each of `headers` (distinct names) to the value written by its
-    /// parts, as [`insert_text`](Self::insert_text) of each would, as one
+    /// Sets the headers of `template` with `values` in its holes, in
+    /// order, as [`insert_text`](Self::insert_text) of each would, as one
     /// block of lines written into the response's text at once (the
-    /// rate-limit headers: one block to place and one copy to write,
-    /// where each header set was a line to place and to write). A name
-    /// already set or in a block, a name the writer has rules for, names
-    /// that repeat, or a value that is not header text: set one by one
-    /// instead (the same result).
-    pub fn insert_lines(&mut self, headers: &[(&HeaderName, &[&[u8]])]) {
-        let mut names = 0u64;
-        let mut one_by_one = self.into_map;
-        for (name, _) in headers {
-            let bit = name_bit(name.as_str().as_bytes());
-            one_by_one |= names & bit != 0 || Known::of_name(name) != Known::Other;
-            names |= bit;
-        }
+    /// rate-limit headers: one block to place and a few copies to write,
+    /// where each header was a value written piece by piece, a line to
+    /// place and a line to write). Where a block cannot be placed (a name
+    /// already set or in a block, or the template's own names: see
+    /// [`LineTemplate::new`]) or a value is not header text, its headers
+    /// are set one by one instead (the same result).
+    pub fn insert_template(&mut self, template: &LineTemplate, values: &[&[u8]]) {
         let pending = &mut *self.pending;
-        one_by_one |= (pending.set_names | pending.block_names) & names != 0;
-        if !one_by_one {
+        if template.whole
+            && !self.into_map
+            && (pending.set_names | pending.block_names) & template.names == 0
+        {
             let text = &mut pending.text;
             if text.capacity() == 0 {
                 text.reserve(TEXT_ROOM);
             }
             let start = text.len();
-            let mut valid = true;
-            for (name, parts) in headers {
-                text.extend_from_slice(name.as_str().as_bytes());
-                text.extend_from_slice(b": ");
-                let value = text.len();
-                for part in *parts {
-                    text.extend_from_slice(part);
-                }
-                valid &= text.get(value..).is_some_and(is_value_text);
-                text.extend_from_slice(b"\r\n");
+            let mut valid = values.len() + 1 == template.pieces.len();
+            for (piece, value) in template.pieces.iter().zip(values) {
+                text.extend_from_slice(piece);
+                valid &= is_value_text(value);
+                text.extend_from_slice(value);
+            }
+            if let Some(last) = template.pieces.last() {
+                text.extend_from_slice(last);
             }
             if let (true, Ok(start), Ok(end)) =
                 (valid, u32::try_from(start), u32::try_from(text.len()))
             {
-                if start < end {
-                    pending.block_names |= names;
-                    let at = pending.set.len();
-                    pending.blocks.push(Placed {
-                        block: Placement::Text {
-                            lines: (start, end),
-                            names,
-                        },
-                        at,
-                    });
-                }
+                pending.block_names |= template.names;
+                let at = pending.set.len();
+                pending.blocks.push(Placed {
+                    block: Placement::Text {
+                        lines: (start, end),
+                        names: template.names,
+                    },
+                    at,
+                });
                 return;
             }
             text.truncate(start);
         }
-        for (name, parts) in headers {
-            self.insert_text((*name).clone(), parts);
+        let mut holes = values.iter();
+        for (name, segments) in &template.lines {
+            let parts: SmallVec<[&[u8]; 4]> = segments
+                .iter()
+                .map(|segment| match segment {
+                    Segment::Text(text) => &**text,
+                    Segment::Hole => holes.next().copied().unwrap_or(&[]),
+                })
+                .collect();
+            self.insert_text(name.clone(), &parts);
         }
     }
 
@@ -1576,7 +1639,7 @@ pub(crate) mod tests {
     enum Edit {
         Block(usize),
         /// The block's headers as lines written for the response
-        /// ([`ResponseHeaders::insert_lines`]).
+        /// ([`ResponseHeaders::insert_template`]), each value a hole.
         Lines(usize),
         Insert(&'static str),
         Remove(&'static str),
@@ -1707,18 +1770,19 @@ pub(crate) mod tests {
                             }
                         }
                         Lines(i) if as_blocks => {
-                            let values: Vec<[&[u8]; 1]> = blocks[i]
+                            let template = LineTemplate::new(
+                                blocks[i]
+                                    .headers
+                                    .iter()
+                                    .map(|(n, _)| (n.clone(), vec![Segment::Hole]))
+                                    .collect(),
+                            );
+                            let values: Vec<&[u8]> = blocks[i]
                                 .headers
                                 .iter()
-                                .map(|(_, v)| [v.as_bytes()])
+                                .map(|(_, v)| v.as_bytes())
                                 .collect();
-                            let lines: Vec<(&HeaderName, &[&[u8]])> = blocks[i]
-                                .headers
-                                .iter()
-                                .zip(&values)
-                                .map(|((n, _), v)| (n, v.as_slice()))
-                                .collect();
-                            headers.insert_lines(&lines);
+                            headers.insert_template(&template, &values);
                         }
                         Lines(i) => {
                             for (n, v) in &blocks[i].headers {
@@ -1754,17 +1818,25 @@ pub(crate) mod tests {
         }
     }
 
+    fn text(text: &str) -> Segment {
+        Segment::Text(text.as_bytes().into())
+    }
+
     #[test]
-    fn lines_are_one_block_written_by_one_copy_or_else_set_one_by_one() {
+    fn a_template_is_one_block_written_whole_or_else_set_one_by_one() {
         let (limit, reset) = (name("x-ratelimit-limit"), name("x-ratelimit-reset"));
+        let template = LineTemplate::new(vec![
+            (limit.clone(), vec![text("1"), Segment::Hole]),
+            (reset.clone(), vec![Segment::Hole, text("s"), Segment::Hole]),
+        ]);
         let mut map = HeaderMap::new();
         let mut pending = upstream(&[("X-RateLimit-Reset", "9"), ("Content-Type", "text/plain")]);
         let mut headers = ResponseHeaders::new(&mut map, &mut pending);
         headers.insert(name("x-request-id"), HeaderValue::from_static("id-1"));
-        headers.insert_lines(&[(&limit, &[b"1", b"0"]), (&reset, &[b"60"])]);
+        headers.insert_template(&template, &[b"0", b"60", b"!"]);
         assert_eq!(
             headers.get_all(&reset).collect::<Vec<_>>(),
-            [b"60".as_slice()],
+            [b"60s!".as_slice()],
             "the block hides the upstream's line of its name"
         );
         headers.finish();
@@ -1782,34 +1854,77 @@ pub(crate) mod tests {
             [
                 "content-type",
                 "x-request-id",
-                "x-ratelimit-limit: 10\r\nx-ratelimit-reset: 60\r\n"
+                "x-ratelimit-limit: 10\r\nx-ratelimit-reset: 60s!\r\n"
             ]
         );
         // What cannot be one block is set one by one, as `insert_text`
-        // would: a value that is not header text is not set at all; a
-        // name repeated, or one the writer has rules for, is set in turn.
-        type Lines<'a> = &'a [(&'a HeaderName, &'a [&'a [u8]])];
-        let cases: [Lines<'_>; 3] = [
-            &[(&limit, &[b"1"]), (&reset, &[b"6\r\n0"])],
-            &[(&limit, &[b"1"]), (&limit, &[b"2"])],
-            &[(&limit, &[b"1"]), (&http::header::DATE, &[b"today"])],
+        // would: a value that is not header text is not set at all, nor
+        // is fixed text that is not; a name repeated, or one the writer
+        // has rules for, is set in turn; missing values are empty.
+        type Case = (Vec<(HeaderName, Vec<Segment>)>, &'static [&'static [u8]]);
+        let cases: [Case; 6] = [
+            (
+                vec![
+                    (limit.clone(), vec![Segment::Hole]),
+                    (reset.clone(), vec![Segment::Hole]),
+                ],
+                &[b"1", b"6\r\n0"],
+            ),
+            (
+                vec![
+                    (limit.clone(), vec![text("1")]),
+                    (reset.clone(), vec![text("6\n")]),
+                ],
+                &[],
+            ),
+            (
+                vec![
+                    (limit.clone(), vec![Segment::Hole]),
+                    (limit.clone(), vec![Segment::Hole]),
+                ],
+                &[b"1", b"2"],
+            ),
+            (
+                vec![
+                    (limit.clone(), vec![text("1")]),
+                    (http::header::DATE, vec![text("today")]),
+                ],
+                &[],
+            ),
+            (
+                vec![
+                    (limit.clone(), vec![Segment::Hole]),
+                    (reset.clone(), vec![Segment::Hole]),
+                ],
+                &[b"1"],
+            ),
+            (vec![], &[]),
         ];
-        for lines in cases {
-            let one_by_one = |as_lines: bool| {
+        for (lines, values) in cases {
+            let template = LineTemplate::new(lines.clone());
+            let one_by_one = |as_template: bool| {
                 let mut map = HeaderMap::new();
                 let mut pending = upstream(&[("X-RateLimit-Reset", "9"), ("Date", "then")]);
                 let mut headers = ResponseHeaders::new(&mut map, &mut pending);
-                if as_lines {
-                    headers.insert_lines(lines);
+                if as_template {
+                    headers.insert_template(&template, values);
                 } else {
-                    for (name, parts) in lines {
-                        headers.insert_text((*name).clone(), parts);
+                    let mut holes = values.iter();
+                    for (name, segments) in &lines {
+                        let value: Vec<u8> = segments
+                            .iter()
+                            .flat_map(|segment| match segment {
+                                Segment::Text(text) => text.to_vec(),
+                                Segment::Hole => holes.next().map_or(Vec::new(), |v| v.to_vec()),
+                            })
+                            .collect();
+                        headers.insert_text(name.clone(), &[&value]);
                     }
                 }
                 headers.finish();
                 written(&map, &pending)
             };
-            assert_eq!(one_by_one(true), one_by_one(false), "{lines:?}");
+            assert_eq!(one_by_one(true), one_by_one(false), "{lines:?} {values:?}");
         }
     }
 

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderName;
 
-use crate::policy::response_headers::ResponseHeaders;
+use crate::policy::response_headers::{LineTemplate, ResponseHeaders, Segment};
 
 use super::HeaderMode;
 
@@ -21,15 +21,12 @@ pub struct RateHeaders {
 }
 
 /// The parts of a limit's headers that do not change from one response to
-/// the next, made once per limit: the values of `X-RateLimit-Limit` and
-/// `RateLimit-Policy`, and the start of `RateLimit` with its quoted name
-/// already written.
+/// the next, made once per limit: for each header mode, its headers as a
+/// template of lines with holes for what remains and when it resets.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FixedLines {
-    limit: HeaderValue,
-    policy: HeaderValue,
-    /// `"NAME";r=`, checked as header text once.
-    ratelimit_start: Box<[u8]>,
+    /// The lines of `legacy`, `draft` and `both`, in that order.
+    templates: [LineTemplate; 3],
 }
 
 /// Whether `c` may stand in a limit's name as the `RateLimit` headers
@@ -52,12 +49,34 @@ impl FixedLines {
         } else {
             "limit"
         };
-        let policy = HeaderValue::from_str(&format!("\"{name}\";q={limit};w={window_secs}"))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"limit\""));
+        let text = |text: String| Segment::Text(text.into_bytes().into());
+        let limit_line = || (X_RATELIMIT_LIMIT.clone(), vec![text(limit.to_string())]);
+        let policy_line = || {
+            let policy = format!("\"{name}\";q={limit};w={window_secs}");
+            (RATELIMIT_POLICY.clone(), vec![text(policy)])
+        };
+        let remaining_line = || (X_RATELIMIT_REMAINING.clone(), vec![Segment::Hole]);
+        let reset_line = || (X_RATELIMIT_RESET.clone(), vec![Segment::Hole]);
+        // `"NAME";r=REMAINING;t=RESET`.
+        let ratelimit_line = || {
+            let start = text(format!("\"{name}\";r="));
+            let value = vec![start, Segment::Hole, text(";t=".into()), Segment::Hole];
+            (RATELIMIT.clone(), value)
+        };
         Self {
-            limit: HeaderValue::from(limit),
-            policy,
-            ratelimit_start: format!("\"{name}\";r=").into_bytes().into(),
+            templates: [
+                LineTemplate::new(vec![limit_line(), remaining_line(), reset_line()]),
+                LineTemplate::new(vec![policy_line(), ratelimit_line()]),
+                // The order of `legacy` then `draft` as blocks set before:
+                // limit and policy, then the others.
+                LineTemplate::new(vec![
+                    limit_line(),
+                    policy_line(),
+                    remaining_line(),
+                    reset_line(),
+                    ratelimit_line(),
+                ]),
+            ],
         }
     }
 }
@@ -78,37 +97,20 @@ pub static RATE_LIMIT_HEADERS: [&HeaderName; 5] = [
 ];
 
 impl RateHeaders {
-    /// Sets the headers on a response, as one block of lines written at
-    /// once ([`ResponseHeaders::insert_lines`]: no value made and shared
-    /// per header, one copy to write them), in the order `X-RateLimit-*`
-    /// (limit, remaining, reset) and `RateLimit-Policy`, `RateLimit`, each
-    /// family where the header mode has it.
+    /// Sets the headers on a response: the header mode's template with
+    /// what remains and when it resets in its holes
+    /// ([`ResponseHeaders::insert_template`]: one block of lines written
+    /// at once, no value made per header).
     pub fn apply(&self, headers: &mut ResponseHeaders<'_>) {
         let (mut remaining, mut reset) = (itoa::Buffer::new(), itoa::Buffer::new());
         let remaining = remaining.format(self.remaining).as_bytes();
         let reset = reset.format(self.reset_secs).as_bytes();
-        let fixed = &*self.fixed;
-        let limit = [fixed.limit.as_bytes()];
-        let policy = [fixed.policy.as_bytes()];
-        let (remaining_parts, reset_parts) = ([remaining], [reset]);
-        // `"NAME";r=REMAINING;t=RESET`, written without `fmt`.
-        let ratelimit = [&*fixed.ratelimit_start, remaining, b";t=", reset];
-        let legacy: [(&HeaderName, &[&[u8]]); 3] = [
-            (&X_RATELIMIT_LIMIT, &limit),
-            (&X_RATELIMIT_REMAINING, &remaining_parts),
-            (&X_RATELIMIT_RESET, &reset_parts),
-        ];
-        let draft: [(&HeaderName, &[&[u8]]); 2] =
-            [(&RATELIMIT_POLICY, &policy), (&RATELIMIT, &ratelimit)];
+        let [legacy, draft, both] = &self.fixed.templates;
         match self.mode {
-            HeaderMode::Legacy => headers.insert_lines(&legacy),
-            HeaderMode::Draft => headers.insert_lines(&draft),
+            HeaderMode::Legacy => headers.insert_template(legacy, &[remaining, reset]),
+            HeaderMode::Draft => headers.insert_template(draft, &[remaining, reset]),
             HeaderMode::Both => {
-                // The order of the blocks the fixed values were before:
-                // limit and policy, then the others.
-                let [limit, remaining, reset] = legacy;
-                let [policy, ratelimit] = draft;
-                headers.insert_lines(&[limit, policy, remaining, reset, ratelimit]);
+                headers.insert_template(both, &[remaining, reset, remaining, reset]);
             }
             HeaderMode::None => {}
         }
@@ -118,18 +120,63 @@ impl RateHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::response_headers::PendingHeaders;
+
+    /// The lines `mode` writes for `fixed` with 7 remaining, reset in 30 s.
+    fn written(fixed: FixedLines, mode: HeaderMode) -> Vec<String> {
+        let rate = RateHeaders {
+            mode,
+            fixed: Arc::new(fixed),
+            remaining: 7,
+            reset_secs: 30,
+        };
+        let mut map = http::HeaderMap::new();
+        let mut pending = PendingHeaders::new(None);
+        let mut headers = ResponseHeaders::new(&mut map, &mut pending);
+        rate.apply(&mut headers);
+        headers.finish();
+        crate::policy::response_headers::tests::written(&map, &pending)
+    }
 
     #[test]
     fn fixed_lines_say_the_limit_its_policy_and_name() {
-        let fixed = FixedLines::new("api.ip", 10, 60);
-        assert_eq!(fixed.limit, "10");
-        assert_eq!(fixed.policy, "\"api.ip\";q=10;w=60");
-        assert_eq!(&*fixed.ratelimit_start, b"\"api.ip\";r=");
+        let fixed = || FixedLines::new("api.ip", 10, 60);
+        assert_eq!(
+            written(fixed(), HeaderMode::Both),
+            [
+                "x-ratelimit-limit: 10",
+                "ratelimit-policy: \"api.ip\";q=10;w=60",
+                "x-ratelimit-remaining: 7",
+                "x-ratelimit-reset: 30",
+                "ratelimit: \"api.ip\";r=7;t=30",
+            ]
+        );
+        assert_eq!(
+            written(fixed(), HeaderMode::Legacy),
+            [
+                "x-ratelimit-limit: 10",
+                "x-ratelimit-remaining: 7",
+                "x-ratelimit-reset: 30",
+            ]
+        );
+        assert_eq!(
+            written(fixed(), HeaderMode::Draft),
+            [
+                "ratelimit-policy: \"api.ip\";q=10;w=60",
+                "ratelimit: \"api.ip\";r=7;t=30",
+            ]
+        );
+        assert!(written(fixed(), HeaderMode::None).is_empty());
         // A name that could not be written inside its quotes is not.
         for bad in ["a\"b", "a\\b", "a\nb", "a\x7fb", "caf\u{e9}"] {
-            let fixed = FixedLines::new(bad, 10, 60);
-            assert_eq!(fixed.policy, "\"limit\";q=10;w=60", "{bad:?}");
-            assert_eq!(&*fixed.ratelimit_start, b"\"limit\";r=", "{bad:?}");
+            assert_eq!(
+                written(FixedLines::new(bad, 10, 60), HeaderMode::Draft),
+                [
+                    "ratelimit-policy: \"limit\";q=10;w=60",
+                    "ratelimit: \"limit\";r=7;t=30",
+                ],
+                "{bad:?}"
+            );
         }
     }
 }
