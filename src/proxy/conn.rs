@@ -186,11 +186,26 @@ impl Activity {
 
     /// A complete request head reached the service.
     pub fn request_started(self: &Arc<Self>) -> ConnRequestGuard {
+        self.started(false)
+    }
+
+    /// A complete request head reached palisade's own HTTP/1 engine, which
+    /// reads every byte of a request before answering it (a body it has
+    /// not read whole goes to hyper with the connection): a read it made
+    /// with no request in flight brought the next head's first bytes, and
+    /// the request's start is that read's stamp ([`ConnRequestGuard::arrived`]).
+    /// Under hyper such a read may be the rest of a body whose response
+    /// was sent first, so there the start is read from the clock.
+    pub fn head_started(self: &Arc<Self>) -> ConnRequestGuard {
+        self.started(true)
+    }
+
+    fn started(self: &Arc<Self>, read_heads_only: bool) -> ConnRequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let head = self.head_started.swap(0, Ordering::Relaxed);
         // Stamped by the read that brought the head's first bytes (1 is
         // the accept's: a first head is expected from then, not seen).
-        let arrived = (head > 1 && !self.multiplexed.load(Ordering::Relaxed))
+        let arrived = (read_heads_only && head > 1 && !self.multiplexed.load(Ordering::Relaxed))
             .then(|| self.epoch + Duration::from_nanos(head - 1));
         let handoff = if self.multiplexed.load(Ordering::Relaxed) {
             let since = Arc::new(AtomicU64::new(0));
@@ -294,8 +309,9 @@ impl ConnRequestGuard {
     /// When the request's head began arriving (its first bytes read from
     /// the socket), where the connection saw it: the request's start, as
     /// NGINX's `$request_time` counts it, without reading the clock
-    /// again. `None` on HTTP/2, for a connection's first head, and for a
-    /// head that was already buffered.
+    /// again. Only on palisade's own HTTP/1 engine
+    /// ([`Activity::head_started`]), and `None` there for a connection's
+    /// first head and a head that was already buffered.
     pub fn arrived(&self) -> Option<std::time::Instant> {
         self.arrived.map(Instant::into_std)
     }

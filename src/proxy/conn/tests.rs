@@ -153,21 +153,26 @@ async fn a_request_arrived_when_its_heads_first_bytes_were_read() {
     let activity = Activity::new();
     tokio::time::advance(Duration::from_secs(1)).await;
     // The first head: expected from the accept, not seen arriving.
-    assert_eq!(activity.request_started().arrived(), None);
+    assert_eq!(activity.head_started().arrived(), None);
     tokio::time::advance(Duration::from_secs(5)).await;
     let first_bytes = Instant::now();
     activity.saw_io(true);
     tokio::time::advance(Duration::from_secs(2)).await;
     activity.saw_io(true);
-    let request = activity.request_started();
+    let request = activity.head_started();
     assert_eq!(request.arrived(), Some(first_bytes.into_std()));
     // Bytes read while it is in flight start nothing.
     activity.saw_io(true);
     drop(request);
     // The next head was already buffered: no read brought it.
+    assert_eq!(activity.head_started().arrived(), None);
+    // Under hyper a read after a response may be the rest of its
+    // request's body (the upstream answered first): not a head's start.
+    activity.saw_io(true);
+    tokio::time::advance(Duration::from_secs(2)).await;
     assert_eq!(activity.request_started().arrived(), None);
     // HTTP/2: bytes between requests are frames.
     activity.mark_http2();
     activity.saw_io(true);
-    assert_eq!(activity.request_started().arrived(), None);
+    assert_eq!(activity.head_started().arrived(), None);
 }

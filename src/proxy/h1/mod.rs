@@ -299,7 +299,7 @@ where
 {
     let keep_alive = request.keep_alive;
     let method = request.request.method().clone();
-    let guard = context.activity.request_started();
+    let guard = context.activity.head_started();
     let mut handling = handle_boxed(
         context.shared.clone(),
         context.info.clone(),

@@ -47,8 +47,15 @@ impl Health {
         *self = Self::default();
     }
 
-    /// Redis failed: skip it for the current back-off, then double it.
+    /// Redis failed: skip it for the current back-off, then double it. A
+    /// failure during a cool-down is of a call sent before it began (the
+    /// requests of one batch, or in flight together, fail together): the
+    /// cool-down already counts it, and the back-off doubles once per
+    /// failed probe, not once per request.
     pub fn failed(&mut self, now: Instant) {
+        if self.skip_until.is_some_and(|until| now < until) {
+            return;
+        }
         self.skip_until = Some(now + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_COOLDOWN);
         self.probing = false;

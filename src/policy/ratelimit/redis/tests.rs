@@ -33,6 +33,28 @@ fn cool_down_grows_and_allows_one_probe() {
 }
 
 #[test]
+fn requests_failing_together_start_one_cool_down() {
+    // A batch (or requests in flight together) failing at once: one step
+    // of the back-off, not one per request.
+    let mut health = Health::default();
+    let t0 = Instant::now();
+    for i in 0..20 {
+        health.failed(t0 + Duration::from_millis(i));
+    }
+    assert!(!health.should_try(t0 + MIN_COOLDOWN - Duration::from_millis(1)));
+    assert!(
+        health.should_try(t0 + MIN_COOLDOWN),
+        "probed after 1 s, not 30 s"
+    );
+    // The probe fails: the back-off doubles.
+    let t1 = t0 + MIN_COOLDOWN;
+    health.failed(t1);
+    health.failed(t1 + Duration::from_millis(5));
+    assert!(!health.should_try(t1 + Duration::from_millis(1999)));
+    assert!(health.should_try(t1 + Duration::from_secs(2)));
+}
+
+#[test]
 fn replies_are_checked() {
     // Each `tat` comes as its distance from `now`.
     let decisions = parse_reply(&[100, 1, 1, 100, 0, 200, 0, 0, 300], [2, 1].into_iter()).unwrap();
