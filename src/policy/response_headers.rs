@@ -40,6 +40,10 @@ struct LineSpan {
     known: Known,
     /// The head holds the line as `name: value`, in one piece.
     whole: bool,
+    /// Its name's bit ([`name_bit`]) as a shift, found once as the line is
+    /// kept: each pass over the lines (removing, writing) tests it
+    /// instead of finding it again.
+    bit: u8,
 }
 
 /// The names a response writer looks at: its framing, `Connection` and
@@ -125,14 +129,17 @@ impl UpstreamLines {
     /// The exchange has checked the name is a token and the value is
     /// visible text (`httparse`'s rules, which are the `http` types'), and
     /// put the name in lower case; `known` is what the name is.
+    #[inline]
     pub fn push(&mut self, name: Range<usize>, value: Range<usize>, known: Known) {
         let whole = value.start == name.end + 2
             && self.head.get(name.end..value.start) == Some(b": ".as_slice());
+        let bit = name_shift(self.head.get(name.clone()).unwrap_or(&[]));
         self.lines.push(LineSpan {
             name: narrow(name),
             value: narrow(value),
             known,
             whole,
+            bit,
         });
     }
 
@@ -180,15 +187,20 @@ impl UpstreamLines {
     /// that compares only the lines whose bit is among the set's.
     fn remove_all(&mut self, set: &NameSet) {
         let head = &self.head;
-        self.lines.retain(|line| {
-            let (start, end) = line.name;
-            let name = head.get(start as usize..end as usize).unwrap_or(&[]);
-            set.bits & name_bit(name) == 0
-                || !set
-                    .spelled
+        let named = |line: &LineSpan| {
+            set.bits & (1 << line.bit) != 0 && {
+                let (start, end) = line.name;
+                let name = head.get(start as usize..end as usize).unwrap_or(&[]);
+                set.spelled
                     .iter()
                     .any(|wanted| name.eq_ignore_ascii_case(wanted))
-        });
+            }
+        };
+        // Often no line has one of the names: looked for first, without
+        // the rewriting `retain` does.
+        if self.lines.iter().any(named) {
+            self.lines.retain(|line| !named(line));
+        }
     }
 
     /// Lines over a head written out here, as the exchange keeps them.
@@ -565,11 +577,17 @@ enum SetValue {
 /// on every response of a rate-limited route.
 #[inline]
 fn name_bit(name: &[u8]) -> u64 {
+    1 << name_shift(name)
+}
+
+/// The position of [`name_bit`] (0 to 63).
+#[inline]
+fn name_shift(name: &[u8]) -> u8 {
     let [.., before_last, last] = name else {
-        return 1 << (name.len() & 63);
+        return (name.len() & 63) as u8;
     };
     let mixed = name.len() * 14 + usize::from(last | 0x20) * 50 + usize::from(before_last | 0x20);
-    1 << (mixed & 63)
+    (mixed & 63) as u8
 }
 
 /// The position in `headers` of the one named `name` (in any case).
@@ -1120,7 +1138,13 @@ fn each_entry<'a, E>(
         }
     }
     if let Some(upstream) = &pending.upstream {
+        let set_or_blocked = pending.set_names | pending.block_names;
         for span in &upstream.lines {
+            // Most lines' names nobody set: written without a lookup.
+            if set_or_blocked & (1 << span.bit) == 0 {
+                entry(Entry::Upstream(span))?;
+                continue;
+            }
             let name = upstream.bytes(span.name);
             match pending.set_position_of(name) {
                 None if pending.in_block(name) => {}
