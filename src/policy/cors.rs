@@ -2,10 +2,12 @@
 //! (204, no auth, upstream never contacted); actual responses, errors
 //! included, get the CORS headers so a browser can read a 401 or 429.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request};
 
 use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use super::response_headers::{HeaderBlock, NameSet, ResponseHeaders, edit_map};
 
@@ -114,9 +116,14 @@ impl CorsPolicy {
         self
     }
 
-    /// The headers an actual response from `allow_origin` gets.
-    fn answer_block(&self, allow_origin: &HeaderValue) -> Option<Arc<HeaderBlock>> {
-        let mut headers = vec![(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin.clone())];
+    /// The headers an actual response gets whose
+    /// `Access-Control-Allow-Origin` is `allow_origin`.
+    fn answer_headers(
+        &self,
+        allow_origin: HeaderValue,
+    ) -> SmallVec<[(HeaderName, HeaderValue); 3]> {
+        let mut headers = SmallVec::new();
+        headers.push((header::ACCESS_CONTROL_ALLOW_ORIGIN, allow_origin));
         if self.credentials {
             headers.push((
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -126,7 +133,12 @@ impl CorsPolicy {
         if let Some(expose) = &self.expose_headers {
             headers.push((header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone()));
         }
-        HeaderBlock::new(&headers)
+        headers
+    }
+
+    /// [`answer_headers`](Self::answer_headers) as one block.
+    fn answer_block(&self, allow_origin: &HeaderValue) -> Option<Arc<HeaderBlock>> {
+        HeaderBlock::new(&self.answer_headers(allow_origin.clone()))
     }
 
     /// The answer made for `origin` (an allowed one), if made.
@@ -194,18 +206,8 @@ impl CorsPolicy {
             headers.insert_block(answer);
             return;
         }
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            self.allow_origin_value(origin),
-        );
-        if self.credentials {
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-        }
-        if let Some(expose) = &self.expose_headers {
-            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+        for (name, value) in self.answer_headers(self.allow_origin_value(origin)) {
+            headers.insert(name, value);
         }
     }
 

@@ -167,36 +167,30 @@ impl UpstreamLines {
 
     /// Removes every line named `name` (in any case).
     fn remove(&mut self, name: &HeaderName) {
-        let head = &self.head;
         let wanted = name.as_str().as_bytes();
-        let named = |line: &LineSpan| {
-            let (start, end) = line.name;
-            end.saturating_sub(start) as usize == wanted.len()
-                && head
-                    .get(start as usize..end as usize)
-                    .is_some_and(|n| n.eq_ignore_ascii_case(wanted))
-        };
-        // Usually no line has the name: looked for first, without the
-        // rewriting `retain` does.
-        if self.lines.iter().any(named) {
-            self.lines.retain(|line| !named(line));
-        }
+        self.remove_where(name_bit(wanted), |n| n.eq_ignore_ascii_case(wanted));
     }
 
-    /// Removes every line named as one of `set` (in any case), in one pass
-    /// that compares only the lines whose bit is among the set's.
+    /// Removes every line named as one of `set` (in any case), in one pass.
     fn remove_all(&mut self, set: &NameSet) {
+        self.remove_where(set.bits, |n| {
+            set.spelled
+                .iter()
+                .any(|wanted| n.eq_ignore_ascii_case(wanted))
+        });
+    }
+
+    /// Removes every line whose name `wanted` says, comparing only the
+    /// lines whose bit is among `bits` (those of the wanted names).
+    fn remove_where(&mut self, bits: u64, wanted: impl Fn(&[u8]) -> bool) {
         let head = &self.head;
         let named = |line: &LineSpan| {
-            set.bits & (1 << line.bit) != 0 && {
+            bits & (1 << line.bit) != 0 && {
                 let (start, end) = line.name;
-                let name = head.get(start as usize..end as usize).unwrap_or(&[]);
-                set.spelled
-                    .iter()
-                    .any(|wanted| name.eq_ignore_ascii_case(wanted))
+                wanted(head.get(start as usize..end as usize).unwrap_or(&[]))
             }
         };
-        // Often no line has one of the names: looked for first, without
+        // Usually no line has one of the names: looked for first, without
         // the rewriting `retain` does.
         if self.lines.iter().any(named) {
             self.lines.retain(|line| !named(line));
@@ -334,8 +328,9 @@ pub struct LineTemplate {
     pieces: Vec<Box<[u8]>>,
     /// The [`name_bit`] of each of its names.
     names: u64,
-    /// Whether its lines can be one block: distinct names the writer has
-    /// no rules for, fixed text that is header text.
+    /// Whether its lines can be one block: names on distinct bits (so
+    /// distinct) that the writer has no rules for, fixed text that is
+    /// header text.
     whole: bool,
 }
 
@@ -710,8 +705,8 @@ impl PendingHeaders {
     }
 
     /// Sets `name` to `value` (see [`ResponseHeaders::insert`]). A name
-    /// of a length nothing set has (most) is added without a comparison
-    /// or a call.
+    /// whose bit nothing set or in a block has (most) is added without a
+    /// comparison or a call.
     #[inline]
     fn set(&mut self, name: HeaderName, value: SetValue) {
         let bit = name_bit(name.as_str().as_bytes());
@@ -723,7 +718,8 @@ impl PendingHeaders {
         self.set_named(name, value);
     }
 
-    /// [`set`](Self::set) for a name whose length something set has.
+    /// [`set`](Self::set) for a name whose bit something set or in a
+    /// block has.
     #[inline(never)]
     fn set_named(&mut self, name: HeaderName, value: SetValue) {
         if let Some((index, _)) = self.block_of(name.as_str().as_bytes()) {

@@ -440,9 +440,10 @@ fn finish_headers(policy: &Policy, ctx: &RequestCtx, mut headers: ResponseHeader
         .as_ref()
         .filter(|_| !ctx.preflight && ctx.route.as_ref().is_none_or(|r| r.cors));
     let cors = cors_policy.is_some() && ctx.origin.is_some();
-    // Room, made once, for what is set one by one below: the request ID,
-    // up to five rate-limit headers, up to four CORS ones.
-    headers.reserve(1 + if ctx.rate_headers.is_some() { 5 } else { 0 } + if cors { 4 } else { 0 });
+    // Room, made once, for what is set one by one below: the request ID
+    // and up to four CORS headers (`Vary`, and an answer not made as a
+    // block). The security, rate-limit and CORS answers are blocks.
+    headers.reserve(1 + if cors { 4 } else { 0 });
     let security = ctx
         .route
         .as_ref()

@@ -274,32 +274,41 @@ impl RedisBackend {
                 .map_or(true, |h| h.is_degraded(Instant::now()))
     }
 
-    /// Evaluates one request's limits, atomically, within `redis_timeout`.
+    /// Evaluates one request's limits, atomically, within `redis_timeout`
+    /// (bounded in its batch: see `spawn_batcher`).
     pub async fn decide(&self, limits: LimitRequest) -> Result<RedisDecision, RedisFailure> {
-        if !self.may_try() {
-            return Err(RedisFailure::CoolingDown);
-        }
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let result = self.submit(limits, deadline).await;
-        self.record(&result);
-        result
+        self.checked(async {
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            self.submit(limits, deadline).await
+        })
+        .await
+    }
+
+    /// Runs one call to Redis within `redis_timeout`, [`checked`](Self::checked).
+    async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, RedisFailure>>,
+    ) -> Result<T, RedisFailure> {
+        self.checked(async {
+            match tokio::time::timeout(self.timeout, call).await {
+                Ok(result) => result,
+                Err(_) => Err(RedisFailure::Timeout),
+            }
+        })
+        .await
     }
 
     /// Runs one call to Redis the way every caller must: skipped during a
-    /// cool-down, bounded by `redis_timeout`, and its outcome recorded in
-    /// the backend's health. (A decision is bounded in its batch instead:
-    /// [`decide`](Self::decide).)
-    async fn guarded<T>(
+    /// cool-down, and its outcome recorded in the backend's health. The
+    /// call itself is bounded by `redis_timeout`.
+    async fn checked<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, RedisFailure>>,
     ) -> Result<T, RedisFailure> {
         if !self.may_try() {
             return Err(RedisFailure::CoolingDown);
         }
-        let result = match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(RedisFailure::Timeout),
-        };
+        let result = call.await;
         self.record(&result);
         result
     }
