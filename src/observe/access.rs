@@ -18,6 +18,7 @@ use http::{HeaderValue, Method, StatusCode};
 use super::metrics::{self, Metrics, NO_ROUTE_LABEL, RouteSeries, method_label};
 use super::trace::RequestTrace;
 use super::trace::export::{self, SpanFacts};
+use crate::policy::auth::Identity;
 use crate::policy::body::BodyProgress;
 use crate::policy::ratelimit::Decisions;
 use crate::route::Route;
@@ -98,8 +99,9 @@ pub struct RequestRecord {
     pub retries: u32,
     /// Client IP after `trusted_proxies`.
     pub client_ip: IpAddr,
-    /// The verified `sub`.
-    pub user: Option<String>,
+    /// Who the request proved to be: its `sub` is the log's `user`, read
+    /// only when a line is written (kept, not copied, per request).
+    pub user: Identity,
     /// Request-body bytes in.
     pub body_in: Arc<BodyProgress>,
     /// Set when palisade answered itself.
@@ -142,7 +144,7 @@ impl RequestRecord {
                 upstream_time: None,
                 retries: 0,
                 client_ip,
-                user: None,
+                user: Identity::Anonymous,
                 body_in: Arc::new(BodyProgress::default()),
                 rejection: None,
                 rate_decisions: Decisions::new(),
@@ -274,7 +276,7 @@ impl RequestRecord {
                         duration_ms = elapsed.as_secs_f64() * 1000.0,
                         upstream_ms = self.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
                         client_ip = %self.client_ip,
-                        user = self.user.as_deref(),
+                        user = self.user.subject(),
                         bytes_in = self.body_in.bytes.load(Ordering::Relaxed),
                         bytes_out,
                         problem = rejection.map(|r| r.slug),
@@ -311,7 +313,7 @@ impl RequestRecord {
                 tracing::warn!(request_id, trace_id, route, %client_ip, reason, "authentication failed");
             }
             "forbidden" => {
-                let user = self.user.as_deref();
+                let user = self.user.subject();
                 tracing::warn!(request_id, trace_id, route, %client_ip, user, "tenant mismatch");
             }
             _ => tracing::warn!(

@@ -33,13 +33,24 @@ pub struct CorsPolicy {
     /// origin of `origins` (in its order), or one for `*` when any origin
     /// is allowed without credentials. Empty (any origin echoed with
     /// credentials): set one by one.
-    pub answers: Vec<Arc<HeaderBlock>>,
+    pub answers: Vec<CorsAnswer>,
     /// The CORS headers palisade does not set on an actual response to an
     /// allowed origin (`Access-Control-Allow-Credentials` without
     /// credentials, `Access-Control-Expose-Headers` without any, and the
     /// preflight-only ones): an upstream's are removed, so the client sees
     /// exactly what the policy says.
     pub unset: NameSet,
+}
+
+/// One allowed origin's answer, made once: its headers as a block, and the
+/// same block led by `Vary: Origin` for the usual response, one without a
+/// `Vary` of its own (one block set instead of a header and a block).
+#[derive(Debug, Clone)]
+pub struct CorsAnswer {
+    /// The CORS headers alone (a `Vary` is there to merge `Origin` into).
+    alone: Arc<HeaderBlock>,
+    /// `Vary: Origin`, then the CORS headers.
+    varied: Arc<HeaderBlock>,
 }
 
 /// The CORS headers a response can carry: on a CORS-enabled route they are
@@ -136,13 +147,20 @@ impl CorsPolicy {
         headers
     }
 
-    /// [`answer_headers`](Self::answer_headers) as one block.
-    fn answer_block(&self, allow_origin: &HeaderValue) -> Option<Arc<HeaderBlock>> {
-        HeaderBlock::new(&self.answer_headers(allow_origin.clone()))
+    /// [`answer_headers`](Self::answer_headers) as blocks, with and
+    /// without `Vary: Origin` first.
+    fn answer_block(&self, allow_origin: &HeaderValue) -> Option<CorsAnswer> {
+        let headers = self.answer_headers(allow_origin.clone());
+        let mut varied = vec![(header::VARY, HeaderValue::from_static("Origin"))];
+        varied.extend(headers.iter().cloned());
+        Some(CorsAnswer {
+            alone: HeaderBlock::new(&headers)?,
+            varied: HeaderBlock::new(&varied)?,
+        })
     }
 
     /// The answer made for `origin` (an allowed one), if made.
-    fn answer_for(&self, origin: &HeaderValue) -> Option<&Arc<HeaderBlock>> {
+    fn answer_for(&self, origin: &HeaderValue) -> Option<&CorsAnswer> {
         if self.any_origin {
             return self.answers.first();
         }
@@ -194,8 +212,8 @@ impl CorsPolicy {
     /// for an allowed origin, palisade's, and none of the upstream's it
     /// does not set; for a refused one, none at all.
     pub fn response_headers(&self, origin: &HeaderValue, headers: &mut ResponseHeaders<'_>) {
-        add_vary(headers, "Origin");
         if !self.allows(origin) {
+            add_vary(headers, "Origin");
             // Never let the upstream's own CORS answer through for an origin
             // the policy refuses.
             headers.remove_all(&ALL_CORS);
@@ -203,9 +221,15 @@ impl CorsPolicy {
         }
         headers.remove_all(&self.unset);
         if let Some(answer) = self.answer_for(origin) {
-            headers.insert_block(answer);
+            if headers.get_all(&header::VARY).next().is_none() {
+                headers.insert_block(&answer.varied);
+            } else {
+                add_vary(headers, "Origin");
+                headers.insert_block(&answer.alone);
+            }
             return;
         }
+        add_vary(headers, "Origin");
         for (name, value) in self.answer_headers(self.allow_origin_value(origin)) {
             headers.insert(name, value);
         }
@@ -285,14 +309,20 @@ mod tests {
     fn an_answer_made_once_is_what_setting_each_header_makes() {
         use crate::policy::response_headers::tests::written;
         use crate::policy::response_headers::{PendingHeaders, UpstreamLines};
-        let upstream = [
+        let with_vary = [
             ("Access-Control-Allow-Origin", "*"),
             ("Content-Type", "text/plain"),
             ("access-control-expose-headers", "X-Secret"),
             ("Vary", "Accept-Encoding"),
         ];
+        let without_vary = &with_vary[..3];
         for (any, credentials) in [(false, true), (false, false), (true, false), (true, true)] {
-            for origin in ["https://app.example.com", "https://other.example"] {
+            for (origin, upstream) in [
+                ("https://app.example.com", &with_vary[..]),
+                ("https://other.example", &with_vary[..]),
+                ("https://app.example.com", without_vary),
+                ("https://other.example", without_vary),
+            ] {
                 let origin = HeaderValue::from_static(origin);
                 let answered = |made_once: bool| {
                     let mut policy = policy(any, credentials);
@@ -301,7 +331,7 @@ mod tests {
                     }
                     let mut map = HeaderMap::new();
                     let mut pending =
-                        PendingHeaders::new(Some(UpstreamLines::from_pairs(&upstream)));
+                        PendingHeaders::new(Some(UpstreamLines::from_pairs(upstream)));
                     let mut headers = ResponseHeaders::new(&mut map, &mut pending);
                     policy.response_headers(&origin, &mut headers);
                     headers.finish();
@@ -309,11 +339,15 @@ mod tests {
                     lines.sort();
                     lines
                 };
-                assert_eq!(
-                    answered(true),
-                    answered(false),
-                    "{any} {credentials} {origin:?}"
-                );
+                let once = answered(true);
+                assert_eq!(once, answered(false), "{any} {credentials} {origin:?}");
+                // `Vary` says `Origin` once, after the upstream's names.
+                let vary: Vec<_> = once.iter().filter(|l| l.starts_with("vary:")).collect();
+                let expected = match upstream.len() {
+                    3 => "vary: Origin",
+                    _ => "vary: Accept-Encoding, Origin",
+                };
+                assert_eq!(vary, [expected], "{any} {credentials} {origin:?}");
             }
         }
         // Made for each allowed origin, or once for `*`; none to echo any

@@ -156,7 +156,8 @@ impl UpstreamLines {
             .map(|line| (self.bytes(line.name), self.bytes(line.value)))
     }
 
-    /// The values of the lines named `name` (in any case).
+    /// The values of the lines named `name` (both in lower case: compared
+    /// as they are).
     fn values<'a>(&'a self, name: &'a HeaderName) -> UpstreamValues<'a> {
         UpstreamValues {
             lines: self,
@@ -165,18 +166,17 @@ impl UpstreamLines {
         }
     }
 
-    /// Removes every line named `name` (in any case).
+    /// Removes every line named `name` (the lines' names and a
+    /// `HeaderName` are both in lower case: compared as they are).
     fn remove(&mut self, name: &HeaderName) {
         let wanted = name.as_str().as_bytes();
-        self.remove_where(name_bit(wanted), |n| n.eq_ignore_ascii_case(wanted));
+        self.remove_where(name_bit(wanted), |n| n == wanted);
     }
 
-    /// Removes every line named as one of `set` (in any case), in one pass.
+    /// Removes every line named as one of `set`, in one pass.
     fn remove_all(&mut self, set: &NameSet) {
         self.remove_where(set.bits, |n| {
-            set.spelled
-                .iter()
-                .any(|wanted| n.eq_ignore_ascii_case(wanted))
+            set.spelled.iter().any(|wanted| n == &**wanted)
         });
     }
 
@@ -1036,7 +1036,7 @@ impl<'a> Iterator for UpstreamValues<'a> {
         let lines = self.lines;
         self.at
             .by_ref()
-            .find(|line| lines.bytes(line.name).eq_ignore_ascii_case(self.name))
+            .find(|line| lines.bytes(line.name) == self.name)
             .map(|line| lines.bytes(line.value))
     }
 }

@@ -274,7 +274,7 @@ fn process(
             replay: &generation.replay,
         });
         let verified = identity::verify(policy, &route, req.headers(), &presented, signed).await?;
-        ctx.record.user = verified.identity.subject().map(str::to_string);
+        ctx.record.user = verified.identity.clone();
         require_claims::check(&route.require_claims, &verified.identity)?;
         tenant::check(route.tenant.as_ref(), &params, &verified.identity)?;
         if !route.rate_limits.is_empty() {

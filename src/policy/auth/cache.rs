@@ -1,7 +1,7 @@
 //! The verified-token cache: a token verified once is not verified again
 //! until `cache_ttl` passes or it expires, whichever is first. Found by a
-//! seeded hash of the token and confirmed by comparing the whole token in
-//! constant time, bounded in size.
+//! seeded hash of the token's tail (its signature) and length, confirmed by
+//! comparing the whole token in constant time, bounded in size.
 //!
 //! The token is kept beside its claims (as Envoy's JWT cache keeps it):
 //! an exact comparison cannot be fooled by a colliding key, and it costs a
@@ -51,20 +51,45 @@ pub struct TokenCache {
 
 /// Whether `a` and `b` are the same bytes, in time that depends on their
 /// length only (the length of a token is not a secret; its bytes are).
+/// Eight bytes at a time: a token is compared on every request.
 fn same_token(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let differ = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(differ) == 0
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    let words = a_words.iter().zip(b_words).fold(0u64, |acc, (x, y)| {
+        acc | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
+    });
+    let rest = a_rest
+        .iter()
+        .zip(b_rest)
+        .fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
+    std::hint::black_box(words | rest) == 0
 }
+
+/// The bytes of a token that place it in the table: its last
+/// [`HASHED_TAIL`] bytes (a JWT's signature, which no two verified tokens
+/// share) and its length. Hashing the whole token cost a pass over it on
+/// every request; only verified tokens are ever inserted, so a client
+/// cannot fill one slot with tokens it chose, and a lookup still compares
+/// the whole token.
+fn placed_by(token: &[u8]) -> (&[u8], usize) {
+    (
+        &token[token.len().saturating_sub(HASHED_TAIL)..],
+        token.len(),
+    )
+}
+
+/// How many of a token's last bytes are hashed (see [`placed_by`]).
+const HASHED_TAIL: usize = 32;
 
 impl TokenCache {
     /// Claims cached for `token`, if still fresh at `now`.
     /// With them, their `exp` (see [`Entry`]).
     pub fn get(&self, token: &str, now: Instant) -> Option<(Option<f64>, Claims)> {
         let token = token.as_bytes();
-        let hash = self.hasher.hash_one(token);
+        let hash = self.hasher.hash_one(placed_by(token));
         let mut entries = self.entries.lock().ok()?;
         let found = entries
             .find_entry(hash, |entry| same_token(&entry.token, token))
@@ -86,7 +111,7 @@ impl TokenCache {
         if ttl.is_zero() || token.len() > MAX_TOKEN_BYTES {
             return;
         }
-        let hash = self.hasher.hash_one(token);
+        let hash = self.hasher.hash_one(placed_by(token));
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -110,7 +135,7 @@ impl TokenCache {
             Err(absent) => {
                 absent
                     .into_table()
-                    .insert_unique(hash, entry, |e| self.hasher.hash_one(&*e.token));
+                    .insert_unique(hash, entry, |e| self.hasher.hash_one(placed_by(&e.token)));
             }
         }
     }
@@ -206,5 +231,37 @@ mod tests {
         assert!(!same_token(b"abc", b"abd"));
         assert!(!same_token(b"abc", b"xbc"));
         assert!(!same_token(b"abc", b"ab"));
+        // Past a word: a difference at any byte, in the words or the rest.
+        let token: Vec<u8> = (0..43u8).map(|i| b'A' + i).collect();
+        assert!(same_token(&token, &token.clone()));
+        for at in 0..token.len() {
+            let mut other = token.clone();
+            other[at] ^= 0x20;
+            assert!(!same_token(&token, &other), "byte {at}");
+        }
+    }
+
+    #[test]
+    fn tokens_with_one_tail_are_told_apart() {
+        let cache = TokenCache::default();
+        let now = Instant::now();
+        let ttl = Duration::from_secs(10);
+        let tail = "s".repeat(HASHED_TAIL);
+        let with_sub = |sub: &str| {
+            let mut claims = serde_json::Map::new();
+            claims.insert("sub".into(), sub.into());
+            Arc::new(VerifiedClaims::new(claims))
+        };
+        // Same length, same last bytes (one slot), different heads.
+        let first = format!("head1.{tail}");
+        let second = format!("head2.{tail}");
+        cache.put(&first, None, with_sub("first"), now, ttl);
+        assert!(cache.get(&second, now).is_none());
+        cache.put(&second, None, with_sub("second"), now, ttl);
+        assert_eq!(cache.len(), 2);
+        for (token, sub) in [(&first, "first"), (&second, "second")] {
+            let (_, hit) = cache.get(token, now).expect("cached");
+            assert_eq!(hit.get("sub"), Some(&serde_json::Value::from(sub)));
+        }
     }
 }

@@ -86,8 +86,9 @@ pub fn token_in<'h>(
                     found.offer(token)?;
                 }
                 // CGI/WSGI servers read `X_Token` as `X-Token`: such a
-                // spelling carries a token too.
-                if name.as_str().contains('-') {
+                // spelling carries a token too (`Authorization`, the usual
+                // source, has no `-` to respell).
+                if !authorization && name.as_str().contains('-') {
                     for (other, value) in headers {
                         if other != name && same_header_name(other.as_str(), name.as_str()) {
                             found.offer(header_token(name, value.as_bytes()))?;

@@ -249,16 +249,25 @@ impl RateLimitEngine {
         self.routes.get(route.id).map_or_else(Vec::new, |tiered| {
             let limits: Vec<&CompiledLimit> =
                 tiered.iter().map(|t| t.pick(inputs.identity)).collect();
-            self.keys_of(&limits, inputs).into_vec()
+            self.keys_of(&limits, inputs, Keyspace::Shared).into_vec()
         })
     }
 
-    fn keys_of(&self, limits: &[&CompiledLimit], inputs: &KeyInputs<'_>) -> PerLimit<String> {
+    fn keys_of(
+        &self,
+        limits: &[&CompiledLimit],
+        inputs: &KeyInputs<'_>,
+        keyspace: Keyspace,
+    ) -> PerLimit<String> {
         limits
             .iter()
             .map(|l| {
-                let mut key = String::with_capacity(l.key_base.len() + 24);
-                key.push_str(&l.key_base);
+                let base = match keyspace {
+                    Keyspace::Shared => l.key_base.as_str(),
+                    Keyspace::Own => "",
+                };
+                let mut key = String::with_capacity(base.len() + 24);
+                key.push_str(base);
                 self.push_key_value(&mut key, &l.rule.by, inputs);
                 key
             })
@@ -273,11 +282,11 @@ impl RateLimitEngine {
         let limits: PerLimit<&CompiledLimit> =
             tiered.iter().map(|t| t.pick(inputs.identity)).collect();
         let limits = limits.as_slice();
-        let keys = self.keys_of(limits, inputs);
         let mut backend_failed = false;
         let results = match &self.redis {
-            None => self.local(limits, &keys),
+            None => self.local(limits, &self.keys_of(limits, inputs, Keyspace::Own)),
             Some(redis) => {
+                let keys = self.keys_of(limits, inputs, Keyspace::Shared);
                 // The keys go to Redis; the memory fallback (rare) makes
                 // them again.
                 let request: Vec<(String, Gcra, bool)> = limits
@@ -305,7 +314,9 @@ impl RateLimitEngine {
                             OnRedisError::Deny => Some(Verdict::Unavailable),
                         };
                         match verdict {
-                            None => self.local(limits, &self.keys_of(limits, inputs)),
+                            None => {
+                                self.local(limits, &self.keys_of(limits, inputs, Keyspace::Own))
+                            }
                             Some(verdict) => {
                                 return RateOutcome {
                                     verdict,
@@ -488,6 +499,18 @@ impl RateLimitEngine {
             }
         }
     }
+}
+
+/// Where a bucket key is looked up, which decides what it must name.
+#[derive(Debug, Clone, Copy)]
+enum Keyspace {
+    /// Redis, which holds every route's and limit's buckets (and other
+    /// instances' prefixes): the key names them (`key_base`).
+    Shared,
+    /// A limit's own memory store (`LocalBuckets`, one per route and limit
+    /// numbers, as `key_base` is): the caller's value alone, so no request
+    /// copies and hashes the route's part of the key.
+    Own,
 }
 
 /// Refuses a request that sends a `header:NAME` key of the route's limits
