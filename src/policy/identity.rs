@@ -48,18 +48,11 @@ pub fn strip_client_headers(
 pub struct Verified {
     /// Who the caller proved to be.
     pub identity: Identity,
-    headers: Option<IdentityHeaders>,
-}
-
-impl Verified {
-    /// Sets the identity headers: the last change before the request
-    /// leaves (the client's copies were stripped on arrival).
-    pub fn set_headers(self, headers: &mut HeaderMap) -> Identity {
-        for (name, value) in self.headers.iter().flat_map(|set| set.iter()) {
-            headers.insert(name.clone(), value.clone());
-        }
-        self.identity
-    }
+    /// The identity headers, set on the upstream request as palisade's
+    /// own lines, after every check (`proxy::upstream::rewrite`'s
+    /// `AddedLines`; the client's copies were stripped on arrival). Shared
+    /// by every request of the token: never hashed into the request's map.
+    pub headers: Option<IdentityHeaders>,
 }
 
 /// Authenticates the request for `route` and decides its identity headers

@@ -190,11 +190,21 @@ impl UpstreamLines {
                 wanted(head.get(start as usize..end as usize).unwrap_or(&[]))
             }
         };
-        // Usually no line has one of the names: looked for first, without
-        // the rewriting `retain` does.
-        if self.lines.iter().any(named) {
-            self.lines.retain(|line| !named(line));
+        // Usually no line has one of the names, or one (`Server`): the
+        // lines before the first are left where they are, and the rest
+        // compared once each as they move up.
+        let Some(first) = self.lines.iter().position(named) else {
+            return;
+        };
+        let mut kept = first;
+        for at in first + 1..self.lines.len() {
+            let line = self.lines[at];
+            if !named(&line) {
+                self.lines[kept] = line;
+                kept += 1;
+            }
         }
+        self.lines.truncate(kept);
     }
 
     /// Lines over a head written out here, as the exchange keeps them.
@@ -826,38 +836,38 @@ impl<'a> ResponseHeaders<'a> {
         );
     }
 
-    /// Sets the headers of `template` with `values` in its holes, in
-    /// order, as [`insert_text`](Self::insert_text) of each would, as one
-    /// block of lines written into the response's text at once (the
-    /// rate-limit headers: one block to place and a few copies to write,
-    /// where each header was a value written piece by piece, a line to
-    /// place and a line to write). Where a block cannot be placed (a name
-    /// already set or in a block, or the template's own names: see
-    /// [`LineTemplate::new`]) or a value is not header text, its headers
-    /// are set one by one instead (the same result).
-    pub fn insert_template(&mut self, template: &LineTemplate, values: &[&[u8]]) {
+    /// Sets the headers of `template` with the numbers `values` in its
+    /// holes, in decimal and in order, as [`insert_text`](Self::insert_text)
+    /// of each would, as one block of lines written into the response's
+    /// text at once (the rate-limit headers: one block to place and a few
+    /// copies to write, where each header was a value written piece by
+    /// piece, a line to place and a line to write). A number's digits are
+    /// header text: only the template's fixed text is checked, once, when
+    /// it is made. Where a block cannot be placed (a name already set or in
+    /// a block, or the template's own names: see [`LineTemplate::new`]) or
+    /// the values do not fill the holes, its headers are set one by one
+    /// instead (the same result).
+    pub fn insert_template(&mut self, template: &LineTemplate, values: &[u64]) {
         let pending = &mut *self.pending;
         if template.whole
             && !self.into_map
             && (pending.set_names | pending.block_names) & template.names == 0
+            && values.len() + 1 == template.pieces.len()
         {
             let text = &mut pending.text;
             if text.capacity() == 0 {
                 text.reserve(TEXT_ROOM);
             }
             let start = text.len();
-            let mut valid = values.len() + 1 == template.pieces.len();
+            let mut digits = itoa::Buffer::new();
             for (piece, value) in template.pieces.iter().zip(values) {
                 text.extend_from_slice(piece);
-                valid &= is_value_text(value);
-                text.extend_from_slice(value);
+                text.extend_from_slice(digits.format(*value).as_bytes());
             }
             if let Some(last) = template.pieces.last() {
                 text.extend_from_slice(last);
             }
-            if let (true, Ok(start), Ok(end)) =
-                (valid, u32::try_from(start), u32::try_from(text.len()))
-            {
+            if let (Ok(start), Ok(end)) = (u32::try_from(start), u32::try_from(text.len())) {
                 pending.block_names |= template.names;
                 let at = pending.set.len();
                 pending.blocks.push(Placed {
@@ -871,13 +881,15 @@ impl<'a> ResponseHeaders<'a> {
             }
             text.truncate(start);
         }
+        // Rare (another edit named one of its headers first): made as text.
+        let values: SmallVec<[String; 4]> = values.iter().map(u64::to_string).collect();
         let mut holes = values.iter();
         for (name, segments) in &template.lines {
             let parts: SmallVec<[&[u8]; 4]> = segments
                 .iter()
                 .map(|segment| match segment {
                     Segment::Text(text) => &**text,
-                    Segment::Hole => holes.next().copied().unwrap_or(&[]),
+                    Segment::Hole => holes.next().map_or(&[][..], |value| value.as_bytes()),
                 })
                 .collect();
             self.insert_text(name.clone(), &parts);
@@ -1659,7 +1671,7 @@ pub(crate) mod tests {
     enum Edit {
         Block(usize),
         /// The block's headers as lines written for the response
-        /// ([`ResponseHeaders::insert_template`]), each value a hole.
+        /// ([`ResponseHeaders::insert_template`]), each value fixed text.
         Lines(usize),
         Insert(&'static str),
         Remove(&'static str),
@@ -1794,15 +1806,12 @@ pub(crate) mod tests {
                                 blocks[i]
                                     .headers
                                     .iter()
-                                    .map(|(n, _)| (n.clone(), vec![Segment::Hole]))
+                                    .map(|(n, v)| {
+                                        (n.clone(), vec![Segment::Text(v.as_bytes().into())])
+                                    })
                                     .collect(),
                             );
-                            let values: Vec<&[u8]> = blocks[i]
-                                .headers
-                                .iter()
-                                .map(|(_, v)| v.as_bytes())
-                                .collect();
-                            headers.insert_template(&template, &values);
+                            headers.insert_template(&template, &[]);
                         }
                         Lines(i) => {
                             for (n, v) in &blocks[i].headers {
@@ -1853,10 +1862,10 @@ pub(crate) mod tests {
         let mut pending = upstream(&[("X-RateLimit-Reset", "9"), ("Content-Type", "text/plain")]);
         let mut headers = ResponseHeaders::new(&mut map, &mut pending);
         headers.insert(name("x-request-id"), HeaderValue::from_static("id-1"));
-        headers.insert_template(&template, &[b"0", b"60", b"!"]);
+        headers.insert_template(&template, &[0, 60, 7]);
         assert_eq!(
             headers.get_all(&reset).collect::<Vec<_>>(),
-            [b"60s!".as_slice()],
+            [b"60s7".as_slice()],
             "the block hides the upstream's line of its name"
         );
         headers.finish();
@@ -1874,21 +1883,21 @@ pub(crate) mod tests {
             [
                 "content-type",
                 "x-request-id",
-                "x-ratelimit-limit: 10\r\nx-ratelimit-reset: 60s!\r\n"
+                "x-ratelimit-limit: 10\r\nx-ratelimit-reset: 60s7\r\n"
             ]
         );
         // What cannot be one block is set one by one, as `insert_text`
-        // would: a value that is not header text is not set at all, nor
-        // is fixed text that is not; a name repeated, or one the writer
-        // has rules for, is set in turn; missing values are empty.
-        type Case = (Vec<(HeaderName, Vec<Segment>)>, &'static [&'static [u8]]);
+        // would: fixed text that is not header text is not set at all; a
+        // name repeated, or one the writer has rules for, is set in turn;
+        // missing values are empty, values past the holes unused.
+        type Case = (Vec<(HeaderName, Vec<Segment>)>, &'static [u64]);
         let cases: [Case; 6] = [
             (
                 vec![
                     (limit.clone(), vec![Segment::Hole]),
                     (reset.clone(), vec![Segment::Hole]),
                 ],
-                &[b"1", b"6\r\n0"],
+                &[1, 6, 0],
             ),
             (
                 vec![
@@ -1902,7 +1911,7 @@ pub(crate) mod tests {
                     (limit.clone(), vec![Segment::Hole]),
                     (limit.clone(), vec![Segment::Hole]),
                 ],
-                &[b"1", b"2"],
+                &[1, 2],
             ),
             (
                 vec![
@@ -1916,7 +1925,7 @@ pub(crate) mod tests {
                     (limit.clone(), vec![Segment::Hole]),
                     (reset.clone(), vec![Segment::Hole]),
                 ],
-                &[b"1"],
+                &[1],
             ),
             (vec![], &[]),
         ];
@@ -1935,7 +1944,9 @@ pub(crate) mod tests {
                             .iter()
                             .flat_map(|segment| match segment {
                                 Segment::Text(text) => text.to_vec(),
-                                Segment::Hole => holes.next().map_or(Vec::new(), |v| v.to_vec()),
+                                Segment::Hole => {
+                                    holes.next().map_or(Vec::new(), |v| v.to_string().into())
+                                }
                             })
                             .collect();
                         headers.insert_text(name.clone(), &[&value]);
@@ -1963,6 +1974,41 @@ pub(crate) mod tests {
         assert!(pending.is_empty());
         assert_eq!(map.len(), MAX_SET + 2);
         assert_eq!(map["x-up"], "u");
+    }
+
+    #[test]
+    fn removing_names_keeps_every_other_line_in_order() {
+        let set = NameSet::new(vec![name("server"), name("x-powered-by")]);
+        let pairs = [
+            ("Server", "a"),
+            ("X-A", "1"),
+            ("server", "b"),
+            ("X-B", "2"),
+            ("X-Powered-By", "c"),
+            ("X-C", "3"),
+            ("SERVER", "d"),
+        ];
+        // Every cut of the lines, so the first named line is at every place.
+        for from in 0..pairs.len() {
+            let mut lines = UpstreamLines::from_pairs(&pairs[from..]);
+            lines.remove_all(&set);
+            let expected: Vec<String> = pairs[from..]
+                .iter()
+                .filter(|(n, _)| n.starts_with("X-") && *n != "X-Powered-By")
+                .map(|(n, v)| format!("{}: {v}", n.to_ascii_lowercase()))
+                .collect();
+            let kept: Vec<String> = lines
+                .iter()
+                .map(|(n, v)| {
+                    format!(
+                        "{}: {}",
+                        str::from_utf8(n).unwrap(),
+                        str::from_utf8(v).unwrap()
+                    )
+                })
+                .collect();
+            assert_eq!(kept, expected, "from {from}");
+        }
     }
 
     #[test]

@@ -290,7 +290,6 @@ fn process(
             ctx.record.rate_backend_failed = outcome.backend_failed;
             outcome.verdict.admit()?;
         }
-        verified.set_headers(req.headers_mut());
         limits::check_declared_body(req.headers(), route.max_body)?;
 
         let target = ForwardTarget {
@@ -299,6 +298,7 @@ fn process(
             peer_trusted: ctx.peer_trusted,
             https: ctx.https,
             request_id: (&policy.request_id.header, &ctx.record.request_id),
+            identity: verified.headers.as_ref(),
             trace: ctx.record.trace.as_ref().and_then(|t| t.outgoing.as_ref()),
             connection: (connection, conn.idle_timeout),
         };

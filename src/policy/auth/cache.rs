@@ -87,8 +87,7 @@ const HASHED_TAIL: usize = 32;
 impl TokenCache {
     /// Claims cached for `token`, if still fresh at `now`.
     /// With them, their `exp` (see [`Entry`]).
-    pub fn get(&self, token: &str, now: Instant) -> Option<(Option<f64>, Claims)> {
-        let token = token.as_bytes();
+    pub fn get(&self, token: &[u8], now: Instant) -> Option<(Option<f64>, Claims)> {
         let hash = self.hasher.hash_one(placed_by(token));
         let mut entries = self.entries.lock().ok()?;
         let found = entries
@@ -161,11 +160,11 @@ mod tests {
         let now = Instant::now();
         let claims = Arc::new(VerifiedClaims::new(serde_json::Map::new()));
         cache.put("a", None, claims.clone(), now, Duration::from_secs(10));
-        assert!(cache.get("a", now + Duration::from_secs(9)).is_some());
-        assert!(cache.get("a", now + Duration::from_secs(10)).is_none());
-        assert!(cache.get("b", now).is_none());
+        assert!(cache.get(b"a", now + Duration::from_secs(9)).is_some());
+        assert!(cache.get(b"a", now + Duration::from_secs(10)).is_none());
+        assert!(cache.get(b"b", now).is_none());
         cache.put("zero", None, claims.clone(), now, Duration::ZERO);
-        assert!(cache.get("zero", now).is_none());
+        assert!(cache.get(b"zero", now).is_none());
         for i in 0..(MAX_ENTRIES + 10) {
             cache.put(
                 &i.to_string(),
@@ -197,16 +196,16 @@ mod tests {
             "Aaa.bbb.ccc",
             "",
         ] {
-            assert!(cache.get(other, now).is_none(), "{other:?} hit");
+            assert!(cache.get(other.as_bytes(), now).is_none(), "{other:?} hit");
         }
         let (_, hit) = cache
-            .get("aaa.bbb.ccc", now)
+            .get(b"aaa.bbb.ccc", now)
             .expect("the token itself hits");
         assert_eq!(hit.get("sub"), Some(&serde_json::Value::from("first")));
         // Caching the token again replaces its entry rather than adding one.
         put_with_sub("second");
         assert_eq!(cache.len(), 1);
-        let (_, hit) = cache.get("aaa.bbb.ccc", now).expect("still cached");
+        let (_, hit) = cache.get(b"aaa.bbb.ccc", now).expect("still cached");
         assert_eq!(hit.get("sub"), Some(&serde_json::Value::from("second")));
     }
 
@@ -219,8 +218,8 @@ mod tests {
         let past_cap = "x".repeat(MAX_TOKEN_BYTES + 1);
         cache.put(&at_cap, None, claims.clone(), now, Duration::from_secs(10));
         cache.put(&past_cap, None, claims, now, Duration::from_secs(10));
-        assert!(cache.get(&at_cap, now).is_some());
-        assert!(cache.get(&past_cap, now).is_none());
+        assert!(cache.get(at_cap.as_bytes(), now).is_some());
+        assert!(cache.get(past_cap.as_bytes(), now).is_none());
         assert_eq!(cache.len(), 1);
     }
 
@@ -256,11 +255,11 @@ mod tests {
         let first = format!("head1.{tail}");
         let second = format!("head2.{tail}");
         cache.put(&first, None, with_sub("first"), now, ttl);
-        assert!(cache.get(&second, now).is_none());
+        assert!(cache.get(second.as_bytes(), now).is_none());
         cache.put(&second, None, with_sub("second"), now, ttl);
         assert_eq!(cache.len(), 2);
         for (token, sub) in [(&first, "first"), (&second, "second")] {
-            let (_, hit) = cache.get(token, now).expect("cached");
+            let (_, hit) = cache.get(token.as_bytes(), now).expect("cached");
             assert_eq!(hit.get("sub"), Some(&serde_json::Value::from(sub)));
         }
     }

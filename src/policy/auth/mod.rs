@@ -299,6 +299,9 @@ async fn try_jwt(
     let Some(verifier) = &policy.jwt else {
         return Err(AuthFailure::Missing);
     };
+    if let Some(claims) = verifier.cached_bearer(headers) {
+        return Ok(Identity::Jwt(claims));
+    }
     match verifier.token_from(headers) {
         Ok(None) => Err(AuthFailure::Missing),
         Err(failure) => {

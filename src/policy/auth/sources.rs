@@ -197,6 +197,20 @@ fn token_text<'t>(name: &HeaderName, text: &'t str) -> Option<&'t str> {
     }
 }
 
+/// A `Bearer` line's token when reading it takes no text: the scheme in
+/// any case and its space, then a token whose first and last bytes are
+/// ASCII and not whitespace. [`header_token`] finds the very same token
+/// in such a line (its trims remove nothing, whatever the bytes between);
+/// any other line is `None` and is read by it instead.
+pub fn plain_bearer(line: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = line.split_at_checked(BEARER.len())?;
+    let plain = |b: &u8| b.is_ascii() && !b.is_ascii_whitespace();
+    (scheme.eq_ignore_ascii_case(BEARER.as_bytes())
+        && token.first().is_some_and(plain)
+        && token.last().is_some_and(plain))
+    .then_some(token)
+}
+
 /// The scheme of a bearer credential, with the space after it.
 const BEARER: &str = "bearer ";
 

@@ -102,9 +102,7 @@ impl RateHeaders {
     /// ([`ResponseHeaders::insert_template`]: one block of lines written
     /// at once, no value made per header).
     pub fn apply(&self, headers: &mut ResponseHeaders<'_>) {
-        let (mut remaining, mut reset) = (itoa::Buffer::new(), itoa::Buffer::new());
-        let remaining = remaining.format(self.remaining).as_bytes();
-        let reset = reset.format(self.reset_secs).as_bytes();
+        let (remaining, reset) = (u64::from(self.remaining), self.reset_secs);
         let [legacy, draft, both] = &self.fixed.templates;
         match self.mode {
             HeaderMode::Legacy => headers.insert_template(legacy, &[remaining, reset]),

@@ -196,6 +196,13 @@ fn limit_result(gcra: Gcra, allowed: bool, tat: i64, now: i64) -> LimitResult {
     }
 }
 
+/// One limit's memory decision for `key`, judged and charged in one step.
+fn charge_one(limit: &CompiledLimit, key: &String) -> LimitResult {
+    let now = limit.local.now_us();
+    let outcome = limit.local.charge(key, now);
+    limit_result(limit.gcra, outcome.allowed, outcome.tat, now)
+}
+
 /// Rate limiting for one policy generation.
 pub struct RateLimitEngine {
     settings: RateLimitSettings,
@@ -279,6 +286,14 @@ impl RateLimitEngine {
         let Some(tiered) = self.routes.get(route.id).filter(|l| !l.is_empty()) else {
             return RateOutcome::default();
         };
+        if let ([only], None) = (tiered.as_slice(), &self.redis) {
+            // One limit in memory, as most routes have: decided without
+            // the per-limit lists.
+            let limit = only.pick(inputs.identity);
+            let mut key = String::with_capacity(24);
+            self.push_key_value(&mut key, &limit.rule.by, inputs);
+            return self.conclude(route, &[limit], &[Some(charge_one(limit, &key))]);
+        }
         let limits: PerLimit<&CompiledLimit> =
             tiered.iter().map(|t| t.pick(inputs.identity)).collect();
         let limits = limits.as_slice();
@@ -342,14 +357,7 @@ impl RateLimitEngine {
     /// judged and charged in one step.
     fn local(&self, limits: &[&CompiledLimit], keys: &[String]) -> PerLimit<Option<LimitResult>> {
         if let ([limit], [key]) = (limits, keys) {
-            let now = limit.local.now_us();
-            let outcome = limit.local.charge(key, now);
-            return smallvec::smallvec![Some(limit_result(
-                limit.gcra,
-                outcome.allowed,
-                outcome.tat,
-                now
-            ))];
+            return smallvec::smallvec![Some(charge_one(limit, key))];
         }
         let judged: PerLimit<(Option<i64>, i64)> = limits
             .iter()

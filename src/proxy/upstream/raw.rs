@@ -1035,7 +1035,13 @@ mod tests {
         );
         out.clear();
         headers.remove("content-length");
+        let identity: crate::policy::auth::claims::IdentityHeaders = vec![(
+            http::HeaderName::from_static("x-user-id"),
+            HeaderValue::from_static("u1"),
+        )]
+        .into();
         let added = AddedLines::new(
+            Some(identity),
             crate::policy::forward::Forwarded {
                 for_chain: HeaderValue::from_static("1.2.3.4"),
                 proto: Some(HeaderValue::from_static("http")),
@@ -1049,8 +1055,9 @@ mod tests {
         encode(&Method::PUT, &headers, Some(&added), 3, &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "PUT /a?b HTTP/1.1\r\nhost: up\r\nx-after: 1\r\nx-forwarded-for: 1.2.3.4\r\n\
-             x-forwarded-proto: http\r\nx-request-id: id-1\r\ncontent-length: 3\r\n\r\n",
+            "PUT /a?b HTTP/1.1\r\nhost: up\r\nx-after: 1\r\nx-user-id: u1\r\n\
+             x-forwarded-for: 1.2.3.4\r\nx-forwarded-proto: http\r\nx-request-id: id-1\r\n\
+             content-length: 3\r\n\r\n",
             "palisade's lines after the client's; a length the body needs last"
         );
     }

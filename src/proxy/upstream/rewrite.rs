@@ -11,6 +11,7 @@ use http::{Method, Uri, Version};
 use super::upgrade::{self, WEBSOCKET};
 use crate::config::UpstreamPolicy;
 use crate::observe::trace::{self, Outgoing};
+use crate::policy::auth::claims::IdentityHeaders;
 use crate::policy::forward;
 use crate::policy::headers::strip_fixed_hop_by_hop;
 use crate::proxy::conn::{ConnRequestGuard, TunnelWatch};
@@ -28,6 +29,8 @@ pub struct ForwardTarget<'a> {
     pub https: bool,
     /// The request-ID header and its value.
     pub request_id: (&'a HeaderName, &'a HeaderValue),
+    /// The verified caller's identity headers (`forward_claims`), if any.
+    pub identity: Option<&'a IdentityHeaders>,
     /// palisade's `traceparent` (and the caller's `tracestate`), with
     /// `[tracing] propagate = true`.
     pub trace: Option<&'a Outgoing>,
@@ -87,14 +90,21 @@ pub struct ClientUpgrade {
 /// the map (`rewrite`), so the upstream gets one of each.
 #[derive(Debug, Clone)]
 pub struct AddedLines {
+    identity: Option<IdentityHeaders>,
     forwarded: forward::Forwarded,
     request_id: (HeaderName, HeaderValue),
 }
 
 impl AddedLines {
-    /// `forwarded`'s lines, then the request-ID header.
-    pub fn new(forwarded: forward::Forwarded, request_id: (HeaderName, HeaderValue)) -> Self {
+    /// The identity headers, `forwarded`'s lines, then the request-ID
+    /// header.
+    pub fn new(
+        identity: Option<IdentityHeaders>,
+        forwarded: forward::Forwarded,
+        request_id: (HeaderName, HeaderValue),
+    ) -> Self {
         Self {
+            identity,
             forwarded,
             request_id,
         }
@@ -102,15 +112,17 @@ impl AddedLines {
 
     /// Each line, as name and value, in the order it is written.
     pub fn each(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
-        self.forwarded
-            .each()
+        self.identity
+            .iter()
+            .flat_map(|lines| lines.iter().map(|(name, value)| (name, value)))
+            .chain(self.forwarded.each())
             .chain(std::iter::once((&self.request_id.0, &self.request_id.1)))
     }
 
     /// The lines put into a header map, for an exchange that writes only
     /// a map (hyper's).
     pub fn insert_into(&self, headers: &mut http::HeaderMap) {
-        headers.reserve(4);
+        headers.reserve(4 + self.identity.as_ref().map_or(0, |lines| lines.len()));
         for (name, value) in self.each() {
             headers.insert(name.clone(), value.clone());
         }
@@ -208,6 +220,7 @@ pub fn rewrite(
     }
     head.uri = upstream_uri(&policy.base_path, target.path, &head.uri)?;
     head.added = Some(AddedLines::new(
+        target.identity.cloned(),
         forwarded,
         (id_name.clone(), id_value.clone()),
     ));

@@ -256,3 +256,60 @@ async fn fractional_dates_are_read_as_numbers_and_bound_the_cache() {
         AuthFailure::NotYetValid
     );
 }
+
+/// The cached token found before its line is read as text is the one the
+/// sources find, or none: every `Authorization` shape below either takes
+/// the short way to the very claims the long way gives, or is left to it.
+#[tokio::test]
+async fn a_cached_bearer_is_the_token_the_sources_find() {
+    let v = verifier(&["exp"]);
+    let token = sign(good());
+    let claims = v.verify(&token).await.unwrap();
+    let other = sign(with(good(), "sub", json!("u2")));
+    let lines = |values: &[String]| {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            let value = http::HeaderValue::from_bytes(value.as_bytes()).unwrap();
+            headers.append(http::header::AUTHORIZATION, value);
+        }
+        headers
+    };
+    let short_way = [
+        format!("Bearer {token}"),
+        format!("bearer {token}"),
+        format!("BEARER {token}"),
+    ];
+    for value in &short_way {
+        let headers = lines(std::slice::from_ref(value));
+        let found = v.cached_bearer(&headers).expect(value);
+        assert!(Arc::ptr_eq(&found, &claims), "{value}");
+        let long_way = v.token_from(&headers).unwrap().unwrap();
+        assert_eq!(long_way, token.as_str(), "{value}");
+    }
+    let long_way = [
+        vec![format!("Bearer  {token}")],
+        vec![format!("Bearer {token} ")],
+        vec![format!("Bearer\t{token}")],
+        vec![format!(" Bearer {token}")],
+        vec![format!("Bearer {token}\u{a0}")],
+        vec![format!("Bearer {token}"), format!("Bearer {token}")],
+        vec![format!("Bearer {other}")],
+        vec![format!("Token {token}")],
+        vec!["Bearer".to_string()],
+        vec![],
+    ];
+    for values in &long_way {
+        assert!(v.cached_bearer(&lines(values)).is_none(), "{values:?}");
+    }
+    // Other sources: the long way, whatever the line.
+    let mut both = verifier(&["exp"]);
+    both.bearer_only = false;
+    both.verify(&token).await.unwrap();
+    assert!(both.cached_bearer(&lines(&short_way[..1])).is_none());
+    // Not cached yet, then cached: the short way finds it only once it is.
+    let fresh = verifier(&["exp"]);
+    let headers = lines(&short_way[..1]);
+    assert!(fresh.cached_bearer(&headers).is_none());
+    fresh.verify(&token).await.unwrap();
+    assert!(fresh.cached_bearer(&headers).is_some());
+}
