@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The comparison (issue 12, the project's BENCH.md): one run on one machine,
-# every target in front of the same upstream, interleaved round by round
-# (A B C ... A B C ...), medians of per-round ratios to NGINX.
+# every target in front of the same upstream, interleaved round by round,
+# each round starting one target later (A B C, B C A, C A B, ...), medians
+# of per-round ratios to NGINX.
 #
 #   bench/run.sh                 the comparison (targets: see bench/targets.sh)
 #   bench/run.sh memory [N]      idle RSS and bytes per idle keep-alive
@@ -139,8 +140,13 @@ for wl in $WORKLOADS; do
   for t in "${active[@]}"; do
     if [ -n "${ok[$wl,$t]:-}" ]; then run "$wl" "$t" warm-up "$WARMUP" || true; fi
   done
+  # Each round starts one target later than the one before: a target
+  # measured always right after the same other one read 1-3% slower or
+  # faster by its place alone (session 29, two builds measured in a fixed
+  # order and then in alternating order).
   for r in $(seq 1 "$ROUNDS"); do
-    for t in "${active[@]}"; do
+    for k in "${!active[@]}"; do
+      t=${active[$(( (k + r - 1) % ${#active[@]} ))]}
       if [ -n "${ok[$wl,$t]:-}" ]; then run "$wl" "$t" "$r" "$DURATION" || true; fi
     done
   done

@@ -159,10 +159,12 @@ impl UpstreamLines {
     /// The values of the lines named `name` (both in lower case: compared
     /// as they are).
     fn values<'a>(&'a self, name: &'a HeaderName) -> UpstreamValues<'a> {
+        let name = name.as_str().as_bytes();
         UpstreamValues {
             lines: self,
             at: self.lines.iter(),
-            name: name.as_str().as_bytes(),
+            name,
+            shift: name_shift(name),
         }
     }
 
@@ -1039,6 +1041,9 @@ pub struct UpstreamValues<'a> {
     lines: &'a UpstreamLines,
     at: std::slice::Iter<'a, LineSpan>,
     name: &'a [u8],
+    /// The name's [`name_shift`]: a line on another bit is passed over
+    /// without comparing its name.
+    shift: u8,
 }
 
 impl<'a> Iterator for UpstreamValues<'a> {
@@ -1048,7 +1053,7 @@ impl<'a> Iterator for UpstreamValues<'a> {
         let lines = self.lines;
         self.at
             .by_ref()
-            .find(|line| lines.bytes(line.name) == self.name)
+            .find(|line| line.bit == self.shift && lines.bytes(line.name) == self.name)
             .map(|line| lines.bytes(line.value))
     }
 }
