@@ -159,13 +159,15 @@ impl CorsPolicy {
         })
     }
 
-    /// The answer made for `origin` (an allowed one), if made.
-    fn answer_for(&self, origin: &HeaderValue) -> Option<&CorsAnswer> {
+    /// Where `origin`'s answer is in [`answers`](Self::answers) when it is
+    /// allowed (`0`, the one answer, when any origin is; an answer there
+    /// is not made when any origin is echoed with credentials); `None`
+    /// when it is refused. One pass over the origins.
+    fn allowed_at(&self, origin: &HeaderValue) -> Option<usize> {
         if self.any_origin {
-            return self.answers.first();
+            return Some(0);
         }
-        let at = self.origins.iter().position(|o| o == origin)?;
-        self.answers.get(at)
+        self.origins.iter().position(|o| o == origin)
     }
 
     fn allow_origin_value(&self, origin: &HeaderValue) -> HeaderValue {
@@ -212,16 +214,16 @@ impl CorsPolicy {
     /// for an allowed origin, palisade's, and none of the upstream's it
     /// does not set; for a refused one, none at all.
     pub fn response_headers(&self, origin: &HeaderValue, headers: &mut ResponseHeaders<'_>) {
-        if !self.allows(origin) {
+        let Some(allowed) = self.allowed_at(origin) else {
             add_vary(headers, "Origin");
             // Never let the upstream's own CORS answer through for an origin
             // the policy refuses.
             headers.remove_all(&ALL_CORS);
             return;
-        }
+        };
         headers.remove_all(&self.unset);
-        if let Some(answer) = self.answer_for(origin) {
-            if headers.get_all(&header::VARY).next().is_none() {
+        if let Some(answer) = self.answers.get(allowed) {
+            if !headers.contains_key(&header::VARY) {
                 headers.insert_block(&answer.varied);
             } else {
                 add_vary(headers, "Origin");
@@ -248,7 +250,7 @@ impl CorsPolicy {
 /// `names` is written as a `Vary` value (`A, B`), with no name twice: it is
 /// the value itself when the response has no `Vary` yet (no text built).
 pub fn add_vary(headers: &mut ResponseHeaders<'_>, names: &'static str) {
-    if headers.get_all(&header::VARY).next().is_none() {
+    if !headers.contains_key(&header::VARY) {
         headers.insert(header::VARY, HeaderValue::from_static(names));
         return;
     }

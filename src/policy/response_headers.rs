@@ -168,6 +168,14 @@ impl UpstreamLines {
         }
     }
 
+    /// Whether a line is named `name` (in lower case), whose
+    /// [`name_shift`] is `shift`.
+    fn has(&self, name: &[u8], shift: u8) -> bool {
+        self.lines
+            .iter()
+            .any(|line| line.bit == shift && self.bytes(line.name) == name)
+    }
+
     /// Removes every line named `name` (the lines' names and a
     /// `HeaderName` are both in lower case: compared as they are).
     fn remove(&mut self, name: &HeaderName) {
@@ -996,10 +1004,21 @@ impl<'a> ResponseHeaders<'a> {
         )
     }
 
-    /// Whether any line is named `name`.
-    #[cfg(test)]
+    /// Whether any line is named `name`, palisade's, a block's, the map's
+    /// or the upstream's: what [`get_all`](Self::get_all) would find,
+    /// asked without making its iterator (`Vary`, before every CORS
+    /// answer). The name's bit is made once and rules out most places.
     pub fn contains_key(&self, name: &HeaderName) -> bool {
-        self.get_all(name).next().is_some()
+        let spelled = name.as_str().as_bytes();
+        let shift = name_shift(spelled);
+        let pending = &*self.pending;
+        ((pending.set_names | pending.block_names) & (1 << shift) != 0
+            && (pending.set_position(name).is_some() || pending.in_block(spelled)))
+            || (!self.map.is_empty() && self.map.contains_key(name))
+            || pending
+                .upstream
+                .as_ref()
+                .is_some_and(|lines| lines.has(spelled, shift))
     }
 
     /// Ends the editing: past [`MAX_SET`] headers set, everything goes
@@ -1826,6 +1845,16 @@ pub(crate) mod tests {
                         Insert(n) => headers.insert(name(n), HeaderValue::from_static("set")),
                         Remove(n) => headers.remove(&name(n)),
                     }
+                }
+                // Asking whether a name is there says what reading it finds.
+                for n in [
+                    "x-frame-options",
+                    "ratelimit-policy",
+                    "x-a",
+                    "x-ratelimit-limit",
+                ] {
+                    let found = headers.get_all(&name(n)).next().is_some();
+                    assert_eq!(headers.contains_key(&name(n)), found, "{n} {script:?}");
                 }
                 let read: Vec<Vec<u8>> = ["x-frame-options", "ratelimit-policy", "x-a"]
                     .iter()
