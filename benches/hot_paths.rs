@@ -248,6 +248,7 @@ fn rate_limit(c: &mut Criterion, policy: &Policy, rt: &tokio::runtime::Runtime) 
     let headers = HeaderMap::new();
     let inputs = KeyInputs {
         client_ip: IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
+        client_ip_text: Some("10.1.2.3"),
         identity: &identity,
         headers: &headers,
     };

@@ -384,6 +384,7 @@ fn route_stages(
     };
     let inputs = KeyInputs {
         client_ip,
+        client_ip_text: None,
         identity: &identity,
         headers: request_headers,
     };

@@ -281,6 +281,9 @@ fn process(
             ratelimit::check_key_headers(&route, req.headers())?;
             let inputs = KeyInputs {
                 client_ip: ctx.record.client_ip,
+                client_ip_text: (ctx.record.client_ip == conn.peer.ip())
+                    .then(|| conn.peer_text.to_str().ok())
+                    .flatten(),
                 identity: &verified.identity,
                 headers: req.headers(),
             };

@@ -103,3 +103,50 @@ fn a_verified_string_claim_picks_the_tier() {
     let pro = rule.with_tier(&rule.tiers[0]);
     assert_eq!((pro.limit, pro.burst, pro.per), (100, 100, rule.per));
 }
+
+/// An IPv4 client's key copies the connection's address text when it is
+/// given; the key is the one written from the address itself, for every
+/// spelling of a client (IPv6 goes by its prefix, whatever text is given).
+#[test]
+fn a_clients_address_text_makes_the_key_its_address_makes() {
+    let policy = crate::config::compile::load_str(
+        "[[routes]]\nname = \"all\"\npath = \"/**\"\nauth = \"none\"\n\
+         rate_limits = [{ by = \"ip\", limit = 5, per = \"1s\" }]\n",
+        "test.toml",
+        &crate::config::expand::Env::from_pairs([]),
+    )
+    .unwrap();
+    let routes = policy.routes.routes();
+    let engine = RateLimitEngine::new(
+        policy.ratelimit.clone(),
+        routes,
+        &LimiterRegistry::default(),
+        None,
+    );
+    let identity = Identity::Anonymous;
+    let headers = HeaderMap::new();
+    for (ip, text) in [
+        ("10.1.2.3", "10.1.2.3"),
+        ("::ffff:10.1.2.3", "10.1.2.3"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("2001:db8:1:2::7", "2001:db8:1:2::7"),
+    ] {
+        let client_ip: IpAddr = ip.parse().unwrap();
+        let keys = |client_ip_text| {
+            engine.keys(
+                &routes[0],
+                &KeyInputs {
+                    client_ip,
+                    client_ip_text,
+                    identity: &identity,
+                    headers: &headers,
+                },
+            )
+        };
+        assert_eq!(keys(Some(text)), keys(None), "{ip}");
+        assert!(keys(None)[0].ends_with(&ip_bucket(client_ip, 64)), "{ip}");
+        // The text is what an IPv4 key copies; an IPv6 key never does.
+        let copied = keys(Some("as-given"))[0].ends_with("ip:as-given");
+        assert_eq!(copied, client_ip.to_canonical().is_ipv4(), "{ip}");
+    }
+}
