@@ -334,6 +334,16 @@ const FRAMING_LENGTHS: u64 = crate::policy::headers::length_mask(&FRAMING);
 /// through a server of its choosing. NGINX and Apache advise removing it.
 pub(crate) const PROXY: &str = "proxy";
 
+/// Method overrides Rails, Express and Laravel honour: the method palisade
+/// routed on must be the one the upstream runs, so clients' are removed
+/// and palisade never sets one for the operator (a claim a user can edit,
+/// Supabase's `user_metadata`, would choose the method).
+pub const METHOD_OVERRIDES: [&str; 3] = [
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+];
+
 /// Why palisade cannot set a header of this name for the operator (the
 /// request-ID header, `upstream.deadline_header`, a `forward_claims`
 /// target), or `None` when it can. A name that frames or routes the
@@ -354,6 +364,10 @@ pub fn reserved_reason(name: &str) -> Option<&'static str> {
         Some("forwards unchanged: it carries the client's credentials")
     } else if ["traceparent", "tracestate"].iter().any(same) {
         Some("sets for trace context ([tracing] propagate)")
+    } else if METHOD_OVERRIDES.iter().any(same) {
+        Some(
+            "removes: a method override has the upstream run another method than the one routed on",
+        )
     } else {
         None
     }

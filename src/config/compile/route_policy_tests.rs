@@ -123,6 +123,17 @@ fn headers_palisade_owns_cannot_be_set_for_the_operator() {
             ),
         );
     }
+    // Red team, session 29: a claim a user can edit (Supabase's
+    // `user_metadata`) set as a method override chose the method the
+    // upstream ran.
+    fails_at(
+        &format!("{JWT}forward_claims = {{ m = \"X-HTTP-Method-Override\" }}\n{route}"),
+        "t.toml:3:24: auth.jwt.forward_claims.m: \"X-HTTP-Method-Override\" is a header palisade removes: a method override",
+    );
+    fails_at(
+        &format!("[upstream]\ndeadline_header = \"x_method_override\"\n{route}"),
+        "t.toml:2:19: upstream.deadline_header: \"x_method_override\" is a header palisade removes",
+    );
     fails_at(
         &format!("[request_id]\nheader = \"traceparent\"\n{route}"),
         "t.toml:2:10: request_id.header: \"traceparent\" is a header palisade sets for trace",

@@ -307,14 +307,6 @@ impl Compiler<'_> {
     }
 }
 
-/// Method overrides Rails, Express and Laravel honour: the method palisade
-/// routed on must be the one the upstream runs.
-const METHOD_OVERRIDES: [&str; 3] = [
-    "X-HTTP-Method-Override",
-    "X-HTTP-Method",
-    "X-Method-Override",
-];
-
 /// Every `forward_claims` target, `[auth.jwt]`'s and each route's.
 pub(super) fn claim_targets(file: &FileConfig) -> impl Iterator<Item = &Text> {
     let routes = file
@@ -332,7 +324,7 @@ pub(super) fn claim_targets(file: &FileConfig) -> impl Iterator<Item = &Text> {
 /// method-override headers and `upstream.deadline_header`.
 pub(super) fn stripped_headers(file: &FileConfig) -> StrippedHeaders {
     let mut set = StrippedHeaders::default();
-    for name in METHOD_OVERRIDES {
+    for name in crate::policy::head::METHOD_OVERRIDES {
         set.add(name);
     }
     for header in claim_targets(file) {
