@@ -514,6 +514,46 @@ async fn cors_preflight_is_answered_without_upstream_or_credentials() {
     assert_eq!(upstream.count(), 0);
 }
 
+/// Red team, session 29: `remove_response_headers` is for the upstream's
+/// answers; a preflight is palisade's own, and lost its `Vary` and
+/// `Access-Control-Allow-Origin` (a browser then fails the preflight).
+#[tokio::test]
+async fn a_preflight_keeps_its_headers_whatever_the_removal_list() {
+    let upstream = TestUpstream::start().await;
+    let config = CONFIG.replace(
+        "[defaults]",
+        "[security_headers]\nremove_response_headers = [\"Vary\", \"Access-Control-Allow-Origin\", \"Access-Control-Max-Age\"]\n[defaults]",
+    );
+    let server = start_palisade(&config, upstream.addr).await;
+    let preflight = Request::options("/x")
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .body(Full::default())
+        .unwrap();
+    let reply = send(server.proxy_addr, preflight).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        reply.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(reply.header("access-control-max-age"), Some("600"));
+    assert!(reply.header("vary").unwrap().contains("Origin"));
+    assert_eq!(upstream.count(), 0);
+    // The upstream's answer still loses them (palisade sets its own CORS
+    // headers after the removal).
+    let actual = get_with(
+        server.proxy_addr,
+        "/x",
+        &[("origin", "https://app.example.com")],
+    )
+    .await;
+    assert_eq!(actual.status, StatusCode::OK);
+    assert_eq!(
+        actual.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+}
+
 #[tokio::test]
 async fn disallowed_origin_gets_no_cors_headers() {
     let (upstream, server) = setup().await;

@@ -451,7 +451,8 @@ fn finish_headers(policy: &Policy, ctx: &RequestCtx, mut headers: ResponseHeader
         .route
         .as_ref()
         .map_or(&policy.security_headers, |route| &route.security_headers);
-    let from_upstream = ctx.record.rejection.is_none();
+    // palisade's own answers (a refusal, a preflight) keep what they carry.
+    let from_upstream = ctx.record.rejection.is_none() && !ctx.preflight;
     security.apply(&mut headers, ctx.https, from_upstream);
     headers.insert(
         policy.request_id.header.clone(),
