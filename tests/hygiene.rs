@@ -514,6 +514,15 @@ async fn cors_preflight_is_answered_without_upstream_or_credentials() {
     assert_eq!(upstream.count(), 0);
 }
 
+/// A CORS preflight for `path` from `origin`, asking for `method`.
+fn preflight(path: &str, origin: &str, method: &str) -> Request<Full<Bytes>> {
+    Request::options(path)
+        .header("origin", origin)
+        .header("access-control-request-method", method)
+        .body(Full::default())
+        .unwrap()
+}
+
 /// Red team, session 29: `remove_response_headers` is for the upstream's
 /// answers; a preflight is palisade's own, and lost its `Vary` and
 /// `Access-Control-Allow-Origin` (a browser then fails the preflight).
@@ -525,12 +534,11 @@ async fn a_preflight_keeps_its_headers_whatever_the_removal_list() {
         "[security_headers]\nremove_response_headers = [\"Vary\", \"Access-Control-Allow-Origin\", \"Access-Control-Max-Age\"]\n[defaults]",
     );
     let server = start_palisade(&config, upstream.addr).await;
-    let preflight = Request::options("/x")
-        .header("origin", "https://app.example.com")
-        .header("access-control-request-method", "POST")
-        .body(Full::default())
-        .unwrap();
-    let reply = send(server.proxy_addr, preflight).await;
+    let reply = send(
+        server.proxy_addr,
+        preflight("/x", "https://app.example.com", "POST"),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     assert_eq!(
         reply.header("access-control-allow-origin"),
@@ -557,12 +565,11 @@ async fn a_preflight_keeps_its_headers_whatever_the_removal_list() {
 #[tokio::test]
 async fn disallowed_origin_gets_no_cors_headers() {
     let (upstream, server) = setup().await;
-    let preflight = Request::options("/x")
-        .header("origin", "https://evil.example")
-        .header("access-control-request-method", "DELETE")
-        .body(Full::default())
-        .unwrap();
-    let reply = send(server.proxy_addr, preflight).await;
+    let reply = send(
+        server.proxy_addr,
+        preflight("/x", "https://evil.example", "DELETE"),
+    )
+    .await;
     assert!(!reply.headers.contains_key("access-control-allow-origin"));
     assert_eq!(upstream.count(), 0);
     let actual = get_with(
@@ -688,12 +695,11 @@ async fn the_upstreams_own_cors_headers_never_reach_the_client() {
 #[tokio::test]
 async fn route_with_cors_off_forwards_preflights() {
     let (upstream, server) = setup().await;
-    let preflight = Request::options("/internal/x")
-        .header("origin", "https://app.example.com")
-        .header("access-control-request-method", "POST")
-        .body(Full::default())
-        .unwrap();
-    let reply = send(server.proxy_addr, preflight).await;
+    let reply = send(
+        server.proxy_addr,
+        preflight("/internal/x", "https://app.example.com", "POST"),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "forwarded as a plain OPTIONS");
     assert_eq!(upstream.count(), 1);
     assert!(!reply.headers.contains_key("access-control-allow-origin"));
