@@ -246,6 +246,9 @@ fn explain_shows_route_auth_tenant_limits_and_upstream_headers() {
     assert!(out.contains(":user:u1"), "{out}");
     assert!(out.contains("x-user-id: u1"), "{out}");
     assert!(out.contains("x-org: o1"), "{out}");
+    // The token it signed is a working credential: never printed.
+    assert!(out.contains("authorization: Bearer <redacted>"), "{out}");
+    assert!(!out.contains("eyJ"), "{out}");
     assert!(out.contains("timeout     30s"), "{out}");
     assert!(out.contains("max_body    1MiB"), "{out}");
     assert!(out.contains("result      200 from the upstream"), "{out}");

@@ -6,6 +6,7 @@
 //! limit keys, timeout, `max_body`, retries) are read from the same
 //! compiled policy. Nothing leaves the process.
 
+use crate::config::values::REDACTED;
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -427,14 +428,24 @@ fn result(observed: &Observed) -> Stage {
     Stage::outcome(summary, passes, observed.reason.clone())
 }
 
+/// The headers as text, credentials redacted: the explanation is printed
+/// (and pasted into tickets and CI logs), and a token `--token-claims`
+/// signed with the policy's secret is a working credential. The scheme of
+/// an `Authorization` value stays (`Bearer <redacted>`).
 fn header_list(headers: &HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
         .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
+            let text = String::from_utf8_lossy(v.as_bytes());
+            let shown = match k.as_str() {
+                "authorization" | "proxy-authorization" => match text.split_once(' ') {
+                    Some((scheme, _)) => format!("{scheme} {REDACTED}"),
+                    None => REDACTED.to_string(),
+                },
+                "cookie" => REDACTED.to_string(),
+                _ => text.into_owned(),
+            };
+            (k.to_string(), shown)
         })
         .collect()
 }
