@@ -41,8 +41,20 @@ pub fn limits(route: &Route) -> String {
                 text.push_str(&format!(" burst {}", l.burst));
             }
             if let Some(claim) = &l.tier_claim {
-                let names: Vec<&str> = l.tiers.iter().map(|t| &*t.name).collect();
-                text.push_str(&format!(" tiers by {claim}: {}", names.join("/")));
+                // Each tier with its numbers: a tier's limit changed on its
+                // own is a change to the route.
+                let tiers: Vec<String> = l
+                    .tiers
+                    .iter()
+                    .map(|t| {
+                        let mut tier = format!("{} {}", t.name, t.limit);
+                        if t.burst != t.limit {
+                            tier.push_str(&format!(" burst {}", t.burst));
+                        }
+                        tier
+                    })
+                    .collect();
+                text.push_str(&format!(" tiers by {claim}: {}", tiers.join("/")));
             }
             if l.shadow {
                 text.push_str(" (shadow)");
@@ -182,6 +194,30 @@ mod tests {
         assert!(lines[3].starts_with("added route \"d\" at #3: methods *, pattern /d"));
         assert_eq!(lines.len(), 4);
         assert!(changes(&new, &new).is_empty());
+    }
+
+    /// Red team, session 29: a tier's numbers changed on their own were
+    /// "none to the routes" (only the tiers' names were compared).
+    #[test]
+    fn a_tiers_numbers_are_part_of_the_route() {
+        let with = |pro: &str| {
+            table(&format!(
+                "[[routes]]\nname = \"a\"\npath = \"/a\"\n\
+                 rate_limits = [{{ by = \"ip\", limit = 10, per = \"1m\", \
+                 tier_claim = \"plan\", tiers = {{ pro = {pro} }} }}]\n"
+            ))
+        };
+        let lines = changes(
+            &with("{ limit = 100 }"),
+            &with("{ limit = 200, burst = 50 }"),
+        );
+        assert_eq!(
+            lines,
+            [
+                "changed route \"a\": limits ip:10/1m tiers by plan: pro 100 -> \
+              ip:10/1m tiers by plan: pro 200 burst 50"
+            ]
+        );
     }
 
     /// The audit's case: one route moved ahead past another, with a
