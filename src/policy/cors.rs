@@ -89,7 +89,7 @@ pub fn preflight_method<B>(req: &Request<B>) -> Option<Method> {
 impl CorsPolicy {
     /// Whether `origin` may read responses.
     pub fn allows(&self, origin: &HeaderValue) -> bool {
-        self.any_origin || self.origins.iter().any(|o| o == origin)
+        self.allowed_at(origin).is_some()
     }
 
     /// The policy with its [`answers`](Self::answers) and
@@ -214,26 +214,31 @@ impl CorsPolicy {
     /// for an allowed origin, palisade's, and none of the upstream's it
     /// does not set; for a refused one, none at all.
     pub fn response_headers(&self, origin: &HeaderValue, headers: &mut ResponseHeaders<'_>) {
-        let Some(allowed) = self.allowed_at(origin) else {
-            add_vary(headers, "Origin");
+        let allowed = self.allowed_at(origin);
+        let answer = allowed.and_then(|at| self.answers.get(at));
+        // The usual response, without a `Vary` of its own: one block.
+        if let Some(answer) = answer
+            && !headers.contains_key(&header::VARY)
+        {
+            headers.remove_all(&self.unset);
+            headers.insert_block(&answer.varied);
+            return;
+        }
+        add_vary(headers, "Origin");
+        if allowed.is_none() {
             // Never let the upstream's own CORS answer through for an origin
             // the policy refuses.
             headers.remove_all(&ALL_CORS);
             return;
-        };
-        headers.remove_all(&self.unset);
-        if let Some(answer) = self.answers.get(allowed) {
-            if !headers.contains_key(&header::VARY) {
-                headers.insert_block(&answer.varied);
-            } else {
-                add_vary(headers, "Origin");
-                headers.insert_block(&answer.alone);
-            }
-            return;
         }
-        add_vary(headers, "Origin");
-        for (name, value) in self.answer_headers(self.allow_origin_value(origin)) {
-            headers.insert(name, value);
+        headers.remove_all(&self.unset);
+        match answer {
+            Some(answer) => headers.insert_block(&answer.alone),
+            None => {
+                for (name, value) in self.answer_headers(self.allow_origin_value(origin)) {
+                    headers.insert(name, value);
+                }
+            }
         }
     }
 

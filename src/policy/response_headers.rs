@@ -168,14 +168,6 @@ impl UpstreamLines {
         }
     }
 
-    /// Whether a line is named `name` (in lower case), whose
-    /// [`name_shift`] is `shift`.
-    fn has(&self, name: &[u8], shift: u8) -> bool {
-        self.lines
-            .iter()
-            .any(|line| line.bit == shift && self.bytes(line.name) == name)
-    }
-
     /// Removes every line named `name` (the lines' names and a
     /// `HeaderName` are both in lower case: compared as they are).
     fn remove(&mut self, name: &HeaderName) {
@@ -1007,18 +999,16 @@ impl<'a> ResponseHeaders<'a> {
     /// Whether any line is named `name`, palisade's, a block's, the map's
     /// or the upstream's: what [`get_all`](Self::get_all) would find,
     /// asked without making its iterator (`Vary`, before every CORS
-    /// answer). The name's bit is made once and rules out most places.
+    /// answer). The name's bit rules out most places without a comparison.
     pub fn contains_key(&self, name: &HeaderName) -> bool {
-        let spelled = name.as_str().as_bytes();
-        let shift = name_shift(spelled);
         let pending = &*self.pending;
-        ((pending.set_names | pending.block_names) & (1 << shift) != 0
-            && (pending.set_position(name).is_some() || pending.in_block(spelled)))
-            || (!self.map.is_empty() && self.map.contains_key(name))
+        pending.set_position(name).is_some()
+            || pending.in_block(name.as_str().as_bytes())
+            || self.map.contains_key(name)
             || pending
                 .upstream
                 .as_ref()
-                .is_some_and(|lines| lines.has(spelled, shift))
+                .is_some_and(|lines| lines.values(name).next().is_some())
     }
 
     /// Ends the editing: past [`MAX_SET`] headers set, everything goes

@@ -133,8 +133,16 @@ impl JwtVerifier {
             return None;
         };
         let token = super::sources::plain_bearer(line.as_bytes())?;
-        let (exp, claims) = self.cache.get(token, Instant::now())?;
-        exp.is_none_or(|exp| exp > unix_now()).then_some(claims)
+        self.fresh_claims(token, Instant::now(), unix_now())
+    }
+
+    /// The claims cached for `token`, fresh at `now` and not past their
+    /// `exp` at `wall_now`. The cache entry never outlives `exp`;
+    /// re-checking it on a hit also covers a wall clock that moved since
+    /// the entry was made.
+    fn fresh_claims(&self, token: &[u8], now: Instant, wall_now: f64) -> Option<cache::Claims> {
+        let (exp, claims) = self.cache.get(token, now)?;
+        exp.is_none_or(|exp| exp > wall_now).then_some(claims)
     }
 
     /// Whether a `header:` source reads the header `name`.
@@ -148,11 +156,7 @@ impl JwtVerifier {
     pub async fn verify(&self, token: &str) -> Result<cache::Claims, AuthFailure> {
         let now = Instant::now();
         let wall_now = unix_now();
-        // The cache entry never outlives `exp`; re-checking it on a hit also
-        // covers a wall clock that moved since the entry was made.
-        if let Some((exp, claims)) = self.cache.get(token.as_bytes(), now)
-            && exp.is_none_or(|exp| exp > wall_now)
-        {
+        if let Some(claims) = self.fresh_claims(token.as_bytes(), now, wall_now) {
             return Ok(claims);
         }
         let (alg, kid) = read_header(token)?;

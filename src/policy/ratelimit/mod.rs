@@ -272,17 +272,20 @@ impl RateLimitEngine {
     ) -> PerLimit<String> {
         limits
             .iter()
-            .map(|l| {
-                let base = match keyspace {
-                    Keyspace::Shared => l.key_base.as_str(),
-                    Keyspace::Own => "",
-                };
-                let mut key = String::with_capacity(base.len() + 24);
-                key.push_str(base);
-                self.push_key_value(&mut key, &l.rule.by, inputs);
-                key
-            })
+            .map(|l| self.key_of(l, inputs, keyspace))
             .collect()
+    }
+
+    /// One limit's bucket key in `keyspace`.
+    fn key_of(&self, limit: &CompiledLimit, inputs: &KeyInputs<'_>, keyspace: Keyspace) -> String {
+        let base = match keyspace {
+            Keyspace::Shared => limit.key_base.as_str(),
+            Keyspace::Own => "",
+        };
+        let mut key = String::with_capacity(base.len() + 24);
+        key.push_str(base);
+        self.push_key_value(&mut key, &limit.rule.by, inputs);
+        key
     }
 
     /// Decides a request on `route`.
@@ -294,8 +297,7 @@ impl RateLimitEngine {
             // One limit in memory, as most routes have: decided without
             // the per-limit lists.
             let limit = only.pick(inputs.identity);
-            let mut key = String::with_capacity(24);
-            self.push_key_value(&mut key, &limit.rule.by, inputs);
+            let key = self.key_of(limit, inputs, Keyspace::Own);
             return self.conclude(route, &[limit], &[Some(charge_one(limit, &key))]);
         }
         let limits: PerLimit<&CompiledLimit> =
